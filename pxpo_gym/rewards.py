@@ -1,0 +1,301 @@
+"""Per-pixel rewards: built-ins, user callables, and the checks they all pass.
+
+A reward is any callable ``fn(images, contexts) -> map`` where ``images`` is
+(B, 3, H, W) float RGB in [0, 1] on the env's device and ``contexts`` is (B,)
+int64. It returns either a per-pixel map (B, H, W) or one scalar per image (B,),
+which is broadcast to a constant map. ``make_reward`` turns a name, a
+``"package.module:function"`` string or a callable into a ``Reward`` that
+checks every output (shape, finiteness) and names itself in every error.
+
+Built-ins (``make_reward(name, **kwargs)``):
+
+- ``color``: closeness of every pixel to a target colour (the PXPO paper's colour
+  experiment), 1 - ||rgb - target|| / sqrt(3), in [0, 1].
+- ``target_map``: painted feedback. A target image or colour plus a signed
+  per-pixel weight map: weight * closeness to the target. Maps and targets can be
+  arrays or PNG files.
+- ``segmentation``: probability, from the shipped segmentation network, that a
+  pixel belongs to a wanted shape class (the conditioned class by default).
+- ``brightness``: per-pixel mean of the RGB channels.
+- ``jpeg_compressibility`` / ``jpeg_incompressibility``: DDPO's global rewards,
+  minus / plus the JPEG size in kB at quality 95; one scalar per image.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+RewardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Reward:
+    """A reward function with a name, whose outputs are checked.
+
+    Args:
+        fn: ``fn(images (B, 3, H, W), contexts (B,)) -> (B, H, W) or (B,)``.
+        name: used in error messages.
+    """
+
+    def __init__(self, fn: RewardFn, name: str) -> None:
+        if not callable(fn):
+            raise TypeError(f"reward {name!r} is not callable: got {type(fn).__name__}")
+        self.fn = fn
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Reward({self.name!r})"
+
+    def __call__(self, images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+        """Returns the checked per-pixel map, (B, H, W) float32 on the images' device.
+
+        Raises:
+            ValueError: the reward returned the wrong type or shape, NaN or inf.
+        """
+        batch, _, height, width = images.shape
+        out = self.fn(images, contexts)
+        if isinstance(out, np.ndarray):
+            out = torch.from_numpy(out)
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(
+                f"reward {self.name!r} must return a torch.Tensor or numpy array, got {type(out).__name__}"
+            )
+        out = out.to(device=images.device, dtype=torch.float32)
+        if out.shape == (batch,):
+            out = out[:, None, None].expand(batch, height, width)
+        if out.shape != (batch, height, width):
+            raise ValueError(
+                f"reward {self.name!r} returned shape {tuple(out.shape)}; expected the per-pixel "
+                f"map ({batch}, {height}, {width}) or one scalar per image ({batch},)"
+            )
+        if not bool(torch.isfinite(out).all()):
+            bad = int((~torch.isfinite(out)).sum())
+            raise ValueError(f"reward {self.name!r} returned {bad} non-finite values (NaN or inf)")
+        return out
+
+
+def _as_rgb(color: Sequence[float] | str, name: str) -> torch.Tensor:
+    """An RGB triple in [0, 1] from floats or a colour name/hex understood by matplotlib."""
+    if isinstance(color, str):
+        from matplotlib.colors import to_rgb
+
+        try:
+            color = to_rgb(color)
+        except ValueError as err:
+            raise ValueError(f"{name}={color!r} is not a colour name or #rrggbb") from err
+    rgb = torch.as_tensor(color, dtype=torch.float32)
+    if rgb.shape != (3,) or not bool(((rgb >= 0) & (rgb <= 1)).all()):
+        raise ValueError(f"{name} must be 3 floats in [0, 1] or a colour name, got {color!r}")
+    return rgb
+
+
+def _closeness(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - Euclidean RGB distance / sqrt(3): (B, 3, H, W) vs broadcastable target -> (B, H, W)."""
+    return 1 - (images - target).norm(dim=1) / math.sqrt(3)
+
+
+def color_reward(target: Sequence[float] | str = (1.0, 0.0, 0.0)) -> RewardFn:
+    """Per-pixel closeness to one target colour (default pure red), in [0, 1]."""
+    rgb = _as_rgb(target, "target")
+
+    def color(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+        return _closeness(images, rgb.to(images.device)[None, :, None, None])
+
+    return color
+
+
+def load_map(source: str | Path | np.ndarray | torch.Tensor, name: str, channels: int) -> torch.Tensor:
+    """Loads a float map from an array or image file (PNG, values scaled to [0, 1]).
+
+    Returns (H, W) for ``channels == 1`` and (3, H, W) for ``channels == 3``.
+    """
+    if isinstance(source, (str, Path)):
+        from PIL import Image
+
+        path = Path(source)
+        if not path.is_file():
+            raise ValueError(f"{name}={str(source)!r} is not a file")
+        try:
+            with Image.open(path) as img:
+                pixels = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255
+        except OSError as err:
+            raise ValueError(f"{name}={str(source)!r} is not a readable image: {err}") from err
+        arr = torch.from_numpy(pixels)
+        if channels == 3:
+            arr = arr.permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+    else:
+        arr = torch.as_tensor(source, dtype=torch.float32)
+    want = "(H, W)" if channels == 1 else "(3, H, W)"
+    if arr.ndim != (2 if channels == 1 else 3) or (channels == 3 and arr.shape[0] != 3):
+        raise ValueError(f"{name} must have shape {want}, got {tuple(arr.shape)}")
+    if not bool(torch.isfinite(arr).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+    return arr
+
+
+def target_map_reward(
+    target: Sequence[float] | str | np.ndarray | torch.Tensor = (1.0, 0.0, 0.0),
+    weights: str | Path | np.ndarray | torch.Tensor | None = None,
+) -> RewardFn:
+    """Painted feedback: signed weight times closeness to a target, per pixel.
+
+    Args:
+        target: a colour (3 floats or a name) or a target image (3, H, W) in
+            [0, 1], or an RGB image file.
+        weights: signed (H, W) map of how much each pixel matters (negative: be
+            unlike the target there), an array or a grayscale image file
+            (0..255 -> 0..1). None weights every pixel 1.
+
+    Returns:
+        ``fn(images, contexts) -> (B, H, W)``, weight * (1 - ||rgb - target|| / sqrt(3)).
+    """
+    if isinstance(target, (str, Path)) and Path(str(target)).suffix.lower() in (".png", ".jpg", ".jpeg"):
+        target_img = load_map(target, "target", channels=3)
+    elif isinstance(target, (np.ndarray, torch.Tensor)) and np.ndim(target) == 3:
+        target_img = load_map(target, "target", channels=3)
+    else:
+        target_img = _as_rgb(target, "target")[:, None, None]  # (3, 1, 1)
+    weight = None if weights is None else load_map(weights, "weights", channels=1)
+    if weight is not None and target_img.shape[1:] != (1, 1) and target_img.shape[1:] != weight.shape:
+        raise ValueError(
+            f"target has size {tuple(target_img.shape[1:])} but weights has {tuple(weight.shape)}"
+        )
+
+    def target_map(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+        size = tuple(images.shape[2:])
+        for label, arr in (("target", target_img), ("weights", weight)):
+            if arr is not None and arr.shape[-2:] != (1, 1) and tuple(arr.shape[-2:]) != size:
+                raise ValueError(f"{label} has size {tuple(arr.shape[-2:])}, the images are {size}")
+        close = _closeness(images, target_img.to(images.device)[None])
+        return close if weight is None else close * weight.to(images.device)
+
+    return target_map
+
+
+def segmentation_reward(
+    target_class: int | str = "context", weights_path: str | Path | None = None
+) -> RewardFn:
+    """Per-pixel probability that a pixel shows the wanted shape class.
+
+    Args:
+        target_class: ``"context"`` (the class the image was conditioned on), a
+            shape class id, or a class name from ``pxpo_gym.shapes.SHAPE_CLASSES``.
+        weights_path: a ``SegmentationNet`` safetensors file; the shipped one if None.
+    """
+    from pxpo_gym.segmentation import load_segmentation_net
+    from pxpo_gym.shapes import SHAPE_CLASSES
+
+    if isinstance(target_class, str) and target_class != "context":
+        if target_class not in SHAPE_CLASSES:
+            raise ValueError(
+                f"target_class={target_class!r} is not 'context' or one of {SHAPE_CLASSES}"
+            )
+        target_class = SHAPE_CLASSES.index(target_class)
+    if isinstance(target_class, int) and not 0 <= target_class < len(SHAPE_CLASSES):
+        raise ValueError(f"target_class must be in [0, {len(SHAPE_CLASSES)}), got {target_class}")
+    net = load_segmentation_net(weights_path)
+
+    def segmentation(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+        if next(net.parameters()).device != images.device:
+            net.to(images.device)
+        with torch.no_grad():
+            probs = net(images.float()).softmax(dim=1)  # (B, K+1, H, W)
+        if target_class == "context":
+            wanted = contexts.clamp(0, len(SHAPE_CLASSES) - 1) + 1
+        else:
+            wanted = torch.full_like(contexts, int(target_class) + 1)
+        return probs[torch.arange(images.shape[0], device=images.device), wanted]
+
+    return segmentation
+
+
+def brightness_reward() -> RewardFn:
+    """Per-pixel mean of the RGB channels, in [0, 1]."""
+
+    def brightness(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+        return images.mean(dim=1)
+
+    return brightness
+
+
+def jpeg_sizes_kb(images: torch.Tensor, quality: int = 95) -> torch.Tensor:
+    """JPEG file size in kB of each image, (B,) float32 on the images' device."""
+    from PIL import Image
+
+    pixels = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+    pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
+    sizes = []
+    for img in pixels:  # PIL encodes one image at a time
+        buffer = io.BytesIO()
+        Image.fromarray(img).save(buffer, format="JPEG", quality=quality)
+        sizes.append(buffer.tell() / 1000)
+    return torch.tensor(sizes, dtype=torch.float32, device=images.device)
+
+
+def jpeg_compressibility_reward(quality: int = 95) -> RewardFn:
+    """DDPO's compressibility: minus the JPEG size in kB, one scalar per image."""
+    return lambda images, contexts: -jpeg_sizes_kb(images, quality)
+
+
+def jpeg_incompressibility_reward(quality: int = 95) -> RewardFn:
+    """DDPO's incompressibility: the JPEG size in kB, one scalar per image."""
+    return lambda images, contexts: jpeg_sizes_kb(images, quality)
+
+
+REWARDS: dict[str, Callable[..., RewardFn]] = {
+    "color": color_reward,
+    "target_map": target_map_reward,
+    "segmentation": segmentation_reward,
+    "brightness": brightness_reward,
+    "jpeg_compressibility": jpeg_compressibility_reward,
+    "jpeg_incompressibility": jpeg_incompressibility_reward,
+}
+
+
+def make_reward(spec: str | RewardFn | Reward, **kwargs: Any) -> Reward:
+    """Builds a checked ``Reward`` from a built-in name, ``"module:function"`` or a callable.
+
+    Args:
+        spec: a name in ``REWARDS`` (``kwargs`` go to its factory), a string
+            ``"package.module:function"`` naming a user's reward callable, a callable
+            ``fn(images, contexts)``, or a ``Reward``.
+        **kwargs: options of a built-in reward; not allowed with a callable.
+
+    Raises:
+        ValueError: unknown name, unimportable ``module:function``, bad options.
+    """
+    if isinstance(spec, Reward):
+        if kwargs:
+            raise ValueError(f"reward options {sorted(kwargs)} given with a ready Reward {spec.name!r}")
+        return spec
+    if isinstance(spec, str) and ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"reward={spec!r}: cannot import {attr!r} from {module_name!r}: {err}") from err
+        return make_reward(fn, **kwargs) if not kwargs else Reward(fn(**kwargs), spec)
+    if isinstance(spec, str):
+        if spec not in REWARDS:
+            raise ValueError(
+                f"reward={spec!r} is not a built-in reward; choose one of {sorted(REWARDS)}, "
+                "pass 'package.module:function', or pass a callable"
+            )
+        try:
+            return Reward(REWARDS[spec](**kwargs), spec)
+        except TypeError as err:
+            raise ValueError(f"reward={spec!r}: bad options {kwargs}: {err}") from err
+    if callable(spec):
+        if kwargs:
+            raise ValueError(f"reward options {sorted(kwargs)} only apply to built-in reward names")
+        return Reward(spec, getattr(spec, "__name__", type(spec).__name__))
+    raise TypeError(
+        f"reward must be a name, 'module:function' or a callable, got {type(spec).__name__}"
+    )

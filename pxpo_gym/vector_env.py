@@ -1,0 +1,359 @@
+"""The torch-native vector env: a batch of images being denoised in lock-step.
+
+This file owns the MDP. The single env (``pxpo_gym.env``) is a numpy view of
+this class with one env, so both share one implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from pxpo_gym.ddim import DDIMSchedule, ddim_step
+from pxpo_gym.models import DEFAULT_MODEL_NAME, LoadedModel, load_model
+from pxpo_gym.rewards import Reward, RewardFn, make_reward
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+ACTION_BOUND = 10.0
+"""Nominal bound of the action Box. Noise predictions of a model trained on
+N(0, I) noise lie far inside it; actions are not clipped to it."""
+
+
+def _parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got dtype={dtype!r}")
+        return _DTYPES[dtype]
+    if dtype not in _DTYPES.values():
+        raise ValueError(f"dtype must be torch.float32, float16 or bfloat16, got dtype={dtype}")
+    return dtype
+
+
+def _aggregator(reward_aggregate: str | Callable) -> Callable[[torch.Tensor], torch.Tensor]:
+    if reward_aggregate == "mean":
+        return lambda m: m.mean(dim=(1, 2))
+    if reward_aggregate == "sum":
+        return lambda m: m.sum(dim=(1, 2))
+    if callable(reward_aggregate):
+        return reward_aggregate
+    raise ValueError(
+        f"reward_aggregate must be 'mean', 'sum' or a callable (B, H, W) -> (B,), "
+        f"got {reward_aggregate!r}"
+    )
+
+
+class DiffusionDenoiseVectorEnv(VectorEnv):
+    """Denoising a batch of images with DDIM, one env per image, as a Gymnasium VectorEnv.
+
+    ## Description
+    Episode = the T-step DDIM reverse process of one image. At step k the
+    state is x_t (t = ``timesteps[k]``); the agent's action is a noise
+    prediction eps and the env draws x_{t-1} = a_t x_t + b_t eps + sigma_t z
+    (``pxpo_gym.ddim``). After T steps the clean sample x_0 is decoded to an
+    RGB image, scored per pixel, and the episode terminates.
+
+    ## Action space
+    Box(-10, 10, (C, h, w), float32) per env: the noise prediction. The bound is
+    nominal (actions are not clipped); actions must be finite torch tensors of a
+    floating dtype on ``device``, shape (num_envs, C, h, w).
+
+    ## Observation space
+    Dict of torch tensors on ``device``:
+    ``sample`` (num_envs, C, h, w) float32 x_t; ``timestep`` (num_envs, 1) int64
+    training-schedule timestep t (-1 once x_0 is reached); ``context``
+    (num_envs, 1) int64 conditioning id (class label).
+
+    ## Rewards
+    0 until the last step; then the aggregate (mean by default) of the reward
+    map. ``info["reward_map"]`` (num_envs, H, W) and ``info["image"]``
+    (num_envs, 3, H, W) hold the terminal maps and images, with masks
+    ``info["_reward_map"]``, ``info["_image"]`` marking which envs terminated.
+
+    ## Transition coefficients
+    Every step's info holds ``coef_sample``, ``coef_eps`` and ``std_dev_t``
+    (num_envs,) for the transition just taken (NaN for envs that were autoreset
+    instead), and ``step_index`` (num_envs,) of the returned observation; with
+    ``pxpo_gym.ddim.step_log_prob`` they give log p(next sample | sample, action).
+    The full table is ``self.schedule``.
+
+    ## Episode end
+    ``terminated`` after exactly ``num_inference_steps`` steps; never truncated.
+    Autoreset mode NEXT_STEP: the step after termination resets that env,
+    ignores its action and returns its first observation with reward 0.
+    ``reset(options={"reset_mask": mask})`` resets only the masked envs.
+
+    ## Randomness
+    Env i has its own torch generator, seeded with ``seed + i``; at reset it
+    draws the context, x_T and the noise of all T steps. So env i of a vector
+    env seeded s matches a single env seeded s + i. CPU runs are bitwise
+    reproducible; CUDA generators give other (equally valid) numbers.
+
+    ## Arguments
+    num_envs: batch size. model: ``"default"``, a diffusers folder, a hub id or
+    a ``LoadedModel``. reward: a built-in name, ``"module:function"`` or a
+    callable (``pxpo_gym.rewards``); reward_kwargs: options of a built-in.
+    num_inference_steps: T (default 20). eta: DDIM stochasticity in (0, 1]
+    (default 1.0). device, dtype: where and in what precision the model runs
+    (the env's own math is float32). context: None (uniform over the model's
+    contexts), an id or name (fixed), or a sequence of them (uniform over
+    those); ``reset(options={"context": ...})`` overrides it per reset.
+    reward_aggregate: "mean", "sum" or a callable (B, H, W) -> (B,).
+
+    ## Version history
+    v0: first release.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        model: str | LoadedModel = DEFAULT_MODEL_NAME,
+        reward: str | RewardFn | Reward = "color",
+        reward_kwargs: dict[str, Any] | None = None,
+        num_inference_steps: int = 20,
+        eta: float = 1.0,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | str = torch.float32,
+        context: int | str | Sequence[int | str] | None = None,
+        reward_aggregate: str | Callable[[torch.Tensor], torch.Tensor] = "mean",
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be an int >= 1, got num_envs={num_envs!r}")
+        self.device = torch.device(device)
+        self.dtype = _parse_dtype(dtype)
+        self.loaded = model if isinstance(model, LoadedModel) else load_model(model, self.device, self.dtype)
+        self.model = self.loaded.noise_model.requires_grad_(False)
+        self.schedule = DDIMSchedule.from_scheduler(
+            self.loaded.scheduler, num_inference_steps, eta, self.device
+        )
+        self.reward_fn = make_reward(reward, **(reward_kwargs or {}))
+        self.aggregate = _aggregator(reward_aggregate)
+        self.context_choices = self._parse_contexts(context, "context")
+        self.num_envs = num_envs
+        self.num_steps = self.schedule.num_steps
+
+        channels, height, width = self.loaded.sample_shape
+        self.single_observation_space = gym.spaces.Dict(
+            sample=gym.spaces.Box(-np.inf, np.inf, (channels, height, width), np.float32),
+            timestep=gym.spaces.Box(-1, int(self.loaded.scheduler.config.num_train_timesteps) - 1, (1,), np.int64),
+            context=gym.spaces.Box(0, self.loaded.num_contexts - 1, (1,), np.int64),
+        )
+        self.single_action_space = gym.spaces.Box(
+            -ACTION_BOUND, ACTION_BOUND, (channels, height, width), np.float32
+        )
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+
+        self._generators = [torch.Generator(device=self.device) for _ in range(num_envs)]
+        for i, gen in enumerate(self._generators):
+            gen.manual_seed(int(np.random.SeedSequence().generate_state(1)[0]) + i)
+        shape = (num_envs, channels, height, width)
+        self._sample = torch.zeros(shape, device=self.device)
+        self._noise = torch.zeros((num_envs, self.num_steps + 1, channels, height, width), device=self.device)
+        self._step_index = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
+        self._context = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
+        self._autoreset = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
+        self._has_reset = False
+        self._check_reward()
+
+    # -- construction helpers -------------------------------------------------
+
+    def _parse_contexts(self, context: Any, name: str) -> torch.Tensor:
+        """Context spec -> (n,) int64 ids; None means every real context."""
+        names = self.loaded.context_names
+        if context is None:
+            return torch.arange(len(names), device=self.device)
+        items = [context] if isinstance(context, (int, str, np.integer)) else list(context)
+        ids = []
+        for item in items:
+            if isinstance(item, str) and item in names:
+                item = names.index(item)
+            if isinstance(item, bool) or not isinstance(item, (int, np.integer)) or not 0 <= item < len(names):
+                raise ValueError(
+                    f"{name} must be a context id in [0, {len(names)}) or a name in {names}, got {item!r}"
+                )
+            ids.append(int(item))
+        if not ids:
+            raise ValueError(f"{name} must name at least one context, got {context!r}")
+        return torch.tensor(ids, dtype=torch.int64, device=self.device)
+
+    def _check_reward(self) -> None:
+        """Calls the reward once on a grey image so a broken reward fails at construction."""
+        grey = torch.full((1, 3, *self.loaded.image_size), 0.5, device=self.device)
+        self.reward_fn(grey, self.context_choices[:1])
+
+    # -- the MDP --------------------------------------------------------------
+
+    def _observation(self) -> dict[str, torch.Tensor]:
+        done = self._step_index >= self.num_steps
+        timestep = self.schedule.timesteps[self._step_index.clamp(max=self.num_steps - 1)]
+        timestep = torch.where(done, -1, timestep)
+        return {
+            "sample": self._sample.clone(),
+            "timestep": timestep[:, None],  # (B, 1)
+            "context": self._context[:, None].clone(),  # (B, 1)
+        }
+
+    def _reset_envs(self, mask: torch.Tensor, contexts: torch.Tensor | None) -> None:
+        """Draws context, x_T and all step noise for the envs in ``mask`` from their generators."""
+        shape = self._noise.shape[1:]  # (T + 1, C, h, w)
+        for i in mask.nonzero().flatten().tolist():  # one generator per env, at reset only
+            gen = self._generators[i]
+            if contexts is None:
+                pick = torch.randint(len(self.context_choices), (1,), generator=gen, device=self.device)
+                self._context[i] = self.context_choices[pick[0]]
+            else:
+                self._context[i] = contexts[i]
+            self._noise[i] = torch.randn(shape, generator=gen, device=self.device)
+        self._sample = torch.where(mask[:, None, None, None], self._noise[:, 0], self._sample)
+        self._step_index = torch.where(mask, 0, self._step_index)
+        self._autoreset = self._autoreset & ~mask
+
+    def reset(
+        self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Starts new episodes.
+
+        Args:
+            seed: int (env i gets seed + i) or one seed per env; None keeps the generators' state.
+            options: ``{"context": id, name or one per env, "reset_mask": (num_envs,) bool}``.
+
+        Returns:
+            (observation, info) with ``info["step_index"]``.
+        """
+        options = dict(options or {})
+        unknown = set(options) - {"context", "reset_mask"}
+        if unknown:
+            raise ValueError(f"options has unknown keys {sorted(unknown)}; allowed: 'context', 'reset_mask'")
+        mask = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        if options.get("reset_mask") is not None:
+            mask = torch.as_tensor(np.asarray(options["reset_mask"]) if not isinstance(
+                options["reset_mask"], torch.Tensor) else options["reset_mask"], device=self.device)
+            if mask.shape != (self.num_envs,) or mask.dtype != torch.bool:
+                raise ValueError(
+                    f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), "
+                    f"got dtype {mask.dtype} shape {tuple(mask.shape)}"
+                )
+            if not self._has_reset and not bool(mask.all()):
+                raise ValueError("the first reset must reset every env: drop options['reset_mask']")
+        contexts = None
+        if options.get("context") is not None:
+            ctx = options["context"]
+            if isinstance(ctx, torch.Tensor):
+                ctx = ctx.reshape(-1).tolist()
+            ids = self._parse_contexts(ctx, "options['context']")
+            if ids.numel() not in (1, self.num_envs):
+                raise ValueError(
+                    f"options['context'] must be one context or {self.num_envs}, got {ids.numel()}"
+                )
+            contexts = ids.expand(self.num_envs)
+        seeds = self._parse_seed(seed)
+        if seeds is not None:
+            for gen, s in zip(self._generators, seeds):
+                gen.manual_seed(s)
+        self._reset_envs(mask, contexts)
+        self._has_reset = True
+        return self._observation(), {"step_index": self._step_index.clone()}
+
+    def _parse_seed(self, seed: int | Sequence[int] | None) -> list[int] | None:
+        if seed is None:
+            return None
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            return [int(seed) + i for i in range(self.num_envs)]
+        seeds = list(seed)
+        if len(seeds) != self.num_envs or not all(isinstance(s, (int, np.integer)) for s in seeds):
+            raise ValueError(f"seed must be an int or {self.num_envs} ints, got {seed!r}")
+        return [int(s) for s in seeds]
+
+    def check_action(self, actions: Any) -> torch.Tensor:
+        """Validates a batch of noise predictions; returns it as float32.
+
+        Raises:
+            TypeError: not a torch tensor, or not a floating dtype.
+            ValueError: wrong shape or device, NaN or inf.
+        """
+        want = (self.num_envs, *self.single_action_space.shape)
+        if not isinstance(actions, torch.Tensor):
+            raise TypeError(
+                f"actions must be a torch.Tensor of shape {want} on {self.device}, got "
+                f"{type(actions).__name__} (wrap numpy envs with gymnasium.wrappers.vector.ArrayConversion)"
+            )
+        if not actions.is_floating_point():
+            raise TypeError(f"actions must have a floating dtype, got dtype={actions.dtype}")
+        if tuple(actions.shape) != want:
+            raise ValueError(f"actions must have shape {want}, got shape {tuple(actions.shape)}")
+        if actions.device != self.device and not (
+            actions.device.type == self.device.type == "cuda" and self.device.index is None
+        ):
+            raise ValueError(f"actions must be on device {self.device}, got device {actions.device}")
+        if not bool(torch.isfinite(actions).all()):
+            raise ValueError(f"actions contain {int((~torch.isfinite(actions)).sum())} NaN or inf values")
+        return actions.float()
+
+    def step(
+        self, actions: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Applies one DDIM step per env with the given noise predictions.
+
+        Args:
+            actions: (num_envs, C, h, w) floating tensor on ``device``.
+
+        Returns:
+            (observation, reward (B,) float32, terminated (B,) bool, truncated (B,) bool, info).
+
+        Raises:
+            RuntimeError: before the first reset.
+            TypeError, ValueError: bad actions or a reward that returns bad values;
+                the env's state is then unchanged.
+        """
+        if not self._has_reset:
+            raise RuntimeError("call reset() before step()")
+        eps = self.check_action(actions)
+        active = ~self._autoreset  # envs that take a step; the rest autoreset
+        index = self._step_index.clamp(max=self.num_steps - 1)
+        coeffs = self.schedule.at(index)
+        noise = self._noise[torch.arange(self.num_envs, device=self.device), index + 1]  # (B, C, h, w)
+        new_sample = ddim_step(self._sample, eps, coeffs, noise)
+        new_sample = torch.where(active[:, None, None, None], new_sample, self._sample)
+        new_index = torch.where(active, self._step_index + 1, self._step_index)
+        terminated = active & (new_index == self.num_steps)
+
+        rewards = torch.zeros(self.num_envs, device=self.device)
+        info: dict[str, Any] = {}
+        if bool(terminated.any()):
+            done = terminated.nonzero().flatten()
+            images = self.loaded.decode(new_sample[done])  # (n, 3, H, W)
+            reward_map = self.reward_fn(images, self._context[done])  # (n, H, W), checked
+            rewards[done] = self.aggregate(reward_map).float()
+            full_map = torch.zeros((self.num_envs, *reward_map.shape[1:]), device=self.device)
+            full_map[done] = reward_map
+            full_images = torch.zeros((self.num_envs, *images.shape[1:]), device=self.device)
+            full_images[done] = images
+            info.update(reward_map=full_map, _reward_map=terminated, image=full_images, _image=terminated)
+
+        # Commit only now: every check above has passed.
+        reset_now = self._autoreset.clone()
+        self._sample, self._step_index = new_sample, new_index
+        self._autoreset = terminated
+        if bool(reset_now.any()):
+            self._reset_envs(reset_now, None)
+        nan = torch.full_like(coeffs.coef_sample, float("nan"))
+        info.update(
+            step_index=self._step_index.clone(),
+            coef_sample=torch.where(active, coeffs.coef_sample, nan),
+            coef_eps=torch.where(active, coeffs.coef_eps, nan),
+            std_dev_t=torch.where(active, coeffs.std_dev_t, nan),
+        )
+        truncated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        return self._observation(), rewards, terminated, truncated, info
+
+    def decode(self, sample: torch.Tensor) -> torch.Tensor:
+        """Sample (B, C, h, w) -> RGB images (B, 3, H, W) in [0, 1]."""
+        return self.loaded.decode(sample)

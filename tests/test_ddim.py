@@ -1,0 +1,113 @@
+"""The DDIM math against diffusers' scheduler, torch.distributions and hand-worked numbers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import make_scheduler
+from diffusers import DDIMScheduler
+
+from pxpo_gym.ddim import (
+    DDIMSchedule,
+    TransitionCoefficients,
+    ddim_step,
+    gaussian_log_prob,
+    step_log_prob,
+    transition_coefficients,
+)
+
+
+@pytest.mark.parametrize(
+    "overrides, steps, eta",
+    [
+        ({}, 20, 1.0),
+        ({}, 7, 0.5),
+        ({"timestep_spacing": "leading", "steps_offset": 1, "beta_schedule": "linear"}, 50, 1.0),
+    ],
+)
+def test_step_matches_diffusers_ddim(overrides, steps, eta):
+    scheduler = make_scheduler(**overrides)
+    schedule = DDIMSchedule.from_scheduler(scheduler, steps, eta)
+    reference = DDIMScheduler.from_config(scheduler.config, set_alpha_to_one=False, clip_sample=False)
+    reference.set_timesteps(steps)
+    assert torch.equal(schedule.timesteps, reference.timesteps.long())
+    gen = torch.Generator().manual_seed(0)
+    for k, t in enumerate(reference.timesteps):
+        sample, eps, noise = (torch.randn(2, 3, 4, 4, generator=gen) for _ in range(3))
+        expected = reference.step(eps, t, sample, eta=eta, variance_noise=noise).prev_sample
+        index = torch.full((2,), k)
+        got = ddim_step(sample, eps, schedule.at(index), noise)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_per_sample_timesteps_match_one_at_a_time():
+    schedule = DDIMSchedule.from_scheduler(make_scheduler(), 10, 1.0)
+    gen = torch.Generator().manual_seed(1)
+    sample, eps, noise = (torch.randn(4, 3, 5, 5, generator=gen) for _ in range(3))
+    index = torch.tensor([0, 3, 9, 5])
+    batched = ddim_step(sample, eps, schedule.at(index), noise)
+    for i in range(4):
+        single = ddim_step(sample[i : i + 1], eps[i : i + 1], schedule.at(index[i : i + 1]), noise[i : i + 1])
+        torch.testing.assert_close(batched[i : i + 1], single)
+
+
+def test_every_step_is_stochastic_including_the_last():
+    schedule = DDIMSchedule.from_scheduler(make_scheduler(), 20, 1.0)
+    assert bool((schedule.coefficients.std_dev_t > 0).all())
+    assert int(schedule.prev_timesteps[-1]) == -1
+
+
+def test_gaussian_log_prob_matches_torch_distributions():
+    gen = torch.Generator().manual_seed(2)
+    value, mean = torch.randn(3, 2, 4, 4, generator=gen), torch.randn(3, 2, 4, 4, generator=gen)
+    std = torch.tensor([0.1, 1.0, 2.5])
+    expected = torch.distributions.Normal(mean, std[:, None, None, None]).log_prob(value)
+    torch.testing.assert_close(gaussian_log_prob(value, mean, std), expected)
+
+
+def test_step_log_prob_hand_worked():
+    # a = 2, b = -1, sigma = 0.5; x_t = 1, eps = 0.5 -> mean = 2 - 0.5 = 1.5.
+    # x_prev = 2: log N(2; 1.5, 0.25) = -(0.5^2)/(2 * 0.25) - log 0.5 - 0.5 log(2 pi)
+    #           = -0.5 + 0.693147 - 0.918939 = -0.725791
+    coeffs = TransitionCoefficients(torch.tensor([2.0]), torch.tensor([-1.0]), torch.tensor([0.5]))
+    out = step_log_prob(torch.full((1, 1, 1, 1), 2.0), torch.ones(1, 1, 1, 1), torch.full((1, 1, 1, 1), 0.5), coeffs)
+    assert out.shape == (1, 1, 1, 1)
+    assert out.item() == pytest.approx(-0.5 + math.log(2) - 0.5 * math.log(2 * math.pi), abs=1e-6)
+
+
+def test_coefficients_hand_worked():
+    # abar_t = 0.25, abar_prev = 0.5, eta = 1:
+    # sigma^2 = (0.5 / 0.75) * (1 - 0.5) = 1/3; a = sqrt(2);
+    # b = sqrt(1 - 0.5 - 1/3) - sqrt(0.5) * sqrt(0.75) / 0.5 = sqrt(1/6) - sqrt(1.5)
+    c = transition_coefficients(torch.tensor(0.25), torch.tensor(0.5), 1.0)
+    assert c.std_dev_t.item() == pytest.approx(math.sqrt(1 / 3))
+    assert c.coef_sample.item() == pytest.approx(math.sqrt(2))
+    assert c.coef_eps.item() == pytest.approx(math.sqrt(1 / 6) - math.sqrt(1.5))
+
+
+@pytest.mark.parametrize("eta", [0.0, -1.0, 1.5, float("nan"), True])
+def test_bad_eta_is_rejected(eta):
+    with pytest.raises(ValueError, match="eta"):
+        DDIMSchedule.from_scheduler(make_scheduler(), 20, eta)
+
+
+@pytest.mark.parametrize("steps", [0, -3, 1001, 2.5])
+def test_bad_num_inference_steps_is_rejected(steps):
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        DDIMSchedule.from_scheduler(make_scheduler(), steps, 1.0)
+
+
+def test_schedule_with_a_deterministic_last_step_is_rejected():
+    # 'leading' spacing with offset 0 ends at t = 0, where abar_prev = abar_t: sigma = 0.
+    with pytest.raises(ValueError, match="std_dev_t = 0"):
+        DDIMSchedule.from_scheduler(make_scheduler(timestep_spacing="leading"), 20, 1.0)
+
+
+def test_few_step_trailing_schedule_stays_finite():
+    # diffusers' float32 DDIMScheduler.step returns NaN here (first step from t=999);
+    # our coefficients are computed in float64 and clamped.
+    schedule = DDIMSchedule.from_scheduler(make_scheduler(), 5, 1.0)
+    for coef in schedule.coefficients:
+        assert bool(torch.isfinite(coef).all())

@@ -1,0 +1,125 @@
+"""Reward library: hand-worked values, file loading, and checked outputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pxpo_gym.rewards import Reward, jpeg_sizes_kb, make_reward
+from pxpo_gym.shapes import generate_shapes
+
+
+def _images(*rgb):
+    return torch.tensor(rgb, dtype=torch.float32)[:, :, None, None].expand(-1, 3, 2, 2).clone()
+
+
+def test_color_reward_hand_worked():
+    reward = make_reward("color", target=(1.0, 0.0, 0.0))
+    out = reward(_images((1, 0, 0), (0, 1, 1), (1, 1, 0)), torch.zeros(3, dtype=torch.long))
+    # exact target -> 1; opposite corner -> 0; distance 1 -> 1 - 1/sqrt(3)
+    torch.testing.assert_close(out[:, 0, 0], torch.tensor([1.0, 0.0, 1 - 1 / math.sqrt(3)]))
+    assert out.shape == (3, 2, 2)
+
+
+def test_color_reward_accepts_names():
+    red = make_reward("color", target="red")(_images((1, 0, 0)), torch.zeros(1, dtype=torch.long))
+    assert torch.allclose(red, torch.ones(1, 2, 2))
+    with pytest.raises(ValueError, match="target"):
+        make_reward("color", target="not-a-colour")
+
+
+def test_target_map_with_png_weights(tmp_path):
+    weights = np.zeros((2, 2), dtype=np.uint8)
+    weights[0] = 255  # only the top row counts
+    Image.fromarray(weights).save(tmp_path / "w.png")
+    reward = make_reward("target_map", target=(0, 0, 1), weights=tmp_path / "w.png")
+    out = reward(_images((0, 0, 1)), torch.zeros(1, dtype=torch.long))
+    torch.testing.assert_close(out[0], torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+
+
+def test_target_map_signed_weights_and_target_image():
+    target = torch.zeros(3, 2, 2)
+    target[1] = 1.0  # green everywhere
+    weights = torch.tensor([[1.0, -1.0], [0.5, 0.0]])
+    out = make_reward("target_map", target=target, weights=weights)(
+        _images((0, 1, 0)), torch.zeros(1, dtype=torch.long)
+    )
+    torch.testing.assert_close(out[0], weights)
+
+
+def test_target_map_size_mismatch_is_an_error():
+    reward = make_reward("target_map", weights=torch.ones(3, 3))
+    with pytest.raises(ValueError, match="weights has size"):
+        reward(_images((0, 0, 0)), torch.zeros(1, dtype=torch.long))
+
+
+def test_segmentation_reward_on_true_data_is_accurate():
+    batch = generate_shapes(64, 16, generator=torch.Generator().manual_seed(123))
+    probs = make_reward("segmentation")(batch.images, batch.labels)
+    # Pixels of the conditioned shape should score high, background low.
+    inside = probs[batch.masks].mean().item()
+    outside = probs[~batch.masks].mean().item()
+    assert inside > 0.9 and outside < 0.1, (inside, outside)
+
+
+def test_segmentation_reward_fixed_class_by_name():
+    batch = generate_shapes(8, 16, generator=torch.Generator().manual_seed(5), labels=torch.ones(8, dtype=torch.long))
+    square = make_reward("segmentation", target_class="square")(batch.images, torch.zeros(8, dtype=torch.long))
+    circle = make_reward("segmentation", target_class="circle")(batch.images, torch.zeros(8, dtype=torch.long))
+    assert square[batch.masks].mean() > 0.9 > 0.1 > circle[batch.masks].mean()
+    with pytest.raises(ValueError, match="target_class"):
+        make_reward("segmentation", target_class="hexagon")
+
+
+def test_jpeg_compressibility_prefers_flat_images():
+    flat = torch.full((1, 3, 16, 16), 0.5)
+    noisy = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    sizes = jpeg_sizes_kb(torch.cat([flat, noisy]))
+    assert sizes[0] < sizes[1]
+    comp = make_reward("jpeg_compressibility")(torch.cat([flat, noisy]), torch.zeros(2, dtype=torch.long))
+    assert comp.shape == (2, 16, 16)  # scalars broadcast to constant maps
+    torch.testing.assert_close(comp[:, 0, 0], -sizes)
+    incomp = make_reward("jpeg_incompressibility")(flat, torch.zeros(1, dtype=torch.long))
+    assert incomp[0, 0, 0] == sizes[0]
+
+
+def test_user_callable_and_module_function():
+    reward = make_reward(lambda images, contexts: images[:, 0])
+    assert reward(_images((0.3, 0, 0)), torch.zeros(1, dtype=torch.long))[0, 0, 0].item() == pytest.approx(0.3)
+    imported = make_reward("pxpo_gym.rewards:color_reward", target=(0, 0, 0))
+    assert imported(_images((0, 0, 0)), torch.zeros(1, dtype=torch.long)).min().item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (lambda images, contexts: images.mean(dim=(1, 2, 3))[:, None], "returned shape"),
+        (lambda images, contexts: torch.full(images.shape[:1], float("nan")), "non-finite"),
+        (lambda images, contexts: images[:, 0] / 0.0, "non-finite"),
+        (lambda images, contexts: [1.0], "must return a torch.Tensor"),
+    ],
+)
+def test_bad_reward_outputs_name_the_reward(fn, message):
+    fn.__name__ = "my_reward"
+    with pytest.raises(ValueError, match=f"my_reward.*{message}|{message}"):
+        make_reward(fn)(_images((0.5, 0.5, 0.5)), torch.zeros(1, dtype=torch.long))
+    try:
+        make_reward(fn)(_images((0.5, 0.5, 0.5)), torch.zeros(1, dtype=torch.long))
+    except ValueError as err:
+        assert "my_reward" in str(err)
+
+
+def test_unknown_reward_and_bad_options():
+    with pytest.raises(ValueError, match="not a built-in reward"):
+        make_reward("aesthetic")
+    with pytest.raises(ValueError, match="bad options"):
+        make_reward("color", colour=(1, 0, 0))
+    with pytest.raises(ValueError, match="cannot import"):
+        make_reward("no_such_module:fn")
+    with pytest.raises(TypeError):
+        make_reward(3)
+    assert isinstance(make_reward(make_reward("brightness")), Reward)
