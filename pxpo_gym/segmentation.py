@@ -85,3 +85,29 @@ def load_segmentation_net(
             f"{type(err).__name__}: {err}"
         ) from err
     return net.to(device).eval().requires_grad_(False)
+
+
+def shape_match(
+    net: SegmentationNet, images: torch.Tensor, contexts: torch.Tensor, min_area: float = 0.05
+) -> torch.Tensor:
+    """Whether each image shows one shape of its conditioned class, per the segmentation net.
+
+    An image matches when the net's foreground covers at least ``min_area`` of it and
+    most foreground pixels are predicted as class ``context``.
+
+    Args:
+        net: a ``SegmentationNet``.
+        images: (B, 3, H, W) RGB in [0, 1].
+        contexts: (B,) int64 shape classes.
+        min_area: minimum foreground fraction.
+
+    Returns:
+        (B,) bool.
+    """
+    with torch.no_grad():
+        pred = net(images.float()).argmax(dim=1)  # (B, H, W), 0 = background
+    foreground = pred > 0
+    counts = torch.nn.functional.one_hot(pred, net.num_classes).sum(dim=(1, 2))  # (B, K+1)
+    majority = counts[:, 1:].argmax(dim=1)  # (B,) shape class
+    area = foreground.float().mean(dim=(1, 2))
+    return (area >= min_area) & (majority == contexts.to(majority.device))

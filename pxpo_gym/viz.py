@@ -1,0 +1,93 @@
+"""Figures: images beside their per-pixel reward maps, and plain image grids."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+
+def save_reward_grid(
+    images: torch.Tensor,
+    reward_maps: torch.Tensor,
+    path: str | Path,
+    titles: Sequence[str] | None = None,
+    columns: int = 4,
+) -> Path:
+    """Writes a PNG of each image next to its reward heatmap.
+
+    Args:
+        images: (N, 3, H, W) RGB in [0, 1].
+        reward_maps: (N, H, W) per-pixel rewards; one shared colour scale.
+        path: output PNG file (folders are created).
+        titles: optional N short titles.
+        columns: image/heatmap pairs per row.
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = images.shape[0]
+    rows = (n + columns - 1) // columns
+    fig, axes = plt.subplots(rows, 2 * columns, figsize=(2.0 * columns * 2, 2.1 * rows), squeeze=False)
+    maps = reward_maps.detach().float().cpu()
+    vmin, vmax = float(maps.min()), float(maps.max())
+    heat = None
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        r, c = divmod(i, columns)
+        axes[r, 2 * c].imshow(images[i].detach().float().cpu().permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+        heat = axes[r, 2 * c + 1].imshow(maps[i].numpy(), cmap="magma", vmin=vmin, vmax=vmax, interpolation="nearest")
+        label = titles[i] if titles is not None else f"#{i}"
+        axes[r, 2 * c].set_title(label, fontsize=8)
+        axes[r, 2 * c + 1].set_title(f"r={maps[i].mean():.3f}", fontsize=8)
+    if heat is not None:
+        fig.colorbar(heat, ax=axes, shrink=0.6, label="per-pixel reward")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def save_image_grid(
+    image_sets: Sequence[torch.Tensor], path: str | Path, labels: Sequence[str], columns: int = 8
+) -> Path:
+    """Writes side-by-side panels of image grids (e.g. data vs samples) to a PNG.
+
+    Args:
+        image_sets: tensors (N_i, 3, H, W) in [0, 1], one panel each.
+        path: output PNG.
+        labels: one title per panel.
+        columns: images per row inside a panel.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def tile(images: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = images.shape
+        rows = (n + columns - 1) // columns
+        canvas = torch.ones(3, rows * (h + 1) + 1, columns * (w + 1) + 1)
+        for i in range(n):
+            r, c = divmod(i, columns)
+            canvas[:, 1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = images[i]
+        return canvas
+
+    fig, axes = plt.subplots(1, len(image_sets), figsize=(4.2 * len(image_sets), 4.6), squeeze=False)
+    for ax, images, label in zip(axes[0], image_sets, labels):
+        ax.imshow(tile(images.detach().float().cpu().clamp(0, 1)).permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_title(label)
+        ax.axis("off")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -1,0 +1,126 @@
+"""Bad input gets a clear error naming the argument, and leaves the env as it was."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pxpo_gym.env import DiffusionDenoiseEnv
+from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv
+
+
+@pytest.fixture
+def vec(tiny_model_dir):
+    return DiffusionDenoiseVectorEnv(num_envs=2, model=str(tiny_model_dir), num_inference_steps=3)
+
+
+def _state(envs):
+    return (envs._sample.clone(), envs._step_index.clone(), envs._context.clone(), envs._noise.clone())
+
+
+def _assert_same_state(envs, before):
+    for a, b in zip(_state(envs), before):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "action, error, message",
+    [
+        (torch.zeros(2, 3, 8, 7), ValueError, r"shape \(2, 3, 8, 8\)"),
+        (torch.zeros(3, 3, 8, 8), ValueError, "shape"),
+        (torch.zeros(2, 3, 8, 8, dtype=torch.int64), TypeError, "floating dtype"),
+        (np.zeros((2, 3, 8, 8), np.float32), TypeError, "torch.Tensor"),
+        (torch.full((2, 3, 8, 8), float("nan")), ValueError, "NaN or inf"),
+        (torch.full((2, 3, 8, 8), float("inf")), ValueError, "NaN or inf"),
+        (torch.zeros(2, 3, 8, 8, device="meta"), ValueError, "device"),
+    ],
+)
+def test_bad_actions_raise_and_change_nothing(vec, action, error, message):
+    vec.reset(seed=0)
+    vec.step(torch.zeros(2, 3, 8, 8))
+    before = _state(vec)
+    with pytest.raises(error, match=message):
+        vec.step(action)
+    _assert_same_state(vec, before)
+
+
+def test_single_env_bad_actions(tiny_model_dir):
+    env = DiffusionDenoiseEnv(model=str(tiny_model_dir), num_inference_steps=2)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(np.zeros((3, 8, 8), np.float32))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"shape \(3, 8, 8\)"):
+        env.step(np.zeros((3, 8, 9), np.float32))
+    with pytest.raises(TypeError, match="floating"):
+        env.step(np.zeros((3, 8, 8), np.int32))
+    with pytest.raises(ValueError, match="NaN"):
+        env.step(np.full((3, 8, 8), np.nan, np.float32))
+
+
+def test_step_after_the_end_without_reset(tiny_model_dir):
+    env = DiffusionDenoiseEnv(model=str(tiny_model_dir), num_inference_steps=2)
+    env.reset(seed=0)
+    env.step(np.zeros((3, 8, 8), np.float32))
+    _, _, terminated, _, _ = env.step(np.zeros((3, 8, 8), np.float32))
+    assert terminated
+    with pytest.raises(RuntimeError, match="episode ended"):
+        env.step(np.zeros((3, 8, 8), np.float32))
+
+
+def test_vector_step_before_reset(vec):
+    with pytest.raises(RuntimeError, match="reset"):
+        vec.step(torch.zeros(2, 3, 8, 8))
+
+
+def test_reward_failing_mid_episode_leaves_state(tiny_model_dir):
+    def picky(images, contexts):
+        # Fine on the construction check's grey image, NaN on anything else.
+        if torch.allclose(images, torch.full_like(images, 0.5)):
+            return images.mean(dim=1)
+        return torch.full(images.shape[:1], float("nan"))
+
+    envs = DiffusionDenoiseVectorEnv(num_envs=2, model=str(tiny_model_dir), num_inference_steps=2, reward=picky)
+    envs.reset(seed=0)
+    envs.step(torch.zeros(2, 3, 8, 8))
+    before = _state(envs)
+    with pytest.raises(ValueError, match="picky.*non-finite"):
+        envs.step(torch.zeros(2, 3, 8, 8))
+    _assert_same_state(envs, before)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(eta=0.0), ValueError, "eta must be in"),
+        (dict(eta=-0.5), ValueError, "eta=-0.5"),
+        (dict(num_inference_steps=0), ValueError, "num_inference_steps"),
+        (dict(reward="aesthetic"), ValueError, "not a built-in reward"),
+        (dict(reward=lambda images, contexts: images), ValueError, "returned shape"),
+        (dict(num_envs=0), ValueError, "num_envs"),
+        (dict(dtype="float64"), ValueError, "dtype"),
+        (dict(context=7), ValueError, "context must be"),
+        (dict(context="circle"), ValueError, "context must be"),
+        (dict(reward_aggregate="median"), ValueError, "reward_aggregate"),
+    ],
+)
+def test_bad_construction_arguments(tiny_model_dir, kwargs, error, message):
+    kwargs = {"num_envs": 2, "model": str(tiny_model_dir), **kwargs}
+    with pytest.raises(error, match=message):
+        DiffusionDenoiseVectorEnv(**kwargs)
+
+
+def test_bad_reset_options(vec):
+    with pytest.raises(ValueError, match="first reset"):
+        vec.reset(options={"reset_mask": np.array([True, False])})
+    vec.reset(seed=0)
+    before = _state(vec)
+    with pytest.raises(ValueError, match="reset_mask"):
+        vec.reset(options={"reset_mask": np.array([1, 0])})
+    with pytest.raises(ValueError, match="unknown keys"):
+        vec.reset(options={"prompt": "a cat"})
+    with pytest.raises(ValueError, match="context"):
+        vec.reset(options={"context": [0, 1, 2]})
+    with pytest.raises(ValueError, match="seed"):
+        vec.reset(seed=[1, 2, 3])
+    _assert_same_state(vec, before)
