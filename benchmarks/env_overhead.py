@@ -70,8 +70,11 @@ def main(cfg: OverheadConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     envs = gym.make_vec(
-        "DiffusionDenoise-v0", num_envs=cfg.batch_size, num_inference_steps=cfg.num_inference_steps,
-        device=device, reward=cfg.reward,
+        "DiffusionDenoise-v0",
+        num_envs=cfg.batch_size,
+        num_inference_steps=cfg.num_inference_steps,
+        device=device,
+        reward=cfg.reward,
     )
     core = envs.unwrapped
     run_policy(envs, seed=0)  # warm-up, and draws the noise the bare loop reuses
@@ -96,7 +99,9 @@ def main(cfg: OverheadConfig) -> dict:
         "overhead_ratio": env_s / bare_s,
         "env_times_s": env_times,
         "bare_times_s": bare_times,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
         "torch": torch.__version__,
     }
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)

@@ -198,8 +198,10 @@ class DDIMSchedule:
                 f"and has no policy gradient), got eta={eta!r}"
             )
         num_train = int(scheduler.config.num_train_timesteps)
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or not (
-            1 <= num_inference_steps <= num_train
+        if (
+            isinstance(num_inference_steps, bool)
+            or not isinstance(num_inference_steps, int)
+            or not (1 <= num_inference_steps <= num_train)
         ):
             raise ValueError(
                 f"num_inference_steps must be an int in [1, {num_train}], "

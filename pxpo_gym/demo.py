@@ -1,6 +1,6 @@
 """Demo: denoise a batch with the pretrained model and save images beside their reward maps.
 
-    python -m pxpo_gym.demo --reward color --num-images 16
+python -m pxpo_gym.demo --reward color --num-images 16
 """
 
 from __future__ import annotations
@@ -58,8 +58,10 @@ def main(cfg: DemoConfig) -> Path:
     path = save_reward_grid(
         episode.images, episode.reward_maps, cfg.out, titles=[names[c] for c in episode.contexts.tolist()]
     )
-    print(f"reward {cfg.reward!r}: mean {episode.rewards.mean():.4f} (std {episode.rewards.std():.4f}) "
-          f"over {cfg.num_images} images")
+    print(
+        f"reward {cfg.reward!r}: mean {episode.rewards.mean():.4f} (std {episode.rewards.std():.4f}) "
+        f"over {cfg.num_images} images"
+    )
     for k, name in enumerate(names):
         chosen = episode.contexts == k
         if chosen.any():

@@ -68,9 +68,7 @@ class NoiseModel(torch.nn.Module):
     ) -> None:
         super().__init__()
         if prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(
-                f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}"
-            )
+            raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
         self.unet = unet
         self.prediction_type = prediction_type
         self.compute_dtype = dtype
@@ -146,7 +144,9 @@ def _read_metadata(folder: Path | None, num_class_embeds: int | None) -> tuple[t
         try:
             meta = json.loads((folder / METADATA_FILE).read_text())
         except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"model folder {str(folder)!r}: {METADATA_FILE} is not valid JSON: {err}") from err
+            raise ValueError(
+                f"model folder {str(folder)!r}: {METADATA_FILE} is not valid JSON: {err}"
+            ) from err
     if num_class_embeds is None:
         return ("none",), None
     names = meta.get("context_names") or [f"class_{k}" for k in range(num_class_embeds)]

@@ -16,7 +16,6 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 import torch
 import torch.nn.functional as F

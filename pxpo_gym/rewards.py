@@ -194,9 +194,7 @@ def segmentation_reward(
 
     if isinstance(target_class, str) and target_class != "context":
         if target_class not in SHAPE_CLASSES:
-            raise ValueError(
-                f"target_class={target_class!r} is not 'context' or one of {SHAPE_CLASSES}"
-            )
+            raise ValueError(f"target_class={target_class!r} is not 'context' or one of {SHAPE_CLASSES}")
         target_class = SHAPE_CLASSES.index(target_class)
     if isinstance(target_class, int) and not 0 <= target_class < len(SHAPE_CLASSES):
         raise ValueError(f"target_class must be in [0, {len(SHAPE_CLASSES)}), got {target_class}")
@@ -296,6 +294,4 @@ def make_reward(spec: str | RewardFn | Reward, **kwargs: Any) -> Reward:
         if kwargs:
             raise ValueError(f"reward options {sorted(kwargs)} only apply to built-in reward names")
         return Reward(spec, getattr(spec, "__name__", type(spec).__name__))
-    raise TypeError(
-        f"reward must be a name, 'module:function' or a callable, got {type(spec).__name__}"
-    )
+    raise TypeError(f"reward must be a name, 'module:function' or a callable, got {type(spec).__name__}")

@@ -43,8 +43,7 @@ def _aggregator(reward_aggregate: str | Callable) -> Callable[[torch.Tensor], to
     if callable(reward_aggregate):
         return reward_aggregate
     raise ValueError(
-        f"reward_aggregate must be 'mean', 'sum' or a callable (B, H, W) -> (B,), "
-        f"got {reward_aggregate!r}"
+        f"reward_aggregate must be 'mean', 'sum' or a callable (B, H, W) -> (B,), got {reward_aggregate!r}"
     )
 
 
@@ -142,7 +141,9 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         channels, height, width = self.loaded.sample_shape
         self.single_observation_space = gym.spaces.Dict(
             sample=gym.spaces.Box(-np.inf, np.inf, (channels, height, width), np.float32),
-            timestep=gym.spaces.Box(-1, int(self.loaded.scheduler.config.num_train_timesteps) - 1, (1,), np.int64),
+            timestep=gym.spaces.Box(
+                -1, int(self.loaded.scheduler.config.num_train_timesteps) - 1, (1,), np.int64
+            ),
             context=gym.spaces.Box(0, self.loaded.num_contexts - 1, (1,), np.int64),
         )
         self.single_action_space = gym.spaces.Box(
@@ -175,7 +176,11 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         for item in items:
             if isinstance(item, str) and item in names:
                 item = names.index(item)
-            if isinstance(item, bool) or not isinstance(item, (int, np.integer)) or not 0 <= item < len(names):
+            if (
+                isinstance(item, bool)
+                or not isinstance(item, (int, np.integer))
+                or not 0 <= item < len(names)
+            ):
                 raise ValueError(
                     f"{name} must be a context id in [0, {len(names)}) or a name in {names}, got {item!r}"
                 )
@@ -234,8 +239,12 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
             raise ValueError(f"options has unknown keys {sorted(unknown)}; allowed: 'context', 'reset_mask'")
         mask = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
         if options.get("reset_mask") is not None:
-            mask = torch.as_tensor(np.asarray(options["reset_mask"]) if not isinstance(
-                options["reset_mask"], torch.Tensor) else options["reset_mask"], device=self.device)
+            mask = torch.as_tensor(
+                np.asarray(options["reset_mask"])
+                if not isinstance(options["reset_mask"], torch.Tensor)
+                else options["reset_mask"],
+                device=self.device,
+            )
             if mask.shape != (self.num_envs,) or mask.dtype != torch.bool:
                 raise ValueError(
                     f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), "

@@ -42,8 +42,12 @@ def save_reward_grid(
         ax.axis("off")
     for i in range(n):
         r, c = divmod(i, columns)
-        axes[r, 2 * c].imshow(images[i].detach().float().cpu().permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-        heat = axes[r, 2 * c + 1].imshow(maps[i].numpy(), cmap="magma", vmin=vmin, vmax=vmax, interpolation="nearest")
+        axes[r, 2 * c].imshow(
+            images[i].detach().float().cpu().permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest"
+        )
+        heat = axes[r, 2 * c + 1].imshow(
+            maps[i].numpy(), cmap="magma", vmin=vmin, vmax=vmax, interpolation="nearest"
+        )
         label = titles[i] if titles is not None else f"#{i}"
         axes[r, 2 * c].set_title(label, fontsize=8)
         axes[r, 2 * c + 1].set_title(f"r={maps[i].mean():.3f}", fontsize=8)
@@ -78,12 +82,16 @@ def save_image_grid(
         canvas = torch.ones(3, rows * (h + 1) + 1, columns * (w + 1) + 1)
         for i in range(n):
             r, c = divmod(i, columns)
-            canvas[:, 1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = images[i]
+            canvas[:, 1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = images[
+                i
+            ]
         return canvas
 
     fig, axes = plt.subplots(1, len(image_sets), figsize=(4.2 * len(image_sets), 4.6), squeeze=False)
     for ax, images, label in zip(axes[0], image_sets, labels):
-        ax.imshow(tile(images.detach().float().cpu().clamp(0, 1)).permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.imshow(
+            tile(images.detach().float().cpu().clamp(0, 1)).permute(1, 2, 0).numpy(), interpolation="nearest"
+        )
         ax.set_title(label)
         ax.axis("off")
     path = Path(path)

@@ -72,7 +72,9 @@ def test_step_log_prob_hand_worked():
     # x_prev = 2: log N(2; 1.5, 0.25) = -(0.5^2)/(2 * 0.25) - log 0.5 - 0.5 log(2 pi)
     #           = -0.5 + 0.693147 - 0.918939 = -0.725791
     coeffs = TransitionCoefficients(torch.tensor([2.0]), torch.tensor([-1.0]), torch.tensor([0.5]))
-    out = step_log_prob(torch.full((1, 1, 1, 1), 2.0), torch.ones(1, 1, 1, 1), torch.full((1, 1, 1, 1), 0.5), coeffs)
+    out = step_log_prob(
+        torch.full((1, 1, 1, 1), 2.0), torch.ones(1, 1, 1, 1), torch.full((1, 1, 1, 1), 0.5), coeffs
+    )
     assert out.shape == (1, 1, 1, 1)
     assert out.item() == pytest.approx(-0.5 + math.log(2) - 0.5 * math.log(2 * math.pi), abs=1e-6)
 

@@ -21,7 +21,9 @@ STEPS = 5
 
 @pytest.fixture
 def vec(tiny_model_dir):
-    return gym.make_vec("DiffusionDenoise-v0", num_envs=4, model=str(tiny_model_dir), num_inference_steps=STEPS)
+    return gym.make_vec(
+        "DiffusionDenoise-v0", num_envs=4, model=str(tiny_model_dir), num_inference_steps=STEPS
+    )
 
 
 def _rollout(envs, seed, actions_seed=0):
@@ -60,7 +62,9 @@ def test_default_model_single_env_episode():
     assert obs["timestep"].dtype == np.int64 and obs["context"].tolist() == [0]
     model = env.unwrapped.model
     for step in range(20):
-        obs, reward, terminated, truncated, info = env.step(model(obs["sample"], obs["timestep"], obs["context"]))
+        obs, reward, terminated, truncated, info = env.step(
+            model(obs["sample"], obs["timestep"], obs["context"])
+        )
         assert terminated == (step == 19) and truncated is False
     assert isinstance(reward, float)
     assert info["reward_map"].shape == (16, 16) and info["image"].shape == (3, 16, 16)
@@ -147,12 +151,16 @@ def test_pretrained_policy_matches_a_hand_written_diffusers_loop(tiny_model_dir)
     # 20 steps: with fewer, diffusers' float32 step gives NaN at t=999 (sqrt of a tiny
     # negative number); our schedule computes its coefficients in float64.
     steps = 20
-    envs = gym.make_vec("DiffusionDenoise-v0", num_envs=2, model=str(tiny_model_dir), num_inference_steps=steps)
+    envs = gym.make_vec(
+        "DiffusionDenoise-v0", num_envs=2, model=str(tiny_model_dir), num_inference_steps=steps
+    )
     model = envs.unwrapped.model
     obs, _ = envs.reset(seed=4)
     with torch.no_grad():
         while True:
-            obs, reward, terminated, truncated, info = envs.step(model(obs["sample"], obs["timestep"], obs["context"]))
+            obs, reward, terminated, truncated, info = envs.step(
+                model(obs["sample"], obs["timestep"], obs["context"])
+            )
             if terminated.all():
                 break
     # Reference: diffusers' own DDIMScheduler.step with the noise the env drew.
@@ -185,7 +193,9 @@ def test_make_without_import_uses_module_prefix(tiny_model_dir):
 
 
 def test_fixed_and_sampled_contexts(tiny_model_dir):
-    envs = DiffusionDenoiseVectorEnv(num_envs=8, model=str(tiny_model_dir), num_inference_steps=2, context=[0, 2])
+    envs = DiffusionDenoiseVectorEnv(
+        num_envs=8, model=str(tiny_model_dir), num_inference_steps=2, context=[0, 2]
+    )
     obs, _ = envs.reset(seed=0)
     assert set(obs["context"].flatten().tolist()) <= {0, 2}
     obs, _ = envs.reset(options={"context": 1})

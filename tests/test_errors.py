@@ -80,7 +80,9 @@ def test_reward_failing_mid_episode_leaves_state(tiny_model_dir):
             return images.mean(dim=1)
         return torch.full(images.shape[:1], float("nan"))
 
-    envs = DiffusionDenoiseVectorEnv(num_envs=2, model=str(tiny_model_dir), num_inference_steps=2, reward=picky)
+    envs = DiffusionDenoiseVectorEnv(
+        num_envs=2, model=str(tiny_model_dir), num_inference_steps=2, reward=picky
+    )
     envs.reset(seed=0)
     envs.step(torch.zeros(2, 3, 8, 8))
     before = _state(envs)

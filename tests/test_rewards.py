@@ -67,9 +67,15 @@ def test_segmentation_reward_on_true_data_is_accurate():
 
 
 def test_segmentation_reward_fixed_class_by_name():
-    batch = generate_shapes(8, 16, generator=torch.Generator().manual_seed(5), labels=torch.ones(8, dtype=torch.long))
-    square = make_reward("segmentation", target_class="square")(batch.images, torch.zeros(8, dtype=torch.long))
-    circle = make_reward("segmentation", target_class="circle")(batch.images, torch.zeros(8, dtype=torch.long))
+    batch = generate_shapes(
+        8, 16, generator=torch.Generator().manual_seed(5), labels=torch.ones(8, dtype=torch.long)
+    )
+    square = make_reward("segmentation", target_class="square")(
+        batch.images, torch.zeros(8, dtype=torch.long)
+    )
+    circle = make_reward("segmentation", target_class="circle")(
+        batch.images, torch.zeros(8, dtype=torch.long)
+    )
     assert square[batch.masks].mean() > 0.9 > 0.1 > circle[batch.masks].mean()
     with pytest.raises(ValueError, match="target_class"):
         make_reward("segmentation", target_class="hexagon")
@@ -89,7 +95,9 @@ def test_jpeg_compressibility_prefers_flat_images():
 
 def test_user_callable_and_module_function():
     reward = make_reward(lambda images, contexts: images[:, 0])
-    assert reward(_images((0.3, 0, 0)), torch.zeros(1, dtype=torch.long))[0, 0, 0].item() == pytest.approx(0.3)
+    assert reward(_images((0.3, 0, 0)), torch.zeros(1, dtype=torch.long))[0, 0, 0].item() == pytest.approx(
+        0.3
+    )
     imported = make_reward("pxpo_gym.rewards:color_reward", target=(0, 0, 0))
     assert imported(_images((0, 0, 0)), torch.zeros(1, dtype=torch.long)).min().item() == pytest.approx(1.0)
 
