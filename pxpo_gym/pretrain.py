@@ -97,7 +97,12 @@ def train_diffusion(cfg: DiffusionConfig) -> Path:
         beta_schedule="squaredcos_cap_v2",
         prediction_type="epsilon",
         clip_sample=False,
-        timestep_spacing="trailing",
+        # Stable Diffusion's sampling grid (t = 951, 901, ..., 1 for 20 steps). 'trailing'
+        # would start at t = 999, where abar ~ 0 makes the first step's mean
+        # a_t x_t + b_t eps with a_t = -b_t ~ 1e3: its log-likelihood then swamps
+        # every policy gradient.
+        timestep_spacing="leading",
+        steps_offset=1,
     )
     alphas_cumprod = scheduler.alphas_cumprod.to(device)
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)

@@ -295,3 +295,24 @@ def make_reward(spec: str | RewardFn | Reward, **kwargs: Any) -> Reward:
             raise ValueError(f"reward options {sorted(kwargs)} only apply to built-in reward names")
         return Reward(spec, getattr(spec, "__name__", type(spec).__name__))
     raise TypeError(f"reward must be a name, 'module:function' or a callable, got {type(spec).__name__}")
+
+
+def pool_to_grid(reward_maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Carries image-resolution reward maps onto a (latent) sample grid by area pooling.
+
+    Each grid cell gets the mean reward of the image pixels it covers (exact
+    block averages when H, W are multiples of h, w). Identity when sizes match,
+    as for pixel models. Broadcast over the sample's channels is left to the
+    caller (a pixel's channels share one reward).
+
+    Args:
+        reward_maps: (B, H, W) float.
+        size: (h, w) of the sample grid.
+
+    Returns:
+        (B, h, w) float32.
+    """
+    if tuple(reward_maps.shape[-2:]) == tuple(size):
+        return reward_maps.float()
+    pooled = torch.nn.functional.adaptive_avg_pool2d(reward_maps[:, None].float(), size)  # (B, 1, h, w)
+    return pooled[:, 0]

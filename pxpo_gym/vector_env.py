@@ -363,6 +363,21 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         truncated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         return self._observation(), rewards, terminated, truncated, info
 
+    def get_rng_state(self) -> list[torch.Tensor]:
+        """Each env's generator state (CPU uint8 tensors), for exact checkpoints."""
+        return [gen.get_state() for gen in self._generators]
+
+    def set_rng_state(self, states: Sequence[torch.Tensor]) -> None:
+        """Restores generator states from ``get_rng_state``.
+
+        Raises:
+            ValueError: not one state per env.
+        """
+        if len(states) != self.num_envs:
+            raise ValueError(f"need {self.num_envs} generator states, got {len(states)}")
+        for gen, state in zip(self._generators, states):
+            gen.set_state(state)
+
     def decode(self, sample: torch.Tensor) -> torch.Tensor:
         """Sample (B, C, h, w) -> RGB images (B, 3, H, W) in [0, 1]."""
         return self.loaded.decode(sample)

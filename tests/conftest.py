@@ -37,7 +37,8 @@ def make_scheduler(**overrides):
         num_train_timesteps=1000,
         beta_schedule="squaredcos_cap_v2",
         clip_sample=False,
-        timestep_spacing="trailing",
+        timestep_spacing="leading",
+        steps_offset=1,
     )
     config.update(overrides)
     return DDPMScheduler(**config)

@@ -23,6 +23,7 @@ from pxpo_gym.ddim import (
     "overrides, steps, eta",
     [
         ({}, 20, 1.0),
+        ({"timestep_spacing": "trailing", "steps_offset": 0}, 20, 1.0),
         ({}, 7, 0.5),
         ({"timestep_spacing": "leading", "steps_offset": 1, "beta_schedule": "linear"}, 50, 1.0),
     ],
@@ -104,12 +105,12 @@ def test_bad_num_inference_steps_is_rejected(steps):
 def test_schedule_with_a_deterministic_last_step_is_rejected():
     # 'leading' spacing with offset 0 ends at t = 0, where abar_prev = abar_t: sigma = 0.
     with pytest.raises(ValueError, match="std_dev_t = 0"):
-        DDIMSchedule.from_scheduler(make_scheduler(timestep_spacing="leading"), 20, 1.0)
+        DDIMSchedule.from_scheduler(make_scheduler(steps_offset=0), 20, 1.0)
 
 
 def test_few_step_trailing_schedule_stays_finite():
     # diffusers' float32 DDIMScheduler.step returns NaN here (first step from t=999);
     # our coefficients are computed in float64 and clamped.
-    schedule = DDIMSchedule.from_scheduler(make_scheduler(), 5, 1.0)
+    schedule = DDIMSchedule.from_scheduler(make_scheduler(timestep_spacing="trailing", steps_offset=0), 5, 1.0)
     for coef in schedule.coefficients:
         assert bool(torch.isfinite(coef).all())

@@ -148,8 +148,8 @@ def test_each_vector_slot_matches_the_single_env(tiny_model_dir):
 
 
 def test_pretrained_policy_matches_a_hand_written_diffusers_loop(tiny_model_dir):
-    # 20 steps: with fewer, diffusers' float32 step gives NaN at t=999 (sqrt of a tiny
-    # negative number); our schedule computes its coefficients in float64.
+    # 20 steps, as in real use (diffusers' float32 step can give NaN at t=999 with a
+    # 'trailing' grid and few steps; our schedule computes its coefficients in float64).
     steps = 20
     envs = gym.make_vec(
         "DiffusionDenoise-v0", num_envs=2, model=str(tiny_model_dir), num_inference_steps=steps
@@ -202,3 +202,14 @@ def test_fixed_and_sampled_contexts(tiny_model_dir):
     assert (obs["context"] == 1).all()
     obs, _ = envs.reset(options={"context": torch.arange(8) % 3})
     assert obs["context"].flatten().tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
+
+
+def test_reward_aggregate_sum_and_callable(tiny_model_dir):
+    kwargs = dict(num_envs=2, model=str(tiny_model_dir), num_inference_steps=2)
+    for aggregate, expected in [("sum", lambda m: m.sum(dim=(1, 2))), (lambda m: m.amax(dim=(1, 2)), None)]:
+        envs = DiffusionDenoiseVectorEnv(reward_aggregate=aggregate, **kwargs)
+        envs.reset(seed=0)
+        envs.step(torch.zeros(2, 3, 8, 8))
+        _, reward, _, _, info = envs.step(torch.zeros(2, 3, 8, 8))
+        reference = (expected or aggregate)(info["reward_map"])
+        torch.testing.assert_close(reward, reference)

@@ -1,0 +1,81 @@
+"""Advantage normalisation with a running per-context buffer (DDPO's per-prompt stat tracker).
+
+DDPO (arXiv 2305.13301, official code) normalises each reward by the mean and
+standard deviation of the recent rewards of the same prompt, once that prompt
+has been seen ``min_count`` times; before that it uses the current batch's
+statistics. ``ContextStats`` does the same for values of any shape: scalars for
+DDPO, (H, W) reward maps for PXPO, where the statistics are then per pixel.
+"""
+
+from __future__ import annotations
+
+import torch
+
+STD_EPS = 1e-6
+"""Added to the standard deviation, as in DDPO's reference code."""
+
+
+class ContextStats:
+    """Ring buffers of the last ``buffer_size`` values seen for each context.
+
+    Args:
+        num_contexts: number of context ids (classes or prompts).
+        buffer_size: values kept per context.
+        min_count: values a context needs before its own statistics replace the batch's.
+        value_shape: shape of one value: () for scalar rewards, (H, W) for reward maps.
+    """
+
+    def __init__(
+        self, num_contexts: int, buffer_size: int, min_count: int, value_shape: tuple[int, ...] = ()
+    ) -> None:
+        if buffer_size < 1 or not 1 <= min_count <= buffer_size:
+            raise ValueError(
+                f"need buffer_size >= 1 and 1 <= min_count <= buffer_size, got "
+                f"buffer_size={buffer_size}, min_count={min_count}"
+            )
+        self.buffer_size = buffer_size
+        self.min_count = min_count
+        # Each context's newest values sit at the end of its row.
+        self.buffer = torch.zeros(num_contexts, buffer_size, *value_shape)
+        self.count = torch.zeros(num_contexts, dtype=torch.int64)
+
+    def update(self, contexts: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Adds a batch to the buffers and returns its normalised values.
+
+        Args:
+            contexts: (N,) int64 context ids.
+            values: (N, *value_shape) rewards.
+
+        Returns:
+            (N, *value_shape) float32: (value - mean) / (std + 1e-6), with the
+            context's buffer statistics (this batch included) when the context
+            has at least ``min_count`` values, else the whole batch's statistics.
+        """
+        values = values.detach().float().cpu()
+        contexts = contexts.detach().cpu()
+        batch_mean, batch_std = values.mean(dim=0), values.std(dim=0, unbiased=False)
+        out = torch.empty_like(values)
+        for ctx in contexts.unique().tolist():  # a loop over contexts, not samples
+            chosen = contexts == ctx
+            new = values[chosen]
+            self.buffer[ctx] = torch.cat([self.buffer[ctx], new])[-self.buffer_size :]
+            self.count[ctx] += new.shape[0]
+            filled = int(min(self.count[ctx], self.buffer_size))
+            if filled >= self.min_count:
+                recent = self.buffer[ctx, -filled:]
+                mean, std = recent.mean(dim=0), recent.std(dim=0, unbiased=False)
+            else:
+                mean, std = batch_mean, batch_std
+            out[chosen] = (new - mean) / (std + STD_EPS)
+        return out
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"buffer": self.buffer.clone(), "count": self.count.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if state["buffer"].shape != self.buffer.shape:
+            raise ValueError(
+                f"stat buffer shape {tuple(state['buffer'].shape)} does not match {tuple(self.buffer.shape)}"
+            )
+        self.buffer = state["buffer"].clone()
+        self.count = state["count"].clone()

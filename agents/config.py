@@ -1,0 +1,196 @@
+"""``TrainConfig``: the one config a user sets for DDPO or PXPO (from Python, or the
+shell through ``agents.train``), and the env it describes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import torch
+
+import pxpo_gym  # noqa: F401  (registers the env)
+from agents.ddpo import DDPOConfig
+from agents.pxpo import PXPOConfig
+from pxpo_gym.rewards import REWARDS
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fine-tune the env's diffusion model with DDPO or PXPO."""
+
+    algo: Literal["ddpo", "pxpo"] = "pxpo"
+    """Algorithm: 'ddpo' (one reward per image) or 'pxpo' (per-pixel rewards)."""
+    estimator: Literal["sf", "is"] = "is"
+    """'sf': score function; 'is': importance sampling with PPO clipping."""
+    reward: str = "color"
+    """Built-in reward name (pxpo_gym.rewards.REWARDS) or 'package.module:function'."""
+    reward_kwargs: str = "{}"
+    """JSON object of reward options, e.g. '{"target": [0, 0, 1]}'."""
+    model: str = "default"
+    """Embedded model name, local diffusers folder, or hub id."""
+    contexts: tuple[str, ...] = ()
+    """Context ids or names to train on (empty: all of the model's contexts)."""
+    num_epochs: int = 20
+    """Epochs; each samples images, then updates the policy on them."""
+    sample_batch_size: int = 32
+    """Images denoised in parallel (the vector env's num_envs)."""
+    sample_batches_per_epoch: int = 2
+    """Sampling batches per epoch (images per epoch = this x sample_batch_size)."""
+    train_batch_size: int = 32
+    """Images per optimizer step (gradients are accumulated over their trained timesteps)."""
+    inner_epochs: int = 1
+    """Passes over each epoch's images (reference: 1)."""
+    timestep_fraction: float = 1.0
+    """Fraction of each trajectory's steps trained on, in a random order per image (reference: 1)."""
+    learning_rate: float = 1e-4
+    """AdamW learning rate. Reference: 3e-4 (LoRA) / 1e-5 (full SD); our tiny full model is tuned in benchmarks/."""
+    adam_beta1: float = 0.9
+    """AdamW beta1."""
+    adam_beta2: float = 0.999
+    """AdamW beta2."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay (reference: 1e-4)."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clip (reference: 1.0)."""
+    clip_range: float = 0.0
+    """PPO clip range; 0 takes the algorithm's default (DDPO 1e-4, PXPO 1e-2 per pixel)."""
+    adv_clip_max: float = 5.0
+    """Advantage clip (reference: 5)."""
+    stat_buffer_size: int = 32
+    """Recent rewards kept per context for advantage normalisation."""
+    stat_min_count: int = 16
+    """Rewards a context needs before its own statistics replace the batch's."""
+    num_inference_steps: int = 20
+    """DDIM steps per image. Reference: 50; 20 keeps CPU runs short."""
+    eta: float = 1.0
+    """DDIM stochasticity in (0, 1] (reference: 1.0)."""
+    guidance_scale: float = 1.0
+    """Classifier-free guidance inside the policy; 1 disables it (reference: 5.0 for SD)."""
+    lora_rank: int = 0
+    """0: full fine-tuning; > 0: LoRA of this rank on the attention projections (needs peft)."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """Autocast for the policy's forward passes (CUDA)."""
+    device: str = "cpu"
+    """torch device of the env, the policy and the rewards."""
+    seed: int = 0
+    """Seeds the env's noise and contexts, and the training shuffles."""
+    threads: int = 0
+    """torch CPU threads; 0 leaves torch's default."""
+    out: str = ""
+    """Run folder; runs/{algo}-{estimator}-{reward}-seed{seed} if empty."""
+    resume: str = ""
+    """Run folder to resume from its latest checkpoint (its saved config is used, with this num_epochs)."""
+    save_every: int = 5
+    """Checkpoint every N epochs (and always at the end); 0: only at the end."""
+    image_every: int = 5
+    """Save an image grid with reward heatmaps every N epochs; 0: never."""
+    tensorboard: bool = True
+    """Also write TensorBoard scalars under RUN/tb."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(message)
+
+        need(self.algo in ("ddpo", "pxpo"), f"algo must be 'ddpo' or 'pxpo', got algo={self.algo!r}")
+        need(self.learning_rate > 0, f"learning_rate must be > 0, got learning_rate={self.learning_rate}")
+        need(0 < self.eta <= 1, f"eta must be in (0, 1], got eta={self.eta}")
+        for name in (
+            "num_epochs",
+            "sample_batch_size",
+            "sample_batches_per_epoch",
+            "train_batch_size",
+            "inner_epochs",
+            "num_inference_steps",
+        ):
+            value = getattr(self, name)
+            need(isinstance(value, int) and value >= 1, f"{name} must be an int >= 1, got {name}={value!r}")
+        need(
+            self.images_per_epoch % self.train_batch_size == 0,
+            f"train_batch_size={self.train_batch_size} must divide the images per epoch "
+            f"(sample_batch_size x sample_batches_per_epoch = {self.images_per_epoch})",
+        )
+        need(
+            0 < self.timestep_fraction <= 1,
+            f"timestep_fraction must be in (0, 1], got {self.timestep_fraction}",
+        )
+        need(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+        need(self.clip_range >= 0, f"clip_range must be >= 0 (0 = default), got {self.clip_range}")
+        need(self.lora_rank >= 0, f"lora_rank must be >= 0, got {self.lora_rank}")
+        need(self.guidance_scale >= 1, f"guidance_scale must be >= 1, got {self.guidance_scale}")
+        need(
+            ":" in self.reward or self.reward in REWARDS,
+            f"reward={self.reward!r} is not a built-in reward ({sorted(REWARDS)}) or 'package.module:function'",
+        )
+        try:
+            kwargs = json.loads(self.reward_kwargs)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"reward_kwargs must be a JSON object, got {self.reward_kwargs!r}: {err}"
+            ) from err
+        need(isinstance(kwargs, dict), f"reward_kwargs must be a JSON object, got {self.reward_kwargs!r}")
+        self.algo_config()  # validates the algorithm's own fields
+
+    @property
+    def images_per_epoch(self) -> int:
+        return self.sample_batch_size * self.sample_batches_per_epoch
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(
+            self.out or f"runs/{self.algo}-{self.estimator}-{self.reward.replace(':', '_')}-seed{self.seed}"
+        )
+
+    def algo_config(self) -> DDPOConfig:
+        cls = PXPOConfig if self.algo == "pxpo" else DDPOConfig
+        extra = {"clip_range": self.clip_range} if self.clip_range > 0 else {}
+        return cls(
+            estimator=self.estimator,
+            adv_clip_max=self.adv_clip_max,
+            stat_buffer_size=self.stat_buffer_size,
+            stat_min_count=self.stat_min_count,
+            **extra,
+        )
+
+
+def make_envs(config: TrainConfig):
+    """The vector env a config trains on."""
+    contexts = [int(c) if c.lstrip("-").isdigit() else c for c in config.contexts] or None
+    return gym.make_vec(
+        "DiffusionDenoise-v0",
+        num_envs=config.sample_batch_size,
+        model=config.model,
+        reward=config.reward,
+        reward_kwargs=json.loads(config.reward_kwargs),
+        num_inference_steps=config.num_inference_steps,
+        eta=config.eta,
+        device=config.device,
+        context=contexts,
+    )
+
+
+def check_envs(config: TrainConfig, envs: Any) -> None:
+    """Refuses an env whose schedule or batch size disagrees with the config."""
+    core = envs.unwrapped
+    pairs = [
+        ("eta", config.eta, core.schedule.eta),
+        ("num_inference_steps", config.num_inference_steps, core.num_steps),
+        ("sample_batch_size", config.sample_batch_size, core.num_envs),
+    ]
+    for name, want, got in pairs:
+        if want != got:
+            raise ValueError(f"config {name}={want} but the env has {got}: build the env from the config")
+
+
+def autocast(config: TrainConfig, device: torch.device):
+    """The autocast context for the policy's forward passes."""
+    if config.mixed_precision == "no":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if config.mixed_precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

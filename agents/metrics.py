@@ -1,0 +1,72 @@
+"""Per-epoch metrics to CSV and TensorBoard; logging lives here, not in the agents."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+METRIC_FIELDS = (
+    "epoch",
+    "images",
+    "reward_mean",
+    "reward_std",
+    "loss",
+    "approx_kl",
+    "clipfrac",
+    "grad_norm",
+    "seconds",
+)
+"""CSV columns, in order. ``images`` (cumulative images generated) is the x axis of every curve."""
+
+
+class MetricsLogger:
+    """Appends one row per epoch to ``RUN/metrics.csv`` and TensorBoard scalars to ``RUN/tb``.
+
+    Args:
+        run_dir: the run's folder.
+        resume_epoch: on resume, rows after this epoch (written after the
+            checkpoint by an interrupted run) are dropped, so the file continues
+            exactly where the checkpoint left off.
+        tensorboard: also write TensorBoard event files.
+    """
+
+    def __init__(
+        self, run_dir: str | Path, resume_epoch: int | None = None, tensorboard: bool = True
+    ) -> None:
+        self.path = Path(run_dir) / "metrics.csv"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        rows: list[dict[str, str]] = []
+        if resume_epoch is not None and self.path.is_file():
+            with open(self.path, newline="") as handle:
+                rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= resume_epoch]
+        with open(self.path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            purge = int(rows[-1]["images"]) + 1 if rows else None
+            self.writer = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=purge)
+
+    def log(self, metrics: dict[str, Any]) -> None:
+        with open(self.path, "a", newline="") as handle:
+            csv.DictWriter(handle, fieldnames=METRIC_FIELDS, extrasaction="ignore").writerow(metrics)
+        if self.writer is not None:
+            step = int(metrics["images"])
+            for name in METRIC_FIELDS[2:]:
+                group = "charts" if name.startswith("reward") or name == "seconds" else "losses"
+                self.writer.add_scalar(f"{group}/{name}", float(metrics[name]), step)
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, float]]:
+    """Reads a ``metrics.csv`` back as a list of float dicts."""
+    with open(path, newline="") as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]

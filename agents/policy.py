@@ -1,0 +1,94 @@
+"""The trainable policy: a copy of the env's pretrained noise model, full or LoRA.
+
+The env's own model stays frozen (the reference); agents train a deep copy.
+With ``lora_rank > 0`` the copy's base weights are frozen and peft injects LoRA
+adapters into the named modules (attention projections by default, as DDPO does).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+
+from pxpo_gym.models import NoiseModel
+
+LORA_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+"""diffusers' attention projection names: DDPO's LoRA targets."""
+
+
+def make_policy(
+    model: NoiseModel, lora_rank: int = 0, lora_targets: Sequence[str] = LORA_TARGETS
+) -> NoiseModel:
+    """A trainable deep copy of ``model``.
+
+    Args:
+        model: the env's pretrained ``NoiseModel`` (left untouched).
+        lora_rank: 0 for full fine-tuning, else the LoRA rank.
+        lora_targets: module names (suffixes) that receive LoRA adapters.
+
+    Raises:
+        ValueError: negative rank, or no module matches ``lora_targets``.
+        ImportError: LoRA asked for without peft installed (``pip install pxpo-gym[lora]``).
+    """
+    if lora_rank < 0:
+        raise ValueError(f"lora_rank must be >= 0 (0 = full fine-tuning), got lora_rank={lora_rank}")
+    policy = copy.deepcopy(model).float().train()
+    policy.compute_dtype = torch.float32  # autocast, not the weights' dtype, sets the precision
+    if lora_rank == 0:
+        return policy.requires_grad_(True)
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError as err:
+        raise ImportError("LoRA needs peft: pip install 'pxpo-gym[lora]'") from err
+    names = [name for name, _ in policy.unet.named_modules()]
+    if not any(name.endswith(tuple(lora_targets)) for name in names):
+        raise ValueError(f"lora_targets={list(lora_targets)} match no module of the model")
+    policy.requires_grad_(False)
+    config = LoraConfig(
+        r=lora_rank, lora_alpha=lora_rank, target_modules=list(lora_targets), init_lora_weights=True
+    )
+    policy.unet = inject_adapter_in_model(config, policy.unet)
+    for name, param in policy.named_parameters():
+        param.requires_grad_("lora_" in name)
+    return policy
+
+
+def trainable_state(policy: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that training changes, by name (all weights, or only LoRA's)."""
+    return {name: p.detach() for name, p in policy.named_parameters() if p.requires_grad}
+
+
+def guided_eps(
+    policy: NoiseModel,
+    sample: torch.Tensor,
+    timestep: torch.Tensor,
+    context: torch.Tensor,
+    guidance_scale: float,
+    null_context: int | None,
+) -> torch.Tensor:
+    """Noise prediction, with classifier-free guidance when ``guidance_scale != 1``.
+
+    eps = eps(x, null) + s * (eps(x, c) - eps(x, null)), with the conditional and
+    unconditional halves in one batched forward pass.
+
+    Args:
+        sample: (B, C, h, w); timestep, context: (B,) or (B, 1) int64.
+        guidance_scale: s; 1 disables guidance.
+        null_context: the model's "no context" id (required when s != 1).
+
+    Returns:
+        (B, C, h, w) float32 eps.
+    """
+    if guidance_scale == 1.0:
+        return policy(sample, timestep, context)
+    batch = sample.shape[0]
+    context = context.reshape(-1)
+    both = policy(
+        torch.cat([sample, sample]),
+        torch.cat([timestep.reshape(-1), timestep.reshape(-1)]),
+        torch.cat([context, torch.full_like(context, null_context)]),
+    )
+    cond, uncond = both[:batch], both[batch:]
+    return uncond + guidance_scale * (cond - uncond)

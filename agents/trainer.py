@@ -1,0 +1,243 @@
+"""The shared training loop of DDPO and PXPO: sample -> advantages -> minibatch updates -> log.
+
+``train(config)`` runs a ``TrainConfig`` and returns the per-epoch metrics; the
+same loop serves the CLI (``agents.train``), notebooks and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from agents.checkpoint import load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
+from agents.config import TrainConfig, autocast, check_envs, make_envs
+from agents.ddpo import DDPO
+from agents.metrics import MetricsLogger
+from agents.policy import guided_eps, make_policy, trainable_state
+from agents.pxpo import PXPO
+from agents.rollout import Trajectories, coefficients_from, collect
+from pxpo_gym.ddim import step_log_prob
+from pxpo_gym.viz import save_reward_grid
+
+
+class Trainer:
+    """Owns the env, the trainable policy, the optimizer and the algorithm's statistics.
+
+    Args:
+        config: the run's ``TrainConfig``.
+        envs: optional prebuilt vector env (must match the config); built from it if None.
+    """
+
+    def __init__(self, config: TrainConfig, envs: Any = None) -> None:
+        self.config = config
+        if config.threads > 0:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.envs = envs if envs is not None else make_envs(config)
+        check_envs(config, self.envs)
+        core = self.envs.unwrapped
+        self.device = core.device
+        self.null_context = core.loaded.null_context
+        if config.guidance_scale != 1 and self.null_context is None:
+            raise ValueError(
+                f"guidance_scale={config.guidance_scale} needs a model with a null context "
+                "(pxpo_gym.json 'null_context'); use guidance_scale=1"
+            )
+        self.num_channels, *grid = core.loaded.sample_shape
+        self.policy = make_policy(core.model, config.lora_rank)
+        algo_cls = PXPO if config.algo == "pxpo" else DDPO
+        self.algo = algo_cls(config.algo_config(), core.loaded.num_contexts, tuple(grid))
+        self.optimizer = torch.optim.AdamW(
+            [p for p in self.policy.parameters() if p.requires_grad],
+            lr=config.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
+            weight_decay=config.weight_decay,
+        )
+        self.scaler = torch.amp.GradScaler(enabled=config.mixed_precision == "fp16")
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.epoch = 0
+        self.images = 0
+
+    # -- sampling and updates -------------------------------------------------
+
+    def eps(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The policy's (guided) noise prediction, under the configured autocast."""
+        with autocast(self.config, self.device):
+            eps = guided_eps(
+                self.policy, sample, timestep, context, self.config.guidance_scale, self.null_context
+            )
+        return eps.float()
+
+    def sample(self) -> Trajectories:
+        """One epoch's images from the current policy (the env is seeded once, at epoch 0)."""
+        parts = []
+        for batch in range(self.config.sample_batches_per_epoch):
+            seed = self.config.seed if self.epoch == 0 and batch == 0 else None
+            parts.append(collect(self.envs, self.eps, seed=seed))
+        return Trajectories.cat(parts)
+
+    def update(self, traj: Trajectories, advantages: torch.Tensor) -> dict[str, float]:
+        """Minibatch policy-gradient updates on one epoch's trajectories.
+
+        Each image trains on ``timestep_fraction`` of its steps in a random order;
+        gradients accumulate over a minibatch's trained steps, then one clipped
+        AdamW step is taken (DDPO's reference scheme).
+        """
+        cfg = self.config
+        num_images, num_steps = traj.timesteps.shape
+        num_train = max(1, int(num_steps * cfg.timestep_fraction))
+        advantages = advantages.to(self.device)
+        totals = {"loss": 0.0, "approx_kl": 0.0, "clipfrac": 0.0, "grad_norm": 0.0}
+        count = updates = 0
+        for _ in range(cfg.inner_epochs):
+            order = torch.randperm(num_images, generator=self.generator).to(self.device)
+            step_order = torch.argsort(torch.rand(num_images, num_steps, generator=self.generator), dim=1)
+            step_order = step_order[:, :num_train].to(self.device)  # (N, num_train)
+            for start in range(0, num_images, cfg.train_batch_size):
+                idx = order[start : start + cfg.train_batch_size]  # (b,)
+                for j in range(num_train):
+                    k = step_order[idx, j]  # (b,) one step index per image
+                    sample, prev_sample = traj.samples[idx, k], traj.samples[idx, k + 1]  # (b, C, h, w)
+                    eps = self.eps(sample, traj.timesteps[idx, k], traj.contexts[idx])
+                    coeffs = coefficients_from(traj.coeffs[idx, k])
+                    logp = step_log_prob(prev_sample, sample, eps, coeffs).sum(dim=1)  # (b, h, w)
+                    loss, stats = self.algo.loss(
+                        logp, traj.logp_pixels[idx, k], advantages[idx], self.num_channels
+                    )
+                    self.scaler.scale(loss / num_train).backward()
+                    totals["loss"] += loss.item()
+                    totals["approx_kl"] += stats["approx_kl"].item()
+                    totals["clipfrac"] += stats["clipfrac"].item()
+                    count += 1
+                self.scaler.unscale_(self.optimizer)
+                params = [p for p in self.policy.parameters() if p.requires_grad]
+                totals["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                updates += 1
+        out = {k: v / count for k, v in totals.items() if k != "grad_norm"}
+        out["grad_norm"] = totals["grad_norm"] / updates
+        return out
+
+    def train_epoch(self) -> tuple[dict[str, float], Trajectories]:
+        """Samples, computes advantages, updates; returns the epoch's metrics and images."""
+        start = time.perf_counter()
+        self.policy.eval()
+        traj = self.sample()
+        self.policy.train()
+        advantages = self.algo.advantages(traj.rewards.cpu(), traj.reward_maps.cpu(), traj.contexts.cpu())
+        metrics = self.update(traj, advantages)
+        self.epoch += 1
+        self.images += len(traj)
+        metrics.update(
+            epoch=self.epoch,
+            images=self.images,
+            reward_mean=traj.rewards.mean().item(),
+            reward_std=traj.rewards.std().item(),
+            seconds=time.perf_counter() - start,
+        )
+        return metrics, traj
+
+    # -- checkpoints ----------------------------------------------------------
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything a resumed run needs, as (tensors, JSON metadata)."""
+        tensors = {f"policy/{k}": v for k, v in trainable_state(self.policy).items()}
+        optim_tensors, optim_meta = optimizer_to_tensors(self.optimizer)
+        tensors.update(optim_tensors)
+        tensors["rng/trainer"] = self.generator.get_state()
+        tensors["rng/torch"] = torch.get_rng_state()
+        for i, state in enumerate(self.envs.unwrapped.get_rng_state()):
+            tensors[f"rng/env/{i}"] = state
+        tensors.update({f"stats/{k}": v for k, v in self.algo.stats.state_dict().items()})
+        meta = {
+            "epoch": self.epoch,
+            "images": self.images,
+            "config": dataclasses.asdict(self.config),
+            "optimizer": optim_meta,
+            "torch": torch.__version__,
+        }
+        return tensors, meta
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restores ``state()``'s output into this trainer."""
+        weights = {k.removeprefix("policy/"): v for k, v in tensors.items() if k.startswith("policy/")}
+        expected = set(trainable_state(self.policy))
+        if set(weights) != expected:
+            raise ValueError(
+                f"checkpoint weights do not match the policy: {len(set(weights) ^ expected)} names differ"
+            )
+        self.policy.load_state_dict(weights, strict=False)
+        optimizer_from_tensors(self.optimizer, tensors, meta["optimizer"])
+        self.generator.set_state(tensors["rng/trainer"])
+        torch.set_rng_state(tensors["rng/torch"])
+        self.envs.unwrapped.set_rng_state(
+            [tensors[f"rng/env/{i}"] for i in range(self.config.sample_batch_size)]
+        )
+        self.algo.stats.load_state_dict({"buffer": tensors["stats/buffer"], "count": tensors["stats/count"]})
+        self.epoch, self.images = int(meta["epoch"]), int(meta["images"])
+
+    def save(self) -> None:
+        tensors, meta = self.state()
+        save_checkpoint(self.config.run_dir, self.epoch, tensors, meta)
+
+
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """For ``resume``: the run's saved config, with this config's num_epochs and display options."""
+    if not config.resume:
+        return config
+    _, meta = load_checkpoint(config.resume)
+    saved = dict(meta["config"])
+    saved["contexts"] = tuple(saved["contexts"])
+    keep = {k: getattr(config, k) for k in ("num_epochs", "progress", "resume", "save_every", "image_every")}
+    return dataclasses.replace(TrainConfig(**saved), out=config.resume, **keep)
+
+
+def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
+    """Runs (or resumes) training; returns one metrics dict per epoch run now.
+
+    Writes ``RUN/metrics.csv``, TensorBoard scalars, image grids and checkpoints
+    under ``config.run_dir`` (see ``TrainConfig``).
+    """
+    config = resolve_config(config)
+    trainer = Trainer(config, envs)
+    if config.resume:
+        trainer.load_state(*load_checkpoint(config.resume))
+    logger = MetricsLogger(
+        config.run_dir, resume_epoch=trainer.epoch if config.resume else None, tensorboard=config.tensorboard
+    )
+    (config.run_dir / "config.json").write_text(
+        json.dumps(dataclasses.asdict(config), indent=1)
+    )
+    history = []
+    bar = tqdm(
+        total=config.num_epochs,
+        initial=trainer.epoch,
+        desc=f"{config.algo}-{config.estimator}",
+        unit="epoch",
+        disable=not config.progress,
+    )
+    while trainer.epoch < config.num_epochs:
+        metrics, traj = trainer.train_epoch()
+        logger.log(metrics)
+        history.append(metrics)
+        bar.update(1)
+        bar.set_postfix(reward=f"{metrics['reward_mean']:.4f}", kl=f"{metrics['approx_kl']:.2g}")
+        last = trainer.epoch == config.num_epochs
+        if config.image_every and (trainer.epoch % config.image_every == 0 or last):
+            save_reward_grid(
+                traj.images[:16],
+                traj.image_reward_maps[:16],
+                config.run_dir / "images" / f"epoch-{trainer.epoch:04d}.png",
+            )
+        if last or (config.save_every and trainer.epoch % config.save_every == 0):
+            trainer.save()
+    bar.close()
+    logger.close()
+    return history
