@@ -212,9 +212,7 @@ def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
     logger = MetricsLogger(
         config.run_dir, resume_epoch=trainer.epoch if config.resume else None, tensorboard=config.tensorboard
     )
-    (config.run_dir / "config.json").write_text(
-        json.dumps(dataclasses.asdict(config), indent=1)
-    )
+    (config.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
     history = []
     bar = tqdm(
         total=config.num_epochs,

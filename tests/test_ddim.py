@@ -111,6 +111,8 @@ def test_schedule_with_a_deterministic_last_step_is_rejected():
 def test_few_step_trailing_schedule_stays_finite():
     # diffusers' float32 DDIMScheduler.step returns NaN here (first step from t=999);
     # our coefficients are computed in float64 and clamped.
-    schedule = DDIMSchedule.from_scheduler(make_scheduler(timestep_spacing="trailing", steps_offset=0), 5, 1.0)
+    schedule = DDIMSchedule.from_scheduler(
+        make_scheduler(timestep_spacing="trailing", steps_offset=0), 5, 1.0
+    )
     for coef in schedule.coefficients:
         assert bool(torch.isfinite(coef).all())
