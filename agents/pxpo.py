@@ -18,7 +18,12 @@ where log p(x^ij) sums the pixel's channels. Our choices, fixed here:
   A constant map thus gives DDPO's scalar advantage at every pixel.
 - IS variant: one ratio per pixel, p_theta(x^ij) / p_old(x^ij) with channels
   summed, clipped per pixel. Per-pixel log-ratios move far more per update than
-  DDPO's mean over all elements, so the default clip range is larger (1e-2).
+  DDPO's mean over all elements (after one AdamW step at lr 3e-4 on the default
+  model, 0.5 E[logratio^2] is ~1 per pixel against ~0.05 for DDPO's mean), so
+  DDPO's 1e-4 would clip every pixel. Measured on the colour task (32 images
+  per epoch, lr 3e-4, seed 0, 6 epochs): clip 1e-2 did not learn (reward
+  0.40 -> 0.32), clip 0.2, PPO's usual value, learned fast (0.40 -> 0.95).
+  The default is 0.2.
 """
 
 from __future__ import annotations
@@ -35,8 +40,8 @@ from agents.ddpo import DDPOConfig, clipped_surrogate, ratio_stats
 class PXPOConfig(DDPOConfig):
     """PXPO's knobs: DDPO's, with a per-pixel clip range."""
 
-    clip_range: float = 1e-2
-    """PPO clip range on the per-pixel ratio (larger than DDPO's 1e-4: see the module docstring)."""
+    clip_range: float = 0.2
+    """PPO clip range on the per-pixel ratio (far larger than DDPO's 1e-4: see the module docstring)."""
 
 
 def pxpo_loss(

@@ -58,7 +58,7 @@ class Trainer:
             betas=(config.adam_beta1, config.adam_beta2),
             weight_decay=config.weight_decay,
         )
-        self.scaler = torch.amp.GradScaler(enabled=config.mixed_precision == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.mixed_precision == "fp16")
         self.generator = torch.Generator().manual_seed(config.seed)
         self.epoch = 0
         self.images = 0
@@ -229,10 +229,12 @@ def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
         bar.set_postfix(reward=f"{metrics['reward_mean']:.4f}", kl=f"{metrics['approx_kl']:.2g}")
         last = trainer.epoch == config.num_epochs
         if config.image_every and (trainer.epoch % config.image_every == 0 or last):
+            names = trainer.envs.unwrapped.loaded.context_names
             save_reward_grid(
                 traj.images[:16],
                 traj.image_reward_maps[:16],
                 config.run_dir / "images" / f"epoch-{trainer.epoch:04d}.png",
+                titles=[names[c] for c in traj.contexts[:16].tolist()],
             )
         if last or (config.save_every and trainer.epoch % config.save_every == 0):
             trainer.save()

@@ -75,7 +75,7 @@ def main(cfg: QualityConfig) -> dict:
     save_image_grid(
         [data.images[:32], samples[:32]],
         cfg.grid,
-        ["procedural data (columns: circle, square, triangle, cross)", "samples from the shipped model"],
+        ["procedural data", "samples from the shipped model"],
         columns=8,
     )
     print(json.dumps(result, indent=2))

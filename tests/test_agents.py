@@ -295,8 +295,15 @@ def test_cli_help_documents_every_field():
 
 
 def test_algorithm_configs_validate():
-    assert PXPOConfig().clip_range == 1e-2 and DDPOConfig().clip_range == 1e-4
+    assert PXPOConfig().clip_range == 0.2 and DDPOConfig().clip_range == 1e-4
     with pytest.raises(ValueError, match="clip_range"):
         PXPOConfig(clip_range=0.0)
     assert isinstance(DDPO(DDPOConfig(), 2, (4, 4)).stats, ContextStats)
     assert PXPO(PXPOConfig(), 2, (4, 4)).stats.buffer.shape == (2, 32, 4, 4)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_epoch_runs(tiny_model_dir, tmp_path, precision):
+    # On CPU this exercises the autocast and grad-scaler path that CUDA runs use.
+    history = train(tiny_config(tiny_model_dir, tmp_path, mixed_precision=precision, num_epochs=1))
+    assert math.isfinite(history[0]["loss"]) and math.isfinite(history[0]["grad_norm"])

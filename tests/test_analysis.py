@@ -1,0 +1,55 @@
+"""Samples-to-threshold on synthetic curves, worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks.analysis import (
+    best_improvement,
+    confidence_band,
+    images_to_reach,
+    samples_to_threshold,
+    summarise,
+)
+
+IMAGES = np.array([32, 64, 96, 128, 160])
+
+
+def test_images_to_reach():
+    curve = np.array([0.5, 0.6, 0.7, 0.8, 0.8])
+    assert images_to_reach(curve, IMAGES, 0.65) == 96
+    assert images_to_reach(curve, IMAGES, 0.5) == 32
+    assert math.isnan(images_to_reach(curve, IMAGES, 0.9))
+
+
+def test_samples_to_threshold_hand_worked():
+    # Algo "fast" rises 0.5 -> 0.9 (improvement 0.4, the best); "slow" 0.5 -> 0.7.
+    fast = [np.array([0.5, 0.8, 0.9, 0.9, 0.9]), np.array([0.5, 0.7, 0.85, 0.9, 0.9])]
+    slow = [np.array([0.5, 0.55, 0.6, 0.65, 0.7]), np.array([0.5, 0.55, 0.6, 0.65, 0.7])]
+    curves = {"fast": fast, "slow": slow}
+    assert best_improvement(curves) == pytest.approx(0.4)
+    out = samples_to_threshold(curves, IMAGES)
+    # 50% target = 0.5 + 0.2 = 0.7: fast reaches it at 64 and 64; slow at 160.
+    assert out["fast"][0.5] == [64, 64]
+    assert out["slow"][0.5] == [160, 160]
+    # 90% target = 0.86: fast at 96 (0.9) and 128 (0.85 < 0.86); slow never.
+    assert out["fast"][0.9] == [96, 128]
+    assert all(math.isnan(v) for v in out["slow"][0.9])
+
+
+def test_no_improvement_means_never_reached():
+    flat = {"a": [np.array([0.5, 0.4, 0.5])]}
+    assert best_improvement(flat) == 0.0
+    assert math.isnan(samples_to_threshold(flat, np.array([1, 2, 3]))["a"][0.5][0])
+
+
+def test_summarise_and_band():
+    assert summarise([64, 96, 128]) == "96 [64-128]"
+    assert summarise([64, float("nan")]) == "64 [64-64] (1/2 reached)"
+    assert summarise([float("nan")]) == "not reached (0/1)"
+    low, high = confidence_band([np.array([1.0, 2.0]), np.array([3.0, 2.0])])
+    # mean [2, 2], std [1.414, 0], t(0.975, 1) = 12.706 -> half width 12.706 * 1.414 / 1.414
+    assert low[0] == pytest.approx(2 - 12.706, abs=1e-3) and high[1] == pytest.approx(2.0)
