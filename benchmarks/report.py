@@ -1,0 +1,141 @@
+"""Summarising a suite: plot, samples-to-threshold table, markdown summary."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from agents.metrics import read_metrics
+from benchmarks.analysis import confidence_band, mean_curve, samples_to_threshold, summarise
+from benchmarks.tasks import TASKS
+
+FRACTIONS = (0.5, 0.9)
+
+
+def load_curves(cfg) -> tuple[dict[str, dict[str, list[np.ndarray]]], np.ndarray]:
+    """task -> label -> per-seed reward curves, and the shared images axis."""
+    from benchmarks.suite import run_dir
+
+    curves: dict[str, dict[str, list[np.ndarray]]] = {}
+    images = None
+    for task in cfg.tasks:
+        curves[task] = {}
+        for label, _, _ in cfg.labels():
+            runs = []
+            for seed in cfg.seeds:
+                rows = read_metrics(run_dir(cfg, task, label, seed) / "metrics.csv")[: cfg.num_epochs]
+                runs.append(np.array([r["reward_mean"] for r in rows]))
+                images = np.array([r["images"] for r in rows])
+            curves[task][label] = runs
+    return curves, images
+
+
+def plot(curves, images, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(curves)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for label, runs in curves[task].items():
+            mean = mean_curve(runs)
+            low, high = confidence_band(runs)
+            (line,) = ax.plot(images, mean, label=label)
+            ax.fill_between(images, low, high, color=line.get_color(), alpha=0.2)
+        seeds = len(next(iter(curves[task].values())))
+        ax.set_title(f"{task} ({seeds} seed{'s' if seeds > 1 else ''})")
+        ax.set_xlabel("images generated")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("mean reward (95% CI over seeds)")
+    axes[0, -1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def verdict(task: str, table: dict[str, dict[float, list[float]]], finals: dict[str, np.ndarray]) -> str:
+    """One honest sentence comparing DDPO and PXPO on a task (90% threshold, then final reward)."""
+    if not {"ddpo", "pxpo"} <= set(table):
+        return ""
+    med = {
+        a: np.nanmedian(table[a][0.9]) if not np.all(np.isnan(table[a][0.9])) else np.nan
+        for a in ("ddpo", "pxpo")
+    }
+    final = {a: finals[a].mean() for a in ("ddpo", "pxpo")}
+    finals_text = f"final reward DDPO {final['ddpo']:.3f}, PXPO {final['pxpo']:.3f}"
+    if np.isnan(med["ddpo"]) and np.isnan(med["pxpo"]):
+        return f"**{task}**: neither reached 90% of the best improvement in the budget ({finals_text})."
+    if np.isnan(med["ddpo"]):
+        return f"**{task}**: PXPO reached 90% (median {med['pxpo']:.0f} images); DDPO did not within the budget ({finals_text})."
+    if np.isnan(med["pxpo"]):
+        return f"**{task}**: DDPO reached 90% (median {med['ddpo']:.0f} images); PXPO did not within the budget ({finals_text})."
+    ratio = med["ddpo"] / med["pxpo"]
+    if abs(ratio - 1) < 0.15:
+        who = "no clear difference"
+    else:
+        who = (
+            f"PXPO needed {ratio:.1f}x fewer images"
+            if ratio > 1
+            else f"DDPO needed {1 / ratio:.1f}x fewer images"
+        )
+    return f"**{task}**: {who} to reach 90% (median {med['pxpo']:.0f} vs {med['ddpo']:.0f}; {finals_text})."
+
+
+def write_report(cfg) -> str:
+    """Writes OUT/plot.png, OUT/table.csv and OUT/summary.md; returns the summary."""
+    out = Path(cfg.out)
+    curves, images = load_curves(cfg)
+    plot(curves, images, out / "plot.png")
+    rows, verdicts = [], []
+    for task, by_label in curves.items():
+        table = samples_to_threshold(by_label, images, FRACTIONS)
+        finals = {label: np.array([c[-1] for c in runs]) for label, runs in by_label.items()}
+        for label, runs in by_label.items():
+            starts = np.array([c[0] for c in runs])
+            rows.append(
+                {
+                    "task": task,
+                    "algo": label,
+                    "seeds": len(runs),
+                    "start_reward": f"{starts.mean():.4f}",
+                    "final_reward": f"{finals[label].mean():.4f} +- {finals[label].std():.4f}",
+                    "images_to_50pct": summarise(table[label][0.5]),
+                    "images_to_90pct": summarise(table[label][0.9]),
+                }
+            )
+        verdicts.append(verdict(task, table, finals))
+    with open(out / "table.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    lines = [
+        f"# Sample-efficiency suite: {out.name}",
+        "",
+        f"{len(cfg.seeds)} seed(s), {cfg.num_epochs} epochs x {cfg.sample_batch_size} images, "
+        f"{cfg.num_inference_steps} DDIM steps, estimator '{cfg.estimator}', train batch {cfg.train_batch_size}; "
+        f"code at commit {commit or 'unknown'}.",
+        "Images-to-threshold: images a run needed to reach its own start + 50% / 90% of the best "
+        "improvement any algorithm's seed-mean curve showed on the task; median [min-max] over seeds.",
+        "",
+        "| task | algo | seeds | start | final (mean +- std) | images to 50% | images to 90% |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['task']} | {r['algo']} | {r['seeds']} | {r['start_reward']} | {r['final_reward']} | "
+        f"{r['images_to_50pct']} | {r['images_to_90pct']} |"
+        for r in rows
+    ]
+    lines += ["", *[f"- {v}" for v in verdicts if v], "", "Tasks:"]
+    lines += [f"- {t}: {TASKS[t].description}" for t in cfg.tasks]
+    lines += ["", "![plot](plot.png)", ""]
+    summary = "\n".join(lines)
+    (out / "summary.md").write_text(summary)
+    return summary

@@ -1,0 +1,54 @@
+"""A tiny sample-efficiency grid runs end to end: runs, resume/skip, plot, table, summary."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from benchmarks.suite import PRESETS, SuiteConfig, main, run_dir
+
+
+def test_tiny_grid_end_to_end(tmp_path, capsys):
+    cfg = SuiteConfig(
+        tasks=("color", "jpeg"),
+        seeds=(0,),
+        num_epochs=2,
+        sample_batch_size=4,
+        train_batch_size=4,
+        num_inference_steps=3,
+        stat_buffer_size=4,
+        stat_min_count=1,
+        workers=1,
+        out=str(tmp_path),
+    )
+    summary = main(cfg)
+    for name in ("plot.png", "table.csv", "summary.md"):
+        assert (tmp_path / name).is_file()
+    with open(tmp_path / "table.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {(r["task"], r["algo"]) for r in rows} == {
+        (t, a) for t in ("color", "jpeg") for a in ("ddpo", "pxpo")
+    }
+    assert "| color | pxpo |" in summary and "images to 90%" in summary
+    assert "Sample-efficiency suite" in capsys.readouterr().out
+    # A second call skips complete runs: their metrics files are left untouched.
+    metrics = run_dir(cfg, "color", "pxpo", 0) / "metrics.csv"
+    before = metrics.stat().st_mtime_ns
+    main(cfg)
+    assert metrics.stat().st_mtime_ns == before
+
+
+def test_presets_and_validation():
+    assert PRESETS["full"]().seeds == (0, 1, 2, 3, 4)
+    assert len(PRESETS["sweep"]().labels()) == 6
+    with pytest.raises(ValueError, match="tasks"):
+        SuiteConfig(tasks=("aesthetics",))
+
+
+def test_throughput_measures_one_configuration():
+    from benchmarks.throughput import ThroughputConfig, measure_one
+
+    result = measure_one(ThroughputConfig(num_inference_steps=2, repeats=1, train_batch_size=2), "pxpo", 2)
+    assert result["sample_images_per_s"] > 0 and result["train_ratio_to_floor"] > 0
+    assert result["peak_memory_mib"] > 0
