@@ -115,16 +115,30 @@ class DDPO:
 
     name = "ddpo"
 
+    value_shape_is_map = False
+    """Whether advantages are per pixel (PXPO) or per image (DDPO)."""
+
     def __init__(self, config: DDPOConfig, num_contexts: int, map_shape: tuple[int, int]) -> None:
         self.config = config
-        self.stats = ContextStats(num_contexts, config.stat_buffer_size, config.stat_min_count)
+        value_shape = tuple(map_shape) if self.value_shape_is_map else ()
+        self.stats = ContextStats(num_contexts, config.stat_buffer_size, config.stat_min_count, value_shape)
 
     def advantages(
         self, rewards: torch.Tensor, reward_maps: torch.Tensor, contexts: torch.Tensor
     ) -> torch.Tensor:
-        """(N,) rewards, (N, h, w) maps (unused), (N,) contexts -> (N,) clipped advantages."""
-        adv = self.stats.update(contexts, rewards)
+        """Normalised, clipped advantages: (N,) for DDPO, (N, h, w) for PXPO.
+
+        Args:
+            rewards: (N,) aggregated rewards.
+            reward_maps: (N, h, w) reward maps on the sample grid.
+            contexts: (N,) int64 context ids.
+        """
+        adv = self.stats.update(contexts, self.reward_values(rewards, reward_maps))
         return adv.clamp(-self.config.adv_clip_max, self.config.adv_clip_max)
+
+    def reward_values(self, rewards: torch.Tensor, reward_maps: torch.Tensor) -> torch.Tensor:
+        """What gets normalised: DDPO's one scalar per image."""
+        return rewards
 
     def loss(
         self,

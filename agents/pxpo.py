@@ -32,8 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from agents.advantages import ContextStats
-from agents.ddpo import DDPOConfig, clipped_surrogate, ratio_stats
+from agents.ddpo import DDPO, DDPOConfig, clipped_surrogate, ratio_stats
 
 
 @dataclass(frozen=True)
@@ -75,8 +74,8 @@ def pxpo_loss(
     return loss, ratio_stats(logratio, clip_range)
 
 
-class PXPO:
-    """PXPO's per-pixel advantages and loss.
+class PXPO(DDPO):
+    """PXPO: DDPO's machinery with per-pixel advantages and the per-pixel loss.
 
     Args:
         config: ``PXPOConfig``.
@@ -85,19 +84,11 @@ class PXPO:
     """
 
     name = "pxpo"
+    value_shape_is_map = True
 
-    def __init__(self, config: PXPOConfig, num_contexts: int, map_shape: tuple[int, int]) -> None:
-        self.config = config
-        self.stats = ContextStats(
-            num_contexts, config.stat_buffer_size, config.stat_min_count, tuple(map_shape)
-        )
-
-    def advantages(
-        self, rewards: torch.Tensor, reward_maps: torch.Tensor, contexts: torch.Tensor
-    ) -> torch.Tensor:
-        """(N,) rewards (unused), (N, h, w) maps, (N,) contexts -> (N, h, w) clipped advantage maps."""
-        adv = self.stats.update(contexts, reward_maps)
-        return adv.clamp(-self.config.adv_clip_max, self.config.adv_clip_max)
+    def reward_values(self, rewards: torch.Tensor, reward_maps: torch.Tensor) -> torch.Tensor:
+        """What gets normalised: the (N, h, w) reward maps, per context and per pixel."""
+        return reward_maps
 
     def loss(
         self,

@@ -1,10 +1,13 @@
 """Turning runs' reward curves into sample-efficiency numbers.
 
-Curves are per-epoch mean rewards against cumulative images generated. For one
-task, the *best improvement seen* is the largest rise, over all algorithms,
-of the seed-averaged curve above its own first epoch (the pretrained model's
-reward: every run samples its first epoch before any update). A run reaches a
-fraction f when its curve first gets to ``start + f * best_improvement``.
+Curves are per-epoch mean rewards against cumulative images generated,
+smoothed by a trailing moving average (``smooth``, 3 epochs in the reports) so
+that one lucky batch does not count as reaching a threshold. For one task, the
+*best improvement seen* is the largest rise, over all algorithms, of the
+seed-averaged curve above its own first epoch (the pretrained model's reward:
+every run samples its first epoch before any update). A run reaches a fraction
+f when its curve first gets to ``start + f * best_improvement``. An improvement
+smaller than the noise of one epoch's mean reward counts as none.
 """
 
 from __future__ import annotations
@@ -13,6 +16,15 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+
+
+def smooth(curve: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average: point e averages epochs max(0, e - window + 1) .. e."""
+    curve = np.asarray(curve, dtype=float)
+    cumsum = np.concatenate([[0.0], np.cumsum(curve)])
+    ends = np.arange(1, len(curve) + 1)
+    starts = np.maximum(0, ends - window)
+    return (cumsum[ends] - cumsum[starts]) / (ends - starts)
 
 
 def mean_curve(curves: Sequence[np.ndarray]) -> np.ndarray:
@@ -35,13 +47,13 @@ def confidence_band(curves: Sequence[np.ndarray], level: float = 0.95) -> tuple[
     return mean - half, mean + half
 
 
-def best_improvement(curves_by_algo: dict[str, Sequence[np.ndarray]]) -> float:
-    """Largest rise of any algorithm's seed-mean curve above its first point (>= 0)."""
+def best_improvement(curves_by_algo: dict[str, Sequence[np.ndarray]], noise: float = 0.0) -> float:
+    """Largest rise of any algorithm's seed-mean curve above its first point; 0 if not above ``noise``."""
     best = 0.0
     for curves in curves_by_algo.values():
         mean = mean_curve(curves)
         best = max(best, float(mean.max() - mean[0]))
-    return best
+    return best if best > noise else 0.0
 
 
 def images_to_reach(curve: np.ndarray, images: np.ndarray, target: float) -> float:
@@ -60,13 +72,18 @@ def samples_to_threshold(
     curves_by_algo: dict[str, Sequence[np.ndarray]],
     images: np.ndarray,
     fractions: Sequence[float] = (0.5, 0.9),
+    window: int = 1,
+    noise: float = 0.0,
 ) -> dict[str, dict[float, list[float]]]:
     """Per algorithm and fraction, the images each seed needed (``nan``: never reached).
 
     Each seed's target is its own first-epoch reward plus ``fraction`` times the
-    task's best improvement, so seeds with different starting points compare fairly.
+    task's best improvement, so seeds with different starting points compare
+    fairly. Curves are smoothed over ``window`` epochs first; an improvement not
+    above ``noise`` counts as none (every entry ``nan``).
     """
-    best = best_improvement(curves_by_algo)
+    curves_by_algo = {a: [smooth(c, window) for c in curves] for a, curves in curves_by_algo.items()}
+    best = best_improvement(curves_by_algo, noise)
     out: dict[str, dict[float, list[float]]] = {}
     for algo, curves in curves_by_algo.items():
         out[algo] = {}

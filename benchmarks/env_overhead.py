@@ -12,9 +12,7 @@ Writes ``benchmarks/results/env_overhead.json`` and prints a markdown line.
 from __future__ import annotations
 
 import json
-import platform
 import statistics
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import gymnasium as gym
 import torch
 
 import pxpo_gym  # noqa: F401  (registers the env)
+from benchmarks.timing import device_name, timed
 from pxpo_gym.ddim import ddim_step
 from pxpo_gym.sampling import run_policy
 
@@ -44,11 +43,6 @@ class OverheadConfig:
     """Reward computed at the end, by both."""
     out: str = "benchmarks/results/env_overhead.json"
     """Where to write the result."""
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @torch.no_grad()
@@ -81,16 +75,9 @@ def main(cfg: OverheadConfig) -> dict:
     noise, contexts = core._noise.clone(), core._context.clone()
     bare_episode(envs, noise, contexts)
     env_times, bare_times = [], []
-    for rep in range(cfg.repeats):
-        _sync(device)
-        start = time.perf_counter()
-        run_policy(envs, seed=rep)
-        _sync(device)
-        env_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        bare_episode(envs, noise, contexts)
-        _sync(device)
-        bare_times.append(time.perf_counter() - start)
+    for rep in range(cfg.repeats):  # alternate, so drifts in machine speed hit both alike
+        env_times.append(timed(lambda: run_policy(envs, seed=rep), device))  # noqa: B023
+        bare_times.append(timed(lambda: bare_episode(envs, noise, contexts), device))
     env_s, bare_s = statistics.median(env_times), statistics.median(bare_times)
     result = {
         "config": asdict(cfg),
@@ -99,9 +86,7 @@ def main(cfg: OverheadConfig) -> dict:
         "overhead_ratio": env_s / bare_s,
         "env_times_s": env_times,
         "bare_times_s": bare_times,
-        "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or platform.machine(),
+        "device_name": device_name(device),
         "torch": torch.__version__,
     }
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)

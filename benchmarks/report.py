@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 from pathlib import Path
 
@@ -13,24 +14,31 @@ from benchmarks.analysis import confidence_band, mean_curve, samples_to_threshol
 from benchmarks.tasks import TASKS
 
 FRACTIONS = (0.5, 0.9)
+SMOOTH_EPOCHS = 3
+"""Trailing moving-average window applied to curves before thresholds are found."""
 
 
-def load_curves(cfg) -> tuple[dict[str, dict[str, list[np.ndarray]]], np.ndarray]:
-    """task -> label -> per-seed reward curves, and the shared images axis."""
+def load_curves(cfg) -> tuple[dict[str, dict[str, list[np.ndarray]]], np.ndarray, dict[str, float]]:
+    """task -> label -> per-seed reward curves, the shared images axis, and per task the
+    noise of one epoch's mean reward (2 standard errors, from the first epochs' spread)."""
     from benchmarks.suite import run_dir
 
     curves: dict[str, dict[str, list[np.ndarray]]] = {}
+    noise: dict[str, float] = {}
     images = None
     for task in cfg.tasks:
         curves[task] = {}
+        first_stds = []
         for label, _, _ in cfg.labels():
             runs = []
             for seed in cfg.seeds:
                 rows = read_metrics(run_dir(cfg, task, label, seed) / "metrics.csv")[: cfg.num_epochs]
                 runs.append(np.array([r["reward_mean"] for r in rows]))
+                first_stds.append(rows[0]["reward_std"])
                 images = np.array([r["images"] for r in rows])
             curves[task][label] = runs
-    return curves, images
+        noise[task] = 2 * float(np.median(first_stds)) / np.sqrt(cfg.sample_batch_size)
+    return curves, images, noise
 
 
 def plot(curves, images, path: Path) -> None:
@@ -86,14 +94,28 @@ def verdict(task: str, table: dict[str, dict[float, list[float]]], finals: dict[
     return f"**{task}**: {who} to reach 90% (median {med['pxpo']:.0f} vs {med['ddpo']:.0f}; {finals_text})."
 
 
+def best_learning_rates(cfg, curves) -> dict[str, float]:
+    """Per algorithm, the swept learning rate with the largest area under the reward curve.
+
+    Area = mean reward over all epochs, averaged over tasks and seeds: it rewards
+    learning early (sample efficiency), not just the final value.
+    """
+    best: dict[str, tuple[float, float]] = {}
+    for label, algo, lr in cfg.labels():
+        area = float(np.mean([np.mean(c) for task in curves for c in curves[task][label]]))
+        if algo not in best or area > best[algo][1]:
+            best[algo] = (lr, area)
+    return {algo: lr for algo, (lr, _) in best.items()}
+
+
 def write_report(cfg) -> str:
     """Writes OUT/plot.png, OUT/table.csv and OUT/summary.md; returns the summary."""
     out = Path(cfg.out)
-    curves, images = load_curves(cfg)
+    curves, images, noise = load_curves(cfg)
     plot(curves, images, out / "plot.png")
     rows, verdicts = [], []
     for task, by_label in curves.items():
-        table = samples_to_threshold(by_label, images, FRACTIONS)
+        table = samples_to_threshold(by_label, images, FRACTIONS, SMOOTH_EPOCHS, noise[task])
         finals = {label: np.array([c[-1] for c in runs]) for label, runs in by_label.items()}
         for label, runs in by_label.items():
             starts = np.array([c[0] for c in runs])
@@ -123,7 +145,9 @@ def write_report(cfg) -> str:
         f"{cfg.num_inference_steps} DDIM steps, estimator '{cfg.estimator}', train batch {cfg.train_batch_size}; "
         f"code at commit {commit or 'unknown'}.",
         "Images-to-threshold: images a run needed to reach its own start + 50% / 90% of the best "
-        "improvement any algorithm's seed-mean curve showed on the task; median [min-max] over seeds.",
+        "improvement any algorithm's seed-mean curve showed on the task; median [min-max] over seeds. "
+        f"Curves are smoothed over {SMOOTH_EPOCHS} epochs (trailing) first; an improvement within "
+        "2 standard errors of one epoch's mean reward counts as none ('not reached' for all).",
         "",
         "| task | algo | seeds | start | final (mean +- std) | images to 50% | images to 90% |",
         "|---|---|---|---|---|---|---|",
@@ -133,7 +157,16 @@ def write_report(cfg) -> str:
         f"{r['images_to_50pct']} | {r['images_to_90pct']} |"
         for r in rows
     ]
-    lines += ["", *[f"- {v}" for v in verdicts if v], "", "Tasks:"]
+    lines += ["", *[f"- {v}" for v in verdicts if v]]
+    if any(len(cfg.learning_rates(a)) > 1 for a in cfg.algos):
+        best = best_learning_rates(cfg, curves)
+        (out / "best_learning_rates.json").write_text(json.dumps(best, indent=1) + "\n")
+        lines += [
+            "",
+            "Best learning rate per algorithm (largest mean reward over all epochs, tasks and seeds): "
+            + ", ".join(f"{a} {lr:g}" for a, lr in best.items()),
+        ]
+    lines += ["", "Tasks:"]
     lines += [f"- {t}: {TASKS[t].description}" for t in cfg.tasks]
     lines += ["", "![plot](plot.png)", ""]
     summary = "\n".join(lines)

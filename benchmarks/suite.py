@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,12 +88,12 @@ def quick() -> SuiteConfig:
 
 
 def full() -> SuiteConfig:
-    """5 seeds and 20 epochs of 32 images (640 images per run), learning rates from the sweep."""
-    return dataclasses.replace(quick(), seeds=(0, 1, 2, 3, 4), num_epochs=20, out="benchmarks/results/full")
+    """5 seeds and 15 epochs of 32 images (480 images per run); pass the sweep's learning rates."""
+    return dataclasses.replace(quick(), seeds=(0, 1, 2, 3, 4), num_epochs=15, out="benchmarks/results/full")
 
 
 def sweep() -> SuiteConfig:
-    """The same learning-rate sweep for both algorithms: 3 rates x 2 tasks x 2 seeds x 8 epochs."""
+    """The same learning-rate sweep for both algorithms: 3 rates x 2 tasks x 2 seeds x 6 epochs."""
     rates = (1e-4, 3e-4, 1e-3)
     return dataclasses.replace(
         quick(),
@@ -101,7 +101,7 @@ def sweep() -> SuiteConfig:
         ddpo_learning_rates=rates,
         pxpo_learning_rates=rates,
         seeds=(0, 1),
-        num_epochs=8,
+        num_epochs=6,
         out="benchmarks/results/sweep",
     )
 
@@ -162,37 +162,44 @@ def run_one(cfg: SuiteConfig, task: str, algo: str, lr: float, seed: int, out: P
     return out
 
 
+def epochs_done(out: Path) -> int:
+    """Rows in a run's metrics.csv (0 if it has not started)."""
+    path = out / "metrics.csv"
+    return max(0, len(path.read_text().splitlines()) - 1) if path.is_file() else 0
+
+
 def run_grid(cfg: SuiteConfig) -> None:
-    """Runs every incomplete cell of the grid, ``cfg.workers`` at a time, with a progress bar."""
+    """Runs every incomplete cell of the grid, ``cfg.workers`` at a time, with an epoch progress bar."""
     cells = [
-        (task, label, algo, lr, seed)
+        (task, label, algo, lr, seed, run_dir(cfg, task, label, seed))
         for task in cfg.tasks
         for label, algo, lr in cfg.labels()
         for seed in cfg.seeds
     ]
-    todo = [c for c in cells if not is_complete(run_dir(cfg, c[0], c[1], c[4]), cfg.num_epochs)]
-    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="suite runs", unit="run")
+    todo = [c for c in cells if not is_complete(c[-1], cfg.num_epochs)]
+    total = len(cells) * cfg.num_epochs
+
+    def done() -> int:
+        return sum(min(epochs_done(c[-1]), cfg.num_epochs) for c in cells)
+
+    bar = tqdm(total=total, initial=done(), desc=f"suite ({len(todo)}/{len(cells)} runs to do)", unit="epoch")
     if cfg.workers == 1:
-        for task, label, algo, lr, seed in todo:
-            run_one(cfg, task, algo, lr, seed, run_dir(cfg, task, label, seed))
-            bar.update(1)
+        for task, _, algo, lr, seed, out in todo:
+            run_one(cfg, task, algo, lr, seed, out)
+            bar.update(done() - bar.n)
     else:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         import multiprocessing
 
         with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {
-                pool.submit(run_one, cfg, task, algo, lr, seed, run_dir(cfg, task, label, seed)): (
-                    task,
-                    label,
-                    seed,
-                )
-                for task, label, algo, lr, seed in todo
+            pending = {
+                pool.submit(run_one, cfg, task, algo, lr, seed, out) for task, _, algo, lr, seed, out in todo
             }
-            for future in as_completed(futures):
-                future.result()  # re-raises a run's error with its traceback
-                bar.set_postfix_str("/".join(map(str, futures[future])))
-                bar.update(1)
+            while pending:
+                finished, pending = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    future.result()  # re-raises a run's error with its traceback
+                bar.update(done() - bar.n)
     bar.close()
 
 

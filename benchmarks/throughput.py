@@ -18,16 +18,15 @@ The figure to push towards 1 is ours / floor.
 from __future__ import annotations
 
 import json
-import platform
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+from benchmarks.timing import device_name, median_time
 
 
 @dataclass(frozen=True)
@@ -52,23 +51,6 @@ class ThroughputConfig:
     """Where the results go (a .md table is written beside it)."""
     only: str = ""
     """Internal: 'ALGO:BATCH' measures one configuration in this process."""
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device: torch.device, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def measure_one(cfg: ThroughputConfig, algo: str, batch: int) -> dict:
@@ -102,8 +84,8 @@ def measure_one(cfg: ThroughputConfig, algo: str, batch: int) -> dict:
         with torch.no_grad():
             trainer.sample()
 
-    sample_s = _timed(sample, device, cfg.repeats)
-    train_s = _timed(lambda: trainer.update(traj, adv), device, cfg.repeats)
+    sample_s = median_time(sample, device, cfg.repeats)
+    train_s = median_time(lambda: trainer.update(traj, adv), device, cfg.repeats)
 
     # Floors: the same network work with nothing around it.
     model, steps = trainer.policy, cfg.num_inference_steps
@@ -128,8 +110,8 @@ def measure_one(cfg: ThroughputConfig, algo: str, batch: int) -> dict:
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-    forward_s = _timed(forward_floor, device, cfg.repeats)
-    backward_s = _timed(backward_floor, device, cfg.repeats)
+    forward_s = median_time(forward_floor, device, cfg.repeats)
+    backward_s = median_time(backward_floor, device, cfg.repeats)
     peak = (
         torch.cuda.max_memory_allocated(device) / 2**20
         if device.type == "cuda"
@@ -167,9 +149,7 @@ def main(cfg: ThroughputConfig) -> list[dict]:
     device = torch.device(cfg.device)
     meta = {
         "config": asdict(cfg),
-        "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or platform.machine(),
+        "device_name": device_name(device),
         "torch": torch.__version__,
         "results": results,
     }

@@ -53,3 +53,17 @@ def test_summarise_and_band():
     low, high = confidence_band([np.array([1.0, 2.0]), np.array([3.0, 2.0])])
     # mean [2, 2], std [1.414, 0], t(0.975, 1) = 12.706 -> half width 12.706 * 1.414 / 1.414
     assert low[0] == pytest.approx(2 - 12.706, abs=1e-3) and high[1] == pytest.approx(2.0)
+
+
+def test_smoothing_and_noise_floor():
+    from benchmarks.analysis import smooth
+
+    # trailing window 3: [1, (1+2)/2, (1+2+3)/3, (2+3+7)/3]
+    np.testing.assert_allclose(smooth(np.array([1.0, 2.0, 3.0, 7.0]), 3), [1.0, 1.5, 2.0, 4.0])
+    # A single lucky epoch (0.5 -> 0.9 -> 0.5) is damped by smoothing...
+    lucky = {"a": [np.array([0.5, 0.9, 0.5, 0.5])]}
+    assert best_improvement({"a": [smooth(lucky["a"][0], 3)]}) == pytest.approx(0.2)
+    # ...and an improvement below the noise floor counts as none.
+    assert best_improvement(lucky, noise=0.5) == 0.0
+    out = samples_to_threshold(lucky, np.array([1, 2, 3, 4]), window=3, noise=0.5)
+    assert math.isnan(out["a"][0.5][0])

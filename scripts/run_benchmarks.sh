@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Reproduces the committed benchmark results, in order: throughput, the learning-rate
+# sweep, then the full suite with the learning rate the sweep picked for each algorithm.
+# About 75 minutes on 2 CPU cores. Logs go to logs/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1
+PY=${PY:-.venv/bin/python}
+mkdir -p logs
+$PY -m benchmarks.throughput > logs/throughput.log 2>&1
+$PY -m benchmarks.suite sweep > logs/sweep.log 2>&1
+best=benchmarks/results/sweep/best_learning_rates.json
+DDPO_LR=$($PY -c "import json; print(json.load(open('$best'))['ddpo'])")
+PXPO_LR=$($PY -c "import json; print(json.load(open('$best'))['pxpo'])")
+echo "full suite with ddpo lr $DDPO_LR, pxpo lr $PXPO_LR"
+$PY -m benchmarks.suite full --ddpo-learning-rates "$DDPO_LR" --pxpo-learning-rates "$PXPO_LR" > logs/full.log 2>&1
+echo done
