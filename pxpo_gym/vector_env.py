@@ -237,32 +237,8 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         unknown = set(options) - {"context", "reset_mask"}
         if unknown:
             raise ValueError(f"options has unknown keys {sorted(unknown)}; allowed: 'context', 'reset_mask'")
-        mask = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
-        if options.get("reset_mask") is not None:
-            mask = torch.as_tensor(
-                np.asarray(options["reset_mask"])
-                if not isinstance(options["reset_mask"], torch.Tensor)
-                else options["reset_mask"],
-                device=self.device,
-            )
-            if mask.shape != (self.num_envs,) or mask.dtype != torch.bool:
-                raise ValueError(
-                    f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), "
-                    f"got dtype {mask.dtype} shape {tuple(mask.shape)}"
-                )
-            if not self._has_reset and not bool(mask.all()):
-                raise ValueError("the first reset must reset every env: drop options['reset_mask']")
-        contexts = None
-        if options.get("context") is not None:
-            ctx = options["context"]
-            if isinstance(ctx, torch.Tensor):
-                ctx = ctx.reshape(-1).tolist()
-            ids = self._parse_contexts(ctx, "options['context']")
-            if ids.numel() not in (1, self.num_envs):
-                raise ValueError(
-                    f"options['context'] must be one context or {self.num_envs}, got {ids.numel()}"
-                )
-            contexts = ids.expand(self.num_envs)
+        mask = self._parse_reset_mask(options.get("reset_mask"))
+        contexts = self._parse_reset_contexts(options.get("context"))
         seeds = self._parse_seed(seed)
         if seeds is not None:
             for gen, s in zip(self._generators, seeds):
@@ -270,6 +246,31 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         self._reset_envs(mask, contexts)
         self._has_reset = True
         return self._observation(), {"step_index": self._step_index.clone()}
+
+    def _parse_reset_mask(self, reset_mask: Any) -> torch.Tensor:
+        """``options['reset_mask']`` -> (num_envs,) bool tensor; all True if None."""
+        if reset_mask is None:
+            return torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        mask = torch.as_tensor(reset_mask, device=self.device)
+        if mask.shape != (self.num_envs,) or mask.dtype != torch.bool:
+            raise ValueError(
+                f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), "
+                f"got dtype {mask.dtype} shape {tuple(mask.shape)}"
+            )
+        if not self._has_reset and not bool(mask.all()):
+            raise ValueError("the first reset must reset every env: drop options['reset_mask']")
+        return mask
+
+    def _parse_reset_contexts(self, context: Any) -> torch.Tensor | None:
+        """``options['context']`` -> (num_envs,) int64 ids, or None to sample them."""
+        if context is None:
+            return None
+        if isinstance(context, torch.Tensor):
+            context = context.reshape(-1).tolist()
+        ids = self._parse_contexts(context, "options['context']")
+        if ids.numel() not in (1, self.num_envs):
+            raise ValueError(f"options['context'] must be one context or {self.num_envs}, got {ids.numel()}")
+        return ids.expand(self.num_envs)
 
     def _parse_seed(self, seed: int | Sequence[int] | None) -> list[int] | None:
         if seed is None:
