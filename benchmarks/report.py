@@ -13,9 +13,17 @@ from agents.metrics import read_metrics
 from benchmarks.analysis import confidence_band, mean_curve, samples_to_threshold, summarise
 from benchmarks.tasks import TASKS
 
+RUNS_COMMIT_FILE = "runs_commit.txt"
+"""Written by the suite before it trains: the commit whose code made the runs."""
 FRACTIONS = (0.5, 0.9)
 SMOOTH_EPOCHS = 3
 """Trailing moving-average window applied to curves before thresholds are found."""
+
+
+def git_commit() -> str:
+    """Short hash of HEAD (empty outside a git checkout)."""
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip()
 
 
 def load_curves(cfg) -> tuple[dict[str, dict[str, list[np.ndarray]]], np.ndarray, dict[str, float]]:
@@ -59,6 +67,11 @@ def plot(curves, images, path: Path) -> None:
         ax.set_title(f"{task} ({seeds} seed{'s' if seeds > 1 else ''})")
         ax.set_xlabel("images generated")
         ax.grid(alpha=0.3)
+    for ax, task in zip(axes[0], tasks):
+        # Keep the axes on the means: with 2 seeds a t-interval can be 10x wider than the data.
+        means = np.concatenate([mean_curve(runs) for runs in curves[task].values()])
+        span = max(float(means.max() - means.min()), 1e-6)
+        ax.set_ylim(means.min() - 0.5 * span, means.max() + 0.5 * span)
     axes[0, 0].set_ylabel("mean reward (95% CI over seeds)")
     axes[0, -1].legend(fontsize=8)
     fig.tight_layout()
@@ -135,15 +148,15 @@ def write_report(cfg) -> str:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
+    commit = git_commit()
+    recorded = out / RUNS_COMMIT_FILE
+    runs_commit = recorded.read_text().strip() if recorded.is_file() else "unrecorded"
     lines = [
         f"# Sample-efficiency suite: {out.name}",
         "",
         f"{len(cfg.seeds)} seed(s), {cfg.num_epochs} epochs x {cfg.sample_batch_size} images, "
         f"{cfg.num_inference_steps} DDIM steps, estimator '{cfg.estimator}', train batch {cfg.train_batch_size}; "
-        f"code at commit {commit or 'unknown'}.",
+        f"runs made at commit {runs_commit}, report written at commit {commit or 'unknown'}.",
         "Images-to-threshold: images a run needed to reach its own start + 50% / 90% of the best "
         "improvement any algorithm's seed-mean curve showed on the task; median [min-max] over seeds. "
         f"Curves are smoothed over {SMOOTH_EPOCHS} epochs (trailing) first; an improvement within "

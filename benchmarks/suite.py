@@ -177,6 +177,11 @@ def run_grid(cfg: SuiteConfig) -> None:
         for seed in cfg.seeds
     ]
     todo = [c for c in cells if not is_complete(c[-1], cfg.num_epochs)]
+    if todo:
+        from benchmarks.report import RUNS_COMMIT_FILE, git_commit
+
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out) / RUNS_COMMIT_FILE).write_text(git_commit() + "\n")
     total = len(cells) * cfg.num_epochs
 
     def done() -> int:
