@@ -92,7 +92,11 @@ class Trainer:
         num_images, num_steps = traj.timesteps.shape
         num_train = max(1, int(num_steps * cfg.timestep_fraction))
         advantages = advantages.to(self.device)
-        totals = {"loss": 0.0, "approx_kl": 0.0, "clipfrac": 0.0, "grad_norm": 0.0}
+        # Metrics stay on the device until the end: no host sync inside the loop.
+        totals = {
+            name: torch.zeros((), device=self.device)
+            for name in ("loss", "approx_kl", "clipfrac", "grad_norm")
+        }
         count = updates = 0
         for _ in range(cfg.inner_epochs):
             order = torch.randperm(num_images, generator=self.generator).to(self.device)
@@ -110,19 +114,19 @@ class Trainer:
                         logp, traj.logp_pixels[idx, k], advantages[idx], self.num_channels
                     )
                     self.scaler.scale(loss / num_train).backward()
-                    totals["loss"] += loss.item()
-                    totals["approx_kl"] += stats["approx_kl"].item()
-                    totals["clipfrac"] += stats["clipfrac"].item()
+                    totals["loss"] += loss.detach()
+                    totals["approx_kl"] += stats["approx_kl"]
+                    totals["clipfrac"] += stats["clipfrac"]
                     count += 1
                 self.scaler.unscale_(self.optimizer)
                 params = [p for p in self.policy.parameters() if p.requires_grad]
-                totals["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+                totals["grad_norm"] += torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).detach()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
                 updates += 1
-        out = {k: v / count for k, v in totals.items() if k != "grad_norm"}
-        out["grad_norm"] = totals["grad_norm"] / updates
+        out = {k: (v / count).item() for k, v in totals.items() if k != "grad_norm"}
+        out["grad_norm"] = (totals["grad_norm"] / updates).item()
         return out
 
     def train_epoch(self) -> tuple[dict[str, float], Trajectories]:
