@@ -307,3 +307,23 @@ def test_mixed_precision_epoch_runs(tiny_model_dir, tmp_path, precision):
     # On CPU this exercises the autocast and grad-scaler path that CUDA runs use.
     history = train(tiny_config(tiny_model_dir, tmp_path, mixed_precision=precision, num_epochs=1))
     assert math.isfinite(history[0]["loss"]) and math.isfinite(history[0]["grad_norm"])
+
+
+def test_classifier_free_guidance_formula():
+    from agents.policy import guided_eps
+    from pxpo_gym.models import load_model
+
+    loaded = load_model("default")
+    model = loaded.noise_model
+    x, t, c = torch.randn(2, 3, 16, 16), torch.tensor([501, 51]), torch.tensor([0, 3])
+    with torch.no_grad():
+        cond = model(x, t, c)
+        uncond = model(x, t, torch.full_like(c, loaded.null_context))
+        guided = guided_eps(model, x, t, c, 3.0, loaded.null_context)
+        torch.testing.assert_close(guided, uncond + 3.0 * (cond - uncond), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(guided_eps(model, x, t, c, 1.0, None), cond)
+
+
+def test_guidance_needs_a_null_context(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="null context"):
+        Trainer(tiny_config(tiny_model_dir, tmp_path, guidance_scale=2.0))
