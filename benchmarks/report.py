@@ -80,31 +80,38 @@ def plot(curves, images, path: Path) -> None:
 
 
 def verdict(task: str, table: dict[str, dict[float, list[float]]], finals: dict[str, np.ndarray]) -> str:
-    """One honest sentence comparing DDPO and PXPO on a task (90% threshold, then final reward)."""
+    """One honest sentence comparing DDPO and PXPO on a task.
+
+    First how many seeds reached 90% of the best improvement; when both reached
+    it in the same number of seeds, the median images; always the final rewards.
+    """
     if not {"ddpo", "pxpo"} <= set(table):
         return ""
-    med = {
-        a: np.nanmedian(table[a][0.9]) if not np.all(np.isnan(table[a][0.9])) else np.nan
-        for a in ("ddpo", "pxpo")
-    }
-    final = {a: finals[a].mean() for a in ("ddpo", "pxpo")}
-    finals_text = f"final reward DDPO {final['ddpo']:.3f}, PXPO {final['pxpo']:.3f}"
-    if np.isnan(med["ddpo"]) and np.isnan(med["pxpo"]):
-        return f"**{task}**: neither reached 90% of the best improvement in the budget ({finals_text})."
-    if np.isnan(med["ddpo"]):
-        return f"**{task}**: PXPO reached 90% (median {med['pxpo']:.0f} images); DDPO did not within the budget ({finals_text})."
-    if np.isnan(med["pxpo"]):
-        return f"**{task}**: DDPO reached 90% (median {med['ddpo']:.0f} images); PXPO did not within the budget ({finals_text})."
+    algos = ("ddpo", "pxpo")
+    reached = {a: np.asarray(table[a][0.9], dtype=float) for a in algos}
+    hits = {a: int((~np.isnan(reached[a])).sum()) for a in algos}
+    n = len(reached["ddpo"])
+    final = f"final reward DDPO {finals['ddpo'].mean():.3f}, PXPO {finals['pxpo'].mean():.3f}"
+    if hits["ddpo"] == hits["pxpo"] == 0:
+        return f"**{task}**: neither reached 90% of the best improvement in the budget ({final})."
+    if hits["ddpo"] != hits["pxpo"]:
+        more, less = ("pxpo", "ddpo") if hits["pxpo"] > hits["ddpo"] else ("ddpo", "pxpo")
+        return (
+            f"**{task}**: {more.upper()} reached 90% of the best improvement in {hits[more]}/{n} seeds "
+            f"(median {np.nanmedian(reached[more]):.0f} images), {less.upper()} in {hits[less]}/{n} ({final})."
+        )
+    med = {a: float(np.nanmedian(reached[a])) for a in algos}
     ratio = med["ddpo"] / med["pxpo"]
     if abs(ratio - 1) < 0.15:
-        who = "no clear difference"
+        who = "no clear difference in images"
+    elif ratio > 1:
+        who = f"PXPO needed {ratio:.1f}x fewer images"
     else:
-        who = (
-            f"PXPO needed {ratio:.1f}x fewer images"
-            if ratio > 1
-            else f"DDPO needed {1 / ratio:.1f}x fewer images"
-        )
-    return f"**{task}**: {who} to reach 90% (median {med['pxpo']:.0f} vs {med['ddpo']:.0f}; {finals_text})."
+        who = f"DDPO needed {1 / ratio:.1f}x fewer images"
+    return (
+        f"**{task}**: both reached 90% in {hits['pxpo']}/{n} seeds; {who} "
+        f"(median PXPO {med['pxpo']:.0f}, DDPO {med['ddpo']:.0f}; {final})."
+    )
 
 
 def best_learning_rates(cfg, curves) -> dict[str, float]:

@@ -67,3 +67,16 @@ def test_smoothing_and_noise_floor():
     assert best_improvement(lucky, noise=0.5) == 0.0
     out = samples_to_threshold(lucky, np.array([1, 2, 3, 4]), window=3, noise=0.5)
     assert math.isnan(out["a"][0.5][0])
+
+
+def test_verdict_counts_seeds_before_medians():
+    from benchmarks.report import verdict
+
+    nan = float("nan")
+    finals = {"ddpo": np.array([0.7, 0.7]), "pxpo": np.array([1.0, 1.0])}
+    text = verdict("color", {"ddpo": {0.9: [352, nan]}, "pxpo": {0.9: [320, 224]}}, finals)
+    assert "PXPO reached 90% of the best improvement in 2/2 seeds" in text and "DDPO in 1/2" in text
+    text = verdict("color", {"ddpo": {0.9: [300, 300]}, "pxpo": {0.9: [100, 100]}}, finals)
+    assert "PXPO needed 3.0x fewer images" in text
+    text = verdict("jpeg", {"ddpo": {0.9: [nan]}, "pxpo": {0.9: [nan]}}, finals)
+    assert "neither reached" in text
