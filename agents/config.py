@@ -16,6 +16,7 @@ import pxpo_gym  # noqa: F401  (registers the env)
 from agents.ddpo import DDPOConfig
 from agents.pxpo import PXPOConfig
 from pxpo_gym.rewards import REWARDS
+from pxpo_gym.vector_env import DEFAULT_OBS_KEYS
 
 
 @dataclass(frozen=True)
@@ -176,8 +177,20 @@ def make_envs(config: TrainConfig):
 
 
 def check_envs(config: TrainConfig, envs: Any) -> None:
-    """Refuses an env whose schedule or batch size disagrees with the config."""
+    """Refuses an env whose schedule or batch size disagrees with the config, or that is not
+    in the default action and observation form the agents are written for."""
     core = envs.unwrapped
+    if core.action_mode != "eps":
+        raise ValueError(
+            f"the agents act with noise predictions: build the env with action_mode='eps', not {core.action_mode!r}"
+        )
+    if (core.obs_keys, core.obs_downscale, core.obs_flatten, core.obs_one_hot_context) != (
+        DEFAULT_OBS_KEYS,
+        1,
+        False,
+        False,
+    ):
+        raise ValueError("the agents read the default observation: build the env without obs_* options")
     pairs = [
         ("eta", config.eta, core.schedule.eta),
         ("num_inference_steps", config.num_inference_steps, core.num_steps),

@@ -56,7 +56,7 @@ class DiffusionDenoiseEnv(gym.Env):
         self.observation_space = self.core.single_observation_space
         self.action_space = self.core.single_action_space
         self._done = True
-        self._last_sample: torch.Tensor | None = None
+        self._has_reset = False
 
     @property
     def schedule(self):
@@ -72,7 +72,7 @@ class DiffusionDenoiseEnv(gym.Env):
             raise ValueError("options['reset_mask'] is for the vector env only")
         obs, info = self.core.reset(seed=seed, options=options)
         self._done = False
-        self._last_sample = obs["sample"]
+        self._has_reset = True
         return _to_numpy(obs), _to_numpy(info)
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
@@ -90,14 +90,13 @@ class DiffusionDenoiseEnv(gym.Env):
         batch = torch.as_tensor(action, device=self.core.device)[None]  # (1, C, h, w)
         obs, reward, terminated, truncated, info = self.core.step(batch)
         self._done = bool(terminated[0])
-        self._last_sample = obs["sample"]
         info = {k: _to_numpy(v) for k, v in info.items() if not k.startswith("_")}
         return _to_numpy(obs), float(reward[0]), self._done, bool(truncated[0]), info
 
     def render(self) -> np.ndarray | None:
-        if self.render_mode != "rgb_array" or self._last_sample is None:
+        if self.render_mode != "rgb_array" or not self._has_reset:
             return None
-        image = self.core.decode(self._last_sample)[0]  # (3, H, W)
+        image = self.core.decode(self.core.current_sample())[0]  # (3, H, W)
         return (image.permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
 
 

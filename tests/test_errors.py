@@ -104,6 +104,18 @@ def test_reward_failing_mid_episode_leaves_state(tiny_model_dir):
         (dict(context=7), ValueError, "context must be"),
         (dict(context="circle"), ValueError, "context must be"),
         (dict(reward_aggregate="median"), ValueError, "reward_aggregate"),
+        (dict(action_mode="delta"), ValueError, "action_mode must be one of"),
+        (dict(action_mode="residual", residual_scale=0.0), ValueError, "residual_scale=0.0"),
+        (dict(action_mode="residual", residual_scale=float("nan")), ValueError, "residual_scale=nan"),
+        (dict(action_mode="residual", action_grid=3), ValueError, "action_grid=3"),
+        (dict(action_mode="residual", action_grid=(2, 0)), ValueError, "action_grid"),
+        (dict(action_grid=2), ValueError, "needs action_mode='residual'"),
+        (dict(obs_keys=()), ValueError, "obs_keys"),
+        (dict(obs_keys=("sample", "prompt")), ValueError, "obs_keys"),
+        (dict(obs_keys=("sample", "sample")), ValueError, "obs_keys"),
+        (dict(obs_downscale=3), ValueError, "obs_downscale=3"),
+        (dict(obs_downscale=0), ValueError, "obs_downscale=0"),
+        (dict(obs_flatten=1), ValueError, "obs_flatten must be a bool"),
     ],
 )
 def test_bad_construction_arguments(tiny_model_dir, kwargs, error, message):

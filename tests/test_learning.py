@@ -47,3 +47,16 @@ def test_agent_raises_the_colour_reward_above_the_pretrained_model(tmp_path, alg
     with torch.no_grad():
         tuned = mean_reward(envs, trainer.policy, seed=1000)
     assert tuned > pretrained + 0.03, (pretrained, tuned)
+
+
+@pytest.mark.slow
+def test_sb3_ppo_in_residual_mode_beats_the_pretrained_sampler(tmp_path):
+    """Stable-Baselines3 PPO from a random policy, through the adapter, on the default model."""
+    from benchmarks.sb3_ppo import PPOBenchConfig, evaluate, train_one
+    from pxpo_gym.sb3 import make_sb3_env
+
+    cfg = PPOBenchConfig(total_timesteps=3200, eval_every=100, eval_episodes=32, out=str(tmp_path))
+    pretrained = evaluate(make_sb3_env(cfg.eval_episodes, **cfg.env_kwargs()), None, cfg.eval_seed)
+    run = train_one(cfg, seed=0)
+    assert run["timesteps"][-1] == 3200
+    assert run["eval_reward"][-1] > pretrained + 0.1, (pretrained, run["eval_reward"])
