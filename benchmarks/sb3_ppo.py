@@ -57,7 +57,7 @@ class PPOBenchConfig:
     """The correction's grid (1: one value per channel, broadcast over the image)."""
     obs_downscale: int = 4
     """Area-pooling factor of the observed sample."""
-    eval_every: int = 5
+    eval_every: int = 4
     """Evaluate every this many PPO iterations (and at the start and end)."""
     eval_episodes: int = 64
     """Evaluation episodes (fixed seeds, the same for the policy and the pretrained sampler)."""
@@ -202,7 +202,9 @@ def main(cfg: PPOBenchConfig) -> dict:
         )
     pretrained = evaluate(probe, None, cfg.eval_seed)
     runs = []
-    with tqdm(total=cfg.total_timesteps * len(cfg.seeds), desc="PPO env steps", unit="step") as bar:
+    with tqdm(
+        total=cfg.total_timesteps * len(cfg.seeds), desc="PPO env steps", unit="step", mininterval=2
+    ) as bar:
         for seed in cfg.seeds:
             runs.append(train_one(cfg, seed, bar))
     finals = [run["eval_reward"][-1] for run in runs]
