@@ -18,6 +18,9 @@ from agents.pxpo import PXPOConfig
 from pxpo_gym.rewards import REWARDS
 from pxpo_gym.vector_env import DEFAULT_OBS_KEYS
 
+DEFAULT_LATENT_LORA_RANK = 4
+"""LoRA rank used on latent text-to-image models unless ``lora_rank`` says otherwise (DDPO's default)."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -33,6 +36,14 @@ class TrainConfig:
     """JSON object of reward options, e.g. '{"target": [0, 0, 1]}'."""
     model: str = "default"
     """Embedded model name, local diffusers folder, or hub id."""
+    prompts: tuple[str, ...] = ()
+    """Latent text-to-image models: the prompts (context k is prompt k). Required for them, refused otherwise."""
+    resolution: int = 0
+    """Latent text-to-image models: image size (0: the model's own, e.g. 512 for SD 1.5)."""
+    decode_chunk_size: int = 0
+    """Latent models: samples per VAE decode call at the terminal step (0: the whole batch at once)."""
+    model_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    """Precision of the env's frozen model and VAE (half precision halves their memory on CUDA)."""
     contexts: tuple[str, ...] = ()
     """Context ids or names to train on (empty: all of the model's contexts)."""
     num_epochs: int = 20
@@ -71,8 +82,11 @@ class TrainConfig:
     """DDIM stochasticity in (0, 1] (reference: 1.0)."""
     guidance_scale: float = 1.0
     """Classifier-free guidance inside the policy; 1 disables it (reference: 5.0 for SD)."""
-    lora_rank: int = 0
-    """0: full fine-tuning; > 0: LoRA of this rank on the attention projections (needs peft)."""
+    lora_rank: int = -1
+    """-1: LoRA rank 4 on latent text-to-image models (as DDPO), full fine-tuning on pixel models;
+    0: full fine-tuning; > 0: LoRA of this rank on the attention projections (needs peft)."""
+    gradient_checkpointing: bool = False
+    """Recompute the policy UNet's activations in the backward pass (less memory, ~30% slower)."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """Autocast for the policy's forward passes (CUDA)."""
     device: str = "cpu"
@@ -123,7 +137,12 @@ class TrainConfig:
         )
         need(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
         need(self.clip_range >= 0, f"clip_range must be >= 0 (0 = default), got {self.clip_range}")
-        need(self.lora_rank >= 0, f"lora_rank must be >= 0, got {self.lora_rank}")
+        need(self.lora_rank >= -1, f"lora_rank must be >= -1 (-1 = by model kind), got {self.lora_rank}")
+        need(self.resolution >= 0, f"resolution must be >= 0 (0 = the model's own), got {self.resolution}")
+        need(
+            self.decode_chunk_size >= 0,
+            f"decode_chunk_size must be >= 0 (0 = whole batch), got {self.decode_chunk_size}",
+        )
         need(self.guidance_scale >= 1, f"guidance_scale must be >= 1, got {self.guidance_scale}")
         need(
             ":" in self.reward or self.reward in REWARDS,
@@ -141,6 +160,12 @@ class TrainConfig:
     @property
     def images_per_epoch(self) -> int:
         return self.sample_batch_size * self.sample_batches_per_epoch
+
+    def resolved_lora_rank(self, latent: bool) -> int:
+        """The LoRA rank actually used (0 = full fine-tuning) for a latent or pixel model."""
+        if self.lora_rank >= 0:
+            return self.lora_rank
+        return DEFAULT_LATENT_LORA_RANK if latent else 0
 
     @property
     def run_dir(self) -> Path:
@@ -172,7 +197,11 @@ def make_envs(config: TrainConfig):
         num_inference_steps=config.num_inference_steps,
         eta=config.eta,
         device=config.device,
+        dtype=config.model_dtype,
         context=contexts,
+        prompts=list(config.prompts) or None,
+        resolution=config.resolution or None,
+        decode_chunk_size=config.decode_chunk_size or None,
     )
 
 

@@ -49,7 +49,9 @@ class Trainer:
                 "(pxpo_gym.json 'null_context'); use guidance_scale=1"
             )
         self.num_channels, *grid = core.loaded.sample_shape
-        self.policy = make_policy(core.model, config.lora_rank)
+        self.policy = make_policy(core.model, config.resolved_lora_rank(core.loaded.is_latent))
+        if config.gradient_checkpointing:
+            self.policy.unet.enable_gradient_checkpointing()
         algo_cls = PXPO if config.algo == "pxpo" else DDPO
         self.algo = algo_cls(config.algo_config(), core.loaded.num_contexts, tuple(grid))
         self.optimizer = torch.optim.AdamW(

@@ -78,7 +78,8 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     state is x_t (t = ``timesteps[k]``); the agent's action is a noise
     prediction eps and the env draws x_{t-1} = a_t x_t + b_t eps + sigma_t z
     (``pxpo_gym.ddim``). After T steps the clean sample x_0 is decoded to an
-    RGB image, scored per pixel, and the episode terminates.
+    RGB image (identity for pixel models, the VAE for latent ones), scored per
+    pixel at image resolution, and the episode terminates.
 
     ## Action space
     ``action_mode="eps"`` (default): Box(-10, 10, (C, h, w), float32) per env,
@@ -102,7 +103,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     Dict of torch tensors on ``device``, by default:
     ``sample`` (num_envs, C, h, w) float32 x_t; ``timestep`` (num_envs, 1) int64
     training-schedule timestep t (-1 once x_0 is reached); ``context``
-    (num_envs, 1) int64 conditioning id (class label). Options for generic
+    (num_envs, 1) int64 conditioning id (class label, or prompt index for text models). Options for generic
     learners: ``obs_keys`` picks and orders the keys, adding ``step_index``
     (num_envs, 1) int64 in [0, T]; ``obs_downscale=k`` area-pools the sample by
     k (h and w divisible by k); ``obs_flatten`` gives the sample as a vector
@@ -144,6 +145,12 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     contexts), an id or name (fixed), or a sequence of them (uniform over
     those); ``reset(options={"context": ...})`` overrides it per reset.
     reward_aggregate: "mean", "sum" or a callable (B, H, W) -> (B,).
+    prompts: latent text-to-image pipelines only (required there): a list of
+    prompts or a function returning one; context k is ``prompts[k]``
+    (``self.prompts``), its embedding computed once and kept on ``device``.
+    resolution: image size of a latent pipeline (default: the model's own).
+    decode_chunk_size: latent pipelines decode at most this many samples per VAE
+    call at the terminal step (None: all at once).
     action_mode, residual_scale, action_grid: see Action space. obs_keys,
     obs_downscale, obs_flatten, obs_one_hot_context: see Observation space.
 
@@ -172,12 +179,24 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         obs_downscale: int = 1,
         obs_flatten: bool = False,
         obs_one_hot_context: bool = False,
+        prompts: Sequence[str] | str | Callable[[], Sequence[str]] | None = None,
+        resolution: int | Sequence[int] | None = None,
+        decode_chunk_size: int | None = None,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got num_envs={num_envs!r}")
         self.device = torch.device(device)
         self.dtype = _parse_dtype(dtype)
-        self.loaded = model if isinstance(model, LoadedModel) else load_model(model, self.device, self.dtype)
+        if isinstance(model, LoadedModel):
+            given = {"prompts": prompts, "resolution": resolution, "decode_chunk_size": decode_chunk_size}
+            if any(value is not None for value in given.values()):
+                raise ValueError(
+                    f"{sorted(k for k, v in given.items() if v is not None)} are loading options: "
+                    "pass them to load_model, not with an already loaded model"
+                )
+            self.loaded = model
+        else:
+            self.loaded = load_model(model, self.device, self.dtype, prompts, resolution, decode_chunk_size)
         self.model = self.loaded.noise_model.requires_grad_(False)
         self.schedule = DDIMSchedule.from_scheduler(
             self.loaded.scheduler, num_inference_steps, eta, self.device
@@ -520,6 +539,11 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
             raise ValueError(f"need {self.num_envs} generator states, got {len(states)}")
         for gen, state in zip(self._generators, states):
             gen.set_state(state)
+
+    @property
+    def prompts(self) -> tuple[str, ...] | None:
+        """The prompt of each context id for text-to-image pipelines (None for class-conditional models)."""
+        return self.loaded.prompts
 
     def current_sample(self) -> torch.Tensor:
         """Every env's current x_t at full resolution (B, C, h, w), whatever the observation options."""

@@ -54,3 +54,12 @@ def tiny_model_dir(tmp_path_factory):
         path, safe_serialization=True
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory):
+    """A tiny latent text-to-image pipeline (Stable Diffusion layout) saved with save_pretrained."""
+    pytest.importorskip("transformers")
+    from pxpo_gym.tiny_models import save_tiny_text_to_image_pipeline
+
+    return save_tiny_text_to_image_pipeline(tmp_path_factory.mktemp("tiny-sd"))
