@@ -86,7 +86,7 @@ class TrainConfig:
     """-1: LoRA rank 4 on latent text-to-image models (as DDPO), full fine-tuning on pixel models;
     0: full fine-tuning; > 0: LoRA of this rank on the attention projections (needs peft)."""
     gradient_checkpointing: bool = False
-    """Recompute the policy UNet's activations in the backward pass (less memory, ~30% slower)."""
+    """Recompute the policy UNet's activations in the backward pass (less memory, more compute)."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """Autocast for the policy's forward passes (CUDA)."""
     device: str = "cpu"

@@ -206,3 +206,18 @@ def test_latent_gpu_benchmark_runs_on_cpu(tmp_path):
         numbers = result["agents"][algo]
         assert numbers["images_per_second"] > 0 and numbers["peak_gpu_memory_mib"] is None
         assert np.isfinite(numbers["loss"]) and numbers["trainable_parameters"] > 0
+
+
+def test_checkers_pass_on_a_latent_single_env(tiny_sd_dir):
+    from gymnasium.utils.env_checker import check_env as gym_check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = gym.make(
+        "DiffusionDenoise-v0",
+        model=str(tiny_sd_dir),
+        prompts=PROMPTS,
+        num_inference_steps=STEPS,
+        action_mode="residual",
+    )
+    gym_check_env(env.unwrapped)
+    sb3_check_env(env.unwrapped, warn=True)
