@@ -334,6 +334,12 @@ def load_model(
         )
     source, location = _locate(model)
     index = _pipeline_index(source, location)
+    if "text_encoder_2" in index or "transformer" in index:
+        raise ValueError(
+            f"model={source!r} is a {index.get('_class_name', 'pipeline')} with a second text encoder or a "
+            "transformer backbone (SDXL, SD3, ...): only Stable Diffusion 1.x/2.x-style pipelines "
+            "(one CLIP text encoder, UNet2DConditionModel) are supported"
+        )
     if "vae" in index or "text_encoder" in index:
         if prompts is None:
             raise ValueError(

@@ -144,6 +144,21 @@ def test_mismatched_parts_are_refused(tiny_sd_dir, tmp_path):
         load_model(str(broken), prompts=PROMPTS)
 
 
+def test_sdxl_style_pipelines_are_refused_by_name(tiny_sd_dir, tmp_path):
+    import json
+
+    broken = tmp_path / "sdxl"
+    shutil.copytree(tiny_sd_dir, broken)
+    index = json.loads((broken / "model_index.json").read_text())
+    index.update(
+        _class_name="StableDiffusionXLPipeline",
+        text_encoder_2=["transformers", "CLIPTextModelWithProjection"],
+    )
+    (broken / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="StableDiffusionXLPipeline.*only Stable Diffusion 1.x/2.x"):
+        load_model(str(broken), prompts=PROMPTS)
+
+
 def test_missing_transformers_names_the_extra(tiny_sd_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
     with pytest.raises(ImportError, match=r"pxpo-gym\[sd\]"):
