@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 DEFAULT_MODEL_NAME = "default"
@@ -206,16 +207,18 @@ def _read_metadata(folder: Path | None, num_class_embeds: int | None) -> tuple[t
     return tuple(names), null
 
 
-def _pair(value: Any) -> tuple[int, int] | None:
+def size_pair(value: Any) -> tuple[int, int] | None:
     """An int or an (h, w) pair of positive ints -> (h, w); None if it is neither."""
-    items = [value, value] if isinstance(value, int) else value
+    items = [value, value] if isinstance(value, (int, np.integer)) else value
     try:
         pair = tuple(items)
     except TypeError:
         return None
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
+    if len(pair) != 2 or any(
+        isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in pair
+    ):
         return None
-    return pair[0], pair[1]
+    return int(pair[0]), int(pair[1])
 
 
 def parse_prompts(prompts: Sequence[str] | str | Callable[[], Sequence[str]]) -> tuple[str, ...]:
@@ -328,7 +331,7 @@ def load_model(
         raise ValueError(
             f"decode_chunk_size must be None or an int >= 1, got decode_chunk_size={decode_chunk_size!r}"
         )
-    if resolution is not None and _pair(resolution) is None:
+    if resolution is not None and size_pair(resolution) is None:
         raise ValueError(
             f"resolution must be None, an int or an (H, W) pair of positive ints, got {resolution!r}"
         )
@@ -381,8 +384,8 @@ def _load_pixel(
             f"model={source!r}: a pixel model must have 3 input and output channels (RGB), got "
             f"{unet.config.in_channels} and {unet.config.out_channels}"
         )
-    size = _pair(unet.config.sample_size)
-    if resolution is not None and _pair(resolution) != size:
+    size = size_pair(unet.config.sample_size)
+    if resolution is not None and size_pair(resolution) != size:
         raise ValueError(
             f"resolution={resolution!r} does not match model={source!r}: a pixel model makes "
             f"images of its own sample size {size}"
@@ -449,9 +452,9 @@ def _load_latent(
         )
     vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
     multiple = vae_factor * 2 ** (len(unet.config.block_out_channels) - 1)
-    latent_size = _pair(unet.config.sample_size)
+    latent_size = size_pair(unet.config.sample_size)
     image_size = (
-        _pair(resolution)
+        size_pair(resolution)
         if resolution is not None
         else (latent_size[0] * vae_factor, latent_size[1] * vae_factor)
     )

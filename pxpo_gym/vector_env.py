@@ -17,7 +17,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from pxpo_gym.ddim import DDIMSchedule, ddim_step
-from pxpo_gym.models import DEFAULT_MODEL_NAME, LoadedModel, load_model
+from pxpo_gym.models import DEFAULT_MODEL_NAME, LoadedModel, load_model, size_pair
 from pxpo_gym.rewards import Reward, RewardFn, make_reward
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -42,20 +42,6 @@ def _parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
     if dtype not in _DTYPES.values():
         raise ValueError(f"dtype must be torch.float32, float16 or bfloat16, got dtype={dtype}")
     return dtype
-
-
-def _pair(value: Any) -> tuple[int, int] | None:
-    """An int or a pair of positive ints -> (h, w); None if it is neither."""
-    items = [value, value] if isinstance(value, (int, np.integer)) else value
-    try:
-        pair = tuple(items)
-    except TypeError:
-        return None
-    if len(pair) != 2 or any(
-        isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in pair
-    ):
-        return None
-    return int(pair[0]), int(pair[1])
 
 
 def _aggregator(reward_aggregate: str | Callable) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -273,7 +259,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
             raise ValueError(
                 f"residual_scale must be a positive float, got residual_scale={residual_scale!r}"
             )
-        grid = (height, width) if action_grid is None else _pair(action_grid)
+        grid = (height, width) if action_grid is None else size_pair(action_grid)
         if grid is None or height % grid[0] or width % grid[1]:
             raise ValueError(
                 f"action_grid must be an int or (h, w) pair of positive ints dividing the sample's "
