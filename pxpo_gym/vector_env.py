@@ -89,8 +89,9 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     Dict of torch tensors on ``device``, by default:
     ``sample`` (num_envs, C, h, w) float32 x_t; ``timestep`` (num_envs, 1) int64
     training-schedule timestep t (-1 once x_0 is reached); ``context``
-    (num_envs, 1) int64 conditioning id (class label, or prompt index for text models). Options for generic
-    learners: ``obs_keys`` picks and orders the keys, adding ``step_index``
+    (num_envs, 1) int64 conditioning id (class label, or prompt index for text
+    models). Options for generic learners: ``obs_keys`` picks and orders the
+    keys, adding ``step_index``
     (num_envs, 1) int64 in [0, T]; ``obs_downscale=k`` area-pools the sample by
     k (h and w divisible by k); ``obs_flatten`` gives the sample as a vector
     (num_envs, C*h*w/k^2); ``obs_one_hot_context`` gives the context as a
