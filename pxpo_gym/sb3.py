@@ -68,7 +68,6 @@ class SB3VecEnv(VecEnv):
         action_space = gym.spaces.Box(-1.0, 1.0, space.shape, np.float32)
         super().__init__(core.num_envs, core.single_observation_space, action_space)
         self._actions: torch.Tensor | None = None
-        self._last_obs: dict[str, torch.Tensor] | None = None
 
     # -- numpy <-> torch ------------------------------------------------------
 
@@ -98,7 +97,6 @@ class SB3VecEnv(VecEnv):
         obs, _ = self.envs.reset(seed=seeds, options=self._merged_options())
         self._reset_seeds()
         self._reset_options()
-        self._last_obs = obs
         return self._numpy(obs)
 
     def _merged_options(self) -> dict[str, Any] | None:
@@ -131,7 +129,6 @@ class SB3VecEnv(VecEnv):
                 infos[i]["terminal_observation"] = {key: value[i] for key, value in final.items()}
                 infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
             obs, _ = self.envs.reset(options={"reset_mask": dones})
-        self._last_obs = obs
         return (
             self._numpy(obs),
             rewards.detach().cpu().numpy().astype(np.float32),
