@@ -4,7 +4,16 @@ DDPO (arXiv 2305.13301, official code) normalises each reward by the mean and
 standard deviation of the recent rewards of the same prompt, once that prompt
 has been seen ``min_count`` times; before that it uses the current batch's
 statistics. ``ContextStats`` does the same for values of any shape: scalars for
-DDPO, (H, W) reward maps for PXPO, where the statistics are then per pixel.
+DDPO, (H, W) reward maps for PXPO, where the mean is then per pixel and the
+standard deviation one of (``std_mode``):
+
+- ``"pixel"``: per pixel. A pixel whose reward barely varies (a background
+  pixel that the segmentation net always calls background) gets a tiny std, so
+  its noise is blown up to the same size as the informative pixels' advantages.
+- ``"pooled"``: one std per context, the root mean over pixels of the per-pixel
+  variances. Pixels keep their relative importance: a pixel whose reward varies
+  little gets small advantages.
+- ``"floored"``: per pixel, but at least the pooled std.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import torch
 
 STD_EPS = 1e-6
 """Added to the standard deviation, as in DDPO's reference code."""
+STD_MODES = ("pixel", "pooled", "floored")
 
 
 class ContextStats:
@@ -23,16 +33,25 @@ class ContextStats:
         buffer_size: values kept per context.
         min_count: values a context needs before its own statistics replace the batch's.
         value_shape: shape of one value: () for scalar rewards, (H, W) for reward maps.
+        std_mode: "pixel", "pooled" or "floored" (module docstring); the same for scalars.
     """
 
     def __init__(
-        self, num_contexts: int, buffer_size: int, min_count: int, value_shape: tuple[int, ...] = ()
+        self,
+        num_contexts: int,
+        buffer_size: int,
+        min_count: int,
+        value_shape: tuple[int, ...] = (),
+        std_mode: str = "pixel",
     ) -> None:
         if buffer_size < 1 or not 1 <= min_count <= buffer_size:
             raise ValueError(
                 f"need buffer_size >= 1 and 1 <= min_count <= buffer_size, got "
                 f"buffer_size={buffer_size}, min_count={min_count}"
             )
+        if std_mode not in STD_MODES:
+            raise ValueError(f"std_mode must be one of {STD_MODES}, got std_mode={std_mode!r}")
+        self.std_mode = std_mode
         self.buffer_size = buffer_size
         self.min_count = min_count
         # Each context's newest values sit at the end of its row.
@@ -53,7 +72,7 @@ class ContextStats:
         """
         values = values.detach().float().cpu()
         contexts = contexts.detach().cpu()
-        batch_mean, batch_std = values.mean(dim=0), values.std(dim=0, unbiased=False)
+        batch_mean, batch_std = values.mean(dim=0), self._std(values)
         out = torch.empty_like(values)
         for ctx in contexts.unique().tolist():  # a loop over contexts, not samples
             chosen = contexts == ctx
@@ -63,11 +82,19 @@ class ContextStats:
             filled = int(min(self.count[ctx], self.buffer_size))
             if filled >= self.min_count:
                 recent = self.buffer[ctx, -filled:]
-                mean, std = recent.mean(dim=0), recent.std(dim=0, unbiased=False)
+                mean, std = recent.mean(dim=0), self._std(recent)
             else:
                 mean, std = batch_mean, batch_std
             out[chosen] = (new - mean) / (std + STD_EPS)
         return out
+
+    def _std(self, values: torch.Tensor) -> torch.Tensor:
+        """(n, *value_shape) -> the std used to normalise, broadcastable to one value."""
+        std = values.std(dim=0, unbiased=False)
+        if self.std_mode == "pixel" or std.ndim == 0:
+            return std
+        pooled = std.square().mean().sqrt()
+        return pooled.expand_as(std) if self.std_mode == "pooled" else std.clamp(min=float(pooled))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"buffer": self.buffer.clone(), "count": self.count.clone()}

@@ -15,6 +15,7 @@ import torch
 import pxpo_gym  # noqa: F401  (registers the env)
 from agents.ddpo import DDPOConfig
 from agents.pxpo import PXPOConfig
+from agents.steps import DEFAULT_STEP_THRESHOLD, DEFAULT_STEP_WEIGHTING, STEP_WEIGHTINGS
 from pxpo_gym.rewards import REWARDS
 from pxpo_gym.vector_env import DEFAULT_OBS_KEYS
 
@@ -26,8 +27,9 @@ DEFAULT_LATENT_LORA_RANK = 4
 class TrainConfig:
     """Fine-tune the env's diffusion model with DDPO or PXPO."""
 
-    algo: Literal["ddpo", "pxpo"] = "pxpo"
-    """Algorithm: 'ddpo' (one reward per image) or 'pxpo' (per-pixel rewards)."""
+    algo: Literal["ddpo", "pxpo", "oracle"] = "pxpo"
+    """Algorithm: 'ddpo' (one reward per image), 'pxpo' (per-pixel rewards), or 'oracle': the
+    exact-gradient baseline that backpropagates a differentiable reward through the sampler (agents.oracle)."""
     estimator: Literal["sf", "is"] = "is"
     """'sf': score function; 'is': importance sampling with PPO clipping."""
     reward: str = "color"
@@ -72,10 +74,24 @@ class TrainConfig:
     """PPO clip range; 0 takes the algorithm's default (DDPO 1e-4, PXPO 0.2 per pixel)."""
     adv_clip_max: float = 5.0
     """Advantage clip (reference: 5)."""
+    pixel_std: Literal["pixel", "pooled", "floored"] = "pixel"
+    """PXPO: std of the per-pixel advantage normalisation (agents.advantages)."""
+    image_advantage_weight: float = 0.0
+    """PXPO: hybrid advantages A_ij + lambda * A_image with this lambda (0: per-pixel only)."""
+    backprop_steps: int = 0
+    """oracle: backpropagate through the last K steps only (DRaFT-K); 0: through every step."""
     stat_buffer_size: int = 32
     """Recent rewards kept per context for advantage normalisation."""
     stat_min_count: int = 16
     """Rewards a context needs before its own statistics replace the batch's."""
+    step_weighting: Literal["all", "drop", "soft"] = DEFAULT_STEP_WEIGHTING
+    """Which denoising steps enter the loss (agents.steps): 'drop' leaves out steps whose sigma_t is
+    below step_threshold x the schedule's median sigma_t (their gradient is almost pure noise),
+    'soft' down-weights them smoothly, 'all' trains every step (DDPO's reference)."""
+    step_threshold: float = DEFAULT_STEP_THRESHOLD
+    """sigma_t / median sigma_t under which 'drop' leaves a step out (and 'soft''s half-weight point)."""
+    step_weights: tuple[float, ...] = ()
+    """Explicit loss weight of each of the num_inference_steps steps (first step first); overrides step_weighting."""
     num_inference_steps: int = 20
     """DDIM steps per image. Reference: 50; 20 keeps CPU runs short."""
     eta: float = 1.0
@@ -103,6 +119,11 @@ class TrainConfig:
     """Checkpoint every N epochs (and always at the end); 0: only at the end."""
     image_every: int = 5
     """Save an image grid with reward heatmaps every N epochs; 0: never."""
+    eval_every: int = 0
+    """Every N epochs (and at the end), score the policy on held-out noise: reward and fidelity to the
+    pretrained model's images (agents.evaluation); 0: never."""
+    eval_images: int = 32
+    """Held-out images per evaluation."""
     tensorboard: bool = True
     """Also write TensorBoard scalars under RUN/tb."""
     progress: bool = True
@@ -113,7 +134,10 @@ class TrainConfig:
             if not ok:
                 raise ValueError(message)
 
-        need(self.algo in ("ddpo", "pxpo"), f"algo must be 'ddpo' or 'pxpo', got algo={self.algo!r}")
+        need(
+            self.algo in ("ddpo", "pxpo", "oracle"),
+            f"algo must be 'ddpo', 'pxpo' or 'oracle', got algo={self.algo!r}",
+        )
         need(self.learning_rate > 0, f"learning_rate must be > 0, got learning_rate={self.learning_rate}")
         need(0 < self.eta <= 1, f"eta must be in (0, 1], got eta={self.eta}")
         for name in (
@@ -123,6 +147,7 @@ class TrainConfig:
             "train_batch_size",
             "inner_epochs",
             "num_inference_steps",
+            "eval_images",
         ):
             value = getattr(self, name)
             need(isinstance(value, int) and value >= 1, f"{name} must be an int >= 1, got {name}={value!r}")
@@ -135,6 +160,19 @@ class TrainConfig:
             0 < self.timestep_fraction <= 1,
             f"timestep_fraction must be in (0, 1], got {self.timestep_fraction}",
         )
+        need(
+            self.step_weighting in STEP_WEIGHTINGS,
+            f"step_weighting must be one of {STEP_WEIGHTINGS}, got step_weighting={self.step_weighting!r}",
+        )
+        need(0 < self.step_threshold <= 1, f"step_threshold must be in (0, 1], got {self.step_threshold}")
+        need(
+            not self.step_weights or len(self.step_weights) == self.num_inference_steps,
+            f"step_weights must have num_inference_steps={self.num_inference_steps} entries, "
+            f"got {len(self.step_weights)}",
+        )
+        for name in ("backprop_steps", "eval_every"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and value >= 0, f"{name} must be an int >= 0, got {name}={value!r}")
         need(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
         need(self.clip_range >= 0, f"clip_range must be >= 0 (0 = default), got {self.clip_range}")
         need(self.lora_rank >= -1, f"lora_rank must be >= -1 (-1 = by model kind), got {self.lora_rank}")
@@ -173,9 +211,17 @@ class TrainConfig:
             self.out or f"runs/{self.algo}-{self.estimator}-{self.reward.replace(':', '_')}-seed{self.seed}"
         )
 
+    @property
+    def env_batch_size(self) -> int:
+        """The vector env's num_envs: the oracle denoises (and backpropagates) one train batch at a time."""
+        return self.train_batch_size if self.algo == "oracle" else self.sample_batch_size
+
     def algo_config(self) -> DDPOConfig:
+        """DDPO's or PXPO's own config (the oracle validates DDPO's fields and uses none)."""
         cls = PXPOConfig if self.algo == "pxpo" else DDPOConfig
         extra = {"clip_range": self.clip_range} if self.clip_range > 0 else {}
+        if self.algo == "pxpo":
+            extra.update(pixel_std=self.pixel_std, image_advantage_weight=self.image_advantage_weight)
         return cls(
             estimator=self.estimator,
             adv_clip_max=self.adv_clip_max,
@@ -185,12 +231,12 @@ class TrainConfig:
         )
 
 
-def make_envs(config: TrainConfig):
-    """The vector env a config trains on."""
+def make_envs(config: TrainConfig, num_envs: int | None = None):
+    """The vector env a config trains on (``num_envs`` overrides its batch size, e.g. for evaluation)."""
     contexts = [int(c) if c.lstrip("-").isdigit() else c for c in config.contexts] or None
     return gym.make_vec(
         "DiffusionDenoise-v0",
-        num_envs=config.sample_batch_size,
+        num_envs=num_envs or config.env_batch_size,
         model=config.model,
         reward=config.reward,
         reward_kwargs=json.loads(config.reward_kwargs),
@@ -223,7 +269,11 @@ def check_envs(config: TrainConfig, envs: Any) -> None:
     pairs = [
         ("eta", config.eta, core.schedule.eta),
         ("num_inference_steps", config.num_inference_steps, core.num_steps),
-        ("sample_batch_size", config.sample_batch_size, core.num_envs),
+        (
+            "sample_batch_size" if config.algo != "oracle" else "train_batch_size",
+            config.env_batch_size,
+            core.num_envs,
+        ),
     ]
     for name, want, got in pairs:
         if want != got:

@@ -83,6 +83,7 @@ def ddpo_loss(
     advantages: torch.Tensor,
     estimator: str,
     clip_range: float,
+    step_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """DDPO loss of one step for a batch of samples.
 
@@ -92,16 +93,19 @@ def ddpo_loss(
         advantages: (B,) normalised, clipped advantages.
         estimator: "sf" or "is".
         clip_range: PPO clip range (used by "is"; diagnostics for both).
+        step_weight: (B,) weight of each sample's step (``agents.steps``); None: all 1.
 
     Returns:
         (scalar loss, diagnostics ``approx_kl`` and ``clipfrac``).
     """
     logratio = logp - old_logp
     if estimator == "sf":
-        loss = -(advantages * logp).mean()
+        per_sample = -advantages * logp
     else:
-        loss = clipped_surrogate(advantages, logratio, clip_range).mean()
-    return loss, ratio_stats(logratio, clip_range)
+        per_sample = clipped_surrogate(advantages, logratio, clip_range)
+    if step_weight is not None:
+        per_sample = per_sample * step_weight
+    return per_sample.mean(), ratio_stats(logratio, clip_range)
 
 
 class DDPO:
@@ -115,13 +119,16 @@ class DDPO:
 
     name = "ddpo"
 
-    value_shape_is_map = False
-    """Whether advantages are per pixel (PXPO) or per image (DDPO)."""
-
     def __init__(self, config: DDPOConfig, num_contexts: int, map_shape: tuple[int, int]) -> None:
         self.config = config
-        value_shape = tuple(map_shape) if self.value_shape_is_map else ()
-        self.stats = ContextStats(num_contexts, config.stat_buffer_size, config.stat_min_count, value_shape)
+        self.stats = ContextStats(num_contexts, config.stat_buffer_size, config.stat_min_count)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The advantage statistics, for checkpoints."""
+        return self.stats.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.stats.load_state_dict(state)
 
     def advantages(
         self, rewards: torch.Tensor, reward_maps: torch.Tensor, contexts: torch.Tensor
@@ -133,12 +140,8 @@ class DDPO:
             reward_maps: (N, h, w) reward maps on the sample grid.
             contexts: (N,) int64 context ids.
         """
-        adv = self.stats.update(contexts, self.reward_values(rewards, reward_maps))
+        adv = self.stats.update(contexts, rewards)  # DDPO normalises one scalar per image
         return adv.clamp(-self.config.adv_clip_max, self.config.adv_clip_max)
-
-    def reward_values(self, rewards: torch.Tensor, reward_maps: torch.Tensor) -> torch.Tensor:
-        """What gets normalised: DDPO's one scalar per image."""
-        return rewards
 
     def loss(
         self,
@@ -146,9 +149,13 @@ class DDPO:
         old_logp_pixels: torch.Tensor,
         advantages: torch.Tensor,
         num_channels: int,
+        step_weight: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Loss from per-pixel (channel-summed) log-likelihoods (B, h, w) and advantages (B,)."""
+        """Loss from per-pixel (channel-summed) log-likelihoods (B, h, w), advantages (B,)
+        and optional per-sample step weights (B,)."""
         elements = num_channels * logp_pixels[0].numel()
         logp = logp_pixels.sum(dim=(1, 2)) / elements  # (B,) mean over C*h*w elements
         old_logp = old_logp_pixels.sum(dim=(1, 2)) / elements
-        return ddpo_loss(logp, old_logp, advantages, self.config.estimator, self.config.clip_range)
+        return ddpo_loss(
+            logp, old_logp, advantages, self.config.estimator, self.config.clip_range, step_weight
+        )

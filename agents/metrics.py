@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,12 @@ METRIC_FIELDS = (
     "clipfrac",
     "grad_norm",
     "seconds",
+    "eval_reward",
+    "fidelity_distance",
+    "fidelity_shape",
 )
-"""CSV columns, in order. ``images`` (cumulative images generated) is the x axis of every curve."""
+"""CSV columns, in order. ``images`` (cumulative images generated) is the x axis of every curve.
+The last three (``agents.evaluation``) are empty on epochs without an evaluation."""
 
 
 class MetricsLogger:
@@ -57,8 +62,11 @@ class MetricsLogger:
         if self.writer is not None:
             step = int(metrics["images"])
             for name in METRIC_FIELDS[2:]:
-                group = "charts" if name.startswith("reward") or name == "seconds" else "losses"
-                self.writer.add_scalar(f"{group}/{name}", float(metrics[name]), step)
+                value = float(metrics.get(name, math.nan))
+                if math.isnan(value):
+                    continue
+                group = "losses" if name in ("loss", "approx_kl", "clipfrac", "grad_norm") else "charts"
+                self.writer.add_scalar(f"{group}/{name}", value, step)
             self.writer.flush()
 
     def close(self) -> None:
@@ -67,6 +75,9 @@ class MetricsLogger:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
-    """Reads a ``metrics.csv`` back as a list of float dicts."""
+    """Reads a ``metrics.csv`` back as a list of float dicts (an empty cell reads as NaN)."""
     with open(path, newline="") as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        return [
+            {k: float(v) if v not in ("", None) else math.nan for k, v in row.items()}
+            for row in csv.DictReader(handle)
+        ]

@@ -12,10 +12,16 @@ where log p(x^ij) sums the pixel's channels. Our choices, fixed here:
   With a constant map (A_ij = A) this is exactly DDPO-SF's -A * mean-over-elements
   log p: the "known scale" between the two is 1. (The paper's plain sum is
   C h w times ours; only the learning rate absorbs the difference.)
-- Advantages: per context and per pixel, (r_ij - mean_ij) / (std_ij + 1e-6) over
+- Advantages: per context and per pixel, (r_ij - mean_ij) / (std + 1e-6) over
   the context's recent reward maps (DDPO's buffer logic: the batch's per-pixel
-  statistics until a context has ``stat_min_count`` maps), clipped like DDPO's.
-  A constant map thus gives DDPO's scalar advantage at every pixel.
+  statistics until a context has ``stat_min_count`` maps), clipped like DDPO's;
+  the std is per pixel, pooled over the map, or per pixel floored at the pooled
+  one (``pixel_std``, ``agents.advantages``). A constant map thus gives DDPO's
+  scalar advantage at every pixel, whatever ``pixel_std``.
+- Hybrid (``image_advantage_weight`` = lambda > 0): A_ij + lambda * A, where A
+  is DDPO's image-level advantage of the same image. For rewards whose value at a
+  pixel depends on other pixels (a segmentation net judges a pixel by the whole
+  shape), the image term credits every pixel with the image's overall success.
 - IS variant: one ratio per pixel, p_theta(x^ij) / p_old(x^ij) with channels
   summed, clipped per pixel. Per-pixel log-ratios move far more per update than
   DDPO's mean over all elements (after one AdamW step at lr 3e-4 on the default
@@ -32,6 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
+from agents.advantages import STD_MODES, ContextStats
 from agents.ddpo import DDPO, DDPOConfig, clipped_surrogate, ratio_stats
 
 
@@ -41,6 +48,19 @@ class PXPOConfig(DDPOConfig):
 
     clip_range: float = 0.2
     """PPO clip range on the per-pixel ratio (far larger than DDPO's 1e-4: see the module docstring)."""
+    pixel_std: str = "pixel"
+    """Std of the per-pixel normalisation: 'pixel', 'pooled' or 'floored' (agents.advantages)."""
+    image_advantage_weight: float = 0.0
+    """Hybrid advantages: lambda in A_ij + lambda * A_image; 0 is pure per-pixel credit."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pixel_std not in STD_MODES:
+            raise ValueError(f"pixel_std must be one of {STD_MODES}, got pixel_std={self.pixel_std!r}")
+        if not self.image_advantage_weight >= 0:
+            raise ValueError(
+                f"image_advantage_weight must be >= 0, got image_advantage_weight={self.image_advantage_weight}"
+            )
 
 
 def pxpo_loss(
@@ -50,6 +70,7 @@ def pxpo_loss(
     num_channels: int,
     estimator: str,
     clip_range: float,
+    step_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PXPO loss of one step for a batch of samples.
 
@@ -60,6 +81,7 @@ def pxpo_loss(
         num_channels: C, the sample's channels (for the 1 / (C h w) reduction).
         estimator: "sf" or "is".
         clip_range: per-pixel PPO clip range (used by "is"; diagnostics for both).
+        step_weight: (B,) weight of each sample's step (``agents.steps``); None: all 1.
 
     Returns:
         (scalar loss, diagnostics ``approx_kl`` and ``clipfrac`` over pixels).
@@ -70,8 +92,10 @@ def pxpo_loss(
         per_pixel = -advantage_maps * logp_pixels
     else:
         per_pixel = clipped_surrogate(advantage_maps, logratio, clip_range)
-    loss = (per_pixel.sum(dim=(1, 2)) / elements).mean()
-    return loss, ratio_stats(logratio, clip_range)
+    per_sample = per_pixel.sum(dim=(1, 2)) / elements  # (B,)
+    if step_weight is not None:
+        per_sample = per_sample * step_weight
+    return per_sample.mean(), ratio_stats(logratio, clip_range)
 
 
 class PXPO(DDPO):
@@ -84,11 +108,31 @@ class PXPO(DDPO):
     """
 
     name = "pxpo"
-    value_shape_is_map = True
 
-    def reward_values(self, rewards: torch.Tensor, reward_maps: torch.Tensor) -> torch.Tensor:
-        """What gets normalised: the (N, h, w) reward maps, per context and per pixel."""
-        return reward_maps
+    def __init__(self, config: PXPOConfig, num_contexts: int, map_shape: tuple[int, int]) -> None:
+        self.config = config
+        buffer, min_count = config.stat_buffer_size, config.stat_min_count
+        self.stats = ContextStats(num_contexts, buffer, min_count, tuple(map_shape), config.pixel_std)
+        self.image_stats = ContextStats(num_contexts, buffer, min_count)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = self.stats.state_dict()
+        state.update({f"image_{k}": v for k, v in self.image_stats.state_dict().items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.stats.load_state_dict({k: state[k] for k in ("buffer", "count")})
+        self.image_stats.load_state_dict({k: state[f"image_{k}"] for k in ("buffer", "count")})
+
+    def advantages(
+        self, rewards: torch.Tensor, reward_maps: torch.Tensor, contexts: torch.Tensor
+    ) -> torch.Tensor:
+        """(N, h, w) advantage maps: per-pixel normalised maps (+ lambda x image advantages), clipped."""
+        adv = self.stats.update(contexts, reward_maps)
+        image_adv = self.image_stats.update(contexts, rewards)  # kept in step even when lambda = 0
+        if self.config.image_advantage_weight:
+            adv = adv + self.config.image_advantage_weight * image_adv[:, None, None]
+        return adv.clamp(-self.config.adv_clip_max, self.config.adv_clip_max)
 
     def loss(
         self,
@@ -96,8 +140,10 @@ class PXPO(DDPO):
         old_logp_pixels: torch.Tensor,
         advantages: torch.Tensor,
         num_channels: int,
+        step_weight: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Loss from per-pixel log-likelihoods (B, h, w) and advantage maps (B, h, w)."""
+        """Loss from per-pixel log-likelihoods (B, h, w), advantage maps (B, h, w) and
+        optional per-sample step weights (B,)."""
         return pxpo_loss(
             logp_pixels,
             old_logp_pixels,
@@ -105,4 +151,5 @@ class PXPO(DDPO):
             num_channels,
             self.config.estimator,
             self.config.clip_range,
+            step_weight,
         )

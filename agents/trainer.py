@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from typing import Any
 
@@ -17,10 +18,13 @@ from tqdm import tqdm
 from agents.checkpoint import load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
 from agents.config import TrainConfig, autocast, check_envs, make_envs
 from agents.ddpo import DDPO
+from agents.evaluation import Evaluator
 from agents.metrics import MetricsLogger
+from agents.oracle import OracleBatch, differentiable_rollout
 from agents.policy import guided_eps, make_policy, trainable_state
 from agents.pxpo import PXPO
 from agents.rollout import Trajectories, coefficients_from, collect
+from agents.steps import step_weights
 from pxpo_gym.ddim import step_log_prob
 from pxpo_gym.viz import save_reward_grid
 
@@ -52,8 +56,11 @@ class Trainer:
         self.policy = make_policy(core.model, config.resolved_lora_rank(core.loaded.is_latent))
         if config.gradient_checkpointing:
             self.policy.unet.enable_gradient_checkpointing()
-        algo_cls = PXPO if config.algo == "pxpo" else DDPO
-        self.algo = algo_cls(config.algo_config(), core.loaded.num_contexts, tuple(grid))
+        self.algo: DDPO | None = None
+        """DDPO's or PXPO's advantages and loss; None for the exact-gradient oracle."""
+        if config.algo != "oracle":
+            algo_cls = PXPO if config.algo == "pxpo" else DDPO
+            self.algo = algo_cls(config.algo_config(), core.loaded.num_contexts, tuple(grid))
         self.optimizer = torch.optim.AdamW(
             [p for p in self.policy.parameters() if p.requires_grad],
             lr=config.learning_rate,
@@ -62,6 +69,13 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.mixed_precision == "fp16")
         self.generator = torch.Generator().manual_seed(config.seed)
+        self.step_weights = step_weights(
+            core.schedule.coefficients.std_dev_t.cpu(),
+            config.step_weighting,
+            config.step_threshold,
+            config.step_weights,
+        )
+        """(T,) weight of each denoising step in the loss (``agents.steps``)."""
         self.epoch = 0
         self.images = 0
 
@@ -86,13 +100,16 @@ class Trainer:
     def update(self, traj: Trajectories, advantages: torch.Tensor) -> dict[str, float]:
         """Minibatch policy-gradient updates on one epoch's trajectories.
 
-        Each image trains on ``timestep_fraction`` of its steps in a random order;
-        gradients accumulate over a minibatch's trained steps, then one clipped
-        AdamW step is taken (DDPO's reference scheme).
+        Each image trains on ``timestep_fraction`` of its weighted steps (those with
+        ``self.step_weights > 0``) in a random order; each step's loss is scaled by
+        its weight. Gradients accumulate over a minibatch's trained steps, then one
+        clipped AdamW step is taken (DDPO's reference scheme).
         """
         cfg = self.config
         num_images, num_steps = traj.timesteps.shape
-        num_train = max(1, int(num_steps * cfg.timestep_fraction))
+        weights = self.step_weights.to(self.device)  # (T,)
+        active = weights.cpu() > 0
+        num_train = max(1, int(int(active.sum()) * cfg.timestep_fraction))
         advantages = advantages.to(self.device)
         # Metrics stay on the device until the end: no host sync inside the loop.
         totals = {
@@ -102,8 +119,9 @@ class Trainer:
         count = updates = 0
         for _ in range(cfg.inner_epochs):
             order = torch.randperm(num_images, generator=self.generator).to(self.device)
-            step_order = torch.argsort(torch.rand(num_images, num_steps, generator=self.generator), dim=1)
-            step_order = step_order[:, :num_train].to(self.device)  # (N, num_train)
+            keys = torch.rand(num_images, num_steps, generator=self.generator)
+            keys = torch.where(active, keys, 2.0)  # steps with weight 0 sort last and are never trained
+            step_order = torch.argsort(keys, dim=1)[:, :num_train].to(self.device)  # (N, num_train)
             for start in range(0, num_images, cfg.train_batch_size):
                 idx = order[start : start + cfg.train_batch_size]  # (b,)
                 for j in range(num_train):
@@ -113,34 +131,65 @@ class Trainer:
                     coeffs = coefficients_from(traj.coeffs[idx, k])
                     logp = step_log_prob(prev_sample, sample, eps, coeffs).sum(dim=1)  # (b, h, w)
                     loss, stats = self.algo.loss(
-                        logp, traj.logp_pixels[idx, k], advantages[idx], self.num_channels
+                        logp, traj.logp_pixels[idx, k], advantages[idx], self.num_channels, weights[k]
                     )
                     self.scaler.scale(loss / num_train).backward()
                     totals["loss"] += loss.detach()
                     totals["approx_kl"] += stats["approx_kl"]
                     totals["clipfrac"] += stats["clipfrac"]
                     count += 1
-                self.scaler.unscale_(self.optimizer)
-                params = [p for p in self.policy.parameters() if p.requires_grad]
-                totals["grad_norm"] += torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).detach()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
+                totals["grad_norm"] += self.optimizer_step()
                 updates += 1
         out = {k: (v / count).item() for k, v in totals.items() if k != "grad_norm"}
         out["grad_norm"] = (totals["grad_norm"] / updates).item()
         return out
 
-    def train_epoch(self) -> tuple[dict[str, float], Trajectories]:
+    def optimizer_step(self) -> torch.Tensor:
+        """Unscales, clips the gradient norm, steps AdamW and zeroes the gradients; returns the norm."""
+        self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm).detach()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def oracle_update(self) -> tuple[dict[str, float], OracleBatch]:
+        """One epoch of the exact-gradient baseline: per train batch, denoise it with gradients
+        on, backpropagate the mean reward through the chain, take one clipped AdamW step."""
+        cfg = self.config
+        batches, grad_norm = [], torch.zeros((), device=self.device)
+        num_batches = cfg.images_per_epoch // cfg.train_batch_size
+        for batch in range(num_batches):
+            seed = cfg.seed if self.epoch == 0 and batch == 0 else None
+            rewards, info = differentiable_rollout(self.envs, self.eps, seed, cfg.backprop_steps)
+            loss = -rewards.mean()
+            self.scaler.scale(loss).backward()
+            grad_norm += self.optimizer_step()
+            batches.append(OracleBatch(info["image"], info["reward_map"], info["context"], rewards.detach()))
+        out = OracleBatch(*(torch.cat(parts) for parts in zip(*batches)))
+        metrics = {
+            "loss": -out.rewards.mean().item(),
+            "approx_kl": math.nan,
+            "clipfrac": math.nan,
+            "grad_norm": (grad_norm / num_batches).item(),
+        }
+        return metrics, out
+
+    def train_epoch(self) -> tuple[dict[str, float], Trajectories | OracleBatch]:
         """Samples, computes advantages, updates; returns the epoch's metrics and images."""
         start = time.perf_counter()
-        self.policy.eval()
-        traj = self.sample()
-        self.policy.train()
-        advantages = self.algo.advantages(traj.rewards.cpu(), traj.reward_maps.cpu(), traj.contexts.cpu())
-        metrics = self.update(traj, advantages)
+        if self.algo is None:
+            self.policy.train()
+            metrics, traj = self.oracle_update()
+        else:
+            self.policy.eval()
+            traj = self.sample()
+            self.policy.train()
+            advantages = self.algo.advantages(traj.rewards.cpu(), traj.reward_maps.cpu(), traj.contexts.cpu())
+            metrics = self.update(traj, advantages)
         self.epoch += 1
-        self.images += len(traj)
+        self.images += len(traj.rewards)
         metrics.update(
             epoch=self.epoch,
             images=self.images,
@@ -161,7 +210,8 @@ class Trainer:
         tensors["rng/torch"] = torch.get_rng_state()
         for i, state in enumerate(self.envs.unwrapped.get_rng_state()):
             tensors[f"rng/env/{i}"] = state
-        tensors.update({f"stats/{k}": v for k, v in self.algo.stats.state_dict().items()})
+        if self.algo is not None:
+            tensors.update({f"stats/{k}": v for k, v in self.algo.state_dict().items()})
         meta = {
             "epoch": self.epoch,
             "images": self.images,
@@ -184,9 +234,11 @@ class Trainer:
         self.generator.set_state(tensors["rng/trainer"])
         torch.set_rng_state(tensors["rng/torch"])
         self.envs.unwrapped.set_rng_state(
-            [tensors[f"rng/env/{i}"] for i in range(self.config.sample_batch_size)]
+            [tensors[f"rng/env/{i}"] for i in range(self.config.env_batch_size)]
         )
-        self.algo.stats.load_state_dict({"buffer": tensors["stats/buffer"], "count": tensors["stats/count"]})
+        if self.algo is not None:
+            stats = {k.removeprefix("stats/"): v for k, v in tensors.items() if k.startswith("stats/")}
+            self.algo.load_state_dict(stats)
         self.epoch, self.images = int(meta["epoch"]), int(meta["images"])
 
     def save(self) -> None:
@@ -219,6 +271,12 @@ def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
         config.run_dir, resume_epoch=trainer.epoch if config.resume else None, tensorboard=config.tensorboard
     )
     (config.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
+    evaluator = None
+    if config.eval_every:
+        core = trainer.envs.unwrapped
+        evaluator = Evaluator(make_envs(config, config.eval_images), config.seed, core.context_choices)
+        reference = {"images": 0, **evaluator.reference_metrics}
+        (config.run_dir / "eval_reference.json").write_text(json.dumps(reference, indent=1) + "\n")
     history = []
     bar = tqdm(
         total=config.num_epochs,
@@ -229,11 +287,14 @@ def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
     )
     while trainer.epoch < config.num_epochs:
         metrics, traj = trainer.train_epoch()
+        last = trainer.epoch == config.num_epochs
+        if evaluator is not None and (trainer.epoch % config.eval_every == 0 or last):
+            trainer.policy.eval()
+            metrics.update(evaluator(trainer.eps))
         logger.log(metrics)
         history.append(metrics)
         bar.update(1)
         bar.set_postfix(reward=f"{metrics['reward_mean']:.4f}", kl=f"{metrics['approx_kl']:.2g}")
-        last = trainer.epoch == config.num_epochs
         if config.image_every and (trainer.epoch % config.image_every == 0 or last):
             names = trainer.envs.unwrapped.loaded.context_names
             save_reward_grid(

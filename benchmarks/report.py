@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.metrics import read_metrics
-from benchmarks.analysis import confidence_band, mean_curve, samples_to_threshold, summarise
+from benchmarks.analysis import confidence_band, mean_curve, samples_to_threshold, smooth, summarise
 from benchmarks.tasks import TASKS
 
 RUNS_COMMIT_FILE = "runs_commit.txt"
@@ -26,54 +26,125 @@ def git_commit() -> str:
     return done.stdout.strip()
 
 
-def load_curves(cfg) -> tuple[dict[str, dict[str, list[np.ndarray]]], np.ndarray, dict[str, float]]:
-    """task -> label -> per-seed reward curves, the shared images axis, and per task the
+FIDELITY_KEEP = 0.75
+"""A run 'holds fidelity' while its held-out shape-match rate is >= this x the pretrained model's."""
+COLLAPSE = 0.5
+"""A run 'collapsed' when its final shape-match rate is < this x the pretrained model's."""
+
+
+def load_curves(
+    cfg,
+) -> tuple[dict[str, dict[str, list[np.ndarray]]], dict[str, np.ndarray], dict[str, float]]:
+    """task -> label -> per-seed reward curves, per task the images axis, and per task the
     noise of one epoch's mean reward (2 standard errors, from the first epochs' spread)."""
     from benchmarks.suite import run_dir
 
     curves: dict[str, dict[str, list[np.ndarray]]] = {}
     noise: dict[str, float] = {}
-    images = None
+    images: dict[str, np.ndarray] = {}
     for task in cfg.tasks:
         curves[task] = {}
         first_stds = []
-        for label, _, _ in cfg.labels():
+        for arm in cfg.arms(task):
             runs = []
             for seed in cfg.seeds:
-                rows = read_metrics(run_dir(cfg, task, label, seed) / "metrics.csv")[: cfg.num_epochs]
+                rows = read_metrics(run_dir(cfg, task, arm.label, seed) / "metrics.csv")[: cfg.epochs(task)]
                 runs.append(np.array([r["reward_mean"] for r in rows]))
                 first_stds.append(rows[0]["reward_std"])
-                images = np.array([r["images"] for r in rows])
-            curves[task][label] = runs
+                images[task] = np.array([r["images"] for r in rows])
+            curves[task][arm.label] = runs
         noise[task] = 2 * float(np.median(first_stds)) / np.sqrt(cfg.sample_batch_size)
     return curves, images, noise
 
 
-def plot(curves, images, path: Path) -> None:
+def load_evals(cfg) -> dict[str, dict[str, list[dict[str, np.ndarray]]]]:
+    """task -> label -> per seed: held-out ``images``, ``eval_reward``, ``fidelity_shape``,
+    ``fidelity_distance`` arrays, the pretrained model's point first (images 0)."""
+    from benchmarks.suite import run_dir
+
+    out: dict[str, dict[str, list[dict[str, np.ndarray]]]] = {}
+    for task in cfg.tasks:
+        out[task] = {}
+        for arm in cfg.arms(task):
+            seeds = []
+            for seed in cfg.seeds:
+                folder = run_dir(cfg, task, arm.label, seed)
+                reference = folder / "eval_reference.json"
+                if not reference.is_file():
+                    continue
+                rows = [json.loads(reference.read_text())]
+                rows += [
+                    r
+                    for r in read_metrics(folder / "metrics.csv")[: cfg.epochs(task)]
+                    if not np.isnan(r["eval_reward"])
+                ]
+                keys = ("images", "eval_reward", "fidelity_shape", "fidelity_distance")
+                seeds.append({k: np.array([float(r[k]) for r in rows]) for k in keys})
+            if seeds:
+                out[task][arm.label] = seeds
+    return out
+
+
+def fidelity_summary(seeds: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Over seeds: final shape rate and distance, collapsed runs, and the held-out reward
+    gained at the last evaluation that still held fidelity (``FIDELITY_KEEP``)."""
+    finals_shape = np.array([s["fidelity_shape"][-1] for s in seeds])
+    reference_shape = np.array([s["fidelity_shape"][0] for s in seeds])
+    gains = []
+    for s in seeds:
+        held = s["fidelity_shape"] >= FIDELITY_KEEP * s["fidelity_shape"][0]
+        if np.isnan(s["fidelity_shape"][0]):
+            held = np.ones_like(held)
+        last = np.nonzero(held)[0][-1]  # index 0 (the pretrained model) always holds
+        gains.append(s["eval_reward"][last] - s["eval_reward"][0])
+    return {
+        "reference_shape": float(np.mean(reference_shape)),
+        "final_shape": float(np.mean(finals_shape)),
+        "final_distance": float(np.mean([s["fidelity_distance"][-1] for s in seeds])),
+        "collapsed": int(np.sum(finals_shape < COLLAPSE * reference_shape)),
+        "gain_at_fidelity": float(np.mean(gains)),
+        "final_eval_gain": float(np.mean([s["eval_reward"][-1] - s["eval_reward"][0] for s in seeds])),
+    }
+
+
+def plot(curves, images, evals, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = list(curves)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    rows = 3 if any(evals.get(t) for t in tasks) else 1
+    fig, axes = plt.subplots(rows, len(tasks), figsize=(4.2 * len(tasks), 3.2 * rows), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for label, runs in curves[task].items():
             mean = mean_curve(runs)
             low, high = confidence_band(runs)
-            (line,) = ax.plot(images, mean, label=label)
-            ax.fill_between(images, low, high, color=line.get_color(), alpha=0.2)
+            (line,) = ax.plot(images[task], mean, label=label)
+            ax.fill_between(images[task], low, high, color=line.get_color(), alpha=0.2)
         seeds = len(next(iter(curves[task].values())))
         ax.set_title(f"{task} ({seeds} seed{'s' if seeds > 1 else ''})")
-        ax.set_xlabel("images generated")
         ax.grid(alpha=0.3)
-    for ax, task in zip(axes[0], tasks):
         # Keep the axes on the means: with 2 seeds a t-interval can be 10x wider than the data.
         means = np.concatenate([mean_curve(runs) for runs in curves[task].values()])
         span = max(float(means.max() - means.min()), 1e-6)
         ax.set_ylim(means.min() - 0.5 * span, means.max() + 0.5 * span)
     axes[0, 0].set_ylabel("mean reward (95% CI over seeds)")
     axes[0, -1].legend(fontsize=8)
+    if rows == 3:
+        names = (
+            ("fidelity_shape", "held-out shape match"),
+            ("fidelity_distance", "RMS distance to pretrained"),
+        )
+        for row, (key, ylabel) in enumerate(names, start=1):
+            for ax, task in zip(axes[row], tasks):
+                for label, seeds in evals.get(task, {}).items():
+                    x = seeds[0]["images"]
+                    ax.plot(x, np.mean([s[key] for s in seeds], axis=0), marker=".", label=label)
+                ax.grid(alpha=0.3)
+            axes[row, 0].set_ylabel(ylabel)
+    for ax in axes[-1]:
+        ax.set_xlabel("images generated")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -114,31 +185,79 @@ def verdict(task: str, table: dict[str, dict[float, list[float]]], finals: dict[
     )
 
 
-def best_learning_rates(cfg, curves) -> dict[str, float]:
-    """Per algorithm, the swept learning rate with the largest area under the reward curve.
+def best_learning_rates(cfg, curves) -> dict[str, dict]:
+    """Per algorithm, the swept settings (learning rate, clip range) with the largest area under
+    the reward curve.
 
-    Area = mean reward over all epochs, averaged over tasks and seeds: it rewards
-    learning early (sample efficiency), not just the final value.
+    Area = mean reward over all epochs, averaged over the tasks the arm ran on and the seeds:
+    it rewards learning early (sample efficiency), not just the final value. Each task's rewards
+    count as they are; the sweep's two tasks have rewards on the same [0, 1] scale.
     """
-    best: dict[str, tuple[float, float]] = {}
-    for label, algo, lr in cfg.labels():
-        area = float(np.mean([np.mean(c) for task in curves for c in curves[task][label]]))
-        if algo not in best or area > best[algo][1]:
-            best[algo] = (lr, area)
-    return {algo: lr for algo, (lr, _) in best.items()}
+    best: dict[str, tuple[dict, float]] = {}
+    for arm in cfg.arms():
+        areas = [np.mean(c) for task in curves if arm.label in curves[task] for c in curves[task][arm.label]]
+        area = float(np.mean(areas))
+        if arm.algo not in best or area > best[arm.algo][1]:
+            best[arm.algo] = (dict(arm.overrides), area)
+    return {algo: settings for algo, (settings, _) in best.items()}
+
+
+def oracle_share(runs: list[np.ndarray], oracle: list[np.ndarray] | None) -> str:
+    """Mean over seeds of (final - start) / (the oracle's mean final - start), finals smoothed."""
+    if not oracle:
+        return ""
+    oracle_gain = float(np.mean([smooth(c, SMOOTH_EPOCHS)[-1] - c[0] for c in oracle]))
+    if oracle_gain <= 0:
+        return "oracle gained nothing"
+    shares = [(smooth(c, SMOOTH_EPOCHS)[-1] - c[0]) / oracle_gain for c in runs]
+    return f"{np.mean(shares):.2f}"
+
+
+def loss_diagnostics(cfg, task: str, label: str) -> dict[str, str]:
+    """Mean over epochs and seeds of clipfrac and approx_kl (blank for the oracle)."""
+    from benchmarks.suite import run_dir
+
+    rows = [
+        r
+        for seed in cfg.seeds
+        for r in read_metrics(run_dir(cfg, task, label, seed) / "metrics.csv")[: cfg.epochs(task)]
+    ]
+    clipfrac = np.array([r["clipfrac"] for r in rows])
+    kl = np.array([r["approx_kl"] for r in rows])
+    if np.isnan(clipfrac).all():
+        return {"clipfrac": "", "approx_kl": ""}
+    return {"clipfrac": f"{np.nanmean(clipfrac):.3f}", "approx_kl": f"{np.nanmean(kl):.3g}"}
+
+
+def fidelity_verdict(task: str, evals: dict[str, list[dict[str, np.ndarray]]]) -> str:
+    """Which runs kept the pretrained model's content, and the reward gained while they did."""
+    if not evals:
+        return ""
+    parts = []
+    for label, seeds in evals.items():
+        f = fidelity_summary(seeds)
+        collapsed = f" ({f['collapsed']}/{len(seeds)} runs collapsed)" if f["collapsed"] else ""
+        parts.append(
+            f"{label} shape match {f['reference_shape']:.2f} -> {f['final_shape']:.2f}{collapsed}, "
+            f"held-out reward +{f['gain_at_fidelity']:.3f} while fidelity held"
+        )
+    return f"**{task}** fidelity: " + "; ".join(parts) + "."
 
 
 def write_report(cfg) -> str:
     """Writes OUT/plot.png, OUT/table.csv and OUT/summary.md; returns the summary."""
     out = Path(cfg.out)
     curves, images, noise = load_curves(cfg)
-    plot(curves, images, out / "plot.png")
+    evals = load_evals(cfg)
+    plot(curves, images, evals, out / "plot.png")
     rows, verdicts = [], []
     for task, by_label in curves.items():
-        table = samples_to_threshold(by_label, images, FRACTIONS, SMOOTH_EPOCHS, noise[task])
+        table = samples_to_threshold(by_label, images[task], FRACTIONS, SMOOTH_EPOCHS, noise[task])
         finals = {label: np.array([c[-1] for c in runs]) for label, runs in by_label.items()}
+        oracle = next((runs for label, runs in by_label.items() if label.startswith("oracle")), None)
         for label, runs in by_label.items():
             starts = np.array([c[0] for c in runs])
+            fid = fidelity_summary(evals[task][label]) if label in evals.get(task, {}) else None
             rows.append(
                 {
                     "task": task,
@@ -148,9 +267,18 @@ def write_report(cfg) -> str:
                     "final_reward": f"{finals[label].mean():.4f} +- {finals[label].std():.4f}",
                     "images_to_50pct": summarise(table[label][0.5]),
                     "images_to_90pct": summarise(table[label][0.9]),
+                    "share_of_oracle_gain": oracle_share(runs, oracle)
+                    if not label.startswith("oracle")
+                    else "",
+                    "shape_match": f"{fid['reference_shape']:.2f} -> {fid['final_shape']:.2f}" if fid else "",
+                    "distance": f"{fid['final_distance']:.3f}" if fid else "",
+                    "collapsed": f"{fid['collapsed']}/{len(runs)}" if fid else "",
+                    "gain_at_fidelity": f"{fid['gain_at_fidelity']:+.3f}" if fid else "",
+                    **loss_diagnostics(cfg, task, label),
                 }
             )
         verdicts.append(verdict(task, table, finals))
+        verdicts.append(fidelity_verdict(task, evals.get(task, {})))
     with open(out / "table.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -158,33 +286,41 @@ def write_report(cfg) -> str:
     commit = git_commit()
     recorded = out / RUNS_COMMIT_FILE
     runs_commit = recorded.read_text().strip() if recorded.is_file() else "unrecorded"
+    budgets = ", ".join(f"{t} {cfg.epochs(t) * cfg.sample_batch_size}" for t in cfg.tasks)
     lines = [
         f"# Sample-efficiency suite: {out.name}",
         "",
-        f"{len(cfg.seeds)} seed(s), {cfg.num_epochs} epochs x {cfg.sample_batch_size} images, "
-        f"{cfg.num_inference_steps} DDIM steps, estimator '{cfg.estimator}', train batch {cfg.train_batch_size}; "
-        f"runs made at commit {runs_commit}, report written at commit {commit or 'unknown'}.",
+        f"{len(cfg.seeds)} seed(s), {cfg.sample_batch_size} images per epoch (images per run: {budgets}), "
+        f"{cfg.num_inference_steps} DDIM steps, estimator '{cfg.estimator}', train batch {cfg.train_batch_size}, "
+        f"step weighting '{cfg.step_weighting}'; runs made at commit {runs_commit}, report written at "
+        f"commit {commit or 'unknown'}.",
         "Images-to-threshold: images a run needed to reach its own start + 50% / 90% of the best "
-        "improvement any algorithm's seed-mean curve showed on the task; median [min-max] over seeds. "
-        f"Curves are smoothed over {SMOOTH_EPOCHS} epochs (trailing) first; an improvement within "
-        "2 standard errors of one epoch's mean reward counts as none ('not reached' for all).",
+        "improvement any arm's seed-mean curve showed on the task (usually the oracle's); median "
+        f"[min-max] over seeds. Curves are smoothed over {SMOOTH_EPOCHS} epochs (trailing) first; an "
+        "improvement within 2 standard errors of one epoch's mean reward counts as none. "
+        "Oracle share: the run's gain (smoothed final - start) over the exact-gradient oracle's. "
+        "Fidelity (held-out, fixed noise): shape match = fraction of images in which the segmentation "
+        "net finds one shape of the conditioned class (pretrained -> final); distance = RMS RGB distance "
+        f"to the pretrained model's image from the same noise; collapsed = final shape match < {COLLAPSE} x "
+        f"pretrained; gain at fidelity = held-out reward gained at the last evaluation whose shape match "
+        f"was still >= {FIDELITY_KEEP} x pretrained. clipfrac and approx_kl: means over epochs and seeds.",
         "",
-        "| task | algo | seeds | start | final (mean +- std) | images to 50% | images to 90% |",
-        "|---|---|---|---|---|---|---|",
+        "| task | algo | seeds | start | final (mean +- std) | images to 50% | images to 90% | oracle share "
+        "| shape match | distance | collapsed | gain at fidelity | clipfrac | approx_kl |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += [
-        f"| {r['task']} | {r['algo']} | {r['seeds']} | {r['start_reward']} | {r['final_reward']} | "
-        f"{r['images_to_50pct']} | {r['images_to_90pct']} |"
-        for r in rows
-    ]
+    lines += ["| " + " | ".join(str(v) for v in r.values()) + " |" for r in rows]
     lines += ["", *[f"- {v}" for v in verdicts if v]]
     if any(len(cfg.learning_rates(a)) > 1 for a in cfg.algos):
         best = best_learning_rates(cfg, curves)
         (out / "best_learning_rates.json").write_text(json.dumps(best, indent=1) + "\n")
         lines += [
             "",
-            "Best learning rate per algorithm (largest mean reward over all epochs, tasks and seeds): "
-            + ", ".join(f"{a} {lr:g}" for a, lr in best.items()),
+            "Best settings per algorithm (largest mean reward over all epochs, tasks and seeds): "
+            + "; ".join(
+                f"{a} " + ", ".join(f"{k} {v:g}" for k, v in settings.items() if isinstance(v, float))
+                for a, settings in best.items()
+            ),
         ]
     lines += ["", "Tasks:"]
     lines += [f"- {t}: {TASKS[t].description}" for t in cfg.tasks]

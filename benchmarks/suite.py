@@ -1,12 +1,16 @@
 """Sample-efficiency suite: task x algorithm x seed on the embedded default model.
 
     python -m benchmarks.suite quick          # ~10 min on 2 CPU cores (the README's main job)
-    python -m benchmarks.suite full           # 5 seeds, longer budgets; results committed
-    python -m benchmarks.suite sweep          # the learning-rate sweep both algorithms get
+    python -m benchmarks.suite full           # 5 seeds, budgets to the plateau; results committed
+    python -m benchmarks.suite sweep          # the learning-rate / clip-range sweep every algorithm gets
+    python -m benchmarks.suite advantages     # PXPO's advantage normalisation options on all tasks
     python -m benchmarks.suite quick --seeds 0 1 --workers 1   # any field can be overridden
 
 Every run gets the same image budget, batch sizes and sampling settings; only
-the algorithm (and its own swept learning rate) differs. Each run writes its
+the algorithm (and its own swept learning rate) differs. On differentiable
+rewards the exact-gradient oracle (``agents.oracle``) runs beside DDPO and PXPO
+as the ceiling they are judged against; every run is evaluated on held-out noise
+for reward and fidelity to the pretrained model (``agents.evaluation``). Each run writes its
 metrics CSV under OUT/runs/TASK/LABEL/seedK; a finished run is skipped, a
 partial one resumes from its checkpoint. Then the grid is summarised: a plot of
 mean reward against images generated (mean over seeds, 95% confidence band, one
@@ -23,7 +27,31 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from agents.steps import DEFAULT_STEP_WEIGHTING
 from benchmarks.tasks import TASKS
+
+PXPO_VARIANTS: dict[str, dict[str, object]] = {
+    "default": {},
+    "pixel-std": {"pixel_std": "pixel", "image_advantage_weight": 0.0},
+    "pooled-std": {"pixel_std": "pooled", "image_advantage_weight": 0.0},
+    "floored-std": {"pixel_std": "floored", "image_advantage_weight": 0.0},
+    "hybrid": {"pixel_std": "pooled", "image_advantage_weight": 1.0},
+    "hybrid-pixel-std": {"pixel_std": "pixel", "image_advantage_weight": 1.0},
+}
+"""Named PXPO advantage settings a suite can compare ('default': TrainConfig's defaults)."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One curve of the grid: an algorithm and the TrainConfig fields it sets."""
+
+    label: str
+    algo: str
+    overrides: tuple[tuple[str, object], ...]
+
+    @property
+    def learning_rate(self) -> float:
+        return float(dict(self.overrides)["learning_rate"])
 
 
 @dataclass(frozen=True)
@@ -32,18 +60,30 @@ class SuiteConfig:
 
     tasks: tuple[str, ...] = ("color", "target_map", "segmentation", "jpeg")
     """Task names (benchmarks.tasks.TASKS)."""
-    algos: tuple[str, ...] = ("ddpo", "pxpo")
-    """Algorithms; both use the importance-sampling (PPO-clip) estimator unless estimator says otherwise."""
+    algos: tuple[str, ...] = ("ddpo", "pxpo", "oracle")
+    """Algorithms; 'oracle' (exact reward gradient) runs only on differentiable tasks."""
     estimator: str = "is"
-    """'is' or 'sf', for every algorithm."""
+    """'is' or 'sf', for DDPO and PXPO."""
     ddpo_learning_rates: tuple[float, ...] = (3e-4,)
     """DDPO learning rates (a sweep if several)."""
     pxpo_learning_rates: tuple[float, ...] = (3e-4,)
     """PXPO learning rates (a sweep if several)."""
+    oracle_learning_rates: tuple[float, ...] = (3e-4,)
+    """Exact-gradient oracle learning rates (a sweep if several)."""
+    ddpo_clip_ranges: tuple[float, ...] = (0.0,)
+    """DDPO PPO clip ranges (0: DDPO's default 1e-4; a sweep if several)."""
+    pxpo_clip_ranges: tuple[float, ...] = (0.0,)
+    """PXPO per-pixel clip ranges (0: PXPO's default 0.2; a sweep if several)."""
+    pxpo_variants: tuple[str, ...] = ("default",)
+    """PXPO advantage settings (names in benchmarks.suite.PXPO_VARIANTS; a comparison if several)."""
+    step_weighting: str = DEFAULT_STEP_WEIGHTING
+    """Which steps enter DDPO's and PXPO's losses (agents.steps), the same for both."""
     seeds: tuple[int, ...] = (0,)
     """Seeds; each seeds the env noise, the contexts and the training shuffles."""
     num_epochs: int = 12
-    """Epochs per run (the image budget is num_epochs x sample_batch_size)."""
+    """Epochs per run on per-pixel tasks (the image budget is num_epochs x sample_batch_size)."""
+    global_num_epochs: int = 0
+    """Epochs per run on tasks without per-pixel structure (jpeg); 0: num_epochs."""
     sample_batch_size: int = 32
     """Images per epoch."""
     train_batch_size: int = 16
@@ -54,6 +94,10 @@ class SuiteConfig:
     """Per-context advantage buffer."""
     stat_min_count: int = 8
     """Per-context count before its own statistics are used (32 images per epoch, 4 classes: 8 per class)."""
+    eval_every: int = 4
+    """Held-out reward and fidelity every N epochs (agents.evaluation); 0: never."""
+    eval_images: int = 32
+    """Held-out images per evaluation."""
     workers: int = 2
     """Runs in parallel, one torch thread each (never more torch threads than cores)."""
     out: str = "benchmarks/results/quick"
@@ -63,81 +107,141 @@ class SuiteConfig:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"tasks {unknown} are not in {sorted(TASKS)}")
-        bad = [a for a in self.algos if a not in ("ddpo", "pxpo")]
+        bad = [a for a in self.algos if a not in ("ddpo", "pxpo", "oracle")]
         if bad:
-            raise ValueError(f"algos must be 'ddpo' or 'pxpo', got {bad}")
-        if self.workers < 1 or not self.seeds or self.num_epochs < 1:
-            raise ValueError("need workers >= 1, at least one seed and num_epochs >= 1")
+            raise ValueError(f"algos must be 'ddpo', 'pxpo' or 'oracle', got {bad}")
+        bad = [v for v in self.pxpo_variants if v not in PXPO_VARIANTS]
+        if bad:
+            raise ValueError(f"pxpo_variants {bad} are not in {sorted(PXPO_VARIANTS)}")
+        if self.workers < 1 or not self.seeds or self.num_epochs < 1 or self.global_num_epochs < 0:
+            raise ValueError(
+                "need workers >= 1, at least one seed, num_epochs >= 1 and global_num_epochs >= 0"
+            )
+
+    def epochs(self, task: str) -> int:
+        """Epochs of a run on ``task``."""
+        return self.num_epochs if TASKS[task].per_pixel else (self.global_num_epochs or self.num_epochs)
 
     def learning_rates(self, algo: str) -> tuple[float, ...]:
-        return self.ddpo_learning_rates if algo == "ddpo" else self.pxpo_learning_rates
+        return {
+            "ddpo": self.ddpo_learning_rates,
+            "pxpo": self.pxpo_learning_rates,
+            "oracle": self.oracle_learning_rates,
+        }[algo]
 
-    def labels(self) -> list[tuple[str, str, float]]:
-        """(label, algo, lr) per curve; the lr joins the label only in a sweep."""
+    def arms(self, task: str | None = None) -> list[Arm]:
+        """The grid's curves (those that run on ``task`` if given). A swept setting joins the label."""
         out = []
         for algo in self.algos:
+            if algo == "oracle" and task is not None and not TASKS[task].differentiable:
+                continue
             rates = self.learning_rates(algo)
+            clips = {"ddpo": self.ddpo_clip_ranges, "pxpo": self.pxpo_clip_ranges}.get(algo, (0.0,))
+            variants = self.pxpo_variants if algo == "pxpo" else ("default",)
             for lr in rates:
-                out.append((f"{algo}-lr{lr:g}" if len(rates) > 1 else algo, algo, lr))
+                for clip in clips:
+                    for variant in variants:
+                        label = algo
+                        label += f"-lr{lr:g}" if len(rates) > 1 else ""
+                        label += f"-clip{clip:g}" if len(clips) > 1 else ""
+                        label += f"-{variant}" if len(variants) > 1 else ""
+                        overrides = {"learning_rate": lr, "clip_range": clip, **PXPO_VARIANTS[variant]}
+                        out.append(Arm(label, algo, tuple(overrides.items())))
         return out
+
+    def labels(self) -> list[tuple[str, str, float]]:
+        """(label, algo, lr) per curve over all tasks."""
+        return [(arm.label, arm.algo, arm.learning_rate) for arm in self.arms()]
 
 
 def quick() -> SuiteConfig:
-    """The README's main job: 4 tasks x 2 algorithms x 1 seed x 12 epochs of 32 images (~10 min, 2 cores)."""
+    """The README's main job: 4 tasks x DDPO, PXPO (+ the oracle) x 1 seed x 12 epochs of 32 images (~10 min)."""
     return SuiteConfig()
 
 
 def full() -> SuiteConfig:
-    """5 seeds and 15 epochs of 32 images (480 images per run); pass the sweep's learning rates."""
-    return dataclasses.replace(quick(), seeds=(0, 1, 2, 3, 4), num_epochs=15, out="benchmarks/results/full")
+    """5 seeds, 48 epochs of 32 images (1,536 images) per-pixel, 15 (480) on JPEG; the sweep's learning rates."""
+    return dataclasses.replace(
+        quick(),
+        seeds=(0, 1, 2, 3, 4),
+        num_epochs=48,
+        global_num_epochs=15,
+        out="benchmarks/results/full",
+    )
 
 
 def sweep() -> SuiteConfig:
-    """The same learning-rate sweep for both algorithms: 3 rates x 2 tasks x 2 seeds x 6 epochs."""
+    """The same sweep for every algorithm: 3 learning rates (x 2 clip ranges for DDPO and PXPO),
+    2 tasks x 2 seeds x 10 epochs.
+
+    DDPO's clip ranges: its reference 1e-4 was set for SD's 16,384 latent elements; the
+    mean log-ratio over our 768 fluctuates sqrt(16384 / 768) = 4.6x more, hence 5e-4 beside
+    it. PXPO's: PPO's usual 0.2 and half of it.
+    """
     rates = (1e-4, 3e-4, 1e-3)
     return dataclasses.replace(
         quick(),
         tasks=("color", "target_map"),
         ddpo_learning_rates=rates,
         pxpo_learning_rates=rates,
+        oracle_learning_rates=rates,
+        ddpo_clip_ranges=(1e-4, 5e-4),
+        pxpo_clip_ranges=(0.1, 0.2),
         seeds=(0, 1),
-        num_epochs=6,
+        num_epochs=10,
+        eval_every=0,
         out="benchmarks/results/sweep",
     )
 
 
-PRESETS = {"quick": quick, "full": full, "sweep": sweep}
+def advantages() -> SuiteConfig:
+    """PXPO's advantage options side by side on all 4 tasks: 2 seeds x 10 epochs each."""
+    return dataclasses.replace(
+        quick(),
+        algos=("pxpo",),
+        pxpo_variants=("pixel-std", "pooled-std", "floored-std", "hybrid"),
+        seeds=(0, 1),
+        num_epochs=10,
+        out="benchmarks/results/advantages",
+    )
+
+
+PRESETS = {"quick": quick, "full": full, "sweep": sweep, "advantages": advantages}
 
 
 def run_dir(cfg: SuiteConfig, task: str, label: str, seed: int) -> Path:
     return Path(cfg.out) / "runs" / task / label / f"seed{seed}"
 
 
-def train_config(cfg: SuiteConfig, task: str, algo: str, lr: float, seed: int, out: Path):
-    """The one TrainConfig of a grid cell: everything but algo and lr is shared."""
+def train_config(cfg: SuiteConfig, task: str, arm: Arm, seed: int, out: Path):
+    """The one TrainConfig of a grid cell: everything but the arm's own fields is shared."""
     from agents.config import TrainConfig
 
     spec = TASKS[task]
+    epochs = cfg.epochs(task)
     return TrainConfig(
-        algo=algo,
+        algo=arm.algo,
         estimator=cfg.estimator,
         reward=spec.reward,
         reward_kwargs=spec.reward_kwargs_json,
-        num_epochs=cfg.num_epochs,
+        num_epochs=epochs,
         sample_batch_size=cfg.sample_batch_size,
         sample_batches_per_epoch=1,
         train_batch_size=cfg.train_batch_size,
         num_inference_steps=cfg.num_inference_steps,
         stat_buffer_size=cfg.stat_buffer_size,
         stat_min_count=cfg.stat_min_count,
-        learning_rate=lr,
+        step_weighting=cfg.step_weighting,
         seed=seed,
         threads=1,
         out=str(out),
         save_every=4,
-        image_every=cfg.num_epochs,
+        image_every=epochs,
+        eval_every=cfg.eval_every,
+        eval_images=cfg.eval_images,
         tensorboard=False,
         progress=False,
+        **dict(arm.overrides),
     )
 
 
@@ -148,14 +252,14 @@ def is_complete(out: Path, num_epochs: int) -> bool:
     return path.is_file() and len(read_metrics(path)) >= num_epochs
 
 
-def run_one(cfg: SuiteConfig, task: str, algo: str, lr: float, seed: int, out: Path) -> Path:
+def run_one(cfg: SuiteConfig, task: str, arm: Arm, seed: int, out: Path) -> Path:
     """Trains one grid cell (resuming it if a checkpoint exists). Runs in a worker process."""
     import torch
 
     from agents.trainer import train
 
     torch.set_num_threads(1)
-    config = train_config(cfg, task, algo, lr, seed, out)
+    config = train_config(cfg, task, arm, seed, out)
     if (out / "checkpoints" / "latest").is_file():
         config = dataclasses.replace(config, resume=str(out))
     train(config)
@@ -171,35 +275,33 @@ def epochs_done(out: Path) -> int:
 def run_grid(cfg: SuiteConfig) -> None:
     """Runs every incomplete cell of the grid, ``cfg.workers`` at a time, with an epoch progress bar."""
     cells = [
-        (task, label, algo, lr, seed, run_dir(cfg, task, label, seed))
+        (task, arm, seed, run_dir(cfg, task, arm.label, seed))
         for task in cfg.tasks
-        for label, algo, lr in cfg.labels()
+        for arm in cfg.arms(task)
         for seed in cfg.seeds
     ]
-    todo = [c for c in cells if not is_complete(c[-1], cfg.num_epochs)]
+    todo = [c for c in cells if not is_complete(c[-1], cfg.epochs(c[0]))]
     if todo:
         from benchmarks.report import RUNS_COMMIT_FILE, git_commit
 
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
         (Path(cfg.out) / RUNS_COMMIT_FILE).write_text(git_commit() + "\n")
-    total = len(cells) * cfg.num_epochs
+    total = sum(cfg.epochs(c[0]) for c in cells)
 
     def done() -> int:
-        return sum(min(epochs_done(c[-1]), cfg.num_epochs) for c in cells)
+        return sum(min(epochs_done(c[-1]), cfg.epochs(c[0])) for c in cells)
 
     bar = tqdm(total=total, initial=done(), desc=f"suite ({len(todo)}/{len(cells)} runs to do)", unit="epoch")
     if cfg.workers == 1:
-        for task, _, algo, lr, seed, out in todo:
-            run_one(cfg, task, algo, lr, seed, out)
+        for task, arm, seed, out in todo:
+            run_one(cfg, task, arm, seed, out)
             bar.update(done() - bar.n)
     else:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         import multiprocessing
 
         with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            pending = {
-                pool.submit(run_one, cfg, task, algo, lr, seed, out) for task, _, algo, lr, seed, out in todo
-            }
+            pending = {pool.submit(run_one, cfg, task, arm, seed, out) for task, arm, seed, out in todo}
             while pending:
                 finished, pending = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
                 for future in finished:

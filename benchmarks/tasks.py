@@ -18,6 +18,8 @@ class Task:
         reward: built-in reward name.
         reward_kwargs: options of the reward.
         per_pixel: whether the reward map varies over pixels (PXPO's premise).
+        differentiable: whether the reward has a gradient w.r.t. the image (the exact-gradient
+            oracle runs only then).
         description: one line for the summary.
     """
 
@@ -25,6 +27,7 @@ class Task:
     reward: str
     reward_kwargs: dict
     per_pixel: bool
+    differentiable: bool
     description: str
 
     @property
@@ -40,12 +43,14 @@ TASKS: dict[str, Task] = {
             "color",
             {"target": "red"},
             True,
+            True,
             "every pixel close to red (the PXPO paper's colour task)",
         ),
         Task(
             "target_map",
             "target_map",
             {"target": str(ASSETS / "two_tone_target.png")},
+            True,
             True,
             "painted feedback: left half yellow, right half blue (target image)",
         ),
@@ -54,12 +59,14 @@ TASKS: dict[str, Task] = {
             "segmentation",
             {"target_class": "context"},
             True,
+            True,
             "per-pixel probability of the conditioned shape (segmentation network)",
         ),
         Task(
             "jpeg",
             "jpeg_compressibility",
             {},
+            False,
             False,
             "global: minus JPEG size in kB (no per-pixel structure: PXPO has no edge)",
         ),

@@ -170,9 +170,11 @@ class LoadedModel:
         """The prompt of each context id (text-to-image pipelines), else None."""
         return self.context_names if self.is_latent else None
 
-    @torch.no_grad()
     def decode(self, sample: torch.Tensor) -> torch.Tensor:
         """x_0 -> RGB images (B, 3, H, W) float32 in [0, 1].
+
+        Differentiable in ``sample`` (the VAE's weights are frozen): the exact-gradient
+        baseline backpropagates through it.
 
         Pixel models: x_0 in [-1, 1] is the image. Latent models: the VAE decodes
         x_0 / scaling_factor, ``decode_chunk_size`` samples per call.

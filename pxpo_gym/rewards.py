@@ -203,8 +203,9 @@ def segmentation_reward(
     def segmentation(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
         if next(net.parameters()).device != images.device:
             net.to(images.device)
-        with torch.no_grad():
-            probs = net(images.float()).softmax(dim=1)  # (B, K+1, H, W)
+        # No no_grad here: the net's weights are frozen, and gradients reach the
+        # images when they require them (the exact-gradient baseline backpropagates).
+        probs = net(images.float()).softmax(dim=1)  # (B, K+1, H, W)
         if target_class == "context":
             wanted = contexts.clamp(0, len(SHAPE_CLASSES) - 1) + 1
         else:

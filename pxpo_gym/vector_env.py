@@ -364,7 +364,12 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
             else:
                 self._context[i] = contexts[i]
             self._noise[i] = torch.randn(shape, generator=gen, device=self.device)
-        self._sample = torch.where(mask[:, None, None, None], self._noise[:, 0], self._sample)
+        if bool(mask.all()):
+            # A full reset keeps no link to the previous episodes (an autograd graph
+            # through them, when a caller differentiates the chain, must not survive it).
+            self._sample = self._noise[:, 0].clone()
+        else:
+            self._sample = torch.where(mask[:, None, None, None], self._noise[:, 0], self._sample)
         self._step_index = torch.where(mask, 0, self._step_index)
         self._autoreset = self._autoreset & ~mask
 

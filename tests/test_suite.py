@@ -19,6 +19,8 @@ def test_tiny_grid_end_to_end(tmp_path, capsys):
         num_inference_steps=3,
         stat_buffer_size=4,
         stat_min_count=1,
+        eval_every=1,
+        eval_images=4,
         workers=1,
         out=str(tmp_path),
     )
@@ -27,10 +29,21 @@ def test_tiny_grid_end_to_end(tmp_path, capsys):
         assert (tmp_path / name).is_file()
     with open(tmp_path / "table.csv") as handle:
         rows = list(csv.DictReader(handle))
+    # The exact-gradient oracle runs on the differentiable colour task only.
     assert {(r["task"], r["algo"]) for r in rows} == {
-        (t, a) for t in ("color", "jpeg") for a in ("ddpo", "pxpo")
+        ("color", "ddpo"),
+        ("color", "pxpo"),
+        ("color", "oracle"),
+        ("jpeg", "ddpo"),
+        ("jpeg", "pxpo"),
     }
-    assert "| color | pxpo |" in summary and "images to 90%" in summary
+    by_key = {(r["task"], r["algo"]): r for r in rows}
+    assert by_key[("color", "pxpo")]["share_of_oracle_gain"] != ""
+    assert by_key[("color", "oracle")]["clipfrac"] == ""
+    # Fidelity is measured on held-out noise: the pretrained point first, then every eval.
+    assert by_key[("color", "pxpo")]["shape_match"].count("->") == 1
+    assert float(by_key[("color", "ddpo")]["distance"]) > 0
+    assert "| color | pxpo |" in summary and "images to 90%" in summary and "fidelity" in summary
     assert "Sample-efficiency suite" in capsys.readouterr().out
     # A second call skips complete runs: their metrics files are left untouched.
     metrics = run_dir(cfg, "color", "pxpo", 0) / "metrics.csv"
@@ -41,7 +54,10 @@ def test_tiny_grid_end_to_end(tmp_path, capsys):
 
 def test_presets_and_validation():
     assert PRESETS["full"]().seeds == (0, 1, 2, 3, 4)
-    assert len(PRESETS["sweep"]().labels()) == 6
+    # Same effort for every algorithm: 3 rates x 2 clip ranges for DDPO and PXPO; 3 rates for the oracle.
+    labels = [label for label, _, _ in PRESETS["sweep"]().labels()]
+    assert len(labels) == 15 and sum(label.startswith("oracle") for label in labels) == 3
+    assert len(PRESETS["advantages"]().arms("segmentation")) == 4
     with pytest.raises(ValueError, match="tasks"):
         SuiteConfig(tasks=("aesthetics",))
 

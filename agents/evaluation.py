@@ -1,0 +1,77 @@
+"""Held-out evaluation: reward and fidelity of the current policy on fixed noise.
+
+A reward can be won by erasing the image's content (a solid red square scores
+1.0 on the colour task). So every evaluation reports, beside the reward, how
+much of the pretrained model's content survives, on a fixed set of episodes
+that training never sees:
+
+- ``eval_reward``: the mean reward of the policy's images;
+- ``fidelity_distance``: root-mean-square RGB distance (images in [0, 1])
+  between each policy image and the pretrained model's image from the same
+  initial and step noise (0: unchanged);
+- ``fidelity_shape``: for the embedded shapes model, the fraction of policy
+  images in which the shipped segmentation network finds one shape of the
+  conditioned class (as ``benchmarks.sample_quality``); NaN for other models.
+
+The episodes are env slots seeded ``EVAL_SEED_OFFSET + seed + i`` (training's are
+``seed + i``, continuing from there), with contexts spread evenly over the
+training contexts. The evaluation env is separate, so evaluating changes no
+training state (runs stay bitwise resumable).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from pxpo_gym.sampling import run_policy
+
+EVAL_SEED_OFFSET = 1_000_003
+"""Evaluation seeds start here (plus the run's seed): far from any training env's seed."""
+
+
+class Evaluator:
+    """Scores a policy on fixed held-out episodes against the pretrained model's images.
+
+    Args:
+        envs: a vector env built like the training env (same model, reward, schedule),
+            whose ``num_envs`` is the number of evaluation images.
+        seed: the run's seed.
+        context_ids: the contexts to spread the images over (cycled).
+    """
+
+    def __init__(self, envs: Any, seed: int, context_ids: torch.Tensor) -> None:
+        self.envs = envs
+        core = envs.unwrapped
+        n = core.num_envs
+        self.seed = EVAL_SEED_OFFSET + seed
+        self.contexts = context_ids.to(core.device)[torch.arange(n, device=core.device) % len(context_ids)]
+        self.reference = run_policy(envs, seed=self.seed, options={"context": self.contexts})
+        self.segmentation_net = None
+        if core.loaded.source == "default":
+            from pxpo_gym.segmentation import load_segmentation_net
+
+            self.segmentation_net = load_segmentation_net().to(core.device)
+        self.reference_metrics = self.score(self.reference.images, self.reference.rewards)
+
+    def score(self, images: torch.Tensor, rewards: torch.Tensor) -> dict[str, float]:
+        distance = (images - self.reference.images).square().mean(dim=(1, 2, 3)).sqrt().mean()
+        shape = math.nan
+        if self.segmentation_net is not None:
+            from pxpo_gym.segmentation import shape_match
+
+            shape = float(shape_match(self.segmentation_net, images, self.contexts).float().mean())
+        return {
+            "eval_reward": float(rewards.mean()),
+            "fidelity_distance": float(distance),
+            "fidelity_shape": shape,
+        }
+
+    @torch.no_grad()
+    def __call__(self, eps_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> dict:
+        """The policy's held-out metrics (see the module docstring)."""
+        episode = run_policy(self.envs, eps_fn, seed=self.seed, options={"context": self.contexts})
+        return self.score(episode.images, episode.rewards)

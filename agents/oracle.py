@@ -1,0 +1,84 @@
+"""The exact-gradient baseline: backpropagate a differentiable reward through the sampler.
+
+For rewards that are differentiable functions of the image (colour, target map,
+segmentation), the reward's exact gradient with respect to the policy's weights
+exists: run the DDIM chain with gradients on, the noise z fixed
+(reparameterisation), and backpropagate the mean reward through every step, the
+decoder and the reward (DRaFT, Clark et al. arXiv 2309.17400; AlignProp, Prabhudesai
+et al. arXiv 2310.03739). No RL estimator can beat it per image on such a reward,
+so it is the ceiling the suite judges DDPO and PXPO against. It needs what RL does
+not: a reward gradient. Human or black-box feedback (and JPEG size) has none.
+
+The chain is the env itself, stepped with the policy's noise predictions while
+autograd records: the same schedule, noise, contexts and decoder as the RL agents.
+``backprop_steps = K > 0`` is DRaFT-K: only the last K steps carry gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+
+EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class OracleBatch(NamedTuple):
+    """What one oracle epoch leaves for logging (the fields image grids read from ``Trajectories``)."""
+
+    images: torch.Tensor
+    """(N, 3, H, W) in [0, 1]."""
+    image_reward_maps: torch.Tensor
+    """(N, H, W)."""
+    contexts: torch.Tensor
+    """(N,) int64."""
+    rewards: torch.Tensor
+    """(N,) detached."""
+
+
+def differentiable_rollout(
+    envs: Any, eps_fn: EpsFn, seed: int | None = None, backprop_steps: int = 0
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Denoises one lock-step batch through ``envs`` with gradients flowing from the reward to eps.
+
+    Args:
+        envs: a ``DiffusionDenoiseVectorEnv`` (or a wrapper of one) whose reward is differentiable.
+        eps_fn: the policy, ``eps_fn(sample, timestep, context) -> eps``.
+        seed: passed to ``envs.reset``; None continues the env's generators.
+        backprop_steps: K > 0 keeps gradients through the last K steps only; 0: all steps.
+
+    Returns:
+        (rewards (N,) with the autograd graph, terminal info: ``image``, ``reward_map``
+        detached, and ``context`` (N,)).
+    """
+    core = envs.unwrapped
+    num_steps = core.num_steps
+    first_grad_step = 0 if backprop_steps <= 0 else max(0, num_steps - backprop_steps)
+    obs, _ = envs.reset(seed=seed)
+    contexts = obs["context"][:, 0].clone()
+    for k in range(num_steps):
+        with torch.set_grad_enabled(k >= first_grad_step and torch.is_grad_enabled()):
+            eps = eps_fn(obs["sample"], obs["timestep"], obs["context"])
+        obs, rewards, terminated, _, info = envs.step(eps)
+    assert bool(terminated.all()), "lock-step episodes end together"
+    return rewards, {
+        "image": info["image"].detach(),
+        "reward_map": info["reward_map"].detach(),
+        "context": contexts,
+    }
+
+
+def reward_gradient(
+    policy: torch.nn.Module, envs: Any, eps_fn: EpsFn, seed: int | None = None, backprop_steps: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flattened gradient of the batch's mean reward w.r.t. the policy's trainable weights.
+
+    Returns:
+        (gradient (P,), rewards (N,) detached). Leaves the policy's ``.grad`` cleared.
+    """
+    params = [p for p in policy.parameters() if p.requires_grad]
+    rewards, _ = differentiable_rollout(envs, eps_fn, seed, backprop_steps)
+    grads = torch.autograd.grad(rewards.mean(), params, allow_unused=True)
+    flat = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
+    return flat, rewards.detach()

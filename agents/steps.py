@@ -1,0 +1,84 @@
+"""Which denoising steps enter the policy-gradient loss, and with what weight.
+
+Both agents weight step t's loss term by w_t, the same weights for DDPO and PXPO.
+
+Why not every step with weight 1: at the point x_{t-1} actually sampled, the
+score of the DDIM Gaussian is d log p / d eps = b_t z / sigma_t (z the step's
+unit noise), so a step's policy-gradient term has noise of scale |b_t| / sigma_t.
+Its signal, by Stein's lemma E[A z] = sigma_t E[dA/dx_{t-1}], is
+b_t E[dA/dx_{t-1} d eps / d theta]: the same as the exact reparameterised
+gradient of that step, with no sigma_t in it. So a step's signal-to-noise ratio
+scales with sigma_t, and steps whose sigma_t is tiny compared with the rest of
+the schedule (the last steps of a schedule whose alpha-bar reaches ~1 early,
+e.g. the default model's t = 51 -> 1 with sigma_t = 0.009 against a median of
+0.34) add almost pure noise. ``python -m benchmarks.step_signal`` measures it.
+
+Modes, with s = ``threshold`` x median over the schedule's steps of sigma_t:
+
+- ``"all"``: w_t = 1 (DDPO's reference behaviour).
+- ``"drop"``: w_t = 1 if sigma_t >= s else 0; dropped steps are not even computed.
+- ``"soft"``: w_t = sigma_t^2 / (sigma_t^2 + s^2), the weight that minimises the
+  squared error of a sum of per-step estimates whose signal is the same for every
+  step and whose noise variance is proportional to 1 / sigma_t^2.
+
+The weights depend only on the schedule (sigma_t), so they are the same for
+any model the env loads, pixel or latent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+STEP_WEIGHTINGS = ("all", "drop", "soft")
+DEFAULT_STEP_WEIGHTING = "soft"
+"""Chosen from ``benchmarks.step_signal`` (README, "Which steps carry signal"): of the
+weightings measured it agreed best, or tied, with the exact reward gradient for both
+agents on the default model's three differentiable tasks and on the latent pipeline."""
+DEFAULT_STEP_THRESHOLD = 0.25
+"""A step whose sigma_t is a quarter of the median sigma_t gets weight 1/2."""
+
+
+def step_weights(
+    std_dev_t: torch.Tensor,
+    mode: str = DEFAULT_STEP_WEIGHTING,
+    threshold: float = DEFAULT_STEP_THRESHOLD,
+    explicit: Sequence[float] = (),
+) -> torch.Tensor:
+    """Per-step loss weights of a DDIM schedule.
+
+    Args:
+        std_dev_t: (T,) sigma_t of each step, > 0 (``DDIMSchedule.coefficients.std_dev_t``).
+        mode: "all", "drop" or "soft" (see the module docstring).
+        threshold: s / median(sigma_t), in (0, 1].
+        explicit: T weights >= 0 that override ``mode`` when given.
+
+    Returns:
+        (T,) float32 weights on ``std_dev_t``'s device, at least one of them > 0.
+
+    Raises:
+        ValueError: unknown mode, threshold outside (0, 1], or explicit weights of the
+            wrong length, negative, non-finite or all zero.
+    """
+    std = std_dev_t.detach().float()
+    if explicit:
+        weights = torch.as_tensor([float(w) for w in explicit], dtype=torch.float32, device=std.device)
+        if weights.shape != std.shape:
+            raise ValueError(
+                f"step_weights must have one weight per step ({std.numel()}), got {len(explicit)}"
+            )
+        if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()) or not bool(weights.any()):
+            raise ValueError(f"step_weights must be finite, >= 0 and not all 0, got {list(explicit)}")
+        return weights
+    if mode not in STEP_WEIGHTINGS:
+        raise ValueError(f"step_weighting must be one of {STEP_WEIGHTINGS}, got {mode!r}")
+    if not 0 < threshold <= 1:
+        raise ValueError(f"step_threshold must be in (0, 1], got step_threshold={threshold}")
+    if mode == "all":
+        return torch.ones_like(std)
+    # threshold <= 1 keeps the largest sigma (>= the median) at weight >= 1/2.
+    reference = threshold * std.median()
+    if mode == "drop":
+        return (std >= reference).float()
+    return std.square() / (std.square() + reference.square())
