@@ -61,6 +61,8 @@ class Trainer:
         if config.algo != "oracle":
             algo_cls = PXPO if config.algo == "pxpo" else DDPO
             self.algo = algo_cls(config.algo_config(), core.loaded.num_contexts, tuple(grid))
+        else:
+            check_differentiable(core, config.reward)
         self.optimizer = torch.optim.AdamW(
             [p for p in self.policy.parameters() if p.requires_grad],
             lr=config.learning_rate,
@@ -244,6 +246,16 @@ class Trainer:
     def save(self) -> None:
         tensors, meta = self.state()
         save_checkpoint(self.config.run_dir, self.epoch, tensors, meta)
+
+
+def check_differentiable(core: Any, reward_name: str) -> None:
+    """Refuses the oracle on a reward whose output has no gradient w.r.t. the image."""
+    grey = torch.full((1, 3, *core.loaded.image_size), 0.5, device=core.device, requires_grad=True)
+    if not core.reward_fn(grey, core.context_choices[:1]).requires_grad:
+        raise ValueError(
+            f"algo='oracle' backpropagates the reward through the sampler, but reward={reward_name!r} "
+            "has no gradient with respect to the image (e.g. JPEG size); use 'ddpo' or 'pxpo'"
+        )
 
 
 def resolve_config(config: TrainConfig) -> TrainConfig:

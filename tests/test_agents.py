@@ -40,8 +40,9 @@ def tiny_config(tiny_model_dir, tmp_path, **overrides) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def policy_grad(trainer: Trainer, traj, advantages, steps=None) -> torch.Tensor:
-    """Flattened gradient of the algorithm's loss summed over the given steps (all by default)."""
+def policy_grad(trainer: Trainer, traj, advantages, steps=None, weights=None) -> torch.Tensor:
+    """Flattened gradient of the algorithm's loss summed over the given steps (all by default),
+    each step's loss scaled by ``weights[k]`` if given."""
     trainer.policy.zero_grad(set_to_none=True)
     num_images, num_steps = traj.timesteps.shape
     idx = torch.arange(num_images)
@@ -51,8 +52,9 @@ def policy_grad(trainer: Trainer, traj, advantages, steps=None) -> torch.Tensor:
         logp = step_log_prob(
             traj.samples[idx, kk + 1], traj.samples[idx, kk], eps, coefficients_from(traj.coeffs[idx, kk])
         )
+        weight = None if weights is None else weights[kk]
         loss, _ = trainer.algo.loss(
-            logp.sum(dim=1), traj.logp_pixels[idx, kk], advantages, trainer.num_channels
+            logp.sum(dim=1), traj.logp_pixels[idx, kk], advantages, trainer.num_channels, weight
         )
         loss.backward()
     return torch.cat([p.grad.flatten() for p in trainer.policy.parameters() if p.grad is not None])

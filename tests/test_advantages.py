@@ -1,0 +1,64 @@
+"""PXPO's advantage options, by hand: pooled and floored std, hybrid image + pixel advantages."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agents.advantages import ContextStats
+from agents.pxpo import PXPO, PXPOConfig
+
+# Two images of one context, 1 x 2 pixels. Pixel 0 varies (0 and 2: mean 1, std 1);
+# pixel 1 barely does (0.50 and 0.52: mean 0.51, std 0.01).
+MAPS = torch.tensor([[[0.0, 0.50]], [[2.0, 0.52]]])
+CONTEXTS = torch.tensor([0, 0])
+# pooled std = sqrt((1^2 + 0.01^2) / 2) = 0.707142
+POOLED = 0.7071421
+
+
+def test_pixel_std_blows_up_a_pixel_that_barely_varies():
+    adv = ContextStats(1, 4, 1, (1, 2), "pixel").update(CONTEXTS, MAPS)
+    torch.testing.assert_close(adv[:, 0, 1], torch.tensor([-1.0, 1.0]), atol=1e-3, rtol=0)  # std 0.01 + 1e-6
+
+
+def test_pooled_std_by_hand():
+    adv = ContextStats(1, 4, 1, (1, 2), "pooled").update(CONTEXTS, MAPS)
+    want = torch.tensor([[[-1.0, -0.01]], [[1.0, 0.01]]]) / POOLED
+    torch.testing.assert_close(adv, want, atol=1e-5, rtol=0)
+
+
+def test_floored_std_by_hand():
+    adv = ContextStats(1, 4, 1, (1, 2), "floored").update(CONTEXTS, MAPS)
+    # pixel 0 keeps its own std 1 (> pooled); pixel 1 is floored at the pooled std
+    want = torch.tensor([[[-1.0, -0.01 / POOLED]], [[1.0, 0.01 / POOLED]]])
+    torch.testing.assert_close(adv, want, atol=1e-5, rtol=0)
+
+
+def test_hybrid_adds_the_image_advantage_by_hand():
+    config = PXPOConfig(stat_buffer_size=4, stat_min_count=1, pixel_std="pooled", image_advantage_weight=0.5)
+    algo = PXPO(config, 1, (1, 2))
+    rewards = torch.tensor([0.25, 1.26])  # image means of MAPS: mean 0.755, std 0.505
+    adv = algo.advantages(rewards, MAPS, CONTEXTS)
+    pixel = torch.tensor([[[-1.0, -0.01]], [[1.0, 0.01]]]) / POOLED
+    image = torch.tensor([-1.0, 1.0])  # (0.25 - 0.755) / 0.505 and its mirror
+    torch.testing.assert_close(adv, pixel + 0.5 * image[:, None, None], atol=1e-5, rtol=0)
+    # the image statistics are checkpointed with the pixel ones
+    state = algo.state_dict()
+    fresh = PXPO(config, 1, (1, 2))
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.image_stats.buffer, algo.image_stats.buffer)
+
+
+def test_hybrid_advantages_are_clipped():
+    config = PXPOConfig(stat_buffer_size=4, stat_min_count=1, image_advantage_weight=10.0, adv_clip_max=2.0)
+    adv = PXPO(config, 1, (1, 2)).advantages(torch.tensor([0.25, 1.26]), MAPS, CONTEXTS)
+    assert adv.abs().max().item() == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [(dict(pixel_std="median"), "pixel_std must be one of"), (dict(image_advantage_weight=-1.0), ">= 0")],
+)
+def test_bad_options_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PXPOConfig(**kwargs)

@@ -1,0 +1,67 @@
+"""Held-out evaluation: fixed noise apart from training's, no effect on training, fidelity by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import gymnasium as gym
+import pytest
+import torch
+
+import pxpo_gym  # noqa: F401
+from agents.evaluation import Evaluator
+from agents.metrics import read_metrics
+from agents.trainer import train
+from tests.test_agents import tiny_config
+
+
+def test_the_pretrained_model_has_distance_zero_and_the_default_model_a_shape_rate():
+    envs = gym.make_vec("DiffusionDenoise-v0", num_envs=8, num_inference_steps=5)
+    evaluator = Evaluator(envs, seed=0, context_ids=torch.arange(4))
+    assert evaluator.contexts.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    again = evaluator(envs.unwrapped.model)
+    assert again["fidelity_distance"] == 0.0
+    assert again == evaluator.reference_metrics
+    assert 0.0 <= again["fidelity_shape"] <= 1.0
+    # A policy that predicts no noise at all draws other images: distance > 0, by hand on one pair.
+    other = evaluator(lambda sample, t, c: torch.zeros_like(sample))
+    assert other["fidelity_distance"] > 0.05
+
+
+def test_evaluation_noise_is_not_training_noise(tiny_model_dir, tmp_path):
+    config = tiny_config(tiny_model_dir, tmp_path, eval_every=1, eval_images=8)
+    from agents.config import make_envs
+    from agents.trainer import Trainer
+
+    trainer = Trainer(config)
+    train_images = trainer.sample().images
+    evaluator = Evaluator(make_envs(config, 8), config.seed, torch.arange(3))
+    eval_images = evaluator.reference.images
+    # no evaluation image is any training image
+    distances = (eval_images[:, None] - train_images[None]).abs().amax(dim=(2, 3, 4))
+    assert bool((distances > 1e-3).all())
+
+
+def test_evaluating_changes_no_training_state(tiny_model_dir, tmp_path):
+    base = tiny_config(tiny_model_dir, tmp_path, num_epochs=3)
+    train(dataclasses.replace(base, out=str(tmp_path / "plain")))
+    train(dataclasses.replace(base, out=str(tmp_path / "eval"), eval_every=2, eval_images=4))
+    plain, evaluated = (
+        read_metrics(tmp_path / "plain" / "metrics.csv"),
+        read_metrics(tmp_path / "eval" / "metrics.csv"),
+    )
+    for a, b in zip(plain, evaluated):
+        for key in ("reward_mean", "loss", "approx_kl", "grad_norm"):
+            assert a[key] == b[key]
+    # evaluated at epoch 2 and at the last epoch; NaN elsewhere; non-default model: no shape rate
+    assert [math.isnan(r["eval_reward"]) for r in evaluated] == [True, False, False]
+    assert math.isnan(evaluated[1]["fidelity_shape"]) and evaluated[1]["fidelity_distance"] > 0
+    assert (tmp_path / "eval" / "eval_reference.json").is_file()
+
+
+def test_bad_evaluation_settings_are_refused(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="eval_images"):
+        tiny_config(tiny_model_dir, tmp_path, eval_images=0)
+    with pytest.raises(ValueError, match="eval_every"):
+        tiny_config(tiny_model_dir, tmp_path, eval_every=-1)
