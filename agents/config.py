@@ -114,7 +114,12 @@ class TrainConfig:
     out: str = ""
     """Run folder; runs/{algo}-{estimator}-{reward}-seed{seed} if empty."""
     resume: str = ""
-    """Run folder to resume from its latest checkpoint (its saved config is used, with this num_epochs)."""
+    """Run folder to resume from its latest checkpoint. Its saved settings are used; only num_epochs,
+    save_every, image_every, eval_every, threads, progress and tensorboard may be given anew (a flag set to
+    another value than the run's, other than these, is refused)."""
+    overwrite: bool = False
+    """Start over in a run folder that already holds a run: its metrics, images, evaluations and
+    checkpoints are deleted first. Without it (or resume) a non-empty run folder is refused."""
     save_every: int = 5
     """Checkpoint every N epochs (and always at the end); 0: only at the end."""
     image_every: int = 5
@@ -170,9 +175,13 @@ class TrainConfig:
             f"step_weights must have num_inference_steps={self.num_inference_steps} entries, "
             f"got {len(self.step_weights)}",
         )
-        for name in ("backprop_steps", "eval_every"):
+        for name in ("backprop_steps", "eval_every", "save_every", "image_every", "threads"):
             value = getattr(self, name)
             need(isinstance(value, int) and value >= 0, f"{name} must be an int >= 0, got {name}={value!r}")
+        need(
+            not (self.resume and self.overwrite),
+            "resume and overwrite exclude each other: resume continues the run, overwrite deletes it",
+        )
         need(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
         need(self.clip_range >= 0, f"clip_range must be >= 0 (0 = default), got {self.clip_range}")
         need(self.lora_rank >= -1, f"lora_rank must be >= -1 (-1 = by model kind), got {self.lora_rank}")

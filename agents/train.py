@@ -12,14 +12,27 @@ scalars in RUN/tb, image grids in RUN/images and checkpoints in RUN/checkpoints.
 from __future__ import annotations
 
 from agents.config import TrainConfig
-from agents.trainer import train
+from agents.metrics import read_metrics
+from agents.trainer import RESUME_OVERRIDABLE, resolve_config, train
 
 
 def main() -> None:
     import tyro
 
     config = tyro.cli(TrainConfig)
+    if config.resume:
+        resolved = resolve_config(config)
+        given = [f"{k}={getattr(resolved, k)!r}" for k in RESUME_OVERRIDABLE[:7]]
+        print(
+            f"resuming {config.resume}: its settings come from its checkpoint; from the command line: {', '.join(given)}"
+        )
     history = train(config)
+    if not history and config.resume:
+        done = read_metrics(f"{config.resume}/metrics.csv")
+        print(
+            f"the run in {config.resume} is already complete: {len(done)} epochs >= --num-epochs "
+            f"{resolve_config(config).num_epochs}; nothing to train (pass a larger --num-epochs to continue)"
+        )
     if history:
         last = history[-1]
         print(

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -258,15 +260,87 @@ def check_differentiable(core: Any, reward_name: str) -> None:
         )
 
 
+RESUME_OVERRIDABLE = (
+    "num_epochs",
+    "save_every",
+    "image_every",
+    "eval_every",
+    "threads",
+    "progress",
+    "tensorboard",
+    "resume",
+    "out",
+    "overwrite",
+)
+"""TrainConfig fields a resumed run may take from the command line; every other comes from the checkpoint."""
+RUN_FILES = ("metrics.csv", "config.json", "eval_reference.json", "checkpoints", "images", "tb")
+"""What a run writes into its folder (``overwrite`` deletes these and nothing else)."""
+
+
 def resolve_config(config: TrainConfig) -> TrainConfig:
-    """For ``resume``: the run's saved config, with this config's num_epochs and display options."""
+    """For ``resume``: the run's saved config, with the overridable fields this config sets.
+
+    A field is "set" when it differs from TrainConfig's default; a set field outside
+    ``RESUME_OVERRIDABLE`` that disagrees with the run's is refused, so that a flag is
+    never silently ignored.
+
+    Raises:
+        ValueError: no readable checkpoint, or conflicting flags.
+    """
     if not config.resume:
         return config
     _, meta = load_checkpoint(config.resume)
     saved = dict(meta["config"])
     saved["contexts"] = tuple(saved["contexts"])
-    keep = {k: getattr(config, k) for k in ("num_epochs", "progress", "resume", "save_every", "image_every")}
-    return dataclasses.replace(TrainConfig(**saved), out=config.resume, **keep)
+    for key in ("prompts", "step_weights"):
+        saved[key] = tuple(saved.get(key, ()))
+    defaults = TrainConfig()
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    conflicts = [
+        f"{name}={getattr(config, name)!r} (run: {saved[name]!r})"
+        for name in fields
+        if name not in RESUME_OVERRIDABLE
+        and name in saved
+        and getattr(config, name) != getattr(defaults, name)
+        and getattr(config, name) != saved[name]
+    ]
+    if conflicts:
+        raise ValueError(
+            f"resume={config.resume!r} continues a run with its own settings, but these differ from "
+            f"it: {', '.join(conflicts)}. Drop them, or start a new run in another --out"
+        )
+    if config.out and Path(config.out) != Path(config.resume):
+        raise ValueError(f"resume={config.resume!r} writes into its own folder; out={config.out!r} differs")
+    given = {
+        name: getattr(config, name)
+        for name in RESUME_OVERRIDABLE
+        if getattr(config, name) != getattr(defaults, name) or name not in saved
+    }
+    given.update(out=config.resume, resume=config.resume, overwrite=False)
+    saved = {k: v for k, v in saved.items() if k in fields}
+    return dataclasses.replace(TrainConfig(**saved), **given)
+
+
+def prepare_run_dir(config: TrainConfig) -> None:
+    """Refuses a new run in a folder that holds one, unless ``overwrite`` (which deletes only RUN_FILES).
+
+    Raises:
+        ValueError: the folder holds a run and neither resume nor overwrite was given.
+    """
+    folder = config.run_dir
+    if config.resume or not folder.exists():
+        return
+    existing = sorted(name for name in RUN_FILES if (folder / name).exists())
+    if not existing:
+        return
+    if not config.overwrite:
+        raise ValueError(
+            f"run folder {str(folder)!r} already holds a run ({', '.join(existing)}): continue it with "
+            f"--resume {folder}, start over with --overwrite (deletes them), or choose another --out"
+        )
+    for name in existing:
+        path = folder / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
@@ -277,6 +351,7 @@ def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
     """
     config = resolve_config(config)
     trainer = Trainer(config, envs)
+    prepare_run_dir(config)  # after every check that can fail: nothing is deleted for a run that cannot start
     if config.resume:
         trainer.load_state(*load_checkpoint(config.resume))
     logger = MetricsLogger(

@@ -262,6 +262,8 @@ def run_one(cfg: SuiteConfig, task: str, arm: Arm, seed: int, out: Path) -> Path
     config = train_config(cfg, task, arm, seed, out)
     if (out / "checkpoints" / "latest").is_file():
         config = dataclasses.replace(config, resume=str(out))
+    else:  # nothing to resume: whatever an interrupted start left is replaced
+        config = dataclasses.replace(config, overwrite=True)
     train(config)
     return out
 

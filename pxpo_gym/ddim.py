@@ -25,12 +25,16 @@ that produces x_0. Every step is therefore stochastic and has a likelihood;
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 _LOG_SQRT_2PI = 0.9189385332046727  # 0.5 * log(2 * pi)
+START_ALPHA_PROD_MAX = 0.05
+"""A grid that starts more than one step below the top, where alpha_prod_t is above this, is warned about."""
 
 
 class TransitionCoefficients(NamedTuple):
@@ -183,16 +187,25 @@ class DDIMSchedule:
 
         Args:
             scheduler: any diffusers scheduler with a DDPM-style config (betas).
-            num_inference_steps: T >= 1, at most the number of training timesteps.
+            num_inference_steps: T >= 1, below the number of training timesteps.
             eta: DDIM stochasticity in (0, 1].
             device: where the tables live.
 
         Raises:
-            ValueError: T or eta out of range, or a step whose sigma_t is 0.
+            ValueError: T or eta out of range, a step past the last training timestep, or a
+                step whose sigma_t is 0.
+
+        Warns:
+            UserWarning: the grid's first timestep is far from pure noise (e.g. a 'leading'
+                grid with T = 501, whose step size is 1, starts at t = 501).
         """
         from diffusers import DDIMScheduler
 
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 < eta <= 1:
+        if (
+            isinstance(eta, (bool, np.bool_))
+            or not isinstance(eta, (int, float, np.integer, np.floating))
+            or not 0 < eta <= 1
+        ):
             raise ValueError(
                 f"eta must be in (0, 1] for a stochastic policy (eta=0 is deterministic DDIM "
                 f"and has no policy gradient), got eta={eta!r}"
@@ -200,16 +213,38 @@ class DDIMSchedule:
         num_train = int(scheduler.config.num_train_timesteps)
         if (
             isinstance(num_inference_steps, bool)
-            or not isinstance(num_inference_steps, int)
-            or not (1 <= num_inference_steps <= num_train)
+            or not isinstance(num_inference_steps, (int, np.integer))
+            or not (1 <= num_inference_steps < num_train)
         ):
+            # T = num_train would need a step t = 0 -> x_0 with alpha_prod_prev = alpha_prod_0,
+            # whose sigma_t is 0: no grid of that length has a likelihood at every step.
             raise ValueError(
-                f"num_inference_steps must be an int in [1, {num_train}], "
+                f"num_inference_steps must be an int in [1, {num_train - 1}], "
                 f"got num_inference_steps={num_inference_steps!r}"
             )
         ddim = DDIMScheduler.from_config(scheduler.config, set_alpha_to_one=False)
+        num_inference_steps = int(num_inference_steps)
         ddim.set_timesteps(num_inference_steps)
         timesteps = ddim.timesteps.to(torch.int64)
+        spacing = (ddim.config.timestep_spacing, ddim.config.steps_offset)
+        if int(timesteps.max()) >= num_train:
+            raise ValueError(
+                f"num_inference_steps={num_inference_steps} on this scheduler's grid "
+                f"(timestep_spacing={spacing[0]!r}, steps_offset={spacing[1]}) puts a step at "
+                f"t={int(timesteps.max())}, past the last training timestep {num_train - 1}: "
+                f"use at most {num_train - 1} steps"
+            )
+        top, top_alpha = int(timesteps[0]), float(ddim.alphas_cumprod[int(timesteps[0])])
+        if top < num_train - 1 - num_train / num_inference_steps and top_alpha > START_ALPHA_PROD_MAX:
+            # e.g. 'leading' with T = 501: its step num_train // T is 1, so it starts at t = 501.
+            warnings.warn(
+                f"num_inference_steps={num_inference_steps} on this scheduler's grid "
+                f"(timestep_spacing={spacing[0]!r}) starts at t={top}, more than one step below the last "
+                f"training timestep {num_train - 1}, where alpha_prod_t={top_alpha:.3g}: the episode's "
+                f"pure-noise x_T is not what the model expects there. Use a T that divides {num_train}, "
+                "or timestep_spacing='trailing'",
+                stacklevel=2,
+            )
         prev_timesteps = timesteps - num_train // num_inference_steps
         alphas_cumprod = ddim.alphas_cumprod.to(torch.float64)
         alpha_prod_t = alphas_cumprod[timesteps]

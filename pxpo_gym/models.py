@@ -15,6 +15,7 @@ file is ever unpickled.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -246,6 +247,11 @@ def parse_prompts(prompts: Sequence[str] | str | Callable[[], Sequence[str]]) ->
     return tuple(items)
 
 
+def _hub_offline() -> bool:
+    """Whether the Hugging Face hub is switched off (HF_HUB_OFFLINE), read at call time."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _locate(model: str | Path) -> tuple[str, str]:
     """(source, location): what the user named and where diffusers should load it from."""
     source = str(model)
@@ -260,7 +266,12 @@ def _locate(model: str | Path) -> tuple[str, str]:
             )
         return source, source
     if "/" in source and not source.startswith((".", "/")) and source.count("/") == 1:
-        return source, source  # a hub id: diffusers resolves it (offline mode fails fast)
+        if _hub_offline():
+            raise ValueError(
+                f"model={source!r} is not a local folder (no such path), and as a hub id it cannot be "
+                "fetched: HF_HUB_OFFLINE is set. Check the path, or unset HF_HUB_OFFLINE to download it"
+            )
+        return source, source  # a hub id: diffusers resolves it
     raise ValueError(
         f"model={source!r} is not a known name ({', '.join(MODEL_NAMES)}), "
         "an existing folder, or a hub id of the form 'owner/name'"
@@ -284,7 +295,8 @@ def _pipeline_index(source: str, location: str) -> dict[str, Any]:
         return dict(DiffusionPipeline.load_config(location))
     except Exception as err:  # hub errors, offline mode, missing repo
         raise ValueError(
-            f"model={source!r}: could not load the pipeline's model_index.json from the hub: "
+            f"model={source!r} is not a local folder (no such path); as a hub id, its "
+            "model_index.json could not be loaded: "
             f"{type(err).__name__}: {err}"
         ) from err
 

@@ -62,12 +62,19 @@ class Reward:
         batch, _, height, width = images.shape
         out = self.fn(images, contexts)
         if isinstance(out, np.ndarray):
-            out = torch.from_numpy(out)
+            out = torch.from_numpy(out).to(images.device)
         if not isinstance(out, torch.Tensor):
             raise ValueError(
                 f"reward {self.name!r} must return a torch.Tensor or numpy array, got {type(out).__name__}"
             )
-        out = out.to(device=images.device, dtype=torch.float32)
+        if out.device != images.device:
+            raise ValueError(
+                f"reward {self.name!r} returned its map on device {out.device}; it must be on the "
+                f"images' device {images.device}"
+            )
+        if out.is_complex() or not (out.is_floating_point() or out.dtype in _INT_DTYPES):
+            raise ValueError(f"reward {self.name!r} must return real numbers, got dtype={out.dtype}")
+        out = out.to(dtype=torch.float32)
         if out.shape == (batch,):
             out = out[:, None, None].expand(batch, height, width)
         if out.shape != (batch, height, width):
@@ -238,13 +245,25 @@ def jpeg_sizes_kb(images: torch.Tensor, quality: int = 95) -> torch.Tensor:
     return torch.tensor(sizes, dtype=torch.float32, device=images.device)
 
 
+def _jpeg_quality(quality: Any) -> int:
+    if (
+        isinstance(quality, (bool, np.bool_))
+        or not isinstance(quality, (int, np.integer))
+        or not 1 <= quality <= 100
+    ):
+        raise ValueError(f"quality must be an int in [1, 100] (JPEG quality), got quality={quality!r}")
+    return int(quality)
+
+
 def jpeg_compressibility_reward(quality: int = 95) -> RewardFn:
     """DDPO's compressibility: minus the JPEG size in kB, one scalar per image."""
+    quality = _jpeg_quality(quality)
     return lambda images, contexts: -jpeg_sizes_kb(images, quality)
 
 
 def jpeg_incompressibility_reward(quality: int = 95) -> RewardFn:
     """DDPO's incompressibility: the JPEG size in kB, one scalar per image."""
+    quality = _jpeg_quality(quality)
     return lambda images, contexts: jpeg_sizes_kb(images, quality)
 
 
@@ -256,6 +275,9 @@ REWARDS: dict[str, Callable[..., RewardFn]] = {
     "jpeg_compressibility": jpeg_compressibility_reward,
     "jpeg_incompressibility": jpeg_incompressibility_reward,
 }
+
+
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
 
 
 def make_reward(spec: str | RewardFn | Reward, **kwargs: Any) -> Reward:
@@ -276,6 +298,8 @@ def make_reward(spec: str | RewardFn | Reward, **kwargs: Any) -> Reward:
         return spec
     if isinstance(spec, str) and ":" in spec:
         module_name, _, attr = spec.partition(":")
+        if not module_name or not attr:
+            raise ValueError(f"reward={spec!r} must be a built-in name or 'package.module:function'")
         try:
             fn = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as err:

@@ -45,15 +45,53 @@ def _parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
 
 
 def _aggregator(reward_aggregate: str | Callable) -> Callable[[torch.Tensor], torch.Tensor]:
-    if reward_aggregate == "mean":
+    if isinstance(reward_aggregate, str) and reward_aggregate == "mean":
         return lambda m: m.mean(dim=(1, 2))
-    if reward_aggregate == "sum":
+    if isinstance(reward_aggregate, str) and reward_aggregate == "sum":
         return lambda m: m.sum(dim=(1, 2))
     if callable(reward_aggregate):
-        return reward_aggregate
+        return _checked_aggregate(reward_aggregate)
     raise ValueError(
         f"reward_aggregate must be 'mean', 'sum' or a callable (B, H, W) -> (B,), got {reward_aggregate!r}"
     )
+
+
+def _checked_aggregate(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Wraps a user's aggregate so that a wrong shape or a NaN fails with a message, before any state changes."""
+    name = getattr(fn, "__name__", type(fn).__name__)
+
+    def aggregate(maps: torch.Tensor) -> torch.Tensor:
+        out = fn(maps)
+        want = (maps.shape[0],)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"reward_aggregate {name!r} must return a tensor of shape {want}, got {got}")
+        if out.is_complex() or not bool(torch.isfinite(out).all()):
+            raise ValueError(f"reward_aggregate {name!r} returned complex, NaN or inf values: {out.tolist()}")
+        return out
+
+    return aggregate
+
+
+def _parse_num_envs(num_envs: Any) -> int:
+    if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+        raise ValueError(f"num_envs must be an int >= 1, got num_envs={num_envs!r}")
+    return int(num_envs)
+
+
+def _parse_device(device: Any) -> torch.device:
+    """``device`` -> torch.device, refusing one this torch build or machine cannot use."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"device must be a torch device such as 'cpu' or 'cuda', got device={device!r}"
+        ) from err
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} but CUDA is not available to this torch ({torch.__version__}); use device='cpu'"
+        )
+    return parsed
 
 
 class DiffusionDenoiseVectorEnv(VectorEnv):
@@ -170,9 +208,8 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         resolution: int | Sequence[int] | None = None,
         decode_chunk_size: int | None = None,
     ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs must be an int >= 1, got num_envs={num_envs!r}")
-        self.device = torch.device(device)
+        num_envs = _parse_num_envs(num_envs)
+        self.device = _parse_device(device)
         self.dtype = _parse_dtype(dtype)
         if isinstance(model, LoadedModel):
             given = {"prompts": prompts, "resolution": resolution, "decode_chunk_size": decode_chunk_size}
@@ -188,6 +225,10 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         self.schedule = DDIMSchedule.from_scheduler(
             self.loaded.scheduler, num_inference_steps, eta, self.device
         )
+        if reward_kwargs is not None and not isinstance(reward_kwargs, dict):
+            raise ValueError(
+                f"reward_kwargs must be a dict of reward options, got reward_kwargs={reward_kwargs!r}"
+            )
         self.reward_fn = make_reward(reward, **(reward_kwargs or {}))
         self.aggregate = _aggregator(reward_aggregate)
         self.context_choices = self._parse_contexts(context, "context")
@@ -228,7 +269,8 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         names = self.loaded.context_names
         if context is None:
             return torch.arange(len(names), device=self.device)
-        items = [context] if isinstance(context, (int, str, np.integer)) else list(context)
+        scalar = isinstance(context, (int, float, str, np.integer, np.floating)) or np.ndim(context) == 0
+        items = [context] if scalar else list(context)
         ids = []
         for item in items:
             if isinstance(item, str) and item in names:
@@ -255,7 +297,9 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
             raise ValueError(
                 f"action_grid={action_grid!r} needs action_mode='residual' (an 'eps' action is a full noise prediction)"
             )
-        is_number = isinstance(residual_scale, (int, float)) and not isinstance(residual_scale, bool)
+        is_number = isinstance(residual_scale, (int, float, np.integer, np.floating)) and not isinstance(
+            residual_scale, bool
+        )
         if not (is_number and math.isfinite(residual_scale) and residual_scale > 0):
             raise ValueError(
                 f"residual_scale must be a positive float, got residual_scale={residual_scale!r}"
@@ -329,7 +373,8 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
                 sample = self._sample
                 if self.obs_downscale > 1:
                     sample = torch.nn.functional.avg_pool2d(sample, self.obs_downscale)
-                obs[key] = sample.flatten(1) if self.obs_flatten else sample.clone()
+                # Always a copy: a caller that edits its observation must not edit the env.
+                obs[key] = sample.flatten(1).clone() if self.obs_flatten else sample.clone()
             elif key == "timestep":
                 done = self._step_index >= self.num_steps
                 timestep = self.schedule.timesteps[self._step_index.clamp(max=self.num_steps - 1)]
@@ -403,7 +448,12 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         """``options['reset_mask']`` -> (num_envs,) bool tensor; all True if None."""
         if reset_mask is None:
             return torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
-        mask = torch.as_tensor(reset_mask, device=self.device)
+        try:
+            mask = torch.as_tensor(reset_mask, device=self.device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(
+                f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), got {reset_mask!r}"
+            ) from err
         if mask.shape != (self.num_envs,) or mask.dtype != torch.bool:
             raise ValueError(
                 f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), "
@@ -425,14 +475,27 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         return ids.expand(self.num_envs)
 
     def _parse_seed(self, seed: int | Sequence[int] | None) -> list[int] | None:
+        """Validates every seed before any generator is touched: ints (numpy ints too) with
+        each env's seed in [0, 2**64 - 1]."""
         if seed is None:
             return None
         if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-            return [int(seed) + i for i in range(self.num_envs)]
-        seeds = list(seed)
-        if len(seeds) != self.num_envs or not all(isinstance(s, (int, np.integer)) for s in seeds):
-            raise ValueError(f"seed must be an int or {self.num_envs} ints, got {seed!r}")
-        return [int(s) for s in seeds]
+            seeds = [int(seed) + i for i in range(self.num_envs)]
+        elif isinstance(seed, (str, bytes, float, bool, np.floating, np.bool_)) or np.ndim(seed) != 1:
+            raise ValueError(f"seed must be an int or a sequence of {self.num_envs} ints, got seed={seed!r}")
+        else:
+            items = list(seed)
+            if len(items) != self.num_envs or not all(
+                isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_)) for s in items
+            ):
+                raise ValueError(f"seed must be an int or {self.num_envs} ints, got seed={seed!r}")
+            seeds = [int(s) for s in items]
+        bad = [s for s in seeds if not 0 <= s < 2**64]
+        if bad:
+            raise ValueError(
+                f"seed={seed!r} gives env seeds outside [0, 2**64 - 1] (env i gets seed + i): {bad[:3]}"
+            )
+        return seeds
 
     def check_action(self, actions: Any) -> torch.Tensor:
         """Validates a batch of noise predictions; returns it as float32.
@@ -447,6 +510,8 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
                 f"actions must be a torch.Tensor of shape {want} on {self.device}, got "
                 f"{type(actions).__name__} (wrap numpy envs with gymnasium.wrappers.vector.ArrayConversion)"
             )
+        if actions.layout != torch.strided:
+            raise TypeError(f"actions must be a dense (strided) tensor, got layout={actions.layout}")
         if not actions.is_floating_point():
             raise TypeError(f"actions must have a floating dtype, got dtype={actions.dtype}")
         if tuple(actions.shape) != want:
