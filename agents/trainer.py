@@ -41,7 +41,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, envs: Any = None) -> None:
         self.config = config
-        if config.threads > 0:
+        if config.threads is not None:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.envs = envs if envs is not None else make_envs(config)
@@ -58,7 +58,7 @@ class Trainer:
         self.policy = make_policy(core.model, config.resolved_lora_rank(core.loaded.is_latent))
         if config.gradient_checkpointing:
             self.policy.unet.enable_gradient_checkpointing()
-        self.algo: DDPO | None = None
+        self.algo: DDPO | PXPO | None = None
         """DDPO's or PXPO's advantages and loss; None for the exact-gradient oracle."""
         if config.algo != "oracle":
             algo_cls = PXPO if config.algo == "pxpo" else DDPO
@@ -273,6 +273,8 @@ RESUME_OVERRIDABLE = (
     "overwrite",
 )
 """TrainConfig fields a resumed run may take from the command line; every other comes from the checkpoint."""
+LEGACY_SENTINELS = {"clip_range": 0.0, "lora_rank": -1, "resolution": 0, "decode_chunk_size": 0, "threads": 0}
+"""Values that meant "default" in checkpoints written before these fields took None."""
 RUN_FILES = ("metrics.csv", "config.json", "eval_reference.json", "checkpoints", "images", "tb")
 """What a run writes into its folder (``overwrite`` deletes these and nothing else)."""
 
@@ -294,6 +296,9 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     saved["contexts"] = tuple(saved["contexts"])
     for key in ("prompts", "step_weights"):
         saved[key] = tuple(saved.get(key, ()))
+    for key, legacy in LEGACY_SENTINELS.items():  # runs saved before these fields became optional
+        if key in saved and saved[key] == legacy:
+            saved[key] = None
     defaults = TrainConfig()
     fields = [f.name for f in dataclasses.fields(TrainConfig)]
     conflicts = [

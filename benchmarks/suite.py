@@ -70,10 +70,10 @@ class SuiteConfig:
     """PXPO learning rates (a sweep if several)."""
     oracle_learning_rates: tuple[float, ...] = (3e-4,)
     """Exact-gradient oracle learning rates (a sweep if several)."""
-    ddpo_clip_ranges: tuple[float, ...] = (0.0,)
-    """DDPO PPO clip ranges (0: DDPO's default 1e-4; a sweep if several)."""
-    pxpo_clip_ranges: tuple[float, ...] = (0.0,)
-    """PXPO per-pixel clip ranges (0: PXPO's default 0.2; a sweep if several)."""
+    ddpo_clip_ranges: tuple[float, ...] = ()
+    """DDPO PPO clip ranges (empty: DDPO's default 1e-4; a sweep if several)."""
+    pxpo_clip_ranges: tuple[float, ...] = ()
+    """PXPO per-pixel clip ranges (empty: PXPO's default 0.2; a sweep if several)."""
     pxpo_variants: tuple[str, ...] = ("default",)
     """PXPO advantage settings (names in benchmarks.suite.PXPO_VARIANTS; a comparison if several)."""
     step_weighting: str = DEFAULT_STEP_WEIGHTING
@@ -136,14 +136,14 @@ class SuiteConfig:
             if algo == "oracle" and task is not None and not TASKS[task].differentiable:
                 continue
             rates = self.learning_rates(algo)
-            clips = {"ddpo": self.ddpo_clip_ranges, "pxpo": self.pxpo_clip_ranges}.get(algo, (0.0,))
+            clips = {"ddpo": self.ddpo_clip_ranges, "pxpo": self.pxpo_clip_ranges}.get(algo) or (None,)
             variants = self.pxpo_variants if algo == "pxpo" else ("default",)
             for lr in rates:
                 for clip in clips:
                     for variant in variants:
                         label = algo
                         label += f"-lr{lr:g}" if len(rates) > 1 else ""
-                        label += f"-clip{clip:g}" if len(clips) > 1 else ""
+                        label += f"-clip{clip:g}" if len(clips) > 1 else ""  # several: none is None
                         label += f"-{variant}" if len(variants) > 1 else ""
                         overrides = {"learning_rate": lr, "clip_range": clip, **PXPO_VARIANTS[variant]}
                         out.append(Arm(label, algo, tuple(overrides.items())))

@@ -13,9 +13,9 @@ import torch
 
 from agents.advantages import ContextStats
 from agents.config import TrainConfig
-from agents.ddpo import DDPO, DDPOConfig, ddpo_loss
+from agents.ddpo import DDPO, DDPOConfig
 from agents.metrics import read_metrics
-from agents.pxpo import PXPO, PXPOConfig, pxpo_loss
+from agents.pxpo import PXPO, PXPOConfig
 from agents.rollout import coefficients_from
 from agents.trainer import Trainer, train
 from pxpo_gym.ddim import step_log_prob
@@ -61,37 +61,6 @@ def policy_grad(trainer: Trainer, traj, advantages, steps=None, weights=None) ->
 
 
 # -- hand-worked losses -------------------------------------------------------
-
-
-def test_ddpo_is_loss_hand_worked():
-    # A = [1, -1], ratios [1.5, 0.5], clip 0.2:
-    #   A = 1:  max(-1.5, -1.2) = -1.2;   A = -1: max(0.5, 0.8) = 0.8;   mean = -0.2
-    logratio = torch.log(torch.tensor([1.5, 0.5]))
-    loss, stats = ddpo_loss(logratio, torch.zeros(2), torch.tensor([1.0, -1.0]), "is", 0.2)
-    assert loss.item() == pytest.approx(-0.2)
-    assert stats["clipfrac"].item() == 1.0
-    assert stats["approx_kl"].item() == pytest.approx(0.5 * (math.log(1.5) ** 2 + math.log(0.5) ** 2) / 2)
-
-
-def test_ddpo_sf_loss_hand_worked():
-    # -(2 * -3 + -1 * 4) / 2 = 5
-    loss, _ = ddpo_loss(torch.tensor([-3.0, 4.0]), torch.zeros(2), torch.tensor([2.0, -1.0]), "sf", 1e-4)
-    assert loss.item() == pytest.approx(5.0)
-
-
-def test_pxpo_loss_hand_worked():
-    # One image, 1x2 pixels, C = 3: loss = -(1 / (3 * 2)) * (2 * 0.6 + (-1) * 1.2) = 0
-    # and with A = [2, 1]: -(2 * 0.6 + 1 * 1.2) / 6 = -0.4
-    logp = torch.tensor([[[0.6, 1.2]]])
-    loss, _ = pxpo_loss(logp, torch.zeros_like(logp), torch.tensor([[[2.0, -1.0]]]), 3, "sf", 0.01)
-    assert loss.item() == pytest.approx(0.0, abs=1e-7)
-    loss, _ = pxpo_loss(logp, torch.zeros_like(logp), torch.tensor([[[2.0, 1.0]]]), 3, "sf", 0.01)
-    assert loss.item() == pytest.approx(-0.4)
-    # IS, per-pixel ratios e^0.6 = 1.822 and e^1.2 = 3.320 with clip 0.5 and A = [2, 1]:
-    # max(-2 * 1.822, -2 * 1.5) = -3; max(-3.320, -1.5) = -1.5; loss = (-3 - 1.5) / 6 = -0.75
-    loss, stats = pxpo_loss(logp, torch.zeros_like(logp), torch.tensor([[[2.0, 1.0]]]), 3, "is", 0.5)
-    assert loss.item() == pytest.approx(-0.75)
-    assert stats["clipfrac"].item() == 1.0
 
 
 def test_context_stats_hand_worked():
@@ -263,8 +232,6 @@ def test_user_reward_plugin(tiny_model_dir, tmp_path, monkeypatch):
     [
         (dict(learning_rate=-1e-4), "learning_rate"),
         (dict(sample_batch_size=6, train_batch_size=4), "must divide"),
-        (dict(reward="aesthetic"), "not a built-in reward"),
-        (dict(eta=0.0), "eta"),
         (dict(clip_range=-1.0), "clip_range"),
         (dict(stat_min_count=40), "stat_min_count"),
         (dict(reward_kwargs="[1, 2]"), "JSON object"),
@@ -274,6 +241,15 @@ def test_user_reward_plugin(tiny_model_dir, tmp_path, monkeypatch):
 def test_bad_configs_fail_at_construction(tiny_model_dir, tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(tiny_model_dir, tmp_path, **overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides, message", [(dict(reward="aesthetic"), "not a built-in reward"), (dict(eta=0.0), "eta")]
+)
+def test_what_the_env_checks_fails_when_the_trainer_builds_it(tiny_model_dir, tmp_path, overrides, message):
+    config = tiny_config(tiny_model_dir, tmp_path, **overrides)  # the env's checks are not repeated here
+    with pytest.raises(ValueError, match=message):
+        Trainer(config)
 
 
 def test_env_config_mismatch_is_refused(tiny_model_dir, tmp_path):

@@ -153,9 +153,16 @@ def test_jpeg_quality_is_validated(quality):
         make_reward("jpeg_compressibility", quality=quality)
 
 
-@pytest.mark.parametrize("name", ["save_every", "image_every", "threads"])
-def test_negative_counts_are_refused(name):
-    with pytest.raises(ValueError, match=f"{name} must be an int >= 0, got {name}=-1"):
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("save_every", "save_every must be an int >= 0, got save_every=-1"),
+        ("image_every", "image_every must be an int >= 0, got image_every=-1"),
+        ("threads", "threads must be None or an int >= 1, got threads=-1"),
+    ],
+)
+def test_negative_counts_are_refused(name, message):
+    with pytest.raises(ValueError, match=message):
         TrainConfig(**{name: -1})
 
 
