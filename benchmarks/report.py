@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from agents.metrics import read_metrics
 from benchmarks.analysis import confidence_band, mean_curve, samples_to_threshold, smooth, summarise
+from benchmarks.grid import RUNS_COMMIT_FILE, git_commit, run_dir
 from benchmarks.tasks import TASKS
 
-RUNS_COMMIT_FILE = "runs_commit.txt"
-"""Written by the suite before it trains: the commit whose code made the runs."""
 FRACTIONS = (0.5, 0.9)
 SMOOTH_EPOCHS = 3
 """Trailing moving-average window applied to curves before thresholds are found."""
-
-
-def git_commit() -> str:
-    """Short hash of HEAD (empty outside a git checkout)."""
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return done.stdout.strip()
 
 
 FIDELITY_KEEP = 0.75
@@ -37,8 +29,6 @@ def load_curves(
 ) -> tuple[dict[str, dict[str, list[np.ndarray]]], dict[str, np.ndarray], dict[str, float]]:
     """task -> label -> per-seed reward curves, per task the images axis, and per task the
     noise of one epoch's mean reward (2 standard errors, from the first epochs' spread)."""
-    from benchmarks.suite import run_dir
-
     curves: dict[str, dict[str, list[np.ndarray]]] = {}
     noise: dict[str, float] = {}
     images: dict[str, np.ndarray] = {}
@@ -60,8 +50,6 @@ def load_curves(
 def load_evals(cfg) -> dict[str, dict[str, list[dict[str, np.ndarray]]]]:
     """task -> label -> per seed: held-out ``images``, ``eval_reward``, ``fidelity_shape``,
     ``fidelity_distance`` arrays, the pretrained model's point first (images 0)."""
-    from benchmarks.suite import run_dir
-
     out: dict[str, dict[str, list[dict[str, np.ndarray]]]] = {}
     for task in cfg.tasks:
         out[task] = {}
@@ -215,8 +203,6 @@ def oracle_share(runs: list[np.ndarray], oracle: list[np.ndarray] | None) -> str
 
 def loss_diagnostics(cfg, task: str, label: str) -> dict[str, str]:
     """Mean over epochs and seeds of clipfrac and approx_kl (blank for the oracle)."""
-    from benchmarks.suite import run_dir
-
     rows = [
         r
         for seed in cfg.seeds

@@ -1,0 +1,239 @@
+"""The suite's grid: tasks x arms x seeds, its presets, and where each run's files go.
+
+One home for what both the runner (``benchmarks.suite``) and the report
+(``benchmarks.report``) need to know about a grid, so neither imports the other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from agents.steps import DEFAULT_STEP_WEIGHTING
+from benchmarks.tasks import TASKS
+
+RUNS_COMMIT_FILE = "runs_commit.txt"
+"""Written by the suite before it trains: the commit whose code made the runs."""
+
+
+def git_commit() -> str:
+    """Short hash of HEAD (empty outside a git checkout)."""
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+PXPO_VARIANTS: dict[str, dict[str, object]] = {
+    "default": {},
+    "pixel-std": {"pixel_std": "pixel", "image_advantage_weight": 0.0},
+    "pooled-std": {"pixel_std": "pooled", "image_advantage_weight": 0.0},
+    "floored-std": {"pixel_std": "floored", "image_advantage_weight": 0.0},
+    "hybrid": {"pixel_std": "pooled", "image_advantage_weight": 1.0},
+    "hybrid-pixel-std": {"pixel_std": "pixel", "image_advantage_weight": 1.0},
+}
+"""Named PXPO advantage settings a suite can compare ('default': TrainConfig's defaults)."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One curve of the grid: an algorithm and the TrainConfig fields it sets."""
+
+    label: str
+    algo: str
+    overrides: tuple[tuple[str, object], ...]
+
+    @property
+    def learning_rate(self) -> float:
+        return float(dict(self.overrides)["learning_rate"])
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """A grid of training runs and where its results go."""
+
+    tasks: tuple[str, ...] = ("color", "target_map", "segmentation", "jpeg")
+    """Task names (benchmarks.tasks.TASKS)."""
+    algos: tuple[str, ...] = ("ddpo", "pxpo", "oracle")
+    """Algorithms; 'oracle' (exact reward gradient) runs only on differentiable tasks."""
+    estimator: str = "is"
+    """'is' or 'sf', for DDPO and PXPO."""
+    ddpo_learning_rates: tuple[float, ...] = (3e-4,)
+    """DDPO learning rates (a sweep if several)."""
+    pxpo_learning_rates: tuple[float, ...] = (3e-4,)
+    """PXPO learning rates (a sweep if several)."""
+    oracle_learning_rates: tuple[float, ...] = (3e-4,)
+    """Exact-gradient oracle learning rates (a sweep if several)."""
+    ddpo_clip_ranges: tuple[float, ...] = ()
+    """DDPO PPO clip ranges (empty: DDPO's default 1e-4; a sweep if several)."""
+    pxpo_clip_ranges: tuple[float, ...] = ()
+    """PXPO per-pixel clip ranges (empty: PXPO's default 0.2; a sweep if several)."""
+    pxpo_variants: tuple[str, ...] = ("default",)
+    """PXPO advantage settings (names in benchmarks.suite.PXPO_VARIANTS; a comparison if several)."""
+    step_weighting: str = DEFAULT_STEP_WEIGHTING
+    """Which steps enter DDPO's and PXPO's losses (agents.steps), the same for both."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds; each seeds the env noise, the contexts and the training shuffles."""
+    num_epochs: int = 12
+    """Epochs per run on per-pixel tasks (the image budget is num_epochs x sample_batch_size)."""
+    global_num_epochs: int = 0
+    """Epochs per run on tasks without per-pixel structure (jpeg); 0: num_epochs."""
+    sample_batch_size: int = 32
+    """Images per epoch."""
+    train_batch_size: int = 16
+    """Images per optimizer step."""
+    num_inference_steps: int = 20
+    """DDIM steps."""
+    stat_buffer_size: int = 32
+    """Per-context advantage buffer."""
+    stat_min_count: int = 8
+    """Per-context count before its own statistics are used (32 images per epoch, 4 classes: 8 per class)."""
+    eval_every: int = 4
+    """Held-out reward and fidelity every N epochs (agents.evaluation); 0: never."""
+    eval_images: int = 32
+    """Held-out images per evaluation."""
+    workers: int = 2
+    """Runs in parallel, one torch thread each (never more torch threads than cores)."""
+    out: str = "benchmarks/results/quick"
+    """Output folder."""
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown:
+            raise ValueError(f"tasks {unknown} are not in {sorted(TASKS)}")
+        bad = [a for a in self.algos if a not in ("ddpo", "pxpo", "oracle")]
+        if bad:
+            raise ValueError(f"algos must be 'ddpo', 'pxpo' or 'oracle', got {bad}")
+        bad = [v for v in self.pxpo_variants if v not in PXPO_VARIANTS]
+        if bad:
+            raise ValueError(f"pxpo_variants {bad} are not in {sorted(PXPO_VARIANTS)}")
+        if self.workers < 1 or not self.seeds or self.num_epochs < 1 or self.global_num_epochs < 0:
+            raise ValueError(
+                "need workers >= 1, at least one seed, num_epochs >= 1 and global_num_epochs >= 0"
+            )
+
+    def epochs(self, task: str) -> int:
+        """Epochs of a run on ``task``."""
+        return self.num_epochs if TASKS[task].per_pixel else (self.global_num_epochs or self.num_epochs)
+
+    def learning_rates(self, algo: str) -> tuple[float, ...]:
+        return {
+            "ddpo": self.ddpo_learning_rates,
+            "pxpo": self.pxpo_learning_rates,
+            "oracle": self.oracle_learning_rates,
+        }[algo]
+
+    def arms(self, task: str | None = None) -> list[Arm]:
+        """The grid's curves (those that run on ``task`` if given). A swept setting joins the label."""
+        out = []
+        for algo in self.algos:
+            if algo == "oracle" and task is not None and not TASKS[task].differentiable:
+                continue
+            rates = self.learning_rates(algo)
+            clips = {"ddpo": self.ddpo_clip_ranges, "pxpo": self.pxpo_clip_ranges}.get(algo) or (None,)
+            variants = self.pxpo_variants if algo == "pxpo" else ("default",)
+            for lr in rates:
+                for clip in clips:
+                    for variant in variants:
+                        label = algo
+                        label += f"-lr{lr:g}" if len(rates) > 1 else ""
+                        label += f"-clip{clip:g}" if len(clips) > 1 else ""  # several: none is None
+                        label += f"-{variant}" if len(variants) > 1 else ""
+                        overrides = {"learning_rate": lr, "clip_range": clip, **PXPO_VARIANTS[variant]}
+                        out.append(Arm(label, algo, tuple(overrides.items())))
+        return out
+
+    def labels(self) -> list[tuple[str, str, float]]:
+        """(label, algo, lr) per curve over all tasks."""
+        return [(arm.label, arm.algo, arm.learning_rate) for arm in self.arms()]
+
+
+def quick() -> SuiteConfig:
+    """The README's main job: 4 tasks x DDPO, PXPO (+ the oracle) x 1 seed x 12 epochs of 32 images (~10 min)."""
+    return SuiteConfig()
+
+
+def full() -> SuiteConfig:
+    """5 seeds, 48 epochs of 32 images (1,536 images) per-pixel, 15 (480) on JPEG; the sweep's learning rates."""
+    return dataclasses.replace(
+        quick(),
+        seeds=(0, 1, 2, 3, 4),
+        num_epochs=48,
+        global_num_epochs=15,
+        out="benchmarks/results/full",
+    )
+
+
+def sweep() -> SuiteConfig:
+    """The same sweep for every algorithm: 3 learning rates (x 2 clip ranges for DDPO and PXPO),
+    2 tasks x 2 seeds x 10 epochs.
+
+    DDPO's clip ranges: its reference 1e-4 was set for SD's 16,384 latent elements; the
+    mean log-ratio over our 768 fluctuates sqrt(16384 / 768) = 4.6x more, hence 5e-4 beside
+    it. PXPO's: PPO's usual 0.2 and half of it.
+    """
+    rates = (1e-4, 3e-4, 1e-3)
+    return dataclasses.replace(
+        quick(),
+        tasks=("color", "target_map"),
+        ddpo_learning_rates=rates,
+        pxpo_learning_rates=rates,
+        oracle_learning_rates=rates,
+        ddpo_clip_ranges=(1e-4, 5e-4),
+        pxpo_clip_ranges=(0.1, 0.2),
+        seeds=(0, 1),
+        num_epochs=10,
+        eval_every=0,
+        out="benchmarks/results/sweep",
+    )
+
+
+def advantages() -> SuiteConfig:
+    """PXPO's advantage options side by side on all 4 tasks: 2 seeds x 10 epochs each."""
+    return dataclasses.replace(
+        quick(),
+        algos=("pxpo",),
+        pxpo_variants=("pixel-std", "pooled-std", "floored-std", "hybrid"),
+        seeds=(0, 1),
+        num_epochs=10,
+        out="benchmarks/results/advantages",
+    )
+
+
+PRESETS = {"quick": quick, "full": full, "sweep": sweep, "advantages": advantages}
+
+
+def run_dir(cfg: SuiteConfig, task: str, label: str, seed: int) -> Path:
+    return Path(cfg.out) / "runs" / task / label / f"seed{seed}"
+
+
+def train_config(cfg: SuiteConfig, task: str, arm: Arm, seed: int, out: Path):
+    """The one TrainConfig of a grid cell: everything but the arm's own fields is shared."""
+    from agents.config import TrainConfig
+
+    spec = TASKS[task]
+    epochs = cfg.epochs(task)
+    return TrainConfig(
+        algo=arm.algo,
+        estimator=cfg.estimator,
+        reward=spec.reward,
+        reward_kwargs=spec.reward_kwargs_json,
+        num_epochs=epochs,
+        sample_batch_size=cfg.sample_batch_size,
+        sample_batches_per_epoch=1,
+        train_batch_size=cfg.train_batch_size,
+        num_inference_steps=cfg.num_inference_steps,
+        stat_buffer_size=cfg.stat_buffer_size,
+        stat_min_count=cfg.stat_min_count,
+        step_weighting=cfg.step_weighting,
+        seed=seed,
+        threads=1,
+        out=str(out),
+        save_every=4,
+        image_every=epochs,
+        eval_every=cfg.eval_every,
+        eval_images=cfg.eval_images,
+        tensorboard=False,
+        progress=False,
+        **dict(arm.overrides),
+    )
