@@ -204,7 +204,7 @@ def test_training_writes_metrics_images_and_tensorboard(tiny_model_dir, tmp_path
     )
 
 
-def test_lora_policy_trains_only_adapters(tiny_model_dir, tmp_path):
+def test_lora_policy_trains_only_adapters():
     from agents.policy import make_policy
     from pxpo_gym.models import load_model
 

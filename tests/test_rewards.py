@@ -113,12 +113,9 @@ def test_user_callable_and_module_function():
 )
 def test_bad_reward_outputs_name_the_reward(fn, message):
     fn.__name__ = "my_reward"
-    with pytest.raises(ValueError, match=f"my_reward.*{message}|{message}"):
+    # The message names the reward and says what was wrong with its output.
+    with pytest.raises(ValueError, match=f"reward 'my_reward'.*{message}"):
         make_reward(fn)(_images((0.5, 0.5, 0.5)), torch.zeros(1, dtype=torch.long))
-    try:
-        make_reward(fn)(_images((0.5, 0.5, 0.5)), torch.zeros(1, dtype=torch.long))
-    except ValueError as err:
-        assert "my_reward" in str(err)
 
 
 def test_unknown_reward_and_bad_options():
