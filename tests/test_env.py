@@ -56,16 +56,17 @@ def test_sb3_check_env_passes(tiny_model_dir):
         warnings.simplefilter("always")
         check_env(env, warn=True)
     # The noise-prediction env is not an SB3-shaped env on purpose (its observation is a
-    # latent, its action an unnormalised eps); these three advisories are expected and
+    # latent, its action an unnormalised eps); these four advisories are expected and
     # nothing else may appear. The generic-learner options remove them (tests/test_sb3.py).
     expected = (
+        "whereas it has to be",
         "upper and lower bounds are not in [0, 255]",
         "minimal resolution",
         "symmetric and normalized Box",
     )
     unexpected = [str(w.message) for w in caught if not any(e in str(w.message) for e in expected)]
     assert not unexpected, unexpected
-    assert len(caught) == 3
+    assert len(caught) == 4
 
 
 def test_default_model_single_env_episode():
