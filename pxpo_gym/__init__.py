@@ -19,7 +19,8 @@ from pxpo_gym.ddim import (
     step_log_prob,
     transition_coefficients,
 )
-from pxpo_gym.models import LoadedModel, NoiseModel, load_model
+from pxpo_gym.loading import load_model
+from pxpo_gym.models import LoadedModel, NoiseModel
 from pxpo_gym.rewards import REWARDS, Reward, make_reward
 
 __all__ = [

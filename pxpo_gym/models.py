@@ -1,36 +1,41 @@
-"""Noise models: the embedded default, loading diffusers folders, and the eps interface.
+"""What a model is to the env: the eps interface (``NoiseModel``) and what loading yields (``LoadedModel``).
 
-Two kinds of model load: pixel-space class-conditional ones (UNet2DModel, like
-the embedded default) and latent text-to-image pipelines in Stable Diffusion's
-layout (UNet2DConditionModel + AutoencoderKL + CLIP text encoder and tokenizer;
-transformers is the ``sd`` extra). Every model the env uses is wrapped in
-``NoiseModel``: a ``torch.nn.Module`` callable as
-``model(sample, timestep, context) -> eps`` on the env's own observation
-tensors, where ``context`` is a class id or, for text models, the index of a
-prompt whose embedding the model holds. Loading goes through diffusers' and
-transformers' ``from_pretrained`` with ``use_safetensors=True``, so no weights
-file is ever unpickled.
+Every model the env uses is wrapped in ``NoiseModel``: a ``torch.nn.Module``
+callable as ``model(sample, timestep, context) -> eps`` on the env's own
+observation tensors, where ``context`` is a class id or, for text models, the
+index of a prompt whose embedding the model holds. Where models come from
+(the embedded default, diffusers folders, hub ids, latent pipelines) is
+``pxpo_gym.loading``. The one dtype parser of the package is ``parse_dtype``.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 DEFAULT_MODEL_NAME = "default"
 MODEL_NAMES: tuple[str, ...] = (DEFAULT_MODEL_NAME,)
 METADATA_FILE = "pxpo_gym.json"
 """Optional file in a model folder: ``{"context_names": [...], "null_context": k}``."""
-LATENT_EXTRA_HINT = 'pip install "pxpo-gym[sd]" (transformers)'
-"""How to get what latent text-to-image pipelines need beyond the core install."""
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+"""The model compute precisions the env supports, by name."""
+
+
+def parse_dtype(dtype: torch.dtype | str, name: str = "dtype") -> torch.dtype:
+    """A dtype name or torch dtype -> one of ``DTYPES``' torch dtypes.
+
+    Raises:
+        ValueError: anything else, naming ``name`` and the value.
+    """
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    raise ValueError(f"{name} must be one of {sorted(DTYPES)} (or the torch dtypes), got {name}={dtype!r}")
 
 
 def embedded_model_path(name: str = DEFAULT_MODEL_NAME) -> Path:
@@ -187,320 +192,3 @@ class LoadedModel:
         chunk = self.decode_chunk_size or max(1, latents.shape[0])
         images = [self.vae.decode(part.to(self.vae.dtype)).sample.float() for part in latents.split(chunk)]
         return ((torch.cat(images) + 1) / 2).clamp(0, 1)
-
-
-def _read_metadata(folder: Path | None, num_class_embeds: int | None) -> tuple[tuple[str, ...], int | None]:
-    meta: dict[str, Any] = {}
-    if folder is not None and (folder / METADATA_FILE).is_file():
-        try:
-            meta = json.loads((folder / METADATA_FILE).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(
-                f"model folder {str(folder)!r}: {METADATA_FILE} is not valid JSON: {err}"
-            ) from err
-    if num_class_embeds is None:
-        return ("none",), None
-    names = meta.get("context_names") or [f"class_{k}" for k in range(num_class_embeds)]
-    null = meta.get("null_context")
-    if len(names) > num_class_embeds or (null is not None and not 0 <= null < num_class_embeds):
-        raise ValueError(
-            f"model folder {str(folder)!r}: {METADATA_FILE} names {len(names)} contexts "
-            f"(null_context={null}) but the UNet has {num_class_embeds} class embeddings"
-        )
-    return tuple(names), null
-
-
-def size_pair(value: Any) -> tuple[int, int] | None:
-    """An int or an (h, w) pair of positive ints -> (h, w); None if it is neither."""
-    items = [value, value] if isinstance(value, (int, np.integer)) else value
-    try:
-        pair = tuple(items)
-    except TypeError:
-        return None
-    if len(pair) != 2 or any(
-        isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in pair
-    ):
-        return None
-    return int(pair[0]), int(pair[1])
-
-
-def parse_prompts(prompts: Sequence[str] | str | Callable[[], Sequence[str]]) -> tuple[str, ...]:
-    """A prompt, a list of prompts, or a function returning the list (called once) -> tuple.
-
-    Raises:
-        ValueError: empty, or an item that is not a non-empty string.
-    """
-    given = prompts
-    if callable(prompts):
-        prompts = prompts()
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    try:
-        items = list(prompts)
-    except TypeError:
-        items = []
-    if not items or any(not isinstance(p, str) or not p.strip() for p in items):
-        raise ValueError(
-            "prompts must be a non-empty list of non-empty strings (or a function returning one), "
-            f"got prompts={given!r}"
-        )
-    return tuple(items)
-
-
-def _hub_offline() -> bool:
-    """Whether the Hugging Face hub is switched off (HF_HUB_OFFLINE), read at call time."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _locate(model: str | Path) -> tuple[str, str]:
-    """(source, location): what the user named and where diffusers should load it from."""
-    source = str(model)
-    if source in MODEL_NAMES:
-        return source, str(embedded_model_path(source))
-    if Path(source).exists():
-        if not Path(source).is_dir():
-            raise ValueError(f"model={source!r} is a file; expected a diffusers model folder")
-        if not (Path(source) / "model_index.json").is_file() and not (Path(source) / "unet").is_dir():
-            raise ValueError(
-                f"model={source!r} is not a diffusers pipeline folder: it has neither model_index.json nor unet/"
-            )
-        return source, source
-    if "/" in source and not source.startswith((".", "/")) and source.count("/") == 1:
-        if _hub_offline():
-            raise ValueError(
-                f"model={source!r} is not a local folder (no such path), and as a hub id it cannot be "
-                "fetched: HF_HUB_OFFLINE is set. Check the path, or unset HF_HUB_OFFLINE to download it"
-            )
-        return source, source  # a hub id: diffusers resolves it
-    raise ValueError(
-        f"model={source!r} is not a known name ({', '.join(MODEL_NAMES)}), "
-        "an existing folder, or a hub id of the form 'owner/name'"
-    )
-
-
-def _pipeline_index(source: str, location: str) -> dict[str, Any]:
-    """The pipeline's model_index.json ({} for a local folder without one)."""
-    folder = Path(location)
-    if folder.is_dir():
-        index = folder / "model_index.json"
-        if not index.is_file():
-            return {}
-        try:
-            return json.loads(index.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"model={source!r}: model_index.json is not valid JSON: {err}") from err
-    from diffusers import DiffusionPipeline
-
-    try:
-        return dict(DiffusionPipeline.load_config(location))
-    except Exception as err:  # hub errors, offline mode, missing repo
-        raise ValueError(
-            f"model={source!r} is not a local folder (no such path); as a hub id, its "
-            "model_index.json could not be loaded: "
-            f"{type(err).__name__}: {err}"
-        ) from err
-
-
-def load_model(
-    model: str | Path = DEFAULT_MODEL_NAME,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    prompts: Sequence[str] | str | Callable[[], Sequence[str]] | None = None,
-    resolution: int | Sequence[int] | None = None,
-    decode_chunk_size: int | None = None,
-) -> LoadedModel:
-    """Loads a diffusers model by embedded name, local folder or hub id.
-
-    Pixel models: diffusers' pipeline layout with ``unet/`` (a UNet2DModel with
-    3 channels, class-conditional or not) and ``scheduler/``, as written by
-    ``DDPMPipeline.save_pretrained``. Latent text-to-image pipelines (their
-    model_index.json names a ``vae`` and a ``text_encoder``): Stable Diffusion
-    1.x/2.x's layout, ``unet/`` UNet2DConditionModel, ``vae/`` AutoencoderKL,
-    ``text_encoder/`` CLIPTextModel, ``tokenizer/``, ``scheduler/``; they need
-    ``prompts`` and the ``sd`` extra. Weights must be safetensors.
-
-    Args:
-        model: ``"default"`` (the embedded model), a folder path, or a hub id.
-        device: where the model lives.
-        dtype: compute dtype (float32, float16 or bfloat16).
-        prompts: latent pipelines only: the prompts the contexts stand for (a list,
-            or a function returning it); their embeddings are computed once, kept
-            on ``device``, and the text encoder is then dropped.
-        resolution: image size (int or (H, W)); latent pipelines default to the
-            UNet's sample size times the VAE's factor and accept any multiple of
-            the VAE's and UNet's combined downsampling; pixel models only their own size.
-        decode_chunk_size: latent pipelines: samples per VAE decode call (None: all at once).
-
-    Raises:
-        ValueError: unknown name, not a diffusers pipeline, missing or corrupt
-            files, prompts given to a pixel model or missing for a latent one, a
-            resolution the model cannot produce, unsupported dtype.
-        ImportError: a latent pipeline without transformers installed.
-    """
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"dtype must be torch.float32, float16 or bfloat16, got dtype={dtype}")
-    if decode_chunk_size is not None and (
-        isinstance(decode_chunk_size, bool) or not isinstance(decode_chunk_size, int) or decode_chunk_size < 1
-    ):
-        raise ValueError(
-            f"decode_chunk_size must be None or an int >= 1, got decode_chunk_size={decode_chunk_size!r}"
-        )
-    if resolution is not None and size_pair(resolution) is None:
-        raise ValueError(
-            f"resolution must be None, an int or an (H, W) pair of positive ints, got {resolution!r}"
-        )
-    source, location = _locate(model)
-    index = _pipeline_index(source, location)
-    if "text_encoder_2" in index or "transformer" in index:
-        raise ValueError(
-            f"model={source!r} is a {index.get('_class_name', 'pipeline')} with a second text encoder or a "
-            "transformer backbone (SDXL, SD3, ...): only Stable Diffusion 1.x/2.x-style pipelines "
-            "(one CLIP text encoder, UNet2DConditionModel) are supported"
-        )
-    if "vae" in index or "text_encoder" in index:
-        if prompts is None:
-            raise ValueError(
-                f"model={source!r} is a latent text-to-image pipeline: pass prompts=[...] "
-                "(the texts the context ids stand for)"
-            )
-        return _load_latent(
-            source, location, device, dtype, parse_prompts(prompts), resolution, decode_chunk_size
-        )
-    if prompts is not None:
-        raise ValueError(
-            f"model={source!r} is a pixel model conditioned on class ids, not text: drop prompts "
-            "(choose classes with context=...)"
-        )
-    if decode_chunk_size is not None:
-        raise ValueError(f"decode_chunk_size is for latent pipelines; model={source!r} is a pixel model")
-    return _load_pixel(source, location, device, dtype, resolution)
-
-
-def _load_pixel(
-    source: str, location: str, device: torch.device | str, dtype: torch.dtype, resolution: Any
-) -> LoadedModel:
-    from diffusers import DDPMScheduler, UNet2DModel
-
-    try:
-        unet = UNet2DModel.from_pretrained(
-            location, subfolder="unet", use_safetensors=True, torch_dtype=dtype
-        )
-        scheduler = DDPMScheduler.from_pretrained(location, subfolder="scheduler")
-    except Exception as err:  # diffusers raises OSError, ValueError, SafetensorError, HF errors
-        raise ValueError(
-            f"model={source!r}: could not load a UNet2DModel (unet/, safetensors weights) and a "
-            f"scheduler (scheduler/) from {location!r}: {type(err).__name__}: {err}"
-        ) from err
-    folder = Path(location) if Path(location).is_dir() else None
-    names, null = _read_metadata(folder, unet.config.num_class_embeds)
-    if unet.config.in_channels != 3 or unet.config.out_channels != 3:
-        raise ValueError(
-            f"model={source!r}: a pixel model must have 3 input and output channels (RGB), got "
-            f"{unet.config.in_channels} and {unet.config.out_channels}"
-        )
-    size = size_pair(unet.config.sample_size)
-    if resolution is not None and size_pair(resolution) != size:
-        raise ValueError(
-            f"resolution={resolution!r} does not match model={source!r}: a pixel model makes "
-            f"images of its own sample size {size}"
-        )
-    unet = unet.to(device=device).eval()
-    noise_model = NoiseModel(
-        unet, scheduler.alphas_cumprod, scheduler.config.prediction_type, dtype=dtype
-    ).to(device)
-    return LoadedModel(
-        noise_model=noise_model,
-        scheduler=scheduler,
-        sample_shape=(unet.config.in_channels, *size),
-        image_size=size,
-        context_names=names,
-        null_context=null,
-        source=source,
-    )
-
-
-def _load_latent(
-    source: str,
-    location: str,
-    device: torch.device | str,
-    dtype: torch.dtype,
-    prompts: tuple[str, ...],
-    resolution: Any,
-    decode_chunk_size: int | None,
-) -> LoadedModel:
-    try:
-        from transformers import AutoTokenizer, CLIPTextModel
-    except ImportError as err:
-        raise ImportError(
-            f"model={source!r} is a latent text-to-image pipeline; loading it needs transformers: "
-            f"{LATENT_EXTRA_HINT}"
-        ) from err
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-
-    try:
-        unet = UNet2DConditionModel.from_pretrained(
-            location, subfolder="unet", use_safetensors=True, torch_dtype=dtype
-        )
-        vae = AutoencoderKL.from_pretrained(
-            location, subfolder="vae", use_safetensors=True, torch_dtype=dtype
-        )
-        text_encoder = CLIPTextModel.from_pretrained(location, subfolder="text_encoder", use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(location, subfolder="tokenizer")
-        scheduler = DDPMScheduler.from_pretrained(location, subfolder="scheduler")
-    except Exception as err:  # diffusers/transformers raise OSError, ValueError, SafetensorError, HF errors
-        raise ValueError(
-            f"model={source!r}: could not load a latent text-to-image pipeline from {location!r} "
-            "(unet/ UNet2DConditionModel, vae/ AutoencoderKL, text_encoder/ CLIPTextModel, tokenizer/, "
-            f"scheduler/; safetensors weights): {type(err).__name__}: {err}"
-        ) from err
-    latent_channels = vae.config.latent_channels
-    if unet.config.in_channels != latent_channels or unet.config.out_channels != latent_channels:
-        raise ValueError(
-            f"model={source!r}: the UNet maps {unet.config.in_channels} -> {unet.config.out_channels} "
-            f"channels but the VAE's latents have {latent_channels}"
-        )
-    if unet.config.cross_attention_dim != text_encoder.config.hidden_size:
-        raise ValueError(
-            f"model={source!r}: the UNet attends to {unet.config.cross_attention_dim}-dim text states "
-            f"but the text encoder gives {text_encoder.config.hidden_size}"
-        )
-    vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-    multiple = vae_factor * 2 ** (len(unet.config.block_out_channels) - 1)
-    latent_size = size_pair(unet.config.sample_size)
-    image_size = (
-        size_pair(resolution)
-        if resolution is not None
-        else (latent_size[0] * vae_factor, latent_size[1] * vae_factor)
-    )
-    if image_size[0] % multiple or image_size[1] % multiple:
-        raise ValueError(
-            f"resolution={resolution!r} does not fit model={source!r}: height and width must be "
-            f"multiples of {multiple} (VAE downsampling {vae_factor}x, then the UNet's)"
-        )
-    text_encoder = text_encoder.to(device).eval()
-    embeds = _embed_prompts(tokenizer, text_encoder, [*prompts, ""], device)  # last row: the null prompt
-    del text_encoder
-    unet = unet.to(device=device).eval()
-    vae = vae.to(device=device).eval().requires_grad_(False)
-    noise_model = NoiseModel(
-        unet, scheduler.alphas_cumprod, scheduler.config.prediction_type, dtype=dtype, prompt_embeds=embeds
-    ).to(device)
-    return LoadedModel(
-        noise_model=noise_model,
-        scheduler=scheduler,
-        sample_shape=(latent_channels, image_size[0] // vae_factor, image_size[1] // vae_factor),
-        image_size=image_size,
-        context_names=prompts,
-        null_context=len(prompts),
-        source=source,
-        vae=vae,
-        decode_chunk_size=decode_chunk_size,
-    )
-
-
-@torch.no_grad()
-def _embed_prompts(tokenizer: Any, text_encoder: Any, prompts: list[str], device: Any) -> torch.Tensor:
-    """(P, L, D) float32 last hidden states of the text encoder, as Stable Diffusion conditions on."""
-    length = min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings)
-    tokens = tokenizer(prompts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
-    return text_encoder(tokens.input_ids.to(device))[0].float()

@@ -17,10 +17,10 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from pxpo_gym.ddim import DDIMSchedule, ddim_step
-from pxpo_gym.models import DEFAULT_MODEL_NAME, LoadedModel, load_model, size_pair
+from pxpo_gym.loading import load_model, size_pair
+from pxpo_gym.models import DEFAULT_MODEL_NAME, LoadedModel, parse_dtype
 from pxpo_gym.rewards import Reward, RewardFn, make_reward
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 ACTION_BOUND = 10.0
 """Nominal bound of the action Box in ``"eps"`` mode. Noise predictions of a
 model trained on N(0, I) noise lie far inside it; actions are not clipped to it."""
@@ -32,16 +32,6 @@ already moves the colour reward from 0.41 to 1.0, while uniformly random
 actions leave it near the pretrained sampler's (measured: 0.41 -> 0.41)."""
 OBS_KEYS = ("sample", "timestep", "context", "step_index")
 DEFAULT_OBS_KEYS = ("sample", "timestep", "context")
-
-
-def _parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got dtype={dtype!r}")
-        return _DTYPES[dtype]
-    if dtype not in _DTYPES.values():
-        raise ValueError(f"dtype must be torch.float32, float16 or bfloat16, got dtype={dtype}")
-    return dtype
 
 
 def _aggregator(reward_aggregate: str | Callable) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -210,7 +200,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     ) -> None:
         num_envs = _parse_num_envs(num_envs)
         self.device = _parse_device(device)
-        self.dtype = _parse_dtype(dtype)
+        self.dtype = parse_dtype(dtype)
         if isinstance(model, LoadedModel):
             given = {"prompts": prompts, "resolution": resolution, "decode_chunk_size": decode_chunk_size}
             if any(value is not None for value in given.values()):

@@ -206,7 +206,7 @@ def test_training_writes_metrics_images_and_tensorboard(tiny_model_dir, tmp_path
 
 def test_lora_policy_trains_only_adapters():
     from agents.policy import make_policy
-    from pxpo_gym.models import load_model
+    from pxpo_gym.loading import load_model
 
     model = load_model("default").noise_model
     policy = make_policy(model, lora_rank=2)
@@ -289,7 +289,7 @@ def test_mixed_precision_epoch_runs(tiny_model_dir, tmp_path, precision):
 
 def test_classifier_free_guidance_formula():
     from agents.policy import guided_eps
-    from pxpo_gym.models import load_model
+    from pxpo_gym.loading import load_model
 
     loaded = load_model("default")
     model = loaded.noise_model

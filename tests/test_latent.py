@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import pxpo_gym  # noqa: F401  (registers the env)
-from pxpo_gym.models import load_model
+from pxpo_gym.loading import load_model
 from pxpo_gym.rewards import pool_to_grid
 from pxpo_gym.sampling import run_policy
 

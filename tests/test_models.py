@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from pxpo_gym.models import load_model
+from pxpo_gym.loading import load_model
 from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv
 
 
@@ -34,7 +34,8 @@ def test_unknown_name_and_missing_folder():
 
 
 def test_offline_hub_id_fails_fast():
-    with pytest.raises(ValueError, match="could not load"):
+    # conftest sets HF_HUB_OFFLINE=1: said at once, without a network attempt
+    with pytest.raises(ValueError, match="not a local folder.*HF_HUB_OFFLINE is set"):
         load_model("someone/some-model")
 
 
