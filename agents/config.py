@@ -16,7 +16,7 @@ import pxpo_gym  # noqa: F401  (registers the env)
 from agents.ddpo import DDPOConfig
 from agents.pxpo import PXPOConfig
 from agents.steps import DEFAULT_STEP_THRESHOLD, DEFAULT_STEP_WEIGHTING, STEP_WEIGHTINGS
-from pxpo_gym.vector_env import DEFAULT_OBS_KEYS
+from pxpo_gym.wrappers import generic_wrappers
 
 DEFAULT_LATENT_LORA_RANK = 4
 """LoRA rank used on latent text-to-image models unless ``lora_rank`` says otherwise (DDPO's default)."""
@@ -257,17 +257,12 @@ def check_envs(config: TrainConfig, envs: Any) -> None:
     """Refuses an env whose schedule or batch size disagrees with the config, or that is not
     in the default action and observation form the agents are written for."""
     core = envs.unwrapped
-    if core.action_mode != "eps":
+    wrappers = generic_wrappers(envs)
+    if wrappers:
         raise ValueError(
-            f"the agents act with noise predictions: build the env with action_mode='eps', not {core.action_mode!r}"
+            f"the agents act with noise predictions on the default observation: build the env without "
+            f"generic-learner wrappers (action_mode='eps', no obs_* options), got {wrappers}"
         )
-    if (core.obs_keys, core.obs_downscale, core.obs_flatten, core.obs_one_hot_context) != (
-        DEFAULT_OBS_KEYS,
-        1,
-        False,
-        False,
-    ):
-        raise ValueError("the agents read the default observation: build the env without obs_* options")
     pairs = [
         ("eta", config.eta, core.schedule.eta),
         ("num_inference_steps", config.num_inference_steps, core.num_steps),

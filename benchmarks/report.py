@@ -28,21 +28,32 @@ def load_curves(
     cfg,
 ) -> tuple[dict[str, dict[str, list[np.ndarray]]], dict[str, np.ndarray], dict[str, float]]:
     """task -> label -> per-seed reward curves, per task the images axis, and per task the
-    noise of one epoch's mean reward (2 standard errors, from the first epochs' spread)."""
+    noise of one epoch's mean reward (2 standard errors, from the first epochs' spread).
+
+    Every curve starts with the pretrained model's reward at 0 images: per seed, the first
+    epoch of an RL arm (sampled before any update; the oracle's env draws the same first
+    images). The oracle's own first epoch already includes images drawn after an update.
+    """
     curves: dict[str, dict[str, list[np.ndarray]]] = {}
     noise: dict[str, float] = {}
     images: dict[str, np.ndarray] = {}
     for task in cfg.tasks:
-        curves[task] = {}
-        first_stds = []
+        raw: dict[str, list[list[dict[str, float]]]] = {}
         for arm in cfg.arms(task):
-            runs = []
-            for seed in cfg.seeds:
-                rows = read_metrics(run_dir(cfg, task, arm.label, seed) / "metrics.csv")[: cfg.epochs(task)]
-                runs.append(np.array([r["reward_mean"] for r in rows]))
-                first_stds.append(rows[0]["reward_std"])
-                images[task] = np.array([r["images"] for r in rows])
-            curves[task][arm.label] = runs
+            raw[arm.label] = [
+                read_metrics(run_dir(cfg, task, arm.label, seed) / "metrics.csv")[: cfg.epochs(task)]
+                for seed in cfg.seeds
+            ]
+        rl = [label for label in raw if not label.startswith("oracle")] or list(raw)
+        pretrained = [raw[rl[0]][i][0]["reward_mean"] for i in range(len(cfg.seeds))]
+        curves[task] = {
+            label: [
+                np.array([pretrained[i]] + [r["reward_mean"] for r in rows]) for i, rows in enumerate(runs)
+            ]
+            for label, runs in raw.items()
+        }
+        images[task] = np.array([0.0] + [r["images"] for r in raw[rl[0]][0]])
+        first_stds = [rows[0]["reward_std"] for label in rl for rows in raw[label]]
         noise[task] = 2 * float(np.median(first_stds)) / np.sqrt(cfg.sample_batch_size)
     return curves, images, noise
 

@@ -45,5 +45,5 @@ if ENV_ID not in gym.registry:
     gym.register(
         id=ENV_ID,
         entry_point="pxpo_gym.env:DiffusionDenoiseEnv",
-        vector_entry_point="pxpo_gym.vector_env:DiffusionDenoiseVectorEnv",
+        vector_entry_point="pxpo_gym.wrappers:make_vector_env",
     )

@@ -50,11 +50,15 @@ class DiffusionDenoiseEnv(gym.Env):
             raise ValueError(f"render_mode must be None or 'rgb_array', got render_mode={render_mode!r}")
         if "num_envs" in kwargs:
             raise ValueError("num_envs is not an argument of the single env: use gym.make_vec")
+        from pxpo_gym.wrappers import make_vector_env
+
         self.render_mode = render_mode
-        self.core = DiffusionDenoiseVectorEnv(num_envs=1, **kwargs)
+        self.envs = make_vector_env(num_envs=1, **kwargs)
+        """The one-env vector env (with the generic-learner wrappers the keywords ask for)."""
+        self.core: DiffusionDenoiseVectorEnv = self.envs.unwrapped
         self.model = _NumpyModel(self.core.model)
-        self.observation_space = self.core.single_observation_space
-        self.action_space = self.core.single_action_space
+        self.observation_space = self.envs.single_observation_space
+        self.action_space = self.envs.single_action_space
         self._done = True
         self._has_reset = False
 
@@ -70,7 +74,7 @@ class DiffusionDenoiseEnv(gym.Env):
         options = dict(options or {})
         if "reset_mask" in options:
             raise ValueError("options['reset_mask'] is for the vector env only")
-        obs, info = self.core.reset(seed=seed, options=options)
+        obs, info = self.envs.reset(seed=seed, options=options)
         self._done = False
         self._has_reset = True
         return _to_numpy(obs), _to_numpy(info)
@@ -88,7 +92,7 @@ class DiffusionDenoiseEnv(gym.Env):
         if action.shape != self.action_space.shape:
             raise ValueError(f"action must have shape {self.action_space.shape}, got shape {action.shape}")
         batch = torch.as_tensor(action, device=self.core.device)[None]  # (1, C, h, w)
-        obs, reward, terminated, truncated, info = self.core.step(batch)
+        obs, reward, terminated, truncated, info = self.envs.step(batch)
         self._done = bool(terminated[0])
         info = {k: _to_numpy(v) for k, v in info.items() if not k.startswith("_")}
         return _to_numpy(obs), float(reward[0]), self._done, bool(truncated[0]), info

@@ -33,14 +33,22 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     ) from err
 
 from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv
+from pxpo_gym.wrappers import ResidualAction
+
+
+def _outermost_action_checker(envs: Any):
+    """The ``check_action`` of whatever defines the actions ``envs.step`` takes."""
+    while not isinstance(envs, (ResidualAction, DiffusionDenoiseVectorEnv)):
+        envs = envs.env
+    return envs.check_action
 
 
 class SB3VecEnv(VecEnv):
     """SB3 view of a ``DiffusionDenoiseVectorEnv`` (numpy in and out, same-step reset).
 
     Actions are presented as Box(-1, 1) float32 of the env's action shape and
-    mapped linearly onto the env's own bounds inside (identity in
-    ``action_mode="residual"``; eps = 10 a in ``"eps"`` mode). Bad actions
+    mapped linearly onto the env's own bounds inside (identity under the
+    ``ResidualAction`` wrapper, ``action_mode="residual"``; eps = 10 a otherwise). Bad actions
     (wrong shape, NaN or inf) raise the env's errors at ``step_async``.
 
     Per-env infos hold ``step_index`` and the transition coefficients
@@ -61,12 +69,13 @@ class SB3VecEnv(VecEnv):
         self.envs = envs
         self.core = core
         self.render_mode = render_mode
-        space = core.single_action_space
+        self._checker = _outermost_action_checker(envs)
+        space = envs.single_action_space
         low = torch.as_tensor(space.low, device=core.device)
         high = torch.as_tensor(space.high, device=core.device)
         self._mid, self._half = (high + low) / 2, (high - low) / 2  # exact for [-1, 1]: 0 and 1
         action_space = gym.spaces.Box(-1.0, 1.0, space.shape, np.float32)
-        super().__init__(core.num_envs, core.single_observation_space, action_space)
+        super().__init__(core.num_envs, envs.single_observation_space, action_space)
         self._actions: torch.Tensor | None = None
 
     # -- numpy <-> torch ------------------------------------------------------
@@ -114,7 +123,7 @@ class SB3VecEnv(VecEnv):
 
     def step_async(self, actions: np.ndarray) -> None:
         scaled = self._scale(actions)
-        self._actions = self.core.check_action(scaled)
+        self._actions = self._checker(scaled)
 
     def step_wait(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[dict[str, Any]]]:
         if self._actions is None:

@@ -6,7 +6,6 @@ this class with one env, so both share one implementation.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,21 +16,13 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from pxpo_gym.ddim import DDIMSchedule, ddim_step
-from pxpo_gym.loading import load_model, size_pair
+from pxpo_gym.loading import load_model
 from pxpo_gym.models import DEFAULT_MODEL_NAME, LoadedModel, parse_dtype
 from pxpo_gym.rewards import Reward, RewardFn, make_reward
 
 ACTION_BOUND = 10.0
-"""Nominal bound of the action Box in ``"eps"`` mode. Noise predictions of a
-model trained on N(0, I) noise lie far inside it; actions are not clipped to it."""
-ACTION_MODES = ("eps", "residual")
-DEFAULT_RESIDUAL_SCALE = 0.25
-"""Default ``residual_scale``: a quarter of a unit-variance noise prediction.
-On the default model a constant full-range correction (every element +-1)
-already moves the colour reward from 0.41 to 1.0, while uniformly random
-actions leave it near the pretrained sampler's (measured: 0.41 -> 0.41)."""
-OBS_KEYS = ("sample", "timestep", "context", "step_index")
-DEFAULT_OBS_KEYS = ("sample", "timestep", "context")
+"""Nominal bound of the action Box. Noise predictions of a model trained on N(0, I)
+noise lie far inside it; actions are not clipped to it."""
 
 
 def _aggregator(reward_aggregate: str | Callable) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -61,6 +52,33 @@ def _checked_aggregate(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[
         return out
 
     return aggregate
+
+
+def check_actions(actions: Any, want: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Validates a batch of actions; returns it as float32.
+
+    Raises:
+        TypeError: not a torch tensor, not dense, or not a floating dtype.
+        ValueError: shape other than ``want``, another device, NaN or inf.
+    """
+    if not isinstance(actions, torch.Tensor):
+        raise TypeError(
+            f"actions must be a torch.Tensor of shape {want} on {device}, got "
+            f"{type(actions).__name__} (wrap numpy envs with gymnasium.wrappers.vector.ArrayConversion)"
+        )
+    if actions.layout != torch.strided:
+        raise TypeError(f"actions must be a dense (strided) tensor, got layout={actions.layout}")
+    if not actions.is_floating_point():
+        raise TypeError(f"actions must have a floating dtype, got dtype={actions.dtype}")
+    if tuple(actions.shape) != want:
+        raise ValueError(f"actions must have shape {want}, got shape {tuple(actions.shape)}")
+    if actions.device != device and not (
+        actions.device.type == device.type == "cuda" and device.index is None
+    ):
+        raise ValueError(f"actions must be on device {device}, got device {actions.device}")
+    if not bool(torch.isfinite(actions).all()):
+        raise ValueError(f"actions contain {int((~torch.isfinite(actions)).sum())} NaN or inf values")
+    return actions.float()
 
 
 def _parse_num_envs(num_envs: Any) -> int:
@@ -96,34 +114,19 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     pixel at image resolution, and the episode terminates.
 
     ## Action space
-    ``action_mode="eps"`` (default): Box(-10, 10, (C, h, w), float32) per env,
-    the noise prediction itself. The bound is nominal (actions are not clipped).
-
-    ``action_mode="residual"``: Box(-1, 1, (C, gh, gw), float32) per env, a
-    bounded correction to the frozen pretrained model's prediction. The env
-    applies
-
-        eps = model(x_t, t, c) + residual_scale * up(clip(a, -1, 1))
-
-    where ``up`` repeats each cell of the (gh, gw) ``action_grid`` over its
-    (h/gh, w/gw) block of the sample (identity when the grid is the sample's
-    own, the default). A zero action is exactly the pretrained sampler.
-    ``residual_scale`` defaults to 0.25 (``DEFAULT_RESIDUAL_SCALE``).
-
-    Either way actions must be finite torch tensors of a floating dtype on
-    ``device``, shape (num_envs, *single_action_space.shape).
+    Box(-10, 10, (C, h, w), float32) per env: the noise prediction itself. The
+    bound is nominal (actions are not clipped). Actions must be finite, dense
+    torch tensors of a floating dtype on ``device``, shape (num_envs, C, h, w).
+    A bounded correction to the pretrained model instead (for generic
+    learners) is the ``pxpo_gym.wrappers.ResidualAction`` wrapper.
 
     ## Observation space
-    Dict of torch tensors on ``device``, by default:
+    Dict of torch tensors on ``device`` (always copies of the env's state):
     ``sample`` (num_envs, C, h, w) float32 x_t; ``timestep`` (num_envs, 1) int64
     training-schedule timestep t (-1 once x_0 is reached); ``context``
     (num_envs, 1) int64 conditioning id (class label, or prompt index for text
-    models). Options for generic learners: ``obs_keys`` picks and orders the
-    keys, adding ``step_index``
-    (num_envs, 1) int64 in [0, T]; ``obs_downscale=k`` area-pools the sample by
-    k (h and w divisible by k); ``obs_flatten`` gives the sample as a vector
-    (num_envs, C*h*w/k^2); ``obs_one_hot_context`` gives the context as a
-    float32 one-hot vector (num_envs, number of contexts).
+    models). Picked, pooled, flattened or one-hot views (and ``step_index``)
+    are the ``pxpo_gym.wrappers.ObservationView`` wrapper.
 
     ## Rewards
     0 until the last step; then the aggregate (mean by default) of the reward
@@ -166,8 +169,9 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     resolution: image size of a latent pipeline (default: the model's own).
     decode_chunk_size: latent pipelines decode at most this many samples per VAE
     call at the terminal step (None: all at once).
-    action_mode, residual_scale, action_grid: see Action space. obs_keys,
-    obs_downscale, obs_flatten, obs_one_hot_context: see Observation space.
+    The generic-learner keywords of ``gym.make_vec`` (``action_mode``,
+    ``residual_scale``, ``action_grid``, ``obs_*``) are applied as wrappers by
+    ``pxpo_gym.wrappers.make_vector_env``; this class does not take them.
 
     ## Version history
     v0: first release.
@@ -187,13 +191,6 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         dtype: torch.dtype | str = torch.float32,
         context: int | str | Sequence[int | str] | None = None,
         reward_aggregate: str | Callable[[torch.Tensor], torch.Tensor] = "mean",
-        action_mode: str = "eps",
-        residual_scale: float = DEFAULT_RESIDUAL_SCALE,
-        action_grid: int | Sequence[int] | None = None,
-        obs_keys: Sequence[str] = DEFAULT_OBS_KEYS,
-        obs_downscale: int = 1,
-        obs_flatten: bool = False,
-        obs_one_hot_context: bool = False,
         prompts: Sequence[str] | str | Callable[[], Sequence[str]] | None = None,
         resolution: int | Sequence[int] | None = None,
         decode_chunk_size: int | None = None,
@@ -226,17 +223,17 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         self.num_steps = self.schedule.num_steps
 
         channels, height, width = self.loaded.sample_shape
-        self._parse_action_options(action_mode, residual_scale, action_grid)
-        self._parse_obs_options(obs_keys, obs_downscale, obs_flatten, obs_one_hot_context)
+        num_train = int(self.loaded.scheduler.config.num_train_timesteps)
         self.single_observation_space = gym.spaces.Dict(
-            {key: self._observation_space(key) for key in self.obs_keys}
+            {
+                "sample": gym.spaces.Box(-np.inf, np.inf, (channels, height, width), np.float32),
+                "timestep": gym.spaces.Box(-1, num_train - 1, (1,), np.int64),
+                "context": gym.spaces.Box(0, self.loaded.num_contexts - 1, (1,), np.int64),
+            }
         )
-        if self.action_mode == "eps":
-            self.single_action_space = gym.spaces.Box(
-                -ACTION_BOUND, ACTION_BOUND, (channels, height, width), np.float32
-            )
-        else:
-            self.single_action_space = gym.spaces.Box(-1.0, 1.0, (channels, *self.action_grid), np.float32)
+        self.single_action_space = gym.spaces.Box(
+            -ACTION_BOUND, ACTION_BOUND, (channels, height, width), np.float32
+        )
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
 
@@ -278,77 +275,6 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
             raise ValueError(f"{name} must name at least one context, got {context!r}")
         return torch.tensor(ids, dtype=torch.int64, device=self.device)
 
-    def _parse_action_options(self, action_mode: Any, residual_scale: Any, action_grid: Any) -> None:
-        """Sets ``action_mode``, ``residual_scale`` and ``action_grid`` (h', w') or raises."""
-        if action_mode not in ACTION_MODES:
-            raise ValueError(f"action_mode must be one of {ACTION_MODES}, got action_mode={action_mode!r}")
-        _, height, width = self.loaded.sample_shape
-        if action_mode == "eps" and action_grid is not None:
-            raise ValueError(
-                f"action_grid={action_grid!r} needs action_mode='residual' (an 'eps' action is a full noise prediction)"
-            )
-        is_number = isinstance(residual_scale, (int, float, np.integer, np.floating)) and not isinstance(
-            residual_scale, bool
-        )
-        if not (is_number and math.isfinite(residual_scale) and residual_scale > 0):
-            raise ValueError(
-                f"residual_scale must be a positive float, got residual_scale={residual_scale!r}"
-            )
-        grid = (height, width) if action_grid is None else size_pair(action_grid)
-        if grid is None or height % grid[0] or width % grid[1]:
-            raise ValueError(
-                f"action_grid must be an int or (h, w) pair of positive ints dividing the sample's "
-                f"({height}, {width}), got action_grid={action_grid!r}"
-            )
-        self.action_mode = action_mode
-        self.residual_scale = float(residual_scale)
-        self.action_grid = grid
-
-    def _parse_obs_options(self, obs_keys: Any, downscale: Any, flatten: Any, one_hot: Any) -> None:
-        """Sets ``obs_keys``, ``obs_downscale``, ``obs_flatten``, ``obs_one_hot_context`` or raises."""
-        keys = (obs_keys,) if isinstance(obs_keys, str) else tuple(obs_keys)
-        if not keys or len(set(keys)) != len(keys) or not set(keys) <= set(OBS_KEYS):
-            raise ValueError(
-                f"obs_keys must be distinct names from {OBS_KEYS} (at least one), got obs_keys={obs_keys!r}"
-            )
-        _, height, width = self.loaded.sample_shape
-        if (
-            isinstance(downscale, bool)
-            or not isinstance(downscale, (int, np.integer))
-            or downscale < 1
-            or height % downscale
-            or width % downscale
-        ):
-            raise ValueError(
-                f"obs_downscale must be a positive int dividing the sample's height and width "
-                f"({height}, {width}), got obs_downscale={downscale!r}"
-            )
-        for name, value in (("obs_flatten", flatten), ("obs_one_hot_context", one_hot)):
-            if not isinstance(value, bool):
-                raise ValueError(f"{name} must be a bool, got {name}={value!r}")
-        self.obs_keys = keys
-        self.obs_downscale = int(downscale)
-        self.obs_flatten = flatten
-        self.obs_one_hot_context = one_hot
-
-    def _observation_space(self, key: str) -> gym.spaces.Box:
-        """The unbatched space of one observation key under the chosen options."""
-        channels, height, width = self.loaded.sample_shape
-        if key == "sample":
-            shape = (channels, height // self.obs_downscale, width // self.obs_downscale)
-            return gym.spaces.Box(
-                -np.inf, np.inf, (math.prod(shape),) if self.obs_flatten else shape, np.float32
-            )
-        if key == "timestep":
-            return gym.spaces.Box(
-                -1, int(self.loaded.scheduler.config.num_train_timesteps) - 1, (1,), np.int64
-            )
-        if key == "step_index":
-            return gym.spaces.Box(0, self.num_steps, (1,), np.int64)
-        if self.obs_one_hot_context:
-            return gym.spaces.Box(0.0, 1.0, (self.loaded.num_contexts,), np.float32)
-        return gym.spaces.Box(0, self.loaded.num_contexts - 1, (1,), np.int64)
-
     def _check_reward(self) -> None:
         """Calls the reward once on a grey image so a broken reward fails at construction."""
         grey = torch.full((1, 3, *self.loaded.image_size), 0.5, device=self.device)
@@ -357,36 +283,14 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     # -- the MDP --------------------------------------------------------------
 
     def _observation(self) -> dict[str, torch.Tensor]:
-        obs = {}
-        for key in self.obs_keys:
-            if key == "sample":
-                sample = self._sample
-                if self.obs_downscale > 1:
-                    sample = torch.nn.functional.avg_pool2d(sample, self.obs_downscale)
-                # Always a copy: a caller that edits its observation must not edit the env.
-                obs[key] = sample.flatten(1).clone() if self.obs_flatten else sample.clone()
-            elif key == "timestep":
-                done = self._step_index >= self.num_steps
-                timestep = self.schedule.timesteps[self._step_index.clamp(max=self.num_steps - 1)]
-                obs[key] = torch.where(done, -1, timestep)[:, None]  # (B, 1)
-            elif key == "step_index":
-                obs[key] = self._step_index[:, None].clone()  # (B, 1)
-            elif self.obs_one_hot_context:
-                obs[key] = torch.nn.functional.one_hot(self._context, self.loaded.num_contexts).float()
-            else:
-                obs[key] = self._context[:, None].clone()  # (B, 1)
-        return obs
-
-    def _noise_prediction(self, actions: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """The eps each env steps with: the action itself, or the pretrained eps plus the correction."""
-        if self.action_mode == "eps":
-            return actions
-        with torch.no_grad():
-            base = self.model(self._sample, self.schedule.timesteps[index], self._context)
-        block_h = self._sample.shape[2] // self.action_grid[0]
-        block_w = self._sample.shape[3] // self.action_grid[1]
-        correction = actions.clamp(-1.0, 1.0).repeat_interleave(block_h, 2).repeat_interleave(block_w, 3)
-        return base + self.residual_scale * correction
+        """The batched observation: new tensors, so editing one never edits the env."""
+        done = self._step_index >= self.num_steps
+        timestep = self.schedule.timesteps[self._step_index.clamp(max=self.num_steps - 1)]
+        return {
+            "sample": self._sample.clone(),
+            "timestep": torch.where(done, -1, timestep)[:, None],  # (B, 1)
+            "context": self._context[:, None].clone(),  # (B, 1)
+        }
 
     def _reset_envs(self, mask: torch.Tensor, contexts: torch.Tensor | None) -> None:
         """Draws context, x_T and all step noise for the envs in ``mask`` from their generators."""
@@ -488,31 +392,8 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         return seeds
 
     def check_action(self, actions: Any) -> torch.Tensor:
-        """Validates a batch of noise predictions; returns it as float32.
-
-        Raises:
-            TypeError: not a torch tensor, or not a floating dtype.
-            ValueError: wrong shape or device, NaN or inf.
-        """
-        want = (self.num_envs, *self.single_action_space.shape)
-        if not isinstance(actions, torch.Tensor):
-            raise TypeError(
-                f"actions must be a torch.Tensor of shape {want} on {self.device}, got "
-                f"{type(actions).__name__} (wrap numpy envs with gymnasium.wrappers.vector.ArrayConversion)"
-            )
-        if actions.layout != torch.strided:
-            raise TypeError(f"actions must be a dense (strided) tensor, got layout={actions.layout}")
-        if not actions.is_floating_point():
-            raise TypeError(f"actions must have a floating dtype, got dtype={actions.dtype}")
-        if tuple(actions.shape) != want:
-            raise ValueError(f"actions must have shape {want}, got shape {tuple(actions.shape)}")
-        if actions.device != self.device and not (
-            actions.device.type == self.device.type == "cuda" and self.device.index is None
-        ):
-            raise ValueError(f"actions must be on device {self.device}, got device {actions.device}")
-        if not bool(torch.isfinite(actions).all()):
-            raise ValueError(f"actions contain {int((~torch.isfinite(actions)).sum())} NaN or inf values")
-        return actions.float()
+        """Validates a batch of noise predictions (``check_actions``); returns it as float32."""
+        return check_actions(actions, (self.num_envs, *self.single_action_space.shape), self.device)
 
     def step(
         self, actions: torch.Tensor
@@ -532,10 +413,9 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         """
         if not self._has_reset:
             raise RuntimeError("call reset() before step()")
-        actions = self.check_action(actions)
+        eps = self.check_action(actions)
         active = ~self._autoreset  # envs that take a step; the rest autoreset
         index = self._step_index.clamp(max=self.num_steps - 1)
-        eps = self._noise_prediction(actions, index)
         coeffs = self.schedule.at(index)
         noise = self._noise[torch.arange(self.num_envs, device=self.device), index + 1]  # (B, C, h, w)
         new_sample = ddim_step(self._sample, eps, coeffs, noise)
@@ -593,8 +473,20 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         return self.loaded.prompts
 
     def current_sample(self) -> torch.Tensor:
-        """Every env's current x_t at full resolution (B, C, h, w), whatever the observation options."""
+        """Every env's current x_t at full resolution (B, C, h, w), a copy."""
         return self._sample.clone()
+
+    def current_step_index(self) -> torch.Tensor:
+        """(B,) int64: the step each env is at, in [0, T] (T once x_0 is reached)."""
+        return self._step_index.clone()
+
+    def current_timesteps(self) -> torch.Tensor:
+        """(B,) int64: the training-schedule timestep of each env's next step (the last one's at x_0)."""
+        return self.schedule.timesteps[self._step_index.clamp(max=self.num_steps - 1)]
+
+    def current_contexts(self) -> torch.Tensor:
+        """(B,) int64: each env's context id."""
+        return self._context.clone()
 
     def decode(self, sample: torch.Tensor) -> torch.Tensor:
         """Sample (B, C, h, w) -> RGB images (B, 3, H, W) in [0, 1]."""

@@ -119,9 +119,11 @@ def test_reward_failing_mid_episode_leaves_state(tiny_model_dir):
     ],
 )
 def test_bad_construction_arguments(tiny_model_dir, kwargs, error, message):
+    from pxpo_gym.wrappers import make_vector_env  # gym.make_vec's entry point: core + wrappers
+
     kwargs = {"num_envs": 2, "model": str(tiny_model_dir), **kwargs}
     with pytest.raises(error, match=message):
-        DiffusionDenoiseVectorEnv(**kwargs)
+        make_vector_env(**kwargs)
 
 
 def test_bad_reset_options(vec):

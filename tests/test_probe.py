@@ -18,6 +18,7 @@ from agents.metrics import read_metrics
 from agents.trainer import train
 from pxpo_gym.env import DiffusionDenoiseEnv
 from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv
+from pxpo_gym.wrappers import make_vector_env
 from tests.test_agents import tiny_config
 
 
@@ -60,13 +61,11 @@ def test_an_overflowing_seed_touches_no_generator(vec, seed):
 
 
 def test_observations_are_copies(tiny_model_dir):
-    flat = DiffusionDenoiseVectorEnv(
-        num_envs=2, model=str(tiny_model_dir), num_inference_steps=3, obs_flatten=True
-    )
+    flat = make_vector_env(num_envs=2, model=str(tiny_model_dir), num_inference_steps=3, obs_flatten=True)
     obs, _ = flat.reset(seed=0)
-    before = flat.current_sample()
+    before = flat.unwrapped.current_sample()
     obs["sample"] += 100.0
-    assert torch.equal(flat.current_sample(), before)
+    assert torch.equal(flat.unwrapped.current_sample(), before)
     single = DiffusionDenoiseEnv(model=str(tiny_model_dir), num_inference_steps=3, obs_flatten=True)
     obs, _ = single.reset(seed=0)
     before = single.unwrapped.core.current_sample()
@@ -244,14 +243,16 @@ def test_a_reward_on_another_device(tiny_model_dir):
 
 
 def test_numpy_numbers_are_numbers(tiny_model_dir):
-    envs = DiffusionDenoiseVectorEnv(
+    envs = make_vector_env(
         num_envs=np.int64(2),
         model=str(tiny_model_dir),
         num_inference_steps=np.int32(3),
         eta=np.float32(0.5),
         action_mode="residual",
         residual_scale=np.float32(0.5),
+        obs_downscale=np.int64(2),
     )
-    assert envs.num_envs == 2 and envs.schedule.eta == 0.5 and envs.residual_scale == 0.5
+    core = envs.unwrapped
+    assert core.num_envs == 2 and core.schedule.eta == 0.5 and envs.env.residual_scale == 0.5
     envs.reset(seed=np.uint32(3))
-    json.dumps({"eta": envs.schedule.eta, "num_envs": envs.num_envs})  # plain Python numbers
+    json.dumps({"eta": core.schedule.eta, "num_envs": core.num_envs, "scale": envs.env.residual_scale})
