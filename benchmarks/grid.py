@@ -157,6 +157,8 @@ def full() -> SuiteConfig:
     """5 seeds, 48 epochs of 32 images (1,536 images) per-pixel, 15 (480) on JPEG; the sweep's learning rates."""
     return dataclasses.replace(
         quick(),
+        # Painted feedback and segmentation first: the tasks PXPO exists for run first.
+        tasks=("target_map", "segmentation", "color", "jpeg"),
         seeds=(0, 1, 2, 3, 4),
         num_epochs=48,
         global_num_epochs=15,
