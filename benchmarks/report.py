@@ -185,16 +185,27 @@ def verdict(task: str, table: dict[str, dict[float, list[float]]], finals: dict[
 
 
 def best_learning_rates(cfg, curves) -> dict[str, dict]:
-    """Per algorithm, the swept settings (learning rate, clip range) with the largest area under
-    the reward curve.
+    """Per algorithm, the swept settings (learning rate, clip range) with the largest normalised
+    area under the reward curve.
 
-    Area = mean reward over all epochs, averaged over the tasks the arm ran on and the seeds:
-    it rewards learning early (sample efficiency), not just the final value. Each task's rewards
-    count as they are; the sweep's two tasks have rewards on the same [0, 1] scale.
+    Each task's curves are measured in units of that task's best improvement (the largest rise
+    of any arm's seed-mean curve above the pretrained reward, usually the oracle's), so a task
+    whose rewards move little (painted feedback) counts as much as one whose rewards move a lot
+    (colour). Area = mean over epochs of (reward - start) / best improvement, averaged over the
+    tasks and seeds: it rewards learning early (sample efficiency), not just the final value.
     """
+    scale = {}
+    for task, by_label in curves.items():
+        scale[task] = max(float((mean_curve(runs) - mean_curve(runs)[0]).max()) for runs in by_label.values())
+        scale[task] = scale[task] if scale[task] > 0 else 1.0
     best: dict[str, tuple[dict, float]] = {}
     for arm in cfg.arms():
-        areas = [np.mean(c) for task in curves if arm.label in curves[task] for c in curves[task][arm.label]]
+        areas = [
+            float(np.mean(c - c[0])) / scale[task]
+            for task in curves
+            if arm.label in curves[task]
+            for c in curves[task][arm.label]
+        ]
         area = float(np.mean(areas))
         if arm.algo not in best or area > best[arm.algo][1]:
             best[arm.algo] = (dict(arm.overrides), area)
@@ -313,7 +324,8 @@ def write_report(cfg) -> str:
         (out / "best_learning_rates.json").write_text(json.dumps(best, indent=1) + "\n")
         lines += [
             "",
-            "Best settings per algorithm (largest mean reward over all epochs, tasks and seeds): "
+            "Best settings per algorithm (largest area under the reward curve, each task in units of its best "
+            "improvement, averaged over tasks and seeds): "
             + "; ".join(
                 f"{a} " + ", ".join(f"{k} {v:g}" for k, v in settings.items() if isinstance(v, float))
                 for a, settings in best.items()
