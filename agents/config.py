@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -70,7 +71,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     """Gradient-norm clip (reference: 1.0)."""
     clip_range: float | None = None
-    """PPO clip range; None takes the algorithm's default (DDPO 1e-4, PXPO 0.2 per pixel)."""
+    """PPO clip range; None takes the algorithm's default (DDPO: 1e-4 x sqrt(16384 / (C h w)), its reference
+    scaled for the sample's element count, 4.6e-4 on the default model; PXPO: 0.2 per pixel)."""
     adv_clip_max: float = 5.0
     """Advantage clip (reference: 5)."""
     pixel_std: Literal["pixel", "pooled", "floored"] = "pixel"
@@ -218,10 +220,17 @@ class TrainConfig:
         """The vector env's num_envs: the oracle denoises (and backpropagates) one train batch at a time."""
         return self.train_batch_size if self.algo == "oracle" else self.sample_batch_size
 
-    def algo_config(self) -> DDPOConfig:
-        """DDPO's or PXPO's own config (the oracle validates DDPO's fields and uses none)."""
+    def algo_config(self, sample_elements: int | None = None) -> DDPOConfig | PXPOConfig:
+        """DDPO's or PXPO's own config (the oracle validates DDPO's fields and uses none).
+
+        Args:
+            sample_elements: C h w of the model's sample; with it, DDPO's default clip range is
+                scaled for the element count (``ddpo_clip_range``).
+        """
         cls = PXPOConfig if self.algo == "pxpo" else DDPOConfig
         extra = {"clip_range": self.clip_range} if self.clip_range is not None else {}
+        if self.algo == "ddpo" and self.clip_range is None and sample_elements:
+            extra["clip_range"] = ddpo_clip_range(sample_elements)
         if self.algo == "pxpo":
             extra.update(pixel_std=self.pixel_std, image_advantage_weight=self.image_advantage_weight)
         return cls(
@@ -231,6 +240,23 @@ class TrainConfig:
             stat_min_count=self.stat_min_count,
             **extra,
         )
+
+
+DDPO_REFERENCE_CLIP = 1e-4
+"""DDPO's reference clip range, set for SD 1.5 at 512 px: a 4 x 64 x 64 latent."""
+DDPO_REFERENCE_ELEMENTS = 4 * 64 * 64
+
+
+def ddpo_clip_range(sample_elements: int) -> float:
+    """DDPO's default clip range for a sample of ``sample_elements`` = C h w elements.
+
+    DDPO's ratio uses the mean log-likelihood over the sample's elements, whose
+    fluctuation scales like 1 / sqrt(elements); the reference 1e-4 at 16,384 elements
+    is kept at the same relative size: 1e-4 * sqrt(16384 / elements). For the default
+    model (3 x 16 x 16 = 768) that is 4.6e-4; the sweep over 1e-4 and 5e-4 picked 5e-4
+    (README, "Sample efficiency"). SD 1.5 at 512 px gets exactly 1e-4.
+    """
+    return DDPO_REFERENCE_CLIP * math.sqrt(DDPO_REFERENCE_ELEMENTS / sample_elements)
 
 
 def make_envs(config: TrainConfig, num_envs: int | None = None):

@@ -62,7 +62,8 @@ class Trainer:
         """DDPO's or PXPO's advantages and loss; None for the exact-gradient oracle."""
         if config.algo != "oracle":
             algo_cls = PXPO if config.algo == "pxpo" else DDPO
-            self.algo = algo_cls(config.algo_config(), core.loaded.num_contexts, tuple(grid))
+            algo_config = config.algo_config(self.num_channels * math.prod(grid))
+            self.algo = algo_cls(algo_config, core.loaded.num_contexts, tuple(grid))
         else:
             check_differentiable(core, config.reward)
         self.optimizer = torch.optim.AdamW(

@@ -252,6 +252,18 @@ def test_what_the_env_checks_fails_when_the_trainer_builds_it(tiny_model_dir, tm
         Trainer(config)
 
 
+def test_ddpo_default_clip_range_is_scaled_for_the_element_count(tiny_model_dir, tmp_path):
+    from agents.config import ddpo_clip_range
+
+    # 1e-4 * sqrt(16384 / 768) = 1e-4 * 4.6188 for the default model; SD 1.5's latent keeps 1e-4
+    assert ddpo_clip_range(3 * 16 * 16) == pytest.approx(4.6188e-4, rel=1e-4)
+    assert ddpo_clip_range(4 * 64 * 64) == pytest.approx(1e-4)
+    trainer = Trainer(tiny_config(tiny_model_dir, tmp_path, algo="ddpo"))  # 3 x 8 x 8 = 192 elements
+    assert trainer.algo.config.clip_range == pytest.approx(1e-4 * math.sqrt(16384 / 192))
+    explicit = Trainer(tiny_config(tiny_model_dir, tmp_path, algo="ddpo", clip_range=1e-4))
+    assert explicit.algo.config.clip_range == 1e-4
+
+
 def test_env_config_mismatch_is_refused(tiny_model_dir, tmp_path):
     envs = gym.make_vec(
         "DiffusionDenoise-v0", num_envs=8, model=str(tiny_model_dir), num_inference_steps=4, eta=0.5
