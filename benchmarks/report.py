@@ -115,12 +115,15 @@ def plot(curves, images, evals, path: Path) -> None:
     tasks = list(curves)
     rows = 3 if any(evals.get(t) for t in tasks) else 1
     fig, axes = plt.subplots(rows, len(tasks), figsize=(4.2 * len(tasks), 3.2 * rows), squeeze=False)
+    many = max(len(by_label) for by_label in curves.values()) > 6  # a sweep: no bands, legend outside
     for ax, task in zip(axes[0], tasks):
         for label, runs in curves[task].items():
             mean = mean_curve(runs)
-            low, high = confidence_band(runs)
-            (line,) = ax.plot(images[task], mean, label=label)
-            ax.fill_between(images[task], low, high, color=line.get_color(), alpha=0.2)
+            style = {"ddpo": "-", "pxpo": "--", "oracle": ":"}.get(label.split("-")[0], "-")
+            (line,) = ax.plot(images[task], mean, style, label=label)
+            if not many:
+                low, high = confidence_band(runs)
+                ax.fill_between(images[task], low, high, color=line.get_color(), alpha=0.2)
         seeds = len(next(iter(curves[task].values())))
         ax.set_title(f"{task} ({seeds} seed{'s' if seeds > 1 else ''})")
         ax.grid(alpha=0.3)
@@ -128,8 +131,12 @@ def plot(curves, images, evals, path: Path) -> None:
         means = np.concatenate([mean_curve(runs) for runs in curves[task].values()])
         span = max(float(means.max() - means.min()), 1e-6)
         ax.set_ylim(means.min() - 0.5 * span, means.max() + 0.5 * span)
-    axes[0, 0].set_ylabel("mean reward (95% CI over seeds)")
-    axes[0, -1].legend(fontsize=8)
+    axes[0, 0].set_ylabel("mean reward" + ("" if many else " (95% CI over seeds)"))
+    if many:
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    else:
+        axes[0, -1].legend(fontsize=8)
     if rows == 3:
         names = (
             ("fidelity_shape", "held-out shape match"),
@@ -145,7 +152,7 @@ def plot(curves, images, evals, path: Path) -> None:
     for ax in axes[-1]:
         ax.set_xlabel("images generated")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
