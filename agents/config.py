@@ -75,10 +75,11 @@ class TrainConfig:
     scaled for the sample's element count, 4.6e-4 on the default model; PXPO: 0.2 per pixel)."""
     adv_clip_max: float = 5.0
     """Advantage clip (reference: 5)."""
-    pixel_std: Literal["pixel", "pooled", "floored"] = "pixel"
-    """PXPO: std of the per-pixel advantage normalisation (agents.advantages)."""
-    image_advantage_weight: float = 0.0
-    """PXPO: hybrid advantages A_ij + lambda * A_image with this lambda (0: per-pixel only)."""
+    pixel_std: Literal["pixel", "pooled", "floored"] = "pooled"
+    """PXPO: std of the per-pixel advantage normalisation (agents.advantages); 'pooled' by measurement
+    (README, "PXPO's advantages")."""
+    image_advantage_weight: float = 1.0
+    """PXPO: hybrid advantages A_ij + lambda * A_image with this lambda (0: per-pixel only); 1 by measurement."""
     backprop_steps: int = 0
     """oracle: backpropagate through the last K steps only (DRaFT-K); 0: through every step."""
     stat_buffer_size: int = 32

@@ -23,6 +23,11 @@ where log p(x^ij) sums the pixel's channels. Our choices, fixed here:
   is DDPO's image-level advantage of the same image. For rewards whose value at a
   pixel depends on other pixels (a segmentation net judges a pixel by the whole
   shape), the image term credits every pixel with the image's overall success.
+  With a constant map both terms equal DDPO's advantage, so PXPO-SF is then
+  (1 + lambda) x DDPO-SF (exactly DDPO-SF with lambda = 0); Adam's steps do not
+  depend on a constant gradient scale (up to the grad-norm clip).
+- Defaults (pooled std, lambda = 1) were picked from ``benchmarks.suite advantages``
+  (README, "PXPO's advantages").
 - IS variant: one ratio per pixel, clipped per pixel. Per-pixel log-ratios move
   far more per update than DDPO's mean over all elements, so PXPO's clip range
   is PPO's usual 0.2, not DDPO's 1e-4 (the measurements are in the README).
@@ -44,9 +49,9 @@ class PXPOConfig(PolicyGradientConfig):
 
     clip_range: float = 0.2
     """PPO clip range on the per-pixel ratio (far larger than DDPO's 1e-4: see the module docstring)."""
-    pixel_std: str = "pixel"
+    pixel_std: str = "pooled"
     """Std of the per-pixel normalisation: 'pixel', 'pooled' or 'floored' (agents.advantages)."""
-    image_advantage_weight: float = 0.0
+    image_advantage_weight: float = 1.0
     """Hybrid advantages: lambda in A_ij + lambda * A_image; 0 is pure per-pixel credit."""
 
     def __post_init__(self) -> None:

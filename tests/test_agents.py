@@ -103,7 +103,9 @@ def test_zero_advantage_gives_zero_gradient(tiny_model_dir, tmp_path, algo, esti
 @pytest.mark.parametrize("estimator", ["sf", "is"])
 def test_constant_reward_map_pxpo_equals_ddpo(tiny_model_dir, tmp_path, estimator):
     ddpo = Trainer(tiny_config(tiny_model_dir, tmp_path, algo="ddpo", estimator=estimator))
-    pxpo = Trainer(tiny_config(tiny_model_dir, tmp_path, algo="pxpo", estimator=estimator))
+    pxpo = Trainer(
+        tiny_config(tiny_model_dir, tmp_path, algo="pxpo", estimator=estimator, image_advantage_weight=0.0)
+    )
     traj = ddpo.sample()
     # A constant map per image: PXPO's per-pixel advantages equal DDPO's scalar ones...
     rewards = torch.linspace(0, 1, 8)
@@ -114,6 +116,22 @@ def test_constant_reward_map_pxpo_equals_ddpo(tiny_model_dir, tmp_path, estimato
     # ...and the gradients agree with scale 1 (our reduction's documented scale).
     torch.testing.assert_close(
         policy_grad(pxpo, traj, adv_pxpo), policy_grad(ddpo, traj, adv_ddpo), rtol=1e-4, atol=1e-7
+    )
+
+
+def test_default_hybrid_pxpo_is_twice_ddpo_on_a_constant_map(tiny_model_dir, tmp_path):
+    # Default lambda = 1: with a constant map both advantage terms equal DDPO's, so A_pxpo = 2 A_ddpo.
+    ddpo = Trainer(tiny_config(tiny_model_dir, tmp_path, algo="ddpo", estimator="sf"))
+    pxpo = Trainer(tiny_config(tiny_model_dir, tmp_path, algo="pxpo", estimator="sf"))
+    assert pxpo.algo.config.image_advantage_weight == 1.0 and pxpo.algo.config.pixel_std == "pooled"
+    traj = ddpo.sample()
+    rewards = torch.linspace(0, 1, 8)
+    maps = rewards[:, None, None].expand(8, 8, 8)
+    adv_ddpo = ddpo.algo.advantages(rewards, maps, traj.contexts)
+    adv_pxpo = pxpo.algo.advantages(rewards, maps, traj.contexts)
+    torch.testing.assert_close(adv_pxpo, (2 * adv_ddpo).clamp(-5, 5)[:, None, None].expand(8, 8, 8))
+    torch.testing.assert_close(
+        policy_grad(pxpo, traj, adv_pxpo), 2 * policy_grad(ddpo, traj, adv_ddpo), rtol=1e-4, atol=1e-7
     )
 
 

@@ -67,7 +67,13 @@ def test_the_default_model_drops_its_near_deterministic_step():
 def test_constant_map_pxpo_equals_ddpo_under_the_same_step_weights(tiny_model_dir, tmp_path, weighting):
     configs = [
         tiny_config(
-            tiny_model_dir, tmp_path, algo=algo, estimator="sf", step_weighting=weighting, step_threshold=0.9
+            tiny_model_dir,
+            tmp_path,
+            algo=algo,
+            estimator="sf",
+            step_weighting=weighting,
+            step_threshold=0.9,
+            image_advantage_weight=0.0,
         )
         for algo in ("ddpo", "pxpo")
     ]
