@@ -36,3 +36,23 @@ def test_sb3_example_runs():
         namespace,
     )
     assert namespace["model"].num_timesteps == 640
+
+
+def test_wrapper_example_builds_the_keyword_env():
+    import gymnasium as gym
+
+    block = next(block for block in _blocks("Testing your own algorithm") if "ObservationView(" in block)
+    namespace: dict = {}
+    exec(compile(block, "README wrapper example", "exec"), namespace)
+    keywords = gym.make_vec(
+        "DiffusionDenoise-v0",
+        num_envs=16,
+        action_mode="residual",
+        action_grid=1,
+        obs_keys=("sample", "step_index", "context"),
+        obs_downscale=4,
+        obs_flatten=True,
+        obs_one_hot_context=True,
+    )
+    assert namespace["envs"].single_observation_space == keywords.single_observation_space
+    assert namespace["envs"].single_action_space == keywords.single_action_space
