@@ -80,6 +80,10 @@ class TrainConfig:
     (README, "PXPO's advantages")."""
     image_advantage_weight: float = 1.0
     """PXPO: hybrid advantages A_ij + lambda * A_image with this lambda (0: per-pixel only); 1 by measurement."""
+    kl_coef: float = 0.0
+    """Weight of the KL penalty to the frozen pretrained model, per step: the mean over elements of
+    KL(p_theta || p_ref) = (b_t (eps_theta - eps_ref))^2 / (2 sigma_t^2), added to DDPO's and PXPO's loss
+    with the step's weight. 0: none (and no reference forward pass)."""
     backprop_steps: int = 0
     """oracle: backpropagate through the last K steps only (DRaFT-K); 0: through every step."""
     stat_buffer_size: int = 32
@@ -182,6 +186,11 @@ class TrainConfig:
         need(
             not (self.resume and self.overwrite),
             "resume and overwrite exclude each other: resume continues the run, overwrite deletes it",
+        )
+        need(self.kl_coef >= 0, f"kl_coef must be >= 0, got kl_coef={self.kl_coef}")
+        need(
+            not (self.algo == "oracle" and self.kl_coef),
+            f"kl_coef={self.kl_coef} is a policy-gradient penalty; algo='oracle' does not take it",
         )
         need(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
         for name, low in (("lora_rank", 0), ("threads", 1)):

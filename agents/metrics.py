@@ -16,6 +16,7 @@ METRIC_FIELDS = (
     "approx_kl",
     "clipfrac",
     "grad_norm",
+    "kl",
     "seconds",
     "eval_reward",
     "fidelity_distance",
@@ -65,7 +66,7 @@ class MetricsLogger:
                 value = float(metrics.get(name, math.nan))
                 if math.isnan(value):
                     continue
-                group = "losses" if name in ("loss", "approx_kl", "clipfrac", "grad_norm") else "charts"
+                group = "losses" if name in ("loss", "approx_kl", "clipfrac", "grad_norm", "kl") else "charts"
                 self.writer.add_scalar(f"{group}/{name}", value, step)
             self.writer.flush()
 
@@ -77,7 +78,10 @@ class MetricsLogger:
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
     """Reads a ``metrics.csv`` back as a list of float dicts (an empty cell reads as NaN)."""
     with open(path, newline="") as handle:
-        return [
-            {k: float(v) if v not in ("", None) else math.nan for k, v in row.items()}
-            for row in csv.DictReader(handle)
-        ]
+        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def _number(cell: str | None) -> float:
+    """A CSV cell as a float; empty or NaN cells are ``math.nan`` itself, so rows compare equal."""
+    value = float(cell) if cell not in ("", None) else math.nan
+    return math.nan if math.isnan(value) else value

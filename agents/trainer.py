@@ -27,7 +27,7 @@ from agents.policy import guided_eps, make_policy, trainable_state
 from agents.pxpo import PXPO
 from agents.rollout import Trajectories, coefficients_from, collect
 from agents.steps import step_weights
-from pxpo_gym.ddim import step_log_prob
+from pxpo_gym.ddim import TransitionCoefficients, step_kl, step_log_prob
 from pxpo_gym.viz import save_reward_grid
 
 
@@ -55,6 +55,8 @@ class Trainer:
                 "(pxpo_gym.json 'null_context'); use guidance_scale=1"
             )
         self.num_channels, *grid = core.loaded.sample_shape
+        self.reference = core.model
+        """The frozen pretrained model (the env's): the KL penalty's reference."""
         self.policy = make_policy(core.model, config.resolved_lora_rank(core.loaded.is_latent))
         if config.gradient_checkpointing:
             self.policy.unet.enable_gradient_checkpointing()
@@ -119,7 +121,7 @@ class Trainer:
         # Metrics stay on the device until the end: no host sync inside the loop.
         totals = {
             name: torch.zeros((), device=self.device)
-            for name in ("loss", "approx_kl", "clipfrac", "grad_norm")
+            for name in ("loss", "approx_kl", "clipfrac", "grad_norm", "kl")
         }
         count = updates = 0
         for _ in range(cfg.inner_epochs):
@@ -138,6 +140,12 @@ class Trainer:
                     loss, stats = self.algo.loss(
                         logp, traj.logp_pixels[idx, k], advantages[idx], self.num_channels, weights[k]
                     )
+                    if cfg.kl_coef:
+                        kl = self.reference_kl(
+                            sample, traj.timesteps[idx, k], traj.contexts[idx], eps, coeffs
+                        )
+                        loss = loss + cfg.kl_coef * (weights[k] * kl).mean()
+                        totals["kl"] += kl.detach().mean()
                     self.scaler.scale(loss / num_train).backward()
                     totals["loss"] += loss.detach()
                     totals["approx_kl"] += stats["approx_kl"]
@@ -147,7 +155,24 @@ class Trainer:
                 updates += 1
         out = {k: (v / count).item() for k, v in totals.items() if k != "grad_norm"}
         out["grad_norm"] = (totals["grad_norm"] / updates).item()
+        if not cfg.kl_coef:
+            out["kl"] = math.nan  # not computed without a penalty
         return out
+
+    def reference_kl(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        context: torch.Tensor,
+        eps: torch.Tensor,
+        coeffs: TransitionCoefficients,
+    ) -> torch.Tensor:
+        """(b,) mean over elements of KL(policy step || frozen pretrained model's step)."""
+        with torch.no_grad(), autocast(self.config, self.device):
+            eps_ref = guided_eps(
+                self.reference, sample, timestep, context, self.config.guidance_scale, self.null_context
+            ).float()
+        return step_kl(eps, eps_ref, coeffs).flatten(1).mean(dim=1)
 
     def optimizer_step(self) -> torch.Tensor:
         """Unscales, clips the gradient norm, steps AdamW and zeroes the gradients; returns the norm."""

@@ -146,6 +146,24 @@ def step_log_prob(
     return gaussian_log_prob(prev_sample, ddim_mean(sample, eps, coeffs), coeffs.std_dev_t)
 
 
+def step_kl(eps: torch.Tensor, eps_ref: torch.Tensor, coeffs: TransitionCoefficients) -> torch.Tensor:
+    """Per-element KL(p_eps || p_ref) between the DDIM steps two noise predictions define, unreduced.
+
+    Both are Gaussians with the same std sigma_t and means a_t x_t + b_t eps, so
+    KL = (b_t (eps - eps_ref))^2 / (2 sigma_t^2), independent of x_t.
+
+    Args:
+        eps: (B, C, H, W) the policy's noise prediction; gradients flow through it.
+        eps_ref: (B, C, H, W) the reference model's.
+        coeffs: per-sample coefficients of shape (B,).
+
+    Returns:
+        (B, C, H, W) float KL per element (nats).
+    """
+    diff = _expand_like(coeffs.coef_eps, eps) * (eps - eps_ref)
+    return diff.square() / (2 * _expand_like(coeffs.std_dev_t, eps).square())
+
+
 @dataclass(frozen=True)
 class DDIMSchedule:
     """The per-step table of a DDIM sampler with T inference steps.

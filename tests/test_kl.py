@@ -1,0 +1,56 @@
+"""KL to the frozen reference model: the formula against torch.distributions, zero at the start."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from agents.metrics import read_metrics
+from agents.trainer import Trainer, train
+from pxpo_gym.ddim import TransitionCoefficients, ddim_mean, step_kl
+from tests.test_agents import tiny_config
+
+
+def test_step_kl_equals_torch_distributions():
+    gen = torch.Generator().manual_seed(0)
+    sample, eps, eps_ref = (torch.randn(3, 2, 4, 4, generator=gen) for _ in range(3))
+    coeffs = TransitionCoefficients(
+        torch.tensor([1.1, 1.0, 2.0]), torch.tensor([-0.3, -0.1, -1.5]), torch.tensor([0.5, 0.01, 0.9])
+    )
+    std = coeffs.std_dev_t[:, None, None, None]
+    want = torch.distributions.kl_divergence(
+        torch.distributions.Normal(ddim_mean(sample, eps, coeffs), std),
+        torch.distributions.Normal(ddim_mean(sample, eps_ref, coeffs), std),
+    )
+    torch.testing.assert_close(step_kl(eps, eps_ref, coeffs), want, rtol=1e-5, atol=1e-6)
+    assert step_kl(eps, eps, coeffs).abs().max() == 0
+
+
+@pytest.mark.parametrize("algo", ["ddpo", "pxpo"])
+def test_kl_is_zero_while_the_policy_is_the_reference(tiny_model_dir, tmp_path, algo):
+    trainer = Trainer(tiny_config(tiny_model_dir, tmp_path, algo=algo, kl_coef=0.5))
+    traj = trainer.sample()
+    adv = trainer.algo.advantages(traj.rewards, traj.reward_maps, traj.contexts)
+    metrics = trainer.update(traj, adv)  # one minibatch: every step is seen before the optimizer steps
+    assert metrics["kl"] == 0.0
+
+
+def test_kl_is_logged_and_grows_after_updates(tiny_model_dir, tmp_path):
+    config = tiny_config(tiny_model_dir, tmp_path, kl_coef=0.1, num_epochs=3, learning_rate=1e-2)
+    train(config)
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert rows[0]["kl"] == 0.0 and rows[-1]["kl"] > 0
+    train(dataclasses.replace(config, kl_coef=0.0, out=str(tmp_path / "plain")))
+    plain = read_metrics(tmp_path / "plain" / "metrics.csv")
+    assert all(r["kl"] != r["kl"] for r in plain)  # NaN: not computed without a penalty
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [(dict(kl_coef=-1.0), "kl_coef must be >= 0"), (dict(algo="oracle", kl_coef=0.1), "does not take it")],
+)
+def test_bad_kl_settings(tiny_model_dir, tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(tiny_model_dir, tmp_path, **overrides)
