@@ -133,6 +133,9 @@ class TrainConfig:
     eval_every: int = 0
     """Every N epochs (and at the end), score the policy on held-out noise: reward and fidelity to the
     pretrained model's images (agents.evaluation); 0: never."""
+    ema_decay: float | None = None
+    """Keep an exponential moving average of the trainable weights with this decay (e.g. 0.99) and evaluate
+    with it (agents.ema); None: no EMA."""
     eval_images: int = 32
     """Held-out images per evaluation."""
     tensorboard: bool = True
@@ -186,6 +189,10 @@ class TrainConfig:
         need(
             not (self.resume and self.overwrite),
             "resume and overwrite exclude each other: resume continues the run, overwrite deletes it",
+        )
+        need(
+            self.ema_decay is None or 0 <= self.ema_decay < 1,
+            f"ema_decay must be None or in [0, 1), got ema_decay={self.ema_decay}",
         )
         need(self.kl_coef >= 0, f"kl_coef must be >= 0, got kl_coef={self.kl_coef}")
         need(

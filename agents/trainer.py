@@ -6,6 +6,7 @@ same loop serves the CLI (``agents.train``), notebooks and the benchmarks.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -20,6 +21,7 @@ from tqdm import tqdm
 from agents.checkpoint import load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
 from agents.config import TrainConfig, autocast, check_envs, make_envs
 from agents.ddpo import DDPO
+from agents.ema import EMA
 from agents.evaluation import Evaluator
 from agents.metrics import MetricsLogger
 from agents.oracle import OracleBatch, differentiable_rollout
@@ -74,6 +76,8 @@ class Trainer:
             betas=(config.adam_beta1, config.adam_beta2),
             weight_decay=config.weight_decay,
         )
+        self.ema = EMA(self.policy, config.ema_decay) if config.ema_decay is not None else None
+        """Moving average of the trainable weights, used for evaluation (``agents.ema``)."""
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.mixed_precision == "fp16")
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step_weights = step_weights(
@@ -182,6 +186,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update()
         return norm
 
     def oracle_update(self) -> tuple[dict[str, float], OracleBatch]:
@@ -236,6 +242,8 @@ class Trainer:
         tensors = {f"policy/{k}": v for k, v in trainable_state(self.policy).items()}
         optim_tensors, optim_meta = optimizer_to_tensors(self.optimizer)
         tensors.update(optim_tensors)
+        if self.ema is not None:
+            tensors.update({f"ema/{k}": v for k, v in self.ema.state_dict().items()})
         tensors["rng/trainer"] = self.generator.get_state()
         tensors["rng/torch"] = torch.get_rng_state()
         for i, state in enumerate(self.envs.unwrapped.get_rng_state()):
@@ -261,6 +269,10 @@ class Trainer:
             )
         self.policy.load_state_dict(weights, strict=False)
         optimizer_from_tensors(self.optimizer, tensors, meta["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(
+                {k.removeprefix("ema/"): v for k, v in tensors.items() if k.startswith("ema/")}
+            )
         self.generator.set_state(tensors["rng/trainer"])
         torch.set_rng_state(tensors["rng/torch"])
         self.envs.unwrapped.set_rng_state(
@@ -408,7 +420,8 @@ def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
         last = trainer.epoch == config.num_epochs
         if evaluator is not None and (trainer.epoch % config.eval_every == 0 or last):
             trainer.policy.eval()
-            metrics.update(evaluator(trainer.eps))
+            with trainer.ema.swapped_in() if trainer.ema is not None else contextlib.nullcontext():
+                metrics.update(evaluator(trainer.eps))
         logger.log(metrics)
         history.append(metrics)
         bar.update(1)
