@@ -86,6 +86,10 @@ class TrainConfig:
     with the step's weight. 0: none (and no reference forward pass)."""
     backprop_steps: int = 0
     """oracle: backpropagate through the last K steps only (DRaFT-K); 0: through every step."""
+    group_size: int | None = None
+    """GRPO-style group advantages: each epoch draws group_size images of every training context, and each
+    reward (PXPO: each pixel's) is normalised by its own group's mean and std instead of the running buffer
+    (images per epoch must be group_size x the number of contexts). None: the running buffer."""
     stat_buffer_size: int = 32
     """Recent rewards kept per context for advantage normalisation."""
     stat_min_count: int = 16
@@ -194,6 +198,10 @@ class TrainConfig:
             self.ema_decay is None or 0 <= self.ema_decay < 1,
             f"ema_decay must be None or in [0, 1), got ema_decay={self.ema_decay}",
         )
+        need(
+            self.group_size is None or (isinstance(self.group_size, int) and self.group_size >= 2),
+            f"group_size must be None or an int >= 2 (a group of one has no spread), got group_size={self.group_size!r}",
+        )
         need(self.kl_coef >= 0, f"kl_coef must be >= 0, got kl_coef={self.kl_coef}")
         need(
             not (self.algo == "oracle" and self.kl_coef),
@@ -250,11 +258,13 @@ class TrainConfig:
             extra["clip_range"] = ddpo_clip_range(sample_elements)
         if self.algo == "pxpo":
             extra.update(pixel_std=self.pixel_std, image_advantage_weight=self.image_advantage_weight)
+        # A group is a buffer that holds exactly this epoch's group_size rewards of a context.
+        buffer = self.group_size or self.stat_buffer_size
         return cls(
             estimator=self.estimator,
             adv_clip_max=self.adv_clip_max,
-            stat_buffer_size=self.stat_buffer_size,
-            stat_min_count=self.stat_min_count,
+            stat_buffer_size=buffer,
+            stat_min_count=self.group_size or self.stat_min_count,
             **extra,
         )
 

@@ -62,6 +62,7 @@ def collect(
     envs,
     eps_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     seed: int | None = None,
+    options: dict | None = None,
 ) -> Trajectories:
     """Runs one lock-step batch of episodes (one per env) and records everything training needs.
 
@@ -69,12 +70,13 @@ def collect(
         envs: a ``DiffusionDenoiseVectorEnv`` (or a wrapper of one).
         eps_fn: ``eps_fn(sample, timestep, context) -> eps`` on the env's tensors (the policy).
         seed: passed to ``envs.reset``; None continues the env's generators.
+        options: passed to ``envs.reset`` (e.g. ``{"context": ids}``).
 
     Returns:
         ``Trajectories`` with N = num_envs.
     """
     core = envs.unwrapped
-    obs, _ = envs.reset(seed=seed)
+    obs, _ = envs.reset(seed=seed, options=options)
     samples, timesteps, coeffs, logps = [obs["sample"]], [], [], []
     for _ in range(core.num_steps):
         eps = eps_fn(obs["sample"], obs["timestep"], obs["context"])

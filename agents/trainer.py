@@ -62,6 +62,14 @@ class Trainer:
         self.policy = make_policy(core.model, config.resolved_lora_rank(core.loaded.is_latent))
         if config.gradient_checkpointing:
             self.policy.unet.enable_gradient_checkpointing()
+        if config.group_size is not None:
+            contexts = len(core.context_choices)
+            if config.images_per_epoch != config.group_size * contexts:
+                raise ValueError(
+                    f"group_size={config.group_size} needs {config.group_size} x {contexts} contexts = "
+                    f"{config.group_size * contexts} images per epoch, got {config.images_per_epoch} "
+                    "(sample_batch_size x sample_batches_per_epoch)"
+                )
         self.algo: DDPO | PXPO | None = None
         """DDPO's or PXPO's advantages and loss; None for the exact-gradient oracle."""
         if config.algo != "oracle":
@@ -101,11 +109,21 @@ class Trainer:
         return eps.float()
 
     def sample(self) -> Trajectories:
-        """One epoch's images from the current policy (the env is seeded once, at epoch 0)."""
+        """One epoch's images from the current policy (the env is seeded once, at epoch 0).
+
+        With ``group_size``, image j of the epoch is conditioned on training context j mod K,
+        so every context gets exactly group_size images.
+        """
         parts = []
+        batch_size = self.config.sample_batch_size
         for batch in range(self.config.sample_batches_per_epoch):
             seed = self.config.seed if self.epoch == 0 and batch == 0 else None
-            parts.append(collect(self.envs, self.eps, seed=seed))
+            options = None
+            if self.config.group_size is not None:
+                choices = self.envs.unwrapped.context_choices
+                index = torch.arange(batch * batch_size, (batch + 1) * batch_size, device=choices.device)
+                options = {"context": choices[index % len(choices)]}
+            parts.append(collect(self.envs, self.eps, seed=seed, options=options))
         return Trajectories.cat(parts)
 
     def update(self, traj: Trajectories, advantages: torch.Tensor) -> dict[str, float]:
