@@ -18,11 +18,18 @@ METRIC_FIELDS = (
     "grad_norm",
     "kl",
     "seconds",
+    "sample_seconds",
+    "reward_seconds",
+    "train_seconds",
+    "eval_seconds",
     "eval_reward",
     "fidelity_distance",
     "fidelity_shape",
 )
 """CSV columns, in order. ``images`` (cumulative images generated) is the x axis of every curve.
+``seconds`` is the epoch's sampling + training; ``sample_seconds`` includes ``reward_seconds`` (the reward
+function's share; for the oracle, sampling and training are one pass: ``sample_seconds`` is empty and
+``train_seconds`` is all of it); ``eval_seconds`` (evaluation) is not in ``seconds``.
 The last three (``agents.evaluation``) are empty on epochs without an evaluation."""
 
 

@@ -233,12 +233,16 @@ class Trainer:
     def train_epoch(self) -> tuple[dict[str, float], Trajectories | OracleBatch]:
         """Samples, computes advantages, updates; returns the epoch's metrics and images."""
         start = time.perf_counter()
+        core = self.envs.unwrapped
+        core.reward_seconds = 0.0
         if self.algo is None:
             self.policy.train()
-            metrics, traj = self.oracle_update()
+            metrics, traj = self.oracle_update()  # sampling and training are one pass
+            sample_seconds = math.nan
         else:
             self.policy.eval()
             traj = self.sample()
+            sample_seconds = time.perf_counter() - start
             self.policy.train()
             advantages = self.algo.advantages(traj.rewards.cpu(), traj.reward_maps.cpu(), traj.contexts.cpu())
             metrics = self.update(traj, advantages)
@@ -250,6 +254,11 @@ class Trainer:
             reward_mean=traj.rewards.mean().item(),
             reward_std=traj.rewards.std().item(),
             seconds=time.perf_counter() - start,
+            sample_seconds=sample_seconds,
+            reward_seconds=core.reward_seconds,
+        )
+        metrics["train_seconds"] = metrics["seconds"] - (
+            0.0 if math.isnan(sample_seconds) else sample_seconds
         )
         return metrics, traj
 
@@ -438,8 +447,10 @@ def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
         last = trainer.epoch == config.num_epochs
         if evaluator is not None and (trainer.epoch % config.eval_every == 0 or last):
             trainer.policy.eval()
+            started = time.perf_counter()
             with trainer.ema.swapped_in() if trainer.ema is not None else contextlib.nullcontext():
                 metrics.update(evaluator(trainer.eps))
+            metrics["eval_seconds"] = time.perf_counter() - started
         logger.log(metrics)
         history.append(metrics)
         bar.update(1)

@@ -6,6 +6,7 @@ this class with one env, so both share one implementation.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -247,6 +248,8 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         self._context = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
         self._autoreset = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
         self._has_reset = False
+        self.reward_seconds = 0.0
+        """Wall-clock seconds spent in the reward function so far (callers may reset it)."""
         self._check_reward()
 
     # -- construction helpers -------------------------------------------------
@@ -428,7 +431,9 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         if bool(terminated.any()):
             done = terminated.nonzero().flatten()
             images = self.loaded.decode(new_sample[done])  # (n, 3, H, W)
+            started = time.perf_counter()
             reward_map = self.reward_fn(images, self._context[done])  # (n, H, W), checked
+            self.reward_seconds += time.perf_counter() - started
             rewards[done] = self.aggregate(reward_map).float()
             full_map = torch.zeros((self.num_envs, *reward_map.shape[1:]), device=self.device)
             full_map[done] = reward_map

@@ -176,7 +176,10 @@ def test_resumed_run_matches_uninterrupted_run_bit_for_bit(tiny_model_dir, tmp_p
     a, b = read_metrics(tmp_path / "full" / "metrics.csv"), read_metrics(tmp_path / "part" / "metrics.csv")
     assert len(a) == len(b) == 3
     for row_a, row_b in zip(a, b):
-        row_a.pop("seconds"), row_b.pop("seconds")
+        timing = [k for k in row_a if k.endswith("seconds")]
+        assert {"seconds", "sample_seconds", "reward_seconds", "train_seconds"} <= set(timing)
+        for key in timing:
+            row_a.pop(key), row_b.pop(key)
         assert row_a == row_b
     from safetensors.torch import load_file
 
@@ -217,9 +220,11 @@ def test_training_writes_metrics_images_and_tensorboard(tiny_model_dir, tmp_path
     assert [int(m["epoch"]) for m in history] == [1, 2] and history[-1]["images"] == 16
     assert (run / "images" / "epoch-0002.png").is_file()
     assert any((run / "tb").iterdir())
-    assert {"reward_mean", "loss", "approx_kl", "clipfrac", "seconds"} <= set(
-        read_metrics(run / "metrics.csv")[0]
-    )
+    row = read_metrics(run / "metrics.csv")[0]
+    assert {"reward_mean", "loss", "approx_kl", "clipfrac", "seconds"} <= set(row)
+    # where the time goes: sampling (incl. the reward) + training = the epoch
+    assert 0 < row["reward_seconds"] <= row["sample_seconds"] < row["seconds"]
+    assert row["sample_seconds"] + row["train_seconds"] == pytest.approx(row["seconds"])
 
 
 def test_lora_policy_trains_only_adapters():
