@@ -113,7 +113,7 @@ def plot(curves, images, evals, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     tasks = list(curves)
-    rows = 3 if any(evals.get(t) for t in tasks) else 1
+    rows = 4 if any(evals.get(t) for t in tasks) else 1
     fig, axes = plt.subplots(rows, len(tasks), figsize=(4.2 * len(tasks), 3.2 * rows), squeeze=False)
     many = max(len(by_label) for by_label in curves.values()) > 6  # a sweep: no bands, legend outside
     for ax, task in zip(axes[0], tasks):
@@ -137,8 +137,9 @@ def plot(curves, images, evals, path: Path) -> None:
         fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     else:
         axes[0, -1].legend(fontsize=8)
-    if rows == 3:
+    if rows == 4:
         names = (
+            ("eval_reward", "held-out reward"),
             ("fidelity_shape", "held-out shape match"),
             ("fidelity_distance", "RMS distance to pretrained"),
         )
