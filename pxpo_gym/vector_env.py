@@ -288,10 +288,9 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     def _observation(self) -> dict[str, torch.Tensor]:
         """The batched observation: new tensors, so editing one never edits the env."""
         done = self._step_index >= self.num_steps
-        timestep = self.schedule.timesteps[self._step_index.clamp(max=self.num_steps - 1)]
         return {
             "sample": self._sample.clone(),
-            "timestep": torch.where(done, -1, timestep)[:, None],  # (B, 1)
+            "timestep": torch.where(done, -1, self.current_timesteps())[:, None],  # (B, 1)
             "context": self._context[:, None].clone(),  # (B, 1)
         }
 

@@ -376,17 +376,8 @@ def _view_kwargs(options: dict[str, Any]) -> dict[str, Any]:
 def make_vector_env(**kwargs: Any) -> Any:
     """``gym.make_vec("DiffusionDenoise-v0", ...)``'s entry point: the core, wrapped as the keywords ask."""
     core_kwargs, options = split_generic_options(kwargs)
-    _validate_mode(options)
+    _validate_mode(options)  # before the (slow) model load
     return wrap_vector(DiffusionDenoiseVectorEnv(**core_kwargs), options)
-
-
-def make_single_env(**kwargs: Any) -> gym.Env:
-    """``gym.make("DiffusionDenoise-v0", ...)``'s entry point: the single env, wrapped as the keywords ask."""
-    from pxpo_gym.env import DiffusionDenoiseEnv
-
-    core_kwargs, options = split_generic_options(kwargs)
-    _validate_mode(options)
-    return wrap_single(DiffusionDenoiseEnv(**core_kwargs), options)
 
 
 def generic_wrappers(env: Any) -> list[str]:
