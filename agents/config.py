@@ -12,11 +12,13 @@ from typing import Any, Literal
 
 import gymnasium as gym
 import torch
+import tyro
 
 import pxpo_gym  # noqa: F401  (registers the env)
 from agents.ddpo import DDPOConfig
 from agents.pxpo import PXPOConfig
 from agents.steps import DEFAULT_STEP_THRESHOLD, DEFAULT_STEP_WEIGHTING, STEP_WEIGHTINGS
+from pxpo_gym.rewards import split_weight
 from pxpo_gym.wrappers import generic_wrappers
 
 DEFAULT_LATENT_LORA_RANK = 4
@@ -32,10 +34,13 @@ class TrainConfig:
     exact-gradient baseline that backpropagates a differentiable reward through the sampler (agents.oracle)."""
     estimator: Literal["sf", "is"] = "is"
     """'sf': score function; 'is': importance sampling with PPO clipping."""
-    reward: str = "color"
-    """Built-in reward name (pxpo_gym.rewards.REWARDS) or 'package.module:function'."""
+    reward: tyro.conf.UseAppendAction[tuple[str, ...]] = ()
+    """Built-in reward name (pxpo_gym.rewards.REWARDS) or 'package.module:function'; several with weights make
+    their weighted sum (each component's mean is logged): --reward color:0.5 --reward segmentation:0.5.
+    Empty: 'color'. From Python a plain string is accepted."""
     reward_kwargs: str = "{}"
-    """JSON object of reward options, e.g. '{"target": [0, 0, 1]}'."""
+    """JSON object of reward options, e.g. '{"target": [0, 0, 1]}'; for several rewards keyed by name,
+    e.g. '{"color": {"target": "blue"}}'."""
     model: str = "default"
     """Embedded model name, local diffusers folder, or hub id."""
     prompts: tuple[str, ...] = ()
@@ -125,7 +130,7 @@ class TrainConfig:
     """Run folder; runs/{algo}-{estimator}-{reward}-seed{seed} if empty."""
     resume: str = ""
     """Run folder to resume from its latest checkpoint. Its saved settings are used; only num_epochs,
-    save_every, image_every, eval_every, threads, progress and tensorboard may be given anew (a flag set to
+    save_every, image_every, eval_every, threads, progress, tensorboard and export may be given anew (a flag set to
     another value than the run's, other than these, is refused)."""
     overwrite: bool = False
     """Start over in a run folder that already holds a run: its metrics, images, evaluations and
@@ -142,6 +147,9 @@ class TrainConfig:
     with it (agents.ema); None: no EMA."""
     eval_images: int = 32
     """Held-out images per evaluation."""
+    export: bool = True
+    """At the end, write the final policy (EMA weights with ema_decay) as a diffusers model to RUN/model
+    (agents.export): a DDPMPipeline folder for pixel models, a diffusers LoRA file for LoRA on latent ones."""
     tensorboard: bool = True
     """Also write TensorBoard scalars under RUN/tb."""
     progress: bool = True
@@ -151,6 +159,11 @@ class TrainConfig:
         def need(ok: bool, message: str) -> None:
             if not ok:
                 raise ValueError(message)
+
+        object.__setattr__(self, "reward", reward_tuple(self.reward))
+        for spec in self.reward:
+            need(isinstance(spec, str) and bool(spec), f"each reward must be a non-empty string, got {spec!r}")
+            split_weight(spec)  # a NaN or infinite weight is refused here
 
         need(
             self.algo in ("ddpo", "pxpo", "oracle"),
@@ -235,10 +248,14 @@ class TrainConfig:
         return DEFAULT_LATENT_LORA_RANK if latent else 0
 
     @property
+    def reward_spec(self) -> str | list[str]:
+        """The env's ``reward`` argument: the one reward's spec, or the list of weighted ones."""
+        return self.reward[0] if len(self.reward) == 1 else list(self.reward)
+
+    @property
     def run_dir(self) -> Path:
-        return Path(
-            self.out or f"runs/{self.algo}-{self.estimator}-{self.reward.replace(':', '_')}-seed{self.seed}"
-        )
+        name = "+".join(self.reward).replace(":", "_")
+        return Path(self.out or f"runs/{self.algo}-{self.estimator}-{name}-seed{self.seed}")
 
     @property
     def env_batch_size(self) -> int:
@@ -269,6 +286,12 @@ class TrainConfig:
         )
 
 
+def reward_tuple(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``TrainConfig.reward`` in its one form: a tuple of specs, ('color',) when empty."""
+    specs = (value,) if isinstance(value, str) else tuple(value)
+    return specs or ("color",)
+
+
 DDPO_REFERENCE_CLIP = 1e-4
 """DDPO's reference clip range, set for SD 1.5 at 512 px: a 4 x 64 x 64 latent."""
 DDPO_REFERENCE_ELEMENTS = 4 * 64 * 64
@@ -293,7 +316,7 @@ def make_envs(config: TrainConfig, num_envs: int | None = None):
         "DiffusionDenoise-v0",
         num_envs=num_envs or config.env_batch_size,
         model=config.model,
-        reward=config.reward,
+        reward=config.reward_spec,
         reward_kwargs=json.loads(config.reward_kwargs),
         num_inference_steps=config.num_inference_steps,
         eta=config.eta,

@@ -9,9 +9,10 @@ that training never sees:
 - ``fidelity_distance``: root-mean-square RGB distance (images in [0, 1])
   between each policy image and the pretrained model's image from the same
   initial and step noise (0: unchanged);
-- ``fidelity_shape``: for the embedded shapes model, the fraction of policy
-  images in which the shipped segmentation network finds one shape of the
-  conditioned class (as ``benchmarks.sample_quality``); NaN for other models.
+- ``fidelity_shape``: for the embedded shapes model (and models fine-tuned from
+  it: the same classes at 16 x 16), the fraction of policy images in which the
+  shipped segmentation network finds one shape of the conditioned class (as
+  ``benchmarks.sample_quality``); NaN for other models.
 
 The episodes are env slots seeded ``EVAL_SEED_OFFSET + seed + i`` (training's are
 ``seed + i``, continuing from there), with contexts spread evenly over the
@@ -27,7 +28,11 @@ from typing import Any
 
 import torch
 
-from pxpo_gym.sampling import run_policy
+from pxpo_gym.sampling import Episode, run_policy
+from pxpo_gym.shapes import SHAPE_CLASSES
+
+DEFAULT_IMAGE_SIZE = (16, 16)
+"""The embedded model's image size, the one the shipped segmentation network reads."""
 
 EVAL_SEED_OFFSET = 1_000_003
 """Evaluation seeds start here (plus the run's seed): far from any training env's seed."""
@@ -51,7 +56,7 @@ class Evaluator:
         self.contexts = context_ids.to(core.device)[torch.arange(n, device=core.device) % len(context_ids)]
         self.reference = run_policy(envs, seed=self.seed, options={"context": self.contexts})
         self.segmentation_net = None
-        if core.loaded.source == "default":
+        if tuple(core.loaded.context_names) == SHAPE_CLASSES and core.loaded.image_size == DEFAULT_IMAGE_SIZE:
             from pxpo_gym.segmentation import load_segmentation_net
 
             self.segmentation_net = load_segmentation_net().to(core.device)
@@ -71,7 +76,11 @@ class Evaluator:
         }
 
     @torch.no_grad()
+    def episode(self, eps_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> Episode:
+        """The policy's held-out images, reward maps and rewards."""
+        return run_policy(self.envs, eps_fn, seed=self.seed, options={"context": self.contexts})
+
     def __call__(self, eps_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> dict:
         """The policy's held-out metrics (see the module docstring)."""
-        episode = run_policy(self.envs, eps_fn, seed=self.seed, options={"context": self.contexts})
+        episode = self.episode(eps_fn)
         return self.score(episode.images, episode.rewards)

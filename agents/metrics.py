@@ -30,7 +30,8 @@ METRIC_FIELDS = (
 ``seconds`` is the epoch's sampling + training; ``sample_seconds`` includes ``reward_seconds`` (the reward
 function's share; for the oracle, sampling and training are one pass: ``sample_seconds`` is empty and
 ``train_seconds`` is all of it); ``eval_seconds`` (evaluation) is not in ``seconds``.
-The last three (``agents.evaluation``) are empty on epochs without an evaluation."""
+The last three (``agents.evaluation``) are empty on epochs without an evaluation. A weighted reward adds one
+column ``reward_NAME`` per component (its mean over the epoch's images) after these."""
 
 
 class MetricsLogger:
@@ -42,11 +43,17 @@ class MetricsLogger:
             checkpoint by an interrupted run) are dropped, so the file continues
             exactly where the checkpoint left off.
         tensorboard: also write TensorBoard event files.
+        extra_fields: columns after ``METRIC_FIELDS`` (a weighted reward's ``reward_NAME``).
     """
 
     def __init__(
-        self, run_dir: str | Path, resume_epoch: int | None = None, tensorboard: bool = True
+        self,
+        run_dir: str | Path,
+        resume_epoch: int | None = None,
+        tensorboard: bool = True,
+        extra_fields: list[str] | tuple[str, ...] = (),
     ) -> None:
+        self.fields = (*METRIC_FIELDS, *extra_fields)
         self.path = Path(run_dir) / "metrics.csv"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         rows: list[dict[str, str]] = []
@@ -54,7 +61,7 @@ class MetricsLogger:
             with open(self.path, newline="") as handle:
                 rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= resume_epoch]
         with open(self.path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
+            writer = csv.DictWriter(handle, fieldnames=self.fields)
             writer.writeheader()
             writer.writerows(rows)
         self.writer = None
@@ -66,14 +73,15 @@ class MetricsLogger:
 
     def log(self, metrics: dict[str, Any]) -> None:
         with open(self.path, "a", newline="") as handle:
-            csv.DictWriter(handle, fieldnames=METRIC_FIELDS, extrasaction="ignore").writerow(metrics)
+            csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore").writerow(metrics)
         if self.writer is not None:
             step = int(metrics["images"])
-            for name in METRIC_FIELDS[2:]:
+            for name in self.fields[2:]:
                 value = float(metrics.get(name, math.nan))
                 if math.isnan(value):
                     continue
                 group = "losses" if name in ("loss", "approx_kl", "clipfrac", "grad_norm", "kl") else "charts"
+                group = "rewards" if name.startswith("reward_") and name not in METRIC_FIELDS else group
                 self.writer.add_scalar(f"{group}/{name}", value, step)
             self.writer.flush()
 
@@ -83,9 +91,23 @@ class MetricsLogger:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
-    """Reads a ``metrics.csv`` back as a list of float dicts (an empty cell reads as NaN)."""
+    """Reads a ``metrics.csv`` back as a list of float dicts (an empty cell reads as NaN).
+
+    Raises:
+        ValueError: a row has more or fewer cells than the header (e.g. two runs wrote into one file).
+    """
     with open(path, newline="") as handle:
-        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        reader = csv.DictReader(handle)
+        rows = []
+        for row in reader:
+            if None in row or None in row.values():  # extra cells land under None, missing ones read None
+                cells = len(reader.fieldnames or []) + len(row.get(None) or []) - list(row.values()).count(None)
+                raise ValueError(
+                    f"{path}: line {reader.line_num} has {cells} cells but the header has "
+                    f"{len(reader.fieldnames or [])}: the file is corrupt (did two runs write into one folder?)"
+                )
+            rows.append({k: _number(v) for k, v in row.items()})
+        return rows
 
 
 def _number(cell: str | None) -> float:

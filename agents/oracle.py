@@ -21,6 +21,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from agents.rollout import component_rewards
+
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -35,6 +37,8 @@ class OracleBatch(NamedTuple):
     """(N,) int64."""
     rewards: torch.Tensor
     """(N,) detached."""
+    component_rewards: torch.Tensor
+    """(N, K) a weighted reward's per-component rewards; (N, 0) otherwise."""
 
 
 def differentiable_rollout(
@@ -50,7 +54,7 @@ def differentiable_rollout(
 
     Returns:
         (rewards (N,) with the autograd graph, terminal info: ``image``, ``reward_map``
-        detached, and ``context`` (N,)).
+        detached, ``context`` (N,) and ``component_rewards`` (N, K)).
     """
     core = envs.unwrapped
     num_steps = core.num_steps
@@ -66,6 +70,7 @@ def differentiable_rollout(
         "image": info["image"].detach(),
         "reward_map": info["reward_map"].detach(),
         "context": contexts,
+        "component_rewards": component_rewards(info, rewards),
     }
 
 

@@ -31,6 +31,8 @@ class Trajectories:
         reward_maps: (N, h, w) reward maps pooled to the sample grid.
         images: (N, 3, H, W) decoded images in [0, 1].
         image_reward_maps: (N, H, W) reward maps at image resolution.
+        component_rewards: (N, K) each component's aggregated reward, for a weighted reward of
+            K components (``pxpo_gym.rewards.WeightedReward``); (N, 0) otherwise.
     """
 
     samples: torch.Tensor
@@ -42,6 +44,7 @@ class Trajectories:
     reward_maps: torch.Tensor
     images: torch.Tensor
     image_reward_maps: torch.Tensor
+    component_rewards: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.samples.shape[0])
@@ -100,4 +103,13 @@ def collect(
         reward_maps=pool_to_grid(info["reward_map"], grid),
         images=info["image"],
         image_reward_maps=info["reward_map"],
+        component_rewards=component_rewards(info, rewards),
     )
+
+
+def component_rewards(info: dict, rewards: torch.Tensor) -> torch.Tensor:
+    """(B, K) the terminal step's per-component rewards (``info["reward_components"]``), (B, 0) if none."""
+    parts = info.get("reward_components", {})
+    if not parts:
+        return rewards.new_zeros((rewards.shape[0], 0))
+    return torch.stack([part.detach() for part in parts.values()], dim=1)

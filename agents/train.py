@@ -22,7 +22,7 @@ def main() -> None:
     config = tyro.cli(TrainConfig)
     if config.resume:
         resolved = resolve_config(config)
-        given = [f"{k}={getattr(resolved, k)!r}" for k in RESUME_OVERRIDABLE[:7]]
+        given = [f"{k}={getattr(resolved, k)!r}" for k in RESUME_OVERRIDABLE[:8]]
         print(
             f"resuming {config.resume}: its settings come from its checkpoint; from the command line: {', '.join(given)}"
         )

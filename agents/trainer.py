@@ -19,10 +19,11 @@ import torch
 from tqdm import tqdm
 
 from agents.checkpoint import load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
-from agents.config import TrainConfig, autocast, check_envs, make_envs
+from agents.config import TrainConfig, autocast, check_envs, make_envs, reward_tuple
 from agents.ddpo import DDPO
 from agents.ema import EMA
 from agents.evaluation import Evaluator
+from agents.export import EXPORT_DIR, export_policy
 from agents.metrics import MetricsLogger
 from agents.oracle import OracleBatch, differentiable_rollout
 from agents.policy import guided_eps, make_policy, trainable_state
@@ -77,7 +78,7 @@ class Trainer:
             algo_config = config.algo_config(self.num_channels * math.prod(grid))
             self.algo = algo_cls(algo_config, core.loaded.num_contexts, tuple(grid))
         else:
-            check_differentiable(core, config.reward)
+            check_differentiable(core, core.reward_fn.name)
         self.optimizer = torch.optim.AdamW(
             [p for p in self.policy.parameters() if p.requires_grad],
             lr=config.learning_rate,
@@ -95,6 +96,8 @@ class Trainer:
             config.step_weights,
         )
         """(T,) weight of each denoising step in the loss (``agents.steps``)."""
+        self.reward_components: list[str] = list(getattr(core.reward_fn, "names", []))
+        """A weighted reward's component names: each component's mean reward is logged as reward_NAME."""
         self.epoch = 0
         self.images = 0
 
@@ -220,7 +223,11 @@ class Trainer:
             loss = -rewards.mean()
             self.scaler.scale(loss).backward()
             grad_norm += self.optimizer_step()
-            batches.append(OracleBatch(info["image"], info["reward_map"], info["context"], rewards.detach()))
+            batches.append(
+                OracleBatch(
+                    info["image"], info["reward_map"], info["context"], rewards.detach(), info["component_rewards"]
+                )
+            )
         out = OracleBatch(*(torch.cat(parts) for parts in zip(*batches)))
         metrics = {
             "loss": -out.rewards.mean().item(),
@@ -260,6 +267,8 @@ class Trainer:
         metrics["train_seconds"] = metrics["seconds"] - (
             0.0 if math.isnan(sample_seconds) else sample_seconds
         )
+        for name, column in zip(self.reward_components, traj.component_rewards.T):
+            metrics[f"reward_{name}"] = column.mean().item()
         return metrics, traj
 
     # -- checkpoints ----------------------------------------------------------
@@ -314,6 +323,15 @@ class Trainer:
         tensors, meta = self.state()
         save_checkpoint(self.config.run_dir, self.epoch, tensors, meta)
 
+    def export(self) -> Path:
+        """Writes the policy (its EMA weights, with ``ema_decay``) as a diffusers model to RUN/model."""
+        run = {"config": dataclasses.asdict(self.config), "epoch": self.epoch, "images": self.images}
+        run["weights"] = "ema" if self.ema is not None else "trained"
+        with self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext():
+            return export_policy(
+                self.policy, self.envs.unwrapped.loaded, self.config.run_dir / EXPORT_DIR, run
+            )
+
 
 def check_differentiable(core: Any, reward_name: str) -> None:
     """Refuses the oracle on a reward whose output has no gradient w.r.t. the image."""
@@ -333,6 +351,7 @@ RESUME_OVERRIDABLE = (
     "threads",
     "progress",
     "tensorboard",
+    "export",
     "resume",
     "out",
     "overwrite",
@@ -340,7 +359,7 @@ RESUME_OVERRIDABLE = (
 """TrainConfig fields a resumed run may take from the command line; every other comes from the checkpoint."""
 LEGACY_SENTINELS = {"clip_range": 0.0, "lora_rank": -1, "resolution": 0, "decode_chunk_size": 0, "threads": 0}
 """Values that meant "default" in checkpoints written before these fields took None."""
-RUN_FILES = ("metrics.csv", "config.json", "eval_reference.json", "checkpoints", "images", "tb")
+RUN_FILES = ("metrics.csv", "config.json", "eval_reference.json", "checkpoints", "images", "tb", EXPORT_DIR)
 """What a run writes into its folder (``overwrite`` deletes these and nothing else)."""
 
 
@@ -359,6 +378,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     _, meta = load_checkpoint(config.resume)
     saved = dict(meta["config"])
     saved["contexts"] = tuple(saved["contexts"])
+    saved["reward"] = reward_tuple(saved["reward"])
     for key in ("prompts", "step_weights"):
         saved[key] = tuple(saved.get(key, ()))
     for key, legacy in LEGACY_SENTINELS.items():  # runs saved before these fields became optional
@@ -425,7 +445,10 @@ def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
     if config.resume:
         trainer.load_state(*load_checkpoint(config.resume))
     logger = MetricsLogger(
-        config.run_dir, resume_epoch=trainer.epoch if config.resume else None, tensorboard=config.tensorboard
+        config.run_dir,
+        resume_epoch=trainer.epoch if config.resume else None,
+        tensorboard=config.tensorboard,
+        extra_fields=[f"reward_{name}" for name in trainer.reward_components],
     )
     (config.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
     evaluator = None
@@ -465,6 +488,8 @@ def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
             )
         if last or (config.save_every and trainer.epoch % config.save_every == 0):
             trainer.save()
+        if last and config.export:
+            trainer.export()
     bar.close()
     logger.close()
     return history

@@ -7,6 +7,7 @@ One home for what both the runner (``benchmarks.suite``) and the report
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,17 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
     "hybrid-pixel-std": {"pixel_std": "pixel", "image_advantage_weight": 1.0},
 }
 """Named PXPO advantage settings a suite can compare ('default': TrainConfig's defaults)."""
+
+OPTION_VARIANTS: dict[str, dict[str, object]] = {
+    "default": {},
+    "kl0.01": {"kl_coef": 0.01},
+    "kl0.1": {"kl_coef": 0.1},
+    "kl1": {"kl_coef": 1.0},
+    "group": {"group_size": 8},
+}
+"""Named training options (issue 12) a suite can compare for DDPO and PXPO alike: a KL penalty to the
+pretrained model, or GRPO-style group advantages (8 images of each of the default model's 4 classes per
+32-image epoch) in place of the running per-context buffer ('default')."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,11 @@ class SuiteConfig:
     """PXPO per-pixel clip ranges (empty: PXPO's default 0.2; a sweep if several)."""
     pxpo_variants: tuple[str, ...] = ("default",)
     """PXPO advantage settings (names in benchmarks.suite.PXPO_VARIANTS; a comparison if several)."""
+    option_variants: tuple[str, ...] = ("default",)
+    """PXPO's (and, unless ddpo_option_variants is set, DDPO's) training options (names in OPTION_VARIANTS;
+    a comparison if several)."""
+    ddpo_option_variants: tuple[str, ...] = ()
+    """DDPO's training options, when they differ from option_variants."""
     step_weighting: str = DEFAULT_STEP_WEIGHTING
     """Which steps enter DDPO's and PXPO's losses (agents.steps), the same for both."""
     seeds: tuple[int, ...] = (0,)
@@ -107,6 +124,9 @@ class SuiteConfig:
         bad = [v for v in self.pxpo_variants if v not in PXPO_VARIANTS]
         if bad:
             raise ValueError(f"pxpo_variants {bad} are not in {sorted(PXPO_VARIANTS)}")
+        bad = [v for v in self.option_variants + self.ddpo_option_variants if v not in OPTION_VARIANTS]
+        if bad:
+            raise ValueError(f"option_variants {bad} are not in {sorted(OPTION_VARIANTS)}")
         if self.workers < 1 or not self.seeds or self.num_epochs < 1 or self.global_num_epochs < 0:
             raise ValueError(
                 "need workers >= 1, at least one seed, num_epochs >= 1 and global_num_epochs >= 0"
@@ -132,15 +152,20 @@ class SuiteConfig:
             rates = self.learning_rates(algo)
             clips = {"ddpo": self.ddpo_clip_ranges, "pxpo": self.pxpo_clip_ranges}.get(algo) or (None,)
             variants = self.pxpo_variants if algo == "pxpo" else ("default",)
-            for lr in rates:
-                for clip in clips:
-                    for variant in variants:
-                        label = algo
-                        label += f"-lr{lr:g}" if len(rates) > 1 else ""
-                        label += f"-clip{clip:g}" if len(clips) > 1 else ""  # several: none is None
-                        label += f"-{variant}" if len(variants) > 1 else ""
-                        overrides = {"learning_rate": lr, "clip_range": clip, **PXPO_VARIANTS[variant]}
-                        out.append(Arm(label, algo, tuple(overrides.items())))
+            options = {"oracle": ("default",), "ddpo": self.ddpo_option_variants}.get(algo) or self.option_variants
+            for lr, clip, variant, option in itertools.product(rates, clips, variants, options):
+                label = algo
+                label += f"-lr{lr:g}" if len(rates) > 1 else ""
+                label += f"-clip{clip:g}" if len(clips) > 1 else ""  # several: none is None
+                label += f"-{variant}" if len(variants) > 1 else ""
+                label += f"-{option}" if len(options) > 1 else ""
+                overrides = {
+                    "learning_rate": lr,
+                    "clip_range": clip,
+                    **PXPO_VARIANTS[variant],
+                    **OPTION_VARIANTS[option],
+                }
+                out.append(Arm(label, algo, tuple(overrides.items())))
         return out
 
     def labels(self) -> list[tuple[str, str, float]]:
@@ -202,7 +227,27 @@ def advantages() -> SuiteConfig:
     )
 
 
-PRESETS = {"quick": quick, "full": full, "sweep": sweep, "advantages": advantages}
+def options() -> SuiteConfig:
+    """PXPO with a KL penalty (3 coefficients) and with group advantages, DDPO with group advantages, each
+    beside its defaults: colour and target map, 5 seeds x 15 epochs (480 images), the sweep's settings."""
+    return dataclasses.replace(
+        quick(),
+        tasks=("color", "target_map"),
+        algos=("ddpo", "pxpo"),
+        ddpo_learning_rates=(3e-4,),
+        ddpo_clip_ranges=(5e-4,),
+        pxpo_learning_rates=(1e-4,),
+        pxpo_clip_ranges=(0.2,),
+        option_variants=("default", "kl0.01", "kl0.1", "kl1", "group"),
+        ddpo_option_variants=("default", "group"),
+        seeds=(0, 1, 2, 3, 4),
+        num_epochs=15,
+        eval_every=5,
+        out="benchmarks/results/options",
+    )
+
+
+PRESETS = {"quick": quick, "full": full, "sweep": sweep, "advantages": advantages, "options": options}
 
 
 def run_dir(cfg: SuiteConfig, task: str, label: str, seed: int) -> Path:
@@ -236,6 +281,7 @@ def train_config(cfg: SuiteConfig, task: str, arm: Arm, seed: int, out: Path):
         eval_every=cfg.eval_every,
         eval_images=cfg.eval_images,
         tensorboard=False,
+        export=False,
         progress=False,
         **dict(arm.overrides),
     )

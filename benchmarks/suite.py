@@ -4,6 +4,7 @@
     python -m benchmarks.suite full           # 5 seeds, budgets to the plateau; results committed
     python -m benchmarks.suite sweep          # the learning-rate / clip-range sweep every algorithm gets
     python -m benchmarks.suite advantages     # PXPO's advantage normalisation options on all tasks
+    python -m benchmarks.suite options        # KL penalty and group advantages vs the defaults
     python -m benchmarks.suite quick --seeds 0 1 --workers 1   # any field can be overridden
 
 Every run gets the same image budget, batch sizes and sampling settings; only
@@ -20,7 +21,10 @@ panel per task), a samples-to-threshold table, and a markdown summary.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
@@ -46,12 +50,22 @@ def is_complete(out: Path, num_epochs: int) -> bool:
     return path.is_file() and len(read_metrics(path)) >= num_epochs
 
 
+def exit_with_parent(parent: int, poll_seconds: float = 2.0) -> None:
+    """Ends this worker process once its parent (the suite) is gone, so that stopping the suite
+    never leaves orphaned runs writing into the results folder."""
+    while os.getppid() == parent:
+        time.sleep(poll_seconds)
+    os._exit(1)
+
+
 def run_one(cfg: SuiteConfig, task: str, arm: Arm, seed: int, out: Path) -> Path:
     """Trains one grid cell (resuming it if a checkpoint exists). Runs in a worker process."""
     import torch
 
     from agents.trainer import train
 
+    if multiprocessing.parent_process() is not None:
+        threading.Thread(target=exit_with_parent, args=(os.getppid(),), daemon=True).start()
     torch.set_num_threads(1)
     config = train_config(cfg, task, arm, seed, out)
     if (out / "checkpoints" / "latest").is_file():
@@ -92,8 +106,6 @@ def run_grid(cfg: SuiteConfig) -> None:
             bar.update(done() - bar.n)
     else:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
-        import multiprocessing
-
         with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             pending = {pool.submit(run_one, cfg, task, arm, seed, out) for task, arm, seed, out in todo}
             while pending:

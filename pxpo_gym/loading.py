@@ -104,9 +104,14 @@ def _locate(model: str | Path) -> tuple[str, str]:
     if Path(source).exists():
         if not Path(source).is_dir():
             raise ValueError(f"model={source!r} is a file; expected a diffusers model folder")
-        if not (Path(source) / "model_index.json").is_file() and not (Path(source) / "unet").is_dir():
+        if (
+            not (Path(source) / "model_index.json").is_file()
+            and not (Path(source) / "unet").is_dir()
+            and lora_export(source) is None
+        ):
             raise ValueError(
-                f"model={source!r} is not a diffusers pipeline folder: it has neither model_index.json nor unet/"
+                f"model={source!r} is not a diffusers pipeline folder: it has neither model_index.json nor "
+                "unet/ (nor is it a LoRA export of agents.export)"
             )
         return source, source
     if "/" in source and not source.startswith((".", "/")) and source.count("/") == 1:
@@ -193,6 +198,9 @@ def load_model(
             f"resolution must be None, an int or an (H, W) pair of positive ints, got {resolution!r}"
         )
     source, location = _locate(model)
+    lora = lora_export(location)
+    if lora is not None:
+        return _load_lora_export(source, lora, device, dtype, prompts, resolution, decode_chunk_size)
     index = _pipeline_index(source, location)
     if "text_encoder_2" in index or "transformer" in index:
         raise ValueError(
@@ -217,6 +225,54 @@ def load_model(
     if decode_chunk_size is not None:
         raise ValueError(f"decode_chunk_size is for latent pipelines; model={source!r} is a pixel model")
     return _load_pixel(source, location, device, dtype, resolution)
+
+
+def lora_export(location: str) -> dict[str, Any] | None:
+    """The metadata of a LoRA export folder (``agents.export``), or None for anything else."""
+    meta_file = Path(location) / METADATA_FILE
+    if not meta_file.is_file() or (Path(location) / "model_index.json").is_file():
+        return None
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"model folder {location!r}: {METADATA_FILE} is not valid JSON: {err}") from err
+    if not isinstance(meta, dict) or meta.get("format") != "lora":
+        return None
+    missing = [key for key in ("base_model", "lora_weights", "prompts") if key not in meta]
+    if missing:
+        raise ValueError(f"model folder {location!r}: its LoRA export metadata lacks {missing}")
+    return meta
+
+
+def _load_lora_export(
+    source: str,
+    meta: dict[str, Any],
+    device: torch.device | str,
+    dtype: torch.dtype,
+    prompts: Any,
+    resolution: Any,
+    decode_chunk_size: int | None,
+) -> LoadedModel:
+    """A LoRA export: its base pipeline with the adapter fused into the UNet's weights."""
+    weights = Path(source) / meta["lora_weights"]
+    if not weights.is_file():
+        raise ValueError(f"model={source!r}: the LoRA file {meta['lora_weights']!r} is missing")
+    loaded = load_model(
+        meta["base_model"], device, dtype, prompts if prompts is not None else meta["prompts"], resolution,
+        decode_chunk_size,
+    )
+    unet = loaded.noise_model.unet
+    try:
+        unet.load_lora_adapter(source, weight_name=meta["lora_weights"], prefix="unet", adapter_name="export")
+    except Exception as err:  # diffusers/peft raise ValueError, KeyError, SafetensorError
+        raise ValueError(
+            f"model={source!r}: could not load its LoRA file into {meta['base_model']!r}: "
+            f"{type(err).__name__}: {err}"
+        ) from err
+    unet.fuse_lora(lora_scale=1.0)
+    unet.unload_lora()  # the fused weights stay; the adapter layers go
+    loaded.source = source
+    return loaded
 
 
 def _load_pixel(
@@ -259,6 +315,7 @@ def _load_pixel(
         context_names=names,
         null_context=null,
         source=source,
+        location=location,
     )
 
 
@@ -336,6 +393,7 @@ def _load_latent(
         context_names=prompts,
         null_context=len(prompts),
         source=source,
+        location=location,
         vae=vae,
         decode_chunk_size=decode_chunk_size,
     )

@@ -147,6 +147,7 @@ class LoadedModel:
             text-to-image pipelines, the index of the empty prompt's embedding
             (one past the last real prompt).
         source: what was loaded (name or path), for messages.
+        location: where diffusers loaded it from (a folder or hub id); exports point back to it.
         vae: the AutoencoderKL of a latent pipeline; None for pixel models.
         decode_chunk_size: latent models decode at most this many samples per VAE
             call (memory); None decodes a batch at once.
@@ -159,6 +160,7 @@ class LoadedModel:
     context_names: tuple[str, ...]
     null_context: int | None
     source: str
+    location: str | None = None
     vae: Any = None
     decode_chunk_size: int | None = None
 

@@ -19,6 +19,12 @@ Built-ins (``make_reward(name, **kwargs)``):
 - ``brightness``: per-pixel mean of the RGB channels.
 - ``jpeg_compressibility`` / ``jpeg_incompressibility``: DDPO's global rewards,
   minus / plus the JPEG size in kB at quality 95; one scalar per image.
+
+Several rewards with weights make a ``WeightedReward``, the per-pixel weighted
+sum of its components (each checked on its own): ``make_reward(["color:0.5",
+"segmentation:0.5"])``, ``make_reward({"color": 0.5, "segmentation": 0.5})`` or
+``make_reward([(my_fn, 2.0), "brightness:1"])``. Its options are keyed by
+component name: ``reward_kwargs={"color": {"target": "blue"}}``.
 """
 
 from __future__ import annotations
@@ -53,6 +59,10 @@ class Reward:
     def __repr__(self) -> str:
         return f"Reward({self.name!r})"
 
+    def parts(self, images: torch.Tensor, contexts: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The checked map and, for a weighted sum, each component's checked map by name (else none)."""
+        return self(images, contexts), {}
+
     def __call__(self, images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
         """Returns the checked per-pixel map, (B, H, W) float32 on the images' device.
 
@@ -86,6 +96,67 @@ class Reward:
             bad = int((~torch.isfinite(out)).sum())
             raise ValueError(f"reward {self.name!r} returned {bad} non-finite values (NaN or inf)")
         return out
+
+
+class WeightedReward(Reward):
+    """A per-pixel weighted sum of named rewards: sum_k w_k r_k(images, contexts).
+
+    Args:
+        components: (reward, weight) pairs; names must differ, weights be finite numbers.
+    """
+
+    def __init__(self, components: Sequence[tuple[Reward, float]]) -> None:
+        if not components:
+            raise ValueError("a weighted reward needs at least one component reward")
+        names = [reward.name for reward, _ in components]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(
+                f"reward {repeated[0]!r} is given twice; each component of a weighted reward needs its "
+                "own name (pass Reward(fn, name) objects to combine two settings of one reward)"
+            )
+        for name, (_, weight) in zip(names, components):
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+                raise ValueError(f"the weight of reward {name!r} must be a finite number, got {weight!r}")
+        self.components = [(reward, float(weight)) for reward, weight in components]
+        super().__init__(lambda images, contexts: self.parts(images, contexts)[0], self.label(self.components))
+
+    @staticmethod
+    def label(components: Sequence[tuple[Reward, float]]) -> str:
+        return " + ".join(f"{weight:g} * {reward.name}" for reward, weight in components)
+
+    @property
+    def names(self) -> list[str]:
+        """The component names, in order."""
+        return [reward.name for reward, _ in self.components]
+
+    def parts(self, images: torch.Tensor, contexts: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        maps = {reward.name: reward(images, contexts) for reward, _ in self.components}
+        total = sum(weight * maps[reward.name] for reward, weight in self.components)
+        return total, maps
+
+    def __call__(self, images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+        return self.parts(images, contexts)[0]
+
+
+def split_weight(spec: str) -> tuple[str, float | None]:
+    """``"name:0.5"`` -> (``"name"``, 0.5); a spec without a numeric ``:weight`` suffix -> (spec, None).
+
+    ``"package.module:function"`` has no weight; ``"package.module:function:2"`` has weight 2.
+
+    Raises:
+        ValueError: the weight is NaN or infinite.
+    """
+    head, sep, tail = spec.rpartition(":")
+    if not sep or not head:
+        return spec, None
+    try:
+        weight = float(tail)
+    except ValueError:
+        return spec, None
+    if not math.isfinite(weight):
+        raise ValueError(f"reward={spec!r}: the weight after ':' must be a finite number, got {tail!r}")
+    return head, weight
 
 
 def _as_rgb(color: Sequence[float] | str, name: str) -> torch.Tensor:
@@ -286,12 +357,20 @@ def make_reward(spec: str | RewardFn | Reward, **kwargs: Any) -> Reward:
     Args:
         spec: a name in ``REWARDS`` (``kwargs`` go to its factory), a string
             ``"package.module:function"`` naming a user's reward callable, a callable
-            ``fn(images, contexts)``, or a ``Reward``.
-        **kwargs: options of a built-in reward; not allowed with a callable.
+            ``fn(images, contexts)``, or a ``Reward``. Several rewards with weights
+            (a ``WeightedReward``): a list of ``"name:weight"`` strings, (spec, weight)
+            pairs or specs (weight 1), or a dict {spec: weight}; a single
+            ``"name:weight"`` string is a one-component weighted reward.
+        **kwargs: options of a built-in reward; not allowed with a callable. For
+            several rewards: {component name: {its options}}.
 
     Raises:
-        ValueError: unknown name, unimportable ``module:function``, bad options.
+        ValueError: unknown name, unimportable ``module:function``, bad options or weights.
     """
+    if isinstance(spec, dict) or (isinstance(spec, (list, tuple)) and not isinstance(spec, str)):
+        return _weighted(spec, kwargs)
+    if isinstance(spec, str) and split_weight(spec)[1] is not None:
+        return _weighted([spec], kwargs)
     if isinstance(spec, Reward):
         if kwargs:
             raise ValueError(f"reward options {sorted(kwargs)} given with a ready Reward {spec.name!r}")
@@ -320,6 +399,44 @@ def make_reward(spec: str | RewardFn | Reward, **kwargs: Any) -> Reward:
             raise ValueError(f"reward options {sorted(kwargs)} only apply to built-in reward names")
         return Reward(spec, getattr(spec, "__name__", type(spec).__name__))
     raise TypeError(f"reward must be a name, 'module:function' or a callable, got {type(spec).__name__}")
+
+
+def _weighted(spec: Any, kwargs: dict[str, Any]) -> Reward:
+    """A ``WeightedReward`` from a list or dict of component specs (see ``make_reward``)."""
+    items = list(spec.items()) if isinstance(spec, dict) else list(spec)
+    if not items:
+        raise ValueError("reward is an empty list: name at least one reward")
+    pairs: list[tuple[Any, float]] = []
+    for item in items:
+        if isinstance(item, str):
+            name, weight = split_weight(item)
+            pairs.append((name, 1.0 if weight is None else weight))
+        elif isinstance(item, tuple) and len(item) == 2:
+            pairs.append(item)
+        elif isinstance(item, Reward) or callable(item):
+            pairs.append((item, 1.0))
+        else:
+            raise ValueError(
+                f"each reward of a list must be 'name', 'name:weight', a (spec, weight) pair or a callable, got {item!r}"
+            )
+    if len(pairs) == 1 and isinstance(items[0], str) and split_weight(items[0])[1] is None:
+        return make_reward(pairs[0][0], **kwargs)  # one plain name: the reward itself
+    components = []
+    for component, weight in pairs:
+        reward = make_reward(component) if not isinstance(component, str) else None
+        name = component if isinstance(component, str) else reward.name
+        options = kwargs.get(name, {})
+        if not isinstance(options, dict):
+            raise ValueError(f"reward_kwargs[{name!r}] must be a dict of that reward's options, got {options!r}")
+        components.append((reward if reward is not None else make_reward(component, **options), weight))
+    weighted = WeightedReward(components)
+    unknown = sorted(set(kwargs) - set(weighted.names))
+    if unknown:
+        raise ValueError(
+            f"reward_kwargs of several rewards are keyed by reward name ({weighted.names}); got {unknown}: "
+            'e.g. reward_kwargs={"color": {"target": "blue"}}'
+        )
+    return weighted
 
 
 def pool_to_grid(reward_maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -17,12 +17,14 @@ class Episode:
         reward_maps: (B, H, W) per-pixel rewards.
         rewards: (B,) aggregated rewards.
         contexts: (B,) int64 context ids.
+        components: a weighted reward's (B,) aggregated reward per component, by name (else empty).
     """
 
     images: torch.Tensor
     reward_maps: torch.Tensor
     rewards: torch.Tensor
     contexts: torch.Tensor
+    components: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -49,4 +51,4 @@ def run_policy(
     for _ in range(core.num_steps):
         obs, rewards, terminated, _, info = envs.step(model(obs["sample"], obs["timestep"], obs["context"]))
     assert bool(terminated.all()), "lock-step episodes end together"
-    return Episode(info["image"], info["reward_map"], rewards, contexts)
+    return Episode(info["image"], info["reward_map"], rewards, contexts, dict(info.get("reward_components", {})))

@@ -134,6 +134,9 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     map. ``info["reward_map"]`` (num_envs, H, W) and ``info["image"]``
     (num_envs, 3, H, W) hold the terminal maps and images, with masks
     ``info["_reward_map"]``, ``info["_image"]`` marking which envs terminated.
+    A weighted reward (``reward=["color:0.5", "segmentation:0.5"]``, see
+    ``pxpo_gym.rewards.make_reward``) also gives ``info["reward_components"]``:
+    {name: (num_envs,) aggregate of that component's map}.
 
     ## Transition coefficients
     Every step's info holds ``coef_sample``, ``coef_eps`` and ``std_dev_t``
@@ -156,8 +159,9 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
 
     ## Arguments
     num_envs: batch size. model: ``"default"``, a diffusers folder, a hub id or
-    a ``LoadedModel``. reward: a built-in name, ``"module:function"`` or a
-    callable (``pxpo_gym.rewards``); reward_kwargs: options of a built-in.
+    a ``LoadedModel``. reward: a built-in name, ``"module:function"``, a
+    callable, or several with weights (``pxpo_gym.rewards``); reward_kwargs:
+    options of a built-in (of several: keyed by reward name).
     num_inference_steps: T (default 20). eta: DDIM stochasticity in (0, 1]
     (default 1.0). device, dtype: where and in what precision the model runs
     (the env's own math is float32). context: None (uniform over the model's
@@ -184,7 +188,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         self,
         num_envs: int = 1,
         model: str | LoadedModel = DEFAULT_MODEL_NAME,
-        reward: str | RewardFn | Reward = "color",
+        reward: str | RewardFn | Reward | Sequence[Any] | dict[Any, float] = "color",
         reward_kwargs: dict[str, Any] | None = None,
         num_inference_steps: int = 20,
         eta: float = 1.0,
@@ -431,7 +435,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
             done = terminated.nonzero().flatten()
             images = self.loaded.decode(new_sample[done])  # (n, 3, H, W)
             started = time.perf_counter()
-            reward_map = self.reward_fn(images, self._context[done])  # (n, H, W), checked
+            reward_map, components = self.reward_fn.parts(images, self._context[done])  # (n, H, W), checked
             self.reward_seconds += time.perf_counter() - started
             rewards[done] = self.aggregate(reward_map).float()
             full_map = torch.zeros((self.num_envs, *reward_map.shape[1:]), device=self.device)
@@ -439,6 +443,12 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
             full_images = torch.zeros((self.num_envs, *images.shape[1:]), device=self.device)
             full_images[done] = images
             info.update(reward_map=full_map, _reward_map=terminated, image=full_images, _image=terminated)
+            if components:  # a weighted reward: each component's aggregate too
+                parts = {}
+                for name, part in components.items():
+                    parts[name] = torch.zeros(self.num_envs, device=self.device)
+                    parts[name][done] = self.aggregate(part).float()
+                info.update(reward_components=parts, _reward_components=terminated)
 
         # Commit only now: every check above has passed.
         reset_now = self._autoreset.clone()

@@ -128,3 +128,92 @@ def test_unknown_reward_and_bad_options():
     with pytest.raises(TypeError):
         make_reward(3)
     assert isinstance(make_reward(make_reward("brightness")), Reward)
+
+
+# -- weighted rewards ---------------------------------------------------------
+
+
+def test_weighted_reward_is_the_weighted_sum_of_its_components():
+    from pxpo_gym.rewards import WeightedReward, color_reward
+
+    images = torch.rand(3, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    contexts = torch.zeros(3, dtype=torch.int64)
+    blue = make_reward("color", target="blue")(images, contexts)
+    bright = images.mean(dim=1)
+    for spec in (["color:0.25", "brightness:-2"], {"color": 0.25, "brightness": -2}, [("color", 0.25), "brightness:-2"]):
+        reward = make_reward(spec, color={"target": "blue"})
+        assert isinstance(reward, WeightedReward) and reward.names == ["color", "brightness"]
+        total, parts = reward.parts(images, contexts)
+        torch.testing.assert_close(total, 0.25 * blue - 2 * bright)
+        torch.testing.assert_close(parts["color"], blue)
+        torch.testing.assert_close(reward(images, contexts), total)
+    # by hand on one pixel: pure white, colour target red: closeness 1 - sqrt(2)/sqrt(3), brightness 1
+    white = torch.ones(1, 3, 1, 1)
+    hand = 0.5 * (1 - (2 / 3) ** 0.5) + 0.5 * 1.0
+    assert make_reward(["color:0.5", "brightness:0.5"])(white, contexts[:1]).item() == pytest.approx(hand)
+    # one plain name in a list is that reward itself; one weighted name is a weighted reward of one
+    assert not isinstance(make_reward(["brightness"]), WeightedReward)
+    assert make_reward("brightness:3")(white, contexts[:1]).item() == pytest.approx(3.0)
+    # two settings of one reward, as named Reward objects
+    two = make_reward([(Reward(color_reward("red"), "red"), 1.0), (Reward(color_reward("blue"), "blue"), 1.0)])
+    assert two.names == ["red", "blue"]
+
+
+@pytest.mark.parametrize(
+    "spec, kwargs, message",
+    [
+        ([], {}, "empty list"),
+        (["color", "color:2"], {}, "given twice"),
+        (["color:nan"], {}, "finite number"),
+        (["color:0.5", "brightness:0.5"], {"target": "blue"}, "keyed by reward name"),
+        (["color:0.5", "brightness:0.5"], {"color": "blue"}, r"reward_kwargs\['color'\] must be a dict"),
+        (["color:0.5", "nosuch:0.5"], {}, "not a built-in reward"),
+        ([3.5], {}, "each reward of a list"),
+        ({"color": "heavy"}, {}, "finite number"),
+    ],
+)
+def test_bad_weighted_rewards_are_refused(spec, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_reward(spec, **kwargs)
+
+
+def test_module_function_specs_keep_their_colon():
+    from pxpo_gym.rewards import split_weight
+
+    assert split_weight("pkg.mod:fn") == ("pkg.mod:fn", None)
+    assert split_weight("pkg.mod:fn:0.5") == ("pkg.mod:fn", 0.5)
+    assert split_weight("color:-1e-1") == ("color", -0.1)
+
+
+def test_env_reports_each_component_and_pxpo_trains_on_the_weighted_map(tiny_model_dir, tmp_path):
+    from agents.metrics import read_metrics
+    from agents.trainer import Trainer, train
+    from tests.test_agents import tiny_config
+
+    config = tiny_config(tiny_model_dir, tmp_path, reward=("color:0.3", "brightness:0.7"), num_epochs=2)
+    trainer = Trainer(config)
+    traj = trainer.sample()
+    images = traj.images
+    color = make_reward("color")(images, traj.contexts)
+    bright = images.mean(dim=1)
+    torch.testing.assert_close(traj.image_reward_maps, 0.3 * color + 0.7 * bright)  # PXPO's per-pixel map
+    torch.testing.assert_close(traj.component_rewards, torch.stack([color.mean((1, 2)), bright.mean((1, 2))], 1))
+    torch.testing.assert_close(traj.rewards, traj.component_rewards @ torch.tensor([0.3, 0.7]))
+    train(config)
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert len(rows) == 2
+    for row in rows:  # each component's mean is its own column
+        assert row["reward_mean"] == pytest.approx(0.3 * row["reward_color"] + 0.7 * row["reward_brightness"], rel=1e-5)
+
+
+def test_cli_takes_repeated_weighted_rewards():
+    import tyro
+
+    from agents.config import TrainConfig
+
+    config = tyro.cli(TrainConfig, args=["--reward", "color:0.5", "--reward", "segmentation:0.5"])
+    assert config.reward == ("color:0.5", "segmentation:0.5")
+    assert tyro.cli(TrainConfig, args=[]).reward == ("color",)
+    assert TrainConfig(reward="brightness").reward == ("brightness",)
+    with pytest.raises(ValueError, match="finite number"):
+        TrainConfig(reward=("color:inf",))

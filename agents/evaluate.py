@@ -1,0 +1,217 @@
+"""Score any model on held-out seeds, with an image grid of its reward maps.
+
+    python -m agents.evaluate --model runs/pxpo-is-color-seed0/model --reward color
+    python -m agents.evaluate --model default --reward color:0.5 --reward segmentation:0.5
+    python -m agents.evaluate --model runs/my-sd-run/model --prompts "a red car" --reward color
+
+The model is anything the env loads: the embedded default, a diffusers folder, a
+hub id, or a training run's export (``RUN/model``, ``agents.export``). Its images
+come from the held-out seeds training's evaluations use (``agents.evaluation``:
+env slot i seeded 1,000,003 + seed + i, contexts cycled over the model's), so
+the numbers are deterministic on CPU and comparable with a run's ``eval_reward``.
+Against a reference model (by default the model an export was fine-tuned from)
+the same noise also gives the fidelity columns: RMS distance to the reference's
+images and, for the shapes model, the segmentation network's shape match.
+
+Writes OUT/evaluation.json and OUT/grid.png (images beside their reward
+heatmaps); OUT defaults to RUN/evaluation for an export in RUN/model, else
+evaluations/NAME.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import torch
+import tyro
+
+import pxpo_gym  # noqa: F401  (registers the env)
+from agents.config import reward_tuple
+from agents.evaluation import EVAL_SEED_OFFSET, Evaluator
+from pxpo_gym.loading import load_model
+from pxpo_gym.models import METADATA_FILE
+from pxpo_gym.viz import save_reward_grid
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Score a model's held-out images under a reward."""
+
+    model: str = "default"
+    """Embedded model name, diffusers folder (e.g. a run's RUN/model export), or hub id."""
+    reward: tyro.conf.UseAppendAction[tuple[str, ...]] = ()
+    """Reward name or 'package.module:function'; several with weights: --reward color:0.5 --reward
+    segmentation:0.5. Empty: the reward the run was trained with (an export records it), else 'color'."""
+    reward_kwargs: str = ""
+    """JSON object of reward options (for several rewards keyed by name); empty: the run's, else none."""
+    reference: str = ""
+    """Model whose images from the same noise the fidelity columns compare against; empty: the model an
+    export was fine-tuned from (none for other models); 'none': no fidelity columns."""
+    images: int = 32
+    """Held-out images."""
+    seed: int = 0
+    """The held-out seeds are 1,000,003 + seed + i (as a training run with this seed evaluates on)."""
+    contexts: tuple[str, ...] = ()
+    """Context ids or names to spread the images over (empty: all of the model's)."""
+    prompts: tuple[str, ...] = ()
+    """Latent text-to-image models: the prompts (a LoRA export brings its own)."""
+    resolution: int | None = None
+    """Latent models: image size (None: the model's own)."""
+    num_inference_steps: int = 20
+    """DDIM steps."""
+    eta: float = 1.0
+    """DDIM stochasticity in (0, 1]."""
+    device: str = "cpu"
+    """torch device."""
+    threads: int | None = None
+    """torch CPU threads; None leaves torch's default."""
+    out: str = ""
+    """Output folder; RUN/evaluation for an export in RUN/model, else evaluations/NAME."""
+
+
+def export_metadata(model: str) -> dict[str, Any]:
+    """The ``pxpo_gym.json`` of a model folder, {} if there is none."""
+    path = Path(model) / METADATA_FILE
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"model={model!r}: {METADATA_FILE} is not valid JSON: {err}") from err
+    return meta if isinstance(meta, dict) else {}
+
+
+def resolve(cfg: EvaluateConfig) -> tuple[tuple[str, ...], dict[str, Any], str | None, Path]:
+    """(rewards, reward options, reference model or None, output folder) with the defaults filled in."""
+    meta = export_metadata(cfg.model)
+    run = meta.get("run", {}).get("config", {})
+    reward = reward_tuple(cfg.reward or run.get("reward") or ())
+    kwargs_text = cfg.reward_kwargs or (run.get("reward_kwargs", "{}") if not cfg.reward else "{}")
+    try:
+        reward_kwargs = json.loads(kwargs_text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"reward_kwargs must be a JSON object, got {kwargs_text!r}: {err}") from err
+    if not isinstance(reward_kwargs, dict):
+        raise ValueError(f"reward_kwargs must be a JSON object, got {kwargs_text!r}")
+    reference = cfg.reference or meta.get("fine_tuned_from") or meta.get("base_model")
+    if reference == "none":
+        reference = None
+    if cfg.out:
+        out = Path(cfg.out)
+    elif meta and Path(cfg.model).name == "model":
+        out = Path(cfg.model).parent / "evaluation"
+    else:
+        out = Path("evaluations") / Path(cfg.model.rstrip("/")).name
+    return reward, reward_kwargs, reference, out
+
+
+def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+    """Scores ``cfg.model`` on its held-out seeds; writes OUT/evaluation.json and OUT/grid.png.
+
+    Raises:
+        ValueError: a bad option, a model or reward that cannot load, or a reference whose
+            sample shape, contexts or noise schedule differ from the model's.
+    """
+    if cfg.images < 1:
+        raise ValueError(f"images must be >= 1, got images={cfg.images}")
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    reward, reward_kwargs, reference, out = resolve(cfg)
+    prompts = list(cfg.prompts) or export_metadata(cfg.model).get("prompts")
+    common = dict(
+        num_envs=cfg.images,
+        reward=reward[0] if len(reward) == 1 else list(reward),
+        reward_kwargs=reward_kwargs,
+        num_inference_steps=cfg.num_inference_steps,
+        eta=cfg.eta,
+        device=cfg.device,
+        context=[int(c) if c.lstrip("-").isdigit() else c for c in cfg.contexts] or None,
+        prompts=prompts,
+        resolution=cfg.resolution,
+    )
+    envs = gym.make_vec("DiffusionDenoise-v0", model=reference or cfg.model, **common)
+    core = envs.unwrapped
+    scored = None  # None: the env's own model is the one scored
+    if reference is not None:
+        loaded = load_model(cfg.model, cfg.device, prompts=prompts, resolution=cfg.resolution)
+        check_comparable(cfg.model, loaded, reference, core.loaded)
+        scored = loaded.noise_model.requires_grad_(False)
+    evaluator = Evaluator(envs, cfg.seed, core.context_choices)
+    episode = evaluator.episode(scored if scored is not None else core.model)
+    metrics = evaluator.score(episode.images, episode.rewards)
+    result: dict[str, Any] = {
+        "model": cfg.model,
+        "reward": list(reward),
+        "reward_kwargs": reward_kwargs,
+        "images": cfg.images,
+        "seeds": [EVAL_SEED_OFFSET + cfg.seed, EVAL_SEED_OFFSET + cfg.seed + cfg.images - 1],
+        "num_inference_steps": cfg.num_inference_steps,
+        "eta": cfg.eta,
+        "reward_mean": metrics["eval_reward"],
+        "reward_std": float(episode.rewards.std()) if cfg.images > 1 else 0.0,
+        "components": {name: float(value.mean()) for name, value in episode.components.items()},
+    }
+    if reference is not None:
+        result.update(
+            reference=reference,
+            reference_reward_mean=evaluator.reference_metrics["eval_reward"],
+            fidelity_distance=metrics["fidelity_distance"],
+            fidelity_shape=metrics["fidelity_shape"],
+            reference_fidelity_shape=evaluator.reference_metrics["fidelity_shape"],
+        )
+    else:
+        result["fidelity_shape"] = metrics["fidelity_shape"]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps(result, indent=1) + "\n")
+    names = core.loaded.context_names
+    save_reward_grid(
+        episode.images[:16].cpu(),
+        episode.reward_maps[:16].cpu(),
+        out / "grid.png",
+        titles=[str(names[c])[:24] for c in episode.contexts[:16].tolist()],
+    )
+    return result
+
+
+def check_comparable(model: str, loaded: Any, reference: str, ref_loaded: Any) -> None:
+    """Refuses a reference that does not sample the same space with the same schedule."""
+    pairs = [
+        ("sample shape", loaded.sample_shape, ref_loaded.sample_shape),
+        ("contexts", tuple(loaded.context_names), tuple(ref_loaded.context_names)),
+    ]
+    for what, mine, theirs in pairs:
+        if mine != theirs:
+            raise ValueError(
+                f"reference={reference!r} cannot be compared with model={model!r}: {what} {theirs} vs {mine} "
+                "(pass --reference none, or a reference of the same kind)"
+            )
+    if not torch.allclose(loaded.scheduler.alphas_cumprod, ref_loaded.scheduler.alphas_cumprod):
+        raise ValueError(
+            f"reference={reference!r} has another noise schedule than model={model!r}: the same noise "
+            "would not give comparable images (pass --reference none)"
+        )
+
+
+def main() -> None:
+    cfg = tyro.cli(EvaluateConfig)
+    result = evaluate(cfg)
+    _, _, _, out = resolve(cfg)
+    line = f"{cfg.model}: reward {result['reward_mean']:.4f} +- {result['reward_std']:.4f} over {cfg.images} held-out images"
+    for name, value in result["components"].items():
+        line += f"; {name} {value:.4f}"
+    if "reference" in result:
+        line += (
+            f"\nreference {result['reference']}: reward {result['reference_reward_mean']:.4f}; "
+            f"fidelity: RMS distance {result['fidelity_distance']:.4f}, shape match {result['fidelity_shape']:.3f} "
+            f"(reference {result['reference_fidelity_shape']:.3f})"
+        )
+    print(line)
+    print(f"wrote {out / 'evaluation.json'} and {out / 'grid.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""A trained policy as a diffusers model that other tools load: ``RUN/model``.
+
+- Pixel models: a ``DDPMPipeline`` folder (``unet/``, ``scheduler/``,
+  ``model_index.json``) plus our ``pxpo_gym.json`` (context names, the null
+  context, the base model and the run's settings). ``DDPMPipeline.from_pretrained``
+  and ``gym.make("DiffusionDenoise-v0", model="RUN/model")`` load it. A LoRA
+  policy on a pixel model is merged into the weights (W + B A).
+- Latent text-to-image pipelines with LoRA (their default): the adapter as
+  diffusers' LoRA file ``pytorch_lora_weights.safetensors``, which
+  ``StableDiffusionPipeline.load_lora_weights("RUN/model")`` accepts, beside
+  ``pxpo_gym.json`` naming the base model and the prompts. ``load_model`` (and
+  so ``gym.make`` and ``agents.evaluate``) loads such a folder as the base
+  pipeline with the adapter fused in.
+- Latent pipelines fully fine-tuned: the whole pipeline folder with the new UNet.
+
+Weights are safetensors; the folder is written next to its final place and
+renamed into it, so a crash never leaves half a model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pxpo_gym.models import METADATA_FILE, LoadedModel, NoiseModel
+
+EXPORT_DIR = "model"
+"""The export's folder inside a run folder."""
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+"""diffusers' default LoRA file name (what ``load_lora_weights`` looks for)."""
+
+
+def has_lora(policy: torch.nn.Module) -> bool:
+    return any("lora_" in name for name, _ in policy.named_parameters())
+
+
+def merged_unet(policy: NoiseModel, reference: NoiseModel) -> torch.nn.Module:
+    """The policy's UNet as a plain diffusers model: a copy of its weights, LoRA merged in."""
+    if not has_lora(policy):
+        return copy.deepcopy(policy.unet).float().requires_grad_(False)
+    from peft.tuners.lora import LoraLayer
+
+    unet = copy.deepcopy(reference.unet).float().requires_grad_(False)
+    with torch.no_grad():
+        for name, module in policy.unet.named_modules():
+            if isinstance(module, LoraLayer):
+                for adapter in module.active_adapters:
+                    target = unet.get_submodule(name)
+                    target.weight += module.get_delta_weight(adapter).to(target.weight.dtype)
+    return unet
+
+
+def export_policy(
+    policy: NoiseModel, loaded: LoadedModel, folder: str | Path, run: dict[str, Any] | None = None
+) -> Path:
+    """Writes ``policy`` (trained from ``loaded``) as a diffusers model into ``folder`` (replaced).
+
+    Args:
+        policy: the trained ``NoiseModel`` (full or LoRA; swap EMA weights in before calling).
+        loaded: the env's ``LoadedModel`` the policy was trained from (scheduler, contexts, base).
+        folder: where the export goes (typically ``RUN/model``).
+        run: the run's settings, recorded in ``pxpo_gym.json``.
+
+    Returns:
+        The folder.
+    """
+    folder = Path(folder)
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    meta: dict[str, Any] = {
+        "context_names": list(loaded.context_names),
+        "null_context": loaded.null_context,
+        "fine_tuned_from": loaded.source,
+        "run": run or {},
+    }
+    if not loaded.is_latent:
+        from diffusers import DDPMPipeline
+
+        pipeline = DDPMPipeline(unet=merged_unet(policy, loaded.noise_model), scheduler=loaded.scheduler)
+        pipeline.save_pretrained(staging, safe_serialization=True)
+        meta["format"] = "ddpm_pipeline"
+    elif has_lora(policy):
+        from diffusers import StableDiffusionPipeline
+        from peft.utils import get_peft_model_state_dict
+
+        layers = get_peft_model_state_dict(policy.unet)
+        StableDiffusionPipeline.save_lora_weights(
+            staging, unet_lora_layers=layers, weight_name=LORA_WEIGHTS, safe_serialization=True
+        )
+        meta.update(
+            format="lora",
+            base_model=loaded.location or loaded.source,
+            lora_weights=LORA_WEIGHTS,
+            prompts=list(loaded.context_names),
+        )
+        del meta["context_names"], meta["null_context"]  # the prompts are the contexts
+    else:
+        from diffusers import DiffusionPipeline
+
+        pipeline = DiffusionPipeline.from_pretrained(
+            loaded.location or loaded.source,
+            unet=merged_unet(policy, loaded.noise_model),
+            safety_checker=None,
+            requires_safety_checker=False,
+        )
+        pipeline.save_pretrained(staging, safe_serialization=True)
+        meta.update(format="pipeline", prompts=list(loaded.context_names))
+        del meta["context_names"], meta["null_context"]
+    (staging / METADATA_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+    return folder

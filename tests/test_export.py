@@ -1,0 +1,194 @@
+"""RUN/model: the trained policy as a diffusers model that diffusers and our env load, and
+``agents.evaluate`` scoring it on held-out seeds."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import gymnasium as gym
+import pytest
+import torch
+
+import pxpo_gym  # noqa: F401
+from agents.config import TrainConfig
+from agents.evaluation import EVAL_SEED_OFFSET
+from agents.export import LORA_WEIGHTS
+from agents.trainer import Trainer, train
+from pxpo_gym.sampling import run_policy
+from tests.test_agents import tiny_config
+from tests.test_latent import PROMPTS, STEPS
+
+
+def trained(config: TrainConfig, epochs: int = 1) -> Trainer:
+    trainer = Trainer(config)
+    for _ in range(epochs):
+        trainer.train_epoch()
+    return trainer
+
+
+def test_pixel_export_loads_in_diffusers_and_the_env_and_samples_like_the_policy(tiny_model_dir, tmp_path):
+    from diffusers import DDPMPipeline
+
+    trainer = trained(tiny_config(tiny_model_dir, tmp_path), epochs=2)
+    folder = trainer.export()
+    assert folder == tmp_path / "run" / "model"
+    pipeline = DDPMPipeline.from_pretrained(folder)
+    policy_weights = trainer.policy.unet.state_dict()
+    for name, value in pipeline.unet.state_dict().items():
+        assert torch.equal(value, policy_weights[name]), name
+    assert pipeline.scheduler.config.num_train_timesteps == trainer.envs.unwrapped.loaded.scheduler.config.num_train_timesteps
+    meta = json.loads((folder / "pxpo_gym.json").read_text())
+    assert meta["fine_tuned_from"] == str(tiny_model_dir) and meta["run"]["epoch"] == 2
+    # The env loads it; its own pretrained sampler now draws exactly the policy's images.
+    envs = gym.make_vec("DiffusionDenoise-v0", num_envs=8, model=str(folder), num_inference_steps=4)
+    exported = run_policy(envs, seed=11)
+    policy = run_policy(trainer.envs, trainer.eps, seed=11)
+    assert torch.equal(exported.images, policy.images)
+    # ... and they differ from the base model's (the export is not the base model)
+    base = gym.make_vec("DiffusionDenoise-v0", num_envs=8, model=str(tiny_model_dir), num_inference_steps=4)
+    assert not torch.equal(run_policy(base, seed=11).images, exported.images)
+
+
+def test_training_exports_at_the_end_with_the_ema_weights(tiny_model_dir, tmp_path):
+    from diffusers import UNet2DModel
+
+    config = tiny_config(tiny_model_dir, tmp_path, ema_decay=0.5)
+    train(config)
+    unet = UNet2DModel.from_pretrained(tmp_path / "run" / "model", subfolder="unet")
+    trainer = Trainer(dataclasses.replace(config, resume=str(tmp_path / "run")))
+    from agents.checkpoint import load_checkpoint
+
+    trainer.load_state(*load_checkpoint(tmp_path / "run"))
+    shadow = {k.removeprefix("unet."): v for k, v in trainer.ema.state_dict().items()}
+    exported = unet.state_dict()
+    assert all(torch.equal(exported[name], value) for name, value in shadow.items())
+    trained_weights = {k.removeprefix("unet."): p for k, p in trainer.policy.named_parameters()}
+    assert any(not torch.equal(exported[n], trained_weights[n]) for n in shadow)  # EMA, not the last step
+    meta = json.loads((tmp_path / "run" / "model" / "pxpo_gym.json").read_text())
+    assert meta["run"]["weights"] == "ema"
+
+
+def test_no_export_when_turned_off(tiny_model_dir, tmp_path):
+    train(tiny_config(tiny_model_dir, tmp_path, num_epochs=1, export=False))
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_pixel_lora_is_merged_into_the_exported_weights(tmp_path):
+    config = TrainConfig(
+        lora_rank=2,
+        learning_rate=1e-2,
+        num_epochs=1,
+        sample_batch_size=4,
+        sample_batches_per_epoch=1,
+        train_batch_size=4,
+        num_inference_steps=3,
+        out=str(tmp_path / "run"),
+        progress=False,
+        tensorboard=False,
+        image_every=0,
+        threads=1,
+    )
+    trainer = trained(config)
+    folder = trainer.export()
+    envs = gym.make_vec("DiffusionDenoise-v0", num_envs=4, model=str(folder), num_inference_steps=3)
+    x, t, c = torch.randn(4, 3, 16, 16), torch.tensor([900, 500, 100, 1]), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        ours, merged = trainer.policy(x, t, c), envs.unwrapped.model(x, t, c)
+        base = trainer.reference(x, t, c)
+    torch.testing.assert_close(merged, ours, atol=1e-5, rtol=1e-5)
+    assert (ours - base).abs().max() > 1e-4  # the adapter changed the model
+
+
+def test_latent_lora_export_loads_with_load_lora_weights(tiny_sd_dir, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    config = TrainConfig(
+        model=str(tiny_sd_dir),
+        prompts=tuple(PROMPTS),
+        learning_rate=1e-2,
+        num_epochs=1,
+        sample_batch_size=4,
+        sample_batches_per_epoch=1,
+        train_batch_size=4,
+        num_inference_steps=STEPS,
+        out=str(tmp_path / "run"),
+        progress=False,
+        tensorboard=False,
+        image_every=0,
+    )
+    trainer = trained(config)
+    folder = trainer.export()
+    assert (folder / LORA_WEIGHTS).is_file()
+    meta = json.loads((folder / "pxpo_gym.json").read_text())
+    assert meta["format"] == "lora" and meta["base_model"] == str(tiny_sd_dir) and meta["prompts"] == PROMPTS
+
+    pipeline = StableDiffusionPipeline.from_pretrained(tiny_sd_dir, safety_checker=None)
+    core = trainer.envs.unwrapped
+    x = torch.randn(2, *core.loaded.sample_shape)
+    t = torch.tensor([800, 10])
+    states = core.model.prompt_embeds[torch.tensor([0, 1])]
+    with torch.no_grad():
+        before = pipeline.unet(x, t, encoder_hidden_states=states).sample
+        pipeline.load_lora_weights(folder)
+        after = pipeline.unet(x, t, encoder_hidden_states=states).sample
+        ours = trainer.policy(x, t, torch.tensor([0, 1]))
+    assert (after - before).abs().max() > 1e-5  # the adapter changes the pipeline's output ...
+    torch.testing.assert_close(after, ours, atol=1e-5, rtol=1e-4)  # ... exactly as our policy does
+
+    # Our loader reads the export as the base pipeline with the adapter fused in.
+    envs = gym.make_vec("DiffusionDenoise-v0", num_envs=2, model=str(folder), num_inference_steps=STEPS)
+    assert envs.unwrapped.loaded.context_names == tuple(PROMPTS)
+    with torch.no_grad():
+        fused = envs.unwrapped.model(x, t, torch.tensor([0, 1]))
+    torch.testing.assert_close(fused, ours, atol=1e-5, rtol=1e-4)
+
+
+def test_evaluate_scores_an_export_on_held_out_seeds(tiny_model_dir, tmp_path):
+    train(tiny_config(tiny_model_dir, tmp_path, reward=("color:0.5", "brightness:0.5")))
+    model = tmp_path / "run" / "model"
+    done = subprocess.run(
+        [sys.executable, "-m", "agents.evaluate", "--model", str(model), "--images", "6"]
+        + ["--num-inference-steps", "4", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "run" / "evaluation" / "evaluation.json").read_text())
+    assert (tmp_path / "run" / "evaluation" / "grid.png").is_file()
+    # the run's reward by default, its components, its held-out seeds, fidelity against its base model
+    assert result["reward"] == ["color:0.5", "brightness:0.5"]
+    assert set(result["components"]) == {"color", "brightness"}
+    assert result["reward_mean"] == pytest.approx(
+        0.5 * result["components"]["color"] + 0.5 * result["components"]["brightness"], rel=1e-5
+    )
+    assert result["seeds"] == [EVAL_SEED_OFFSET, EVAL_SEED_OFFSET + 5]
+    assert result["reference"] == str(tiny_model_dir) and result["fidelity_distance"] > 0
+    assert "reward 0." in done.stdout and "reference" in done.stdout
+
+    # The base model against itself: distance 0, the same reward as its own reference.
+    from agents.evaluate import EvaluateConfig, evaluate
+
+    same = evaluate(
+        EvaluateConfig(
+            model=str(tiny_model_dir),
+            reference=str(tiny_model_dir),
+            reward=("color",),
+            images=4,
+            num_inference_steps=4,
+            out=str(tmp_path / "base"),
+        )
+    )
+    assert same["fidelity_distance"] == 0.0 and same["reward_mean"] == same["reference_reward_mean"]
+
+
+def test_evaluate_refuses_an_incomparable_reference(tiny_model_dir, tmp_path):
+    from agents.evaluate import EvaluateConfig, evaluate
+
+    with pytest.raises(ValueError, match="cannot be compared"):
+        evaluate(EvaluateConfig(model=str(tiny_model_dir), reference="default", images=2, out=str(tmp_path)))
+    with pytest.raises(ValueError, match="images must be >= 1"):
+        evaluate(EvaluateConfig(model=str(tiny_model_dir), images=0, out=str(tmp_path)))
