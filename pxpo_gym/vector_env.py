@@ -298,8 +298,11 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
             "context": self._context[:, None].clone(),  # (B, 1)
         }
 
-    def _reset_envs(self, mask: torch.Tensor, contexts: torch.Tensor | None) -> None:
-        """Draws context, x_T and all step noise for the envs in ``mask`` from their generators."""
+    def _reset_envs(
+        self, mask: torch.Tensor, contexts: torch.Tensor | None, noise: torch.Tensor | None = None
+    ) -> None:
+        """Draws context, x_T and all step noise for the envs in ``mask`` from their generators
+        (or takes the given (num_envs, T + 1, C, h, w) ``noise``, leaving the generators untouched)."""
         shape = self._noise.shape[1:]  # (T + 1, C, h, w)
         for i in mask.nonzero().flatten().tolist():  # one generator per env, at reset only
             gen = self._generators[i]
@@ -308,7 +311,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
                 self._context[i] = self.context_choices[pick[0]]
             else:
                 self._context[i] = contexts[i]
-            self._noise[i] = torch.randn(shape, generator=gen, device=self.device)
+            self._noise[i] = torch.randn(shape, generator=gen, device=self.device) if noise is None else noise[i]
         if bool(mask.all()):
             # A full reset keeps no link to the previous episodes (an autograd graph
             # through them, when a caller differentiates the chain, must not survive it).
@@ -325,22 +328,28 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
 
         Args:
             seed: int (env i gets seed + i) or one seed per env; None keeps the generators' state.
-            options: ``{"context": id, name or one per env, "reset_mask": (num_envs,) bool}``.
+            options: ``{"context": id, name or one per env, "reset_mask": (num_envs,) bool,
+                "noise": (num_envs, T + 1, C, h, w) float}``. ``noise`` gives each env's
+                episode noise itself (x_T first, then each step's), e.g. to share a
+                prefix between envs or replay an episode; the generators are then not drawn.
 
         Returns:
             (observation, info) with ``info["step_index"]``.
         """
         options = dict(options or {})
-        unknown = set(options) - {"context", "reset_mask"}
+        unknown = set(options) - {"context", "reset_mask", "noise"}
         if unknown:
-            raise ValueError(f"options has unknown keys {sorted(unknown)}; allowed: 'context', 'reset_mask'")
+            raise ValueError(
+                f"options has unknown keys {sorted(unknown)}; allowed: 'context', 'reset_mask', 'noise'"
+            )
         mask = self._parse_reset_mask(options.get("reset_mask"))
         contexts = self._parse_reset_contexts(options.get("context"))
+        noise = self._parse_reset_noise(options.get("noise"))
         seeds = self._parse_seed(seed)
         if seeds is not None:
             for gen, s in zip(self._generators, seeds):
                 gen.manual_seed(s)
-        self._reset_envs(mask, contexts)
+        self._reset_envs(mask, contexts, noise)
         self._has_reset = True
         return self._observation(), {"step_index": self._step_index.clone()}
 
@@ -362,6 +371,18 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         if not self._has_reset and not bool(mask.all()):
             raise ValueError("the first reset must reset every env: drop options['reset_mask']")
         return mask
+
+    def _parse_reset_noise(self, noise: Any) -> torch.Tensor | None:
+        """``options['noise']`` -> (num_envs, T + 1, C, h, w) float32 on the device, or None."""
+        if noise is None:
+            return None
+        shape = tuple(self._noise.shape)
+        if not isinstance(noise, torch.Tensor) or tuple(noise.shape) != shape or not noise.is_floating_point():
+            got = f"{type(noise).__name__} {tuple(getattr(noise, 'shape', ()))}"
+            raise ValueError(f"options['noise'] must be a float tensor of shape {shape} (num_envs, T + 1, C, h, w), got {got}")
+        if not bool(torch.isfinite(noise).all()):
+            raise ValueError("options['noise'] contains NaN or inf")
+        return noise.to(device=self.device, dtype=torch.float32)
 
     def _parse_reset_contexts(self, context: Any) -> torch.Tensor | None:
         """``options['context']`` -> (num_envs,) int64 ids, or None to sample them."""

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates a virtualenv (default .venv; set VENV to choose) and installs pxpo-gym
-# in it with the dev, LoRA and Stable Diffusion (transformers) extras. torch is pinned to 2.13.0 through
+# in it with the dev, LoRA, Stable Diffusion (transformers) and refine (web page) extras. torch is pinned to 2.13.0 through
 # constraints-dev.txt so that dev/CI machines take the CPU wheel; the library's
 # own requirement (pyproject.toml) stays a broad range for CUDA users.
 set -euo pipefail
@@ -12,5 +12,5 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -c constraints-dev.txt "torch==2.13.0"
-"$VENV/bin/python" -m pip install -q -c constraints-dev.txt -e ".[dev,lora,sd]"
+"$VENV/bin/python" -m pip install -q -c constraints-dev.txt -e ".[dev,lora,sd,refine]"
 echo "pxpo-gym installed in $VENV ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

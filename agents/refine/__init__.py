@@ -1,0 +1,5 @@
+"""Refine one image by painting on it: a local web page for human-guided PXPO (``python -m agents.refine``).
+
+``workspace`` owns what apply does (painting -> per-pixel reward -> K PXPO updates -> re-render),
+``server`` the HTTP API and job queue, ``static/`` the page (no CDN: it works offline).
+"""

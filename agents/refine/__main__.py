@@ -1,0 +1,112 @@
+"""Start the refine page: ``python -m agents.refine`` (then open the printed URL).
+
+    python -m agents.refine                                   # the embedded shapes model on the CPU
+    python -m agents.refine --model runs/my-run/model --port 8765
+    python -m agents.refine --model stabilityai/... --prompts "a red car" "a cat" --device cuda
+
+Every option is documented by ``--help``. The server binds 127.0.0.1 unless --host says otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """Serve a page that refines images by painted feedback."""
+
+    model: str = "default"
+    """Embedded model name, diffusers folder (e.g. a run's RUN/model) or hub id."""
+    prompts: tuple[str, ...] = ()
+    """Latent text-to-image models: the prompts the page offers (required for them)."""
+    device: str = "cpu"
+    """torch device of the model and the updates."""
+    host: str = "127.0.0.1"
+    """Address to bind (127.0.0.1: this machine only)."""
+    port: int = 8765
+    """TCP port; 0 picks a free one."""
+    group_size: int = 8
+    """Samples per update: the workspace's own noise and group_size - 1 others of its context."""
+    refine_steps: int = 10
+    """The last denoising steps the policy acts on and is trained on; the earlier ones stay the model's, so
+    the workspace's layout is kept and the group varies only in later detail (num_inference_steps: all)."""
+    inner_epochs: int = 4
+    """Clipped optimizer steps per update on its samples."""
+    learning_rate: float = 3e-4
+    """AdamW learning rate of the updates."""
+    kl_coef: float = 1.0
+    """KL penalty to the model the workspace started from (keeps the unpainted rest)."""
+    lora_rank: int | None = None
+    """None: LoRA rank 4 on latent pipelines, the full model on pixel models; 0: full; > 0: LoRA."""
+    num_inference_steps: int = 20
+    """DDIM steps per image."""
+    default_updates: int = 2
+    """The page's initial K."""
+    max_updates: int = 32
+    """Largest K one apply may ask for."""
+    max_workspaces: int = 8
+    """Workspaces held at once (each holds a copy of the trainable weights per version)."""
+    max_versions: int = 32
+    """Versions per workspace."""
+    workspace_ttl: float = 1800.0
+    """Seconds a workspace may sit idle before it expires and its memory is freed."""
+    max_feedback_bytes: int = 1 << 20
+    """Largest feedback PNG accepted."""
+    threads: int | None = None
+    """torch CPU threads; None leaves torch's default."""
+
+    def __post_init__(self) -> None:
+        for name in ("group_size", "refine_steps", "inner_epochs", "num_inference_steps", "default_updates",
+                     "max_updates", "max_workspaces", "max_versions", "max_feedback_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be >= 2 (advantages are relative to the group), got {self.group_size}")
+        if self.refine_steps > self.num_inference_steps:
+            raise ValueError(
+                f"refine_steps={self.refine_steps} exceeds num_inference_steps={self.num_inference_steps}"
+            )
+        if not 0 <= self.port < 65536:
+            raise ValueError(f"port must be in [0, 65535], got port={self.port}")
+        if self.default_updates > self.max_updates:
+            raise ValueError(f"default_updates={self.default_updates} exceeds max_updates={self.max_updates}")
+        if not self.workspace_ttl > 0:
+            raise ValueError(f"workspace_ttl must be > 0 seconds, got {self.workspace_ttl}")
+        if self.learning_rate <= 0 or self.kl_coef < 0:
+            raise ValueError(f"need learning_rate > 0 and kl_coef >= 0, got {self.learning_rate}, {self.kl_coef}")
+
+
+def build(cfg: RefineConfig):
+    """The server state and app of ``cfg`` (the model loaded once, shared by every workspace)."""
+    import torch
+
+    from agents.refine.server import RefineServer, make_app
+    from pxpo_gym.loading import load_model
+
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    loaded = load_model(cfg.model, cfg.device, prompts=list(cfg.prompts) or None)
+    server = RefineServer(cfg, loaded)
+    return server, make_app(server)
+
+
+def main() -> None:
+    import socket
+
+    import tyro
+    import uvicorn
+
+    cfg = tyro.cli(RefineConfig)
+    _, app = build(cfg)
+    sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((cfg.host, cfg.port))
+    host, port = sock.getsockname()[:2]
+    print(f"refine page for model {cfg.model!r}: http://{host if ':' not in host else f'[{host}]'}:{port}/", flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()

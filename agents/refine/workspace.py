@@ -1,0 +1,333 @@
+"""One image being refined by painted feedback: its policy copy, its versions and what apply does.
+
+A workspace is a context (class or prompt) and a seed: its image is the policy's
+sample from env slot 0 seeded ``seed`` (fixed initial and step noise). Apply:
+
+1. The painting becomes a per-pixel reward through ``target_map``: liked pixels
+   score closeness to what they are now (weight +1: stay), disliked pixels the
+   same closeness with weight -1 (move away), "this colour" pixels closeness to
+   the painted colour (weight +1); unpainted pixels score 0.
+2. K PXPO updates (``agents.pxpo``) with group advantages on a group of
+   ``group_size`` samples of the workspace's context, on a copy of the model
+   (LoRA on latent pipelines, full on pixel models) with a KL penalty to the
+   model the workspace started from. The policy acts (and is trained) on the
+   last ``refine_steps`` denoising steps only; the steps before are the frozen
+   model's, with the workspace's own noise, so every sample of the group starts
+   from the workspace's own intermediate image (as SDEdit refines an image) and
+   differs only in the later steps' noise. Slot 0 is the workspace's own noise
+   throughout. Each update samples the group with the current policy (fresh
+   noise for the other slots), then takes ``inner_epochs`` clipped optimizer steps.
+3. The image is re-rendered from its own fixed noise and becomes a new version.
+
+Every version keeps the policy's trainable weights, so going back is exact (the
+optimizer's moments restart at a checkout).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.config import TrainConfig
+from agents.policy import trainable_state
+from agents.rollout import collect
+from agents.trainer import Trainer
+from pxpo_gym.models import LoadedModel
+from pxpo_gym.rewards import target_map_reward
+from pxpo_gym.sampling import run_policy
+from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv
+
+LIKE = (0, 255, 0)
+"""Feedback PNG colour (opaque) of a liked pixel."""
+DISLIKE = (255, 0, 0)
+"""Feedback PNG colour (opaque) of a disliked pixel. Any other opaque colour asks for that colour."""
+NONE, LIKED, DISLIKED, COLOURED = 0, 1, 2, 3
+"""Pixel labels of a parsed feedback."""
+
+
+class FeedbackError(ValueError):
+    """A feedback image the server refuses (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A parsed painting at the image's resolution.
+
+    Attributes:
+        labels: (H, W) int64: NONE, LIKED, DISLIKED or COLOURED.
+        colours: (3, H, W) float32 in [0, 1]: the wanted colour where COLOURED.
+    """
+
+    labels: torch.Tensor
+    colours: torch.Tensor
+
+    def count(self, label: int) -> int:
+        return int((self.labels == label).sum())
+
+
+def parse_feedback(data: bytes, size: tuple[int, int], max_bytes: int) -> Feedback:
+    """Decodes a feedback PNG: RGBA at the image's (H, W); alpha 0 unpainted, alpha 255 painted.
+
+    Opaque pure green is "like", opaque pure red is "dislike", any other opaque colour
+    is "make this pixel this colour".
+
+    Raises:
+        FeedbackError: empty, too large, not a PNG, the wrong size, half-transparent
+            pixels, or nothing painted.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise FeedbackError("feedback is empty: send a PNG of the painting")
+    if len(data) > max_bytes:
+        raise FeedbackError(f"feedback is {len(data)} bytes; the limit is {max_bytes}")
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise FeedbackError("feedback is not a PNG image")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if (image.height, image.width) != tuple(size):
+                raise FeedbackError(
+                    f"feedback is {image.width}x{image.height} pixels; the image is {size[1]}x{size[0]}"
+                )
+            rgba = np.asarray(image.convert("RGBA"), dtype=np.uint8)  # (H, W, 4)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        if isinstance(err, FeedbackError):
+            raise
+        raise FeedbackError(f"feedback is not a readable PNG: {err}") from err
+    alpha = rgba[..., 3]
+    if bool(((alpha > 0) & (alpha < 255)).any()):
+        raise FeedbackError("feedback pixels must be fully transparent (unpainted) or opaque (painted)")
+    rgb = rgba[..., :3]
+    painted = alpha == 255
+    liked = painted & np.all(rgb == LIKE, axis=-1)
+    disliked = painted & np.all(rgb == DISLIKE, axis=-1)
+    labels = np.where(painted, COLOURED, NONE)
+    labels[liked], labels[disliked] = LIKED, DISLIKED
+    if not painted.any():
+        raise FeedbackError("feedback has no painted pixel: paint a like, dislike or colour stroke first")
+    colours = torch.from_numpy(rgb.astype(np.float32) / 255).permute(2, 0, 1)  # (3, H, W)
+    return Feedback(torch.from_numpy(labels).long(), colours)
+
+
+class PaintedReward:
+    """The workspace env's reward: ``target_map`` built from the latest feedback (zero before any)."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.fn = target_map_reward(target=torch.zeros(3, *size), weights=torch.zeros(size))
+        self.__name__ = "painted_feedback"
+
+    def set(self, feedback: Feedback, image: torch.Tensor) -> None:
+        """Liked/disliked pixels target ``image`` (3, H, W) itself, coloured ones their colour."""
+        target = torch.where(feedback.labels == COLOURED, feedback.colours, image.cpu())  # (3, H, W)
+        weights = torch.zeros(feedback.labels.shape)
+        weights[(feedback.labels == LIKED) | (feedback.labels == COLOURED)] = 1.0
+        weights[feedback.labels == DISLIKED] = -1.0
+        self.fn = target_map_reward(target=target, weights=weights)
+
+    def __call__(self, images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+        return self.fn(images, contexts)
+
+
+@dataclass
+class Version:
+    """One image of a workspace's history and the policy weights that drew it."""
+
+    index: int
+    parent: int | None
+    image: torch.Tensor
+    """(3, H, W) float32 in [0, 1], on the CPU."""
+    weights: dict[str, torch.Tensor]
+    """The policy's trainable weights (CPU copies)."""
+    updates: int = 0
+    rewards: list[float] = field(default_factory=list)
+    """The workspace image's reward under the painted feedback, before each update and after the last."""
+
+    def png(self, scale: int = 1) -> bytes:
+        """The image as PNG bytes, upscaled ``scale`` times with nearest neighbours (pixelated)."""
+        from PIL import Image
+
+        pixels = (self.image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        image = Image.fromarray(pixels)
+        if scale > 1:
+            image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+
+class Cancelled(Exception):
+    """An apply stopped by its caller; the workspace is as it was before it."""
+
+
+class Workspace:
+    """A context and seed, the policy being refined, and its versions.
+
+    Args:
+        loaded: the server's model, shared by every workspace (frozen: the KL reference).
+        train: the TrainConfig fields every workspace's updates use (``refine_train_config``).
+        context: context id; seed: the workspace's noise seed.
+    """
+
+    def __init__(
+        self, loaded: LoadedModel, train: TrainConfig, context: int, seed: int, refine_steps: int
+    ) -> None:
+        if not 1 <= refine_steps <= train.num_inference_steps:
+            raise ValueError(
+                f"refine_steps must be in [1, num_inference_steps={train.num_inference_steps}], got {refine_steps}"
+            )
+        self.context, self.seed = context, seed
+        self.reward = PaintedReward(loaded.image_size)
+        common = dict(
+            model=loaded,
+            reward=self.reward,
+            num_inference_steps=train.num_inference_steps,
+            eta=train.eta,
+            device=train.device,
+            context=context,
+        )
+        self.envs = DiffusionDenoiseVectorEnv(num_envs=train.sample_batch_size, **common)
+        self.render_env = DiffusionDenoiseVectorEnv(num_envs=1, **common)
+        self.trainer = Trainer(train, self.envs)
+        schedule = self.envs.schedule
+        self.first_policy_step = schedule.num_steps - refine_steps
+        self.policy_timestep = int(schedule.timesteps[self.first_policy_step])
+        """Steps at training timesteps <= this one are the policy's; earlier ones the frozen model's."""
+        self.trainer.step_weights[: self.first_policy_step] = 0.0  # only the policy's steps are trained
+        self.noise = torch.randn(
+            (schedule.num_steps + 1, *loaded.sample_shape), generator=torch.Generator().manual_seed(seed)
+        )  # (T + 1, C, h, w): x_T, then each step's noise
+        self.generator = torch.Generator().manual_seed(seed + 1)
+        """Draws the other group slots' later-step noise."""
+        self.fresh_optimizer = copy.deepcopy(self.trainer.optimizer.state_dict())
+        self.versions = [Version(0, None, self.render(), self.weights())]
+        self.current = 0
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {name: value.detach().cpu().clone() for name, value in trainable_state(self.trainer.policy).items()}
+
+    def load(self, weights: dict[str, torch.Tensor]) -> None:
+        """Puts saved trainable weights back into the policy and restarts the optimizer's moments."""
+        params = dict(self.trainer.policy.named_parameters())
+        with torch.no_grad():
+            for name, value in weights.items():
+                params[name].copy_(value)
+        self.trainer.optimizer.load_state_dict(copy.deepcopy(self.fresh_optimizer))
+
+    def eps(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The frozen model before ``first_policy_step``, the policy from there on (lock-step batches)."""
+        if int(timestep.reshape(-1)[0]) > self.policy_timestep:
+            with torch.no_grad():
+                return self.trainer.reference(sample, timestep, context)
+        return self.trainer.eps(sample, timestep, context)
+
+    def group_noise(self) -> torch.Tensor:
+        """(G, T + 1, C, h, w): slot 0 the workspace's noise; the others share it up to the policy's
+        first step and draw their own after."""
+        noise = self.noise.expand(self.envs.num_envs, *self.noise.shape).clone()
+        tail = noise[1:, self.first_policy_step + 1 :]
+        tail.copy_(torch.randn(tail.shape, generator=self.generator))
+        return noise
+
+    @torch.no_grad()
+    def render(self) -> torch.Tensor:
+        """The image from the workspace's own noise, (3, H, W) on the CPU."""
+        self.trainer.policy.eval()
+        context = torch.tensor([self.context], device=self.render_env.device)
+        options = {"context": context, "noise": self.noise[None]}
+        return run_policy(self.render_env, self.eps, options=options).images[0].cpu()
+
+    def feedback_reward(self, image: torch.Tensor) -> float:
+        """The painted reward of one (3, H, W) image (the workspace's), a float."""
+        device = self.render_env.device
+        reward = self.reward(image[None].to(device), torch.tensor([self.context], device=device))
+        return float(reward.mean())
+
+    def apply(
+        self,
+        feedback: Feedback,
+        updates: int,
+        progress: Callable[[int, float], None] = lambda k, reward: None,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> Version:
+        """Runs ``updates`` PXPO updates under ``feedback`` from the current version; returns the new version.
+
+        ``progress(k, reward)`` is called after update k with the workspace image's painted reward
+        as sampled in that update. If ``cancelled()`` turns true between updates, the policy is
+        restored and ``Cancelled`` raised.
+
+        Raises:
+            Cancelled: see above.
+        """
+        start = self.versions[self.current]
+        self.reward.set(feedback, start.image)
+        trainer, rewards = self.trainer, [self.feedback_reward(start.image)]
+        contexts = torch.full((self.envs.num_envs,), self.context, device=self.envs.device)
+        try:
+            for k in range(1, updates + 1):
+                if cancelled():
+                    raise Cancelled()
+                trainer.policy.eval()
+                options = {"context": contexts, "noise": self.group_noise()}
+                traj = collect(self.envs, self.eps, options=options)
+                trainer.policy.train()
+                advantages = trainer.algo.advantages(traj.rewards.cpu(), traj.reward_maps.cpu(), traj.contexts.cpu())
+                trainer.update(traj, advantages)
+                progress(k, float(traj.rewards[0]))
+            image = self.render()
+        except BaseException:
+            self.load(start.weights)  # nothing half-changed
+            raise
+        rewards.append(self.feedback_reward(image))
+        version = Version(len(self.versions), self.current, image, self.weights(), updates, rewards)
+        self.versions.append(version)
+        self.current = version.index
+        return version
+
+    def checkout(self, index: int) -> Version:
+        """Makes version ``index`` current: its weights go back into the policy."""
+        self.load(self.versions[index].weights)
+        self.current = index
+        return self.versions[index]
+
+    def reset(self) -> Version:
+        """Back to the start: version 0's weights, every later version dropped."""
+        self.checkout(0)
+        del self.versions[1:]
+        return self.versions[0]
+
+
+def region_change(before: torch.Tensor, after: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean absolute RGB change, (3, H, W) images in [0, 1], over the pixels where ``mask`` (H, W) is true."""
+    if not bool(mask.any()):
+        return math.nan
+    return float((after - before).abs().mean(dim=0)[mask].mean())
+
+
+def refine_train_config(options: Any) -> TrainConfig:
+    """The TrainConfig of a workspace's updates from the server's options (``RefineConfig``)."""
+    return TrainConfig(
+        algo="pxpo",
+        model=options.model,
+        prompts=tuple(options.prompts),
+        sample_batch_size=options.group_size,
+        sample_batches_per_epoch=1,
+        train_batch_size=options.group_size,
+        inner_epochs=options.inner_epochs,
+        learning_rate=options.learning_rate,
+        kl_coef=options.kl_coef,
+        group_size=options.group_size,
+        lora_rank=options.lora_rank,
+        num_inference_steps=options.num_inference_steps,
+        device=options.device,
+        seed=0,
+        progress=False,
+        tensorboard=False,
+        export=False,
+    )
