@@ -227,3 +227,27 @@ def test_reward_aggregate_sum_and_callable(tiny_model_dir):
         _, reward, _, _, info = envs.step(torch.zeros(2, 3, 8, 8))
         reference = (expected or aggregate)(info["reward_map"])
         torch.testing.assert_close(reward, reference)
+
+
+def test_reset_with_given_noise_replays_a_seeded_episode(vec):
+    from pxpo_gym.sampling import run_policy
+
+    core = vec.unwrapped
+    seeded = run_policy(vec, seed=5, options={"context": 1})
+    noise = core._noise.clone()  # what seed 5 drew: (B, T + 1, C, h, w)
+    state = core.get_rng_state()
+    replay = run_policy(vec, options={"context": 1, "noise": noise})
+    assert torch.equal(replay.images, seeded.images)
+    assert all(torch.equal(a, b) for a, b in zip(state, core.get_rng_state()))  # generators not drawn
+    shared = noise.clone()
+    shared[1:, :3] = shared[0, :3]  # slots 1.. share slot 0's x_T and first two steps' noise
+    obs, _ = vec.reset(options={"context": 1, "noise": shared})
+    assert torch.equal(obs["sample"][1], obs["sample"][0])
+    for bad, message in [
+        (noise[:2], "must be a float tensor of shape"),
+        (noise.long(), "must be a float tensor"),
+        (noise.numpy(), "must be a float tensor"),
+        (torch.full_like(noise, float("nan")), "NaN or inf"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            vec.reset(options={"noise": bad})

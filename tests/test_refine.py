@@ -189,3 +189,24 @@ def test_feedback_parsing_by_hand():
     after[:, 0, 1] = 0.5
     assert region_change(before, after, feedback.labels == 2) == pytest.approx(0.5)
     assert region_change(before, after, feedback.labels == 1) == 0.0
+
+
+def test_latent_pipeline_end_to_end_with_prompts_from_the_page(tiny_sd_dir):
+    from tests.test_latent import PROMPTS
+
+    cfg = RefineConfig(
+        model=str(tiny_sd_dir), prompts=tuple(PROMPTS), group_size=2, inner_epochs=1, num_inference_steps=3,
+        refine_steps=2, max_updates=2,
+    )
+    server, app = build(cfg)
+    with TestClient(app) as client:
+        info = client.get("/api/info").json()
+        assert info["latent"] and info["contexts"] == PROMPTS and info["image_size"] == [16, 16]
+        ws = client.post("/api/workspaces", json={"context": PROMPTS[1], "seed": 2}).json()
+        assert ws["context_name"] == PROMPTS[1]
+        trainable = [n for n, p in server.workspaces[ws["id"]].workspace.trainer.policy.named_parameters() if p.requires_grad]
+        assert trainable and all("lora_" in n for n in trainable)  # LoRA on latent pipelines
+        body = {"feedback": b64(png(halves(16))), "updates": 1}
+        assert client.post(f"/api/workspaces/{ws['id']}/apply", json=body).status_code == 202
+        assert wait(client, ws["id"])["state"] == "done"
+        assert client.get(f"/api/workspaces/{ws['id']}/versions/1.png").status_code == 200
