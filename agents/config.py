@@ -162,7 +162,9 @@ class TrainConfig:
 
         object.__setattr__(self, "reward", reward_tuple(self.reward))
         for spec in self.reward:
-            need(isinstance(spec, str) and bool(spec), f"each reward must be a non-empty string, got {spec!r}")
+            need(
+                isinstance(spec, str) and bool(spec), f"each reward must be a non-empty string, got {spec!r}"
+            )
             split_weight(spec)  # a NaN or infinite weight is refused here
 
         need(

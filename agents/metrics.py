@@ -101,7 +101,9 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
         rows = []
         for row in reader:
             if None in row or None in row.values():  # extra cells land under None, missing ones read None
-                cells = len(reader.fieldnames or []) + len(row.get(None) or []) - list(row.values()).count(None)
+                cells = (
+                    len(reader.fieldnames or []) + len(row.get(None) or []) - list(row.values()).count(None)
+                )
                 raise ValueError(
                     f"{path}: line {reader.line_num} has {cells} cells but the header has "
                     f"{len(reader.fieldnames or [])}: the file is corrupt (did two runs write into one folder?)"

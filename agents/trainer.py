@@ -225,7 +225,11 @@ class Trainer:
             grad_norm += self.optimizer_step()
             batches.append(
                 OracleBatch(
-                    info["image"], info["reward_map"], info["context"], rewards.detach(), info["component_rewards"]
+                    info["image"],
+                    info["reward_map"],
+                    info["context"],
+                    rewards.detach(),
+                    info["component_rewards"],
                 )
             )
         out = OracleBatch(*(torch.cat(parts) for parts in zip(*batches)))

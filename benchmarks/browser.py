@@ -61,7 +61,9 @@ def stroke(page: Any, column: float, size: int) -> None:
     page.mouse.up()
 
 
-def paint_halves_and_apply(page: Any, url: str, context: int, seed: int, updates: int, size: int = 16) -> None:
+def paint_halves_and_apply(
+    page: Any, url: str, context: int, seed: int, updates: int, size: int = 16
+) -> None:
     """Opens the page, draws the (context, seed) image, dislikes its left half and likes its right
     half with two mouse strokes at the largest brush, applies ``updates`` and waits until done."""
     ready = "document.getElementById('status').textContent === 'ready'"
@@ -79,5 +81,7 @@ def paint_halves_and_apply(page: Any, url: str, context: int, seed: int, updates
     stroke(page, 3 * size / 4 - 0.5, size)
     page.fill("#updates", str(updates))
     page.click("#apply")
-    page.wait_for_function("document.getElementById('progress-text').dataset.state === 'done'", timeout=600_000)
-    page.wait_for_function(f"document.querySelectorAll('#history li').length >= 2", timeout=30_000)
+    page.wait_for_function(
+        "document.getElementById('progress-text').dataset.state === 'done'", timeout=600_000
+    )
+    page.wait_for_function("document.querySelectorAll('#history li').length >= 2", timeout=30_000)

@@ -154,7 +154,9 @@ class SuiteConfig:
             rates = self.learning_rates(algo)
             clips = {"ddpo": self.ddpo_clip_ranges, "pxpo": self.pxpo_clip_ranges}.get(algo) or (None,)
             variants = self.pxpo_variants if algo == "pxpo" else ("default",)
-            options = {"oracle": ("default",), "ddpo": self.ddpo_option_variants}.get(algo) or self.option_variants
+            options = {"oracle": ("default",), "ddpo": self.ddpo_option_variants}.get(
+                algo
+            ) or self.option_variants
             for lr, clip, variant, option in itertools.product(rates, clips, variants, options):
                 label = algo
                 label += f"-lr{lr:g}" if len(rates) > 1 else ""

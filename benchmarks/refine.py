@@ -59,7 +59,7 @@ def measure(cfg: RefineBenchConfig) -> dict:
     from tqdm import tqdm
 
     from agents.refine.__main__ import RefineConfig
-    from agents.refine.workspace import DISLIKED, LIKED, Workspace, parse_feedback, refine_train_config, region_change
+    from agents.refine.workspace import DISLIKED, LIKED, Workspace, parse_feedback, refine_train_config
     from pxpo_gym.loading import load_model
 
     torch.set_num_threads(cfg.threads)
@@ -72,25 +72,11 @@ def measure(cfg: RefineBenchConfig) -> dict:
         workspace = Workspace(
             loaded, refine_train_config(options), seed % loaded.num_contexts, seed, options.refine_steps
         )
-        start = workspace.versions[0].image
-        clock = {"last": time.perf_counter()}
-
-        def progress(k: int, reward: float) -> None:
-            update_seconds.append(time.perf_counter() - clock["last"])
-            if k in cfg.updates:
-                image = workspace.render()
-                rows.append(
-                    {
-                        "seed": seed,
-                        "updates": k,
-                        "disliked_change": region_change(start, image, disliked),
-                        "liked_change": region_change(start, image, liked),
-                        "reward": reward,
-                    }
-                )
-            clock["last"] = time.perf_counter()  # rendering for the measurement is not an update's time
-
-        workspace.apply(feedback, max(cfg.updates), progress)
+        seed_rows, seconds = run_seed(
+            workspace, feedback, cfg.updates, {"disliked": disliked, "liked": liked}
+        )
+        rows += [{"seed": seed, **row} for row in seed_rows]
+        update_seconds += seconds
     summary = []
     for k in cfg.updates:
         at_k = [r for r in rows if r["updates"] == k]
@@ -119,6 +105,25 @@ def measure(cfg: RefineBenchConfig) -> dict:
         "summary": summary,
         "runs": rows,
     }
+
+
+def run_seed(workspace, feedback, updates: tuple[int, ...], masks: dict) -> tuple[list[dict], list[float]]:
+    """One apply of max(updates) updates, rendered after each K in ``updates``; (rows, seconds per update)."""
+    from agents.refine.workspace import region_change
+
+    start = workspace.versions[0].image
+    rows, seconds, last = [], [], [time.perf_counter()]
+
+    def progress(k: int, reward: float) -> None:
+        seconds.append(time.perf_counter() - last[0])
+        if k in updates:
+            image = workspace.render()
+            row = {f"{name}_change": region_change(start, image, mask) for name, mask in masks.items()}
+            rows.append({"updates": k, **row, "reward": reward})
+        last[0] = time.perf_counter()  # rendering for the measurement is not an update's time
+
+    workspace.apply(feedback, max(updates), progress)
+    return rows, seconds
 
 
 def markdown(result: dict) -> str:

@@ -258,7 +258,11 @@ def _load_lora_export(
     if not weights.is_file():
         raise ValueError(f"model={source!r}: the LoRA file {meta['lora_weights']!r} is missing")
     loaded = load_model(
-        meta["base_model"], device, dtype, prompts if prompts is not None else meta["prompts"], resolution,
+        meta["base_model"],
+        device,
+        dtype,
+        prompts if prompts is not None else meta["prompts"],
+        resolution,
         decode_chunk_size,
     )
     unet = loaded.noise_model.unet

@@ -59,7 +59,9 @@ class Reward:
     def __repr__(self) -> str:
         return f"Reward({self.name!r})"
 
-    def parts(self, images: torch.Tensor, contexts: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def parts(
+        self, images: torch.Tensor, contexts: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The checked map and, for a weighted sum, each component's checked map by name (else none)."""
         return self(images, contexts), {}
 
@@ -119,7 +121,9 @@ class WeightedReward(Reward):
             if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
                 raise ValueError(f"the weight of reward {name!r} must be a finite number, got {weight!r}")
         self.components = [(reward, float(weight)) for reward, weight in components]
-        super().__init__(lambda images, contexts: self.parts(images, contexts)[0], self.label(self.components))
+        super().__init__(
+            lambda images, contexts: self.parts(images, contexts)[0], self.label(self.components)
+        )
 
     @staticmethod
     def label(components: Sequence[tuple[Reward, float]]) -> str:
@@ -130,7 +134,9 @@ class WeightedReward(Reward):
         """The component names, in order."""
         return [reward.name for reward, _ in self.components]
 
-    def parts(self, images: torch.Tensor, contexts: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def parts(
+        self, images: torch.Tensor, contexts: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         maps = {reward.name: reward(images, contexts) for reward, _ in self.components}
         total = sum(weight * maps[reward.name] for reward, weight in self.components)
         return total, maps
@@ -427,7 +433,9 @@ def _weighted(spec: Any, kwargs: dict[str, Any]) -> Reward:
         name = component if isinstance(component, str) else reward.name
         options = kwargs.get(name, {})
         if not isinstance(options, dict):
-            raise ValueError(f"reward_kwargs[{name!r}] must be a dict of that reward's options, got {options!r}")
+            raise ValueError(
+                f"reward_kwargs[{name!r}] must be a dict of that reward's options, got {options!r}"
+            )
         components.append((reward if reward is not None else make_reward(component, **options), weight))
     weighted = WeightedReward(components)
     unknown = sorted(set(kwargs) - set(weighted.names))

@@ -51,4 +51,6 @@ def run_policy(
     for _ in range(core.num_steps):
         obs, rewards, terminated, _, info = envs.step(model(obs["sample"], obs["timestep"], obs["context"]))
     assert bool(terminated.all()), "lock-step episodes end together"
-    return Episode(info["image"], info["reward_map"], rewards, contexts, dict(info.get("reward_components", {})))
+    return Episode(
+        info["image"], info["reward_map"], rewards, contexts, dict(info.get("reward_components", {}))
+    )

@@ -311,7 +311,9 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
                 self._context[i] = self.context_choices[pick[0]]
             else:
                 self._context[i] = contexts[i]
-            self._noise[i] = torch.randn(shape, generator=gen, device=self.device) if noise is None else noise[i]
+            self._noise[i] = (
+                torch.randn(shape, generator=gen, device=self.device) if noise is None else noise[i]
+            )
         if bool(mask.all()):
             # A full reset keeps no link to the previous episodes (an autograd graph
             # through them, when a caller differentiates the chain, must not survive it).
@@ -377,9 +379,15 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         if noise is None:
             return None
         shape = tuple(self._noise.shape)
-        if not isinstance(noise, torch.Tensor) or tuple(noise.shape) != shape or not noise.is_floating_point():
+        if (
+            not isinstance(noise, torch.Tensor)
+            or tuple(noise.shape) != shape
+            or not noise.is_floating_point()
+        ):
             got = f"{type(noise).__name__} {tuple(getattr(noise, 'shape', ()))}"
-            raise ValueError(f"options['noise'] must be a float tensor of shape {shape} (num_envs, T + 1, C, h, w), got {got}")
+            raise ValueError(
+                f"options['noise'] must be a float tensor of shape {shape} (num_envs, T + 1, C, h, w), got {got}"
+            )
         if not bool(torch.isfinite(noise).all()):
             raise ValueError("options['noise'] contains NaN or inf")
         return noise.to(device=self.device, dtype=torch.float32)

@@ -39,7 +39,10 @@ def test_pixel_export_loads_in_diffusers_and_the_env_and_samples_like_the_policy
     policy_weights = trainer.policy.unet.state_dict()
     for name, value in pipeline.unet.state_dict().items():
         assert torch.equal(value, policy_weights[name]), name
-    assert pipeline.scheduler.config.num_train_timesteps == trainer.envs.unwrapped.loaded.scheduler.config.num_train_timesteps
+    assert (
+        pipeline.scheduler.config.num_train_timesteps
+        == trainer.envs.unwrapped.loaded.scheduler.config.num_train_timesteps
+    )
     meta = json.loads((folder / "pxpo_gym.json").read_text())
     assert meta["fine_tuned_from"] == str(tiny_model_dir) and meta["run"]["epoch"] == 2
     # The env loads it; its own pretrained sampler now draws exactly the policy's images.

@@ -41,7 +41,12 @@ def b64(data: bytes) -> str:
 @pytest.fixture
 def client(tiny_model_dir):
     cfg = RefineConfig(
-        model=str(tiny_model_dir), group_size=4, inner_epochs=1, num_inference_steps=3, refine_steps=2, max_updates=4
+        model=str(tiny_model_dir),
+        group_size=4,
+        inner_epochs=1,
+        num_inference_steps=3,
+        refine_steps=2,
+        max_updates=4,
     )
     server, app = build(cfg)
     with TestClient(app) as client:
@@ -65,7 +70,9 @@ def test_page_and_assets_are_served_from_the_package(client):
     assert "http" not in page.text.replace("http-equiv", "")  # nothing fetched from the internet
     for asset in ("app.js", "style.css"):
         response = client.get(f"/static/{asset}")
-        assert response.status_code == 200 and "http://" not in response.text and "https://" not in response.text
+        assert (
+            response.status_code == 200 and "http://" not in response.text and "https://" not in response.text
+        )
     info = client.get("/api/info").json()
     assert info["contexts"] == ["class_0", "class_1", "class_2"] and info["image_size"] == [8, 8]
 
@@ -73,7 +80,9 @@ def test_page_and_assets_are_served_from_the_package(client):
 def test_apply_makes_a_new_version_and_history_is_exact(client):
     ws = client.post("/api/workspaces", json={"context": 1, "seed": 3}).json()
     v0 = client.get(f"/api/workspaces/{ws['id']}/versions/0.png").content
-    job = client.post(f"/api/workspaces/{ws['id']}/apply", json={"feedback": b64(png(halves(8))), "updates": 2})
+    job = client.post(
+        f"/api/workspaces/{ws['id']}/apply", json={"feedback": b64(png(halves(8))), "updates": 2}
+    )
     assert job.status_code == 202
     done = wait(client, ws["id"])
     assert done["state"] == "done" and done["done_updates"] == 2 and len(done["rewards"]) == 2
@@ -164,7 +173,12 @@ def test_other_bad_requests_get_clear_json_errors(client):
 
 def test_workspaces_expire_and_are_limited(tiny_model_dir):
     cfg = RefineConfig(
-        model=str(tiny_model_dir), group_size=2, num_inference_steps=2, refine_steps=1, max_workspaces=2, workspace_ttl=0.2
+        model=str(tiny_model_dir),
+        group_size=2,
+        num_inference_steps=2,
+        refine_steps=1,
+        max_workspaces=2,
+        workspace_ttl=0.2,
     )
     server, app = build(cfg)
     with TestClient(app) as client:
@@ -173,7 +187,9 @@ def test_workspaces_expire_and_are_limited(tiny_model_dir):
         third = client.post("/api/workspaces", json={})
         assert third.status_code == 429 and "limit" in third.json()["error"]
         time.sleep(0.3)
-        assert client.post("/api/workspaces", json={}).status_code == 201  # creating expires the stale ones first
+        assert (
+            client.post("/api/workspaces", json={}).status_code == 201
+        )  # creating expires the stale ones first
         assert client.get(f"/api/workspaces/{first}").status_code == 404
 
 
@@ -195,8 +211,13 @@ def test_latent_pipeline_end_to_end_with_prompts_from_the_page(tiny_sd_dir):
     from tests.test_latent import PROMPTS
 
     cfg = RefineConfig(
-        model=str(tiny_sd_dir), prompts=tuple(PROMPTS), group_size=2, inner_epochs=1, num_inference_steps=3,
-        refine_steps=2, max_updates=2,
+        model=str(tiny_sd_dir),
+        prompts=tuple(PROMPTS),
+        group_size=2,
+        inner_epochs=1,
+        num_inference_steps=3,
+        refine_steps=2,
+        max_updates=2,
     )
     server, app = build(cfg)
     with TestClient(app) as client:
@@ -204,7 +225,11 @@ def test_latent_pipeline_end_to_end_with_prompts_from_the_page(tiny_sd_dir):
         assert info["latent"] and info["contexts"] == PROMPTS and info["image_size"] == [16, 16]
         ws = client.post("/api/workspaces", json={"context": PROMPTS[1], "seed": 2}).json()
         assert ws["context_name"] == PROMPTS[1]
-        trainable = [n for n, p in server.workspaces[ws["id"]].workspace.trainer.policy.named_parameters() if p.requires_grad]
+        trainable = [
+            n
+            for n, p in server.workspaces[ws["id"]].workspace.trainer.policy.named_parameters()
+            if p.requires_grad
+        ]
         assert trainable and all("lora_" in n for n in trainable)  # LoRA on latent pipelines
         body = {"feedback": b64(png(halves(16))), "updates": 1}
         assert client.post(f"/api/workspaces/{ws['id']}/apply", json=body).status_code == 202

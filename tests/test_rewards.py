@@ -140,7 +140,11 @@ def test_weighted_reward_is_the_weighted_sum_of_its_components():
     contexts = torch.zeros(3, dtype=torch.int64)
     blue = make_reward("color", target="blue")(images, contexts)
     bright = images.mean(dim=1)
-    for spec in (["color:0.25", "brightness:-2"], {"color": 0.25, "brightness": -2}, [("color", 0.25), "brightness:-2"]):
+    for spec in (
+        ["color:0.25", "brightness:-2"],
+        {"color": 0.25, "brightness": -2},
+        [("color", 0.25), "brightness:-2"],
+    ):
         reward = make_reward(spec, color={"target": "blue"})
         assert isinstance(reward, WeightedReward) and reward.names == ["color", "brightness"]
         total, parts = reward.parts(images, contexts)
@@ -155,7 +159,9 @@ def test_weighted_reward_is_the_weighted_sum_of_its_components():
     assert not isinstance(make_reward(["brightness"]), WeightedReward)
     assert make_reward("brightness:3")(white, contexts[:1]).item() == pytest.approx(3.0)
     # two settings of one reward, as named Reward objects
-    two = make_reward([(Reward(color_reward("red"), "red"), 1.0), (Reward(color_reward("blue"), "blue"), 1.0)])
+    two = make_reward(
+        [(Reward(color_reward("red"), "red"), 1.0), (Reward(color_reward("blue"), "blue"), 1.0)]
+    )
     assert two.names == ["red", "blue"]
 
 
@@ -197,13 +203,17 @@ def test_env_reports_each_component_and_pxpo_trains_on_the_weighted_map(tiny_mod
     color = make_reward("color")(images, traj.contexts)
     bright = images.mean(dim=1)
     torch.testing.assert_close(traj.image_reward_maps, 0.3 * color + 0.7 * bright)  # PXPO's per-pixel map
-    torch.testing.assert_close(traj.component_rewards, torch.stack([color.mean((1, 2)), bright.mean((1, 2))], 1))
+    torch.testing.assert_close(
+        traj.component_rewards, torch.stack([color.mean((1, 2)), bright.mean((1, 2))], 1)
+    )
     torch.testing.assert_close(traj.rewards, traj.component_rewards @ torch.tensor([0.3, 0.7]))
     train(config)
     rows = read_metrics(tmp_path / "run" / "metrics.csv")
     assert len(rows) == 2
     for row in rows:  # each component's mean is its own column
-        assert row["reward_mean"] == pytest.approx(0.3 * row["reward_color"] + 0.7 * row["reward_brightness"], rel=1e-5)
+        assert row["reward_mean"] == pytest.approx(
+            0.3 * row["reward_color"] + 0.7 * row["reward_brightness"], rel=1e-5
+        )
 
 
 def test_cli_takes_repeated_weighted_rewards():

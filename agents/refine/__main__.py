@@ -57,13 +57,24 @@ class RefineConfig:
     """torch CPU threads; None leaves torch's default."""
 
     def __post_init__(self) -> None:
-        for name in ("group_size", "refine_steps", "inner_epochs", "num_inference_steps", "default_updates",
-                     "max_updates", "max_workspaces", "max_versions", "max_feedback_bytes"):
+        for name in (
+            "group_size",
+            "refine_steps",
+            "inner_epochs",
+            "num_inference_steps",
+            "default_updates",
+            "max_updates",
+            "max_workspaces",
+            "max_versions",
+            "max_feedback_bytes",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
         if self.group_size < 2:
-            raise ValueError(f"group_size must be >= 2 (advantages are relative to the group), got {self.group_size}")
+            raise ValueError(
+                f"group_size must be >= 2 (advantages are relative to the group), got {self.group_size}"
+            )
         if self.refine_steps > self.num_inference_steps:
             raise ValueError(
                 f"refine_steps={self.refine_steps} exceeds num_inference_steps={self.num_inference_steps}"
@@ -75,7 +86,9 @@ class RefineConfig:
         if not self.workspace_ttl > 0:
             raise ValueError(f"workspace_ttl must be > 0 seconds, got {self.workspace_ttl}")
         if self.learning_rate <= 0 or self.kl_coef < 0:
-            raise ValueError(f"need learning_rate > 0 and kl_coef >= 0, got {self.learning_rate}, {self.kl_coef}")
+            raise ValueError(
+                f"need learning_rate > 0 and kl_coef >= 0, got {self.learning_rate}, {self.kl_coef}"
+            )
 
 
 def build(cfg: RefineConfig):
@@ -104,7 +117,10 @@ def main() -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((cfg.host, cfg.port))
     host, port = sock.getsockname()[:2]
-    print(f"refine page for model {cfg.model!r}: http://{host if ':' not in host else f'[{host}]'}:{port}/", flush=True)
+    print(
+        f"refine page for model {cfg.model!r}: http://{host if ':' not in host else f'[{host}]'}:{port}/",
+        flush=True,
+    )
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 
 

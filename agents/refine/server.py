@@ -42,7 +42,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from agents.refine.workspace import Cancelled, FeedbackError, Workspace, parse_feedback, refine_train_config
+from agents.refine.workspace import Cancelled, Workspace, parse_feedback, refine_train_config
 
 
 class ApiError(Exception):
@@ -121,7 +121,9 @@ class RefineServer:
         if isinstance(value, str) and value in names:
             return names.index(value)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(names):
-            raise ApiError(400, f"context must be an id in [0, {len(names)}) or one of {names}, got {value!r}")
+            raise ApiError(
+                400, f"context must be an id in [0, {len(names)}) or one of {names}, got {value!r}"
+            )
         return value
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -160,7 +162,9 @@ class RefineServer:
     def version(self, workspace_id: str, index: str) -> Any:
         ws = self.entry(workspace_id).workspace
         if not index.isdigit() or int(index) >= len(ws.versions):
-            raise ApiError(404, f"workspace {workspace_id!r} has no version {index!r} (0..{len(ws.versions) - 1})")
+            raise ApiError(
+                404, f"workspace {workspace_id!r} has no version {index!r} (0..{len(ws.versions) - 1})"
+            )
         return ws.versions[int(index)]
 
     def delete(self, workspace_id: str) -> None:
@@ -211,7 +215,8 @@ class RefineServer:
                 raise ApiError(409, "this workspace is already applying feedback: wait for it or cancel it")
             if len(entry.workspace.versions) >= self.options.max_versions:
                 raise ApiError(
-                    409, f"this workspace has {self.options.max_versions} versions (the limit): reset it or start a new one"
+                    409,
+                    f"this workspace has {self.options.max_versions} versions (the limit): reset it or start a new one",
                 )
             job = entry.job = Job(updates)
         self.queue.submit(self.run_job, entry, job, feedback)
@@ -255,7 +260,9 @@ class RefineServer:
                 index = body.get("version")
                 count = len(entry.workspace.versions)
                 if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
-                    raise ApiError(404, f"version must be an existing version in [0, {count - 1}], got {index!r}")
+                    raise ApiError(
+                        404, f"version must be an existing version in [0, {count - 1}], got {index!r}"
+                    )
                 entry.workspace.checkout(index)
         return self.describe(workspace_id)
 
@@ -334,7 +341,9 @@ def make_app(server: RefineServer) -> Starlette:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": f"{request.method} {request.url.path}: {exc.detail}"}, status_code=exc.status_code)
+        return JSONResponse(
+            {"error": f"{request.method} {request.url.path}: {exc.detail}"}, status_code=exc.status_code
+        )
 
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)

@@ -210,7 +210,9 @@ class Workspace:
         self.current = 0
 
     def weights(self) -> dict[str, torch.Tensor]:
-        return {name: value.detach().cpu().clone() for name, value in trainable_state(self.trainer.policy).items()}
+        return {
+            name: value.detach().cpu().clone() for name, value in trainable_state(self.trainer.policy).items()
+        }
 
     def load(self, weights: dict[str, torch.Tensor]) -> None:
         """Puts saved trainable weights back into the policy and restarts the optimizer's moments."""
@@ -277,7 +279,9 @@ class Workspace:
                 options = {"context": contexts, "noise": self.group_noise()}
                 traj = collect(self.envs, self.eps, options=options)
                 trainer.policy.train()
-                advantages = trainer.algo.advantages(traj.rewards.cpu(), traj.reward_maps.cpu(), traj.contexts.cpu())
+                advantages = trainer.algo.advantages(
+                    traj.rewards.cpu(), traj.reward_maps.cpu(), traj.contexts.cpu()
+                )
                 trainer.update(traj, advantages)
                 progress(k, float(traj.rewards[0]))
             image = self.render()
