@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +17,32 @@ from agents.steps import DEFAULT_STEP_WEIGHTING
 from benchmarks.tasks import TASKS
 
 RUNS_COMMIT_FILE = "runs_commit.txt"
-"""Written by the suite before it trains: the commit whose code made the runs."""
+"""Written by the suite before it trains: the commit whose code made each task's runs (a JSON object
+{task: commit}; older files hold one bare hash for every task)."""
 
 
 def git_commit() -> str:
     """Short hash of HEAD (empty outside a git checkout)."""
     done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     return done.stdout.strip()
+
+
+def read_runs_commits(out: str | Path, tasks: tuple[str, ...]) -> dict[str, str]:
+    """{task: commit that made its runs} from OUT/runs_commit.txt ({} if it is missing)."""
+    path = Path(out) / RUNS_COMMIT_FILE
+    if not path.is_file():
+        return {}
+    text = path.read_text().strip()
+    if not text.startswith("{"):
+        return {task: text for task in tasks}  # one bare hash: every task
+    return dict(json.loads(text))
+
+
+def record_runs_commit(out: str | Path, tasks: list[str], all_tasks: tuple[str, ...]) -> None:
+    """Notes HEAD as the commit of ``tasks``' runs, keeping the other tasks' commits."""
+    commits = read_runs_commits(out, all_tasks)
+    commits.update({task: git_commit() for task in tasks})
+    (Path(out) / RUNS_COMMIT_FILE).write_text(json.dumps(commits, indent=1) + "\n")
 
 
 PXPO_VARIANTS: dict[str, dict[str, object]] = {

@@ -10,7 +10,7 @@ import numpy as np
 
 from agents.metrics import read_metrics
 from benchmarks.analysis import confidence_band, mean_curve, samples_to_threshold, smooth, summarise
-from benchmarks.grid import RUNS_COMMIT_FILE, git_commit, run_dir
+from benchmarks.grid import git_commit, read_runs_commits, run_dir
 from benchmarks.tasks import TASKS
 
 FRACTIONS = (0.5, 0.9)
@@ -135,8 +135,8 @@ def plot(curves, images, evals, path: Path) -> None:
     if many:
         handles, labels = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    else:
-        axes[0, -1].legend(fontsize=8)
+    else:  # the panel with the most curves (JPEG has no oracle)
+        max(axes[0], key=lambda ax: len(ax.get_legend_handles_labels()[1])).legend(fontsize=8)
     if rows == 4:
         names = (
             ("eval_reward", "held-out reward"),
@@ -300,8 +300,11 @@ def write_report(cfg) -> str:
         writer.writeheader()
         writer.writerows(rows)
     commit = git_commit()
-    recorded = out / RUNS_COMMIT_FILE
-    runs_commit = recorded.read_text().strip() if recorded.is_file() else "unrecorded"
+    by_commit: dict[str, list[str]] = {}
+    for task, made_at in read_runs_commits(out, cfg.tasks).items():
+        if task in cfg.tasks:
+            by_commit.setdefault(made_at, []).append(task)
+    runs_commit = "; ".join(f"{c} ({', '.join(t)})" for c, t in by_commit.items()) or "unrecorded"
     budgets = ", ".join(f"{t} {cfg.epochs(t) * cfg.sample_batch_size}" for t in cfg.tasks)
     lines = [
         f"# Sample-efficiency suite: {out.name}",

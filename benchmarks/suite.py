@@ -37,6 +37,7 @@ from benchmarks.grid import (  # noqa: F401  (re-exported: the suite's public na
     Arm,
     SuiteConfig,
     git_commit,
+    record_runs_commit,
     run_dir,
     train_config,
 )
@@ -93,7 +94,7 @@ def run_grid(cfg: SuiteConfig) -> None:
     todo = [c for c in cells if not is_complete(c[-1], cfg.epochs(c[0]))]
     if todo:
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.out) / RUNS_COMMIT_FILE).write_text(git_commit() + "\n")
+        record_runs_commit(cfg.out, sorted({c[0] for c in todo}), cfg.tasks)
     total = sum(cfg.epochs(c[0]) for c in cells)
 
     def done() -> int:
