@@ -76,9 +76,9 @@ def paint_halves_and_apply(
     page.fill("#brush-size", "8")
     page.dispatch_event("#brush-size", "input")
     page.check("input[name=brush][value=dislike]")
-    stroke(page, size / 4 - 0.5, size)
+    stroke(page, size / 4, size)  # radius 4 covers columns 0 .. size/2 - 1 with half a pixel to spare
     page.check("input[name=brush][value=like]")
-    stroke(page, 3 * size / 4 - 0.5, size)
+    stroke(page, 3 * size / 4, size)
     page.fill("#updates", str(updates))
     page.click("#apply")
     page.wait_for_function(

@@ -69,7 +69,7 @@ function stamp(event) {
   const colour = brushColour();
   for (let y = 0; y < state.height; y++) {
     for (let x = 0; x < state.width; x++) {
-      if ((x + 0.5 - cx) ** 2 + (y + 0.5 - cy) ** 2 > radius * radius) continue;
+      if ((x + 0.5 - cx) ** 2 + (y + 0.5 - cy) ** 2 > radius * radius + 1e-6) continue; // edge pixels included
       const i = y * state.width + x;
       state.labels[i] = label;
       if (label === COLOURED) state.colours.set(colour, 3 * i);
