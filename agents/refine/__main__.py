@@ -95,7 +95,12 @@ def build(cfg: RefineConfig):
     """The server state and app of ``cfg`` (the model loaded once, shared by every workspace)."""
     import torch
 
-    from agents.refine.server import RefineServer, make_app
+    try:
+        from agents.refine.server import RefineServer, make_app
+    except ImportError as err:  # starlette is the refine extra
+        raise ImportError(
+            f"the refine page needs starlette and uvicorn: pip install 'pxpo-gym[refine]' ({err})"
+        ) from err
     from pxpo_gym.loading import load_model
 
     if cfg.threads is not None:
