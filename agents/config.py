@@ -152,6 +152,9 @@ class TrainConfig:
     (agents.export): a DDPMPipeline folder for pixel models, a diffusers LoRA file for LoRA on latent ones."""
     tensorboard: bool = True
     """Also write TensorBoard scalars under RUN/tb."""
+    dist_timeout: float = 600.0
+    """Under torchrun: seconds a rank waits for the others in a collective before it fails (a rank that
+    died makes the others exit with an error within this time)."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -311,8 +314,9 @@ def ddpo_clip_range(sample_elements: int) -> float:
     return DDPO_REFERENCE_CLIP * math.sqrt(DDPO_REFERENCE_ELEMENTS / sample_elements)
 
 
-def make_envs(config: TrainConfig, num_envs: int | None = None):
-    """The vector env a config trains on (``num_envs`` overrides its batch size, e.g. for evaluation)."""
+def make_envs(config: TrainConfig, num_envs: int | None = None, device: str | None = None):
+    """The vector env a config trains on (``num_envs`` overrides its batch size, e.g. for evaluation or a
+    rank's share of it; ``device`` the config's, e.g. a rank's own GPU)."""
     contexts = [int(c) if c.lstrip("-").isdigit() else c for c in config.contexts] or None
     return gym.make_vec(
         "DiffusionDenoise-v0",
@@ -322,7 +326,7 @@ def make_envs(config: TrainConfig, num_envs: int | None = None):
         reward_kwargs=json.loads(config.reward_kwargs),
         num_inference_steps=config.num_inference_steps,
         eta=config.eta,
-        device=config.device,
+        device=device or config.device,
         dtype=config.model_dtype,
         context=contexts,
         prompts=list(config.prompts) or None,
@@ -331,7 +335,7 @@ def make_envs(config: TrainConfig, num_envs: int | None = None):
     )
 
 
-def check_envs(config: TrainConfig, envs: Any) -> None:
+def check_envs(config: TrainConfig, envs: Any, ranks: int = 1) -> None:
     """Refuses an env whose schedule or batch size disagrees with the config, or that is not
     in the default action and observation form the agents are written for."""
     core = envs.unwrapped
@@ -346,7 +350,7 @@ def check_envs(config: TrainConfig, envs: Any) -> None:
         ("num_inference_steps", config.num_inference_steps, core.num_steps),
         (
             "sample_batch_size" if config.algo != "oracle" else "train_batch_size",
-            config.env_batch_size,
+            config.env_batch_size // ranks,
             core.num_envs,
         ),
     ]

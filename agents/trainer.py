@@ -21,6 +21,17 @@ from tqdm import tqdm
 from agents.checkpoint import load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
 from agents.config import TrainConfig, autocast, check_envs, make_envs, reward_tuple
 from agents.ddpo import DDPO
+from agents.distributed import (
+    World,
+    all_sum,
+    barrier,
+    gather_epoch,
+    gather_objects,
+    init_world,
+    local_indices,
+    rank_device,
+    sum_gradients,
+)
 from agents.ema import EMA
 from agents.evaluation import Evaluator
 from agents.export import EXPORT_DIR, export_policy
@@ -42,13 +53,22 @@ class Trainer:
         envs: optional prebuilt vector env (must match the config); built from it if None.
     """
 
-    def __init__(self, config: TrainConfig, envs: Any = None) -> None:
+    def __init__(self, config: TrainConfig, envs: Any = None, world: World | None = None) -> None:
         self.config = config
         if config.threads is not None:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
-        self.envs = envs if envs is not None else make_envs(config)
-        check_envs(config, self.envs)
+        self.world = world if world is not None else init_world(config.device, config.dist_timeout)
+        """This process's rank and the world size (``agents.distributed``); one process without torchrun."""
+        if self.world.distributed:
+            check_splittable(config, self.world)
+        local_batch = config.env_batch_size // self.world.size
+        self.envs = (
+            envs
+            if envs is not None
+            else make_envs(config, local_batch, rank_device(config.device, self.world))
+        )
+        check_envs(config, self.envs, self.world.size)
         core = self.envs.unwrapped
         self.device = core.device
         self.null_context = core.loaded.null_context
@@ -119,12 +139,14 @@ class Trainer:
         """
         parts = []
         batch_size = self.config.sample_batch_size
+        local = batch_size // self.world.size  # this rank's slots: rank x local ... (rank + 1) x local - 1
         for batch in range(self.config.sample_batches_per_epoch):
-            seed = self.config.seed if self.epoch == 0 and batch == 0 else None
+            seed = self.config.seed + self.world.rank * local if self.epoch == 0 and batch == 0 else None
             options = None
             if self.config.group_size is not None:
                 choices = self.envs.unwrapped.context_choices
-                index = torch.arange(batch * batch_size, (batch + 1) * batch_size, device=choices.device)
+                first = batch * batch_size + self.world.rank * local
+                index = torch.arange(first, first + local, device=choices.device)
                 options = {"context": choices[index % len(choices)]}
             parts.append(collect(self.envs, self.eps, seed=seed, options=options))
         return Trajectories.cat(parts)
@@ -138,7 +160,12 @@ class Trainer:
         clipped AdamW step is taken (DDPO's reference scheme).
         """
         cfg = self.config
-        num_images, num_steps = traj.timesteps.shape
+        num_steps = traj.timesteps.shape[1]
+        num_images = cfg.images_per_epoch  # the whole epoch's, over every rank
+        # Global image index -> this rank's row in traj (-1: another rank's image).
+        owned = local_indices(num_images, cfg.sample_batch_size, self.world)
+        local_row = torch.full((num_images,), -1, dtype=torch.int64)
+        local_row[owned] = torch.arange(len(owned))
         weights = self.step_weights.to(self.device)  # (T,)
         active = weights.cpu() > 0
         num_train = max(1, int(int(active.sum()) * cfg.timestep_fraction))
@@ -155,9 +182,16 @@ class Trainer:
             keys = torch.where(active, keys, 2.0)  # steps with weight 0 sort last and are never trained
             step_order = torch.argsort(keys, dim=1)[:, :num_train].to(self.device)  # (N, num_train)
             for start in range(0, num_images, cfg.train_batch_size):
-                idx = order[start : start + cfg.train_batch_size]  # (b,)
+                minibatch = order[start : start + cfg.train_batch_size].cpu()  # (b,) global indices
+                mine = minibatch[local_row[minibatch] >= 0]
+                # This rank's share of the minibatch: the ranks' scaled losses sum to its mean loss.
+                share = len(mine) / len(minibatch)
+                gidx, idx = mine.to(self.device), local_row[mine].to(self.device)  # global, local rows
                 for j in range(num_train):
-                    k = step_order[idx, j]  # (b,) one step index per image
+                    count += 1
+                    if not len(idx):
+                        continue
+                    k = step_order[gidx, j]  # (b,) one step index per image
                     sample, prev_sample = traj.samples[idx, k], traj.samples[idx, k + 1]  # (b, C, h, w)
                     eps = self.eps(sample, traj.timesteps[idx, k], traj.contexts[idx])
                     coeffs = coefficients_from(traj.coeffs[idx, k])
@@ -170,14 +204,14 @@ class Trainer:
                             sample, traj.timesteps[idx, k], traj.contexts[idx], eps, coeffs
                         )
                         loss = loss + cfg.kl_coef * (weights[k] * kl).mean()
-                        totals["kl"] += kl.detach().mean()
-                    self.scaler.scale(loss / num_train).backward()
-                    totals["loss"] += loss.detach()
-                    totals["approx_kl"] += stats["approx_kl"]
-                    totals["clipfrac"] += stats["clipfrac"]
-                    count += 1
+                        totals["kl"] += share * kl.detach().mean()
+                    self.scaler.scale(share * loss / num_train).backward()
+                    totals["loss"] += share * loss.detach()
+                    totals["approx_kl"] += share * stats["approx_kl"]
+                    totals["clipfrac"] += share * stats["clipfrac"]
                 totals["grad_norm"] += self.optimizer_step()
                 updates += 1
+        totals = {k: v if k == "grad_norm" else all_sum(v, self.world) for k, v in totals.items()}
         out = {k: (v / count).item() for k, v in totals.items() if k != "grad_norm"}
         out["grad_norm"] = (totals["grad_norm"] / updates).item()
         if not cfg.kl_coef:
@@ -201,8 +235,9 @@ class Trainer:
 
     def optimizer_step(self) -> torch.Tensor:
         """Unscales, clips the gradient norm, steps AdamW and zeroes the gradients; returns the norm."""
-        self.scaler.unscale_(self.optimizer)
         params = [p for p in self.policy.parameters() if p.requires_grad]
+        sum_gradients(params, self.world)  # every rank now holds the whole minibatch's gradient
+        self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm).detach()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -255,8 +290,15 @@ class Trainer:
             traj = self.sample()
             sample_seconds = time.perf_counter() - start
             self.policy.train()
-            advantages = self.algo.advantages(traj.rewards.cpu(), traj.reward_maps.cpu(), traj.contexts.cpu())
-            metrics = self.update(traj, advantages)
+            # Statistics on the whole epoch (every rank's images, in the single process's order).
+            rewards, reward_maps, contexts, components = (
+                gather_epoch(x, self.world, self.config.sample_batches_per_epoch)
+                for x in (traj.rewards, traj.reward_maps, traj.contexts, traj.component_rewards)
+            )
+            advantages = self.algo.advantages(rewards.cpu(), reward_maps.cpu(), contexts.cpu())
+            owned = local_indices(self.config.images_per_epoch, self.config.sample_batch_size, self.world)
+            metrics = self.update(traj, advantages[owned])
+            traj = dataclasses.replace(traj, rewards=rewards, component_rewards=components)
         self.epoch += 1
         self.images += len(traj.rewards)
         metrics.update(
@@ -285,8 +327,13 @@ class Trainer:
         if self.ema is not None:
             tensors.update({f"ema/{k}": v for k, v in self.ema.state_dict().items()})
         tensors["rng/trainer"] = self.generator.get_state()
-        tensors["rng/torch"] = torch.get_rng_state()
-        for i, state in enumerate(self.envs.unwrapped.get_rng_state()):
+        # Every rank's generators (all ranks take part; rank 0 writes): env slots by global index.
+        ranks = gather_objects((torch.get_rng_state(), self.envs.unwrapped.get_rng_state()), self.world)
+        tensors["rng/torch"] = ranks[0][0]
+        for rank, (torch_state, _) in enumerate(ranks[1:], start=1):
+            tensors[f"rng/torch/rank{rank}"] = torch_state
+        slots = [state for _, env_states in ranks for state in env_states]  # rank-major = slot order
+        for i, state in enumerate(slots):
             tensors[f"rng/env/{i}"] = state
         if self.algo is not None:
             tensors.update({f"stats/{k}": v for k, v in self.algo.state_dict().items()})
@@ -296,6 +343,7 @@ class Trainer:
             "config": dataclasses.asdict(self.config),
             "optimizer": optim_meta,
             "torch": torch.__version__,
+            "world_size": self.world.size,
         }
         return tensors, meta
 
@@ -313,19 +361,28 @@ class Trainer:
             self.ema.load_state_dict(
                 {k.removeprefix("ema/"): v for k, v in tensors.items() if k.startswith("ema/")}
             )
+        saved_world = int(meta.get("world_size", 1))
+        if saved_world != self.world.size:
+            raise ValueError(
+                f"the checkpoint was written by a run on {saved_world} process(es); resume it on "
+                f"{saved_world} (torchrun --nproc_per_node={saved_world}), not {self.world.size}"
+            )
         self.generator.set_state(tensors["rng/trainer"])
-        torch.set_rng_state(tensors["rng/torch"])
-        self.envs.unwrapped.set_rng_state(
-            [tensors[f"rng/env/{i}"] for i in range(self.config.env_batch_size)]
-        )
+        rank_key = "rng/torch" if self.world.rank == 0 else f"rng/torch/rank{self.world.rank}"
+        torch.set_rng_state(tensors[rank_key])
+        local = self.config.env_batch_size // self.world.size
+        first = self.world.rank * local
+        self.envs.unwrapped.set_rng_state([tensors[f"rng/env/{first + i}"] for i in range(local)])
         if self.algo is not None:
             stats = {k.removeprefix("stats/"): v for k, v in tensors.items() if k.startswith("stats/")}
             self.algo.load_state_dict(stats)
         self.epoch, self.images = int(meta["epoch"]), int(meta["images"])
 
     def save(self) -> None:
+        """Checkpoints (every rank takes part in gathering the RNG states; rank 0 writes)."""
         tensors, meta = self.state()
-        save_checkpoint(self.config.run_dir, self.epoch, tensors, meta)
+        if self.world.main:
+            save_checkpoint(self.config.run_dir, self.epoch, tensors, meta)
 
     def export(self) -> Path:
         """Writes the policy (its EMA weights, with ``ema_decay``) as a diffusers model to RUN/model."""
@@ -335,6 +392,17 @@ class Trainer:
             return export_policy(
                 self.policy, self.envs.unwrapped.loaded, self.config.run_dir / EXPORT_DIR, run
             )
+
+
+def check_splittable(config: TrainConfig, world: World) -> None:
+    """Refuses what a distributed run cannot split exactly."""
+    if config.algo == "oracle":
+        raise ValueError("algo='oracle' runs on one process; launch it without torchrun")
+    if config.sample_batch_size % world.size:
+        raise ValueError(
+            f"sample_batch_size={config.sample_batch_size} must be a multiple of the {world.size} processes: "
+            "each rank samples an equal share of every batch"
+        )
 
 
 def check_differentiable(core: Any, reward_name: str) -> None:
@@ -356,6 +424,7 @@ RESUME_OVERRIDABLE = (
     "progress",
     "tensorboard",
     "export",
+    "dist_timeout",
     "resume",
     "out",
     "overwrite",
@@ -441,33 +510,59 @@ def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
     """Runs (or resumes) training; returns one metrics dict per epoch run now.
 
     Writes ``RUN/metrics.csv``, TensorBoard scalars, image grids and checkpoints
-    under ``config.run_dir`` (see ``TrainConfig``).
+    under ``config.run_dir`` (see ``TrainConfig``). Under torchrun every rank calls
+    it; rank 0 writes (``agents.distributed``).
+
+    Raises:
+        RuntimeError: under torchrun, a collective failed or timed out (another rank died).
     """
     config = resolve_config(config)
     trainer = Trainer(config, envs)
-    prepare_run_dir(config)  # after every check that can fail: nothing is deleted for a run that cannot start
+    world = trainer.world
+    try:
+        return _train(config, trainer)
+    except RuntimeError as err:
+        if not world.distributed:
+            raise
+        raise RuntimeError(
+            f"rank {world.rank} of {world.size}: training stopped: {err} (if another rank died or hung, "
+            f"the collectives fail or time out after dist_timeout={config.dist_timeout} s)"
+        ) from err
+
+
+def _train(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
+    main = trainer.world.main
+    if main:
+        prepare_run_dir(
+            config
+        )  # after every check that can fail: nothing is deleted for a run that cannot start
+    barrier(trainer.world)
     if config.resume:
         trainer.load_state(*load_checkpoint(config.resume))
-    logger = MetricsLogger(
-        config.run_dir,
-        resume_epoch=trainer.epoch if config.resume else None,
-        tensorboard=config.tensorboard,
-        extra_fields=[f"reward_{name}" for name in trainer.reward_components],
-    )
-    (config.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
+    logger = None
     evaluator = None
-    if config.eval_every:
-        core = trainer.envs.unwrapped
-        evaluator = Evaluator(make_envs(config, config.eval_images), config.seed, core.context_choices)
-        reference = {"images": 0, **evaluator.reference_metrics}
-        (config.run_dir / "eval_reference.json").write_text(json.dumps(reference, indent=1) + "\n")
+    if main:
+        logger = MetricsLogger(
+            config.run_dir,
+            resume_epoch=trainer.epoch if config.resume else None,
+            tensorboard=config.tensorboard,
+            extra_fields=[f"reward_{name}" for name in trainer.reward_components],
+        )
+        (config.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
+        if config.eval_every:
+            core = trainer.envs.unwrapped
+            evaluator = Evaluator(
+                make_envs(config, config.eval_images, str(trainer.device)), config.seed, core.context_choices
+            )
+            reference = {"images": 0, **evaluator.reference_metrics}
+            (config.run_dir / "eval_reference.json").write_text(json.dumps(reference, indent=1) + "\n")
     history = []
     bar = tqdm(
         total=config.num_epochs,
         initial=trainer.epoch,
         desc=f"{config.algo}-{config.estimator}",
         unit="epoch",
-        disable=not config.progress,
+        disable=not (config.progress and main),
     )
     while trainer.epoch < config.num_epochs:
         metrics, traj = trainer.train_epoch()
@@ -478,11 +573,12 @@ def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
             with trainer.ema.swapped_in() if trainer.ema is not None else contextlib.nullcontext():
                 metrics.update(evaluator(trainer.eps))
             metrics["eval_seconds"] = time.perf_counter() - started
-        logger.log(metrics)
+        if logger is not None:
+            logger.log(metrics)
         history.append(metrics)
         bar.update(1)
         bar.set_postfix(reward=f"{metrics['reward_mean']:.4f}", kl=f"{metrics['approx_kl']:.2g}")
-        if config.image_every and (trainer.epoch % config.image_every == 0 or last):
+        if main and config.image_every and (trainer.epoch % config.image_every == 0 or last):
             names = trainer.envs.unwrapped.loaded.context_names
             save_reward_grid(
                 traj.images[:16],
@@ -492,8 +588,9 @@ def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
             )
         if last or (config.save_every and trainer.epoch % config.save_every == 0):
             trainer.save()
-        if last and config.export:
+        if main and last and config.export:
             trainer.export()
     bar.close()
-    logger.close()
+    if logger is not None:
+        logger.close()
     return history
