@@ -4,6 +4,7 @@
     python -m agents.train --algo ddpo --estimator sf --reward segmentation
     python -m agents.train --reward mypkg.rewards:redness      # your own reward callable
     python -m agents.train --resume runs/pxpo-is-color-seed0 --num-epochs 40
+    torchrun --nproc_per_node=2 -m agents.train --algo pxpo --reward color   # one run on 2 processes
 
 Every option is documented by ``--help``. Writes RUN/metrics.csv, TensorBoard
 scalars in RUN/tb, image grids in RUN/images and checkpoints in RUN/checkpoints.
@@ -11,7 +12,10 @@ scalars in RUN/tb, image grids in RUN/images and checkpoints in RUN/checkpoints.
 
 from __future__ import annotations
 
+import os
+
 from agents.config import TrainConfig
+from agents.distributed import launched
 from agents.metrics import read_metrics
 from agents.trainer import RESUME_OVERRIDABLE, resolve_config, train
 
@@ -20,6 +24,20 @@ def main() -> None:
     import tyro
 
     config = tyro.cli(TrainConfig)
+    if launched():  # torchrun: every rank trains, rank 0 reports
+        import torch.distributed as dist
+
+        try:
+            history = train(config)
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+        if history and dist_rank() == 0:
+            last = history[-1]
+            print(
+                f"epoch {int(last['epoch'])}: reward {last['reward_mean']:.4f}; run folder: {config.resume or config.run_dir}"
+            )
+        return
     if config.resume:
         resolved = resolve_config(config)
         given = [f"{k}={getattr(resolved, k)!r}" for k in RESUME_OVERRIDABLE[:8]]
@@ -39,6 +57,10 @@ def main() -> None:
             f"epoch {int(last['epoch'])}: {int(last['images'])} images, reward {last['reward_mean']:.4f} "
             f"(first epoch of this run: {history[0]['reward_mean']:.4f}); run folder: {config.resume or config.run_dir}"
         )
+
+
+def dist_rank() -> int:
+    return int(os.environ.get("RANK", "0"))
 
 
 if __name__ == "__main__":

@@ -147,3 +147,77 @@ def test_resuming_under_another_world_size_is_refused(tiny_model_dir, tmp_path):
     meta_file.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="written by a run on 2 process"):
         train(dataclasses.replace(config, resume=str(tmp_path / "run"), num_epochs=2))
+
+
+def train_worker(rank: int, world: int, store: str, config, die_in_epoch: int | None, timeout: float) -> None:
+    """One rank of a run through ``train``; rank 1 dies (exit code 3) inside epoch ``die_in_epoch``."""
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{store}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=timeout),
+    )
+    import agents.trainer
+
+    if die_in_epoch is not None and rank == 1:
+        update = agents.trainer.Trainer.update
+
+        def dying_update(self, traj, advantages):
+            if self.epoch + 1 == die_in_epoch:  # after sampling, while rank 0 waits in the gradient sum
+                os._exit(3)
+            return update(self, traj, advantages)
+
+        agents.trainer.Trainer.update = dying_update
+    agents.trainer.train(config)
+    dist.destroy_process_group()
+
+
+def start_ranks(config, store, die_in_epoch=None, timeout=20.0):
+    context = mp.get_context("spawn")
+    procs = [
+        context.Process(target=train_worker, args=(rank, 2, str(store), config, die_in_epoch, timeout))
+        for rank in range(2)
+    ]
+    for proc in procs:
+        proc.start()
+    return procs
+
+
+def test_a_dead_rank_stops_the_other_and_resume_continues_exactly(tiny_model_dir, tmp_path):
+    import time
+
+    from agents.metrics import read_metrics
+
+    base = dataclasses.replace(
+        distributed_config(tiny_model_dir, tmp_path, "pxpo"), num_epochs=4, save_every=1
+    )
+    whole = dataclasses.replace(base, out=str(tmp_path / "whole"))
+    for proc in start_ranks(whole, tmp_path / "store-whole"):
+        proc.join(300)
+        assert proc.exitcode == 0
+
+    broken = dataclasses.replace(base, out=str(tmp_path / "broken"))
+    started = time.monotonic()
+    rank0, rank1 = start_ranks(broken, tmp_path / "store-broken", die_in_epoch=3, timeout=20.0)
+    rank1.join(300)
+    rank0.join(120)
+    assert rank1.exitcode == 3
+    assert rank0.exitcode not in (None, 0)  # the survivor failed on its own, it did not hang
+    assert time.monotonic() - started < 120
+
+    resumed = dataclasses.replace(broken, resume=str(tmp_path / "broken"))
+    for proc in start_ranks(resumed, tmp_path / "store-resume"):
+        proc.join(300)
+        assert proc.exitcode == 0
+    timing = {"seconds", "sample_seconds", "reward_seconds", "train_seconds", "eval_seconds"}
+    expected, got = (
+        read_metrics(tmp_path / "whole" / "metrics.csv"),
+        read_metrics(tmp_path / "broken" / "metrics.csv"),
+    )
+    assert len(got) == len(expected) == 4
+    for a, b in zip(got, expected):
+        assert {k: v for k, v in a.items() if k not in timing} == {
+            k: v for k, v in b.items() if k not in timing
+        }
