@@ -2,7 +2,8 @@
 # Reproduces the committed benchmark results, in order: throughput, the per-step signal
 # diagnostic, the sweep (learning rate and clip range, the same effort for every algorithm),
 # PXPO's advantage options at PXPO's swept settings, then the full suite with each
-# algorithm's swept settings. Then SB3 PPO in residual mode at two action grids.
+# algorithm's swept settings; the training options (KL, group advantages); the refine page's effect
+# per K and its screenshot; 1 vs 2 processes. Then SB3 PPO in residual mode at two action grids.
 # About 4 hours on 2 CPU cores. Logs go to logs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,9 @@ ORACLE=(--oracle-learning-rates "$(setting oracle learning_rate)")
 echo "swept settings: ${DDPO[*]} ${PXPO[*]} ${ORACLE[*]}"
 $PY -m benchmarks.suite advantages "${PXPO[@]}" > logs/advantages.log 2>&1
 $PY -m benchmarks.suite full "${DDPO[@]}" "${PXPO[@]}" "${ORACLE[@]}" > logs/full.log 2>&1
+$PY -m benchmarks.suite options > logs/options.log 2>&1
+$PY -m benchmarks.refine --screenshot > logs/refine.log 2>&1
+$PY -m benchmarks.distributed > logs/distributed.log 2>&1
 $PY -m benchmarks.sb3_ppo > logs/sb3_ppo.log 2>&1
 $PY -m benchmarks.sb3_ppo --action-grid 16 --out benchmarks/results/sb3_ppo_grid16 > logs/sb3_ppo_grid16.log 2>&1
 echo done
