@@ -198,8 +198,9 @@ class SuiteConfig:
 
 
 def quick() -> SuiteConfig:
-    """The README's main job: 4 tasks x DDPO, PXPO (+ the oracle) x 1 seed x 12 epochs of 32 images (~10 min)."""
-    return SuiteConfig()
+    """The README's main job: 4 tasks x DDPO, PXPO (+ the oracle) x 1 seed x 10 epochs of 32 images, held-out
+    evaluations at epochs 5 and 10 (~10 min on 2 cores)."""
+    return dataclasses.replace(SuiteConfig(), num_epochs=10, eval_every=5)
 
 
 def full() -> SuiteConfig:
@@ -211,6 +212,7 @@ def full() -> SuiteConfig:
         seeds=(0, 1, 2, 3, 4),
         num_epochs=48,
         global_num_epochs=15,
+        eval_every=4,
         out="benchmarks/results/full",
     )
 
@@ -247,6 +249,7 @@ def advantages() -> SuiteConfig:
         pxpo_variants=("pixel-std", "pooled-std", "floored-std", "hybrid"),
         seeds=(0, 1),
         num_epochs=10,
+        eval_every=4,
         out="benchmarks/results/advantages",
     )
 
