@@ -199,7 +199,7 @@ class SuiteConfig:
 
 def quick() -> SuiteConfig:
     """The README's main job: 4 tasks x DDPO, PXPO (+ the oracle) x 1 seed x 10 epochs of 32 images, held-out
-    evaluations at epochs 5 and 10 (~10 min on 2 cores)."""
+    evaluations at epochs 5 and 10 (5 min 43 s on 2 cores, measured at c37fbb4)."""
     return dataclasses.replace(SuiteConfig(), num_epochs=10, eval_every=5)
 
 
