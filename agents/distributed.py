@@ -76,6 +76,19 @@ def init_world(device: str, timeout_seconds: float) -> World:
     return World(dist.get_rank(), dist.get_world_size(), local)
 
 
+def join_local_group(rank: int, world_size: int, store: str, timeout_seconds: float) -> None:
+    """Joins a gloo group of ``world_size`` processes on this machine through a file store at ``store``,
+    with one torch thread (for tests and benchmarks that start the processes themselves, not torchrun)."""
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{store}",
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=timeout_seconds),
+    )
+
+
 def rank_device(device: str, world: World) -> str:
     """One GPU per process: plain "cuda" means this rank's ``cuda:LOCAL_RANK``."""
     return f"cuda:{world.local_rank}" if world.distributed and device == "cuda" else device

@@ -12,7 +12,6 @@ benchmarks/results/distributed.json.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import os
 import tempfile
@@ -41,17 +40,12 @@ class DistributedBenchConfig:
 
 def worker(rank: int, world: int, store: str, cfg: DistributedBenchConfig, run_dir: str, result: str) -> None:
     from agents.config import TrainConfig
+    from agents.distributed import join_local_group
     from agents.trainer import Trainer
 
     torch.set_num_threads(1)
     if world > 1:
-        dist.init_process_group(
-            "gloo",
-            init_method=f"file://{store}",
-            rank=rank,
-            world_size=world,
-            timeout=datetime.timedelta(seconds=600),
-        )
+        join_local_group(rank, world, store, timeout_seconds=600)
     config = TrainConfig(
         algo="pxpo",
         reward="color",

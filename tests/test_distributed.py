@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import os
 
 import pytest
@@ -11,6 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from agents.distributed import join_local_group
 from agents.policy import trainable_state
 from agents.trainer import Trainer
 from tests.test_agents import tiny_config
@@ -58,14 +58,7 @@ def run_epochs(trainer: Trainer) -> dict:
 
 
 def worker(rank: int, world: int, store: str, config, out: str, sync: bool) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{store}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=120),
-    )
+    join_local_group(rank, world, store, timeout_seconds=120)
     try:
         if not sync:  # negative control: gradients left unsynchronised
             import agents.trainer
@@ -151,14 +144,7 @@ def test_resuming_under_another_world_size_is_refused(tiny_model_dir, tmp_path):
 
 def train_worker(rank: int, world: int, store: str, config, die_in_epoch: int | None, timeout: float) -> None:
     """One rank of a run through ``train``; rank 1 dies (exit code 3) inside epoch ``die_in_epoch``."""
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{store}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=timeout),
-    )
+    join_local_group(rank, world, store, timeout)
     import agents.trainer
 
     if die_in_epoch is not None and rank == 1:
