@@ -32,8 +32,7 @@ import tyro
 import pxpo_gym  # noqa: F401  (registers the env)
 from agents.config import reward_tuple
 from agents.evaluation import EVAL_SEED_OFFSET, Evaluator
-from pxpo_gym.loading import load_model
-from pxpo_gym.models import METADATA_FILE
+from pxpo_gym.loading import load_model, read_metadata
 from pxpo_gym.viz import save_reward_grid
 
 
@@ -73,21 +72,9 @@ class EvaluateConfig:
     """Output folder; RUN/evaluation for an export in RUN/model, else evaluations/NAME."""
 
 
-def export_metadata(model: str) -> dict[str, Any]:
-    """The ``pxpo_gym.json`` of a model folder, {} if there is none."""
-    path = Path(model) / METADATA_FILE
-    if not path.is_file():
-        return {}
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"model={model!r}: {METADATA_FILE} is not valid JSON: {err}") from err
-    return meta if isinstance(meta, dict) else {}
-
-
 def resolve(cfg: EvaluateConfig) -> tuple[tuple[str, ...], dict[str, Any], str | None, Path]:
     """(rewards, reward options, reference model or None, output folder) with the defaults filled in."""
-    meta = export_metadata(cfg.model)
+    meta = read_metadata(cfg.model)
     run = meta.get("run", {}).get("config", {})
     reward = reward_tuple(cfg.reward or run.get("reward") or ())
     kwargs_text = cfg.reward_kwargs or (run.get("reward_kwargs", "{}") if not cfg.reward else "{}")
@@ -121,7 +108,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     reward, reward_kwargs, reference, out = resolve(cfg)
-    prompts = list(cfg.prompts) or export_metadata(cfg.model).get("prompts")
+    prompts = list(cfg.prompts) or read_metadata(cfg.model).get("prompts")
     common = dict(
         num_envs=cfg.images,
         reward=reward[0] if len(reward) == 1 else list(reward),

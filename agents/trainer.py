@@ -177,12 +177,12 @@ class Trainer:
         }
         count = updates = 0
         for _ in range(cfg.inner_epochs):
-            order = torch.randperm(num_images, generator=self.generator).to(self.device)
+            order = torch.randperm(num_images, generator=self.generator)  # CPU: minibatches split on the host
             keys = torch.rand(num_images, num_steps, generator=self.generator)
             keys = torch.where(active, keys, 2.0)  # steps with weight 0 sort last and are never trained
             step_order = torch.argsort(keys, dim=1)[:, :num_train].to(self.device)  # (N, num_train)
             for start in range(0, num_images, cfg.train_batch_size):
-                minibatch = order[start : start + cfg.train_batch_size].cpu()  # (b,) global indices
+                minibatch = order[start : start + cfg.train_batch_size]  # (b,) global indices
                 mine = minibatch[local_row[minibatch] >= 0]
                 # This rank's share of the minibatch: the ranks' scaled losses sum to its mean loss.
                 share = len(mine) / len(minibatch)
@@ -533,9 +533,8 @@ def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
 def _train(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
     main = trainer.world.main
     if main:
-        prepare_run_dir(
-            config
-        )  # after every check that can fail: nothing is deleted for a run that cannot start
+        # After every check that can fail: nothing is deleted for a run that cannot start.
+        prepare_run_dir(config)
     barrier(trainer.world)
     if config.resume:
         trainer.load_state(*load_checkpoint(config.resume))

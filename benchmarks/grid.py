@@ -64,7 +64,7 @@ OPTION_VARIANTS: dict[str, dict[str, object]] = {
 }
 """Named training options (issue 12) a suite can compare for DDPO and PXPO alike: a KL penalty to the
 pretrained model (coefficients from a calibration, 6 epochs of PXPO on colour at lr 1e-4: the gradient norm
-before clipping is 0.05-0.08 at coefficient 1, 0.24-0.61 at 10 and 2.3-5.2 at 100, where the penalty dominates the
+before clipping is 0.055-0.085 at coefficient 1, 0.24-0.61 at 10 and 2.3-5.2 at 100, where the penalty dominates the
 clipped step), or GRPO-style group advantages (8 images of each of the default model's 4 classes per
 32-image epoch) in place of the running per-context buffer ('default')."""
 

@@ -33,15 +33,26 @@ LATENT_EXTRA_HINT = 'pip install "pxpo-gym[sd]" (transformers)'
 """How to get what latent text-to-image pipelines need beyond the core install."""
 
 
+def read_metadata(folder: str | Path | None) -> dict[str, Any]:
+    """A model folder's ``pxpo_gym.json`` ({} for no folder, a hub id, or a folder without one).
+
+    Raises:
+        ValueError: the file is not a valid JSON object.
+    """
+    path = Path(folder) / METADATA_FILE if folder is not None else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"model folder {str(folder)!r}: {METADATA_FILE} is not valid JSON: {err}") from err
+    if not isinstance(meta, dict):
+        raise ValueError(f"model folder {str(folder)!r}: {METADATA_FILE} must hold a JSON object")
+    return meta
+
+
 def _read_metadata(folder: Path | None, num_class_embeds: int | None) -> tuple[tuple[str, ...], int | None]:
-    meta: dict[str, Any] = {}
-    if folder is not None and (folder / METADATA_FILE).is_file():
-        try:
-            meta = json.loads((folder / METADATA_FILE).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(
-                f"model folder {str(folder)!r}: {METADATA_FILE} is not valid JSON: {err}"
-            ) from err
+    meta = read_metadata(folder)
     if num_class_embeds is None:
         return ("none",), None
     names = meta.get("context_names") or [f"class_{k}" for k in range(num_class_embeds)]
@@ -229,14 +240,10 @@ def load_model(
 
 def lora_export(location: str) -> dict[str, Any] | None:
     """The metadata of a LoRA export folder (``agents.export``), or None for anything else."""
-    meta_file = Path(location) / METADATA_FILE
-    if not meta_file.is_file() or (Path(location) / "model_index.json").is_file():
+    if (Path(location) / "model_index.json").is_file():
         return None
-    try:
-        meta = json.loads(meta_file.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"model folder {location!r}: {METADATA_FILE} is not valid JSON: {err}") from err
-    if not isinstance(meta, dict) or meta.get("format") != "lora":
+    meta = read_metadata(location)
+    if meta.get("format") != "lora":
         return None
     missing = [key for key in ("base_model", "lora_weights", "prompts") if key not in meta]
     if missing:
