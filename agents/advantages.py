@@ -96,6 +96,19 @@ class ContextStats:
         pooled = std.square().mean().sqrt()
         return pooled.expand_as(std) if self.std_mode == "pooled" else std.clamp(min=float(pooled))
 
+    def silent(self, tolerance: float) -> torch.Tensor:
+        """(num_contexts, *value_shape) bool: values whose std over the context's recent values is at
+        most ``tolerance`` x the context's pooled std (and contexts with fewer than 2 values: none)."""
+        out = torch.zeros(self.buffer.shape[:1] + self.buffer.shape[2:], dtype=torch.bool)
+        for ctx in range(self.buffer.shape[0]):
+            filled = int(min(self.count[ctx], self.buffer_size))
+            if filled < 2:
+                continue
+            std = self.buffer[ctx, -filled:].std(dim=0, unbiased=False)
+            pooled = std.square().mean().sqrt()
+            out[ctx] = std <= tolerance * pooled
+        return out
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"buffer": self.buffer.clone(), "count": self.count.clone()}
 

@@ -16,7 +16,7 @@ import tyro
 
 import pxpo_gym  # noqa: F401  (registers the env)
 from agents.ddpo import DDPOConfig
-from agents.pxpo import PXPOConfig
+from agents.pxpo import DEFAULT_CREDIT, DEFAULT_CREDIT_THRESHOLD, DEFAULT_SILENT_KL_COEF, PXPOConfig
 from agents.steps import DEFAULT_STEP_THRESHOLD, DEFAULT_STEP_WEIGHTING, STEP_WEIGHTINGS
 from pxpo_gym.rewards import split_weight
 from pxpo_gym.wrappers import generic_wrappers
@@ -83,8 +83,20 @@ class TrainConfig:
     pixel_std: Literal["pixel", "pooled", "floored"] = "pooled"
     """PXPO: std of the per-pixel advantage normalisation (agents.advantages); 'pooled' by measurement
     (README, "PXPO's advantages")."""
-    image_advantage_weight: float = 1.0
-    """PXPO: hybrid advantages A_ij + lambda * A_image with this lambda (0: per-pixel only); 1 by measurement."""
+    image_advantage_weight: float = 0.0
+    """PXPO: hybrid advantages A + lambda * A_image with this lambda (0: the credit's advantages only)."""
+    credit: Literal["pixel", "image", "footprint", "support"] = DEFAULT_CREDIT  # type: ignore[assignment]
+    """PXPO: which reward pixels credit each pixel's log-likelihood at each step (agents.credit): 'pixel'
+    (its own: the paper's PXPO), 'image' (DDPO's advantage everywhere), 'footprint' (the pixels its noise
+    reaches, weighted by the measured influence), 'support' (unweighted over the measured footprint)."""
+    credit_threshold: float = DEFAULT_CREDIT_THRESHOLD
+    """PXPO 'footprint': influence below this fraction of a step's largest is dropped; 'support': the
+    kernel holds 1 - this of the influence."""
+    credit_images: int = 64
+    """PXPO kernel credits: episodes of the pretrained model measured for the footprint (once per run)."""
+    silent_kl_coef: float = DEFAULT_SILENT_KL_COEF
+    """PXPO: per-pixel KL penalty to the pretrained model on silent pixels (whose reward never varies over
+    the context's recent maps), so that what the reward does not score stays as it was; 0: none."""
     kl_coef: float = 0.0
     """Weight of the KL penalty to the frozen pretrained model, per step: the mean over elements of
     KL(p_theta || p_ref) = (b_t (eps_theta - eps_ref))^2 / (2 sigma_t^2), added to DDPO's and PXPO's loss
@@ -183,6 +195,7 @@ class TrainConfig:
             "inner_epochs",
             "num_inference_steps",
             "eval_images",
+            "credit_images",
         ):
             value = getattr(self, name)
             need(isinstance(value, int) and value >= 1, f"{name} must be an int >= 1, got {name}={value!r}")
@@ -279,7 +292,13 @@ class TrainConfig:
         if self.algo == "ddpo" and self.clip_range is None and sample_elements:
             extra["clip_range"] = ddpo_clip_range(sample_elements)
         if self.algo == "pxpo":
-            extra.update(pixel_std=self.pixel_std, image_advantage_weight=self.image_advantage_weight)
+            extra.update(
+                pixel_std=self.pixel_std,
+                image_advantage_weight=self.image_advantage_weight,
+                credit=self.credit,
+                credit_threshold=self.credit_threshold,
+                silent_kl_coef=self.silent_kl_coef,
+            )
         # A group is a buffer that holds exactly this epoch's group_size rewards of a context.
         buffer = self.group_size or self.stat_buffer_size
         return cls(

@@ -12,7 +12,12 @@ that training never sees:
 - ``fidelity_shape``: for the embedded shapes model (and models fine-tuned from
   it: the same classes at 16 x 16), the fraction of policy images in which the
   shipped segmentation network finds one shape of the conditioned class (as
-  ``benchmarks.sample_quality``); NaN for other models.
+  ``benchmarks.sample_quality``); NaN for other models;
+- ``fidelity_silent`` / ``fidelity_scored``: for a reward that scores only part of
+  the image, the same RMS distance over the silent pixels (those whose reward is the
+  same in every pretrained held-out image: the reward does not look at them) and
+  over the others; NaN when no pixel is silent. The silent part should stay as the
+  pretrained model drew it: a change there is not asked for by the reward.
 
 The episodes are env slots seeded ``EVAL_SEED_OFFSET + seed + i`` (training's are
 ``seed + i``, continuing from there), with contexts spread evenly over the
@@ -33,6 +38,10 @@ from pxpo_gym.shapes import SHAPE_CLASSES
 
 DEFAULT_IMAGE_SIZE = (16, 16)
 """The embedded model's image size, the one the shipped segmentation network reads."""
+
+SILENT_SPREAD = 1e-6
+"""A pixel is silent when its reward's range over the reference images is at most this fraction of the
+largest pixel's range."""
 
 EVAL_SEED_OFFSET = 1_000_003
 """Evaluation seeds start here (plus the run's seed): far from any training env's seed."""
@@ -60,6 +69,12 @@ class Evaluator:
             from pxpo_gym.segmentation import load_segmentation_net
 
             self.segmentation_net = load_segmentation_net().to(core.device)
+        maps = self.reference.reward_maps  # (n, H, W)
+        spread = maps.amax(dim=0) - maps.amin(dim=0)  # (H, W)
+        self.silent = (
+            spread <= SILENT_SPREAD * float(spread.max()) if n > 1 else torch.zeros_like(spread).bool()
+        )
+        """(H, W) bool: pixels whose reward is the same in every pretrained held-out image."""
         self.reference_metrics = self.score(self.reference.images, self.reference.rewards)
 
     def score(self, images: torch.Tensor, rewards: torch.Tensor) -> dict[str, float]:
@@ -69,10 +84,16 @@ class Evaluator:
             from pxpo_gym.segmentation import shape_match
 
             shape = float(shape_match(self.segmentation_net, images, self.contexts).float().mean())
+        squared = (images - self.reference.images).square().mean(dim=1)  # (n, H, W)
+        parts = {"fidelity_silent": math.nan, "fidelity_scored": math.nan}
+        if bool(self.silent.any()) and not bool(self.silent.all()):
+            for name, mask in (("fidelity_silent", self.silent), ("fidelity_scored", ~self.silent)):
+                parts[name] = float(squared[:, mask].mean(dim=1).sqrt().mean())
         return {
             "eval_reward": float(rewards.mean()),
             "fidelity_distance": float(distance),
             "fidelity_shape": shape,
+            **parts,
         }
 
     @torch.no_grad()

@@ -17,6 +17,8 @@ METRIC_FIELDS = (
     "clipfrac",
     "grad_norm",
     "kl",
+    "silent_kl",
+    "silent_fraction",
     "seconds",
     "sample_seconds",
     "reward_seconds",
@@ -25,12 +27,16 @@ METRIC_FIELDS = (
     "eval_reward",
     "fidelity_distance",
     "fidelity_shape",
+    "fidelity_silent",
+    "fidelity_scored",
 )
 """CSV columns, in order. ``images`` (cumulative images generated) is the x axis of every curve.
 ``seconds`` is the epoch's sampling + training; ``sample_seconds`` includes ``reward_seconds`` (the reward
 function's share; for the oracle, sampling and training are one pass: ``sample_seconds`` is empty and
 ``train_seconds`` is all of it); ``eval_seconds`` (evaluation) is not in ``seconds``.
-The last three (``agents.evaluation``) are empty on epochs without an evaluation. A weighted reward adds one
+The evaluation columns (``eval_reward`` onwards, ``agents.evaluation``) are empty on epochs without an
+evaluation. ``silent_kl`` and ``silent_fraction`` are PXPO's penalty on silent pixels and the share of pixels
+it holds (``agents.pxpo``). A weighted reward adds one
 column ``reward_NAME`` per component (its mean over the epoch's images) after these."""
 
 

@@ -19,15 +19,21 @@ where log p(x^ij) sums the pixel's channels. Our choices, fixed here:
   the std is per pixel, pooled over the map, or per pixel floored at the pooled
   one (``pixel_std``, ``agents.advantages``). A constant map thus gives DDPO's
   scalar advantage at every pixel, whatever ``pixel_std``.
-- Hybrid (``image_advantage_weight`` = lambda > 0): A_ij + lambda * A, where A
-  is DDPO's image-level advantage of the same image. For rewards whose value at a
-  pixel depends on other pixels (a segmentation net judges a pixel by the whole
-  shape), the image term credits every pixel with the image's overall success.
-  With a constant map both terms equal DDPO's advantage, so PXPO-SF is then
-  (1 + lambda) x DDPO-SF (exactly DDPO-SF with lambda = 0); Adam's steps do not
-  depend on a constant gradient scale (up to the grad-norm clip).
-- Defaults (pooled std, lambda = 1) were picked from ``benchmarks.suite advantages``
-  (README, "PXPO's advantages").
+- Credit (``credit``, ``agents.credit``): which reward pixels weight each pixel's
+  log-likelihood at each step. 'pixel' is the paper's rule above; 'footprint'
+  (default) credits pixel kl at step t with the advantages of the pixels its noise
+  reaches, weighted by the influence measured on the pretrained model once per run
+  (late steps: about the pixel itself; early steps: the whole image, which the
+  denoiser spreads each pixel's noise over); 'image' is DDPO's advantage at every
+  pixel. Picked from ``benchmarks.suite credit`` and ``benchmarks.credit_signal``
+  (README, "Credit that follows the reward").
+- Hybrid (``image_advantage_weight`` = lambda > 0): A + lambda * A_image, where A_image
+  is DDPO's image-level advantage of the same image (the default before the
+  footprint credit: it credits every pixel, scored or not, with the image's success).
+- Silent pixels (``silent_kl_coef``): a pixel whose reward never varies over its
+  context's recent maps (a reward that scores part of the image) has advantage 0,
+  but the shared weights still move it. A per-pixel KL penalty to the pretrained
+  model, on those pixels only, holds them; pixels the reward scores are not braked.
 - IS variant: one ratio per pixel, clipped per pixel. Per-pixel log-ratios move
   far more per update than DDPO's mean over all elements, so PXPO's clip range
   is PPO's usual 0.2, not DDPO's 1e-4 (the measurements are in the README).
@@ -40,7 +46,15 @@ from dataclasses import dataclass
 import torch
 
 from agents.advantages import STD_MODES, ContextStats
+from agents.credit import CREDITS, KERNEL_CREDITS, Footprint, apply_kernels, credit_kernels
 from agents.losses import PolicyGradientConfig, pxpo_loss
+
+DEFAULT_CREDIT = "footprint"
+DEFAULT_CREDIT_THRESHOLD = 0.3
+DEFAULT_SILENT_KL_COEF = 10.0
+SILENT_TOLERANCE = 1e-3
+"""A pixel is silent when its reward's std over the context's recent maps is at most this fraction
+of the map's pooled std (a reward that scores only part of the image: exactly 0 elsewhere)."""
 
 
 @dataclass(frozen=True)
@@ -51,11 +65,26 @@ class PXPOConfig(PolicyGradientConfig):
     """PPO clip range on the per-pixel ratio (far larger than DDPO's 1e-4: see the module docstring)."""
     pixel_std: str = "pooled"
     """Std of the per-pixel normalisation: 'pixel', 'pooled' or 'floored' (agents.advantages)."""
-    image_advantage_weight: float = 1.0
-    """Hybrid advantages: lambda in A_ij + lambda * A_image; 0 is pure per-pixel credit."""
+    image_advantage_weight: float = 0.0
+    """Hybrid advantages: lambda in A^t_kl + lambda * A_image (the credit's advantage plus the image's)."""
+    credit: str = DEFAULT_CREDIT
+    """Which reward pixels credit each noise pixel (agents.credit): 'pixel', 'image', 'footprint', 'support'."""
+    credit_threshold: float = DEFAULT_CREDIT_THRESHOLD
+    """'footprint': kernel entries below this fraction of the step's largest are dropped; 'support': the
+    kernel holds 1 - this of the measured influence."""
+    silent_kl_coef: float = DEFAULT_SILENT_KL_COEF
+    """Per-pixel KL penalty to the pretrained model on silent pixels (whose reward never varies); 0: none."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.credit not in CREDITS:
+            raise ValueError(f"credit must be one of {CREDITS}, got credit={self.credit!r}")
+        if not 0 <= self.credit_threshold < 1:
+            raise ValueError(
+                f"credit_threshold must be in [0, 1), got credit_threshold={self.credit_threshold}"
+            )
+        if not self.silent_kl_coef >= 0:
+            raise ValueError(f"silent_kl_coef must be >= 0, got silent_kl_coef={self.silent_kl_coef}")
         if self.pixel_std not in STD_MODES:
             raise ValueError(f"pixel_std must be one of {STD_MODES}, got pixel_std={self.pixel_std!r}")
         if not self.image_advantage_weight >= 0:
@@ -80,31 +109,69 @@ class PXPO:
         buffer, min_count = config.stat_buffer_size, config.stat_min_count
         self.stats = ContextStats(num_contexts, buffer, min_count, tuple(map_shape), config.pixel_std)
         self.image_stats = ContextStats(num_contexts, buffer, min_count)
+        self.influence: torch.Tensor | None = None
+        """(T, 2h - 1, 2w - 1) the measured footprint (``agents.credit``), for kernel credits."""
+        self.kernels: torch.Tensor | None = None
+        """(T, 2h - 1, 2w - 1) the credit's per-step kernels, set from the footprint."""
+
+    @property
+    def needs_footprint(self) -> bool:
+        """True until a kernel credit has its measured footprint (``set_footprint``)."""
+        return self.config.credit in KERNEL_CREDITS and self.kernels is None
+
+    def set_footprint(self, footprint: Footprint | torch.Tensor) -> None:
+        """Builds the credit's kernels from a measured footprint (or its influence tensor)."""
+        influence = footprint.influence if isinstance(footprint, Footprint) else footprint
+        self.kernels = credit_kernels(influence, self.config.credit, self.config.credit_threshold)
+        self.influence = influence.clone()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The per-pixel and the image-level advantage statistics, for checkpoints."""
+        """The per-pixel and the image-level advantage statistics (and the footprint), for checkpoints."""
         state = self.stats.state_dict()
         state.update({f"image_{k}": v for k, v in self.image_stats.state_dict().items()})
+        if self.influence is not None:
+            state["credit_influence"] = self.influence.clone()
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.stats.load_state_dict({k: state[k] for k in ("buffer", "count")})
         self.image_stats.load_state_dict({k: state[f"image_{k}"] for k in ("buffer", "count")})
+        if "credit_influence" in state and self.config.credit in KERNEL_CREDITS:
+            self.set_footprint(state["credit_influence"])
+
+    def silent_mask(self, contexts: torch.Tensor) -> torch.Tensor:
+        """(N, h, w) float: 1 where the image's context has a silent pixel (module docstring), else 0."""
+        return self.stats.silent(SILENT_TOLERANCE)[contexts.cpu()].float()
 
     def advantages(
         self, rewards: torch.Tensor, reward_maps: torch.Tensor, contexts: torch.Tensor
     ) -> torch.Tensor:
-        """(N, h, w) advantage maps: per-pixel normalised maps (+ lambda x image advantages), clipped.
+        """Advantage maps: per-pixel normalised maps through the credit (+ lambda x image advantages), clipped.
 
         Args:
-            rewards: (N,) aggregated rewards (for the hybrid's image term).
+            rewards: (N,) aggregated rewards (the image credit's and the hybrid's term).
             reward_maps: (N, h, w) reward maps on the sample grid.
             contexts: (N,) int64 context ids.
+
+        Returns:
+            (N, h, w) for the 'pixel' and 'image' credits (the same map at every step), or
+            (N, T, h, w) for kernel credits (one map per denoising step).
+
+        Raises:
+            RuntimeError: a kernel credit before ``set_footprint``.
         """
         adv = self.stats.update(contexts, reward_maps)
-        image_adv = self.image_stats.update(contexts, rewards)  # kept in step even when lambda = 0
+        image_adv = self.image_stats.update(contexts, rewards)  # kept in step whatever the credit
+        credit = self.config.credit
+        if credit == "image":
+            adv = image_adv[:, None, None].expand_as(adv)  # DDPO's advantage at every pixel
+        elif credit in KERNEL_CREDITS:
+            if self.kernels is None:
+                raise RuntimeError(f"credit={credit!r} needs its footprint: call set_footprint() first")
+            adv = apply_kernels(adv, self.kernels)  # (N, T, h, w)
         if self.config.image_advantage_weight:
-            adv = adv + self.config.image_advantage_weight * image_adv[:, None, None]
+            image = image_adv.view(-1, *([1] * (adv.dim() - 1)))
+            adv = adv + self.config.image_advantage_weight * image
         return adv.clamp(-self.config.adv_clip_max, self.config.adv_clip_max)
 
     def loss(

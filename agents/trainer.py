@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from agents.checkpoint import load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
 from agents.config import TrainConfig, autocast, check_envs, make_envs, reward_tuple
+from agents.credit import Footprint, measure_footprint
 from agents.ddpo import DDPO
 from agents.distributed import (
     World,
@@ -118,6 +119,8 @@ class Trainer:
         """(T,) weight of each denoising step in the loss (``agents.steps``)."""
         self.reward_components: list[str] = list(getattr(core.reward_fn, "names", []))
         """A weighted reward's component names: each component's mean reward is logged as reward_NAME."""
+        self.footprint: Footprint | None = None
+        """PXPO's kernel credits: the footprint measured at the first epoch (restored on resume)."""
         self.epoch = 0
         self.images = 0
 
@@ -151,13 +154,53 @@ class Trainer:
             parts.append(collect(self.envs, self.eps, seed=seed, options=options))
         return Trajectories.cat(parts)
 
-    def update(self, traj: Trajectories, advantages: torch.Tensor) -> dict[str, float]:
+    def measure_footprint(self) -> Footprint:
+        """PXPO's kernel credits: measures the reward's footprint on the frozen pretrained model (once per
+        run; ``agents.credit``), hands it to the algorithm and writes RUN/footprint.json."""
+        cfg = self.config
+        envs = make_envs(cfg, min(32, cfg.credit_images), str(self.device))
+
+        def reference_eps(
+            sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor
+        ) -> torch.Tensor:
+            return guided_eps(
+                self.reference, sample, timestep, context, cfg.guidance_scale, self.null_context
+            )
+
+        footprint = measure_footprint(
+            envs, reference_eps, cfg.credit_images, seed=cfg.seed, progress=cfg.progress
+        )
+        envs.close()
+        self.algo.set_footprint(footprint)
+        self.footprint = footprint
+        if self.world.main:
+            cfg.run_dir.mkdir(parents=True, exist_ok=True)
+            summary = {"credit": cfg.credit, **footprint.summary()}
+            (cfg.run_dir / FOOTPRINT_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+        return footprint
+
+    def advantages(
+        self, rewards: torch.Tensor, reward_maps: torch.Tensor, contexts: torch.Tensor
+    ) -> torch.Tensor:
+        """The algorithm's advantages of a batch (measuring PXPO's footprint first if its credit needs it)."""
+        if getattr(self.algo, "needs_footprint", False):
+            self.measure_footprint()
+        return self.algo.advantages(rewards.cpu(), reward_maps.cpu(), contexts.cpu())
+
+    def update(
+        self, traj: Trajectories, advantages: torch.Tensor, silent: torch.Tensor | None = None
+    ) -> dict[str, float]:
         """Minibatch policy-gradient updates on one epoch's trajectories.
 
         Each image trains on ``timestep_fraction`` of its weighted steps (those with
         ``self.step_weights > 0``) in a random order; each step's loss is scaled by
         its weight. Gradients accumulate over a minibatch's trained steps, then one
         clipped AdamW step is taken (DDPO's reference scheme).
+
+        Args:
+            traj: this rank's trajectories.
+            advantages: (N,) DDPO; (N, h, w) PXPO with one map for every step, (N, T, h, w) one per step.
+            silent: (N, h, w) PXPO's silent pixels (``PXPO.silent_mask``), held by ``silent_kl_coef``.
         """
         cfg = self.config
         num_steps = traj.timesteps.shape[1]
@@ -170,10 +213,16 @@ class Trainer:
         active = weights.cpu() > 0
         num_train = max(1, int(int(active.sum()) * cfg.timestep_fraction))
         advantages = advantages.to(self.device)
+        per_step = advantages.dim() == 4  # PXPO kernel credits: one advantage map per step
+        silent_coef = getattr(self.algo.config, "silent_kl_coef", 0.0)
+        if silent is not None and silent_coef and bool(silent.any()):
+            silent = silent.to(self.device)
+        else:
+            silent = None
         # Metrics stay on the device until the end: no host sync inside the loop.
         totals = {
             name: torch.zeros((), device=self.device)
-            for name in ("loss", "approx_kl", "clipfrac", "grad_norm", "kl")
+            for name in ("loss", "approx_kl", "clipfrac", "grad_norm", "kl", "silent_kl")
         }
         count = updates = 0
         for _ in range(cfg.inner_epochs):
@@ -196,15 +245,25 @@ class Trainer:
                     eps = self.eps(sample, traj.timesteps[idx, k], traj.contexts[idx])
                     coeffs = coefficients_from(traj.coeffs[idx, k])
                     logp = step_log_prob(prev_sample, sample, eps, coeffs).sum(dim=1)  # (b, h, w)
+                    adv = advantages[idx, k] if per_step else advantages[idx]
                     loss, stats = self.algo.loss(
-                        logp, traj.logp_pixels[idx, k], advantages[idx], self.num_channels, weights[k]
+                        logp, traj.logp_pixels[idx, k], adv, self.num_channels, weights[k]
                     )
-                    if cfg.kl_coef:
-                        kl = self.reference_kl(
+                    if cfg.kl_coef or silent is not None:
+                        kl_map = self.reference_kl(
                             sample, traj.timesteps[idx, k], traj.contexts[idx], eps, coeffs
-                        )
+                        )  # (b, C, h, w)
+                    if cfg.kl_coef:
+                        kl = kl_map.flatten(1).mean(dim=1)  # (b,)
                         loss = loss + cfg.kl_coef * (weights[k] * kl).mean()
                         totals["kl"] += share * kl.detach().mean()
+                    if silent is not None:
+                        # Mean over the sample's elements of the KL at silent pixels only.
+                        silent_kl = (kl_map.sum(dim=1) * silent[idx]).flatten(1).sum(dim=1) / kl_map[
+                            0
+                        ].numel()
+                        loss = loss + silent_coef * (weights[k] * silent_kl).mean()
+                        totals["silent_kl"] += share * silent_kl.detach().mean()
                     self.scaler.scale(share * loss / num_train).backward()
                     totals["loss"] += share * loss.detach()
                     totals["approx_kl"] += share * stats["approx_kl"]
@@ -216,6 +275,8 @@ class Trainer:
         out["grad_norm"] = (totals["grad_norm"] / updates).item()
         if not cfg.kl_coef:
             out["kl"] = math.nan  # not computed without a penalty
+        if silent is None:
+            out["silent_kl"] = math.nan
         return out
 
     def reference_kl(
@@ -226,12 +287,12 @@ class Trainer:
         eps: torch.Tensor,
         coeffs: TransitionCoefficients,
     ) -> torch.Tensor:
-        """(b,) mean over elements of KL(policy step || frozen pretrained model's step)."""
+        """(b, C, h, w) elementwise KL(policy step || frozen pretrained model's step)."""
         with torch.no_grad(), autocast(self.config, self.device):
             eps_ref = guided_eps(
                 self.reference, sample, timestep, context, self.config.guidance_scale, self.null_context
             ).float()
-        return step_kl(eps, eps_ref, coeffs).flatten(1).mean(dim=1)
+        return step_kl(eps, eps_ref, coeffs)
 
     def optimizer_step(self) -> torch.Tensor:
         """Unscales, clips the gradient norm, steps AdamW and zeroes the gradients; returns the norm."""
@@ -295,9 +356,11 @@ class Trainer:
                 gather_epoch(x, self.world, self.config.sample_batches_per_epoch)
                 for x in (traj.rewards, traj.reward_maps, traj.contexts, traj.component_rewards)
             )
-            advantages = self.algo.advantages(rewards.cpu(), reward_maps.cpu(), contexts.cpu())
+            advantages = self.advantages(rewards, reward_maps, contexts)
+            silent = self.algo.silent_mask(contexts.cpu()) if isinstance(self.algo, PXPO) else None
             owned = local_indices(self.config.images_per_epoch, self.config.sample_batch_size, self.world)
-            metrics = self.update(traj, advantages[owned])
+            metrics = self.update(traj, advantages[owned], None if silent is None else silent[owned])
+            metrics["silent_fraction"] = math.nan if silent is None else float(silent.mean())
             traj = dataclasses.replace(traj, rewards=rewards, component_rewards=components)
         self.epoch += 1
         self.images += len(traj.rewards)
@@ -432,7 +495,18 @@ RESUME_OVERRIDABLE = (
 """TrainConfig fields a resumed run may take from the command line; every other comes from the checkpoint."""
 LEGACY_SENTINELS = {"clip_range": 0.0, "lora_rank": -1, "resolution": 0, "decode_chunk_size": 0, "threads": 0}
 """Values that meant "default" in checkpoints written before these fields took None."""
-RUN_FILES = ("metrics.csv", "config.json", "eval_reference.json", "checkpoints", "images", "tb", EXPORT_DIR)
+FOOTPRINT_FILE = "footprint.json"
+"""PXPO's kernel credits: the measured footprint's summary and cost (``agents.credit.Footprint.summary``)."""
+RUN_FILES = (
+    "metrics.csv",
+    "config.json",
+    "eval_reference.json",
+    FOOTPRINT_FILE,
+    "checkpoints",
+    "images",
+    "tb",
+    EXPORT_DIR,
+)
 """What a run writes into its folder (``overwrite`` deletes these and nothing else)."""
 
 

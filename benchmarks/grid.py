@@ -47,13 +47,22 @@ def record_runs_commit(out: str | Path, tasks: list[str], all_tasks: tuple[str, 
 
 PXPO_VARIANTS: dict[str, dict[str, object]] = {
     "default": {},
-    "pixel-std": {"pixel_std": "pixel", "image_advantage_weight": 0.0},
-    "pooled-std": {"pixel_std": "pooled", "image_advantage_weight": 0.0},
-    "floored-std": {"pixel_std": "floored", "image_advantage_weight": 0.0},
-    "hybrid": {"pixel_std": "pooled", "image_advantage_weight": 1.0},
-    "hybrid-pixel-std": {"pixel_std": "pixel", "image_advantage_weight": 1.0},
+    "pixel-std": {"credit": "pixel", "pixel_std": "pixel", "image_advantage_weight": 0.0},
+    "pooled-std": {"credit": "pixel", "pixel_std": "pooled", "image_advantage_weight": 0.0},
+    "floored-std": {"credit": "pixel", "pixel_std": "floored", "image_advantage_weight": 0.0},
+    "hybrid": {"credit": "pixel", "pixel_std": "pooled", "image_advantage_weight": 1.0},
+    "hybrid-pixel-std": {"credit": "pixel", "pixel_std": "pixel", "image_advantage_weight": 1.0},
+    # Credits (agents.credit), each with and without the penalty on silent pixels:
+    "pixel": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_kl_coef": 0.0},
+    "image": {"credit": "image", "image_advantage_weight": 0.0, "silent_kl_coef": 0.0},
+    "footprint": {"credit": "footprint", "image_advantage_weight": 0.0, "silent_kl_coef": 0.0},
+    "support": {"credit": "support", "image_advantage_weight": 0.0, "silent_kl_coef": 0.0},
+    "hybrid-nosilent": {"credit": "pixel", "image_advantage_weight": 1.0, "silent_kl_coef": 0.0},
+    "pixel-silent": {"credit": "pixel", "image_advantage_weight": 0.0},
+    "footprint-silent": {"credit": "footprint", "image_advantage_weight": 0.0},
 }
-"""Named PXPO advantage settings a suite can compare ('default': TrainConfig's defaults)."""
+"""Named PXPO advantage settings a suite can compare ('default': TrainConfig's defaults; '-silent' keeps
+the default penalty on silent pixels, the bare credit names turn it off)."""
 
 OPTION_VARIANTS: dict[str, dict[str, object]] = {
     "default": {},
@@ -86,7 +95,7 @@ class Arm:
 class SuiteConfig:
     """A grid of training runs and where its results go."""
 
-    tasks: tuple[str, ...] = ("color", "target_map", "segmentation", "jpeg")
+    tasks: tuple[str, ...] = ("color", "target_map", "segmentation", "region", "jpeg")
     """Task names (benchmarks.tasks.TASKS)."""
     algos: tuple[str, ...] = ("ddpo", "pxpo", "oracle")
     """Algorithms; 'oracle' (exact reward gradient) runs only on differentiable tasks."""
@@ -204,16 +213,36 @@ def quick() -> SuiteConfig:
 
 
 def full() -> SuiteConfig:
-    """5 seeds, 48 epochs of 32 images (1,536 images) per-pixel, 15 (480) on JPEG; the sweep's learning rates."""
+    """5 seeds, 48 epochs of 32 images (1,536 images) per-pixel, 15 (480) on JPEG, at the settings the sweep
+    picked (DDPO lr 3e-4 clip 5e-4, PXPO lr 1e-4 clip 0.2, oracle lr 3e-4)."""
     return dataclasses.replace(
         quick(),
         # Painted feedback and segmentation first: the tasks PXPO exists for run first.
-        tasks=("target_map", "segmentation", "color", "jpeg"),
+        tasks=("target_map", "segmentation", "color", "region", "jpeg"),
+        ddpo_learning_rates=(3e-4,),
+        ddpo_clip_ranges=(5e-4,),
+        pxpo_learning_rates=(1e-4,),
+        pxpo_clip_ranges=(0.2,),
+        oracle_learning_rates=(3e-4,),
         seeds=(0, 1, 2, 3, 4),
         num_epochs=48,
         global_num_epochs=15,
         eval_every=4,
         out="benchmarks/results/full",
+    )
+
+
+def region() -> SuiteConfig:
+    """The region task (a reward that scores the left half and is silent on the right): DDPO, PXPO, PXPO
+    without the penalty on silent pixels, and the oracle, at full's settings, 3 seeds x 15 epochs (480 images)."""
+    return dataclasses.replace(
+        full(),
+        tasks=("region",),
+        pxpo_variants=("default", "footprint"),
+        seeds=(0, 1, 2),
+        num_epochs=15,
+        eval_every=5,
+        out="benchmarks/results/region",
     )
 
 
@@ -274,7 +303,33 @@ def options() -> SuiteConfig:
     )
 
 
-PRESETS = {"quick": quick, "full": full, "sweep": sweep, "advantages": advantages, "options": options}
+def credit() -> SuiteConfig:
+    """PXPO's credits side by side (agents.credit) at the sweep's PXPO settings: the old default (hybrid,
+    no penalty on silent pixels), pure per-pixel credit and the measured footprint, both with the penalty on
+    silent pixels; the four per-pixel tasks, 2 seeds x 10 epochs."""
+    return dataclasses.replace(
+        quick(),
+        tasks=("segmentation", "target_map", "color", "region"),
+        algos=("pxpo",),
+        pxpo_learning_rates=(1e-4,),
+        pxpo_clip_ranges=(0.2,),
+        pxpo_variants=("hybrid-nosilent", "pixel-silent", "footprint-silent"),
+        seeds=(0, 1),
+        num_epochs=10,
+        eval_every=5,
+        out="benchmarks/results/credit",
+    )
+
+
+PRESETS = {
+    "quick": quick,
+    "full": full,
+    "sweep": sweep,
+    "advantages": advantages,
+    "options": options,
+    "credit": credit,
+    "region": region,
+}
 
 
 def run_dir(cfg: SuiteConfig, task: str, label: str, seed: int) -> Path:

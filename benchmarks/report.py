@@ -78,7 +78,8 @@ def load_evals(cfg) -> dict[str, dict[str, list[dict[str, np.ndarray]]]]:
                     if not np.isnan(r["eval_reward"])
                 ]
                 keys = ("images", "eval_reward", "fidelity_shape", "fidelity_distance")
-                seeds.append({k: np.array([float(r[k]) for r in rows]) for k in keys})
+                keys += ("fidelity_silent", "fidelity_scored")  # absent (NaN) in runs made before them
+                seeds.append({k: np.array([float(r.get(k, np.nan)) for r in rows]) for k in keys})
             if seeds:
                 out[task][arm.label] = seeds
     return out
@@ -100,6 +101,8 @@ def fidelity_summary(seeds: list[dict[str, np.ndarray]]) -> dict[str, float]:
         "reference_shape": float(np.mean(reference_shape)),
         "final_shape": float(np.mean(finals_shape)),
         "final_distance": float(np.mean([s["fidelity_distance"][-1] for s in seeds])),
+        "final_silent": float(np.mean([s["fidelity_silent"][-1] for s in seeds])),
+        "final_scored": float(np.mean([s["fidelity_scored"][-1] for s in seeds])),
         "collapsed": int(np.sum(finals_shape < COLLAPSE * reference_shape)),
         "gain_at_fidelity": float(np.mean(gains)),
         "final_eval_gain": float(np.mean([s["eval_reward"][-1] - s["eval_reward"][0] for s in seeds])),
@@ -288,6 +291,12 @@ def write_report(cfg) -> str:
                     else "",
                     "shape_match": f"{fid['reference_shape']:.2f} -> {fid['final_shape']:.2f}" if fid else "",
                     "distance": f"{fid['final_distance']:.3f}" if fid else "",
+                    "silent_distance": f"{fid['final_silent']:.3f}"
+                    if fid and not np.isnan(fid["final_silent"])
+                    else "",
+                    "scored_distance": f"{fid['final_scored']:.3f}"
+                    if fid and not np.isnan(fid["final_scored"])
+                    else "",
                     "collapsed": f"{fid['collapsed']}/{len(runs)}" if fid else "",
                     "gain_at_fidelity": f"{fid['gain_at_fidelity']:+.3f}" if fid else "",
                     **loss_diagnostics(cfg, task, label),
@@ -322,11 +331,14 @@ def write_report(cfg) -> str:
         "net finds one shape of the conditioned class (pretrained -> final); distance = RMS RGB distance "
         f"to the pretrained model's image from the same noise; collapsed = final shape match < {COLLAPSE} x "
         f"pretrained; gain at fidelity = held-out reward gained at the last evaluation whose shape match "
-        f"was still >= {FIDELITY_KEEP} x pretrained. clipfrac and approx_kl: means over epochs and seeds.",
+        f"was still >= {FIDELITY_KEEP} x pretrained; silent / scored distance: the same distance over the "
+        "pixels the reward never scores (their reward is the same in every pretrained held-out image) and "
+        "over the others (tasks with such pixels only). clipfrac and approx_kl: means over epochs and seeds.",
         "",
         "| task | algo | seeds | start | final (mean +- std) | images to 50% | images to 90% | oracle share "
-        "| shape match | distance | collapsed | gain at fidelity | clipfrac | approx_kl |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| shape match | distance | silent distance | scored distance | collapsed | gain at fidelity "
+        "| clipfrac | approx_kl |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += ["| " + " | ".join(str(v) for v in r.values()) + " |" for r in rows]
     lines += ["", *[f"- {v}" for v in verdicts if v]]

@@ -92,7 +92,10 @@ def per_step_gradients(policy, algo, traj, advantages, channels: int, half: slic
         eps = policy(traj.samples[idx, kk], traj.timesteps[idx, kk], traj.contexts[idx])
         coeffs = coefficients_from(traj.coeffs[idx, kk])
         logp = step_log_prob(traj.samples[idx, kk + 1], traj.samples[idx, kk], eps, coeffs).sum(dim=1)
-        loss, _ = algo.loss(logp, traj.logp_pixels[idx, kk], advantages[idx], channels)
+        adv = (
+            advantages[idx, kk] if advantages.dim() == 4 else advantages[idx]
+        )  # per-step credits: (N, T, h, w)
+        loss, _ = algo.loss(logp, traj.logp_pixels[idx, kk], adv, channels)
         out.append(flat_grad(policy, loss))
     return torch.stack(out)
 
@@ -249,12 +252,16 @@ def main(cfg: StepSignalConfig) -> dict:
 
         latent_tasks = {"color": tasks.get("color", ("color", {}))}
         results["models"]["tiny-latent"] = run_model("tiny-latent", make_latent, cfg, latent_tasks)
-    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(cfg.out).write_text(json.dumps(results, indent=1) + "\n")
-    table = markdown(results)
-    Path(cfg.out).with_suffix(".md").write_text(table)
-    print(table)
+    write_results(cfg.out, results, markdown(results))
     return results
+
+
+def write_results(out: str, results: dict, table: str) -> None:
+    """Writes the numbers to OUT (JSON) and the markdown table beside it (OUT with .md), and prints the table."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(results, indent=1) + "\n")
+    Path(out).with_suffix(".md").write_text(table)
+    print(table)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,14 @@ TASKS: dict[str, Task] = {
             "per-pixel probability of the conditioned shape (segmentation network)",
         ),
         Task(
+            "region",
+            "target_map",
+            {"target": "blue", "weights": str(ASSETS / "left_half_weights.png")},
+            True,
+            True,
+            "left half close to blue; the right half is silent (scores 0 whatever it shows)",
+        ),
+        Task(
             "jpeg",
             "jpeg_compressibility",
             {},

@@ -78,7 +78,7 @@ def measure_one(cfg: ThroughputConfig, algo: str, batch: int) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     traj = trainer.sample()
-    adv = trainer.algo.advantages(traj.rewards.cpu(), traj.reward_maps.cpu(), traj.contexts.cpu())
+    adv = trainer.advantages(traj.rewards, traj.reward_maps, traj.contexts)
 
     def sample():
         with torch.no_grad():

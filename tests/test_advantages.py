@@ -35,7 +35,9 @@ def test_floored_std_by_hand():
 
 
 def test_hybrid_adds_the_image_advantage_by_hand():
-    config = PXPOConfig(stat_buffer_size=4, stat_min_count=1, pixel_std="pooled", image_advantage_weight=0.5)
+    config = PXPOConfig(
+        stat_buffer_size=4, stat_min_count=1, pixel_std="pooled", image_advantage_weight=0.5, credit="pixel"
+    )
     algo = PXPO(config, 1, (1, 2))
     rewards = torch.tensor([0.25, 1.26])  # image means of MAPS: mean 0.755, std 0.505
     adv = algo.advantages(rewards, MAPS, CONTEXTS)
@@ -50,7 +52,9 @@ def test_hybrid_adds_the_image_advantage_by_hand():
 
 
 def test_hybrid_advantages_are_clipped():
-    config = PXPOConfig(stat_buffer_size=4, stat_min_count=1, image_advantage_weight=10.0, adv_clip_max=2.0)
+    config = PXPOConfig(
+        stat_buffer_size=4, stat_min_count=1, image_advantage_weight=10.0, adv_clip_max=2.0, credit="pixel"
+    )
     adv = PXPO(config, 1, (1, 2)).advantages(torch.tensor([0.25, 1.26]), MAPS, CONTEXTS)
     assert adv.abs().max().item() == pytest.approx(2.0)
 

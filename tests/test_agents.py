@@ -85,7 +85,7 @@ def test_context_stats_hand_worked():
 def test_ratio_is_one_before_the_first_update(tiny_model_dir, tmp_path, algo):
     trainer = Trainer(tiny_config(tiny_model_dir, tmp_path, algo=algo))
     traj = trainer.sample()
-    adv = trainer.algo.advantages(traj.rewards, traj.reward_maps, traj.contexts)
+    adv = trainer.advantages(traj.rewards, traj.reward_maps, traj.contexts)
     metrics = trainer.update(traj, adv)  # one minibatch: every step is seen before the optimizer steps
     assert metrics["approx_kl"] == 0.0
     assert metrics["clipfrac"] == 0.0
@@ -104,7 +104,14 @@ def test_zero_advantage_gives_zero_gradient(tiny_model_dir, tmp_path, algo, esti
 def test_constant_reward_map_pxpo_equals_ddpo(tiny_model_dir, tmp_path, estimator):
     ddpo = Trainer(tiny_config(tiny_model_dir, tmp_path, algo="ddpo", estimator=estimator))
     pxpo = Trainer(
-        tiny_config(tiny_model_dir, tmp_path, algo="pxpo", estimator=estimator, image_advantage_weight=0.0)
+        tiny_config(
+            tiny_model_dir,
+            tmp_path,
+            algo="pxpo",
+            estimator=estimator,
+            image_advantage_weight=0.0,
+            credit="pixel",
+        )
     )
     traj = ddpo.sample()
     # A constant map per image: PXPO's per-pixel advantages equal DDPO's scalar ones...
@@ -119,11 +126,12 @@ def test_constant_reward_map_pxpo_equals_ddpo(tiny_model_dir, tmp_path, estimato
     )
 
 
-def test_default_hybrid_pxpo_is_twice_ddpo_on_a_constant_map(tiny_model_dir, tmp_path):
-    # Default lambda = 1: with a constant map both advantage terms equal DDPO's, so A_pxpo = 2 A_ddpo.
+def test_hybrid_pxpo_is_twice_ddpo_on_a_constant_map(tiny_model_dir, tmp_path):
+    # Lambda = 1: with a constant map both advantage terms equal DDPO's, so A_pxpo = 2 A_ddpo.
     ddpo = Trainer(tiny_config(tiny_model_dir, tmp_path, algo="ddpo", estimator="sf"))
-    pxpo = Trainer(tiny_config(tiny_model_dir, tmp_path, algo="pxpo", estimator="sf"))
-    assert pxpo.algo.config.image_advantage_weight == 1.0 and pxpo.algo.config.pixel_std == "pooled"
+    hybrid = dict(credit="pixel", image_advantage_weight=1.0)
+    pxpo = Trainer(tiny_config(tiny_model_dir, tmp_path, algo="pxpo", estimator="sf", **hybrid))
+    assert pxpo.algo.config.pixel_std == "pooled"
     traj = ddpo.sample()
     rewards = torch.linspace(0, 1, 8)
     maps = rewards[:, None, None].expand(8, 8, 8)

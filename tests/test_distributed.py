@@ -150,10 +150,10 @@ def train_worker(rank: int, world: int, store: str, config, die_in_epoch: int | 
     if die_in_epoch is not None and rank == 1:
         update = agents.trainer.Trainer.update
 
-        def dying_update(self, traj, advantages):
+        def dying_update(self, traj, advantages, *args):
             if self.epoch + 1 == die_in_epoch:  # after sampling, while rank 0 waits in the gradient sum
                 os._exit(3)
-            return update(self, traj, advantages)
+            return update(self, traj, advantages, *args)
 
         agents.trainer.Trainer.update = dying_update
     agents.trainer.train(config)

@@ -34,7 +34,9 @@ def test_group_advantages_by_hand(tiny_model_dir, tmp_path):
 
 
 def test_pxpo_groups_are_per_pixel(tiny_model_dir, tmp_path):
-    algo = Trainer(_group_config(tiny_model_dir, tmp_path, algo="pxpo", image_advantage_weight=0.0)).algo
+    algo = Trainer(
+        _group_config(tiny_model_dir, tmp_path, algo="pxpo", image_advantage_weight=0.0, credit="pixel")
+    ).algo
     contexts = torch.tensor([0, 1, 2] * 4)
     maps = torch.zeros(12, 8, 8)
     maps[contexts == 1, 0, 0] = torch.tensor([1.0, 2.0, 3.0, 4.0])

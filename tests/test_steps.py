@@ -74,6 +74,7 @@ def test_constant_map_pxpo_equals_ddpo_under_the_same_step_weights(tiny_model_di
             step_weighting=weighting,
             step_threshold=0.9,
             image_advantage_weight=0.0,
+            credit="pixel",
         )
         for algo in ("ddpo", "pxpo")
     ]
@@ -102,7 +103,7 @@ def test_dropped_steps_are_never_trained(tiny_model_dir, tmp_path, monkeypatch):
         return original(sample, timestep, context)
 
     traj = trainer.sample()
-    adv = trainer.algo.advantages(traj.rewards, traj.reward_maps, traj.contexts)
+    adv = trainer.advantages(traj.rewards, traj.reward_maps, traj.contexts)
     monkeypatch.setattr(trainer, "eps", spy)
     trainer.update(traj, adv)
     timesteps = trainer.envs.unwrapped.schedule.timesteps.tolist()

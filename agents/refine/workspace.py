@@ -279,9 +279,7 @@ class Workspace:
                 options = {"context": contexts, "noise": self.group_noise()}
                 traj = collect(self.envs, self.eps, options=options)
                 trainer.policy.train()
-                advantages = trainer.algo.advantages(
-                    traj.rewards.cpu(), traj.reward_maps.cpu(), traj.contexts.cpu()
-                )
+                advantages = trainer.advantages(traj.rewards, traj.reward_maps, traj.contexts)
                 trainer.update(traj, advantages)
                 progress(k, float(traj.rewards[0]))
             image = self.render()
@@ -318,6 +316,10 @@ def refine_train_config(options: Any) -> TrainConfig:
     """The TrainConfig of a workspace's updates from the server's options (``RefineConfig``)."""
     return TrainConfig(
         algo="pxpo",
+        # Per-pixel credit with the image term, no penalty on silent pixels (the page's design as measured).
+        credit="pixel",
+        image_advantage_weight=1.0,
+        silent_kl_coef=0.0,
         model=options.model,
         prompts=tuple(options.prompts),
         sample_batch_size=options.group_size,

@@ -1,0 +1,305 @@
+"""PXPO's credit assignment: kernels by hand, the two limits (pure PXPO, DDPO), the footprint
+estimator on rewards with a known footprint, silent pixels, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gymnasium as gym
+import pytest
+import torch
+
+from agents.advantages import ContextStats
+from agents.checkpoint import load_checkpoint
+from agents.credit import apply_kernels, credit_kernels, measure_footprint
+from agents.ddpo import DDPO, DDPOConfig
+from agents.metrics import read_metrics
+from agents.pxpo import PXPO, PXPOConfig
+from agents.trainer import Trainer, train
+from tests.test_agents import policy_grad, tiny_config
+
+
+def delta(steps: int, h: int, w: int) -> torch.Tensor:
+    kernel = torch.zeros(steps, 2 * h - 1, 2 * w - 1)
+    kernel[:, h - 1, w - 1] = 1.0
+    return kernel
+
+
+# -- kernels by hand on a 4x4 map ---------------------------------------------
+
+A = torch.arange(16, dtype=torch.float32).view(1, 4, 4) - 7.5  # one 4x4 advantage map
+
+
+def rms(x: torch.Tensor) -> torch.Tensor:
+    return x.square().mean().sqrt()
+
+
+def test_identity_kernel_gives_the_map_back_bit_for_bit():
+    out = apply_kernels(A, delta(2, 4, 4))
+    assert out.shape == (1, 2, 4, 4)
+    assert torch.equal(out[:, 0], A) and torch.equal(out[:, 1], A)
+
+
+def test_shift_kernel_credits_the_right_neighbour():
+    # Kernel index (a, b) is the offset o = (a - 3, b - 3) = reward pixel - noise pixel; o = (0, +1):
+    # each noise pixel gets the advantage of the pixel to its right (0 past the last column).
+    kernel = torch.zeros(1, 7, 7)
+    kernel[0, 3, 4] = 1.0
+    out = apply_kernels(A, kernel)[:, 0]
+    shifted = torch.zeros(1, 4, 4)
+    shifted[..., :3] = A[..., 1:]  # e.g. pixel (0, 0) gets A[0, 1] = 1 - 7.5 = -6.5
+    expected = shifted * rms(A) / rms(shifted)
+    torch.testing.assert_close(out, expected)
+    assert out[0, 0, 0] < 0 and out[0, 0, 3] == 0
+
+
+def test_all_ones_kernel_gives_every_pixel_the_map_sum():
+    # Every offset weighted 1: each pixel is credited with sum_ij A_ij = 0 here (A is centred), so
+    # use A + 1 (sum 16): a constant map whose RMS is rescaled to A + 1's RMS.
+    shifted = A + 1
+    out = apply_kernels(shifted, torch.ones(1, 7, 7))[:, 0]
+    expected = torch.full((1, 4, 4), float(rms(shifted)))  # 16 everywhere, rescaled to RMS(A + 1)
+    torch.testing.assert_close(out, expected)
+
+
+def test_cross_kernel_by_hand():
+    # Offsets (0,0), (+-1,0), (0,+-1) with weights 1, 0.5: pixel (1, 1) of A gets
+    # A[1,1] + 0.5 (A[0,1] + A[2,1] + A[1,0] + A[1,2]) = -2.5 + 0.5 (-6.5 + 1.5 - 3.5 - 1.5) = -7.5.
+    kernel = torch.zeros(1, 7, 7)
+    kernel[0, 3, 3] = 1.0
+    kernel[0, 2, 3] = kernel[0, 4, 3] = kernel[0, 3, 2] = kernel[0, 3, 4] = 0.5
+    raw = torch.nn.functional.conv2d(A[:, None], kernel[:, None], padding=3)[:, 0]
+    assert float(raw[0, 1, 1]) == -7.5
+    torch.testing.assert_close(apply_kernels(A, kernel)[:, 0], raw * rms(A) / rms(raw))
+
+
+def test_credit_kernels_by_hand():
+    influence = torch.zeros(2, 3, 3)
+    influence[0] = torch.tensor([[0.0, 0.1, 0.0], [0.5, 1.0, 0.2], [0.0, 0.05, 0.0]])
+    # step 1: all zero -> identity
+    footprint = credit_kernels(influence, "footprint", 0.15)
+    torch.testing.assert_close(
+        footprint[0], torch.tensor([[0.0, 0.0, 0.0], [0.5, 1.0, 0.2], [0.0, 0.0, 0.0]])
+    )
+    torch.testing.assert_close(footprint[1], delta(1, 2, 2)[0])
+    # Squared mass: 1, 0.25, 0.04, 0.01, 0.0025 (total 1.3025). Holding 1 - 0.2 = 0.8 of it needs
+    # only the centre (1 / 1.3025 = 0.77 < 0.8: not enough) -> centre + left (0.96).
+    support = credit_kernels(influence, "support", 0.2)
+    torch.testing.assert_close(support[0], torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]]))
+    # Holding 0.99: centre, left, right (0.992).
+    support = credit_kernels(influence, "support", 0.01)
+    torch.testing.assert_close(support[0], torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((torch.ones(2, 3, 3), "pixel", 0.1), "credit must be one of"),
+        ((torch.ones(2, 3, 3), "footprint", 1.0), "credit_threshold must be in"),
+        ((torch.ones(2, 4, 3), "footprint", 0.1), "must be \\(T, 2h - 1, 2w - 1\\)"),
+        ((-torch.ones(2, 3, 3), "support", 0.1), "finite and >= 0"),
+    ],
+)
+def test_credit_kernels_refuse_bad_input(args, message):
+    with pytest.raises(ValueError, match=message):
+        credit_kernels(*args)
+
+
+def test_pxpo_config_refuses_bad_credit():
+    with pytest.raises(ValueError, match="credit must be one of"):
+        PXPOConfig(credit="global")
+    with pytest.raises(ValueError, match="silent_kl_coef must be >= 0"):
+        PXPOConfig(silent_kl_coef=-1.0)
+
+
+# -- the two limits: identity == pure PXPO, all-ones == DDPO -------------------
+
+
+def test_identity_footprint_equals_pure_pxpo_bit_for_bit():
+    torch.manual_seed(0)
+    rewards, maps, contexts = torch.rand(8), torch.rand(8, 4, 4), torch.tensor([0, 1] * 4)
+    pure = PXPO(PXPOConfig(credit="pixel", stat_min_count=2), 2, (4, 4))
+    kernel = PXPO(PXPOConfig(credit="footprint", stat_min_count=2), 2, (4, 4))
+    kernel.set_footprint(delta(3, 4, 4))
+    a_pure = pure.advantages(rewards, maps, contexts)
+    a_kernel = kernel.advantages(rewards, maps, contexts)
+    assert a_kernel.shape == (8, 3, 4, 4)
+    for t in range(3):
+        assert torch.equal(a_kernel[:, t], a_pure)
+
+
+def test_image_credit_equals_ddpo_sf_on_the_same_batch(tiny_model_dir, tmp_path):
+    ddpo = Trainer(tiny_config(tiny_model_dir, tmp_path, algo="ddpo", estimator="sf"))
+    pxpo = Trainer(tiny_config(tiny_model_dir, tmp_path, algo="pxpo", estimator="sf", credit="image"))
+    traj = ddpo.sample()
+    adv_ddpo = ddpo.algo.advantages(traj.rewards, traj.reward_maps, traj.contexts)
+    adv_pxpo = pxpo.algo.advantages(traj.rewards, traj.reward_maps, traj.contexts)
+    # The advantages bit for bit (the same buffer statistics on the same rewards) ...
+    assert torch.equal(adv_pxpo, adv_ddpo[:, None, None].expand_as(adv_pxpo))
+    # ... and the gradients to float rounding (PXPO sums A log p over pixels; DDPO averages log p first).
+    g_pxpo, g_ddpo = policy_grad(pxpo, traj, adv_pxpo), policy_grad(ddpo, traj, adv_ddpo)
+    assert float((g_pxpo - g_ddpo).norm() / g_ddpo.norm()) < 1e-5
+
+
+# -- the footprint estimator --------------------------------------------------
+
+
+def box_brightness(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+    """A reward with a known 3x3 footprint: the mean brightness of the pixel's 3x3 neighbourhood."""
+    gray = images.mean(dim=1, keepdim=True)
+    return torch.nn.functional.avg_pool2d(gray, 3, stride=1, padding=1, count_include_pad=True)[:, 0]
+
+
+def brightness(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+    return images.mean(dim=1)
+
+
+def footprint_env(tiny_model_dir, reward, num_envs=8):
+    return gym.make_vec(
+        "DiffusionDenoise-v0",
+        num_envs=num_envs,
+        model=str(tiny_model_dir),
+        reward=reward,
+        num_inference_steps=4,
+    )
+
+
+@pytest.mark.parametrize("method", ["autograd", "probe"])
+def test_footprint_recovers_a_known_box_at_the_last_step(tiny_model_dir, method):
+    # At the last step x_0 = a x_1 + b eps(x_1) + sigma z: z reaches the image only at its own pixel,
+    # so the reward's footprint there is exactly the reward's own 3x3 box.
+    envs = footprint_env(tiny_model_dir, box_brightness)
+    model = envs.unwrapped.model
+    footprint = measure_footprint(envs, model, images=24, seed=0, method=method)
+    assert footprint.method == method and footprint.influence.shape == (4, 15, 15)
+    last = footprint.influence[-1]
+    support = last > 1e-6 * last.max()
+    box = torch.zeros(15, 15, dtype=torch.bool)
+    box[6:9, 6:9] = True
+    assert torch.equal(support, box)
+    # Earlier steps pass through the UNet: their footprint is wider than the box.
+    assert int((footprint.influence[0] > 1e-6 * footprint.influence[0].max()).sum()) > 9
+
+
+def test_pixel_local_reward_at_the_last_step_gives_the_identity(tiny_model_dir):
+    envs = footprint_env(tiny_model_dir, brightness)
+    footprint = measure_footprint(envs, envs.unwrapped.model, images=16, seed=1)
+    assert footprint.method == "autograd"  # brightness is differentiable
+    kernels = credit_kernels(footprint.influence, "footprint", 1e-6)
+    assert torch.equal(kernels[-1], delta(1, 8, 8)[0])
+    summary = footprint.summary()
+    assert summary["self_share"][-1] == 1.0 and summary["radius90"][-1] == 0
+
+
+def test_probe_measures_a_whole_image_reward_as_global(tiny_model_dir):
+    # A scalar reward per image (broadcast to a constant map): every noise pixel reaches every reward pixel.
+    def mean_brightness(images, contexts):
+        return images.mean(dim=(1, 2, 3)).detach()  # no gradient, as JPEG size
+
+    envs = footprint_env(tiny_model_dir, mean_brightness)
+    footprint = measure_footprint(envs, envs.unwrapped.model, images=16, seed=0)
+    assert footprint.method == "probe"
+    # The first step: at least 4 probes (the corners) see every offset of the 8x8 map.
+    assert bool((footprint.influence[0] > 0).all())
+
+
+def test_autograd_is_refused_for_a_reward_without_gradient(tiny_model_dir):
+    envs = footprint_env(tiny_model_dir, lambda images, contexts: images.mean(dim=1).detach())
+    with pytest.raises(ValueError, match="use 'probe'"):
+        measure_footprint(envs, envs.unwrapped.model, method="autograd")
+
+
+# -- silent pixels --------------------------------------------------------------
+
+
+def test_context_stats_silent_pixels_by_hand():
+    stats = ContextStats(num_contexts=2, buffer_size=4, min_count=2, value_shape=(1, 2))
+    # Context 0: pixel 0 varies (std 0.5), pixel 1 is always 0.3 -> silent. Context 1: one value only.
+    stats.update(torch.tensor([0, 0, 1]), torch.tensor([[[0.0, 0.3]], [[1.0, 0.3]], [[0.2, 0.2]]]))
+    silent = stats.silent(1e-3)
+    assert silent.tolist() == [[[False, True]], [[False, False]]]
+
+
+def region_reward(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+    """Scores the left half's redness; the right half scores 0 whatever it shows."""
+    out = images[:, 0].clone()
+    out[..., images.shape[-1] // 2 :] = 0.0
+    return out
+
+
+def test_silent_mask_marks_the_unscored_half(tiny_model_dir, tmp_path):
+    trainer = Trainer(
+        tiny_config(tiny_model_dir, tmp_path, credit="pixel", reward=("tests.test_credit:region_reward",))
+    )
+    traj = trainer.sample()
+    trainer.algo.advantages(traj.rewards, traj.reward_maps, traj.contexts)
+    silent = trainer.algo.silent_mask(traj.contexts)
+    assert silent.shape == (8, 8, 8)
+    seen = trainer.algo.stats.count[traj.contexts] >= 2  # contexts with 2 maps or more have statistics
+    assert bool(seen.any()) and not bool(silent[~seen].any())
+    # The right half never scores; on the left only pixels the random tiny model always saturates
+    # (red clamped at 0 or 1 in every image) can be silent.
+    assert bool((silent[seen][..., 4:] == 1).all()) and float(silent[seen][..., :4].mean()) < 0.2
+
+
+def test_silent_kl_pulls_silent_pixels_back_to_the_pretrained_model(tiny_model_dir, tmp_path):
+    # Zero advantages: the only force is the penalty. Start from a perturbed policy; one update with
+    # every pixel silent moves it toward the pretrained model, with no pixel silent it does not move.
+    def run(silent_value: float) -> tuple[float, float]:
+        config = tiny_config(tiny_model_dir, tmp_path, credit="pixel", silent_kl_coef=100.0)
+        trainer = Trainer(dataclasses.replace(config, learning_rate=3e-3, weight_decay=0.0))
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for p in trainer.policy.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        traj = trainer.sample()
+        zeros = torch.zeros(8, 8, 8)
+        silent = torch.full((8, 8, 8), silent_value)
+        before = kl_to_reference(trainer, traj)
+        metrics = trainer.update(traj, zeros, silent)
+        return before, kl_to_reference(trainer, traj), metrics["silent_kl"]
+
+    before, after, logged = run(1.0)
+    assert after < 0.9 * before and logged > 0
+    before, after, logged = run(0.0)
+    assert after == before and logged != logged  # no silent pixel: no penalty, NaN logged
+
+
+@torch.no_grad()
+def kl_to_reference(trainer: Trainer, traj) -> float:
+    from agents.rollout import coefficients_from
+
+    k = torch.zeros(len(traj), dtype=torch.int64)
+    idx = torch.arange(len(traj))
+    eps = trainer.eps(traj.samples[idx, k], traj.timesteps[idx, k], traj.contexts)
+    coeffs = coefficients_from(traj.coeffs[idx, k])
+    return float(
+        trainer.reference_kl(traj.samples[idx, k], traj.timesteps[idx, k], traj.contexts, eps, coeffs).mean()
+    )
+
+
+# -- checkpoints -----------------------------------------------------------------
+
+
+def test_footprint_is_checkpointed_and_not_measured_again_on_resume(tiny_model_dir, tmp_path, monkeypatch):
+    config = tiny_config(tiny_model_dir, tmp_path, credit="footprint", credit_images=8, save_every=1)
+    whole = train(dataclasses.replace(config, out=str(tmp_path / "whole")))
+    first = dataclasses.replace(config, out=str(tmp_path / "part"), num_epochs=1)
+    train(first)
+    tensors, _ = load_checkpoint(tmp_path / "part")
+    assert tensors["stats/credit_influence"].shape == (4, 15, 15)
+    assert (tmp_path / "part" / "footprint.json").is_file()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the footprint must come from the checkpoint")
+
+    monkeypatch.setattr("agents.trainer.measure_footprint", fail)
+    resumed = train(dataclasses.replace(config, out="", resume=str(tmp_path / "part")))
+    rows = read_metrics(tmp_path / "part" / "metrics.csv")
+    assert [r["reward_mean"] for r in rows] == [m["reward_mean"] for m in whole]
+    assert resumed[-1]["loss"] == whole[-1]["loss"]
+
+
+def test_ddpo_is_unaffected_by_pxpo_credit_fields(tiny_model_dir, tmp_path):
+    trainer = Trainer(tiny_config(tiny_model_dir, tmp_path, algo="ddpo"))
+    assert isinstance(trainer.algo, DDPO) and isinstance(trainer.algo.config, DDPOConfig)
