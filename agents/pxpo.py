@@ -20,13 +20,15 @@ where log p(x^ij) sums the pixel's channels. Our choices, fixed here:
   one (``pixel_std``, ``agents.advantages``). A constant map thus gives DDPO's
   scalar advantage at every pixel, whatever ``pixel_std``.
 - Credit (``credit``, ``agents.credit``): which reward pixels weight each pixel's
-  log-likelihood at each step. 'pixel' is the paper's rule above; 'footprint'
-  (default) credits pixel kl at step t with the advantages of the pixels its noise
-  reaches, weighted by the influence measured on the pretrained model once per run
-  (late steps: about the pixel itself; early steps: the whole image, which the
-  denoiser spreads each pixel's noise over); 'image' is DDPO's advantage at every
-  pixel. Picked from ``benchmarks.suite credit`` and ``benchmarks.credit_signal``
-  (README, "Credit that follows the reward").
+  log-likelihood at each step. 'pixel' (default) is the paper's rule above;
+  'footprint' credits pixel kl at step t with the advantages of the pixels its
+  noise reaches, weighted by the influence measured on the pretrained model once
+  per run (late steps: about the pixel itself; early steps: the whole image, which
+  the denoiser spreads each pixel's noise over); 'image' is DDPO's advantage at
+  every pixel. 'pixel' with the silent-pixel penalty was picked from
+  ``benchmarks.suite credit`` and ``benchmarks.credit_signal`` (README, "Credit
+  that follows the reward"): it agreed best with the exact gradient on 3 of 4
+  tasks and gained the most reward while the content held.
 - Hybrid (``image_advantage_weight`` = lambda > 0): A + lambda * A_image, where A_image
   is DDPO's image-level advantage of the same image (the default before the
   footprint credit: it credits every pixel, scored or not, with the image's success).
@@ -49,7 +51,7 @@ from agents.advantages import STD_MODES, ContextStats
 from agents.credit import CREDITS, KERNEL_CREDITS, Footprint, apply_kernels, credit_kernels
 from agents.losses import PolicyGradientConfig, pxpo_loss
 
-DEFAULT_CREDIT = "footprint"
+DEFAULT_CREDIT = "pixel"
 DEFAULT_CREDIT_THRESHOLD = 0.3
 DEFAULT_SILENT_KL_COEF = 10.0
 SILENT_TOLERANCE = 1e-3

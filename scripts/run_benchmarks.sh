@@ -2,7 +2,8 @@
 # Reproduces the committed benchmark results, in order: throughput, the per-step signal
 # diagnostic, the sweep (learning rate and clip range, the same effort for every algorithm),
 # PXPO's advantage options at PXPO's swept settings, then the full suite with each
-# algorithm's swept settings; the training options (KL, group advantages); the refine page's effect
+# algorithm's swept settings; the training options (KL, group advantages); PXPO's credits and the
+# region task (agents.credit, benchmarks.credit_signal); the refine page's effect
 # per K and its screenshot; 1 vs 2 processes. Then SB3 PPO in residual mode at two action grids.
 # About 4 hours on 2 CPU cores. Logs go to logs/.
 set -euo pipefail
@@ -12,6 +13,7 @@ PY=${PY:-.venv/bin/python}
 mkdir -p logs
 $PY -m benchmarks.throughput > logs/throughput.log 2>&1
 $PY -m benchmarks.step_signal --latent > logs/step_signal.log 2>&1
+$PY -m benchmarks.credit_signal > logs/credit_signal.log 2>&1
 $PY -m benchmarks.suite sweep > logs/sweep.log 2>&1
 best=benchmarks/results/sweep/best_learning_rates.json
 setting() { $PY -c "import json; print(json.load(open('$best'))['$1']['$2'])"; }
@@ -22,6 +24,8 @@ echo "swept settings: ${DDPO[*]} ${PXPO[*]} ${ORACLE[*]}"
 $PY -m benchmarks.suite advantages "${PXPO[@]}" > logs/advantages.log 2>&1
 $PY -m benchmarks.suite full "${DDPO[@]}" "${PXPO[@]}" "${ORACLE[@]}" > logs/full.log 2>&1
 $PY -m benchmarks.suite options > logs/options.log 2>&1
+$PY -m benchmarks.suite credit > logs/credit.log 2>&1
+$PY -m benchmarks.suite region > logs/region.log 2>&1
 $PY -m benchmarks.refine --screenshot > logs/refine.log 2>&1
 $PY -m benchmarks.distributed > logs/distributed.log 2>&1
 $PY -m benchmarks.sb3_ppo > logs/sb3_ppo.log 2>&1

@@ -303,3 +303,36 @@ def test_footprint_is_checkpointed_and_not_measured_again_on_resume(tiny_model_d
 def test_ddpo_is_unaffected_by_pxpo_credit_fields(tiny_model_dir, tmp_path):
     trainer = Trainer(tiny_config(tiny_model_dir, tmp_path, algo="ddpo"))
     assert isinstance(trainer.algo, DDPO) and isinstance(trainer.algo.config, DDPOConfig)
+
+
+def test_evaluation_measures_the_silent_and_the_scored_part_by_hand(tiny_model_dir):
+    from agents.evaluation import Evaluator
+
+    envs = gym.make_vec(
+        "DiffusionDenoise-v0",
+        num_envs=4,
+        model=str(tiny_model_dir),
+        reward="tests.test_credit:region_reward",
+        num_inference_steps=3,
+    )
+    evaluator = Evaluator(envs, seed=0, context_ids=envs.unwrapped.context_choices)
+    # The right half never scores, so it is silent (the left half's red varies between images).
+    assert bool(evaluator.silent[:, 4:].all()) and not bool(evaluator.silent[:, :4].all())
+    reference = evaluator.reference.images
+    assert evaluator.reference_metrics["fidelity_silent"] == 0.0
+    # Move only the silent half by 0.1 in every channel: silent RMS distance 0.1, scored 0, whole
+    # image sqrt(0.1^2 x (silent share)).
+    moved = reference.clone()
+    moved[..., 4:] += 0.1
+    scores = evaluator.score(moved, evaluator.reference.rewards)
+    assert abs(scores["fidelity_silent"] - 0.1) < 1e-6 and scores["fidelity_scored"] == 0.0
+    share = float(evaluator.silent.float().mean())
+    assert abs(scores["fidelity_distance"] - (0.01 * share) ** 0.5) < 1e-6
+
+
+def test_evaluation_reports_nan_without_silent_pixels(tiny_model_dir):
+    from agents.evaluation import Evaluator
+
+    envs = gym.make_vec("DiffusionDenoise-v0", num_envs=4, model=str(tiny_model_dir), num_inference_steps=3)
+    metrics = Evaluator(envs, seed=0, context_ids=envs.unwrapped.context_choices).reference_metrics
+    assert metrics["fidelity_silent"] != metrics["fidelity_silent"]  # NaN: colour scores every pixel

@@ -165,8 +165,8 @@ def test_missing_transformers_names_the_extra(tiny_sd_dir, monkeypatch):
         load_model(str(tiny_sd_dir), prompts=PROMPTS)
 
 
-@pytest.mark.parametrize("algo", ["ddpo", "pxpo"])
-def test_one_training_epoch_on_the_latent_pipeline(tiny_sd_dir, tmp_path, algo):
+@pytest.mark.parametrize("algo, credit", [("ddpo", "pixel"), ("pxpo", "pixel"), ("pxpo", "footprint")])
+def test_one_training_epoch_on_the_latent_pipeline(tiny_sd_dir, tmp_path, algo, credit):
     from agents.config import TrainConfig
     from agents.trainer import Trainer
 
@@ -183,6 +183,8 @@ def test_one_training_epoch_on_the_latent_pipeline(tiny_sd_dir, tmp_path, algo):
         guidance_scale=5.0,
         decode_chunk_size=2,
         gradient_checkpointing=algo == "pxpo",
+        credit=credit,
+        credit_images=4,
         out=str(tmp_path / algo),
         progress=False,
         tensorboard=False,
@@ -201,6 +203,9 @@ def test_one_training_epoch_on_the_latent_pipeline(tiny_sd_dir, tmp_path, algo):
         if p.requires_grad and not torch.equal(p, before[name])
     ]
     assert changed  # the adapters moved
+    if credit == "footprint":  # measured through the VAE decoder, on the 8 x 8 latent grid
+        assert trainer.algo.kernels.shape == (STEPS, 15, 15)
+        assert trainer.footprint.method == "autograd"
     trainer.save()
     assert any((tmp_path / algo / "checkpoints").iterdir())
 
