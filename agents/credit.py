@@ -182,8 +182,11 @@ def apply_kernels(advantages: torch.Tensor, kernels: torch.Tensor) -> torch.Tens
     return credited * scale[None, :, None, None]
 
 
-def _offset_canvas(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, flip: bool) -> torch.Tensor:
-    """Places (B, T, h, w) per-pixel values on (B, T, 2h - 1, 2w - 1) offset canvases.
+def _offset_canvas(
+    values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, flip: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Places (B, T, h, w) per-pixel values on (B, T, 2h - 1, 2w - 1) offset canvases; returns them and
+    (B, 1, 2h - 1, 2w - 1) masks of the offsets each image saw.
 
     flip=False: values are indexed by the reward pixel q, for a fixed noise pixel p = (rows, cols)
     (o = q - p). flip=True: values are indexed by the noise pixel p, for a fixed reward pixel

@@ -168,7 +168,7 @@ class Trainer:
             )
 
         footprint = measure_footprint(
-            envs, reference_eps, cfg.credit_images, seed=cfg.seed, progress=cfg.progress
+            envs, reference_eps, cfg.credit_images, seed=cfg.seed, progress=cfg.progress and self.world.main
         )
         envs.close()
         self.algo.set_footprint(footprint)
