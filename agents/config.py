@@ -95,6 +95,9 @@ class TrainConfig:
     kernel holds 1 - this of the influence."""
     credit_images: int = 64
     """PXPO kernel credits: episodes of the pretrained model measured for the footprint (once per run)."""
+    silent_mode: Literal["kl", "freeze"] = "kl"
+    """PXPO: how silent pixels are held: 'kl' (silent_kl_coef) or 'freeze' (the policy acts there as the
+    pretrained model: exact, but the exported UNet alone does not carry the mask; README)."""
     silent_kl_coef: float = DEFAULT_SILENT_KL_COEF
     """PXPO: per-pixel KL penalty to the pretrained model on silent pixels (whose reward never varies over
     the context's recent maps), so that what the reward does not score stays as it was; 0: none."""
@@ -299,6 +302,7 @@ class TrainConfig:
                 credit=self.credit,
                 credit_threshold=self.credit_threshold,
                 silent_kl_coef=self.silent_kl_coef,
+                silent_mode=self.silent_mode,
             )
         # A group is a buffer that holds exactly this epoch's group_size rewards of a context.
         buffer = self.group_size or self.stat_buffer_size

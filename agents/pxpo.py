@@ -54,6 +54,7 @@ from agents.losses import PolicyGradientConfig, pxpo_loss
 DEFAULT_CREDIT = "pixel"
 DEFAULT_CREDIT_THRESHOLD = 0.3
 DEFAULT_SILENT_KL_COEF = 10.0
+SILENT_MODES = ("kl", "freeze")
 SILENT_TOLERANCE = 1e-3
 """A pixel is silent when its reward's std over the context's recent maps is at most this fraction
 of the map's pooled std (a reward that scores only part of the image: exactly 0 elsewhere)."""
@@ -76,6 +77,9 @@ class PXPOConfig(PolicyGradientConfig):
     kernel holds 1 - this of the measured influence."""
     silent_kl_coef: float = DEFAULT_SILENT_KL_COEF
     """Per-pixel KL penalty to the pretrained model on silent pixels (whose reward never varies); 0: none."""
+    silent_mode: str = "kl"
+    """How silent pixels are held: 'kl' (the penalty above) or 'freeze' (the policy's action there is the
+    pretrained model's own: a hard per-pixel trust region, applied by the trainer's policy)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -84,6 +88,10 @@ class PXPOConfig(PolicyGradientConfig):
         if not 0 <= self.credit_threshold < 1:
             raise ValueError(
                 f"credit_threshold must be in [0, 1), got credit_threshold={self.credit_threshold}"
+            )
+        if self.silent_mode not in SILENT_MODES:
+            raise ValueError(
+                f"silent_mode must be one of {SILENT_MODES}, got silent_mode={self.silent_mode!r}"
             )
         if not self.silent_kl_coef >= 0:
             raise ValueError(f"silent_kl_coef must be >= 0, got silent_kl_coef={self.silent_kl_coef}")
@@ -141,9 +149,13 @@ class PXPO:
         if "credit_influence" in state and self.config.credit in KERNEL_CREDITS:
             self.set_footprint(state["credit_influence"])
 
+    def silent_contexts(self) -> torch.Tensor:
+        """(num_contexts, h, w) bool: each context's silent pixels (module docstring)."""
+        return self.stats.silent(SILENT_TOLERANCE)
+
     def silent_mask(self, contexts: torch.Tensor) -> torch.Tensor:
         """(N, h, w) float: 1 where the image's context has a silent pixel (module docstring), else 0."""
-        return self.stats.silent(SILENT_TOLERANCE)[contexts.cpu()].float()
+        return self.silent_contexts()[contexts.cpu()].float()
 
     def advantages(
         self, rewards: torch.Tensor, reward_maps: torch.Tensor, contexts: torch.Tensor

@@ -119,6 +119,8 @@ class Trainer:
         """(T,) weight of each denoising step in the loss (``agents.steps``)."""
         self.reward_components: list[str] = list(getattr(core.reward_fn, "names", []))
         """A weighted reward's component names: each component's mean reward is logged as reward_NAME."""
+        self.frozen: torch.Tensor | None = None
+        """PXPO's silent_mode='freeze': (num_contexts, h, w) pixels where the policy acts as the pretrained model."""
         self.footprint: Footprint | None = None
         """PXPO's kernel credits: the footprint measured at the first epoch (restored on resume)."""
         self.epoch = 0
@@ -127,12 +129,35 @@ class Trainer:
     # -- sampling and updates -------------------------------------------------
 
     def eps(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """The policy's (guided) noise prediction, under the configured autocast."""
+        """The policy's (guided) noise prediction, under the configured autocast; with PXPO's
+        ``silent_mode='freeze'``, the pretrained model's at the context's silent pixels."""
         with autocast(self.config, self.device):
             eps = guided_eps(
                 self.policy, sample, timestep, context, self.config.guidance_scale, self.null_context
             )
-        return eps.float()
+        eps = eps.float()
+        if self.frozen is not None:
+            mask = self.frozen[context.reshape(-1)]  # (B, h, w)
+            if bool(mask.any()):
+                with torch.no_grad(), autocast(self.config, self.device):
+                    eps_ref = guided_eps(
+                        self.reference,
+                        sample,
+                        timestep,
+                        context,
+                        self.config.guidance_scale,
+                        self.null_context,
+                    ).float()
+                eps = torch.where(mask[:, None], eps_ref, eps)
+        return eps
+
+    def frozen_pixels(self) -> torch.Tensor | None:
+        """(num_contexts, h, w) bool on the device: the silent pixels PXPO's 'freeze' mode holds this
+        epoch (from the advantage statistics so far, so a resumed run gets the same); None otherwise."""
+        if not isinstance(self.algo, PXPO) or self.algo.config.silent_mode != "freeze":
+            return None
+        silent = self.algo.silent_contexts()
+        return silent.to(self.device) if bool(silent.any()) else None
 
     def sample(self) -> Trajectories:
         """One epoch's images from the current policy (the env is seeded once, at epoch 0).
@@ -214,7 +239,8 @@ class Trainer:
         num_train = max(1, int(int(active.sum()) * cfg.timestep_fraction))
         advantages = advantages.to(self.device)
         per_step = advantages.dim() == 4  # PXPO kernel credits: one advantage map per step
-        silent_coef = getattr(self.algo.config, "silent_kl_coef", 0.0)
+        held_by_kl = getattr(self.algo.config, "silent_mode", "kl") == "kl"
+        silent_coef = getattr(self.algo.config, "silent_kl_coef", 0.0) if held_by_kl else 0.0
         if silent is not None and silent_coef and bool(silent.any()):
             silent = silent.to(self.device)
         else:
@@ -347,6 +373,7 @@ class Trainer:
             metrics, traj = self.oracle_update()  # sampling and training are one pass
             sample_seconds = math.nan
         else:
+            self.frozen = self.frozen_pixels()  # fixed for the epoch: sampling and training agree
             self.policy.eval()
             traj = self.sample()
             sample_seconds = time.perf_counter() - start

@@ -61,6 +61,7 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
     "pixel-silent": {"credit": "pixel", "image_advantage_weight": 0.0},
     "footprint-silent": {"credit": "footprint", "image_advantage_weight": 0.0},
     "pixel-silent1": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_kl_coef": 1.0},
+    "pixel-freeze": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "freeze"},
 }
 """Named PXPO advantage settings a suite can compare ('default': TrainConfig's defaults; '-silent' keeps
 the default penalty on silent pixels, the bare credit names turn it off)."""
@@ -242,7 +243,7 @@ def region() -> SuiteConfig:
     return dataclasses.replace(
         full(),
         tasks=("region",),
-        pxpo_variants=("default", "pixel-silent1", "pixel", "footprint-silent"),
+        pxpo_variants=("default", "pixel-silent1", "pixel", "footprint-silent", "pixel-freeze"),
         seeds=(0, 1, 2),
         num_epochs=15,
         eval_every=5,

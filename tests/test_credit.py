@@ -336,3 +336,52 @@ def test_evaluation_reports_nan_without_silent_pixels(tiny_model_dir):
     envs = gym.make_vec("DiffusionDenoise-v0", num_envs=4, model=str(tiny_model_dir), num_inference_steps=3)
     metrics = Evaluator(envs, seed=0, context_ids=envs.unwrapped.context_choices).reference_metrics
     assert metrics["fidelity_silent"] != metrics["fidelity_silent"]  # NaN: colour scores every pixel
+
+
+def test_freeze_mode_acts_as_the_pretrained_model_on_silent_pixels(tiny_model_dir, tmp_path):
+    config = tiny_config(
+        tiny_model_dir,
+        tmp_path,
+        credit="pixel",
+        silent_mode="freeze",
+        reward=("tests.test_credit:region_reward",),
+    )
+    trainer = Trainer(dataclasses.replace(config, learning_rate=3e-3))
+    assert trainer.frozen_pixels() is None  # no statistics yet: nothing is silent
+    with torch.no_grad():
+        for p in trainer.policy.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # the policy now differs from the pretrained model
+    traj = trainer.sample()
+    trainer.advantages(traj.rewards, traj.reward_maps, traj.contexts)
+    trainer.frozen = trainer.frozen_pixels()
+    assert trainer.frozen is not None and bool(trainer.frozen[..., 4:].all())
+    sample, t, c = traj.samples[:, 3], traj.timesteps[:, 3], traj.contexts
+    with torch.no_grad():
+        eps = trainer.eps(sample, t, c)
+        ref = trainer.reference(sample, t, c)
+        free = trainer.policy(sample, t, c)
+    mask = trainer.frozen[c][:, None].expand_as(eps)
+    assert torch.equal(eps[mask], ref[mask])  # silent pixels: the pretrained model's action, exactly
+    assert torch.equal(eps[~mask], free[~mask]) and not torch.equal(free[mask], ref[mask])
+    # A whole run: the mask is taken at each epoch's start, no KL is computed, and it resumes exactly.
+    history = train(dataclasses.replace(config, num_epochs=3, out=str(tmp_path / "freeze")))
+    assert all(m["silent_kl"] != m["silent_kl"] for m in history)  # NaN: the freeze needs no penalty
+    assert history[-1]["silent_fraction"] > 0.4
+
+
+def test_freeze_mode_resumes_exactly(tiny_model_dir, tmp_path):
+    config = tiny_config(
+        tiny_model_dir,
+        tmp_path,
+        credit="pixel",
+        silent_mode="freeze",
+        reward=("tests.test_credit:region_reward",),
+        num_epochs=3,
+        save_every=1,
+    )
+    whole = train(dataclasses.replace(config, out=str(tmp_path / "whole")))
+    train(dataclasses.replace(config, out=str(tmp_path / "part"), num_epochs=2))
+    train(dataclasses.replace(config, out="", resume=str(tmp_path / "part")))
+    rows = read_metrics(tmp_path / "part" / "metrics.csv")
+    assert [r["reward_mean"] for r in rows] == [m["reward_mean"] for m in whole]
+    assert rows[-1]["loss"] == whole[-1]["loss"]
