@@ -338,14 +338,16 @@ def test_evaluation_reports_nan_without_silent_pixels(tiny_model_dir):
     assert metrics["fidelity_silent"] != metrics["fidelity_silent"]  # NaN: colour scores every pixel
 
 
-def test_freeze_mode_acts_as_the_pretrained_model_on_silent_pixels(tiny_model_dir, tmp_path):
-    config = tiny_config(
-        tiny_model_dir,
-        tmp_path,
-        credit="pixel",
-        silent_mode="freeze",
-        reward=("tests.test_credit:region_reward",),
+def freeze_config(tiny_model_dir, tmp_path, **overrides):
+    """Pixel credit, silent pixels frozen, the half-silent region reward."""
+    region = ("tests.test_credit:region_reward",)
+    return tiny_config(
+        tiny_model_dir, tmp_path, credit="pixel", silent_mode="freeze", reward=region, **overrides
     )
+
+
+def test_freeze_mode_acts_as_the_pretrained_model_on_silent_pixels(tiny_model_dir, tmp_path):
+    config = freeze_config(tiny_model_dir, tmp_path)
     trainer = Trainer(dataclasses.replace(config, learning_rate=3e-3))
     assert trainer.frozen_pixels() is None  # no statistics yet: nothing is silent
     with torch.no_grad():
@@ -370,15 +372,7 @@ def test_freeze_mode_acts_as_the_pretrained_model_on_silent_pixels(tiny_model_di
 
 
 def test_freeze_mode_resumes_exactly(tiny_model_dir, tmp_path):
-    config = tiny_config(
-        tiny_model_dir,
-        tmp_path,
-        credit="pixel",
-        silent_mode="freeze",
-        reward=("tests.test_credit:region_reward",),
-        num_epochs=3,
-        save_every=1,
-    )
+    config = freeze_config(tiny_model_dir, tmp_path, num_epochs=3, save_every=1)
     whole = train(dataclasses.replace(config, out=str(tmp_path / "whole")))
     train(dataclasses.replace(config, out=str(tmp_path / "part"), num_epochs=2))
     train(dataclasses.replace(config, out="", resume=str(tmp_path / "part")))
