@@ -261,7 +261,7 @@ def measure_footprint(
     if not isinstance(images, int) or images < 1:
         raise ValueError(f"images must be an int >= 1, got images={images!r}")
     core = envs.unwrapped
-    differentiable = _has_gradient(core)
+    differentiable = reward_has_gradient(core)
     if method == "auto":
         method = "autograd" if differentiable else "probe"
     if method == "autograd" and not differentiable:
@@ -310,8 +310,8 @@ def measure_footprint(
     return Footprint(influence.float(), method, images, time.perf_counter() - started)
 
 
-def _has_gradient(core) -> bool:
-    """Whether the env's reward has a gradient with respect to the image."""
+def reward_has_gradient(core) -> bool:
+    """Whether the env's reward has a gradient with respect to the image (a grey image probed once)."""
     grey = torch.full((1, 3, *core.loaded.image_size), 0.5, device=core.device, requires_grad=True)
     return bool(core.reward_fn(grey, core.context_choices[:1]).requires_grad)
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from agents.checkpoint import load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
 from agents.config import TrainConfig, autocast, check_envs, make_envs, reward_tuple
-from agents.credit import Footprint, measure_footprint
+from agents.credit import Footprint, measure_footprint, reward_has_gradient
 from agents.ddpo import DDPO
 from agents.distributed import (
     World,
@@ -497,8 +497,7 @@ def check_splittable(config: TrainConfig, world: World) -> None:
 
 def check_differentiable(core: Any, reward_name: str) -> None:
     """Refuses the oracle on a reward whose output has no gradient w.r.t. the image."""
-    grey = torch.full((1, 3, *core.loaded.image_size), 0.5, device=core.device, requires_grad=True)
-    if not core.reward_fn(grey, core.context_choices[:1]).requires_grad:
+    if not reward_has_gradient(core):
         raise ValueError(
             f"algo='oracle' backpropagates the reward through the sampler, but reward={reward_name!r} "
             "has no gradient with respect to the image (e.g. JPEG size); use 'ddpo' or 'pxpo'"

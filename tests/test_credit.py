@@ -181,6 +181,25 @@ def test_footprint_recovers_a_known_box_at_the_last_step(tiny_model_dir, method)
     assert int((footprint.influence[0] > 1e-6 * footprint.influence[0].max()).sum()) > 9
 
 
+def right_neighbour_brightness(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+    """A reward with a known one-sided footprint: pixel q scores the brightness of q + (0, 1)."""
+    gray = images.mean(dim=1)
+    out = torch.zeros_like(gray)
+    out[..., :-1] = gray[..., 1:]
+    return out
+
+
+@pytest.mark.parametrize("method", ["autograd", "probe"])
+def test_footprint_offsets_point_from_the_noise_pixel_to_the_reward_pixel(tiny_model_dir, method):
+    # Noise at p reaches (at the last step) only the reward of q = p - (0, 1): offset o = q - p = (0, -1),
+    # kernel index (h - 1, w - 2). A flipped offset convention would put it at (h - 1, w).
+    envs = footprint_env(tiny_model_dir, right_neighbour_brightness)
+    footprint = measure_footprint(envs, envs.unwrapped.model, images=24, seed=0, method=method)
+    last = footprint.influence[-1]
+    support = (last > 1e-6 * last.max()).nonzero().tolist()
+    assert support == [[7, 6]]
+
+
 def test_pixel_local_reward_at_the_last_step_gives_the_identity(tiny_model_dir):
     envs = footprint_env(tiny_model_dir, brightness)
     footprint = measure_footprint(envs, envs.unwrapped.model, images=16, seed=1)
