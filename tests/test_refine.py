@@ -38,6 +38,11 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def local_client(app) -> TestClient:
+    """A test client that names the server's own address in Host (the guard refuses any other)."""
+    return TestClient(app, base_url="http://127.0.0.1:8765")
+
+
 @pytest.fixture
 def client(tiny_model_dir):
     cfg = RefineConfig(
@@ -49,7 +54,7 @@ def client(tiny_model_dir):
         max_updates=4,
     )
     server, app = build(cfg)
-    with TestClient(app) as client:
+    with local_client(app) as client:
         client.server = server
         yield client
 
@@ -156,7 +161,14 @@ def test_other_bad_requests_get_clear_json_errors(client):
         (client.get(f"/api/workspaces/{ws}/versions/..%2F..%2Fetc.png"), 404, "Not Found"),
         (client.get(f"/api/workspaces/{ws}/versions/0.png?scale=1000"), 400, "scale"),
         (client.post(f"/api/workspaces/{ws}/checkout", json={"version": 5}), 404, "existing version"),
-        (client.post("/api/workspaces", content=b"{not json"), 400, "not valid JSON"),
+        (client.post(f"/api/workspaces/{ws}/checkout", json={"version": "1"}), 400, "version must be an int"),
+        (
+            client.post(
+                "/api/workspaces", content=b"{not json", headers={"Content-Type": "application/json"}
+            ),
+            400,
+            "not valid JSON",
+        ),
         (client.post("/api/workspaces", json=[1, 2]), 400, "JSON object"),
         (client.post("/api/workspaces", json={"context": 9}), 400, "context must be"),
         (client.post("/api/workspaces", json={"seed": -1}), 400, "seed must be"),
@@ -181,7 +193,7 @@ def test_workspaces_expire_and_are_limited(tiny_model_dir):
         workspace_ttl=0.2,
     )
     server, app = build(cfg)
-    with TestClient(app) as client:
+    with local_client(app) as client:
         first = client.post("/api/workspaces", json={}).json()["id"]
         client.post("/api/workspaces", json={})
         third = client.post("/api/workspaces", json={})
@@ -220,7 +232,7 @@ def test_latent_pipeline_end_to_end_with_prompts_from_the_page(tiny_sd_dir):
         max_updates=2,
     )
     server, app = build(cfg)
-    with TestClient(app) as client:
+    with local_client(app) as client:
         info = client.get("/api/info").json()
         assert info["latent"] and info["contexts"] == PROMPTS and info["image_size"] == [16, 16]
         ws = client.post("/api/workspaces", json={"context": PROMPTS[1], "seed": 2}).json()
@@ -235,3 +247,201 @@ def test_latent_pipeline_end_to_end_with_prompts_from_the_page(tiny_sd_dir):
         assert client.post(f"/api/workspaces/{ws['id']}/apply", json=body).status_code == 202
         assert wait(client, ws["id"])["state"] == "done"
         assert client.get(f"/api/workspaces/{ws['id']}/versions/1.png").status_code == 200
+
+
+def declared_png(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height pixels (a decompression bomb's shape), with no image data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8-bit RGBA
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_abusive_requests_get_4xx_json_and_leave_the_server_usable(client):
+    ws = client.post("/api/workspaces", json={"context": 0, "seed": 0}).json()["id"]
+    json_type = {"Content-Type": "application/json"}
+    nested = b"[" * 100_000 + b"]" * 100_000
+    cases = [
+        # numbers past Python's int-string limit, deep nesting, non-ASCII digits
+        (client.post("/api/workspaces", content=b'{"seed": ' + b"9" * 5000 + b"}", headers=json_type), 400),
+        (client.post("/api/workspaces", content=nested, headers=json_type), 400),
+        (client.get(f"/api/workspaces/{ws}/versions/\u00b2.png"), 404),
+        (client.get(f"/api/workspaces/{ws}/versions/{'9' * 5000}.png"), 404),
+        (client.get(f"/api/workspaces/{ws}/versions/0.png?scale=\u00b2"), 400),
+        (client.get(f"/api/workspaces/{ws}/versions/0.png?scale={'9' * 5000}"), 400),
+        (client.post(f"/api/workspaces/{ws}/checkout", json={"version": "\u00b2"}), 400),
+        (client.post(f"/api/workspaces/{ws}/checkout", json={"version": 10**5000 // 10**4990}), 404),
+        # a decompression bomb: the header declares 20000 x 20000 pixels
+        (
+            client.post(
+                f"/api/workspaces/{ws}/apply",
+                json={"feedback": b64(declared_png(20000, 20000)), "updates": 1},
+            ),
+            413,
+        ),
+        (
+            client.post(
+                f"/api/workspaces/{ws}/apply", json={"feedback": b64(declared_png(9000, 9000)), "updates": 1}
+            ),
+            400,
+        ),
+        # a body that is not JSON by its type (a cross-site form's text/plain)
+        (client.post("/api/workspaces", content=b'{"seed": 1}', headers={"Content-Type": "text/plain"}), 415),
+        (
+            client.post(
+                f"/api/workspaces/{ws}/apply",
+                json={"feedback": b64(png(halves(8))), "updates": 1, "steps": 0},
+            ),
+            400,
+        ),
+        (
+            client.post(
+                f"/api/workspaces/{ws}/apply",
+                json={"feedback": b64(png(halves(8))), "updates": 1, "steps": "2"},
+            ),
+            400,
+        ),
+    ]
+    for response, status in cases:
+        assert response.status_code == status, (response.status_code, response.text[:200])
+        assert isinstance(response.json()["error"], str)
+    assert "pixels" in cases[8][0].json()["error"]
+    assert len(client.server.workspaces) == 1  # nothing was created or changed
+    assert client.get(f"/api/workspaces/{ws}").json()["versions"][0]["steps"] == 2
+
+
+def test_foreign_origin_and_host_are_refused_before_anything_runs(client):
+    body = {"context": 0, "seed": 0}
+    evil = client.post("/api/workspaces", json=body, headers={"Origin": "http://evil.example"})
+    assert evil.status_code == 403 and "Origin" in evil.json()["error"]
+    other_port = client.post("/api/workspaces", json=body, headers={"Origin": "http://127.0.0.1:9999"})
+    assert other_port.status_code == 403
+    rebound = client.post("/api/workspaces", json=body, headers={"Host": "evil.example:8765"})
+    assert rebound.status_code == 400 and "Host" in rebound.json()["error"]
+    simple = client.post(
+        "/api/workspaces",
+        content=b'{"seed": 1}',
+        headers={"Origin": "http://evil.example", "Content-Type": "text/plain"},
+    )
+    assert simple.status_code == 403
+    assert client.get("/api/info", headers={"Host": "evil.example"}).status_code == 400  # replies unreadable
+    assert not client.server.workspaces
+    own = client.post("/api/workspaces", json=body, headers={"Origin": "http://127.0.0.1:8765"})
+    assert own.status_code == 201  # the page's own origin (and no Origin at all) is served
+
+
+def test_allowed_hosts_and_origins_flags(tiny_model_dir):
+    cfg = RefineConfig(
+        model=str(tiny_model_dir),
+        group_size=2,
+        num_inference_steps=2,
+        refine_steps=1,
+        allowed_hosts=("studio.lan",),
+        allowed_origins=("http://studio.lan:3000",),
+    )
+    _, app = build(cfg)
+    with TestClient(app, base_url="http://studio.lan:8765") as client:
+        assert client.get("/api/info").status_code == 200
+        ok = client.post("/api/workspaces", json={}, headers={"Origin": "http://studio.lan:3000"})
+        assert ok.status_code == 201
+        assert client.post("/api/workspaces", json={}, headers={"Origin": "http://x.lan"}).status_code == 403
+
+
+def raw_request(port: int, head: str) -> tuple[int, dict]:
+    """Sends request head bytes (no body) over a fresh socket; returns the status and JSON reply."""
+    import json
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+            data.split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0] if b"content-length: " in data else 0
+        ):
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            data += piece
+    head_part, body = data.split(b"\r\n\r\n", 1)
+    return int(head_part.split(b" ")[1]), json.loads(body)
+
+
+def test_size_is_checked_before_the_body_is_read_and_creates_hold_the_limit(tiny_model_dir):
+    import json
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    from benchmarks.browser import serve
+
+    cfg = RefineConfig(model=str(tiny_model_dir), group_size=2, num_inference_steps=2, refine_steps=1)
+    server, app = build(cfg)
+    with serve(app) as url:
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        # 50 MB declared, nothing sent: the 413 comes back without the server waiting for the body
+        status, reply = raw_request(
+            port,
+            f"POST /api/workspaces HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 50000000\r\n\r\n",
+        )
+        assert status == 413 and "limit" in reply["error"]
+
+        def create(_: int) -> int:
+            request = urllib.request.Request(
+                url + "api/workspaces",
+                data=json.dumps({"seed": 1}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            try:
+                return urllib.request.urlopen(request, timeout=60).status
+            except urllib.error.HTTPError as err:
+                return err.code
+
+        with ThreadPoolExecutor(16) as pool:
+            statuses = list(pool.map(create, range(16)))
+        assert statuses.count(201) == cfg.max_workspaces and statuses.count(429) == 16 - cfg.max_workspaces
+        assert len(server.workspaces) == cfg.max_workspaces
+
+
+def test_every_apply_is_kept_and_downloadable(client):
+    import json
+    import zipfile
+
+    ws = client.post("/api/workspaces", json={"context": 2, "seed": 5}).json()["id"]
+    painting = png(halves(8))
+    body = {"feedback": b64(painting), "updates": 1, "steps": 1}
+    assert client.post(f"/api/workspaces/{ws}/apply", json=body).status_code == 202
+    assert wait(client, ws)["state"] == "done"
+    state = client.get(f"/api/workspaces/{ws}").json()
+    assert [v["steps"] for v in state["versions"]] == [2, 1]
+    # a version drawn at another strength still re-renders exactly after going back and forth
+    entry = client.server.workspaces[ws]
+    client.post(f"/api/workspaces/{ws}/checkout", json={"version": 0})
+    assert torch.equal(entry.workspace.render(), entry.workspace.versions[0].image)
+    client.post(f"/api/workspaces/{ws}/checkout", json={"version": 1})
+    assert torch.equal(entry.workspace.render(), entry.workspace.versions[1].image)
+    response = client.get(f"/api/workspaces/{ws}/feedback.zip")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        assert sorted(archive.namelist()) == [
+            "FORMAT.txt",
+            "apply-001/after.png",
+            "apply-001/apply.json",
+            "apply-001/before.png",
+            "apply-001/painting.png",
+        ]
+        assert archive.read("apply-001/painting.png") == painting
+        assert (
+            archive.read("apply-001/before.png") == client.get(f"/api/workspaces/{ws}/versions/0.png").content
+        )
+        assert (
+            archive.read("apply-001/after.png") == client.get(f"/api/workspaces/{ws}/versions/1.png").content
+        )
+        record = json.loads(archive.read("apply-001/apply.json"))
+    assert record["context"] == 2 and record["seed"] == 5 and record["parent"] == 0
+    assert record["settings"]["steps"] == 1 and record["settings"]["updates"] == 1
+    assert record["settings"]["hold_coef"] == client.server.options.hold_coef
+    assert len(record["rewards"]) == 2

@@ -29,14 +29,17 @@ class RefineConfig:
     group_size: int = 8
     """Samples per update: the workspace's own noise and group_size - 1 others of its context."""
     refine_steps: int = 10
-    """The last denoising steps the policy acts on and is trained on; the earlier ones stay the model's, so
-    the workspace's layout is kept and the group varies only in later detail (num_inference_steps: all)."""
+    """The default strength: the last denoising steps an apply's policy acts on and is trained on; the earlier
+    ones stay the model's, so the layout is kept and the group varies only in later detail (num_inference_steps:
+    all). The page may ask for any value in [1, num_inference_steps] per apply."""
     inner_epochs: int = 4
     """Clipped optimizer steps per update on its samples."""
     learning_rate: float = 3e-4
     """AdamW learning rate of the updates."""
     kl_coef: float = 1.0
-    """KL penalty to the model the workspace started from (keeps the unpainted rest)."""
+    """Uniform KL penalty to the model the workspace started from, over the whole image."""
+    hold_coef: float = 10.0
+    """Per-pixel KL penalty to that model on the unpainted pixels only (keeps what was not painted)."""
     lora_rank: int | None = None
     """None: LoRA rank 4 on latent pipelines, the full model on pixel models; 0: full; > 0: LoRA."""
     num_inference_steps: int = 20
@@ -55,6 +58,11 @@ class RefineConfig:
     """Largest feedback PNG accepted."""
     threads: int | None = None
     """torch CPU threads; None leaves torch's default."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names, beside 127.0.0.1, localhost, ::1 and --host, that requests may name in their Host header
+    (e.g. this machine's name when binding 0.0.0.0 on a trusted network)."""
+    allowed_origins: tuple[str, ...] = ()
+    """Origins (scheme://host:port), beside the page's own, whose pages may call the API."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -85,9 +93,10 @@ class RefineConfig:
             raise ValueError(f"default_updates={self.default_updates} exceeds max_updates={self.max_updates}")
         if not self.workspace_ttl > 0:
             raise ValueError(f"workspace_ttl must be > 0 seconds, got {self.workspace_ttl}")
-        if self.learning_rate <= 0 or self.kl_coef < 0:
+        if not (self.learning_rate > 0 and self.kl_coef >= 0 and self.hold_coef >= 0):
             raise ValueError(
-                f"need learning_rate > 0 and kl_coef >= 0, got {self.learning_rate}, {self.kl_coef}"
+                "need learning_rate > 0, kl_coef >= 0 and hold_coef >= 0, got learning_rate="
+                f"{self.learning_rate}, kl_coef={self.kl_coef}, hold_coef={self.hold_coef}"
             )
 
 

@@ -12,10 +12,17 @@ API (JSON in and out; errors are ``{"error": message}`` with a 4xx status):
 - ``POST /api/workspaces`` ``{"context": id or name, "seed": int}``: a new workspace (version 0).
 - ``GET /api/workspaces/{id}``: its versions, the current one and its job.
 - ``GET /api/workspaces/{id}/versions/{v}.png?scale=N``: a version's image (N: pixelated upscale).
-- ``POST /api/workspaces/{id}/apply`` ``{"feedback": base64 PNG, "updates": K}``: starts a job (202).
+- ``POST /api/workspaces/{id}/apply`` ``{"feedback": base64 PNG, "updates": K, "steps": S}``: starts a job
+  (202); S, the strength, is how many of the last denoising steps the edit may change (default: as before).
 - ``POST /api/workspaces/{id}/cancel``: stops its job between updates (the workspace is left as before).
 - ``POST /api/workspaces/{id}/checkout`` ``{"version": v}``; ``POST /api/workspaces/{id}/reset``.
+- ``GET /api/workspaces/{id}/feedback.zip``: every apply's painting, images and settings (``FEEDBACK_FORMAT``).
 - ``DELETE /api/workspaces/{id}``.
+
+Requests are checked before they are read: the Host header must name the server's own address (or one of
+``--allowed-hosts``), a request carrying an Origin must come from the server's own origin (or one of
+``--allowed-origins``), so other web pages in the user's browser (and DNS rebinding) cannot drive the API;
+a body must be JSON and its Content-Length (and what is actually read) within the limit.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import binascii
 import contextlib
 import gc
 import json
+import re
 import secrets
 import threading
 import time
@@ -37,12 +45,29 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from agents.refine.workspace import Cancelled, Workspace, parse_feedback, refine_train_config
+from agents.refine.workspace import (
+    Cancelled,
+    Workspace,
+    feedback_archive,
+    parse_feedback,
+    refine_train_config,
+)
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+"""Host names that always reach the server when it binds a loopback address."""
+
+
+def parse_count(text: str, name: str, low: int, high: int, status: int = 400) -> int:
+    """An integer from a URL (ASCII digits only, range checked before conversion) or an ApiError."""
+    if not re.fullmatch(r"[0-9]{1,9}", text) or not low <= int(text) <= high:
+        raise ApiError(status, f"{name} must be an int in [{low}, {high}], got {text[:40]!r}")
+    return int(text)
 
 
 class ApiError(Exception):
@@ -103,7 +128,10 @@ class RefineServer:
         self.options, self.loaded = options, loaded
         self.train_config = refine_train_config(options)
         self.workspaces: dict[str, Entry] = {}
-        self.guard = threading.Lock()  # guards the dict, not the workspaces
+        self.reserved = 0
+        """Workspaces being built (counted against the limit before they exist, so concurrent creates cannot
+        pass it)."""
+        self.guard = threading.Lock()  # guards the dict and the reservation count, not the workspaces
         self.queue = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine-job")
 
     # -- workspaces -----------------------------------------------------------
@@ -122,7 +150,7 @@ class RefineServer:
             return names.index(value)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(names):
             raise ApiError(
-                400, f"context must be an id in [0, {len(names)}) or one of {names}, got {value!r}"
+                400, f"context must be an id in [0, {len(names)}) or one of {names}, got {str(value)[:40]!r}"
             )
         return value
 
@@ -130,17 +158,21 @@ class RefineServer:
         context = self.context_id(body.get("context", 0))
         seed = body.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
-            raise ApiError(400, f"seed must be an int in [0, 2**31), got {seed!r}")
+            raise ApiError(400, f"seed must be an int in [0, 2**31), got {str(seed)[:40]!r}")
         self.expire()
         with self.guard:
-            if len(self.workspaces) >= self.options.max_workspaces:
-                raise ApiError(
-                    429, f"the server holds {len(self.workspaces)} workspaces (the limit): delete one or wait"
-                )
-        workspace = Workspace(self.loaded, self.train_config, context, seed, self.options.refine_steps)
-        workspace_id = secrets.token_hex(8)
-        with self.guard:
-            self.workspaces[workspace_id] = Entry(workspace)
+            held = len(self.workspaces) + self.reserved
+            if held >= self.options.max_workspaces:
+                raise ApiError(429, f"the server holds {held} workspaces (the limit): delete one or wait")
+            self.reserved += 1
+        try:
+            workspace = Workspace(self.loaded, self.train_config, context, seed, self.options.refine_steps)
+            workspace_id = secrets.token_hex(8)
+            with self.guard:
+                self.workspaces[workspace_id] = Entry(workspace)
+        finally:
+            with self.guard:
+                self.reserved -= 1
         return self.describe(workspace_id)
 
     def describe(self, workspace_id: str) -> dict[str, Any]:
@@ -153,7 +185,13 @@ class RefineServer:
             "seed": ws.seed,
             "current": ws.current,
             "versions": [
-                {"index": v.index, "parent": v.parent, "updates": v.updates, "rewards": v.rewards}
+                {
+                    "index": v.index,
+                    "parent": v.parent,
+                    "updates": v.updates,
+                    "steps": v.steps,
+                    "rewards": v.rewards,
+                }
                 for v in ws.versions
             ],
             "job": entry.job.as_json() if entry.job is not None else None,
@@ -161,10 +199,9 @@ class RefineServer:
 
     def version(self, workspace_id: str, index: str) -> Any:
         ws = self.entry(workspace_id).workspace
-        if not index.isdigit() or int(index) >= len(ws.versions):
-            raise ApiError(
-                404, f"workspace {workspace_id!r} has no version {index!r} (0..{len(ws.versions) - 1})"
-            )
+        last = len(ws.versions) - 1
+        if not re.fullmatch(r"[0-9]{1,9}", index) or int(index) > last:
+            raise ApiError(404, f"workspace {workspace_id!r} has no version {index[:40]!r} (0..{last})")
         return ws.versions[int(index)]
 
     def delete(self, workspace_id: str) -> None:
@@ -197,7 +234,11 @@ class RefineServer:
         updates = body.get("updates")
         limit = self.options.max_updates
         if isinstance(updates, bool) or not isinstance(updates, int) or not 1 <= updates <= limit:
-            raise ApiError(400, f"updates must be an int in [1, {limit}], got {updates!r}")
+            raise ApiError(400, f"updates must be an int in [1, {limit}], got {str(updates)[:40]!r}")
+        steps = body.get("steps", entry.workspace.versions[entry.workspace.current].steps)
+        total = entry.workspace.num_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= total:
+            raise ApiError(400, f"steps must be an int in [1, {total}], got {str(steps)[:40]!r}")
         encoded = body.get("feedback")
         if not isinstance(encoded, str):
             raise ApiError(400, "feedback must be a base64 PNG string")
@@ -219,10 +260,10 @@ class RefineServer:
                     f"this workspace has {self.options.max_versions} versions (the limit): reset it or start a new one",
                 )
             job = entry.job = Job(updates)
-        self.queue.submit(self.run_job, entry, job, feedback)
+        self.queue.submit(self.run_job, entry, job, feedback, steps)
         return job.as_json()
 
-    def run_job(self, entry: Entry, job: Job, feedback: Any) -> None:
+    def run_job(self, entry: Entry, job: Job, feedback: Any, steps: int) -> None:
         if job.cancel.is_set():
             job.state = "cancelled"
             return
@@ -233,7 +274,7 @@ class RefineServer:
             job.rewards.append(reward)
 
         try:
-            version = entry.workspace.apply(feedback, job.updates, progress, job.cancel.is_set)
+            version = entry.workspace.apply(feedback, job.updates, progress, job.cancel.is_set, steps)
         except Cancelled:
             job.state = "cancelled"
         except Exception as err:  # the job fails, the server and the workspace stay as they were
@@ -259,27 +300,78 @@ class RefineServer:
             else:
                 index = body.get("version")
                 count = len(entry.workspace.versions)
-                if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+                if isinstance(index, bool) or not isinstance(index, int):
+                    raise ApiError(400, f"version must be an int, got {str(index)[:40]!r}")
+                if not 0 <= index < count:
                     raise ApiError(
-                        404, f"version must be an existing version in [0, {count - 1}], got {index!r}"
+                        404, f"version must be an existing version in [0, {count - 1}], got {index}"
                     )
                 entry.workspace.checkout(index)
         return self.describe(workspace_id)
 
 
 async def json_body(request: Request, limit: int) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > limit:
-        raise ApiError(413, f"request body is {len(raw)} bytes; the limit is {limit}")
+    """The request's JSON object, read only if its declared size is within ``limit`` bytes and never past it."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not re.fullmatch(r"[0-9]{1,12}", declared):
+            raise ApiError(400, f"Content-Length must be a byte count, got {declared[:40]!r}")
+        if int(declared) > limit:
+            raise ApiError(413, f"request body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw:
         return {}
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise ApiError(415, f"request body must be application/json, got Content-Type {kind[:60]!r}")
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ApiError(400, f"request body is not valid JSON: {err}") from err
+    except (
+        ValueError,
+        RecursionError,
+    ) as err:  # bad JSON or UTF-8, an int past Python's digit limit, nesting
+        raise ApiError(400, f"request body is not valid JSON: {str(err)[:200]}") from err
     if not isinstance(body, dict):
         raise ApiError(400, f"request body must be a JSON object, got {type(body).__name__}")
     return body
+
+
+class GuardMiddleware:
+    """Refuses, before anything is read, requests whose Host is not the server's own address and requests
+    whose Origin is not the server's own origin (a JSON 403 / 400), unless the options allow them.
+
+    Args:
+        app: the ASGI app behind the guard.
+        hosts: host names (no port) that may appear in Host (``LOCAL_HOSTS``, the bound host, the allowed).
+        origins: extra origins (``scheme://host[:port]``) allowed beside the request's own.
+    """
+
+    def __init__(self, app: Any, hosts: set[str], origins: set[str]) -> None:
+        self.app, self.hosts, self.origins = app, hosts, origins
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        name = host[1:].split("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0]
+        origin = headers.get("origin")
+        error = None
+        if name.lower() not in self.hosts:
+            error = 400, f"Host {host[:80]!r} is not this server's address (allowed: {sorted(self.hosts)})"
+        elif origin is not None and origin not in self.origins and origin != f"http://{host}":
+            error = 403, f"requests from Origin {origin[:80]!r} are refused (only this page's own origin)"
+        if error is None:
+            await self.app(scope, receive, send)
+            return
+        await JSONResponse({"error": error[1]}, status_code=error[0])(scope, receive, send)
 
 
 def make_app(server: RefineServer) -> Starlette:
@@ -296,6 +388,8 @@ def make_app(server: RefineServer) -> Starlette:
                 "image_size": list(server.loaded.image_size),
                 "max_updates": opts.max_updates,
                 "default_updates": opts.default_updates,
+                "num_inference_steps": opts.num_inference_steps,
+                "default_steps": opts.refine_steps,
                 "group_size": opts.group_size,
                 "max_feedback_bytes": opts.max_feedback_bytes,
             }
@@ -314,10 +408,18 @@ def make_app(server: RefineServer) -> Starlette:
 
     async def image(request: Request) -> Response:
         version = server.version(request.path_params["id"], request.path_params["version"])
-        scale = request.query_params.get("scale", "1")
-        if not scale.isdigit() or not 1 <= int(scale) <= 64:
-            raise ApiError(400, f"scale must be an int in [1, 64], got {scale!r}")
-        return Response(version.png(int(scale)), media_type="image/png")
+        scale = parse_count(request.query_params.get("scale", "1"), "scale", 1, 64)
+        return Response(version.png(scale), media_type="image/png")
+
+    async def feedback(request: Request) -> Response:
+        workspace_id = request.path_params["id"]
+        entry = server.entry(workspace_id)
+        data = await run_in_threadpool(
+            feedback_archive, entry.workspace, server.loaded.context_names, server.options.model
+        )
+        name = f"refine-feedback-{workspace_id}.zip"
+        headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+        return Response(data, media_type="application/zip", headers=headers)
 
     async def apply(request: Request) -> JSONResponse:
         body = await json_body(request, limit)
@@ -368,6 +470,7 @@ def make_app(server: RefineServer) -> Starlette:
         Route(workspace, show, methods=["GET"]),
         Route(workspace, delete, methods=["DELETE"]),
         Route(workspace + "/versions/{version:str}.png", image),
+        Route(workspace + "/feedback.zip", feedback),
         Route(workspace + "/apply", apply, methods=["POST"]),
         Route(workspace + "/cancel", cancel, methods=["POST"]),
         Route(workspace + "/checkout", checkout, methods=["POST"]),
@@ -375,4 +478,7 @@ def make_app(server: RefineServer) -> Starlette:
         Mount("/static", StaticFiles(packages=[("agents.refine", "static")]), name="static"),
     ]
     handlers = {ApiError: api_error, HTTPException: http_error, Exception: server_error}
-    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    opts = server.options
+    hosts = {*LOCAL_HOSTS, opts.host.lower(), *(h.lower() for h in opts.allowed_hosts)}
+    guard = Middleware(GuardMiddleware, hosts=hosts, origins=set(opts.allowed_origins))
+    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan, middleware=[guard])

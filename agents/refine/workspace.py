@@ -9,25 +9,31 @@ sample from env slot 0 seeded ``seed`` (fixed initial and step noise). Apply:
    the painted colour (weight +1); unpainted pixels score 0.
 2. K PXPO updates (``agents.pxpo``) with group advantages on a group of
    ``group_size`` samples of the workspace's context, on a copy of the model
-   (LoRA on latent pipelines, full on pixel models) with a KL penalty to the
-   model the workspace started from. The policy acts (and is trained) on the
-   last ``refine_steps`` denoising steps only; the steps before are the frozen
-   model's, with the workspace's own noise, so every sample of the group starts
-   from the workspace's own intermediate image (as SDEdit refines an image) and
-   differs only in the later steps' noise. Slot 0 is the workspace's own noise
-   throughout. Each update samples the group with the current policy (fresh
-   noise for the other slots), then takes ``inner_epochs`` clipped optimizer steps.
-3. The image is re-rendered from its own fixed noise and becomes a new version.
+   (LoRA on latent pipelines, full on pixel models). Unpainted pixels are held by
+   a per-pixel KL penalty to the model the workspace started from (``hold_coef``,
+   the trainer's silent-pixel penalty with the painting as the mask), the whole
+   image by an optional uniform one (``kl_coef``). The policy acts (and is trained)
+   on the last ``steps`` denoising steps only (the apply's strength); the steps
+   before are the frozen model's, with the workspace's own noise, so every sample
+   of the group starts from the workspace's own intermediate image (as SDEdit
+   refines an image) and differs only in the later steps' noise. Slot 0 is the
+   workspace's own noise throughout. Each update samples the group with the current
+   policy (fresh noise for the other slots), then takes ``inner_epochs`` clipped
+   optimizer steps, every acted step weighted alike.
+3. The image is re-rendered from its own fixed noise and becomes a new version,
+   which keeps the painting, the settings and the rewards (``feedback_archive``).
 
-Every version keeps the policy's trainable weights, so going back is exact (the
-optimizer's moments restart at a checkout).
+Every version keeps the policy's trainable weights and its strength, so going back
+is exact (the optimizer's moments restart at a checkout).
 """
 
 from __future__ import annotations
 
 import copy
 import io
+import json
 import math
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +46,7 @@ from agents.policy import trainable_state
 from agents.rollout import collect
 from agents.trainer import Trainer
 from pxpo_gym.models import LoadedModel
-from pxpo_gym.rewards import target_map_reward
+from pxpo_gym.rewards import pool_to_grid, target_map_reward
 from pxpo_gym.sampling import run_policy
 from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv
 
@@ -67,6 +73,8 @@ class Feedback:
 
     labels: torch.Tensor
     colours: torch.Tensor
+    png: bytes = b""
+    """The painting as received (kept with the version it made)."""
 
     def count(self, label: int) -> int:
         return int((self.labels == label).sum())
@@ -97,6 +105,8 @@ def parse_feedback(data: bytes, size: tuple[int, int], max_bytes: int) -> Feedba
                     f"feedback is {image.width}x{image.height} pixels; the image is {size[1]}x{size[0]}"
                 )
             rgba = np.asarray(image.convert("RGBA"), dtype=np.uint8)  # (H, W, 4)
+    except Image.DecompressionBombError as err:  # declared far larger than any image: refused unread
+        raise FeedbackError(f"feedback declares too many pixels: {err}") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         if isinstance(err, FeedbackError):
             raise
@@ -113,7 +123,7 @@ def parse_feedback(data: bytes, size: tuple[int, int], max_bytes: int) -> Feedba
     if not painted.any():
         raise FeedbackError("feedback has no painted pixel: paint a like, dislike or colour stroke first")
     colours = torch.from_numpy(rgb.astype(np.float32) / 255).permute(2, 0, 1)  # (3, H, W)
-    return Feedback(torch.from_numpy(labels).long(), colours)
+    return Feedback(torch.from_numpy(labels).long(), colours, bytes(data))
 
 
 class PaintedReward:
@@ -147,7 +157,13 @@ class Version:
     """The policy's trainable weights (CPU copies)."""
     updates: int = 0
     rewards: list[float] = field(default_factory=list)
-    """The workspace image's reward under the painted feedback, before each update and after the last."""
+    """The workspace image's reward under the painted feedback, before the apply and after it."""
+    steps: int = 0
+    """The last denoising steps the policy acted on when it drew this image (its strength)."""
+    feedback: Feedback | None = None
+    """The painting the apply that made this version used (None for version 0)."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The apply's settings (updates, steps, group size, learning rate, penalties, ...)."""
 
     def png(self, scale: int = 1) -> bytes:
         """The image as PNG bytes, upscaled ``scale`` times with nearest neighbours (pixelated)."""
@@ -196,18 +212,28 @@ class Workspace:
         self.render_env = DiffusionDenoiseVectorEnv(num_envs=1, **common)
         self.trainer = Trainer(train, self.envs)
         schedule = self.envs.schedule
-        self.first_policy_step = schedule.num_steps - refine_steps
-        self.policy_timestep = int(schedule.timesteps[self.first_policy_step])
-        """Steps at training timesteps <= this one are the policy's; earlier ones the frozen model's."""
-        self.trainer.step_weights[: self.first_policy_step] = 0.0  # only the policy's steps are trained
+        self.num_steps = schedule.num_steps
+        self.set_steps(refine_steps)
         self.noise = torch.randn(
             (schedule.num_steps + 1, *loaded.sample_shape), generator=torch.Generator().manual_seed(seed)
         )  # (T + 1, C, h, w): x_T, then each step's noise
         self.generator = torch.Generator().manual_seed(seed + 1)
         """Draws the other group slots' later-step noise."""
         self.fresh_optimizer = copy.deepcopy(self.trainer.optimizer.state_dict())
-        self.versions = [Version(0, None, self.render(), self.weights())]
+        self.versions = [Version(0, None, self.render(), self.weights(), steps=self.steps)]
         self.current = 0
+
+    def set_steps(self, steps: int) -> None:
+        """The policy acts on (and is trained on) the last ``steps`` denoising steps, each weighted 1."""
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.num_steps:
+            raise ValueError(f"steps must be an int in [1, {self.num_steps}], got steps={steps!r}")
+        self.steps = steps
+        self.first_policy_step = self.num_steps - steps
+        self.policy_timestep = int(self.envs.schedule.timesteps[self.first_policy_step])
+        """Steps at training timesteps <= this one are the policy's; earlier ones the frozen model's."""
+        weights = torch.zeros(self.num_steps)
+        weights[self.first_policy_step :] = 1.0
+        self.trainer.step_weights = weights
 
     def weights(self) -> dict[str, torch.Tensor]:
         return {
@@ -251,14 +277,37 @@ class Workspace:
         reward = self.reward(image[None].to(device), torch.tensor([self.context], device=device))
         return float(reward.mean())
 
+    def hold_mask(self, feedback: Feedback) -> torch.Tensor:
+        """(G, h, w) float: the unpainted share of each sample-grid cell (what the hold penalty keeps)."""
+        unpainted = (feedback.labels == NONE).float()[None]  # (1, H, W)
+        grid = tuple(self.envs.unwrapped.loaded.sample_shape[1:])
+        return pool_to_grid(unpainted, grid).expand(self.envs.num_envs, *grid).to(self.envs.device)
+
+    def settings(self) -> dict[str, Any]:
+        """The training settings every apply of this workspace uses (recorded with each version)."""
+        cfg = self.trainer.config
+        return {
+            "group_size": cfg.group_size,
+            "inner_epochs": cfg.inner_epochs,
+            "learning_rate": cfg.learning_rate,
+            "kl_coef": cfg.kl_coef,
+            "hold_coef": cfg.silent_kl_coef,
+            "credit": cfg.credit,
+            "image_advantage_weight": cfg.image_advantage_weight,
+        }
+
     def apply(
         self,
         feedback: Feedback,
         updates: int,
         progress: Callable[[int, float], None] = lambda k, reward: None,
         cancelled: Callable[[], bool] = lambda: False,
+        steps: int | None = None,
     ) -> Version:
         """Runs ``updates`` PXPO updates under ``feedback`` from the current version; returns the new version.
+
+        ``steps``: the last denoising steps the policy may change (the apply's strength; None: the
+        current version's).
 
         ``progress(k, reward)`` is called after update k with the workspace image's painted reward
         as sampled in that update. If ``cancelled()`` turns true between updates, the policy is
@@ -268,9 +317,12 @@ class Workspace:
             Cancelled: see above.
         """
         start = self.versions[self.current]
+        steps = start.steps if steps is None else steps
+        self.set_steps(steps)  # checks steps before anything changes
         self.reward.set(feedback, start.image)
         trainer, rewards = self.trainer, [self.feedback_reward(start.image)]
         contexts = torch.full((self.envs.num_envs,), self.context, device=self.envs.device)
+        held = self.hold_mask(feedback)
         try:
             for k in range(1, updates + 1):
                 if cancelled():
@@ -280,21 +332,39 @@ class Workspace:
                 traj = collect(self.envs, self.eps, options=options)
                 trainer.policy.train()
                 advantages = trainer.advantages(traj.rewards, traj.reward_maps, traj.contexts)
-                trainer.update(traj, advantages)
+                trainer.update(traj, advantages, held)
                 progress(k, float(traj.rewards[0]))
             image = self.render()
         except BaseException:
             self.load(start.weights)  # nothing half-changed
+            self.set_steps(start.steps)
             raise
         rewards.append(self.feedback_reward(image))
-        version = Version(len(self.versions), self.current, image, self.weights(), updates, rewards)
+        settings = {
+            "updates": updates,
+            "steps": steps,
+            "num_inference_steps": self.num_steps,
+            **self.settings(),
+        }
+        version = Version(
+            len(self.versions),
+            self.current,
+            image,
+            self.weights(),
+            updates,
+            rewards,
+            steps,
+            feedback,
+            settings,
+        )
         self.versions.append(version)
         self.current = version.index
         return version
 
     def checkout(self, index: int) -> Version:
-        """Makes version ``index`` current: its weights go back into the policy."""
+        """Makes version ``index`` current: its weights and strength go back into the policy."""
         self.load(self.versions[index].weights)
+        self.set_steps(self.versions[index].steps)
         self.current = index
         return self.versions[index]
 
@@ -303,6 +373,53 @@ class Workspace:
         self.checkout(0)
         del self.versions[1:]
         return self.versions[0]
+
+
+FEEDBACK_FORMAT = """pxpo-gym refine feedback archive (format 1)
+
+One folder per apply, apply-NNN (NNN = the version the apply made):
+
+- painting.png: the painting as the page sent it, RGBA at the image's resolution. Alpha 0: unpainted;
+  opaque (0, 255, 0): liked; opaque (255, 0, 0): disliked; any other opaque colour: "make this pixel
+  this colour".
+- before.png, after.png: the workspace's image (RGB, the image's resolution) before the apply (the
+  version it started from) and after it (the new version), both from the workspace's own noise.
+- apply.json: version, parent, context (id), context_name, seed, model, rewards (the painted reward of
+  the image before and after), and settings (updates, steps: the last denoising steps the edit could
+  change, num_inference_steps, group_size, inner_epochs, learning_rate, kl_coef, hold_coef, credit,
+  image_advantage_weight).
+
+Pairs (painting, before) -> after are the raw material of a per-pixel reward model.
+"""
+
+
+def feedback_archive(
+    workspace: Workspace, context_names: list[str] | tuple[str, ...], model: str = ""
+) -> bytes:
+    """A zip (bytes) of every apply in ``workspace``'s history, laid out as ``FEEDBACK_FORMAT`` says."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("FORMAT.txt", FEEDBACK_FORMAT)
+        for version in workspace.versions:
+            if version.feedback is None:
+                continue
+            folder = f"apply-{version.index:03d}"
+            parent = workspace.versions[version.parent]
+            archive.writestr(f"{folder}/painting.png", version.feedback.png)
+            archive.writestr(f"{folder}/before.png", parent.png())
+            archive.writestr(f"{folder}/after.png", version.png())
+            record = {
+                "version": version.index,
+                "parent": version.parent,
+                "context": workspace.context,
+                "context_name": context_names[workspace.context],
+                "seed": workspace.seed,
+                "model": model,
+                "rewards": version.rewards,
+                "settings": version.settings,
+            }
+            archive.writestr(f"{folder}/apply.json", json.dumps(record, indent=1))
+    return buffer.getvalue()
 
 
 def region_change(before: torch.Tensor, after: torch.Tensor, mask: torch.Tensor) -> float:
@@ -316,10 +433,10 @@ def refine_train_config(options: Any) -> TrainConfig:
     """The TrainConfig of a workspace's updates from the server's options (``RefineConfig``)."""
     return TrainConfig(
         algo="pxpo",
-        # Per-pixel credit with the image term, no penalty on silent pixels (the page's design as measured).
+        # Per-pixel credit with the image term; the hold penalty's mask is the painting's unpainted pixels.
         credit="pixel",
         image_advantage_weight=1.0,
-        silent_kl_coef=0.0,
+        silent_kl_coef=options.hold_coef,
         model=options.model,
         prompts=tuple(options.prompts),
         sample_batch_size=options.group_size,

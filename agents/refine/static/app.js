@@ -38,6 +38,9 @@ async function loadInfo() {
   state.info.contexts.forEach((name, i) => select.add(new Option(name, String(i))));
   $("updates").max = state.info.max_updates;
   $("updates").value = state.info.default_updates;
+  $("steps").max = state.info.num_inference_steps;
+  $("steps").value = state.info.default_steps;
+  showSteps();
   const canvas = $("paint");
   canvas.width = state.width;
   canvas.height = state.height;
@@ -48,6 +51,15 @@ function clearPainting() {
   state.labels = new Uint8Array(state.width * state.height);
   state.colours = new Uint8Array(state.width * state.height * 3);
   drawOverlay();
+}
+
+function showSteps() {
+  $("steps-label").textContent = `last ${$("steps").value} of ${$("steps").max} steps`;
+}
+
+function showOverlay() {
+  $("overlay-label").textContent = `${$("overlay").value}%`;
+  $("paint").style.opacity = String(Number($("overlay").value) / 100);
 }
 
 function brushColour() {
@@ -91,7 +103,7 @@ function drawOverlay() {
   const overlay = ctx.createImageData(state.width, state.height);
   for (let i = 0; i < state.labels.length; i++) {
     if (state.labels[i] === NONE) continue;
-    overlay.data.set([...pixelColour(i), 96], 4 * i); // translucent on screen only
+    overlay.data.set([...pixelColour(i), 255], 4 * i); // shown at the "painting shown" opacity
   }
   ctx.putImageData(overlay, 0, 0);
 }
@@ -114,6 +126,9 @@ function showWorkspace(ws) {
   state.ws = ws;
   const current = ws.versions[ws.current];
   $("image").src = imageUrl(ws.current);
+  $("feedback-download").href = `/api/workspaces/${ws.id}/feedback.zip`;
+  $("steps").value = current.steps;
+  showSteps();
   $("current-label").textContent = `(version ${ws.current} of ${ws.versions.length - 1}, ${ws.context_name}, seed ${ws.seed})`;
   const list = $("history");
   list.replaceChildren();
@@ -123,7 +138,7 @@ function showWorkspace(ws) {
     const thumb = document.createElement("img");
     thumb.src = imageUrl(v.index);
     thumb.alt = `version ${v.index}`;
-    const text = v.parent === null ? " start " : ` from ${v.parent}, K=${v.updates} `;
+    const text = v.parent === null ? " start " : ` from ${v.parent}, K=${v.updates}, last ${v.steps} steps `;
     const go = document.createElement("button");
     go.textContent = "go to";
     go.dataset.version = String(v.index);
@@ -165,9 +180,10 @@ function setBusy(busy) {
 
 async function apply() {
   const updates = Number($("updates").value);
+  const steps = Number($("steps").value);
   $("progress-text").className = "";
   try {
-    const job = await api("POST", `/api/workspaces/${state.ws.id}/apply`, { feedback: feedbackPng(), updates });
+    const job = await api("POST", `/api/workspaces/${state.ws.id}/apply`, { feedback: feedbackPng(), updates, steps });
     setBusy(true);
     showJob(job);
     state.polling = setInterval(poll, 300);
@@ -233,6 +249,9 @@ function wire() {
   canvas.addEventListener("mousemove", (e) => { if (state.painting) stamp(e); });
   window.addEventListener("mouseup", () => { state.painting = false; });
   $("brush-size").addEventListener("input", () => { $("brush-size-label").textContent = $("brush-size").value; });
+  $("steps").addEventListener("input", showSteps);
+  $("overlay").addEventListener("input", showOverlay);
+  showOverlay();
   $("clear").onclick = clearPainting;
   $("new-image").onclick = newImage;
   $("apply").onclick = apply;
