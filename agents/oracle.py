@@ -42,7 +42,7 @@ class OracleBatch(NamedTuple):
 
 
 def differentiable_rollout(
-    envs: Any, eps_fn: EpsFn, seed: int | None = None, backprop_steps: int = 0
+    envs: Any, eps_fn: EpsFn, seed: int | None = None, backprop_steps: int = 0, options: dict | None = None
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Denoises one lock-step batch through ``envs`` with gradients flowing from the reward to eps.
 
@@ -51,6 +51,7 @@ def differentiable_rollout(
         eps_fn: the policy, ``eps_fn(sample, timestep, context) -> eps``.
         seed: passed to ``envs.reset``; None continues the env's generators.
         backprop_steps: K > 0 keeps gradients through the last K steps only; 0: all steps.
+        options: passed to ``envs.reset`` (e.g. ``{"context": ids, "noise": noise}``).
 
     Returns:
         (rewards (N,) with the autograd graph, terminal info: ``image``, ``reward_map``
@@ -59,7 +60,7 @@ def differentiable_rollout(
     core = envs.unwrapped
     num_steps = core.num_steps
     first_grad_step = 0 if backprop_steps <= 0 else max(0, num_steps - backprop_steps)
-    obs, _ = envs.reset(seed=seed)
+    obs, _ = envs.reset(seed=seed, options=options)
     contexts = obs["context"][:, 0].clone()
     for k in range(num_steps):
         with torch.set_grad_enabled(k >= first_grad_step and torch.is_grad_enabled()):

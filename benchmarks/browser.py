@@ -61,11 +61,8 @@ def stroke(page: Any, column: float, size: int) -> None:
     page.mouse.up()
 
 
-def paint_halves_and_apply(
-    page: Any, url: str, context: int, seed: int, updates: int, size: int = 16
-) -> None:
-    """Opens the page, draws the (context, seed) image, dislikes its left half and likes its right
-    half with two mouse strokes at the largest brush, applies ``updates`` and waits until done."""
+def open_image(page: Any, url: str, context: int, seed: int) -> None:
+    """Opens the page and draws the (context, seed) image; the brush set to its largest size."""
     ready = "document.getElementById('status').textContent === 'ready'"
     page.goto(url)
     page.wait_for_function(ready, timeout=60_000)
@@ -75,10 +72,31 @@ def paint_halves_and_apply(
     page.wait_for_function(ready, timeout=60_000)
     page.fill("#brush-size", "8")
     page.dispatch_event("#brush-size", "input")
-    page.check("input[name=brush][value=dislike]")
-    stroke(page, size / 4, size)  # radius 4 covers columns 0 .. size/2 - 1 with half a pixel to spare
-    page.check("input[name=brush][value=like]")
-    stroke(page, 3 * size / 4, size)
+
+
+def dab(page: Any, column: float, row: float, size: int) -> None:
+    """One click of the brush at image position (column, row) of the page's canvas."""
+    box = page.locator("#paint").bounding_box()
+    cell = box["width"] / size
+    page.mouse.move(box["x"] + column * cell, box["y"] + row * cell)
+    page.mouse.down()
+    page.mouse.up()
+
+
+def paint_colour_and_apply(
+    page: Any, url: str, context: int, seed: int, updates: int, colour: str = "#3050ff", size: int = 16
+) -> None:
+    """Opens the page, draws the (context, seed) image, paints one disc of radius 4 in the image's
+    centre with the colour brush in ``colour`` (#rrggbb), applies and waits."""
+    open_image(page, url, context, seed)
+    page.check("input[name=brush][value=colour]")
+    page.eval_on_selector("#colour", "(el, value) => { el.value = value; }", colour)
+    dab(page, size / 2, size / 2, size)
+    apply_and_wait(page, updates)
+
+
+def apply_and_wait(page: Any, updates: int) -> None:
+    """Sets K, clicks apply and waits until the job is done and the history shows the new version."""
     page.fill("#updates", str(updates))
     page.click("#apply")
     page.wait_for_function(

@@ -1,15 +1,27 @@
-"""What painting feedback does on the default model: change where disliked vs where liked, per K.
+"""What painted feedback does on the default model, measured so that the image's layout cannot fake it.
 
-    python -m benchmarks.refine                  # 10 seeds, K = 1, 2, 4, 8; ~6 min on 1 CPU thread
-    python -m benchmarks.refine --screenshot     # also the README's screenshot of the page (chromium)
+    python -m benchmarks.refine                   # 10 seeds x every context, gradient and PXPO updates
+    python -m benchmarks.refine --screenshot      # also the README's screenshot of the page (chromium)
+    python -m benchmarks.refine --options.hold 1  # any refine option (RefineConfig) can be overridden
 
-One fixed painting for every seed: the left half disliked, the right half liked
-(``agents.refine``'s default settings otherwise). For seed s the workspace is
-context s mod 4 with noise seed s; one apply of 8 updates is rendered after
-updates 1, 2, 4 and 8. Reported per K: the mean absolute RGB change (images in
-[0, 1]) inside the disliked and inside the liked pixels, and in how many seeds
-the disliked half changed more; plus the seconds per update (torch threads fixed
-to 1, rendering for the measurement excluded). Writes benchmarks/results/refine.{json,md}.
+For each seed s and context c, a workspace (context c, noise seed s) gets five
+applies, each from version 0, each of max(updates) updates, rendered after every
+K in ``updates`` (rendering excluded from the timing):
+
+- colour brush: the central 8x8 box painted one colour (cycling over ``COLOURS``
+  by seed); measured: the box's mean RGB distance to the colour before and after
+  (reduction = 1 - after / before) and the mean absolute change inside the box
+  and outside it (the unpainted rest);
+- dislike vs like, paired and mirrored: the left half disliked, the left half liked,
+  the right half disliked, the right half liked (the other half unpainted);
+  measured: how much the painted half changed when disliked over when liked, on the
+  same seed, for each side (a ratio the image's layout cannot produce: the same
+  pixels, the same noise, only the sign of the feedback differs).
+
+Both update rules of the page run (``update="gradient"``, the default, on every
+workspace; ``update="pxpo"`` on the first ``pxpo_workspaces``). Seconds per update
+are measured on ``threads`` torch threads; run nothing else at the same time for
+them to mean anything. Writes OUT/refine.{json,md} with the commit and command.
 """
 
 from __future__ import annotations
@@ -17,12 +29,20 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from agents.refine.__main__ import RefineConfig
+
+COLOURS = ((48, 80, 255), (255, 150, 0), (0, 190, 190))
+"""Colour-brush colours (blue, orange, teal), one per seed in turn."""
+BOX = slice(4, 12)
+"""The colour brush's box: rows and columns 4..11 of the 16x16 image."""
 
 
 @dataclass(frozen=True)
@@ -30,140 +50,213 @@ class RefineBenchConfig:
     """Measure the refine page's apply on the default model."""
 
     seeds: int = 10
-    """Workspaces (seed s: context s mod 4, noise seed s)."""
+    """Noise seeds per context."""
     updates: tuple[int, ...] = (1, 2, 4, 8)
-    """K values rendered (one apply of max(updates) updates per seed)."""
+    """K values rendered (one apply of max(updates) updates per painting)."""
+    pxpo_workspaces: int = 4
+    """Workspaces (seed s, context s mod contexts, s = 0, 1, ...) that also run update='pxpo'."""
+    options: RefineConfig = field(default_factory=lambda: RefineConfig(threads=1))
+    """The page's settings (its defaults unless overridden)."""
     threads: int = 1
     """torch threads (1 is steady on a shared machine)."""
     screenshot: bool = False
-    """Also drive the page in headless chromium and save benchmarks/results/refine_page.png."""
+    """Also drive the page in headless chromium and save OUT/refine_page.png."""
     out: str = "benchmarks/results"
     """Output folder."""
 
 
-def halves_feedback(size: int = 16) -> bytes:
-    """The fixed painting: left half disliked, right half liked, as the page would send it."""
+def painting(size: int, label_rgb: tuple[int, int, int], where: str) -> bytes:
+    """A painting PNG as the page sends it: ``where`` ('left', 'right' or 'box') opaque ``label_rgb``."""
     from PIL import Image
 
-    from agents.refine.workspace import DISLIKE, LIKE
-
     rgba = np.zeros((size, size, 4), np.uint8)
-    rgba[:, : size // 2] = (*DISLIKE, 255)
-    rgba[:, size // 2 :] = (*LIKE, 255)
+    region = {"left": np.s_[:, : size // 2], "right": np.s_[:, size // 2 :], "box": np.s_[BOX, BOX]}[where]
+    rgba[region] = (*label_rgb, 255)
     buffer = io.BytesIO()
     Image.fromarray(rgba).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def measure(cfg: RefineBenchConfig) -> dict:
-    from tqdm import tqdm
-
-    from agents.refine.__main__ import RefineConfig
-    from agents.refine.workspace import DISLIKED, LIKED, Workspace, parse_feedback, refine_train_config
-    from pxpo_gym.loading import load_model
-
-    torch.set_num_threads(cfg.threads)
-    options = RefineConfig(threads=cfg.threads)
-    loaded = load_model(options.model)
-    feedback = parse_feedback(halves_feedback(), loaded.image_size, options.max_feedback_bytes)
-    disliked, liked = feedback.labels == DISLIKED, feedback.labels == LIKED
-    rows, update_seconds = [], []
-    for seed in tqdm(range(cfg.seeds), desc="refine seeds", unit="seed"):
-        workspace = Workspace(
-            loaded, refine_train_config(options), seed % loaded.num_contexts, seed, options.refine_steps
-        )
-        seed_rows, seconds = run_seed(
-            workspace, feedback, cfg.updates, {"disliked": disliked, "liked": liked}
-        )
-        rows += [{"seed": seed, **row} for row in seed_rows]
-        update_seconds += seconds
-    summary = []
-    for k in cfg.updates:
-        at_k = [r for r in rows if r["updates"] == k]
-        dis = np.array([r["disliked_change"] for r in at_k])
-        lik = np.array([r["liked_change"] for r in at_k])
-        summary.append(
-            {
-                "updates": k,
-                "disliked_change_mean": float(dis.mean()),
-                "disliked_change_std": float(dis.std(ddof=1)),
-                "liked_change_mean": float(lik.mean()),
-                "liked_change_std": float(lik.std(ddof=1)),
-                "seeds_disliked_changed_more": int((dis > lik).sum()),
-                "seeds": len(at_k),
-            }
-        )
-    return {
-        "settings": {
-            **dataclasses.asdict(options),
-            "threads": cfg.threads,
-            "torch": torch.__version__,
-            "feedback": "left half disliked, right half liked",
-        },
-        "seconds_per_update_mean": float(np.mean(update_seconds)),
-        "seconds_per_update_std": float(np.std(update_seconds, ddof=1)),
-        "summary": summary,
-        "runs": rows,
-    }
-
-
-def run_seed(workspace, feedback, updates: tuple[int, ...], masks: dict) -> tuple[list[dict], list[float]]:
-    """One apply of max(updates) updates, rendered after each K in ``updates``; (rows, seconds per update)."""
-    from agents.refine.workspace import region_change
-
-    start = workspace.versions[0].image
-    rows, seconds, last = [], [], [time.perf_counter()]
+def apply_and_render(
+    workspace, feedback, updates: tuple[int, ...], seconds: list[float]
+) -> dict[int, torch.Tensor]:
+    """From version 0: one apply of max(updates) updates; the image after each K in ``updates``."""
+    workspace.checkout(0)
+    images, last = {}, [time.perf_counter()]
 
     def progress(k: int, reward: float) -> None:
         seconds.append(time.perf_counter() - last[0])
         if k in updates:
-            image = workspace.render()
-            row = {f"{name}_change": region_change(start, image, mask) for name, mask in masks.items()}
-            rows.append({"updates": k, **row, "reward": reward})
-        last[0] = time.perf_counter()  # rendering for the measurement is not an update's time
+            images[k] = workspace.render()
+        last[0] = time.perf_counter()
 
     workspace.apply(feedback, max(updates), progress)
-    return rows, seconds
+    return images
+
+
+def measure_workspace(workspace, loaded, seed: int, updates, seconds) -> list[dict]:
+    """Every painting on one workspace; one row per K."""
+    from agents.refine.workspace import DISLIKE, LIKE, parse_feedback, region_change
+
+    size = loaded.image_size[0]
+    start = workspace.versions[0].image
+    colour = COLOURS[seed % len(COLOURS)]
+    box = torch.zeros(loaded.image_size, dtype=torch.bool)
+    box[BOX, BOX] = True
+    halves = {"left": torch.zeros_like(box), "right": torch.zeros_like(box)}
+    halves["left"][:, : size // 2] = True
+    halves["right"][:, size // 2 :] = True
+
+    def feedback(rgb, where):
+        return parse_feedback(painting(size, rgb, where), loaded.image_size, 1 << 20)
+
+    target = torch.tensor(colour, dtype=torch.float32)[:, None] / 255
+
+    def distance(image):
+        return float((image[:, box] - target).norm(dim=0).mean())
+
+    coloured = apply_and_render(workspace, feedback(colour, "box"), updates, seconds)
+    paired = {
+        (side, kind): apply_and_render(workspace, feedback(rgb, side), updates, seconds)
+        for side in ("left", "right")
+        for kind, rgb in (("disliked", DISLIKE), ("liked", LIKE))
+    }
+    rows = []
+    for k in updates:
+        row = {
+            "updates": k,
+            "colour": list(colour),
+            "distance_before": distance(start),
+            "distance_after": distance(coloured[k]),
+            "change_inside": region_change(start, coloured[k], box),
+            "change_outside": region_change(start, coloured[k], ~box),
+        }
+        row["reduction"] = 1 - row["distance_after"] / row["distance_before"]
+        for side, mask in halves.items():
+            for kind in ("disliked", "liked"):
+                row[f"{side}_{kind}_change"] = region_change(start, paired[side, kind][k], mask)
+                row[f"{side}_{kind}_change_elsewhere"] = region_change(start, paired[side, kind][k], ~mask)
+            row[f"{side}_ratio"] = row[f"{side}_disliked_change"] / max(row[f"{side}_liked_change"], 1e-12)
+        rows.append(row)
+    return rows
+
+
+def summarise(rows: list[dict], updates: tuple[int, ...]) -> list[dict]:
+    out = []
+    for k in updates:
+        at = [r for r in rows if r["updates"] == k]
+        reduction = np.array([r["reduction"] for r in at])
+        inside = np.array([r["change_inside"] for r in at])
+        outside = np.array([r["change_outside"] for r in at])
+        ratios = np.array([r[f"{side}_ratio"] for r in at for side in ("left", "right")])
+        out.append(
+            {
+                "updates": k,
+                "workspaces": len(at),
+                "reduction_median": float(np.median(reduction)),
+                "reduction_mean": float(reduction.mean()),
+                "workspaces_reduction_ge_half": int((reduction >= 0.5).sum()),
+                "change_inside_mean": float(inside.mean()),
+                "change_outside_mean": float(outside.mean()),
+                "workspaces_outside_le_third_inside": int((outside <= inside / 3).sum()),
+                "dislike_like_ratio_median": float(np.median(ratios)),
+                "pairs": len(ratios),
+                "pairs_ratio_ge_2": int((ratios >= 2).sum()),
+                "pairs_disliked_changed_more": int((ratios > 1).sum()),
+            }
+        )
+    return out
+
+
+def measure(cfg: RefineBenchConfig) -> dict:
+    from tqdm import tqdm
+
+    from agents.refine.workspace import Workspace, refine_train_config
+    from pxpo_gym.loading import load_model
+
+    torch.set_num_threads(cfg.threads)
+    loaded = load_model(cfg.options.model)
+    contexts = loaded.num_contexts
+    cells = [("gradient", seed, c) for seed in range(cfg.seeds) for c in range(contexts)]
+    cells += [("pxpo", s, s % contexts) for s in range(min(cfg.pxpo_workspaces, cfg.seeds * contexts))]
+    result = {"arms": {}}
+    per_arm = {arm: ([], []) for arm in ("gradient", "pxpo")}
+    for arm, seed, context in tqdm(cells, desc="refine workspaces", unit="workspace"):
+        options = dataclasses.replace(cfg.options, update=arm)
+        workspace = Workspace(
+            loaded, refine_train_config(options), context, seed, options.refine_steps, options.hold
+        )
+        rows, seconds = per_arm[arm]
+        for row in measure_workspace(workspace, loaded, seed, cfg.updates, seconds):
+            rows.append({"seed": seed, "context": context, **row})
+    for arm, (rows, seconds) in per_arm.items():
+        if rows:
+            result["arms"][arm] = {
+                "settings": dataclasses.asdict(dataclasses.replace(cfg.options, update=arm)),
+                "seconds_per_update_mean": float(np.mean(seconds)),
+                "seconds_per_update_std": float(np.std(seconds, ddof=1)),
+                "summary": summarise(rows, cfg.updates),
+                "runs": rows,
+            }
+    return result
 
 
 def markdown(result: dict) -> str:
     lines = [
-        "| K updates | change where disliked | change where liked | seeds where disliked changed more |",
-        "|---:|---:|---:|---:|",
+        f"Commit {result['commit']}, `{result['command']}`, {result['threads']} torch thread(s).",
+        "",
+        "| update | K | workspaces | colour: distance reduction (median) | reduction >= 50% | change outside / inside"
+        " | outside <= inside / 3 | dislike / like change (median, paired) | pairs >= 2x | pairs disliked > liked |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in result["summary"]:
+    for arm, data in result["arms"].items():
+        for row in data["summary"]:
+            lines.append(
+                f"| {arm} | {row['updates']} | {row['workspaces']} | {row['reduction_median']:.0%} "
+                f"| {row['workspaces_reduction_ge_half']} / {row['workspaces']} "
+                f"| {row['change_outside_mean']:.3f} / {row['change_inside_mean']:.3f} "
+                f"| {row['workspaces_outside_le_third_inside']} / {row['workspaces']} "
+                f"| {row['dislike_like_ratio_median']:.1f}x | {row['pairs_ratio_ge_2']} / {row['pairs']} "
+                f"| {row['pairs_disliked_changed_more']} / {row['pairs']} |"
+            )
+    lines.append("")
+    for arm, data in result["arms"].items():
         lines.append(
-            f"| {row['updates']} | {row['disliked_change_mean']:.4f} ± {row['disliked_change_std']:.4f} "
-            f"| {row['liked_change_mean']:.4f} ± {row['liked_change_std']:.4f} "
-            f"| {row['seeds_disliked_changed_more']} / {row['seeds']} |"
+            f"Seconds per update, {arm}: {data['seconds_per_update_mean']:.2f} ± {data['seconds_per_update_std']:.2f}."
         )
-    seconds = f"{result['seconds_per_update_mean']:.2f} ± {result['seconds_per_update_std']:.2f}"
-    lines.append(f"\nSeconds per update (CPU, {result['settings']['threads']} torch thread): {seconds}.")
     return "\n".join(lines) + "\n"
 
 
 def screenshot(out: Path) -> Path:
-    """The page after painting and one apply of K=2 (context 1, seed 1), as the browser test drives it."""
+    """The page after a colour-brush disc and one apply of K=4 (context 1, seed 1), as the browser test drives it."""
     from playwright.sync_api import sync_playwright
 
     from agents.refine.__main__ import RefineConfig, build
-    from benchmarks.browser import BROWSER_ARGS, CHROMIUM, paint_halves_and_apply, serve
+    from benchmarks.browser import BROWSER_ARGS, CHROMIUM, paint_colour_and_apply, serve
 
     _, app = build(RefineConfig(threads=1))
     path = out / "refine_page.png"
     with serve(app) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 760})
-        paint_halves_and_apply(page, url, context=1, seed=1, updates=2)
+        paint_colour_and_apply(page, url, context=1, seed=1, updates=4)
         page.screenshot(path=str(path), full_page=True)
         browser.close()
     return path
 
 
 def main(cfg: RefineBenchConfig) -> None:
+    from benchmarks.grid import git_commit
+
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = measure(cfg)
+    result = {
+        "commit": git_commit(),
+        "command": "python -m benchmarks.refine " + " ".join(sys.argv[1:]),
+        "threads": cfg.threads,
+        "torch": torch.__version__,
+        **measure(cfg),
+    }
     (out / "refine.json").write_text(json.dumps(result, indent=1) + "\n")
     table = markdown(result)
     (out / "refine.md").write_text(table)

@@ -10,6 +10,7 @@ Every option is documented by ``--help``. The server binds 127.0.0.1 unless --ho
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class RefineConfig:
     """Address to bind (127.0.0.1: this machine only)."""
     port: int = 8765
     """TCP port; 0 picks a free one."""
+    update: Literal["gradient", "pxpo"] = "gradient"
+    """How an apply updates the model: the exact gradient of the painted reward through the acted steps, or
+    PXPO's score-function updates (measured too weak for visible edits at K <= 8; for comparison)."""
     group_size: int = 8
     """Samples per update: the workspace's own noise and group_size - 1 others of its context."""
     refine_steps: int = 10
@@ -33,18 +37,19 @@ class RefineConfig:
     ones stay the model's, so the layout is kept and the group varies only in later detail (num_inference_steps:
     all). The page may ask for any value in [1, num_inference_steps] per apply."""
     inner_epochs: int = 4
-    """Clipped optimizer steps per update on its samples."""
+    """PXPO: clipped optimizer steps per update on its samples (the gradient update takes one)."""
     learning_rate: float = 3e-4
     """AdamW learning rate of the updates."""
     kl_coef: float = 1.0
-    """Uniform KL penalty to the model the workspace started from, over the whole image."""
-    hold_coef: float = 10.0
-    """Per-pixel KL penalty to that model on the unpainted pixels only (keeps what was not painted)."""
+    """PXPO: uniform KL penalty to the model the workspace started from, over the whole image."""
+    hold: float = 0.3
+    """Reward weight of the unpainted pixels' closeness to the image they start from (keeps what was not
+    painted; liked pixels weigh 1)."""
     lora_rank: int | None = None
     """None: LoRA rank 4 on latent pipelines, the full model on pixel models; 0: full; > 0: LoRA."""
     num_inference_steps: int = 20
     """DDIM steps per image."""
-    default_updates: int = 2
+    default_updates: int = 4
     """The page's initial K."""
     max_updates: int = 32
     """Largest K one apply may ask for."""
@@ -93,11 +98,13 @@ class RefineConfig:
             raise ValueError(f"default_updates={self.default_updates} exceeds max_updates={self.max_updates}")
         if not self.workspace_ttl > 0:
             raise ValueError(f"workspace_ttl must be > 0 seconds, got {self.workspace_ttl}")
-        if not (self.learning_rate > 0 and self.kl_coef >= 0 and self.hold_coef >= 0):
+        if not (self.learning_rate > 0 and self.kl_coef >= 0 and self.hold >= 0):
             raise ValueError(
-                "need learning_rate > 0, kl_coef >= 0 and hold_coef >= 0, got learning_rate="
-                f"{self.learning_rate}, kl_coef={self.kl_coef}, hold_coef={self.hold_coef}"
+                "need learning_rate > 0, kl_coef >= 0 and hold >= 0, got learning_rate="
+                f"{self.learning_rate}, kl_coef={self.kl_coef}, hold={self.hold}"
             )
+        if self.update not in ("gradient", "pxpo"):
+            raise ValueError(f"update must be 'gradient' or 'pxpo', got update={self.update!r}")
 
 
 def build(cfg: RefineConfig):

@@ -166,7 +166,9 @@ class RefineServer:
                 raise ApiError(429, f"the server holds {held} workspaces (the limit): delete one or wait")
             self.reserved += 1
         try:
-            workspace = Workspace(self.loaded, self.train_config, context, seed, self.options.refine_steps)
+            workspace = Workspace(
+                self.loaded, self.train_config, context, seed, self.options.refine_steps, self.options.hold
+            )
             workspace_id = secrets.token_hex(8)
             with self.guard:
                 self.workspaces[workspace_id] = Entry(workspace)

@@ -6,20 +6,24 @@ sample from env slot 0 seeded ``seed`` (fixed initial and step noise). Apply:
 1. The painting becomes a per-pixel reward through ``target_map``: liked pixels
    score closeness to what they are now (weight +1: stay), disliked pixels the
    same closeness with weight -1 (move away), "this colour" pixels closeness to
-   the painted colour (weight +1); unpainted pixels score 0.
-2. K PXPO updates (``agents.pxpo``) with group advantages on a group of
-   ``group_size`` samples of the workspace's context, on a copy of the model
-   (LoRA on latent pipelines, full on pixel models). Unpainted pixels are held by
-   a per-pixel KL penalty to the model the workspace started from (``hold_coef``,
-   the trainer's silent-pixel penalty with the painting as the mask), the whole
-   image by an optional uniform one (``kl_coef``). The policy acts (and is trained)
-   on the last ``steps`` denoising steps only (the apply's strength); the steps
-   before are the frozen model's, with the workspace's own noise, so every sample
-   of the group starts from the workspace's own intermediate image (as SDEdit
-   refines an image) and differs only in the later steps' noise. Slot 0 is the
-   workspace's own noise throughout. Each update samples the group with the current
-   policy (fresh noise for the other slots), then takes ``inner_epochs`` clipped
-   optimizer steps, every acted step weighted alike.
+   the painted colour (weight +1), unpainted pixels closeness to what they are
+   now with the small weight ``hold`` (keep what was not painted).
+2. K updates on a group of ``group_size`` samples of the workspace's context, on a
+   copy of the model (LoRA on latent pipelines, full on pixel models). The policy
+   acts (and is trained) on the last ``steps`` denoising steps only (the apply's
+   strength); the steps before are the frozen model's, with the workspace's own
+   noise, so every sample of the group starts from the workspace's own intermediate
+   image (as SDEdit refines an image) and differs only in the later steps' noise.
+   Slot 0 is the workspace's own noise throughout. Each update samples the group
+   with the current policy (fresh noise for the other slots), then:
+
+   - ``update="gradient"`` (default): one clipped AdamW step on the exact gradient
+     of the group's mean painted reward, backpropagated through the acted steps
+     (the painting is a differentiable per-pixel reward by construction);
+   - ``update="pxpo"``: ``inner_epochs`` clipped PXPO steps with group advantages
+     (``agents.pxpo``) and a KL penalty ``kl_coef`` to the starting model. Measured
+     (``benchmarks.refine``), 8 samples per update carry too little score-function
+     signal for a visible edit within K <= 8; it stays for comparison.
 3. The image is re-rendered from its own fixed noise and becomes a new version,
    which keeps the painting, the settings and the rewards (``feedback_archive``).
 
@@ -42,11 +46,12 @@ import numpy as np
 import torch
 
 from agents.config import TrainConfig
+from agents.oracle import differentiable_rollout
 from agents.policy import trainable_state
 from agents.rollout import collect
 from agents.trainer import Trainer
 from pxpo_gym.models import LoadedModel
-from pxpo_gym.rewards import pool_to_grid, target_map_reward
+from pxpo_gym.rewards import target_map_reward
 from pxpo_gym.sampling import run_policy
 from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv
 
@@ -129,14 +134,16 @@ def parse_feedback(data: bytes, size: tuple[int, int], max_bytes: int) -> Feedba
 class PaintedReward:
     """The workspace env's reward: ``target_map`` built from the latest feedback (zero before any)."""
 
-    def __init__(self, size: tuple[int, int]) -> None:
+    def __init__(self, size: tuple[int, int], hold: float = 0.0) -> None:
         self.fn = target_map_reward(target=torch.zeros(3, *size), weights=torch.zeros(size))
+        self.hold = hold
+        """Weight of the unpainted pixels' closeness to the image they start from."""
         self.__name__ = "painted_feedback"
 
     def set(self, feedback: Feedback, image: torch.Tensor) -> None:
-        """Liked/disliked pixels target ``image`` (3, H, W) itself, coloured ones their colour."""
+        """Liked, disliked and unpainted pixels target ``image`` (3, H, W) itself, coloured ones their colour."""
         target = torch.where(feedback.labels == COLOURED, feedback.colours, image.cpu())  # (3, H, W)
-        weights = torch.zeros(feedback.labels.shape)
+        weights = torch.full(feedback.labels.shape, float(self.hold))
         weights[(feedback.labels == LIKED) | (feedback.labels == COLOURED)] = 1.0
         weights[feedback.labels == DISLIKED] = -1.0
         self.fn = target_map_reward(target=target, weights=weights)
@@ -192,14 +199,20 @@ class Workspace:
     """
 
     def __init__(
-        self, loaded: LoadedModel, train: TrainConfig, context: int, seed: int, refine_steps: int
+        self,
+        loaded: LoadedModel,
+        train: TrainConfig,
+        context: int,
+        seed: int,
+        refine_steps: int,
+        hold: float = 0.0,
     ) -> None:
         if not 1 <= refine_steps <= train.num_inference_steps:
             raise ValueError(
                 f"refine_steps must be in [1, num_inference_steps={train.num_inference_steps}], got {refine_steps}"
             )
         self.context, self.seed = context, seed
-        self.reward = PaintedReward(loaded.image_size)
+        self.reward = PaintedReward(loaded.image_size, hold)
         common = dict(
             model=loaded,
             reward=self.reward,
@@ -277,24 +290,35 @@ class Workspace:
         reward = self.reward(image[None].to(device), torch.tensor([self.context], device=device))
         return float(reward.mean())
 
-    def hold_mask(self, feedback: Feedback) -> torch.Tensor:
-        """(G, h, w) float: the unpainted share of each sample-grid cell (what the hold penalty keeps)."""
-        unpainted = (feedback.labels == NONE).float()[None]  # (1, H, W)
-        grid = tuple(self.envs.unwrapped.loaded.sample_shape[1:])
-        return pool_to_grid(unpainted, grid).expand(self.envs.num_envs, *grid).to(self.envs.device)
+    def update(self, options: dict) -> float:
+        """One update of the policy on a group drawn with ``options``; returns slot 0's painted reward."""
+        trainer = self.trainer
+        if trainer.algo is None:  # the exact gradient of the painted reward through the acted steps
+            trainer.policy.train()
+            rewards, _ = differentiable_rollout(
+                self.envs, self.eps, backprop_steps=self.steps, options=options
+            )
+            (-rewards.mean()).backward()
+            trainer.optimizer_step()
+            return float(rewards[0].detach())
+        trainer.policy.eval()
+        traj = collect(self.envs, self.eps, options=options)
+        trainer.policy.train()
+        trainer.update(traj, trainer.advantages(traj.rewards, traj.reward_maps, traj.contexts))
+        return float(traj.rewards[0])
 
     def settings(self) -> dict[str, Any]:
         """The training settings every apply of this workspace uses (recorded with each version)."""
         cfg = self.trainer.config
-        return {
-            "group_size": cfg.group_size,
-            "inner_epochs": cfg.inner_epochs,
+        common = {
+            "update": "gradient" if self.trainer.algo is None else "pxpo",
+            "group_size": cfg.sample_batch_size,
             "learning_rate": cfg.learning_rate,
-            "kl_coef": cfg.kl_coef,
-            "hold_coef": cfg.silent_kl_coef,
-            "credit": cfg.credit,
-            "image_advantage_weight": cfg.image_advantage_weight,
+            "hold": self.reward.hold,
         }
+        if self.trainer.algo is None:
+            return common
+        return {**common, "inner_epochs": cfg.inner_epochs, "kl_coef": cfg.kl_coef}
 
     def apply(
         self,
@@ -320,20 +344,14 @@ class Workspace:
         steps = start.steps if steps is None else steps
         self.set_steps(steps)  # checks steps before anything changes
         self.reward.set(feedback, start.image)
-        trainer, rewards = self.trainer, [self.feedback_reward(start.image)]
+        rewards = [self.feedback_reward(start.image)]
         contexts = torch.full((self.envs.num_envs,), self.context, device=self.envs.device)
-        held = self.hold_mask(feedback)
         try:
             for k in range(1, updates + 1):
                 if cancelled():
                     raise Cancelled()
-                trainer.policy.eval()
                 options = {"context": contexts, "noise": self.group_noise()}
-                traj = collect(self.envs, self.eps, options=options)
-                trainer.policy.train()
-                advantages = trainer.advantages(traj.rewards, traj.reward_maps, traj.contexts)
-                trainer.update(traj, advantages, held)
-                progress(k, float(traj.rewards[0]))
+                progress(k, self.update(options))
             image = self.render()
         except BaseException:
             self.load(start.weights)  # nothing half-changed
@@ -386,8 +404,8 @@ One folder per apply, apply-NNN (NNN = the version the apply made):
   version it started from) and after it (the new version), both from the workspace's own noise.
 - apply.json: version, parent, context (id), context_name, seed, model, rewards (the painted reward of
   the image before and after), and settings (updates, steps: the last denoising steps the edit could
-  change, num_inference_steps, group_size, inner_epochs, learning_rate, kl_coef, hold_coef, credit,
-  image_advantage_weight).
+  change, num_inference_steps, update: "gradient" or "pxpo", group_size, learning_rate, hold: the
+  weight that keeps unpainted pixels; with pxpo also inner_epochs and kl_coef).
 
 Pairs (painting, before) -> after are the raw material of a per-pixel reward model.
 """
@@ -431,12 +449,13 @@ def region_change(before: torch.Tensor, after: torch.Tensor, mask: torch.Tensor)
 
 def refine_train_config(options: Any) -> TrainConfig:
     """The TrainConfig of a workspace's updates from the server's options (``RefineConfig``)."""
+    pxpo = options.update == "pxpo"
     return TrainConfig(
-        algo="pxpo",
-        # Per-pixel credit with the image term; the hold penalty's mask is the painting's unpainted pixels.
+        algo="pxpo" if pxpo else "oracle",
+        # PXPO: per-pixel credit with the image term, no penalty on silent pixels (the hold term keeps them).
         credit="pixel",
         image_advantage_weight=1.0,
-        silent_kl_coef=options.hold_coef,
+        silent_kl_coef=0.0,
         model=options.model,
         prompts=tuple(options.prompts),
         sample_batch_size=options.group_size,
@@ -444,8 +463,8 @@ def refine_train_config(options: Any) -> TrainConfig:
         train_batch_size=options.group_size,
         inner_epochs=options.inner_epochs,
         learning_rate=options.learning_rate,
-        kl_coef=options.kl_coef,
-        group_size=options.group_size,
+        kl_coef=options.kl_coef if pxpo else 0.0,  # the gradient update is held by the reward's hold term
+        group_size=options.group_size if pxpo else None,
         lora_rank=options.lora_rank,
         num_inference_steps=options.num_inference_steps,
         device=options.device,
