@@ -3,6 +3,7 @@
     python -m benchmarks.refine                   # 10 seeds x every context, gradient and PXPO updates
     python -m benchmarks.refine --screenshot      # also the README's screenshot of the page (chromium)
     python -m benchmarks.refine --options.hold 1  # any refine option (RefineConfig) can be overridden
+    python -m benchmarks.refine --timing-only     # seconds per update only (run it with nothing else running)
 
 For each seed s and context c, a workspace (context c, noise seed s) gets five
 applies, each from version 0, each of max(updates) updates, rendered after every
@@ -21,7 +22,9 @@ K in ``updates`` (rendering excluded from the timing):
 Both update rules of the page run (``update="gradient"``, the default, on every
 workspace; ``update="pxpo"`` on the first ``pxpo_workspaces``). Seconds per update
 are measured on ``threads`` torch threads; run nothing else at the same time for
-them to mean anything. Writes OUT/refine.{json,md} with the commit and command.
+them to mean anything (``--timing-only`` measures just them, ``timing_updates``
+updates per rule on one workspace, into OUT/refine_timing.json). Writes
+OUT/refine.{json,md} with the commit and command.
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ class RefineBenchConfig:
     """torch threads (1 is steady on a shared machine)."""
     screenshot: bool = False
     """Also drive the page in headless chromium and save OUT/refine_page.png."""
+    timing_only: bool = False
+    """Only measure seconds per update of each rule (OUT/refine_timing.json)."""
+    timing_updates: int = 8
+    """Updates timed per rule with --timing-only."""
     out: str = "benchmarks/results"
     """Output folder."""
 
@@ -201,6 +208,29 @@ def measure(cfg: RefineBenchConfig) -> dict:
     return result
 
 
+def timing(cfg: RefineBenchConfig) -> dict:
+    """Seconds per update of each update rule: ``timing_updates`` updates on workspace (context 0, seed 0)
+    under the colour-box painting; the first update (warm-up) is excluded."""
+    from agents.refine.workspace import Workspace, parse_feedback, refine_train_config
+    from pxpo_gym.loading import load_model
+
+    torch.set_num_threads(cfg.threads)
+    loaded = load_model(cfg.options.model)
+    feedback = parse_feedback(painting(loaded.image_size[0], COLOURS[0], "box"), loaded.image_size, 1 << 20)
+    out = {}
+    for arm in ("gradient", "pxpo"):
+        options = dataclasses.replace(cfg.options, update=arm)
+        workspace = Workspace(loaded, refine_train_config(options), 0, 0, options.refine_steps, options.hold)
+        seconds: list[float] = []
+        apply_and_render(workspace, feedback, (cfg.timing_updates + 1,), seconds)
+        out[arm] = {
+            "seconds_per_update_mean": float(np.mean(seconds[1:])),
+            "seconds_per_update_std": float(np.std(seconds[1:], ddof=1)),
+            "updates_timed": len(seconds) - 1,
+        }
+    return out
+
+
 def markdown(result: dict) -> str:
     lines = [
         f"Commit {result['commit']}, `{result['command']}`, {result['threads']} torch thread(s).",
@@ -250,13 +280,18 @@ def main(cfg: RefineBenchConfig) -> None:
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = {
+    header = {
         "commit": git_commit(),
         "command": "python -m benchmarks.refine " + " ".join(sys.argv[1:]),
         "threads": cfg.threads,
         "torch": torch.__version__,
-        **measure(cfg),
     }
+    if cfg.timing_only:
+        result = {**header, **timing(cfg)}
+        (out / "refine_timing.json").write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps(result, indent=1))
+        return
+    result = {**header, **measure(cfg)}
     (out / "refine.json").write_text(json.dumps(result, indent=1) + "\n")
     table = markdown(result)
     (out / "refine.md").write_text(table)

@@ -43,6 +43,13 @@ def local_client(app) -> TestClient:
     return TestClient(app, base_url="http://127.0.0.1:8765")
 
 
+def small_config(tiny_model_dir, **overrides) -> RefineConfig:
+    """The smallest server: groups of 2, 2 denoising steps, the policy acting on the last one."""
+    return RefineConfig(
+        model=str(tiny_model_dir), group_size=2, num_inference_steps=2, refine_steps=1, **overrides
+    )
+
+
 @pytest.fixture
 def client(tiny_model_dir):
     cfg = RefineConfig(
@@ -184,14 +191,7 @@ def test_other_bad_requests_get_clear_json_errors(client):
 
 
 def test_workspaces_expire_and_are_limited(tiny_model_dir):
-    cfg = RefineConfig(
-        model=str(tiny_model_dir),
-        group_size=2,
-        num_inference_steps=2,
-        refine_steps=1,
-        max_workspaces=2,
-        workspace_ttl=0.2,
-    )
+    cfg = small_config(tiny_model_dir, max_workspaces=2, workspace_ttl=0.2)
     server, app = build(cfg)
     with local_client(app) as client:
         first = client.post("/api/workspaces", json={}).json()["id"]
@@ -336,13 +336,8 @@ def test_foreign_origin_and_host_are_refused_before_anything_runs(client):
 
 
 def test_allowed_hosts_and_origins_flags(tiny_model_dir):
-    cfg = RefineConfig(
-        model=str(tiny_model_dir),
-        group_size=2,
-        num_inference_steps=2,
-        refine_steps=1,
-        allowed_hosts=("studio.lan",),
-        allowed_origins=("http://studio.lan:3000",),
+    cfg = small_config(
+        tiny_model_dir, allowed_hosts=("studio.lan",), allowed_origins=("http://studio.lan:3000",)
     )
     _, app = build(cfg)
     with TestClient(app, base_url="http://studio.lan:8765") as client:
@@ -378,7 +373,7 @@ def test_size_is_checked_before_the_body_is_read_and_creates_hold_the_limit(tiny
 
     from benchmarks.browser import serve
 
-    cfg = RefineConfig(model=str(tiny_model_dir), group_size=2, num_inference_steps=2, refine_steps=1)
+    cfg = small_config(tiny_model_dir)
     server, app = build(cfg)
     with serve(app) as url:
         port = int(url.rsplit(":", 1)[1].strip("/"))
