@@ -239,6 +239,10 @@ class TrainConfig:
         )
         need(self.kl_coef >= 0, f"kl_coef must be >= 0, got kl_coef={self.kl_coef}")
         need(
+            math.isfinite(self.dist_timeout) and self.dist_timeout > 0,
+            f"dist_timeout must be a finite number of seconds > 0, got dist_timeout={self.dist_timeout}",
+        )
+        need(
             not (self.algo == "oracle" and self.kl_coef),
             f"kl_coef={self.kl_coef} is a policy-gradient penalty; algo='oracle' does not take it",
         )

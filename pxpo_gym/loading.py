@@ -33,11 +33,38 @@ LATENT_EXTRA_HINT = 'pip install "pxpo-gym[sd]" (transformers)'
 """How to get what latent text-to-image pipelines need beyond the core install."""
 
 
+METADATA_FIELDS: dict[str, tuple[str, Any]] = {
+    "context_names": ("a list of non-empty strings", lambda v: _strings(v)),
+    "prompts": ("a list of non-empty strings", lambda v: _strings(v)),
+    "null_context": (
+        "an int or null",
+        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+    ),
+    "format": (
+        "one of 'ddpm_pipeline', 'pipeline', 'lora'",
+        lambda v: v in ("ddpm_pipeline", "pipeline", "lora"),
+    ),
+    "fine_tuned_from": ("a string", lambda v: isinstance(v, str)),
+    "base_model": ("a non-empty string", lambda v: isinstance(v, str) and bool(v)),
+    "lora_weights": (
+        "a file name inside the folder",
+        lambda v: isinstance(v, str) and bool(v) and Path(v).name == v and v not in (".", ".."),
+    ),
+    "run": ("a JSON object", lambda v: isinstance(v, dict)),
+}
+"""Each known ``pxpo_gym.json`` field: what it must be, and the check (unknown fields are kept as they are)."""
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+
+
 def read_metadata(folder: str | Path | None) -> dict[str, Any]:
     """A model folder's ``pxpo_gym.json`` ({} for no folder, a hub id, or a folder without one).
 
     Raises:
-        ValueError: the file is not a valid JSON object.
+        ValueError: the file is not a valid JSON object, or a known field has the wrong type (the
+            message names the file, the field, its value and what it must be).
     """
     path = Path(folder) / METADATA_FILE if folder is not None else None
     if path is None or not path.is_file():
@@ -47,7 +74,14 @@ def read_metadata(folder: str | Path | None) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"model folder {str(folder)!r}: {METADATA_FILE} is not valid JSON: {err}") from err
     if not isinstance(meta, dict):
-        raise ValueError(f"model folder {str(folder)!r}: {METADATA_FILE} must hold a JSON object")
+        raise ValueError(f"{str(path)!r} must hold a JSON object, got {type(meta).__name__}")
+    for key, (what, ok) in METADATA_FIELDS.items():
+        if key in meta and not ok(meta[key]):
+            raise ValueError(f"{str(path)!r}: {key!r} must be {what}, got {str(meta[key])[:80]!r}")
+    if meta.get("format") == "lora":
+        missing = [k for k in ("base_model", "lora_weights", "prompts") if k not in meta]
+        if missing:
+            raise ValueError(f"{str(path)!r}: a 'lora' export needs {missing} as well")
     return meta
 
 

@@ -146,22 +146,36 @@ class WeightedReward(Reward):
 
 
 def split_weight(spec: str) -> tuple[str, float | None]:
-    """``"name:0.5"`` -> (``"name"``, 0.5); a spec without a numeric ``:weight`` suffix -> (spec, None).
+    """``"name:0.5"`` -> (``"name"``, 0.5); a spec without a ``:weight`` suffix -> (spec, None).
 
-    ``"package.module:function"`` has no weight; ``"package.module:function:2"`` has weight 2.
+    A built-in name takes ``name`` or ``name:weight``; a user's callable takes
+    ``package.module:function`` (no weight) or ``package.module:function:weight``.
 
     Raises:
-        ValueError: the weight is NaN or infinite.
+        ValueError: a weight that is not a finite, non-zero number, or a spec with too many ':'
+            (the message names the spec and the forms allowed).
     """
-    head, sep, tail = spec.rpartition(":")
-    if not sep or not head:
+    parts = spec.split(":")
+    forms = "'name', 'name:weight', 'package.module:function' or 'package.module:function:weight'"
+    builtin = parts[0] in REWARDS
+    if len(parts) == 1:
         return spec, None
+    if len(parts) > (2 if builtin else 3):
+        raise ValueError(f"reward={spec!r} has too many ':'; a reward spec is {forms}")
+    head, tail = ":".join(parts[:-1]), parts[-1]
     try:
         weight = float(tail)
     except ValueError:
-        return spec, None
-    if not math.isfinite(weight):
-        raise ValueError(f"reward={spec!r}: the weight after ':' must be a finite number, got {tail!r}")
+        if len(parts) == 2 and not builtin:  # 'module:function' (no function is named like a number)
+            return spec, None
+        raise ValueError(
+            f"reward={spec!r}: the weight after ':' must be a number, got {tail!r}; a reward spec is {forms}"
+        ) from None
+    if not math.isfinite(weight) or weight == 0:
+        raise ValueError(
+            f"reward={spec!r}: the weight after ':' must be a finite number other than 0, got {tail!r} "
+            "(leave a reward out rather than weigh it 0)"
+        )
     return head, weight
 
 

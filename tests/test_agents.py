@@ -267,6 +267,11 @@ def test_user_reward_plugin(tiny_model_dir, tmp_path, monkeypatch):
         (dict(stat_min_count=40), "stat_min_count"),
         (dict(reward_kwargs="[1, 2]"), "JSON object"),
         (dict(estimator="ppo"), "estimator"),
+        (
+            dict(dist_timeout=-5.0),
+            "dist_timeout must be a finite number of seconds > 0, got dist_timeout=-5.0",
+        ),
+        (dict(dist_timeout=float("nan")), "dist_timeout=nan"),
     ],
 )
 def test_bad_configs_fail_at_construction(tiny_model_dir, tmp_path, overrides, message):

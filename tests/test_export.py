@@ -195,3 +195,26 @@ def test_evaluate_refuses_an_incomparable_reference(tiny_model_dir, tmp_path):
         evaluate(EvaluateConfig(model=str(tiny_model_dir), reference="default", images=2, out=str(tmp_path)))
     with pytest.raises(ValueError, match="images must be >= 1"):
         evaluate(EvaluateConfig(model=str(tiny_model_dir), images=0, out=str(tmp_path)))
+
+
+@pytest.mark.parametrize(
+    "meta, message",
+    [
+        ({"context_names": 7}, "'context_names' must be a list of non-empty strings, got '7'"),
+        ({"null_context": "0"}, "'null_context' must be an int or null"),
+        ({"format": "zip"}, "'format' must be one of"),
+        (
+            {"format": "lora", "base_model": "x", "lora_weights": "../../etc/passwd", "prompts": ["a"]},
+            "a file name",
+        ),
+        ({"format": "lora", "prompts": ["a"]}, "needs ['base_model', 'lora_weights']"),
+        ([1, 2], "must hold a JSON object, got list"),
+    ],
+)
+def test_a_malformed_metadata_file_is_named_with_the_field(tmp_path, meta, message):
+    from pxpo_gym.loading import read_metadata
+
+    (tmp_path / "pxpo_gym.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError) as err:
+        read_metadata(tmp_path)
+    assert message in str(err.value) and str(tmp_path / "pxpo_gym.json") in str(err.value)

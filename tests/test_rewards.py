@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -189,6 +190,29 @@ def test_module_function_specs_keep_their_colon():
     assert split_weight("pkg.mod:fn") == ("pkg.mod:fn", None)
     assert split_weight("pkg.mod:fn:0.5") == ("pkg.mod:fn", 0.5)
     assert split_weight("color:-1e-1") == ("color", -0.1)
+    assert split_weight("myrewards:score") == ("myrewards:score", None)  # a top-level user module
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("color:1:2", "too many ':'"),  # was read as 'color:1' weighted 2
+        ("color:abc", "must be a number, got 'abc'"),  # was "No module named 'color'"
+        ("color:0", "other than 0"),  # was accepted silently
+        ("color:nan", "finite"),
+        ("pkg.mod:fn:x", "must be a number"),
+        ("pkg.mod:fn:1:2", "too many ':'"),
+    ],
+)
+def test_malformed_reward_specs_are_refused_with_the_spec_named(spec, message):
+    from agents.config import TrainConfig
+    from pxpo_gym.rewards import split_weight
+
+    with pytest.raises(ValueError, match=re.escape(message)) as err:
+        split_weight(spec)
+    assert repr(spec) in str(err.value)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig(reward=(spec,))  # refused when the config is parsed, before anything loads
 
 
 def test_env_reports_each_component_and_pxpo_trains_on_the_weighted_map(tiny_model_dir, tmp_path):
