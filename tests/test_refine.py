@@ -114,6 +114,23 @@ def test_apply_makes_a_new_version_and_history_is_exact(client):
     assert reset["current"] == 0 and len(reset["versions"]) == 1
 
 
+def test_cancel_after_an_update_restores_the_weights(tiny_model_dir):
+    """The restore path with at least one update done: cancelled from the progress callback."""
+    from agents.refine.workspace import Cancelled
+
+    workspace = tiny_workspace(tiny_model_dir, learning_rate=3e-3)
+    before = workspace.weights()
+    done = []
+    with pytest.raises(Cancelled):
+        workspace.apply(
+            parse_feedback(png(halves(8)), (8, 8), 10_000), 3, lambda k, r: done.append(k), lambda: bool(done)
+        )
+    assert done == [1]  # one update ran and changed the weights before the cancel
+    after = workspace.weights()
+    assert all(torch.equal(before[k], after[k]) for k in before) and len(workspace.versions) == 1
+    assert torch.equal(workspace.render(), workspace.versions[0].image)
+
+
 def test_second_apply_while_running_is_409_and_cancel_restores(client):
     ws = client.post("/api/workspaces", json={"context": 0, "seed": 0}).json()["id"]
     entry = client.server.workspaces[ws]
@@ -191,18 +208,20 @@ def test_other_bad_requests_get_clear_json_errors(client):
 
 
 def test_workspaces_expire_and_are_limited(tiny_model_dir):
-    cfg = small_config(tiny_model_dir, max_workspaces=2, workspace_ttl=0.2)
+    cfg = small_config(tiny_model_dir, max_workspaces=2, workspace_ttl=60.0)
     server, app = build(cfg)
+    now = [1000.0]
+    server.clock = lambda: now[0]  # an injected clock: no sleeping, no race with slow creates
     with local_client(app) as client:
         first = client.post("/api/workspaces", json={}).json()["id"]
-        client.post("/api/workspaces", json={})
+        now[0] += 30
+        second = client.post("/api/workspaces", json={}).json()["id"]
         third = client.post("/api/workspaces", json={})
         assert third.status_code == 429 and "limit" in third.json()["error"]
-        time.sleep(0.3)
-        assert (
-            client.post("/api/workspaces", json={}).status_code == 201
-        )  # creating expires the stale ones first
+        now[0] += 45  # the first idle 75 s (expired), the second 45 s (kept)
+        assert client.post("/api/workspaces", json={}).status_code == 201  # creating expires stale ones first
         assert client.get(f"/api/workspaces/{first}").status_code == 404
+        assert client.get(f"/api/workspaces/{second}").status_code == 200
 
 
 def test_feedback_parsing_by_hand():

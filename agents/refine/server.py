@@ -113,7 +113,8 @@ class Entry:
     workspace: Workspace
     lock: threading.Lock = field(default_factory=threading.Lock)
     job: Job | None = None
-    last_used: float = field(default_factory=time.monotonic)
+    last_used: float = 0.0
+    """The server clock's reading when it was last used."""
 
 
 class RefineServer:
@@ -133,6 +134,8 @@ class RefineServer:
         pass it)."""
         self.guard = threading.Lock()  # guards the dict and the reservation count, not the workspaces
         self.queue = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine-job")
+        self.clock = time.monotonic
+        """Seconds, for idle expiry (a test may replace it)."""
 
     # -- workspaces -----------------------------------------------------------
 
@@ -141,7 +144,7 @@ class RefineServer:
             entry = self.workspaces.get(workspace_id)
         if entry is None:
             raise ApiError(404, f"unknown workspace {workspace_id!r} (it may have expired)")
-        entry.last_used = time.monotonic()
+        entry.last_used = self.clock()
         return entry
 
     def context_id(self, value: Any) -> int:
@@ -171,7 +174,7 @@ class RefineServer:
             )
             workspace_id = secrets.token_hex(8)
             with self.guard:
-                self.workspaces[workspace_id] = Entry(workspace)
+                self.workspaces[workspace_id] = Entry(workspace, last_used=self.clock())
         finally:
             with self.guard:
                 self.reserved -= 1
@@ -216,7 +219,7 @@ class RefineServer:
 
     def expire(self) -> list[str]:
         """Drops workspaces idle for longer than the ttl (a running job keeps its workspace alive)."""
-        now = time.monotonic()
+        now = self.clock()
         with self.guard:
             stale = [
                 key
@@ -272,7 +275,7 @@ class RefineServer:
         job.state = "running"
 
         def progress(k: int, reward: float) -> None:
-            job.done_updates, entry.last_used = k, time.monotonic()
+            job.done_updates, entry.last_used = k, self.clock()
             job.rewards.append(reward)
 
         try:
@@ -283,7 +286,7 @@ class RefineServer:
             job.state, job.error = "failed", f"{type(err).__name__}: {err}"
         else:
             job.version, job.state = version.index, "done"
-        entry.last_used = time.monotonic()
+        entry.last_used = self.clock()
 
     def cancel(self, workspace_id: str) -> dict[str, Any]:
         entry = self.entry(workspace_id)
