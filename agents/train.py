@@ -64,4 +64,6 @@ def dist_rank() -> int:
 
 
 if __name__ == "__main__":
-    main()
+    from pxpo_gym.cli import run
+
+    run(main, "agents.train")

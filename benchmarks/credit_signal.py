@@ -189,4 +189,6 @@ def main(cfg: CreditSignalConfig) -> dict:
 if __name__ == "__main__":
     import tyro
 
-    main(tyro.cli(CreditSignalConfig))
+    from pxpo_gym.cli import run
+
+    run(lambda: main(tyro.cli(CreditSignalConfig)), "benchmarks.credit_signal")

@@ -108,4 +108,6 @@ def main(cfg: DistributedBenchConfig) -> dict:
 if __name__ == "__main__":
     import tyro
 
-    main(tyro.cli(DistributedBenchConfig))
+    from pxpo_gym.cli import run
+
+    run(lambda: main(tyro.cli(DistributedBenchConfig)), "benchmarks.distributed")

@@ -102,4 +102,6 @@ def main(cfg: OverheadConfig) -> dict:
 if __name__ == "__main__":
     import tyro
 
-    main(tyro.cli(OverheadConfig))
+    from pxpo_gym.cli import run
+
+    run(lambda: main(tyro.cli(OverheadConfig)), "benchmarks.env_overhead")

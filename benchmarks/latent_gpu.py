@@ -122,4 +122,6 @@ def main(cfg: LatentBenchConfig) -> dict:
 if __name__ == "__main__":
     import tyro
 
-    main(tyro.cli(LatentBenchConfig))
+    from pxpo_gym.cli import run
+
+    run(lambda: main(tyro.cli(LatentBenchConfig)), "benchmarks.latent_gpu")

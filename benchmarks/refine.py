@@ -303,4 +303,6 @@ def main(cfg: RefineBenchConfig) -> None:
 if __name__ == "__main__":
     import tyro
 
-    main(tyro.cli(RefineBenchConfig))
+    from pxpo_gym.cli import run
+
+    run(lambda: main(tyro.cli(RefineBenchConfig)), "benchmarks.refine")

@@ -85,4 +85,6 @@ def main(cfg: QualityConfig) -> dict:
 if __name__ == "__main__":
     import tyro
 
-    main(tyro.cli(QualityConfig))
+    from pxpo_gym.cli import run
+
+    run(lambda: main(tyro.cli(QualityConfig)), "benchmarks.sample_quality")

@@ -239,4 +239,6 @@ def main(cfg: PPOBenchConfig) -> dict:
 if __name__ == "__main__":
     import tyro
 
-    main(tyro.cli(PPOBenchConfig))
+    from pxpo_gym.cli import run
+
+    run(lambda: main(tyro.cli(PPOBenchConfig)), "benchmarks.sb3_ppo")

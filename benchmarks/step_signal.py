@@ -267,4 +267,6 @@ def write_results(out: str, results: dict, table: str) -> None:
 if __name__ == "__main__":
     import tyro
 
-    main(tyro.cli(StepSignalConfig))
+    from pxpo_gym.cli import run
+
+    run(lambda: main(tyro.cli(StepSignalConfig)), "benchmarks.step_signal")

@@ -128,8 +128,7 @@ def main(cfg: SuiteConfig) -> str:
 if __name__ == "__main__":
     import tyro
 
-    main(
-        tyro.extras.overridable_config_cli(
-            {name: (fn.__doc__.splitlines()[0], fn()) for name, fn in PRESETS.items()}
-        )
-    )
+    from pxpo_gym.cli import run
+
+    presets = {name: (fn.__doc__.splitlines()[0], fn()) for name, fn in PRESETS.items()}
+    run(lambda: main(tyro.extras.overridable_config_cli(presets)), "benchmarks.suite")

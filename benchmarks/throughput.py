@@ -177,4 +177,6 @@ def main(cfg: ThroughputConfig) -> list[dict]:
 if __name__ == "__main__":
     import tyro
 
-    main(tyro.cli(ThroughputConfig))
+    from pxpo_gym.cli import run
+
+    run(lambda: main(tyro.cli(ThroughputConfig)), "benchmarks.throughput")

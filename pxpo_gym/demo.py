@@ -73,4 +73,6 @@ def main(cfg: DemoConfig) -> Path:
 if __name__ == "__main__":
     import tyro
 
-    main(tyro.cli(DemoConfig))
+    from pxpo_gym.cli import run
+
+    run(lambda: main(tyro.cli(DemoConfig)), "pxpo_gym.demo")

@@ -184,4 +184,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from pxpo_gym.cli import run
+
+    run(main, "pxpo_gym.pretrain")

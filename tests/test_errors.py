@@ -140,3 +140,43 @@ def test_bad_reset_options(vec):
     with pytest.raises(ValueError, match="seed"):
         vec.reset(seed=[1, 2, 3])
     _assert_same_state(vec, before)
+
+
+def test_cli_errors_print_one_line_and_exit_2(tmp_path):
+    """A user's error after parsing: one line on stderr, status 2; --debug shows the traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    missing = str(tmp_path / "nowhere")
+    plain = subprocess.run(
+        [sys.executable, "-m", "agents.train", "--resume", missing], capture_output=True, text=True, env=env
+    )
+    assert plain.returncode == 2, plain.stderr
+    assert plain.stderr.strip().count("\n") == 0 and "Traceback" not in plain.stderr
+    assert plain.stderr.startswith("agents.train: error: ") and "no checkpoint found" in plain.stderr
+    debug = subprocess.run(
+        [sys.executable, "-m", "agents.train", "--resume", missing, "--debug"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "no checkpoint found" in debug.stderr
+
+
+def test_cli_run_keeps_the_traceback_of_a_bug(monkeypatch, capsys):
+    from pxpo_gym.cli import run
+
+    monkeypatch.setattr("sys.argv", ["prog", "--debug"])
+    with pytest.raises(ValueError):
+        run(lambda: (_ for _ in ()).throw(ValueError("bad")), "prog")  # --debug: raised as is
+    monkeypatch.setattr("sys.argv", ["prog"])
+    with pytest.raises(SystemExit) as exit_info:
+        run(lambda: (_ for _ in ()).throw(ValueError("bad\n  input")), "prog")
+    assert (
+        exit_info.value.code == 2
+        and capsys.readouterr().err == "prog: error: bad input (--debug shows the traceback)\n"
+    )
+    with pytest.raises(ZeroDivisionError):  # not a user's error: a bug keeps its traceback
+        run(lambda: 1 / 0, "prog")

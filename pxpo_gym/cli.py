@@ -1,0 +1,37 @@
+"""Command-line entry points: a user's error prints one line and exits with status 2.
+
+Every ``python -m ...`` command of the project runs its ``main`` through ``run``:
+an error that the input caused (a ValueError from a check, a missing file or
+folder, a missing optional package) prints ``PROG: error: MESSAGE`` on stderr and
+exits 2, as argparse does for a bad flag; ``--debug`` anywhere on the command line
+shows the full traceback instead. Any other exception is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ImportError)
+"""Exceptions that mean "the input was wrong", not "the code is wrong"."""
+
+
+def run(main: Callable[[], Any], prog: str) -> Any:
+    """Calls ``main()`` (which parses ``sys.argv`` itself) with ``--debug`` taken out of ``sys.argv``.
+
+    Raises:
+        SystemExit: status 2 after printing one line for an error in ``USER_ERRORS`` (without ``--debug``).
+    """
+    debug = "--debug" in sys.argv[1:]
+    if debug:
+        sys.argv = [sys.argv[0], *(arg for arg in sys.argv[1:] if arg != "--debug")]
+    try:
+        return main()
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"{prog}: error: {message} (--debug shows the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
