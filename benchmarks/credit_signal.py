@@ -17,7 +17,6 @@ them. The footprint is measured once per task and seed on the same model (its co
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -33,7 +32,7 @@ from agents.policy import make_policy
 from agents.pxpo import PXPO, PXPOConfig
 from agents.rollout import collect
 from agents.steps import step_weights
-from benchmarks.grid import git_commit
+from benchmarks.grid import provenance
 from benchmarks.step_signal import cosine, per_step_gradients, write_results
 from benchmarks.tasks import TASKS
 
@@ -174,8 +173,7 @@ def markdown(results: dict) -> str:
 def main(cfg: CreditSignalConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     results = {
-        "commit": git_commit(),
-        "command": "python -m benchmarks.credit_signal " + " ".join(sys.argv[1:]),
+        **provenance("benchmarks.credit_signal"),
         "config": asdict(cfg),
         "tasks": {},
     }

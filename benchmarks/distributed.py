@@ -23,6 +23,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from benchmarks.grid import provenance
+
 
 @dataclass(frozen=True)
 class DistributedBenchConfig:
@@ -91,6 +93,7 @@ def main(cfg: DistributedBenchConfig) -> dict:
             runs[str(world)].append(measure(cfg, world))
     ratios = [two / one for one, two in zip(runs["1"], runs["2"])]
     result = {
+        **provenance("benchmarks.distributed"),
         "config": dataclasses.asdict(cfg),
         "images_per_second": runs,
         "speedup_2_over_1": ratios,

@@ -20,6 +20,7 @@ import gymnasium as gym
 import torch
 
 import pxpo_gym  # noqa: F401  (registers the env)
+from benchmarks.grid import provenance
 from benchmarks.timing import device_name, timed
 from pxpo_gym.ddim import ddim_step
 from pxpo_gym.sampling import run_policy
@@ -80,6 +81,7 @@ def main(cfg: OverheadConfig) -> dict:
         bare_times.append(timed(lambda: bare_episode(envs, noise, contexts), device))
     env_s, bare_s = statistics.median(env_times), statistics.median(bare_times)
     result = {
+        **provenance("benchmarks.env_overhead"),
         "config": asdict(cfg),
         "env_episode_s": env_s,
         "bare_episode_s": bare_s,

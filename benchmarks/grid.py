@@ -10,6 +10,7 @@ import dataclasses
 import itertools
 import json
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,11 @@ def git_commit() -> str:
     """Short hash of HEAD (empty outside a git checkout)."""
     done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     return done.stdout.strip()
+
+
+def provenance(module: str) -> dict[str, str]:
+    """What a result file records about how it was made: the commit and the command (this process's flags)."""
+    return {"commit": git_commit(), "command": " ".join(["python -m", module, *sys.argv[1:]])}
 
 
 def read_runs_commits(out: str | Path, tasks: tuple[str, ...]) -> dict[str, str]:

@@ -22,6 +22,7 @@ from typing import Literal
 
 import torch
 
+from benchmarks.grid import provenance
 from benchmarks.timing import device_name, sync
 
 
@@ -108,7 +109,13 @@ def main(cfg: LatentBenchConfig) -> dict:
         raise RuntimeError("device='cuda' but torch sees no GPU: run with --device cpu to test the code path")
     from pxpo_gym.tiny_models import save_tiny_text_to_image_pipeline
 
-    result = {"config": asdict(cfg), "device": device_name(device), "torch": torch.__version__, "agents": {}}
+    result = {
+        **provenance("benchmarks.latent_gpu"),
+        "config": asdict(cfg),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "agents": {},
+    }
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = save_tiny_text_to_image_pipeline(Path(scratch) / "tiny-sd", seed=cfg.seed)
         for algo in ("ddpo", "pxpo"):

@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,13 +275,12 @@ def screenshot(out: Path) -> Path:
 
 
 def main(cfg: RefineBenchConfig) -> None:
-    from benchmarks.grid import git_commit
+    from benchmarks.grid import provenance
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     header = {
-        "commit": git_commit(),
-        "command": "python -m benchmarks.refine " + " ".join(sys.argv[1:]),
+        **provenance("benchmarks.refine"),
         "threads": cfg.threads,
         "torch": torch.__version__,
     }

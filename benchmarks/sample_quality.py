@@ -18,6 +18,7 @@ import gymnasium as gym
 import torch
 
 import pxpo_gym  # noqa: F401  (registers the env)
+from benchmarks.grid import provenance
 from pxpo_gym.sampling import run_policy
 from pxpo_gym.segmentation import load_segmentation_net, shape_match
 from pxpo_gym.shapes import SHAPE_CLASSES, generate_shapes
@@ -65,6 +66,7 @@ def main(cfg: QualityConfig) -> dict:
         name: float(sample_match[contexts == k].float().mean()) for k, name in enumerate(SHAPE_CLASSES)
     }
     result = {
+        **provenance("benchmarks.sample_quality"),
         "config": asdict(cfg),
         "sample_match_rate": float(sample_match.float().mean()),
         "data_match_rate": float(data_match.float().mean()),

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from benchmarks.grid import provenance
 from pxpo_gym.sb3 import SB3VecEnv, make_sb3_env
 
 
@@ -209,6 +210,7 @@ def main(cfg: PPOBenchConfig) -> dict:
             runs.append(train_one(cfg, seed, bar))
     finals = [run["eval_reward"][-1] for run in runs]
     result = {
+        **provenance("benchmarks.sb3_ppo"),
         "config": asdict(cfg),
         "commit": git_commit(),
         "torch_threads": torch.get_num_threads(),

@@ -37,6 +37,7 @@ from agents.policy import make_policy
 from agents.pxpo import PXPO, PXPOConfig
 from agents.rollout import coefficients_from, collect
 from agents.steps import step_weights
+from benchmarks.grid import provenance
 from benchmarks.tasks import TASKS
 from pxpo_gym.ddim import step_log_prob
 
@@ -231,7 +232,11 @@ def main(cfg: StepSignalConfig) -> dict:
             num_inference_steps=cfg.num_inference_steps,
         )
 
-    results = {"config": asdict(cfg), "models": {"default": run_model("default", make_default, cfg, tasks)}}
+    results = {
+        **provenance("benchmarks.step_signal"),
+        "config": asdict(cfg),
+        "models": {"default": run_model("default", make_default, cfg, tasks)},
+    }
     if cfg.latent:
         from pxpo_gym.tiny_models import save_tiny_text_to_image_pipeline
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.grid import provenance
 from benchmarks.timing import device_name, median_time
 
 
@@ -148,6 +149,7 @@ def main(cfg: ThroughputConfig) -> list[dict]:
             print(f"{algo} batch {batch}: {results[-1]}", flush=True)
     device = torch.device(cfg.device)
     meta = {
+        **provenance("benchmarks.throughput"),
         "config": asdict(cfg),
         "device_name": device_name(device),
         "torch": torch.__version__,
