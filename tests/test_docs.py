@@ -1,0 +1,45 @@
+"""Every relative link and image in the README and docs/ points at a file the repository holds."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
+
+
+def tracked_files() -> set[str]:
+    done = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip("not a git checkout")
+    return set(done.stdout.split())
+
+
+def documents() -> list[Path]:
+    return [ROOT / "README.md", ROOT / "DEVELOPERS.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def test_every_relative_link_resolves_to_a_committed_file():
+    tracked = tracked_files()
+    folders = {str(Path(f).parent) for f in tracked} | {
+        str(p) for f in tracked for p in Path(f).parents if str(p) != "."
+    }
+    broken = []
+    for doc in documents():
+        for target in LINK.findall(doc.read_text()):
+            if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+                continue
+            path = (doc.parent / target).resolve().relative_to(ROOT).as_posix()
+            if path not in tracked and path not in folders:
+                broken.append(f"{doc.relative_to(ROOT)} -> {target}")
+    assert not broken, broken
+
+
+def test_the_link_check_catches_a_missing_file(tmp_path):
+    """The pattern above finds both kinds of link (a negative control for the test)."""
+    text = "![img](benchmarks/results/nope.png) and [doc](docs/x.md#part) and [web](https://x.org)"
+    assert LINK.findall(text) == ["benchmarks/results/nope.png", "docs/x.md", "https://x.org"]
