@@ -1,4 +1,4 @@
-"""The README's code for testing your own algorithm runs as written."""
+"""The code of the README and of docs/custom-algorithms.md runs as written."""
 
 from __future__ import annotations
 
@@ -7,15 +7,25 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 
 
-def _blocks(section: str) -> list[str]:
-    """The python code blocks of one README section."""
-    text = README.read_text()
+def _blocks(section: str, path: Path = DOCS / "custom-algorithms.md") -> list[str]:
+    """The python code blocks of one section (a '## ' heading) of a markdown file."""
+    text = path.read_text()
     start = text.index(f"## {section}\n")
     end = text.find("\n## ", start + 1)
     return re.findall(r"```python\n(.*?)```", text[start:end], flags=re.S)
+
+
+def test_readme_tour_runs():
+    (block,) = _blocks("A short tour", README)
+    namespace: dict = {}
+    exec(compile(block, "README tour", "exec"), namespace)
+    obs = namespace["obs"]
+    assert obs["sample"].shape == (16, 3, 16, 16) and namespace["envs"].num_envs == 16
 
 
 def test_custom_agent_template_runs(capsys):
