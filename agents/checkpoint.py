@@ -118,3 +118,75 @@ def optimizer_from_tensors(
         param_id, key = name.split("/", 1)
         state.setdefault(int(param_id), {})[key] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def rng_tensors(generator: torch.Generator, env: Any, world: Any) -> dict[str, torch.Tensor]:
+    """Every random state a resumed run needs: the trainer's generator, each rank's torch state and every env
+    slot's generators by global slot index (all ranks take part in the gather; rank 0 writes them).
+
+    Args:
+        generator: the trainer's shuffling generator; env: the env core (``get_rng_state``);
+        world: ``agents.distributed.World``.
+    """
+    from agents.distributed import gather_objects
+
+    tensors = {"rng/trainer": generator.get_state()}
+    ranks = gather_objects((torch.get_rng_state(), env.get_rng_state()), world)
+    tensors["rng/torch"] = ranks[0][0]
+    for rank, (torch_state, _) in enumerate(ranks[1:], start=1):
+        tensors[f"rng/torch/rank{rank}"] = torch_state
+    slots = [state for _, env_states in ranks for state in env_states]  # rank-major = slot order
+    tensors.update({f"rng/env/{i}": state for i, state in enumerate(slots)})
+    return tensors
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], generator: torch.Generator, env: Any, world: Any) -> None:
+    """Puts ``rng_tensors``' states back: the generator, this rank's torch state and its env slots."""
+    generator.set_state(tensors["rng/trainer"])
+    torch.set_rng_state(tensors["rng/torch" if world.rank == 0 else f"rng/torch/rank{world.rank}"])
+    local = env.num_envs
+    first = world.rank * local
+    env.set_rng_state([tensors[f"rng/env/{first + i}"] for i in range(local)])
+
+
+def pack_training_state(
+    policy: Any, optimizer: Any, ema: Any, algo: Any
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """The trainable weights, the optimizer, the EMA (if any) and the algorithm's statistics (if any) as
+    checkpoint tensors under policy/, optim/, ema/ and stats/; returns (tensors, the optimizer's metadata)."""
+    from agents.policy import trainable_state
+
+    tensors = {f"policy/{k}": v for k, v in trainable_state(policy).items()}
+    optim_tensors, optim_meta = optimizer_to_tensors(optimizer)
+    tensors.update(optim_tensors)
+    if ema is not None:
+        tensors.update({f"ema/{k}": v for k, v in ema.state_dict().items()})
+    if algo is not None:
+        tensors.update({f"stats/{k}": v for k, v in algo.state_dict().items()})
+    return tensors, optim_meta
+
+
+def unpack_training_state(
+    tensors: dict[str, torch.Tensor], optim_meta: dict, policy: Any, optimizer: Any, ema: Any, algo: Any
+) -> None:
+    """Puts ``pack_training_state``'s output back (the weights' names are checked before anything changes).
+
+    Raises:
+        ValueError: the checkpoint's weights are not this policy's.
+    """
+    from agents.policy import trainable_state
+
+    def part(prefix: str) -> dict[str, torch.Tensor]:
+        return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+
+    weights, expected = part("policy/"), set(trainable_state(policy))
+    if set(weights) != expected:
+        raise ValueError(
+            f"checkpoint weights do not match the policy: {len(set(weights) ^ expected)} names differ"
+        )
+    policy.load_state_dict(weights, strict=False)
+    optimizer_from_tensors(optimizer, tensors, optim_meta)
+    if ema is not None:
+        ema.load_state_dict(part("ema/"))
+    if algo is not None:
+        algo.load_state_dict(part("stats/"))

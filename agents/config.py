@@ -364,8 +364,9 @@ def make_envs(config: TrainConfig, num_envs: int | None = None, device: str | No
 
 
 def check_envs(config: TrainConfig, envs: Any, ranks: int = 1) -> None:
-    """Refuses an env whose schedule or batch size disagrees with the config, or that is not
-    in the default action and observation form the agents are written for."""
+    """Refuses an env whose schedule or batch size disagrees with the config, that is not in the default
+    action and observation form the agents are written for, whose model cannot do the config's guidance,
+    or whose contexts do not divide the config's groups."""
     core = envs.unwrapped
     wrappers = generic_wrappers(envs)
     if wrappers:
@@ -385,6 +386,19 @@ def check_envs(config: TrainConfig, envs: Any, ranks: int = 1) -> None:
     for name, want, got in pairs:
         if want != got:
             raise ValueError(f"config {name}={want} but the env has {got}: build the env from the config")
+    if config.guidance_scale != 1 and core.loaded.null_context is None:
+        raise ValueError(
+            f"guidance_scale={config.guidance_scale} needs a model with a null context "
+            "(pxpo_gym.json 'null_context'); use guidance_scale=1"
+        )
+    if config.group_size is not None:
+        contexts = len(core.context_choices)
+        if config.images_per_epoch != config.group_size * contexts:
+            raise ValueError(
+                f"group_size={config.group_size} needs {config.group_size} x {contexts} contexts = "
+                f"{config.group_size * contexts} images per epoch, got {config.images_per_epoch} "
+                "(sample_batch_size x sample_batches_per_epoch)"
+            )
 
 
 def autocast(config: TrainConfig, device: torch.device):

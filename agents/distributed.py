@@ -149,3 +149,33 @@ def gather_objects(obj: Any, world: World) -> list[Any]:
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()
+
+
+def check_splittable(algo: str, sample_batch_size: int, world: World) -> None:
+    """Refuses what a distributed run cannot split exactly (the oracle; a batch that is not a multiple of the
+    world size)."""
+    if algo == "oracle":
+        raise ValueError("algo='oracle' runs on one process; launch it without torchrun")
+    if sample_batch_size % world.size:
+        raise ValueError(
+            f"sample_batch_size={sample_batch_size} must be a multiple of the {world.size} processes: "
+            "each rank samples an equal share of every batch"
+        )
+
+
+def local_rows(num_images: int, sample_batch_size: int, world: World) -> torch.Tensor:
+    """(num_images,) int64: each global image index's row in this rank's trajectories (-1: another rank's)."""
+    owned = local_indices(num_images, sample_batch_size, world)
+    rows = torch.full((num_images,), -1, dtype=torch.int64)
+    rows[owned] = torch.arange(len(owned))
+    return rows
+
+
+def minibatches(order: torch.Tensor, batch_size: int, rows: torch.Tensor):
+    """Splits an epoch's global image order into minibatches of ``batch_size``; yields, per minibatch, this
+    rank's share of it (the ranks' shares sum to 1, so their scaled losses sum to the minibatch's mean), the
+    global indices of this rank's images in it, and their local rows (``local_rows``)."""
+    for start in range(0, len(order), batch_size):
+        minibatch = order[start : start + batch_size]  # (b,) global indices
+        mine = minibatch[rows[minibatch] >= 0]
+        yield len(mine) / len(minibatch), mine, rows[mine]

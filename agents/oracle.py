@@ -16,6 +16,7 @@ autograd records: the same schedule, noise, contexts and decoder as the RL agent
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -88,3 +89,56 @@ def reward_gradient(
     grads = torch.autograd.grad(rewards.mean(), params, allow_unused=True)
     flat = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
     return flat, rewards.detach()
+
+
+def check_differentiable(has_gradient: bool, reward_name: str) -> None:
+    """Refuses the oracle on a reward whose output has no gradient w.r.t. the image
+    (``has_gradient``: ``agents.credit.reward_has_gradient`` of the env)."""
+    if not has_gradient:
+        raise ValueError(
+            f"algo='oracle' backpropagates the reward through the sampler, but reward={reward_name!r} "
+            "has no gradient with respect to the image (e.g. JPEG size); use 'ddpo' or 'pxpo'"
+        )
+
+
+def oracle_epoch(
+    envs: Any,
+    eps_fn: EpsFn,
+    step: Callable[[torch.Tensor], torch.Tensor],
+    num_batches: int,
+    first_seed: int | None,
+    backprop_steps: int = 0,
+) -> tuple[dict[str, float], OracleBatch]:
+    """One epoch of the exact-gradient baseline: per batch, denoise it with gradients on and hand the negated
+    mean reward to ``step`` (backward and one clipped optimizer step; returns the gradient norm).
+
+    Args:
+        first_seed: seeds the env at the epoch's first batch (the run's first epoch); None continues.
+
+    Returns:
+        (metrics: loss, grad_norm and NaN approx_kl / clipfrac, the epoch's images as one ``OracleBatch``).
+    """
+    batches, grad_norm = [], None
+    for batch in range(num_batches):
+        rewards, info = differentiable_rollout(
+            envs, eps_fn, first_seed if batch == 0 else None, backprop_steps
+        )
+        norm = step(-rewards.mean())
+        grad_norm = norm if grad_norm is None else grad_norm + norm
+        batches.append(
+            OracleBatch(
+                info["image"],
+                info["reward_map"],
+                info["context"],
+                rewards.detach(),
+                info["component_rewards"],
+            )
+        )
+    out = OracleBatch(*(torch.cat(parts) for parts in zip(*batches)))
+    metrics = {
+        "loss": -out.rewards.mean().item(),
+        "approx_kl": math.nan,
+        "clipfrac": math.nan,
+        "grad_norm": (grad_norm / num_batches).item(),
+    }
+    return metrics, out

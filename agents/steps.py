@@ -82,3 +82,22 @@ def step_weights(
     if mode == "drop":
         return (std >= reference).float()
     return std.square() / (std.square() + reference.square())
+
+
+def sample_steps(
+    active: torch.Tensor, num_images: int, fraction: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Which steps each image trains on in one inner epoch: ``fraction`` of the active steps (at least one), in
+    a random order per image; inactive steps (weight 0) never.
+
+    Args:
+        active: (T,) bool, steps whose weight is > 0 (on the CPU, as ``generator``).
+        num_images: N; fraction: ``TrainConfig.timestep_fraction`` in (0, 1].
+
+    Returns:
+        (N, max(1, int(active.sum() * fraction))) int64 step indices.
+    """
+    num_train = max(1, int(int(active.sum()) * fraction))
+    keys = torch.rand(num_images, active.numel(), generator=generator)
+    keys = torch.where(active, keys, 2.0)  # inactive steps sort last and are never picked
+    return torch.argsort(keys, dim=1)[:, :num_train]

@@ -17,7 +17,8 @@ import os
 from agents.config import TrainConfig
 from agents.distributed import launched
 from agents.metrics import read_metrics
-from agents.trainer import RESUME_OVERRIDABLE, resolve_config, train
+from agents.runs import RESUME_OVERRIDABLE, resolve_config
+from agents.trainer import train
 
 
 def main() -> None:

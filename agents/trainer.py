@@ -10,40 +10,43 @@ import contextlib
 import dataclasses
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from agents.checkpoint import load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
-from agents.config import TrainConfig, autocast, check_envs, make_envs, reward_tuple
+from agents.checkpoint import (
+    pack_training_state,
+    restore_rng,
+    rng_tensors,
+    save_checkpoint,
+    unpack_training_state,
+)
+from agents.config import TrainConfig, autocast, check_envs, make_envs
 from agents.credit import Footprint, measure_footprint, reward_has_gradient
 from agents.ddpo import DDPO
 from agents.distributed import (
     World,
     all_sum,
-    barrier,
+    check_splittable,
     gather_epoch,
-    gather_objects,
     init_world,
     local_indices,
+    local_rows,
+    minibatches,
     rank_device,
     sum_gradients,
 )
 from agents.ema import EMA
-from agents.evaluation import Evaluator
 from agents.export import EXPORT_DIR, export_policy
-from agents.metrics import MetricsLogger
-from agents.oracle import OracleBatch, differentiable_rollout
-from agents.policy import guided_eps, make_policy, trainable_state
+from agents.oracle import OracleBatch, check_differentiable, oracle_epoch
+from agents.policy import guided_eps, make_policy
 from agents.pxpo import PXPO
 from agents.rollout import Trajectories, coefficients_from, collect
-from agents.steps import step_weights
+from agents.runs import FOOTPRINT_FILE, resolve_config, run_epochs
+from agents.steps import sample_steps, step_weights
 from pxpo_gym.ddim import TransitionCoefficients, step_kl, step_log_prob
-from pxpo_gym.viz import save_reward_grid
 
 
 class Trainer:
@@ -62,7 +65,7 @@ class Trainer:
         self.world = world if world is not None else init_world(config.device, config.dist_timeout)
         """This process's rank and the world size (``agents.distributed``); one process without torchrun."""
         if self.world.distributed:
-            check_splittable(config, self.world)
+            check_splittable(config.algo, config.sample_batch_size, self.world)
         local_batch = config.env_batch_size // self.world.size
         self.envs = (
             envs
@@ -73,25 +76,12 @@ class Trainer:
         core = self.envs.unwrapped
         self.device = core.device
         self.null_context = core.loaded.null_context
-        if config.guidance_scale != 1 and self.null_context is None:
-            raise ValueError(
-                f"guidance_scale={config.guidance_scale} needs a model with a null context "
-                "(pxpo_gym.json 'null_context'); use guidance_scale=1"
-            )
         self.num_channels, *grid = core.loaded.sample_shape
         self.reference = core.model
         """The frozen pretrained model (the env's): the KL penalty's reference."""
         self.policy = make_policy(core.model, config.resolved_lora_rank(core.loaded.is_latent))
         if config.gradient_checkpointing:
             self.policy.unet.enable_gradient_checkpointing()
-        if config.group_size is not None:
-            contexts = len(core.context_choices)
-            if config.images_per_epoch != config.group_size * contexts:
-                raise ValueError(
-                    f"group_size={config.group_size} needs {config.group_size} x {contexts} contexts = "
-                    f"{config.group_size * contexts} images per epoch, got {config.images_per_epoch} "
-                    "(sample_batch_size x sample_batches_per_epoch)"
-                )
         self.algo: DDPO | PXPO | None = None
         """DDPO's or PXPO's advantages and loss; None for the exact-gradient oracle."""
         if config.algo != "oracle":
@@ -99,7 +89,7 @@ class Trainer:
             algo_config = config.algo_config(self.num_channels * math.prod(grid))
             self.algo = algo_cls(algo_config, core.loaded.num_contexts, tuple(grid))
         else:
-            check_differentiable(core, core.reward_fn.name)
+            check_differentiable(reward_has_gradient(core), core.reward_fn.name)
         self.optimizer = torch.optim.AdamW(
             [p for p in self.policy.parameters() if p.requires_grad],
             lr=config.learning_rate,
@@ -139,17 +129,20 @@ class Trainer:
         if self.frozen is not None:
             mask = self.frozen[context.reshape(-1)]  # (B, h, w)
             if bool(mask.any()):
-                with torch.no_grad(), autocast(self.config, self.device):
-                    eps_ref = guided_eps(
-                        self.reference,
-                        sample,
-                        timestep,
-                        context,
-                        self.config.guidance_scale,
-                        self.null_context,
-                    ).float()
-                eps = torch.where(mask[:, None], eps_ref, eps)
+                eps = torch.where(mask[:, None], self.reference_eps(sample, timestep, context), eps)
         return eps
+
+    @torch.no_grad()
+    def reference_eps(
+        self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor
+    ) -> torch.Tensor:
+        """The frozen pretrained model's (guided) noise prediction, float32, under the configured autocast,
+        without gradients."""
+        with autocast(self.config, self.device):
+            eps = guided_eps(
+                self.reference, sample, timestep, context, self.config.guidance_scale, self.null_context
+            )
+        return eps.float()
 
     def frozen_pixels(self) -> torch.Tensor | None:
         """(num_contexts, h, w) bool on the device: the silent pixels PXPO's 'freeze' mode holds this
@@ -184,16 +177,12 @@ class Trainer:
         run; ``agents.credit``), hands it to the algorithm and writes RUN/footprint.json."""
         cfg = self.config
         envs = make_envs(cfg, min(32, cfg.credit_images), str(self.device))
-
-        def reference_eps(
-            sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor
-        ) -> torch.Tensor:
-            return guided_eps(
-                self.reference, sample, timestep, context, cfg.guidance_scale, self.null_context
-            )
-
-        footprint = measure_footprint(
-            envs, reference_eps, cfg.credit_images, seed=cfg.seed, progress=cfg.progress and self.world.main
+        footprint = measure_footprint(  # autograd probes differentiate through the frozen model: no no_grad
+            envs,
+            lambda x, t, c: guided_eps(self.reference, x, t, c, cfg.guidance_scale, self.null_context),
+            cfg.credit_images,
+            seed=cfg.seed,
+            progress=cfg.progress and self.world.main,
         )
         envs.close()
         self.algo.set_footprint(footprint)
@@ -212,8 +201,40 @@ class Trainer:
             self.measure_footprint()
         return self.algo.advantages(rewards.cpu(), reward_maps.cpu(), contexts.cpu())
 
+    def policy_gradient_epoch(
+        self, traj: Trajectories, step_weights: torch.Tensor | None = None
+    ) -> tuple[dict[str, float], Trajectories]:
+        """DDPO's or PXPO's part of an epoch, after sampling: the advantages (statistics on every rank's
+        images, in the single process's order) and the minibatch updates of ``update``. Training and the
+        refine page's workspace both call it.
+
+        Args:
+            traj: this rank's trajectories of the epoch.
+            step_weights: (T,) per-step loss weights; None: ``self.step_weights`` (the config's).
+
+        Returns:
+            (metrics, ``traj`` with the whole epoch's rewards and component rewards).
+        """
+        self.policy.train()
+        rewards, reward_maps, contexts, components = (
+            gather_epoch(x, self.world, self.config.sample_batches_per_epoch)
+            for x in (traj.rewards, traj.reward_maps, traj.contexts, traj.component_rewards)
+        )
+        advantages = self.advantages(rewards, reward_maps, contexts)
+        silent = self.algo.silent_mask(contexts.cpu()) if isinstance(self.algo, PXPO) else None
+        owned = local_indices(self.config.images_per_epoch, self.config.sample_batch_size, self.world)
+        metrics = self.update(
+            traj, advantages[owned], None if silent is None else silent[owned], step_weights
+        )
+        metrics["silent_fraction"] = math.nan if silent is None else float(silent.mean())
+        return metrics, dataclasses.replace(traj, rewards=rewards, component_rewards=components)
+
     def update(
-        self, traj: Trajectories, advantages: torch.Tensor, silent: torch.Tensor | None = None
+        self,
+        traj: Trajectories,
+        advantages: torch.Tensor,
+        silent: torch.Tensor | None = None,
+        step_weights: torch.Tensor | None = None,
     ) -> dict[str, float]:
         """Minibatch policy-gradient updates on one epoch's trajectories.
 
@@ -226,25 +247,15 @@ class Trainer:
             traj: this rank's trajectories.
             advantages: (N,) DDPO; (N, h, w) PXPO with one map for every step, (N, T, h, w) one per step.
             silent: (N, h, w) PXPO's silent pixels (``PXPO.silent_mask``), held by ``silent_kl_coef``.
+            step_weights: (T,) per-step loss weights; None: ``self.step_weights``.
         """
         cfg = self.config
-        num_steps = traj.timesteps.shape[1]
         num_images = cfg.images_per_epoch  # the whole epoch's, over every rank
-        # Global image index -> this rank's row in traj (-1: another rank's image).
-        owned = local_indices(num_images, cfg.sample_batch_size, self.world)
-        local_row = torch.full((num_images,), -1, dtype=torch.int64)
-        local_row[owned] = torch.arange(len(owned))
-        weights = self.step_weights.to(self.device)  # (T,)
-        active = weights.cpu() > 0
-        num_train = max(1, int(int(active.sum()) * cfg.timestep_fraction))
+        local_row = local_rows(num_images, cfg.sample_batch_size, self.world)
+        weights = (self.step_weights if step_weights is None else step_weights).to(self.device)  # (T,)
         advantages = advantages.to(self.device)
         per_step = advantages.dim() == 4  # PXPO kernel credits: one advantage map per step
-        held_by_kl = getattr(self.algo.config, "silent_mode", "kl") == "kl"
-        silent_coef = getattr(self.algo.config, "silent_kl_coef", 0.0) if held_by_kl else 0.0
-        if silent is not None and silent_coef and bool(silent.any()):
-            silent = silent.to(self.device)
-        else:
-            silent = None
+        silent = self.held_silent(silent)
         # Metrics stay on the device until the end: no host sync inside the loop.
         totals = {
             name: torch.zeros((), device=self.device)
@@ -253,47 +264,20 @@ class Trainer:
         count = updates = 0
         for _ in range(cfg.inner_epochs):
             order = torch.randperm(num_images, generator=self.generator)  # CPU: minibatches split on the host
-            keys = torch.rand(num_images, num_steps, generator=self.generator)
-            keys = torch.where(active, keys, 2.0)  # steps with weight 0 sort last and are never trained
-            step_order = torch.argsort(keys, dim=1)[:, :num_train].to(self.device)  # (N, num_train)
-            for start in range(0, num_images, cfg.train_batch_size):
-                minibatch = order[start : start + cfg.train_batch_size]  # (b,) global indices
-                mine = minibatch[local_row[minibatch] >= 0]
-                # This rank's share of the minibatch: the ranks' scaled losses sum to its mean loss.
-                share = len(mine) / len(minibatch)
-                gidx, idx = mine.to(self.device), local_row[mine].to(self.device)  # global, local rows
-                for j in range(num_train):
+            steps = sample_steps(weights.cpu() > 0, num_images, cfg.timestep_fraction, self.generator)
+            steps = steps.to(self.device)  # (N, num_train)
+            for share, mine, rows in minibatches(order, cfg.train_batch_size, local_row):
+                gidx, idx = mine.to(self.device), rows.to(self.device)  # global, local rows
+                for j in range(steps.shape[1]):
                     count += 1
                     if not len(idx):
                         continue
-                    k = step_order[gidx, j]  # (b,) one step index per image
-                    sample, prev_sample = traj.samples[idx, k], traj.samples[idx, k + 1]  # (b, C, h, w)
-                    eps = self.eps(sample, traj.timesteps[idx, k], traj.contexts[idx])
-                    coeffs = coefficients_from(traj.coeffs[idx, k])
-                    logp = step_log_prob(prev_sample, sample, eps, coeffs).sum(dim=1)  # (b, h, w)
+                    k = steps[gidx, j]  # (b,) one step index per image
                     adv = advantages[idx, k] if per_step else advantages[idx]
-                    loss, stats = self.algo.loss(
-                        logp, traj.logp_pixels[idx, k], adv, self.num_channels, weights[k]
-                    )
-                    if cfg.kl_coef or silent is not None:
-                        kl_map = self.reference_kl(
-                            sample, traj.timesteps[idx, k], traj.contexts[idx], eps, coeffs
-                        )  # (b, C, h, w)
-                    if cfg.kl_coef:
-                        kl = kl_map.flatten(1).mean(dim=1)  # (b,)
-                        loss = loss + cfg.kl_coef * (weights[k] * kl).mean()
-                        totals["kl"] += share * kl.detach().mean()
-                    if silent is not None:
-                        # Mean over the sample's elements of the KL at silent pixels only.
-                        silent_kl = (kl_map.sum(dim=1) * silent[idx]).flatten(1).sum(dim=1) / kl_map[
-                            0
-                        ].numel()
-                        loss = loss + silent_coef * (weights[k] * silent_kl).mean()
-                        totals["silent_kl"] += share * silent_kl.detach().mean()
-                    self.scaler.scale(share * loss / num_train).backward()
-                    totals["loss"] += share * loss.detach()
-                    totals["approx_kl"] += share * stats["approx_kl"]
-                    totals["clipfrac"] += share * stats["clipfrac"]
+                    loss, stats = self.step_loss(traj, idx, k, adv, weights[k], silent)
+                    self.scaler.scale(share * loss / steps.shape[1]).backward()
+                    for name, value in stats.items():
+                        totals[name] += share * value
                 totals["grad_norm"] += self.optimizer_step()
                 updates += 1
         totals = {k: v if k == "grad_norm" else all_sum(v, self.world) for k, v in totals.items()}
@@ -305,6 +289,51 @@ class Trainer:
             out["silent_kl"] = math.nan
         return out
 
+    def held_silent(self, silent: torch.Tensor | None) -> torch.Tensor | None:
+        """PXPO's silent pixels on the device when its penalty holds them (silent_mode 'kl', a coefficient,
+        any silent pixel); None otherwise."""
+        config = getattr(self.algo, "config", None)
+        if (
+            silent is None
+            or getattr(config, "silent_mode", "kl") != "kl"
+            or not getattr(config, "silent_kl_coef", 0)
+        ):
+            return None
+        return silent.to(self.device) if bool(silent.any()) else None
+
+    def step_loss(
+        self,
+        traj: Trajectories,
+        idx: torch.Tensor,
+        k: torch.Tensor,
+        advantages: torch.Tensor,
+        weight: torch.Tensor,
+        silent: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of images ``idx`` (local rows) at their steps ``k`` (b,): the algorithm's policy-gradient
+        term plus the KL penalties, and its detached parts for the metrics."""
+        cfg = self.config
+        sample, prev_sample = traj.samples[idx, k], traj.samples[idx, k + 1]  # (b, C, h, w)
+        timestep, context = traj.timesteps[idx, k], traj.contexts[idx]
+        eps = self.eps(sample, timestep, context)
+        coeffs = coefficients_from(traj.coeffs[idx, k])
+        logp = step_log_prob(prev_sample, sample, eps, coeffs).sum(dim=1)  # (b, h, w)
+        loss, stats = self.algo.loss(logp, traj.logp_pixels[idx, k], advantages, self.num_channels, weight)
+        stats = {"approx_kl": stats["approx_kl"], "clipfrac": stats["clipfrac"]}
+        if cfg.kl_coef or silent is not None:
+            kl_map = self.reference_kl(sample, timestep, context, eps, coeffs)  # (b, C, h, w)
+        if cfg.kl_coef:
+            kl = kl_map.flatten(1).mean(dim=1)  # (b,)
+            loss = loss + cfg.kl_coef * (weight * kl).mean()
+            stats["kl"] = kl.detach().mean()
+        if silent is not None:
+            # Mean over the sample's elements of the KL at silent pixels only.
+            silent_kl = (kl_map.sum(dim=1) * silent[idx]).flatten(1).sum(dim=1) / kl_map[0].numel()
+            loss = loss + self.algo.config.silent_kl_coef * (weight * silent_kl).mean()
+            stats["silent_kl"] = silent_kl.detach().mean()
+        stats["loss"] = loss.detach()
+        return loss, stats
+
     def reference_kl(
         self,
         sample: torch.Tensor,
@@ -314,11 +343,7 @@ class Trainer:
         coeffs: TransitionCoefficients,
     ) -> torch.Tensor:
         """(b, C, h, w) elementwise KL(policy step || frozen pretrained model's step)."""
-        with torch.no_grad(), autocast(self.config, self.device):
-            eps_ref = guided_eps(
-                self.reference, sample, timestep, context, self.config.guidance_scale, self.null_context
-            ).float()
-        return step_kl(eps, eps_ref, coeffs)
+        return step_kl(eps, self.reference_eps(sample, timestep, context), coeffs)
 
     def optimizer_step(self) -> torch.Tensor:
         """Unscales, clips the gradient norm, steps AdamW and zeroes the gradients; returns the norm."""
@@ -334,34 +359,21 @@ class Trainer:
         return norm
 
     def oracle_update(self) -> tuple[dict[str, float], OracleBatch]:
-        """One epoch of the exact-gradient baseline: per train batch, denoise it with gradients
-        on, backpropagate the mean reward through the chain, take one clipped AdamW step."""
+        """One epoch of the exact-gradient baseline (``agents.oracle.oracle_epoch``)."""
         cfg = self.config
-        batches, grad_norm = [], torch.zeros((), device=self.device)
-        num_batches = cfg.images_per_epoch // cfg.train_batch_size
-        for batch in range(num_batches):
-            seed = cfg.seed if self.epoch == 0 and batch == 0 else None
-            rewards, info = differentiable_rollout(self.envs, self.eps, seed, cfg.backprop_steps)
-            loss = -rewards.mean()
+
+        def step(loss: torch.Tensor) -> torch.Tensor:
             self.scaler.scale(loss).backward()
-            grad_norm += self.optimizer_step()
-            batches.append(
-                OracleBatch(
-                    info["image"],
-                    info["reward_map"],
-                    info["context"],
-                    rewards.detach(),
-                    info["component_rewards"],
-                )
-            )
-        out = OracleBatch(*(torch.cat(parts) for parts in zip(*batches)))
-        metrics = {
-            "loss": -out.rewards.mean().item(),
-            "approx_kl": math.nan,
-            "clipfrac": math.nan,
-            "grad_norm": (grad_norm / num_batches).item(),
-        }
-        return metrics, out
+            return self.optimizer_step()
+
+        return oracle_epoch(
+            self.envs,
+            self.eps,
+            step,
+            cfg.images_per_epoch // cfg.train_batch_size,
+            cfg.seed if self.epoch == 0 else None,
+            cfg.backprop_steps,
+        )
 
     def train_epoch(self) -> tuple[dict[str, float], Trajectories | OracleBatch]:
         """Samples, computes advantages, updates; returns the epoch's metrics and images."""
@@ -377,18 +389,7 @@ class Trainer:
             self.policy.eval()
             traj = self.sample()
             sample_seconds = time.perf_counter() - start
-            self.policy.train()
-            # Statistics on the whole epoch (every rank's images, in the single process's order).
-            rewards, reward_maps, contexts, components = (
-                gather_epoch(x, self.world, self.config.sample_batches_per_epoch)
-                for x in (traj.rewards, traj.reward_maps, traj.contexts, traj.component_rewards)
-            )
-            advantages = self.advantages(rewards, reward_maps, contexts)
-            silent = self.algo.silent_mask(contexts.cpu()) if isinstance(self.algo, PXPO) else None
-            owned = local_indices(self.config.images_per_epoch, self.config.sample_batch_size, self.world)
-            metrics = self.update(traj, advantages[owned], None if silent is None else silent[owned])
-            metrics["silent_fraction"] = math.nan if silent is None else float(silent.mean())
-            traj = dataclasses.replace(traj, rewards=rewards, component_rewards=components)
+            metrics, traj = self.policy_gradient_epoch(traj)
         self.epoch += 1
         self.images += len(traj.rewards)
         metrics.update(
@@ -411,22 +412,8 @@ class Trainer:
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Everything a resumed run needs, as (tensors, JSON metadata)."""
-        tensors = {f"policy/{k}": v for k, v in trainable_state(self.policy).items()}
-        optim_tensors, optim_meta = optimizer_to_tensors(self.optimizer)
-        tensors.update(optim_tensors)
-        if self.ema is not None:
-            tensors.update({f"ema/{k}": v for k, v in self.ema.state_dict().items()})
-        tensors["rng/trainer"] = self.generator.get_state()
-        # Every rank's generators (all ranks take part; rank 0 writes): env slots by global index.
-        ranks = gather_objects((torch.get_rng_state(), self.envs.unwrapped.get_rng_state()), self.world)
-        tensors["rng/torch"] = ranks[0][0]
-        for rank, (torch_state, _) in enumerate(ranks[1:], start=1):
-            tensors[f"rng/torch/rank{rank}"] = torch_state
-        slots = [state for _, env_states in ranks for state in env_states]  # rank-major = slot order
-        for i, state in enumerate(slots):
-            tensors[f"rng/env/{i}"] = state
-        if self.algo is not None:
-            tensors.update({f"stats/{k}": v for k, v in self.algo.state_dict().items()})
+        tensors, optim_meta = pack_training_state(self.policy, self.optimizer, self.ema, self.algo)
+        tensors.update(rng_tensors(self.generator, self.envs.unwrapped, self.world))
         meta = {
             "epoch": self.epoch,
             "images": self.images,
@@ -439,33 +426,14 @@ class Trainer:
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Restores ``state()``'s output into this trainer."""
-        weights = {k.removeprefix("policy/"): v for k, v in tensors.items() if k.startswith("policy/")}
-        expected = set(trainable_state(self.policy))
-        if set(weights) != expected:
-            raise ValueError(
-                f"checkpoint weights do not match the policy: {len(set(weights) ^ expected)} names differ"
-            )
-        self.policy.load_state_dict(weights, strict=False)
-        optimizer_from_tensors(self.optimizer, tensors, meta["optimizer"])
-        if self.ema is not None:
-            self.ema.load_state_dict(
-                {k.removeprefix("ema/"): v for k, v in tensors.items() if k.startswith("ema/")}
-            )
         saved_world = int(meta.get("world_size", 1))
         if saved_world != self.world.size:
             raise ValueError(
                 f"the checkpoint was written by a run on {saved_world} process(es); resume it on "
                 f"{saved_world} (torchrun --nproc_per_node={saved_world}), not {self.world.size}"
             )
-        self.generator.set_state(tensors["rng/trainer"])
-        rank_key = "rng/torch" if self.world.rank == 0 else f"rng/torch/rank{self.world.rank}"
-        torch.set_rng_state(tensors[rank_key])
-        local = self.config.env_batch_size // self.world.size
-        first = self.world.rank * local
-        self.envs.unwrapped.set_rng_state([tensors[f"rng/env/{first + i}"] for i in range(local)])
-        if self.algo is not None:
-            stats = {k.removeprefix("stats/"): v for k, v in tensors.items() if k.startswith("stats/")}
-            self.algo.load_state_dict(stats)
+        unpack_training_state(tensors, meta["optimizer"], self.policy, self.optimizer, self.ema, self.algo)
+        restore_rng(tensors, self.generator, self.envs.unwrapped, self.world)
         self.epoch, self.images = int(meta["epoch"]), int(meta["images"])
 
     def save(self) -> None:
@@ -484,128 +452,6 @@ class Trainer:
             )
 
 
-def check_splittable(config: TrainConfig, world: World) -> None:
-    """Refuses what a distributed run cannot split exactly."""
-    if config.algo == "oracle":
-        raise ValueError("algo='oracle' runs on one process; launch it without torchrun")
-    if config.sample_batch_size % world.size:
-        raise ValueError(
-            f"sample_batch_size={config.sample_batch_size} must be a multiple of the {world.size} processes: "
-            "each rank samples an equal share of every batch"
-        )
-
-
-def check_differentiable(core: Any, reward_name: str) -> None:
-    """Refuses the oracle on a reward whose output has no gradient w.r.t. the image."""
-    if not reward_has_gradient(core):
-        raise ValueError(
-            f"algo='oracle' backpropagates the reward through the sampler, but reward={reward_name!r} "
-            "has no gradient with respect to the image (e.g. JPEG size); use 'ddpo' or 'pxpo'"
-        )
-
-
-RESUME_OVERRIDABLE = (
-    "num_epochs",
-    "save_every",
-    "image_every",
-    "eval_every",
-    "threads",
-    "progress",
-    "tensorboard",
-    "export",
-    "dist_timeout",
-    "resume",
-    "out",
-    "overwrite",
-)
-"""TrainConfig fields a resumed run may take from the command line; every other comes from the checkpoint."""
-LEGACY_SENTINELS = {"clip_range": 0.0, "lora_rank": -1, "resolution": 0, "decode_chunk_size": 0, "threads": 0}
-"""Values that meant "default" in checkpoints written before these fields took None."""
-FOOTPRINT_FILE = "footprint.json"
-"""PXPO's kernel credits: the measured footprint's summary and cost (``agents.credit.Footprint.summary``)."""
-RUN_FILES = (
-    "metrics.csv",
-    "config.json",
-    "eval_reference.json",
-    FOOTPRINT_FILE,
-    "checkpoints",
-    "images",
-    "tb",
-    EXPORT_DIR,
-)
-"""What a run writes into its folder (``overwrite`` deletes these and nothing else)."""
-
-
-def resolve_config(config: TrainConfig) -> TrainConfig:
-    """For ``resume``: the run's saved config, with the overridable fields this config sets.
-
-    A field is "set" when it differs from TrainConfig's default; a set field outside
-    ``RESUME_OVERRIDABLE`` that disagrees with the run's is refused, so that a flag is
-    never silently ignored.
-
-    Raises:
-        ValueError: no readable checkpoint, or conflicting flags.
-    """
-    if not config.resume:
-        return config
-    _, meta = load_checkpoint(config.resume)
-    saved = dict(meta["config"])
-    saved["contexts"] = tuple(saved["contexts"])
-    saved["reward"] = reward_tuple(saved["reward"])
-    for key in ("prompts", "step_weights"):
-        saved[key] = tuple(saved.get(key, ()))
-    for key, legacy in LEGACY_SENTINELS.items():  # runs saved before these fields became optional
-        if key in saved and saved[key] == legacy:
-            saved[key] = None
-    defaults = TrainConfig()
-    fields = [f.name for f in dataclasses.fields(TrainConfig)]
-    conflicts = [
-        f"{name}={getattr(config, name)!r} (run: {saved[name]!r})"
-        for name in fields
-        if name not in RESUME_OVERRIDABLE
-        and name in saved
-        and getattr(config, name) != getattr(defaults, name)
-        and getattr(config, name) != saved[name]
-    ]
-    if conflicts:
-        raise ValueError(
-            f"resume={config.resume!r} continues a run with its own settings, but these differ from "
-            f"it: {', '.join(conflicts)}. Drop them, or start a new run in another --out"
-        )
-    if config.out and Path(config.out) != Path(config.resume):
-        raise ValueError(f"resume={config.resume!r} writes into its own folder; out={config.out!r} differs")
-    given = {
-        name: getattr(config, name)
-        for name in RESUME_OVERRIDABLE
-        if getattr(config, name) != getattr(defaults, name) or name not in saved
-    }
-    given.update(out=config.resume, resume=config.resume, overwrite=False)
-    saved = {k: v for k, v in saved.items() if k in fields}
-    return dataclasses.replace(TrainConfig(**saved), **given)
-
-
-def prepare_run_dir(config: TrainConfig) -> None:
-    """Refuses a new run in a folder that holds one, unless ``overwrite`` (which deletes only RUN_FILES).
-
-    Raises:
-        ValueError: the folder holds a run and neither resume nor overwrite was given.
-    """
-    folder = config.run_dir
-    if config.resume or not folder.exists():
-        return
-    existing = sorted(name for name in RUN_FILES if (folder / name).exists())
-    if not existing:
-        return
-    if not config.overwrite:
-        raise ValueError(
-            f"run folder {str(folder)!r} already holds a run ({', '.join(existing)}): continue it with "
-            f"--resume {folder}, start over with --overwrite (deletes them), or choose another --out"
-        )
-    for name in existing:
-        path = folder / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-
-
 def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
     """Runs (or resumes) training; returns one metrics dict per epoch run now.
 
@@ -620,7 +466,7 @@ def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
     trainer = Trainer(config, envs)
     world = trainer.world
     try:
-        return _train(config, trainer)
+        return run_epochs(config, trainer)
     except RuntimeError as err:
         if not world.distributed:
             raise
@@ -628,68 +474,3 @@ def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
             f"rank {world.rank} of {world.size}: training stopped: {err} (if another rank died or hung, "
             f"the collectives fail or time out after dist_timeout={config.dist_timeout} s)"
         ) from err
-
-
-def _train(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
-    main = trainer.world.main
-    if main:
-        # After every check that can fail: nothing is deleted for a run that cannot start.
-        prepare_run_dir(config)
-    barrier(trainer.world)
-    if config.resume:
-        trainer.load_state(*load_checkpoint(config.resume))
-    logger = None
-    evaluator = None
-    if main:
-        logger = MetricsLogger(
-            config.run_dir,
-            resume_epoch=trainer.epoch if config.resume else None,
-            tensorboard=config.tensorboard,
-            extra_fields=[f"reward_{name}" for name in trainer.reward_components],
-        )
-        (config.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
-        if config.eval_every:
-            core = trainer.envs.unwrapped
-            evaluator = Evaluator(
-                make_envs(config, config.eval_images, str(trainer.device)), config.seed, core.context_choices
-            )
-            reference = {"images": 0, **evaluator.reference_metrics}
-            (config.run_dir / "eval_reference.json").write_text(json.dumps(reference, indent=1) + "\n")
-    history = []
-    bar = tqdm(
-        total=config.num_epochs,
-        initial=trainer.epoch,
-        desc=f"{config.algo}-{config.estimator}",
-        unit="epoch",
-        disable=not (config.progress and main),
-    )
-    while trainer.epoch < config.num_epochs:
-        metrics, traj = trainer.train_epoch()
-        last = trainer.epoch == config.num_epochs
-        if evaluator is not None and (trainer.epoch % config.eval_every == 0 or last):
-            trainer.policy.eval()
-            started = time.perf_counter()
-            with trainer.ema.swapped_in() if trainer.ema is not None else contextlib.nullcontext():
-                metrics.update(evaluator(trainer.eps))
-            metrics["eval_seconds"] = time.perf_counter() - started
-        if logger is not None:
-            logger.log(metrics)
-        history.append(metrics)
-        bar.update(1)
-        bar.set_postfix(reward=f"{metrics['reward_mean']:.4f}", kl=f"{metrics['approx_kl']:.2g}")
-        if main and config.image_every and (trainer.epoch % config.image_every == 0 or last):
-            names = trainer.envs.unwrapped.loaded.context_names
-            save_reward_grid(
-                traj.images[:16],
-                traj.image_reward_maps[:16],
-                config.run_dir / "images" / f"epoch-{trainer.epoch:04d}.png",
-                titles=[names[c] for c in traj.contexts[:16].tolist()],
-            )
-        if last or (config.save_every and trainer.epoch % config.save_every == 0):
-            trainer.save()
-        if main and last and config.export:
-            trainer.export()
-    bar.close()
-    if logger is not None:
-        logger.close()
-    return history

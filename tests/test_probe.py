@@ -94,7 +94,7 @@ def test_a_second_run_into_the_same_folder_is_refused_and_destroys_nothing(tiny_
 
 
 def test_resume_refuses_conflicting_flags_and_keeps_the_runs_settings(tiny_model_dir, tmp_path):
-    from agents.trainer import resolve_config
+    from agents.runs import resolve_config
 
     config = tiny_config(tiny_model_dir, tmp_path, num_epochs=1, save_every=3, image_every=2)
     train(config)

@@ -244,9 +244,9 @@ class Workspace:
         self.first_policy_step = self.num_steps - steps
         self.policy_timestep = int(self.envs.schedule.timesteps[self.first_policy_step])
         """Steps at training timesteps <= this one are the policy's; earlier ones the frozen model's."""
-        weights = torch.zeros(self.num_steps)
-        weights[self.first_policy_step :] = 1.0
-        self.trainer.step_weights = weights
+        self.step_weights = torch.zeros(self.num_steps)
+        """(T,) the loss weight of each step: 1 on the acted steps, 0 before (passed to the trainer's update)."""
+        self.step_weights[self.first_policy_step :] = 1.0
 
     def weights(self) -> dict[str, torch.Tensor]:
         return {
@@ -303,8 +303,7 @@ class Workspace:
             return float(rewards[0].detach())
         trainer.policy.eval()
         traj = collect(self.envs, self.eps, options=options)
-        trainer.policy.train()
-        trainer.update(traj, trainer.advantages(traj.rewards, traj.reward_maps, traj.contexts))
+        trainer.policy_gradient_epoch(traj, self.step_weights)
         return float(traj.rewards[0])
 
     def settings(self) -> dict[str, Any]:

@@ -1,0 +1,195 @@
+"""A run's life around the trainer: what a run writes, when a folder may be reused, which settings a resumed
+run takes from its checkpoint and which from the command line, and the epoch loop that logs, evaluates,
+checkpoints and exports (``agents.trainer.train`` is the entry point)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tqdm import tqdm
+
+from agents.checkpoint import load_checkpoint
+from agents.config import TrainConfig, make_envs, reward_tuple
+from agents.distributed import barrier
+from agents.evaluation import Evaluator
+from agents.export import EXPORT_DIR
+from agents.metrics import MetricsLogger
+from pxpo_gym.viz import save_reward_grid
+
+if TYPE_CHECKING:
+    from agents.trainer import Trainer
+
+RESUME_OVERRIDABLE = (
+    "num_epochs",
+    "save_every",
+    "image_every",
+    "eval_every",
+    "threads",
+    "progress",
+    "tensorboard",
+    "export",
+    "dist_timeout",
+    "resume",
+    "out",
+    "overwrite",
+)
+"""TrainConfig fields a resumed run may take from the command line; every other comes from the checkpoint."""
+LEGACY_SENTINELS = {"clip_range": 0.0, "lora_rank": -1, "resolution": 0, "decode_chunk_size": 0, "threads": 0}
+"""Values that meant "default" in checkpoints written before these fields took None."""
+FOOTPRINT_FILE = "footprint.json"
+"""PXPO's kernel credits: the measured footprint's summary and cost (``agents.credit.Footprint.summary``)."""
+RUN_FILES = (
+    "metrics.csv",
+    "config.json",
+    "eval_reference.json",
+    FOOTPRINT_FILE,
+    "checkpoints",
+    "images",
+    "tb",
+    EXPORT_DIR,
+)
+"""What a run writes into its folder (``overwrite`` deletes these and nothing else)."""
+
+
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """For ``resume``: the run's saved config, with the overridable fields this config sets.
+
+    A field is "set" when it differs from TrainConfig's default; a set field outside
+    ``RESUME_OVERRIDABLE`` that disagrees with the run's is refused, so that a flag is
+    never silently ignored.
+
+    Raises:
+        ValueError: no readable checkpoint, or conflicting flags.
+    """
+    if not config.resume:
+        return config
+    _, meta = load_checkpoint(config.resume)
+    saved = dict(meta["config"])
+    saved["contexts"] = tuple(saved["contexts"])
+    saved["reward"] = reward_tuple(saved["reward"])
+    for key in ("prompts", "step_weights"):
+        saved[key] = tuple(saved.get(key, ()))
+    for key, legacy in LEGACY_SENTINELS.items():  # runs saved before these fields became optional
+        if key in saved and saved[key] == legacy:
+            saved[key] = None
+    defaults = TrainConfig()
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    conflicts = [
+        f"{name}={getattr(config, name)!r} (run: {saved[name]!r})"
+        for name in fields
+        if name not in RESUME_OVERRIDABLE
+        and name in saved
+        and getattr(config, name) != getattr(defaults, name)
+        and getattr(config, name) != saved[name]
+    ]
+    if conflicts:
+        raise ValueError(
+            f"resume={config.resume!r} continues a run with its own settings, but these differ from "
+            f"it: {', '.join(conflicts)}. Drop them, or start a new run in another --out"
+        )
+    if config.out and Path(config.out) != Path(config.resume):
+        raise ValueError(f"resume={config.resume!r} writes into its own folder; out={config.out!r} differs")
+    given = {
+        name: getattr(config, name)
+        for name in RESUME_OVERRIDABLE
+        if getattr(config, name) != getattr(defaults, name) or name not in saved
+    }
+    given.update(out=config.resume, resume=config.resume, overwrite=False)
+    saved = {k: v for k, v in saved.items() if k in fields}
+    return dataclasses.replace(TrainConfig(**saved), **given)
+
+
+def prepare_run_dir(config: TrainConfig) -> None:
+    """Refuses a new run in a folder that holds one, unless ``overwrite`` (which deletes only RUN_FILES).
+
+    Raises:
+        ValueError: the folder holds a run and neither resume nor overwrite was given.
+    """
+    folder = config.run_dir
+    if config.resume or not folder.exists():
+        return
+    existing = sorted(name for name in RUN_FILES if (folder / name).exists())
+    if not existing:
+        return
+    if not config.overwrite:
+        raise ValueError(
+            f"run folder {str(folder)!r} already holds a run ({', '.join(existing)}): continue it with "
+            f"--resume {folder}, start over with --overwrite (deletes them), or choose another --out"
+        )
+    for name in existing:
+        path = folder / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
+    """The epoch loop of ``agents.trainer.train``: prepares the run folder (rank 0), restores a resumed run,
+    then per epoch trains, evaluates on held-out noise every ``eval_every`` epochs, logs, saves image grids
+    and checkpoints, and exports the model at the end; returns one metrics dict per epoch run now."""
+    main = trainer.world.main
+    if main:
+        # After every check that can fail: nothing is deleted for a run that cannot start.
+        prepare_run_dir(config)
+    barrier(trainer.world)
+    if config.resume:
+        trainer.load_state(*load_checkpoint(config.resume))
+    logger = None
+    evaluator = None
+    if main:
+        logger = MetricsLogger(
+            config.run_dir,
+            resume_epoch=trainer.epoch if config.resume else None,
+            tensorboard=config.tensorboard,
+            extra_fields=[f"reward_{name}" for name in trainer.reward_components],
+        )
+        (config.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
+        if config.eval_every:
+            core = trainer.envs.unwrapped
+            evaluator = Evaluator(
+                make_envs(config, config.eval_images, str(trainer.device)), config.seed, core.context_choices
+            )
+            reference = {"images": 0, **evaluator.reference_metrics}
+            (config.run_dir / "eval_reference.json").write_text(json.dumps(reference, indent=1) + "\n")
+    history = []
+    bar = tqdm(
+        total=config.num_epochs,
+        initial=trainer.epoch,
+        desc=f"{config.algo}-{config.estimator}",
+        unit="epoch",
+        disable=not (config.progress and main),
+    )
+    while trainer.epoch < config.num_epochs:
+        metrics, traj = trainer.train_epoch()
+        last = trainer.epoch == config.num_epochs
+        if evaluator is not None and (trainer.epoch % config.eval_every == 0 or last):
+            trainer.policy.eval()
+            started = time.perf_counter()
+            with trainer.ema.swapped_in() if trainer.ema is not None else contextlib.nullcontext():
+                metrics.update(evaluator(trainer.eps))
+            metrics["eval_seconds"] = time.perf_counter() - started
+        if logger is not None:
+            logger.log(metrics)
+        history.append(metrics)
+        bar.update(1)
+        bar.set_postfix(reward=f"{metrics['reward_mean']:.4f}", kl=f"{metrics['approx_kl']:.2g}")
+        if main and config.image_every and (trainer.epoch % config.image_every == 0 or last):
+            names = trainer.envs.unwrapped.loaded.context_names
+            save_reward_grid(
+                traj.images[:16],
+                traj.image_reward_maps[:16],
+                config.run_dir / "images" / f"epoch-{trainer.epoch:04d}.png",
+                titles=[names[c] for c in traj.contexts[:16].tolist()],
+            )
+        if last or (config.save_every and trainer.epoch % config.save_every == 0):
+            trainer.save()
+        if main and last and config.export:
+            trainer.export()
+    bar.close()
+    if logger is not None:
+        logger.close()
+    return history
