@@ -218,3 +218,20 @@ def test_a_malformed_metadata_file_is_named_with_the_field(tmp_path, meta, messa
     with pytest.raises(ValueError) as err:
         read_metadata(tmp_path)
     assert message in str(err.value) and str(tmp_path / "pxpo_gym.json") in str(err.value)
+
+
+def test_the_sampling_snippet_of_the_training_docs_runs_on_an_export(tiny_model_dir, tmp_path):
+    """docs/training.md's snippet, with MODEL pointed at a real export of a tiny run."""
+    import re
+    from pathlib import Path
+
+    trained(tiny_config(tiny_model_dir, tmp_path), epochs=1).export()
+    text = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "class_labels" in b]
+    folder = str(tmp_path / "run" / "model")
+    block = block.replace('MODEL = "runs/pxpo-is-color-seed0/model"', f"MODEL = {folder!r}")
+    namespace: dict = {}
+    exec(compile(block, "docs/training.md sampling snippet", "exec"), namespace)
+    assert namespace["images"].shape == (8, 3, 8, 8) and namespace["diffusers_images"].shape == (8, 3, 8, 8)
+    assert namespace["episode"].contexts.tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
+    assert 0 <= float(namespace["diffusers_images"].min()) and float(namespace["diffusers_images"].max()) <= 1
