@@ -252,10 +252,13 @@ def test_lora_policy_trains_only_adapters():
 
 
 def test_user_reward_plugin(tiny_model_dir, tmp_path, monkeypatch):
-    (tmp_path / "my_rewards.py").write_text("def blueness(images, contexts):\n    return images[:, 2]\n")
+    # A constant the default colour reward cannot produce: the run really used the plugin.
+    (tmp_path / "my_rewards.py").write_text(
+        "import torch\n\ndef quarter(images, contexts):\n    return torch.full_like(images[:, 0], 0.25)\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
-    history = train(tiny_config(tiny_model_dir, tmp_path, reward="my_rewards:blueness", num_epochs=1))
-    assert 0 <= history[0]["reward_mean"] <= 1
+    history = train(tiny_config(tiny_model_dir, tmp_path, reward="my_rewards:quarter", num_epochs=1))
+    assert history[0]["reward_mean"] == pytest.approx(0.25) and history[0]["reward_std"] == 0
 
 
 @pytest.mark.parametrize(
@@ -333,6 +336,20 @@ def test_mixed_precision_epoch_runs(tiny_model_dir, tmp_path, precision):
     # On CPU this exercises the autocast and grad-scaler path that CUDA runs use.
     history = train(tiny_config(tiny_model_dir, tmp_path, mixed_precision=precision, num_epochs=1))
     assert math.isfinite(history[0]["loss"]) and math.isfinite(history[0]["grad_norm"])
+
+
+@pytest.mark.parametrize(
+    "precision, dtype", [("no", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)]
+)
+def test_autocast_is_active_in_the_policy_forward(tiny_model_dir, tmp_path, precision, dtype):
+    """The policy's convolutions run in the configured precision; what the agents see is float32."""
+    trainer = Trainer(tiny_config(tiny_model_dir, tmp_path, mixed_precision=precision))
+    conv = next(m for m in trainer.policy.modules() if isinstance(m, torch.nn.Conv2d))
+    seen = []
+    conv.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    x = torch.randn(2, 3, 8, 8)
+    eps = trainer.eps(x, torch.tensor([500, 500]), torch.tensor([0, 1]))
+    assert seen and set(seen) == {dtype} and eps.dtype == torch.float32
 
 
 def test_classifier_free_guidance_formula():

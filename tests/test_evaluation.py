@@ -24,9 +24,17 @@ def test_the_pretrained_model_has_distance_zero_and_the_default_model_a_shape_ra
     assert again["fidelity_distance"] == 0.0
     assert again == evaluator.reference_metrics
     assert 0.0 <= again["fidelity_shape"] <= 1.0
-    # A policy that predicts no noise at all draws other images: distance > 0, by hand on one pair.
+    # A policy that predicts no noise at all draws other images.
     other = evaluator(lambda sample, t, c: torch.zeros_like(sample))
     assert other["fidelity_distance"] > 0.05
+    # The distance by hand: image 0 moved by 0.1 everywhere (RMS 0.1); image 1 by 0.3 in its red
+    # channel's left half only (RMS 0.3 sqrt(1/3 x 1/2)); the other 6 untouched; mean over the 8.
+    shifted = evaluator.reference.images.clone()
+    shifted[0] += 0.1
+    shifted[1, 0, :, :8] += 0.3
+    scored = evaluator.score(shifted, evaluator.reference.rewards)
+    assert scored["fidelity_distance"] == pytest.approx((0.1 + 0.3 * math.sqrt(1 / 6)) / 8, rel=1e-5)
+    assert scored["eval_reward"] == pytest.approx(float(evaluator.reference.rewards.mean()))
 
 
 def test_evaluation_noise_is_not_training_noise(tiny_model_dir, tmp_path):
