@@ -25,7 +25,14 @@ def test_samples_show_the_conditioned_shape():
 
 
 def test_unconditioned_samples_are_not_all_one_class():
+    """Without a context option the env draws contexts at random: the images themselves (read by the
+    segmentation net) show several shape classes, each mostly the one its image was drawn for."""
     envs = gym.make_vec("DiffusionDenoise-v0", num_envs=32)
     episode = run_policy(envs, seed=5)
-    assert len(set(episode.contexts.tolist())) > 1
-    assert episode.images.std() > 0.1  # not a blank image
+    net = load_segmentation_net()
+    with torch.no_grad():
+        pred = net(episode.images).argmax(dim=1)  # (32, 16, 16), 0 = background
+    counts = torch.nn.functional.one_hot(pred, net.num_classes).sum(dim=(1, 2))[:, 1:]  # (32, K)
+    shown = counts.argmax(dim=1)  # the shape class each image shows most
+    assert len(set(shown.tolist())) >= 3, shown.tolist()
+    assert shape_match(net, episode.images, episode.contexts).float().mean() >= 0.6
