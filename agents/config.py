@@ -82,7 +82,7 @@ class TrainConfig:
     """Advantage clip (reference: 5)."""
     pixel_std: Literal["pixel", "pooled", "floored"] = "pooled"
     """PXPO: std of the per-pixel advantage normalisation (agents.advantages); 'pooled' by measurement
-    (README, "PXPO's advantages")."""
+    (docs/results.md, "PXPO's advantages")."""
     image_advantage_weight: float = 0.0
     """PXPO: hybrid advantages A + lambda * A_image with this lambda (0: the credit's advantages only)."""
     credit: Literal["pixel", "image", "footprint", "support"] = DEFAULT_CREDIT  # type: ignore[assignment]
@@ -97,7 +97,7 @@ class TrainConfig:
     """PXPO kernel credits: episodes of the pretrained model measured for the footprint (once per run)."""
     silent_mode: Literal["kl", "freeze"] = "kl"
     """PXPO: how silent pixels are held: 'kl' (silent_kl_coef) or 'freeze' (the policy acts there as the
-    pretrained model: exact, but the exported UNet alone does not carry the mask; README)."""
+    pretrained model: exact, but the exported UNet alone does not carry the mask; docs/training.md)."""
     silent_kl_coef: float = DEFAULT_SILENT_KL_COEF
     """PXPO: per-pixel KL penalty to the pretrained model on silent pixels (whose reward never varies over
     the context's recent maps), so that what the reward does not score stays as it was; 0: none."""
@@ -337,7 +337,7 @@ def ddpo_clip_range(sample_elements: int) -> float:
     fluctuation scales like 1 / sqrt(elements); the reference 1e-4 at 16,384 elements
     is kept at the same relative size: 1e-4 * sqrt(16384 / elements). For the default
     model (3 x 16 x 16 = 768) that is 4.6e-4; the sweep over 1e-4 and 5e-4 picked 5e-4
-    (README, "Sample efficiency"). SD 1.5 at 512 px gets exactly 1e-4.
+    (docs/results.md, "Sample efficiency"). SD 1.5 at 512 px gets exactly 1e-4.
     """
     return DDPO_REFERENCE_CLIP * math.sqrt(DDPO_REFERENCE_ELEMENTS / sample_elements)
 

@@ -26,7 +26,7 @@ where log p(x^ij) sums the pixel's channels. Our choices, fixed here:
   per run (late steps: about the pixel itself; early steps: the whole image, which
   the denoiser spreads each pixel's noise over); 'image' is DDPO's advantage at
   every pixel. 'pixel' with the silent-pixel penalty was picked from
-  ``benchmarks.suite credit`` and ``benchmarks.credit_signal`` (README, "Credit
+  ``benchmarks.suite credit`` and ``benchmarks.credit_signal`` (docs/results.md, "Credit
   that follows the reward"): it agreed best with the exact gradient on 3 of 4
   tasks and gained the most reward while the content held.
 - Hybrid (``image_advantage_weight`` = lambda > 0): A + lambda * A_image, where A_image
@@ -38,7 +38,7 @@ where log p(x^ij) sums the pixel's channels. Our choices, fixed here:
   model, on those pixels only, holds them; pixels the reward scores are not braked.
 - IS variant: one ratio per pixel, clipped per pixel. Per-pixel log-ratios move
   far more per update than DDPO's mean over all elements, so PXPO's clip range
-  is PPO's usual 0.2, not DDPO's 1e-4 (the measurements are in the README).
+  is PPO's usual 0.2, not DDPO's 1e-4 (the measurements are in docs/results.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What painted feedback does on the default model, measured so that the image's layout cannot fake it.
 
     python -m benchmarks.refine                   # 10 seeds x every context, gradient and PXPO updates
-    python -m benchmarks.refine --screenshot      # also the README's screenshot of the page (chromium)
+    python -m benchmarks.refine --screenshot      # also the page's screenshot in docs/refine.md (chromium)
     python -m benchmarks.refine --options.hold 1  # any refine option (RefineConfig) can be overridden
     python -m benchmarks.refine --timing-only     # seconds per update only (run it with nothing else running)
 

@@ -3,7 +3,7 @@
 Samples N images per class through the env with the pretrained model, draws
 the same number of procedural data images, and reports for both the fraction
 the segmentation network reads as one shape of the conditioned class. Writes a
-side-by-side grid (data | samples) for the README.
+side-by-side grid (data | samples) for docs/environment.md.
 
     python -m benchmarks.sample_quality --per-class 64
 """
