@@ -66,6 +66,9 @@ def worker(rank: int, world: int, store: str, config, out: str, sync: bool) -> N
             agents.trainer.sum_gradients = lambda params, world: None
         result = run_epochs(Trainer(config))
         torch.save(result, os.path.join(out, f"rank{rank}.pt"))
+        # Both ranks done before either tears the group down: one full-suite run (1 of 4 this session)
+        # saw rank 0 abort in gloo's teardown ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
