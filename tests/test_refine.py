@@ -181,7 +181,7 @@ def test_other_bad_requests_get_clear_json_errors(client):
     cases = [
         (client.get("/api/workspaces/nope"), 404, "unknown workspace"),
         (client.post("/api/workspaces/nope/apply", json={}), 404, "unknown workspace"),
-        (client.get(f"/api/workspaces/{ws}/versions/7.png"), 404, "no version"),
+        (client.get(f"/api/workspaces/{ws}/versions/7.png"), 404, "version must be an int in [0, 0]"),
         (client.get(f"/api/workspaces/{ws}/versions/..%2F..%2Fetc.png"), 404, "Not Found"),
         (client.get(f"/api/workspaces/{ws}/versions/0.png?scale=1000"), 400, "scale"),
         (client.post(f"/api/workspaces/{ws}/checkout", json={"version": 5}), 404, "existing version"),

@@ -204,10 +204,9 @@ class RefineServer:
 
     def version(self, workspace_id: str, index: str) -> Any:
         ws = self.entry(workspace_id).workspace
-        last = len(ws.versions) - 1
-        if not re.fullmatch(r"[0-9]{1,9}", index) or int(index) > last:
-            raise ApiError(404, f"workspace {workspace_id!r} has no version {index[:40]!r} (0..{last})")
-        return ws.versions[int(index)]
+        return ws.versions[
+            parse_count(index, f"workspace {workspace_id!r}'s version", 0, len(ws.versions) - 1, 404)
+        ]
 
     def delete(self, workspace_id: str) -> None:
         entry = self.entry(workspace_id)

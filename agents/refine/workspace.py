@@ -207,10 +207,6 @@ class Workspace:
         refine_steps: int,
         hold: float = 0.0,
     ) -> None:
-        if not 1 <= refine_steps <= train.num_inference_steps:
-            raise ValueError(
-                f"refine_steps must be in [1, num_inference_steps={train.num_inference_steps}], got {refine_steps}"
-            )
         self.context, self.seed = context, seed
         self.reward = PaintedReward(loaded.image_size, hold)
         common = dict(
@@ -264,8 +260,7 @@ class Workspace:
     def eps(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """The frozen model before ``first_policy_step``, the policy from there on (lock-step batches)."""
         if int(timestep.reshape(-1)[0]) > self.policy_timestep:
-            with torch.no_grad():
-                return self.trainer.reference(sample, timestep, context)
+            return self.trainer.reference_eps(sample, timestep, context)
         return self.trainer.eps(sample, timestep, context)
 
     def group_noise(self) -> torch.Tensor:
@@ -327,7 +322,8 @@ class Workspace:
         cancelled: Callable[[], bool] = lambda: False,
         steps: int | None = None,
     ) -> Version:
-        """Runs ``updates`` PXPO updates under ``feedback`` from the current version; returns the new version.
+        """Runs ``updates`` updates (``update``) under ``feedback`` from the current version; returns the new
+        version.
 
         ``steps``: the last denoising steps the policy may change (the apply's strength; None: the
         current version's).
