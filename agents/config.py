@@ -85,11 +85,14 @@ class TrainConfig:
     (docs/results.md, "PXPO's advantages")."""
     image_advantage_weight: float = 0.0
     """PXPO: hybrid advantages A + lambda * A_image with this lambda (0: the credit's advantages only)."""
-    credit: Literal["pixel", "image", "footprint", "support"] = DEFAULT_CREDIT  # type: ignore[assignment]
+    credit: Literal["pixel", "image", "footprint", "support", "receptive"] = (  # type: ignore[assignment]
+        DEFAULT_CREDIT
+    )
     """PXPO: which reward pixels credit each pixel's log-likelihood at each step (agents.credit): 'pixel'
     (its own: the paper's PXPO; the default by measurement), 'image' (DDPO's advantage everywhere),
     'footprint' (the pixels its noise reaches, weighted by the influence measured once per run),
-    'support' (unweighted over the measured footprint)."""
+    'support' (unweighted over the measured footprint), 'receptive' (the last step's footprint kernel, the
+    reward's own receptive field, at every step)."""
     credit_threshold: float = DEFAULT_CREDIT_THRESHOLD
     """PXPO 'footprint': influence below this fraction of a step's largest is dropped; 'support': the
     kernel holds 1 - this of the influence."""

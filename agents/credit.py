@@ -36,6 +36,11 @@ Credits (``CREDITS``):
   to how strongly they reach it (biased towards the near pixels; the least noise).
 - ``"support"``: K_t = 1 on the smallest set of offsets holding ``1 - threshold`` of
   the squared influence, 0 elsewhere: the unbiased superset form.
+- ``"receptive"``: the last step's ``"footprint"`` kernel at every step. At the last
+  step x_0 = mean + sigma z, so d r / d z = sigma d r / d x_0: its kernel is the
+  reward's own receptive field (the identity for a pixel-local reward, a box for a
+  conv net, everything for a whole-image score), without the denoiser's spreading.
+  Biased like ``"pixel"`` at early steps, but it keeps the reward's own cross terms.
 
 Kernel credits are rescaled per step to the per-pixel advantages' root mean square,
 so every step's advantages keep one scale (the loss's step weights stay in charge
@@ -55,8 +60,8 @@ from tqdm import tqdm
 
 from pxpo_gym.rewards import pool_to_grid
 
-CREDITS = ("pixel", "image", "footprint", "support")
-KERNEL_CREDITS = ("footprint", "support")
+CREDITS = ("pixel", "image", "footprint", "support", "receptive")
+KERNEL_CREDITS = ("footprint", "support", "receptive")
 """Credits that need a measured footprint."""
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -110,8 +115,8 @@ def credit_kernels(influence: torch.Tensor, credit: str, threshold: float) -> to
 
     Args:
         influence: (T, 2h - 1, 2w - 1) >= 0 (``Footprint.influence``).
-        credit: "footprint" or "support".
-        threshold: "footprint": entries below threshold x the step's max are dropped;
+        credit: "footprint", "support" or "receptive".
+        threshold: "footprint" and "receptive": entries below threshold x the step's max are dropped;
             "support": the kernel covers 1 - threshold of the squared influence.
 
     Returns:
@@ -130,6 +135,8 @@ def credit_kernels(influence: torch.Tensor, credit: str, threshold: float) -> to
     if not bool(torch.isfinite(influence).all()) or bool((influence < 0).any()):
         raise ValueError("influence must be finite and >= 0")
     steps, kh, kw = influence.shape
+    if credit == "receptive":  # the last step's footprint kernel (the reward's own) at every step
+        return credit_kernels(influence[-1:], "footprint", threshold).expand(steps, kh, kw).clone()
     kernels = torch.zeros(steps, kh, kw)
     for t in range(steps):
         inf = influence[t].float()

@@ -71,7 +71,8 @@ class PXPOConfig(PolicyGradientConfig):
     image_advantage_weight: float = 0.0
     """Hybrid advantages: lambda in A^t_kl + lambda * A_image (the credit's advantage plus the image's)."""
     credit: str = DEFAULT_CREDIT
-    """Which reward pixels credit each noise pixel (agents.credit): 'pixel', 'image', 'footprint', 'support'."""
+    """Which reward pixels credit each noise pixel (agents.credit): 'pixel', 'image', 'footprint', 'support',
+    'receptive'."""
     credit_threshold: float = DEFAULT_CREDIT_THRESHOLD
     """'footprint': kernel entries below this fraction of the step's largest are dropped; 'support': the
     kernel holds 1 - this of the measured influence."""

@@ -66,6 +66,8 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
     "hybrid-nosilent": {"credit": "pixel", "image_advantage_weight": 1.0, "silent_kl_coef": 0.0},
     "pixel-silent": {"credit": "pixel", "image_advantage_weight": 0.0},
     "footprint-silent": {"credit": "footprint", "image_advantage_weight": 0.0},
+    "receptive-silent": {"credit": "receptive", "image_advantage_weight": 0.0},
+    "receptive": {"credit": "receptive", "image_advantage_weight": 0.0, "silent_kl_coef": 0.0},
     "pixel-silent1": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_kl_coef": 1.0},
     "pixel-freeze": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "freeze"},
 }

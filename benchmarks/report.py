@@ -10,7 +10,7 @@ import numpy as np
 
 from agents.metrics import read_metrics
 from benchmarks.analysis import confidence_band, mean_curve, samples_to_threshold, smooth, summarise
-from benchmarks.grid import git_commit, read_runs_commits, run_dir
+from benchmarks.grid import git_commit, provenance, read_runs_commits, run_dir
 from benchmarks.tasks import TASKS
 
 FRACTIONS = (0.5, 0.9)
@@ -195,9 +195,8 @@ def verdict(task: str, table: dict[str, dict[float, list[float]]], finals: dict[
     )
 
 
-def best_learning_rates(cfg, curves) -> dict[str, dict]:
-    """Per algorithm, the swept settings (learning rate, clip range) with the largest normalised
-    area under the reward curve.
+def arm_scores(cfg, curves) -> dict[str, float]:
+    """Per arm (label), the normalised area under its reward curve.
 
     Each task's curves are measured in units of that task's best improvement (the largest rise
     of any arm's seed-mean curve above the pretrained reward, usually the oracle's), so a task
@@ -209,7 +208,7 @@ def best_learning_rates(cfg, curves) -> dict[str, dict]:
     for task, by_label in curves.items():
         scale[task] = max(float((mean_curve(runs) - mean_curve(runs)[0]).max()) for runs in by_label.values())
         scale[task] = scale[task] if scale[task] > 0 else 1.0
-    best: dict[str, tuple[dict, float]] = {}
+    scores = {}
     for arm in cfg.arms():
         areas = [
             float(np.mean(c - c[0])) / scale[task]
@@ -217,9 +216,18 @@ def best_learning_rates(cfg, curves) -> dict[str, dict]:
             if arm.label in curves[task]
             for c in curves[task][arm.label]
         ]
-        area = float(np.mean(areas))
-        if arm.algo not in best or area > best[arm.algo][1]:
-            best[arm.algo] = (dict(arm.overrides), area)
+        scores[arm.label] = float(np.mean(areas))
+    return scores
+
+
+def best_settings(cfg, curves) -> dict[str, dict]:
+    """Per algorithm, the swept settings (learning rate, clip range, variant's fields) of its arm with the
+    largest ``arm_scores``."""
+    scores = arm_scores(cfg, curves)
+    best: dict[str, tuple[dict, float]] = {}
+    for arm in cfg.arms():
+        if arm.algo not in best or scores[arm.label] > best[arm.algo][1]:
+            best[arm.algo] = (dict(arm.overrides), scores[arm.label])
     return {algo: settings for algo, (settings, _) in best.items()}
 
 
@@ -342,9 +350,10 @@ def write_report(cfg) -> str:
     ]
     lines += ["| " + " | ".join(str(v) for v in r.values()) + " |" for r in rows]
     lines += ["", *[f"- {v}" for v in verdicts if v]]
-    if any(len(cfg.learning_rates(a)) > 1 for a in cfg.algos):
-        best = best_learning_rates(cfg, curves)
-        (out / "best_learning_rates.json").write_text(json.dumps(best, indent=1) + "\n")
+    if len(cfg.arms()) > len(cfg.algos):  # a sweep or a comparison: some algorithm has several arms
+        best = best_settings(cfg, curves)
+        scores = {"scores": arm_scores(cfg, curves), "best": best}
+        (out / "arm_scores.json").write_text(json.dumps({**provenance("benchmarks.suite"), **scores}, indent=1) + "\n")
         lines += [
             "",
             "Best settings per algorithm (largest area under the reward curve, each task in units of its best "

@@ -80,3 +80,28 @@ def test_verdict_counts_seeds_before_medians():
     assert "PXPO needed 3.0x fewer images" in text
     text = verdict("jpeg", {"ddpo": {0.9: [nan]}, "pxpo": {0.9: [nan]}}, finals)
     assert "neither reached" in text
+
+
+def test_arm_scores_and_best_settings_by_hand():
+    import dataclasses
+
+    from benchmarks.grid import SuiteConfig
+    from benchmarks.report import arm_scores, best_settings
+
+    cfg = dataclasses.replace(
+        SuiteConfig(), tasks=("color", "segmentation"), algos=("pxpo",), pxpo_variants=("pixel", "footprint")
+    )
+    # colour: best improvement 0.4 (pixel's mean curve); segmentation: 0.1 (footprint's).
+    curves = {
+        "color": {"pxpo-pixel": [np.array([0.5, 0.9, 0.9])], "pxpo-footprint": [np.array([0.5, 0.5, 0.7])]},
+        "segmentation": {
+            "pxpo-pixel": [np.array([0.1, 0.1, 0.1])],
+            "pxpo-footprint": [np.array([0.1, 0.1, 0.2])],
+        },
+    }
+    scores = arm_scores(cfg, curves)
+    # pixel: colour mean(0, 0.4, 0.4) / 0.4 = 2/3, segmentation 0 -> 1/3;
+    # footprint: colour mean(0, 0, 0.2) / 0.4 = 1/6, segmentation mean(0, 0, 0.1) / 0.1 = 1/3 -> 1/4.
+    assert scores["pxpo-pixel"] == pytest.approx(1 / 3)
+    assert scores["pxpo-footprint"] == pytest.approx(1 / 4)
+    assert best_settings(cfg, curves)["pxpo"]["credit"] == "pixel"

@@ -91,6 +91,24 @@ def test_credit_kernels_by_hand():
     torch.testing.assert_close(support[0], torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]))
 
 
+def test_receptive_credit_is_the_last_steps_footprint_kernel_at_every_step():
+    # Step 0 wide (a denoiser spreading its noise), step 1 (the last) the reward's own 1 x 3 field.
+    influence = torch.zeros(2, 3, 3)
+    influence[0] = 1.0
+    influence[1] = torch.tensor([[0.0, 0.05, 0.0], [0.4, 2.0, 1.0], [0.0, 0.0, 0.0]])
+    receptive = credit_kernels(influence, "receptive", 0.15)
+    # Last step / its max (2.0), entries under 0.15 dropped (0.05 / 2 = 0.025): at both steps.
+    expected = torch.tensor([[0.0, 0.0, 0.0], [0.2, 1.0, 0.5], [0.0, 0.0, 0.0]])
+    for t in range(2):
+        torch.testing.assert_close(receptive[t], expected)
+    # A pixel-local reward (last step: the centre only) gives the identity at every step, so
+    # receptive credit is pure PXPO there whatever the earlier steps measured.
+    influence[1] = 0.0
+    influence[1, 1, 1] = 3.0
+    receptive = credit_kernels(influence, "receptive", 0.3)
+    assert torch.equal(receptive, delta(2, 2, 2))
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

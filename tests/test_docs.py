@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -43,3 +44,21 @@ def test_the_link_check_catches_a_missing_file(tmp_path):
     """The pattern above finds both kinds of link (a negative control for the test)."""
     text = "![img](benchmarks/results/nope.png) and [doc](docs/x.md#part) and [web](https://x.org)"
     assert LINK.findall(text) == ["benchmarks/results/nope.png", "docs/x.md", "https://x.org"]
+
+
+def test_every_committed_result_file_names_its_commit_and_command():
+    # A figure in the docs is only checkable when its result file says which code made it and how.
+    results = sorted(
+        f for f in tracked_files() if f.startswith("benchmarks/results/") and f.endswith(".json")
+    )
+    assert results, "no committed result files found"
+    missing = []
+    for name in results:
+        data = json.loads((ROOT / name).read_text())
+        if (
+            not isinstance(data, dict)
+            or not data.get("commit")
+            or not str(data.get("command", "")).startswith("python ")
+        ):
+            missing.append(name)
+    assert not missing, f"result files without a commit and a 'python ...' command: {missing}"
