@@ -143,3 +143,40 @@ def pxpo_loss(
         per_pixel = clipped_surrogate(advantage_maps, logratio, clip_range)
     per_sample = per_pixel.sum(dim=(1, 2)) / elements  # (B,)
     return _weighted_mean(per_sample, step_weight), ratio_stats(logratio, clip_range)
+
+
+def kl_penalty(
+    kl_map: torch.Tensor,
+    step_weight: torch.Tensor,
+    kl_coef: float,
+    silent: torch.Tensor | None = None,
+    silent_kl_coef: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The penalties to the pretrained model added to a step's policy-gradient loss.
+
+    - Uniform: ``kl_coef`` x the step-weighted batch mean of each sample's mean KL over its C h w elements.
+    - Silent pixels (PXPO): ``silent_kl_coef`` x the step-weighted batch mean of each sample's KL summed
+      over its silent pixels' elements, divided by all C h w elements (so a sample whose every pixel is
+      silent pays the uniform term's mean).
+
+    Args:
+        kl_map: (B, C, h, w) elementwise KL(policy step || pretrained step) (``pxpo_gym.ddim.step_kl``).
+        step_weight: (B,) weight of each sample's step (``agents.steps``).
+        kl_coef: >= 0; 0 leaves the uniform term out.
+        silent: (B, h, w) 1 at silent pixels, 0 elsewhere; None leaves the silent term out.
+        silent_kl_coef: >= 0.
+
+    Returns:
+        (scalar penalty, detached batch means ``kl`` and/or ``silent_kl`` of the terms included).
+    """
+    penalty = kl_map.new_zeros(())
+    stats: dict[str, torch.Tensor] = {}
+    if kl_coef:
+        kl = kl_map.flatten(1).mean(dim=1)  # (B,)
+        penalty = penalty + kl_coef * (step_weight * kl).mean()
+        stats["kl"] = kl.detach().mean()
+    if silent is not None:
+        silent_kl = (kl_map.sum(dim=1) * silent).flatten(1).sum(dim=1) / kl_map[0].numel()  # (B,)
+        penalty = penalty + silent_kl_coef * (step_weight * silent_kl).mean()
+        stats["silent_kl"] = silent_kl.detach().mean()
+    return penalty, stats

@@ -40,6 +40,7 @@ from agents.distributed import (
 )
 from agents.ema import EMA
 from agents.export import EXPORT_DIR, export_policy
+from agents.losses import kl_penalty
 from agents.oracle import OracleBatch, check_differentiable, oracle_epoch
 from agents.policy import guided_eps, make_policy
 from agents.pxpo import PXPO
@@ -322,15 +323,12 @@ class Trainer:
         stats = {"approx_kl": stats["approx_kl"], "clipfrac": stats["clipfrac"]}
         if cfg.kl_coef or silent is not None:
             kl_map = self.reference_kl(sample, timestep, context, eps, coeffs)  # (b, C, h, w)
-        if cfg.kl_coef:
-            kl = kl_map.flatten(1).mean(dim=1)  # (b,)
-            loss = loss + cfg.kl_coef * (weight * kl).mean()
-            stats["kl"] = kl.detach().mean()
-        if silent is not None:
-            # Mean over the sample's elements of the KL at silent pixels only.
-            silent_kl = (kl_map.sum(dim=1) * silent[idx]).flatten(1).sum(dim=1) / kl_map[0].numel()
-            loss = loss + self.algo.config.silent_kl_coef * (weight * silent_kl).mean()
-            stats["silent_kl"] = silent_kl.detach().mean()
+            silent_coef = self.algo.config.silent_kl_coef if silent is not None else 0.0
+            penalty, kl_stats = kl_penalty(
+                kl_map, weight, cfg.kl_coef, None if silent is None else silent[idx], silent_coef
+            )
+            loss = loss + penalty
+            stats.update(kl_stats)
         stats["loss"] = loss.detach()
         return loss, stats
 

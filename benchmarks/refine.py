@@ -102,7 +102,8 @@ def apply_and_render(
 
 def measure_workspace(workspace, loaded, seed: int, updates, seconds) -> list[dict]:
     """Every painting on one workspace; one row per K."""
-    from agents.refine.workspace import DISLIKE, LIKE, parse_feedback, region_change
+    from agents.refine.feedback import DISLIKE, LIKE, parse_feedback
+    from agents.refine.workspace import region_change
 
     size = loaded.image_size[0]
     start = workspace.versions[0].image
@@ -210,7 +211,8 @@ def measure(cfg: RefineBenchConfig) -> dict:
 def timing(cfg: RefineBenchConfig) -> dict:
     """Seconds per update of each update rule: ``timing_updates`` updates on workspace (context 0, seed 0)
     under the colour-box painting; the first update (warm-up) is excluded."""
-    from agents.refine.workspace import Workspace, parse_feedback, refine_train_config
+    from agents.refine.feedback import parse_feedback
+    from agents.refine.workspace import Workspace, refine_train_config
     from pxpo_gym.loading import load_model
 
     torch.set_num_threads(cfg.threads)

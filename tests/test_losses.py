@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from agents.losses import clipped_surrogate, ddpo_loss, pxpo_loss
+from agents.losses import clipped_surrogate, ddpo_loss, kl_penalty, pxpo_loss
 
 
 def test_ddpo_is_loss_hand_worked():
@@ -63,3 +63,45 @@ def test_clipped_surrogate_is_pessimistic():
     # A > 0 and r > 1 + e: the clipped term binds; A < 0 and r < 1 - e: likewise
     out = clipped_surrogate(torch.tensor([1.0, -1.0]), torch.log(torch.tensor([2.0, 0.5])), 0.2)
     torch.testing.assert_close(out, torch.tensor([-1.2, 0.8]))
+
+
+# -- the penalties to the pretrained model ------------------------------------
+
+# Two samples, C = 2 channels, a 1 x 2 grid (4 elements each).
+KL_MAP = torch.tensor([[[[1.0, 3.0]], [[1.0, 1.0]]], [[[2.0, 2.0]], [[0.0, 4.0]]]])  # (2, 2, 1, 2)
+WEIGHT = torch.tensor([1.0, 0.5])
+SILENT = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])  # sample 0: pixel 0 silent; sample 1: pixel 1
+
+
+def test_uniform_kl_penalty_hand_worked():
+    # Mean KL per sample: (1 + 3 + 1 + 1) / 4 = 1.5 and (2 + 2 + 0 + 4) / 4 = 2;
+    # step-weighted: 1.5 x 1 and 2 x 0.5 -> batch mean 1.25; x coefficient 2 = 2.5.
+    penalty, stats = kl_penalty(KL_MAP, WEIGHT, 2.0)
+    assert penalty.item() == pytest.approx(2.5)
+    assert stats["kl"].item() == pytest.approx(1.75) and "silent_kl" not in stats
+
+
+def test_silent_kl_penalty_hand_worked():
+    # Silent KL per sample (channels summed at its silent pixel, divided by all 4 elements): sample 0's
+    # pixel 0 holds 1 + 1 -> 0.5; sample 1's pixel 1 holds 2 + 4 -> 1.5. Step-weighted 0.5 and 0.75 ->
+    # mean 0.625; x 10 = 6.25. With the uniform term at 2 (2.5 above): 8.75.
+    penalty, stats = kl_penalty(KL_MAP, WEIGHT, 0.0, SILENT, 10.0)
+    assert penalty.item() == pytest.approx(6.25)
+    assert stats["silent_kl"].item() == pytest.approx(1.0) and "kl" not in stats
+    penalty, stats = kl_penalty(KL_MAP, WEIGHT, 2.0, SILENT, 10.0)
+    assert penalty.item() == pytest.approx(8.75)
+    # A sample whose every pixel is silent pays the uniform term's per-sample mean.
+    everywhere, _ = kl_penalty(KL_MAP, torch.ones(2), 0.0, torch.ones(2, 1, 2), 1.0)
+    uniform, _ = kl_penalty(KL_MAP, torch.ones(2), 1.0)
+    assert everywhere.item() == pytest.approx(uniform.item())
+
+
+def test_kl_penalty_gradient_flows_only_through_the_penalised_terms():
+    kl_map = KL_MAP.clone().requires_grad_(True)
+    penalty, _ = kl_penalty(kl_map, WEIGHT, 0.0, SILENT, 10.0)
+    penalty.backward()
+    # d/d kl at a silent element: 10 x weight / (4 elements x 2 samples); 0 at scored pixels.
+    expected = torch.zeros_like(KL_MAP)
+    expected[0, :, 0, 0] = 10 * 1.0 / 8
+    expected[1, :, 0, 1] = 10 * 0.5 / 8
+    torch.testing.assert_close(kl_map.grad, expected)

@@ -17,7 +17,8 @@ pytest.importorskip("httpx")
 from starlette.testclient import TestClient  # noqa: E402
 
 from agents.refine.__main__ import RefineConfig, build  # noqa: E402
-from agents.refine.workspace import DISLIKE, LIKE, parse_feedback, region_change  # noqa: E402
+from agents.refine.feedback import DISLIKE, LIKE, parse_feedback  # noqa: E402
+from agents.refine.workspace import region_change  # noqa: E402
 
 
 def png(array: np.ndarray) -> bytes:
@@ -464,7 +465,7 @@ def test_every_apply_is_kept_and_downloadable(client):
 
 def test_painted_reward_by_hand():
     """Each label's reward at one pixel, worked by hand: closeness c = 1 - |x - target| / sqrt(3)."""
-    from agents.refine.workspace import PaintedReward
+    from agents.refine.feedback import PaintedReward
 
     rgba = np.zeros((1, 4, 4), np.uint8)
     rgba[0, 0] = (*LIKE, 255)

@@ -51,13 +51,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from agents.refine.workspace import (
-    Cancelled,
-    Workspace,
-    feedback_archive,
-    parse_feedback,
-    refine_train_config,
-)
+from agents.refine.feedback import parse_feedback
+from agents.refine.workspace import Cancelled, Workspace, feedback_archive, refine_train_config
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 """Host names that always reach the server when it binds a loopback address."""
