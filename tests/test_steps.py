@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.steps import step_weights
+from agents.steps import sample_steps, step_weights
 from agents.trainer import Trainer
 from tests.test_agents import policy_grad, tiny_config
 
@@ -17,6 +17,29 @@ def test_drop_leaves_out_steps_below_the_threshold():
     assert step_weights(STD, "drop", 0.25).tolist() == [1.0, 1.0, 1.0, 1.0, 0.0]
     # threshold 0.7 -> reference 0.21: the 0.2 step goes too
     assert step_weights(STD, "drop", 0.7).tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]
+
+
+def test_drop_threshold_boundaries():
+    # A step exactly at the reference stays (>=); threshold 1 (the median itself) is allowed: the
+    # median step and those above stay.
+    std = torch.tensor([0.4, 0.3, 0.2])  # median 0.3
+    assert step_weights(std, "drop", 1.0).tolist() == [1.0, 1.0, 0.0]
+    assert step_weights(torch.tensor([0.4, 0.3, 0.3]), "drop", 1.0).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_sample_steps_takes_the_fraction_of_active_steps_in_a_seeded_order():
+    active = torch.tensor([True, True, False, True, True, True, True, False, True])  # 7 active of 9
+    picked = sample_steps(active, 4, 0.5, torch.Generator().manual_seed(0))
+    assert picked.shape == (4, 3)  # int(7 * 0.5) = 3 per image
+    assert not bool(torch.isin(picked, torch.tensor([2, 7])).any()), "inactive steps are never picked"
+    assert all(len(set(row.tolist())) == 3 for row in picked), "no step twice in one image"
+    assert sample_steps(active, 4, 0.1, torch.Generator().manual_seed(0)).shape == (4, 1)  # at least one
+    # The generator alone decides: the same seed gives the same steps whatever the global RNG did.
+    torch.manual_seed(123)
+    again = sample_steps(active, 4, 0.5, torch.Generator().manual_seed(0))
+    torch.manual_seed(456)
+    assert torch.equal(again, sample_steps(active, 4, 0.5, torch.Generator().manual_seed(0)))
+    assert torch.equal(picked, again)
 
 
 def test_soft_weights_by_hand():
