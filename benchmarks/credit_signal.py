@@ -44,6 +44,7 @@ CREDIT_VARIANTS: dict[str, dict[str, object]] = {
     "footprint 0.3": {"credit": "footprint", "credit_threshold": 0.3},
     "footprint 0.5": {"credit": "footprint", "credit_threshold": 0.5},
     "support 0.1": {"credit": "support", "credit_threshold": 0.1},
+    "receptive 0.3": {"credit": "receptive", "credit_threshold": 0.3},
 }
 """PXPOConfig fields of each credit compared (label -> overrides)."""
 

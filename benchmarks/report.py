@@ -353,7 +353,9 @@ def write_report(cfg) -> str:
     if len(cfg.arms()) > len(cfg.algos):  # a sweep or a comparison: some algorithm has several arms
         best = best_settings(cfg, curves)
         scores = {"scores": arm_scores(cfg, curves), "best": best}
-        (out / "arm_scores.json").write_text(json.dumps({**provenance("benchmarks.suite"), **scores}, indent=1) + "\n")
+        (out / "arm_scores.json").write_text(
+            json.dumps({**provenance("benchmarks.suite"), **scores}, indent=1) + "\n"
+        )
         lines += [
             "",
             "Best settings per algorithm (largest area under the reward curve, each task in units of its best "
