@@ -18,6 +18,8 @@ from typing import Any
 import torch
 
 DEFAULT_MODEL_NAME = "default"
+FLOW_MODEL_NAME = "default-flow"
+"""The embedded rectified-flow twin of the default model (the same data and UNet; predicts velocity)."""
 MODEL_NAMES: tuple[str, ...] = (DEFAULT_MODEL_NAME,)
 METADATA_FILE = "pxpo_gym.json"
 """Optional file in a model folder: ``{"context_names": [...], "null_context": k}``."""

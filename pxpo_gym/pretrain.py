@@ -21,15 +21,28 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pxpo_gym.models import METADATA_FILE, default_unet_config, embedded_model_path
+from pxpo_gym.models import (
+    DEFAULT_MODEL_NAME,
+    FLOW_MODEL_NAME,
+    METADATA_FILE,
+    default_unet_config,
+    embedded_model_path,
+)
 from pxpo_gym.segmentation import SEGMENTATION_FILE, SegmentationNet, save_segmentation_net
 from pxpo_gym.shapes import SHAPE_CLASSES, generate_shapes
+
+OBJECTIVES = ("epsilon", "flow")
 
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    """Train the class-conditional pixel DDPM (diffusers UNet2DModel)."""
+    """Train the class-conditional pixel DDPM (diffusers UNet2DModel), or with ``objective='flow'`` the
+    rectified-flow twin (``model='default-flow'``)."""
 
+    objective: str = "epsilon"
+    """'epsilon' (DDPM: predict the noise; the default model) or 'flow' (rectified flow: predict the velocity
+    v = noise - x_0 at x_sigma = (1 - sigma) x_0 + sigma noise, sigma logit-normal as SD3 trains; a
+    FlowMatchEulerDiscreteScheduler folder)."""
     image_size: int = 16
     """Image height and width in pixels (16 is the CPU default; 32 costs ~4x per step)."""
     steps: int = 2400
@@ -47,7 +60,7 @@ class DiffusionConfig:
     threads: int = 2
     """torch CPU threads."""
     out: str = ""
-    """Output folder; the embedded default model's folder if empty."""
+    """Output folder; the embedded default (or default-flow) model's folder if empty."""
 
 
 @dataclass(frozen=True)
@@ -82,45 +95,56 @@ def _cosine_lr(step: int, total: int, warmup: int = 0) -> float:
 
 
 def train_diffusion(cfg: DiffusionConfig) -> Path:
-    """Trains the UNet with the epsilon objective and saves a DDPMPipeline folder."""
-    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+    """Trains the UNet (the epsilon or the rectified-flow objective) and saves a DDPMPipeline-layout folder."""
+    from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler, UNet2DModel
     from diffusers.training_utils import EMAModel
 
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got objective={cfg.objective!r}")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = _device()
     gen = torch.Generator().manual_seed(cfg.seed)
     num_classes = len(SHAPE_CLASSES)
     unet = UNet2DModel(**default_unet_config(cfg.image_size, num_classes)).to(device)
-    scheduler = DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_schedule="squaredcos_cap_v2",
-        prediction_type="epsilon",
-        clip_sample=False,
-        # Stable Diffusion's sampling grid (t = 951, 901, ..., 1 for 20 steps). 'trailing'
-        # would start at t = 999, where abar ~ 0 makes the first step's mean
-        # a_t x_t + b_t eps with a_t = -b_t ~ 1e3: its log-likelihood then swamps
-        # every policy gradient.
-        timestep_spacing="leading",
-        steps_offset=1,
-    )
-    alphas_cumprod = scheduler.alphas_cumprod.to(device)
+    if cfg.objective == "flow":
+        # Unshifted: at 16x16 pixels there is little to gain from SD3's resolution shift.
+        scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+    else:
+        scheduler = DDPMScheduler(
+            num_train_timesteps=1000,
+            beta_schedule="squaredcos_cap_v2",
+            prediction_type="epsilon",
+            clip_sample=False,
+            # Stable Diffusion's sampling grid (t = 951, 901, ..., 1 for 20 steps). 'trailing'
+            # would start at t = 999, where abar ~ 0 makes the first step's mean
+            # a_t x_t + b_t eps with a_t = -b_t ~ 1e3: its log-likelihood then swamps
+            # every policy gradient.
+            timestep_spacing="leading",
+            steps_offset=1,
+        )
+    alphas_cumprod = scheduler.alphas_cumprod.to(device) if cfg.objective == "epsilon" else None
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, cfg.steps, warmup=200))
     start = time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc="diffusion", unit="step")
+    bar = tqdm(range(cfg.steps), desc=f"diffusion ({cfg.objective})", unit="step")
     for _ in bar:
         batch = generate_shapes(cfg.batch_size, cfg.image_size, generator=gen)
         x0 = (batch.images * 2 - 1).to(device)  # (B, 3, H, W) in [-1, 1]
         labels = batch.labels.clone()
         drop = torch.rand(cfg.batch_size, generator=gen) < cfg.uncond_prob
         labels[drop] = num_classes
-        t = torch.randint(0, 1000, (cfg.batch_size,), generator=gen).to(device)
         noise = torch.randn(x0.shape, generator=gen).to(device)
-        abar = alphas_cumprod[t].reshape(-1, 1, 1, 1)
-        xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-        loss = F.mse_loss(unet(xt, t, class_labels=labels.to(device)).sample, noise)
+        if cfg.objective == "flow":
+            sigma = torch.sigmoid(torch.randn(cfg.batch_size, generator=gen)).to(device)  # logit-normal(0, 1)
+            s = sigma.reshape(-1, 1, 1, 1)
+            xt, target, t = (1 - s) * x0 + s * noise, noise - x0, sigma * 1000
+        else:
+            t = torch.randint(0, 1000, (cfg.batch_size,), generator=gen).to(device)
+            abar = alphas_cumprod[t].reshape(-1, 1, 1, 1)
+            xt, target = abar.sqrt() * x0 + (1 - abar).sqrt() * noise, noise
+        loss = F.mse_loss(unet(xt, t, class_labels=labels.to(device)).sample, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -129,8 +153,12 @@ def train_diffusion(cfg: DiffusionConfig) -> Path:
         ema.step(unet.parameters())
         bar.set_postfix(loss=f"{loss.item():.4f}")
     ema.copy_to(unet.parameters())
-    out = Path(cfg.out) if cfg.out else embedded_model_path()
+    from diffusers import DDPMPipeline
+
+    name = FLOW_MODEL_NAME if cfg.objective == "flow" else DEFAULT_MODEL_NAME
+    out = Path(cfg.out) if cfg.out else embedded_model_path(name)
     out.mkdir(parents=True, exist_ok=True)
+    # A DDPMPipeline folder (unet/ + scheduler/): the flow model's scheduler/ names its flow scheduler.
     DDPMPipeline(unet=unet.cpu(), scheduler=scheduler).save_pretrained(out, safe_serialization=True)
     meta = {
         "context_names": list(SHAPE_CLASSES),
