@@ -18,6 +18,7 @@ import pxpo_gym  # noqa: F401  (registers the env)
 from agents.ddpo import DDPOConfig
 from agents.pxpo import DEFAULT_CREDIT, DEFAULT_CREDIT_THRESHOLD, DEFAULT_SILENT_KL_COEF, PXPOConfig
 from agents.steps import DEFAULT_STEP_THRESHOLD, DEFAULT_STEP_WEIGHTING, STEP_WEIGHTINGS
+from pxpo_gym.flow import DEFAULT_NOISE_LEVEL
 from pxpo_gym.rewards import split_weight
 from pxpo_gym.wrappers import generic_wrappers
 
@@ -129,7 +130,11 @@ class TrainConfig:
     num_inference_steps: int = 20
     """DDIM steps per image. Reference: 50; 20 keeps CPU runs short."""
     eta: float = 1.0
-    """DDIM stochasticity in (0, 1] (reference: 1.0)."""
+    """DDIM stochasticity in (0, 1] (reference: 1.0); DDIM-family models only."""
+    noise_level: float | None = None
+    """Flow-matching models only: the sampler's noise level (None: Flow-GRPO's 0.7; pxpo_gym.flow)."""
+    transition: Literal["sde", "cps"] = "sde"
+    """Flow-matching models only: Flow-GRPO's SDE step or coefficient-preserving sampling (pxpo_gym.flow)."""
     guidance_scale: float = 1.0
     """Classifier-free guidance inside the policy; 1 disables it (reference: 5.0 for SD)."""
     lora_rank: int | None = None
@@ -250,6 +255,10 @@ class TrainConfig:
             f"kl_coef={self.kl_coef} is a policy-gradient penalty; algo='oracle' does not take it",
         )
         need(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+        need(
+            self.noise_level is None or (math.isfinite(self.noise_level) and self.noise_level > 0),
+            f"noise_level must be None or a finite number > 0 (flow-matching models), got {self.noise_level}",
+        )
         for name, low in (("lora_rank", 0), ("threads", 1)):
             value = getattr(self, name)
             need(
@@ -357,6 +366,8 @@ def make_envs(config: TrainConfig, num_envs: int | None = None, device: str | No
         reward_kwargs=json.loads(config.reward_kwargs),
         num_inference_steps=config.num_inference_steps,
         eta=config.eta,
+        noise_level=config.noise_level,
+        transition=config.transition,
         device=device or config.device,
         dtype=config.model_dtype,
         context=contexts,
@@ -377,8 +388,15 @@ def check_envs(config: TrainConfig, envs: Any, ranks: int = 1) -> None:
             f"the agents act with noise predictions on the default observation: build the env without "
             f"generic-learner wrappers (action_mode='eps', no obs_* options), got {wrappers}"
         )
+    flow = getattr(core.schedule, "transition", None)
+    stochasticity = (
+        [("noise_level", config.noise_level or DEFAULT_NOISE_LEVEL, core.schedule.noise_level)]
+        + [("transition", config.transition, flow)]
+        if flow is not None
+        else [("eta", config.eta, core.schedule.eta)]
+    )
     pairs = [
-        ("eta", config.eta, core.schedule.eta),
+        *stochasticity,
         ("num_inference_steps", config.num_inference_steps, core.num_steps),
         (
             "sample_batch_size" if config.algo != "oracle" else "train_batch_size",

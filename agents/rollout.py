@@ -23,7 +23,7 @@ class Trajectories:
 
     Attributes:
         samples: (N, T + 1, C, h, w) x_T ... x_0 as visited.
-        timesteps: (N, T) int64 training-schedule timestep of each step.
+        timesteps: (N, T) training-schedule timestep of each step (int64; float32 sigma x 1000 on flow models).
         contexts: (N,) int64.
         coeffs: (N, T, 3) float32 (coef_sample, coef_eps, std_dev_t) of each step.
         logp_pixels: (N, T, h, w) per-pixel (channel-summed) log-likelihood under the sampler.

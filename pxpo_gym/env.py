@@ -64,7 +64,7 @@ class DiffusionDenoiseEnv(gym.Env):
 
     @property
     def schedule(self):
-        """The DDIM table (``pxpo_gym.ddim.DDIMSchedule``) of this env."""
+        """The sampler's table (``pxpo_gym.ddim.DDIMSchedule``, or ``pxpo_gym.flow.FlowSchedule`` for flow models)."""
         return self.core.schedule
 
     def reset(

@@ -323,13 +323,16 @@ def _load_lora_export(
 def _load_pixel(
     source: str, location: str, device: torch.device | str, dtype: torch.dtype, resolution: Any
 ) -> LoadedModel:
-    from diffusers import DDPMScheduler, UNet2DModel
+    from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler, UNet2DModel
 
     try:
         unet = UNet2DModel.from_pretrained(
             location, subfolder="unet", use_safetensors=True, torch_dtype=dtype
         )
-        scheduler = DDPMScheduler.from_pretrained(location, subfolder="scheduler")
+        config = DDPMScheduler.load_config(location, subfolder="scheduler")
+        flow = config.get("_class_name") == FlowMatchEulerDiscreteScheduler.__name__
+        scheduler_class = FlowMatchEulerDiscreteScheduler if flow else DDPMScheduler
+        scheduler = scheduler_class.from_config(config)
     except Exception as err:  # diffusers raises OSError, ValueError, SafetensorError, HF errors
         raise ValueError(
             f"model={source!r}: could not load a UNet2DModel (unet/, safetensors weights) and a "
@@ -349,9 +352,12 @@ def _load_pixel(
             f"images of its own sample size {size}"
         )
     unet = unet.to(device=device).eval()
-    noise_model = NoiseModel(
-        unet, scheduler.alphas_cumprod, scheduler.config.prediction_type, dtype=dtype
-    ).to(device)
+    if flow:  # the UNet predicts the velocity; no cumulative alphas
+        noise_model = NoiseModel(unet, torch.zeros(0), "velocity", dtype=dtype).to(device)
+    else:
+        noise_model = NoiseModel(
+            unet, scheduler.alphas_cumprod, scheduler.config.prediction_type, dtype=dtype
+        ).to(device)
     return LoadedModel(
         noise_model=noise_model,
         scheduler=scheduler,

@@ -20,7 +20,7 @@ import torch
 DEFAULT_MODEL_NAME = "default"
 FLOW_MODEL_NAME = "default-flow"
 """The embedded rectified-flow twin of the default model (the same data and UNet; predicts velocity)."""
-MODEL_NAMES: tuple[str, ...] = (DEFAULT_MODEL_NAME,)
+MODEL_NAMES: tuple[str, ...] = (DEFAULT_MODEL_NAME, FLOW_MODEL_NAME)
 METADATA_FILE = "pxpo_gym.json"
 """Optional file in a model folder: ``{"context_names": [...], "null_context": k}``."""
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -66,6 +66,9 @@ def default_unet_config(image_size: int = 16, num_classes: int = 4) -> dict[str,
     )
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction", "velocity")
+
+
 class NoiseModel(torch.nn.Module):
     """A diffusers UNet seen as ``eps = model(sample, timestep, context)``.
 
@@ -73,8 +76,9 @@ class NoiseModel(torch.nn.Module):
         unet: a ``diffusers.UNet2DModel`` (class-conditional if it has class
             embeddings) or, with ``prompt_embeds``, a ``UNet2DConditionModel``.
         alphas_cumprod: (num_train_timesteps,) training schedule, used to turn a
-            v-prediction into eps.
-        prediction_type: "epsilon" or "v_prediction" (the scheduler's setting).
+            v-prediction into eps (empty for flow models).
+        prediction_type: "epsilon" or "v_prediction" (a DDPM-family scheduler's setting), or
+            "velocity" (a flow-matching model: the output is the velocity noise - x_0, returned as is).
         dtype: compute dtype of the network; inputs are cast to it, eps is returned float32.
         prompt_embeds: (P, L, D) text-encoder states of P prompts, computed once;
             context k selects row k as the UNet's ``encoder_hidden_states``.
@@ -89,8 +93,8 @@ class NoiseModel(torch.nn.Module):
         prompt_embeds: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
-        if prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
         self.unet = unet
         self.prediction_type = prediction_type
         self.compute_dtype = dtype
@@ -105,11 +109,12 @@ class NoiseModel(torch.nn.Module):
         timestep: torch.Tensor | int,
         context: torch.Tensor | int | None = None,
     ) -> torch.Tensor:
-        """Predicts the noise in ``sample``.
+        """Predicts the noise in ``sample`` (a flow model: the velocity).
 
         Args:
             sample: x_t, (B, C, H, W) float.
-            timestep: training-schedule timesteps, int, (B,) or (B, 1) int64.
+            timestep: training-schedule timesteps, int, (B,) or (B, 1) int64 (flow models: sigma x
+                num_train_timesteps, float).
             context: class or prompt ids, (B,) or (B, 1) int64; ignored by unconditional models.
 
         Returns:
@@ -169,6 +174,11 @@ class LoadedModel:
     @property
     def num_contexts(self) -> int:
         return len(self.context_names)
+
+    @property
+    def is_flow(self) -> bool:
+        """True for flow-matching models: the action is the velocity, the sampler ``pxpo_gym.flow``."""
+        return self.noise_model.prediction_type == "velocity"
 
     @property
     def is_latent(self) -> bool:

@@ -17,6 +17,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from pxpo_gym.ddim import DDIMSchedule, ddim_step
+from pxpo_gym.flow import DEFAULT_NOISE_LEVEL, FlowSchedule
 from pxpo_gym.loading import load_model
 from pxpo_gym.models import DEFAULT_MODEL_NAME, LoadedModel, parse_dtype
 from pxpo_gym.rewards import Reward, RewardFn, make_reward
@@ -103,6 +104,31 @@ def _parse_device(device: Any) -> torch.device:
     return parsed
 
 
+def _schedule(
+    loaded: LoadedModel,
+    num_inference_steps: int,
+    eta: float,
+    noise_level: float | None,
+    transition: str,
+    device: torch.device,
+) -> DDIMSchedule | FlowSchedule:
+    """The sampler's table: DDIM for DDPM-family models, Flow-GRPO's SDE or CPS for flow-matching ones."""
+    if loaded.is_flow:
+        if eta != 1.0:
+            raise ValueError(
+                f"eta={eta!r} is DDIM's stochasticity; model={loaded.source!r} is a flow-matching model: set "
+                f"its sampler's noise with noise_level (default {DEFAULT_NOISE_LEVEL}) instead"
+            )
+        level = DEFAULT_NOISE_LEVEL if noise_level is None else noise_level
+        return FlowSchedule.from_scheduler(loaded.scheduler, num_inference_steps, level, transition, device)
+    if noise_level is not None or transition != "sde":
+        raise ValueError(
+            f"noise_level and transition are for flow-matching models; model={loaded.source!r} samples with "
+            f"DDIM: use eta (got noise_level={noise_level!r}, transition={transition!r})"
+        )
+    return DDIMSchedule.from_scheduler(loaded.scheduler, num_inference_steps, eta, device)
+
+
 class DiffusionDenoiseVectorEnv(VectorEnv):
     """Denoising a batch of images with DDIM, one env per image, as a Gymnasium VectorEnv.
 
@@ -110,7 +136,10 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     Episode = the T-step DDIM reverse process of one image. At step k the
     state is x_t (t = ``timesteps[k]``); the agent's action is a noise
     prediction eps and the env draws x_{t-1} = a_t x_t + b_t eps + sigma_t z
-    (``pxpo_gym.ddim``). After T steps the clean sample x_0 is decoded to an
+    (``pxpo_gym.ddim``). Flow-matching models (a ``FlowMatchEulerDiscreteScheduler``,
+    e.g. ``model="default-flow"``): the action is the velocity v and the step
+    x_{sigma'} = a x + b v + s z is Flow-GRPO's SDE or CPS (``pxpo_gym.flow``);
+    ``self.prediction`` says which ('eps' or 'velocity'). After T steps the clean sample x_0 is decoded to an
     RGB image (identity for pixel models, the VAE for latent ones), scored per
     pixel at image resolution, and the episode terminates.
 
@@ -124,7 +153,8 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     ## Observation space
     Dict of torch tensors on ``device`` (always copies of the env's state):
     ``sample`` (num_envs, C, h, w) float32 x_t; ``timestep`` (num_envs, 1) int64
-    training-schedule timestep t (-1 once x_0 is reached); ``context``
+    training-schedule timestep t (-1 once x_0 is reached; flow models: float32
+    sigma x num_train_timesteps, what the model is called with); ``context``
     (num_envs, 1) int64 conditioning id (class label, or prompt index for text
     models). Picked, pooled, flattened or one-hot views (and ``step_index``)
     are the ``pxpo_gym.wrappers.ObservationView`` wrapper.
@@ -163,7 +193,9 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     callable, or several with weights (``pxpo_gym.rewards``); reward_kwargs:
     options of a built-in (of several: keyed by reward name).
     num_inference_steps: T (default 20). eta: DDIM stochasticity in (0, 1]
-    (default 1.0). device, dtype: where and in what precision the model runs
+    (default 1.0). noise_level, transition: flow-matching models only: the
+    sampler's noise (default Flow-GRPO's 0.7) and ``"sde"`` (Flow-GRPO) or
+    ``"cps"`` (coefficient-preserving). device, dtype: where and in what precision the model runs
     (the env's own math is float32). context: None (uniform over the model's
     contexts), an id or name (fixed), or a sequence of them (uniform over
     those); ``reset(options={"context": ...})`` overrides it per reset.
@@ -199,6 +231,8 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         prompts: Sequence[str] | str | Callable[[], Sequence[str]] | None = None,
         resolution: int | Sequence[int] | None = None,
         decode_chunk_size: int | None = None,
+        noise_level: float | None = None,
+        transition: str = "sde",
     ) -> None:
         num_envs = _parse_num_envs(num_envs)
         self.device = _parse_device(device)
@@ -214,9 +248,10 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         else:
             self.loaded = load_model(model, self.device, self.dtype, prompts, resolution, decode_chunk_size)
         self.model = self.loaded.noise_model.requires_grad_(False)
-        self.schedule = DDIMSchedule.from_scheduler(
-            self.loaded.scheduler, num_inference_steps, eta, self.device
-        )
+        self.schedule = _schedule(self.loaded, num_inference_steps, eta, noise_level, transition, self.device)
+        self.prediction = "velocity" if self.loaded.is_flow else "eps"
+        """What the action is: the model's own output, a noise prediction ('eps', DDIM) or a velocity
+        ('velocity', flow matching)."""
         if reward_kwargs is not None and not isinstance(reward_kwargs, dict):
             raise ValueError(
                 f"reward_kwargs must be a dict of reward options, got reward_kwargs={reward_kwargs!r}"
@@ -232,7 +267,10 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         self.single_observation_space = gym.spaces.Dict(
             {
                 "sample": gym.spaces.Box(-np.inf, np.inf, (channels, height, width), np.float32),
-                "timestep": gym.spaces.Box(-1, num_train - 1, (1,), np.int64),
+                # Flow models are called with sigma x num_train_timesteps, a float (diffusers' convention).
+                "timestep": gym.spaces.Box(-1, num_train, (1,), np.float32)
+                if self.loaded.is_flow
+                else gym.spaces.Box(-1, num_train - 1, (1,), np.int64),
                 "context": gym.spaces.Box(0, self.loaded.num_contexts - 1, (1,), np.int64),
             }
         )

@@ -57,6 +57,18 @@ def tiny_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_flow_dir(tmp_path_factory):
+    """A tiny class-conditional pixel flow-matching model (FlowMatchEulerDiscreteScheduler), saved likewise."""
+    from diffusers import DDPMPipeline, FlowMatchEulerDiscreteScheduler
+
+    path = tmp_path_factory.mktemp("tiny-flow")
+    DDPMPipeline(unet=make_tiny_unet(), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0)).save_pretrained(
+        path, safe_serialization=True
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_sd_dir(tmp_path_factory):
     """A tiny latent text-to-image pipeline (Stable Diffusion layout) saved with save_pretrained."""
     pytest.importorskip("transformers")

@@ -141,7 +141,7 @@ class Workspace:
             raise ValueError(f"steps must be an int in [1, {self.num_steps}], got steps={steps!r}")
         self.steps = steps
         self.first_policy_step = self.num_steps - steps
-        self.policy_timestep = int(self.envs.schedule.timesteps[self.first_policy_step])
+        self.policy_timestep = float(self.envs.schedule.timesteps[self.first_policy_step])
         """Steps at training timesteps <= this one are the policy's; earlier ones the frozen model's."""
         self.step_weights = torch.zeros(self.num_steps)
         """(T,) the loss weight of each step: 1 on the acted steps, 0 before (passed to the trainer's update)."""
@@ -162,7 +162,7 @@ class Workspace:
 
     def eps(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """The frozen model before ``first_policy_step``, the policy from there on (lock-step batches)."""
-        if int(timestep.reshape(-1)[0]) > self.policy_timestep:
+        if float(timestep.reshape(-1)[0]) > self.policy_timestep:
             return self.trainer.reference_eps(sample, timestep, context)
         return self.trainer.eps(sample, timestep, context)
 

@@ -1,0 +1,108 @@
+"""Flow-matching models in the env and the agents: the action is the velocity, the step Flow-GRPO's SDE
+(or CPS), the checkers pass, and DDPO, PXPO and the oracle train an epoch; an export loads back bit for bit."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import pytest
+import torch
+
+import pxpo_gym  # noqa: F401
+from agents.trainer import Trainer
+from pxpo_gym.ddim import TransitionCoefficients, ddim_mean, step_log_prob
+from pxpo_gym.env import DiffusionDenoiseEnv
+from pxpo_gym.flow import FlowSchedule
+from tests.test_agents import tiny_config
+
+STEPS = 4
+
+
+def make(tiny_flow_dir, num_envs=2, **kwargs):
+    return gym.make_vec(
+        "DiffusionDenoise-v0",
+        num_envs=num_envs,
+        model=str(tiny_flow_dir),
+        num_inference_steps=STEPS,
+        **kwargs,
+    )
+
+
+def test_flow_env_acts_with_the_velocity_through_flow_grpos_sde(tiny_flow_dir):
+    envs = make(tiny_flow_dir)
+    core = envs.unwrapped
+    assert core.prediction == "velocity" and core.loaded.is_flow
+    assert isinstance(core.schedule, FlowSchedule) and core.schedule.transition == "sde"
+    assert core.schedule.noise_level == 0.7  # Flow-GRPO's default
+    obs, _ = envs.reset(seed=0)
+    assert obs["timestep"].dtype == torch.float32
+    # The model is called with sigma x 1000: the first step at sigma = 1.
+    assert obs["timestep"][:, 0].tolist() == [1000.0, 1000.0]
+    for _ in range(STEPS):
+        sample = obs["sample"]
+        velocity = core.model(sample, obs["timestep"], obs["context"])
+        obs, reward, terminated, _, info = envs.step(velocity)
+        coeffs = TransitionCoefficients(info["coef_sample"], info["coef_eps"], info["std_dev_t"])
+        # The step's noise is the env's own: recover it and check it is a standard draw's size.
+        z = (obs["sample"] - ddim_mean(sample, velocity, coeffs)) / coeffs[2].view(-1, 1, 1, 1)
+        assert 0.3 < float(z.std()) < 3.0
+        assert bool(torch.isfinite(step_log_prob(obs["sample"], sample, velocity, coeffs)).all())
+    assert bool(terminated.all()) and info["reward_map"].shape[0] == 2
+
+
+def test_cps_and_the_noise_level_are_settable_and_checked(tiny_flow_dir, tiny_model_dir):
+    envs = make(tiny_flow_dir, transition="cps", noise_level=0.5)
+    assert envs.unwrapped.schedule.transition == "cps" and envs.unwrapped.schedule.noise_level == 0.5
+    with pytest.raises(ValueError, match="eta=0.5 is DDIM's stochasticity"):
+        make(tiny_flow_dir, eta=0.5)
+    with pytest.raises(ValueError, match="deterministic ODE step"):
+        make(tiny_flow_dir, noise_level=0.0)
+    with pytest.raises(ValueError, match="noise_level and transition are for flow-matching models"):
+        make(tiny_model_dir, noise_level=0.7)
+
+
+def test_gymnasium_and_sb3_checkers_pass_on_the_flow_env(tiny_flow_dir):
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = gym.make("DiffusionDenoise-v0", model=str(tiny_flow_dir), num_inference_steps=STEPS)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env.unwrapped)
+    assert not [w for w in caught if "pxpo" in str(w.filename)], [str(w.message) for w in caught]
+    single = DiffusionDenoiseEnv(model=str(tiny_flow_dir), num_inference_steps=STEPS)
+    obs, _ = single.reset(seed=1)
+    assert obs["timestep"].dtype.name == "float32" and obs in single.observation_space
+    sb3_check_env(single, warn=False)
+
+
+@pytest.mark.parametrize("algo", ["ddpo", "pxpo", "oracle"])
+def test_agents_train_an_epoch_on_a_flow_model(tiny_flow_dir, tmp_path, algo):
+    kl = {} if algo == "oracle" else {"kl_coef": 0.1}  # the KL between two velocity steps, too
+    trainer = Trainer(tiny_config(tiny_flow_dir, tmp_path, algo=algo, num_epochs=1, **kl))
+    before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+    metrics, _ = trainer.train_epoch()
+    assert all(torch.isfinite(torch.tensor(v)) for k, v in metrics.items() if k in ("loss", "reward_mean"))
+    after = trainer.policy.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before), "an epoch must move the weights"
+
+
+def test_a_flow_runs_export_loads_back_bit_for_bit(tiny_flow_dir, tmp_path):
+    from diffusers import DDPMPipeline, FlowMatchEulerDiscreteScheduler
+
+    from pxpo_gym.sampling import run_policy
+
+    trainer = Trainer(tiny_config(tiny_flow_dir, tmp_path, algo="pxpo"))
+    trainer.train_epoch()
+    folder = trainer.export()
+    pipeline = DDPMPipeline.from_pretrained(folder)
+    assert isinstance(pipeline.scheduler, FlowMatchEulerDiscreteScheduler)
+    policy_weights = trainer.policy.unet.state_dict()
+    for name, value in pipeline.unet.state_dict().items():
+        assert torch.equal(value, policy_weights[name]), name
+    envs = gym.make_vec("DiffusionDenoise-v0", num_envs=8, model=str(folder), num_inference_steps=STEPS)
+    assert envs.unwrapped.loaded.is_flow
+    assert torch.equal(
+        run_policy(envs, seed=11).images, run_policy(trainer.envs, trainer.eps, seed=11).images
+    )
