@@ -29,12 +29,16 @@ from pxpo_gym.viz import save_image_grid
 class QualityConfig:
     """Shape-match rate of samples vs data, and a picture of both."""
 
+    model: str = "default"
+    """Model: 'default', 'default-flow' or a folder trained on the same shapes."""
     per_class: int = 64
     """Samples (and data images) per shape class."""
     num_inference_steps: int = 20
     """DDIM steps."""
     eta: float = 1.0
-    """DDIM stochasticity."""
+    """DDIM stochasticity (DDIM-family models)."""
+    noise_level: float | None = None
+    """Flow-matching models: the SDE's noise level (None: Flow-GRPO's 0.7)."""
     seed: int = 0
     """Seed of the env and the data."""
     threads: int = 2
@@ -49,8 +53,14 @@ def main(cfg: QualityConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     n = cfg.per_class * len(SHAPE_CLASSES)
     contexts = torch.arange(n) % len(SHAPE_CLASSES)
+    flow = {} if cfg.noise_level is None else {"noise_level": cfg.noise_level}
     envs = gym.make_vec(
-        "DiffusionDenoise-v0", num_envs=n, num_inference_steps=cfg.num_inference_steps, eta=cfg.eta
+        "DiffusionDenoise-v0",
+        num_envs=n,
+        model=cfg.model,
+        num_inference_steps=cfg.num_inference_steps,
+        eta=cfg.eta,
+        **flow,
     )
     samples = run_policy(envs, seed=cfg.seed, options={"context": contexts}).images
     data = generate_shapes(
@@ -77,7 +87,7 @@ def main(cfg: QualityConfig) -> dict:
     save_image_grid(
         [data.images[:32], samples[:32]],
         cfg.grid,
-        ["procedural data", "samples from the shipped model"],
+        ["procedural data", f"samples from model {cfg.model!r}"],
         columns=8,
     )
     print(json.dumps(result, indent=2))
