@@ -105,6 +105,8 @@ class Arm:
 class SuiteConfig:
     """A grid of training runs and where its results go."""
 
+    model: str = "default"
+    """The model every run fine-tunes: 'default' (DDIM) or 'default-flow' (flow matching, Flow-GRPO's SDE)."""
     tasks: tuple[str, ...] = ("color", "target_map", "segmentation", "region", "jpeg")
     """Task names (benchmarks.tasks.TASKS)."""
     algos: tuple[str, ...] = ("ddpo", "pxpo", "oracle")
@@ -335,6 +337,21 @@ def credit() -> SuiteConfig:
     )
 
 
+def flow() -> SuiteConfig:
+    """The quick preset on the flow-matching default (``model='default-flow'``, Flow-GRPO's SDE at noise level
+    0.7) at the DDIM default's swept settings, 2 seeds: PXPO vs DDPO vs the oracle on a flow model."""
+    return dataclasses.replace(
+        full(),
+        model="default-flow",
+        tasks=("color", "target_map", "segmentation", "jpeg"),
+        seeds=(0, 1),
+        num_epochs=10,
+        global_num_epochs=10,
+        eval_every=5,
+        out="benchmarks/results/flow",
+    )
+
+
 PRESETS = {
     "quick": quick,
     "full": full,
@@ -343,6 +360,7 @@ PRESETS = {
     "options": options,
     "credit": credit,
     "region": region,
+    "flow": flow,
 }
 
 
@@ -358,6 +376,7 @@ def train_config(cfg: SuiteConfig, task: str, arm: Arm, seed: int, out: Path):
     epochs = cfg.epochs(task)
     return TrainConfig(
         algo=arm.algo,
+        model=cfg.model,
         estimator=cfg.estimator,
         reward=spec.reward,
         reward_kwargs=spec.reward_kwargs_json,
