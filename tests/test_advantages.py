@@ -66,3 +66,26 @@ def test_hybrid_advantages_are_clipped():
 def test_bad_options_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         PXPOConfig(**kwargs)
+
+
+def test_silent_needs_two_values_per_context_and_looks_at_every_context():
+    # Context 0 has one value (no silence decided), context 1 exactly two: its constant pixel is silent.
+    stats = ContextStats(num_contexts=2, buffer_size=4, min_count=2, value_shape=(1, 2))
+    stats.update(torch.tensor([0, 1, 1]), torch.tensor([[[0.5, 0.5]], [[0.0, 0.3]], [[1.0, 0.3]]]))
+    silent = stats.silent(1e-3)
+    assert silent.dtype == torch.bool and silent.shape == (2, 1, 2)
+    assert silent.tolist() == [[[False, False]], [[False, True]]]
+
+
+def test_stats_state_round_trips_and_refuses_the_wrong_shape():
+    stats = ContextStats(2, 4, 2, (1, 2))
+    stats.update(torch.tensor([0, 0, 1]), torch.rand(3, 1, 2))
+    copy = ContextStats(2, 4, 2, (1, 2))
+    copy.load_state_dict(stats.state_dict())
+    batch = torch.rand(2, 1, 2)
+    torch.testing.assert_close(
+        copy.update(torch.tensor([0, 1]), batch), stats.update(torch.tensor([0, 1]), batch)
+    )
+    assert torch.equal(copy.count, stats.count)
+    with pytest.raises(ValueError, match=r"stat buffer shape \(2, 4, 1, 3\) does not match \(2, 4, 1, 2\)"):
+        copy.load_state_dict(ContextStats(2, 4, 2, (1, 3)).state_dict())

@@ -105,3 +105,18 @@ def test_kl_penalty_gradient_flows_only_through_the_penalised_terms():
     expected[0, :, 0, 0] = 10 * 1.0 / 8
     expected[1, :, 0, 1] = 10 * 0.5 / 8
     torch.testing.assert_close(kl_map.grad, expected)
+
+
+def test_losses_use_the_ratio_of_new_to_old_likelihood():
+    # Shifting both log-likelihoods by the same constant leaves every ratio, and so the IS losses and their
+    # diagnostics, unchanged; a sum in place of the difference would not.
+    logp, shift = torch.log(torch.tensor([1.5, 0.5])), torch.tensor([-3.0, 2.0])
+    adv = torch.tensor([1.0, -1.0])
+    base, base_stats = ddpo_loss(logp, torch.zeros(2), adv, "is", 0.2)
+    moved, moved_stats = ddpo_loss(logp + shift, shift, adv, "is", 0.2)
+    assert moved.item() == pytest.approx(base.item()) == pytest.approx(-0.2)
+    assert moved_stats["approx_kl"].item() == pytest.approx(base_stats["approx_kl"].item())
+    pixels = logp.view(2, 1, 1)
+    base, _ = pxpo_loss(pixels, torch.zeros(2, 1, 1), adv.view(2, 1, 1), 1, "is", 0.2)
+    moved, _ = pxpo_loss(pixels + shift.view(2, 1, 1), shift.view(2, 1, 1), adv.view(2, 1, 1), 1, "is", 0.2)
+    assert moved.item() == pytest.approx(base.item())
