@@ -239,6 +239,40 @@ def test_feedback_parsing_by_hand():
     assert region_change(before, after, feedback.labels == 1) == 0.0
 
 
+def test_feedback_errors_say_exactly_what_is_wrong():
+    from agents.refine.feedback import FeedbackError
+
+    good = png(halves(2))
+    assert parse_feedback(good, (2, 2), len(good)).count(1) == 2  # exactly at the size limit: accepted
+    cases = [
+        (b"", (2, 2), 100, "feedback is empty: send a PNG of the painting"),
+        (good, (2, 2), len(good) - 1, f"feedback is {len(good)} bytes; the limit is {len(good) - 1}"),
+        (b"GIF89a....", (2, 2), 100, "feedback is not a PNG image"),
+        (png(np.zeros((2, 3, 4), np.uint8)), (2, 5), 10_000, "feedback is 3x2 pixels; the image is 5x2"),
+    ]
+    faint = halves(2)
+    faint[0, 0, 3] = 1  # alpha 1: neither transparent nor opaque
+    cases.append(
+        (
+            png(faint),
+            (2, 2),
+            10_000,
+            "feedback pixels must be fully transparent (unpainted) or opaque (painted)",
+        )
+    )
+    for data, size, limit, message in cases:
+        with pytest.raises(FeedbackError) as caught:
+            parse_feedback(data, size, limit)
+        assert str(caught.value) == message
+    with pytest.raises(FeedbackError, match=r"^feedback is not a readable PNG: .+"):
+        parse_feedback(good[:40] + b"\x00" * 40, (2, 2), 10_000)  # a PNG signature, then garbage
+    # An RGB PNG (no alpha channel) is read as opaque: every pixel painted.
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[:, 0] = LIKE
+    rgb[:, 1] = (10, 20, 30)
+    assert parse_feedback(png(rgb), (2, 2), 10_000).labels.tolist() == [[1, 3], [1, 3]]
+
+
 def test_latent_pipeline_end_to_end_with_prompts_from_the_page(tiny_sd_dir):
     from tests.test_latent import PROMPTS
 
