@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gymnasium as gym
+import pytest
 import torch
 
 import pxpo_gym  # noqa: F401
@@ -11,17 +12,18 @@ from pxpo_gym.segmentation import load_segmentation_net, shape_match
 from pxpo_gym.shapes import SHAPE_CLASSES, generate_shapes
 
 
-def test_samples_show_the_conditioned_shape():
+@pytest.mark.parametrize("model", ["default", "default-flow"])
+def test_samples_show_the_conditioned_shape(model):
     per_class = 16
     contexts = torch.arange(per_class * len(SHAPE_CLASSES)) % len(SHAPE_CLASSES)
-    envs = gym.make_vec("DiffusionDenoise-v0", num_envs=len(contexts))
+    envs = gym.make_vec("DiffusionDenoise-v0", num_envs=len(contexts), model=model)
     samples = run_policy(envs, seed=123, options={"context": contexts}).images
     net = load_segmentation_net()
     rate = shape_match(net, samples, contexts).float().mean().item()
     data = generate_shapes(len(contexts), 16, generator=torch.Generator().manual_seed(1), labels=contexts)
     data_rate = shape_match(net, data.images, contexts).float().mean().item()
     assert data_rate > 0.95, data_rate  # the checker itself works on real data
-    assert rate >= 0.7, f"only {rate:.0%} of samples show one shape of the conditioned class"
+    assert rate >= 0.7, f"{model}: only {rate:.0%} of samples show one shape of the conditioned class"
 
 
 def test_unconditioned_samples_are_not_all_one_class():
