@@ -164,8 +164,25 @@ def step_kl(eps: torch.Tensor, eps_ref: torch.Tensor, coeffs: TransitionCoeffici
     return diff.square() / (2 * _expand_like(coeffs.std_dev_t, eps).square())
 
 
+class StepTable:
+    """What the env asks of any sampler's per-step table (``DDIMSchedule``, ``pxpo_gym.flow.FlowSchedule``):
+    its (T,) ``timesteps`` and ``coefficients``."""
+
+    timesteps: torch.Tensor
+    coefficients: TransitionCoefficients
+
+    @property
+    def num_steps(self) -> int:
+        """T, the number of denoising steps in an episode."""
+        return int(self.timesteps.shape[0])
+
+    def at(self, step_index: torch.Tensor) -> TransitionCoefficients:
+        """Coefficients for a batch of step indices, (B,) int64 in [0, T) -> (B,) each."""
+        return TransitionCoefficients(*(c[step_index] for c in self.coefficients))
+
+
 @dataclass(frozen=True)
-class DDIMSchedule:
+class DDIMSchedule(StepTable):
     """The per-step table of a DDIM sampler with T inference steps.
 
     Step k (0-based, k = 0 first) maps x at training timestep ``timesteps[k]`` to x at
@@ -179,15 +196,6 @@ class DDIMSchedule:
     alpha_prod_t_prev: torch.Tensor
     coefficients: TransitionCoefficients
     eta: float
-
-    @property
-    def num_steps(self) -> int:
-        """T, the number of denoising steps in an episode."""
-        return int(self.timesteps.shape[0])
-
-    def at(self, step_index: torch.Tensor) -> TransitionCoefficients:
-        """Coefficients for a batch of step indices, (B,) int64 in [0, T) -> (B,) each."""
-        return TransitionCoefficients(*(c[step_index] for c in self.coefficients))
 
     @classmethod
     def from_scheduler(

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pxpo_gym.ddim import TransitionCoefficients
+from pxpo_gym.ddim import StepTable, TransitionCoefficients
 
 TRANSITIONS = ("sde", "cps")
 DEFAULT_NOISE_LEVEL = 0.7
@@ -92,7 +92,7 @@ def cps_coefficients(
 
 
 @dataclass(frozen=True)
-class FlowSchedule:
+class FlowSchedule(StepTable):
     """The per-step table of a flow-matching sampler with T steps (the flow twin of ``DDIMSchedule``).
 
     Step k maps x at ``sigmas[k]`` to x at ``sigmas_prev[k]``. ``timesteps`` are what the model is
@@ -106,20 +106,6 @@ class FlowSchedule:
     coefficients: TransitionCoefficients
     noise_level: float
     transition: str
-
-    @property
-    def num_steps(self) -> int:
-        """T, the number of denoising steps in an episode."""
-        return int(self.timesteps.shape[0])
-
-    @property
-    def eta(self) -> float:
-        """The sampler's stochasticity knob under the env's one name (``noise_level`` here)."""
-        return self.noise_level
-
-    def at(self, step_index: torch.Tensor) -> TransitionCoefficients:
-        """Coefficients for a batch of step indices, (B,) int64 in [0, T) -> (B,) each."""
-        return TransitionCoefficients(*(c[step_index] for c in self.coefficients))
 
     @classmethod
     def from_scheduler(

@@ -38,10 +38,12 @@ def _rollout(envs, seed, actions_seed=0):
     return torch.stack(samples), reward, terminated, info
 
 
-def test_gymnasium_check_env_passes(tiny_model_dir):
+@pytest.mark.parametrize("model_dir", ["tiny_model_dir", "tiny_flow_dir"])
+def test_gymnasium_check_env_passes(model_dir, request):
     from gymnasium.utils.env_checker import check_env
 
-    env = gym.make("DiffusionDenoise-v0", model=str(tiny_model_dir), num_inference_steps=STEPS)
+    model = request.getfixturevalue(model_dir)  # a DDIM model and a flow-matching one
+    env = gym.make("DiffusionDenoise-v0", model=str(model), num_inference_steps=STEPS)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_env(env.unwrapped)
