@@ -149,8 +149,8 @@ def kl_penalty(
     kl_map: torch.Tensor,
     step_weight: torch.Tensor,
     kl_coef: float,
-    silent: torch.Tensor | None = None,
-    silent_kl_coef: float = 0.0,
+    silent: torch.Tensor | None,
+    silent_kl_coef: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The penalties to the pretrained model added to a step's policy-gradient loss.
 

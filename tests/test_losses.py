@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from agents.losses import clipped_surrogate, ddpo_loss, kl_penalty, pxpo_loss
+from agents.losses import clipped_surrogate, ddpo_loss, kl_penalty, pxpo_loss, ratio_stats
 
 
 def test_ddpo_is_loss_hand_worked():
@@ -76,7 +76,7 @@ SILENT = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])  # sample 0: pixel 0 silent;
 def test_uniform_kl_penalty_hand_worked():
     # Mean KL per sample: (1 + 3 + 1 + 1) / 4 = 1.5 and (2 + 2 + 0 + 4) / 4 = 2;
     # step-weighted: 1.5 x 1 and 2 x 0.5 -> batch mean 1.25; x coefficient 2 = 2.5.
-    penalty, stats = kl_penalty(KL_MAP, WEIGHT, 2.0)
+    penalty, stats = kl_penalty(KL_MAP, WEIGHT, 2.0, None, 0.0)
     assert penalty.item() == pytest.approx(2.5)
     assert stats["kl"].item() == pytest.approx(1.75) and "silent_kl" not in stats
 
@@ -92,8 +92,11 @@ def test_silent_kl_penalty_hand_worked():
     assert penalty.item() == pytest.approx(8.75)
     # A sample whose every pixel is silent pays the uniform term's per-sample mean.
     everywhere, _ = kl_penalty(KL_MAP, torch.ones(2), 0.0, torch.ones(2, 1, 2), 1.0)
-    uniform, _ = kl_penalty(KL_MAP, torch.ones(2), 1.0)
+    uniform, _ = kl_penalty(KL_MAP, torch.ones(2), 1.0, None, 0.0)
     assert everywhere.item() == pytest.approx(uniform.item())
+    # One sample alone: 6.25's sample-0 part, 10 x 0.5 = 5 (the per-sample divisor is its own element count).
+    alone, _ = kl_penalty(KL_MAP[:1], WEIGHT[:1], 0.0, SILENT[:1], 10.0)
+    assert alone.item() == pytest.approx(5.0)
 
 
 def test_kl_penalty_gradient_flows_only_through_the_penalised_terms():
@@ -105,6 +108,12 @@ def test_kl_penalty_gradient_flows_only_through_the_penalised_terms():
     expected[0, :, 0, 0] = 10 * 1.0 / 8
     expected[1, :, 0, 1] = 10 * 0.5 / 8
     torch.testing.assert_close(kl_map.grad, expected)
+
+
+def test_clipfrac_counts_only_ratios_outside_the_range():
+    # ratios 1.1 (inside 1 +- 0.2), 1.5 and 0.7 (outside): 2 of 3 clipped.
+    stats = ratio_stats(torch.log(torch.tensor([1.1, 1.5, 0.7])), 0.2)
+    assert stats["clipfrac"].item() == pytest.approx(2 / 3)
 
 
 def test_losses_use_the_ratio_of_new_to_old_likelihood():
