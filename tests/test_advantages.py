@@ -89,3 +89,51 @@ def test_stats_state_round_trips_and_refuses_the_wrong_shape():
     assert torch.equal(copy.count, stats.count)
     with pytest.raises(ValueError, match=r"stat buffer shape \(2, 4, 1, 3\) does not match \(2, 4, 1, 2\)"):
         copy.load_state_dict(ContextStats(2, 4, 2, (1, 3)).state_dict())
+
+
+def test_context_stats_settings_boundaries_and_messages():
+    ContextStats(1, 1, 1)  # the smallest buffer: one value, used from the first
+    assert ContextStats(2, 4, 2).count.dtype == torch.int64
+    message = "need buffer_size >= 1 and 1 <= min_count <= buffer_size, got buffer_size={}, min_count={}"
+    for size, count in ((0, 1), (4, 5), (4, 0)):
+        with pytest.raises(ValueError) as caught:
+            ContextStats(1, size, count)
+        assert str(caught.value) == message.format(size, count)
+    with pytest.raises(ValueError) as caught:
+        ContextStats(1, 4, 2, (1, 2), "median")
+    assert (
+        str(caught.value) == "std_mode must be one of ('pixel', 'pooled', 'floored'), got std_mode='median'"
+    )
+
+
+def test_batch_statistics_are_per_pixel_until_a_context_has_min_count():
+    # min_count 8 > batch: the batch's own per-pixel mean and pooled std normalise it. Pixel 0: 0, 2
+    # (mean 1); pixel 1: 10, 10 (mean 10). Pooled std = sqrt((1 + 0) / 2).
+    stats = ContextStats(1, 8, 8, (1, 2), "pooled")
+    adv = stats.update(torch.tensor([0, 0]), torch.tensor([[[0.0, 10.0]], [[2.0, 10.0]]]))
+    pooled = (0.5**0.5) + 1e-6
+    torch.testing.assert_close(adv, torch.tensor([[[-1 / pooled, 0.0]], [[1 / pooled, 0.0]]]))
+
+
+def test_counts_accumulate_over_updates():
+    # One value per update; from the second on the context has min_count = 2 of its own.
+    stats = ContextStats(1, 4, 2)
+    stats.update(torch.tensor([0]), torch.tensor([1.0]))
+    adv = stats.update(torch.tensor([0]), torch.tensor([3.0]))  # own buffer [1, 3]: mean 2, std 1
+    assert int(stats.count[0]) == 2
+    assert adv.item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_pooled_std_of_a_one_dimensional_value():
+    stats = ContextStats(1, 4, 1, (2,), "pooled")
+    adv = stats.update(torch.tensor([0, 0]), torch.tensor([[0.0, 1.0], [2.0, 1.0]]))
+    # per-element std (1, 0), pooled sqrt(1 / 2): element 0's advantages are +-1 / 0.7071
+    torch.testing.assert_close(adv[:, 0], torch.tensor([-1.0, 1.0]) / (0.5**0.5 + 1e-6))
+
+
+def test_silence_is_relative_to_the_pooled_std_and_a_constant_map_is_silent_everywhere():
+    # Pixel 0 std 10, pixel 1 std 0.5: pooled 7.08, so at tolerance 0.1 pixel 1 (0.5 <= 0.708) is silent.
+    stats = ContextStats(2, 4, 2, (1, 2))
+    stats.update(torch.tensor([0, 0]), torch.tensor([[[0.0, 5.0]], [[20.0, 6.0]]]))
+    stats.update(torch.tensor([1, 1]), torch.full((2, 1, 2), 0.3))  # never varies: nothing is scored
+    assert stats.silent(0.1).tolist() == [[[False, True]], [[True, True]]]

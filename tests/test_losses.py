@@ -129,3 +129,22 @@ def test_losses_use_the_ratio_of_new_to_old_likelihood():
     base, _ = pxpo_loss(pixels, torch.zeros(2, 1, 1), adv.view(2, 1, 1), 1, "is", 0.2)
     moved, _ = pxpo_loss(pixels + shift.view(2, 1, 1), shift.view(2, 1, 1), adv.view(2, 1, 1), 1, "is", 0.2)
     assert moved.item() == pytest.approx(base.item())
+
+
+def test_policy_gradient_config_boundaries_and_messages():
+    from agents.losses import PolicyGradientConfig
+
+    PolicyGradientConfig(clip_range=1e-9, adv_clip_max=0.5, stat_buffer_size=1, stat_min_count=1)
+    cases = [
+        ({"estimator": "ppo"}, "estimator must be 'sf' or 'is', got estimator='ppo'"),
+        ({"clip_range": 0.0}, "clip_range must be > 0, got clip_range=0.0"),
+        ({"adv_clip_max": 0.0}, "adv_clip_max must be > 0, got adv_clip_max=0.0"),
+        (
+            {"stat_buffer_size": 4, "stat_min_count": 5},
+            "need 1 <= stat_min_count <= stat_buffer_size, got stat_min_count=5, stat_buffer_size=4",
+        ),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError) as caught:
+            PolicyGradientConfig(**kwargs)
+        assert str(caught.value) == message

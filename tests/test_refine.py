@@ -250,6 +250,10 @@ def test_feedback_errors_say_exactly_what_is_wrong():
         (b"GIF89a....", (2, 2), 100, "feedback is not a PNG image"),
         (png(np.zeros((2, 3, 4), np.uint8)), (2, 5), 10_000, "feedback is 3x2 pixels; the image is 5x2"),
     ]
+    blank = png(np.zeros((2, 2, 4), np.uint8))  # fully transparent
+    cases.append(
+        (blank, (2, 2), 10_000, "feedback has no painted pixel: paint a like, dislike or colour stroke first")
+    )
     faint = halves(2)
     faint[0, 0, 3] = 1  # alpha 1: neither transparent nor opaque
     cases.append(
@@ -514,6 +518,12 @@ def test_painted_reward_by_hand():
     got = reward(image, torch.zeros(1, dtype=torch.long))[0, 0]
     near, blue = 1 - 0.3 / 3**0.5, 1 - (0.3**2 + 1) ** 0.5 / 3**0.5
     torch.testing.assert_close(got, torch.tensor([near, -near, blue, 0.25 * near]))
+    # Before any feedback the reward is 0 everywhere; by default (hold 0) unpainted pixels score nothing.
+    fresh = PaintedReward((1, 4))
+    assert fresh.__name__ == "painted_feedback"
+    assert torch.equal(fresh(image, torch.zeros(1, dtype=torch.long)), torch.zeros(1, 1, 4))
+    fresh.set(feedback, start)
+    assert fresh(image, torch.zeros(1, dtype=torch.long))[0, 0, 3].item() == 0.0
 
 
 def tiny_workspace(tiny_model_dir, hold=0.3, seed=0, **options):
