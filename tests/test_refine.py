@@ -243,7 +243,8 @@ def test_feedback_errors_say_exactly_what_is_wrong():
     from agents.refine.feedback import FeedbackError
 
     good = png(halves(2))
-    assert parse_feedback(good, (2, 2), len(good)).count(1) == 2  # exactly at the size limit: accepted
+    accepted = parse_feedback(good, (2, 2), len(good))  # exactly at the size limit: accepted
+    assert (accepted.count(1), accepted.count(2), accepted.count(0)) == (2, 2, 0)
     cases = [
         (b"", (2, 2), 100, "feedback is empty: send a PNG of the painting"),
         (good, (2, 2), len(good) - 1, f"feedback is {len(good)} bytes; the limit is {len(good) - 1}"),
