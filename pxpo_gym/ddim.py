@@ -248,7 +248,7 @@ class DDIMSchedule(StepTable):
                 f"num_inference_steps must be an int in [1, {num_train - 1}], "
                 f"got num_inference_steps={num_inference_steps!r}"
             )
-        ddim = DDIMScheduler.from_config(scheduler.config, set_alpha_to_one=False)
+        ddim = DDIMScheduler.from_config(scheduler.config)  # abar_prev of the last step: set below
         num_inference_steps = int(num_inference_steps)
         ddim.set_timesteps(num_inference_steps)
         timesteps = ddim.timesteps.to(torch.int64)

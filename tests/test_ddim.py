@@ -116,3 +116,25 @@ def test_few_step_trailing_schedule_stays_finite():
     )
     for coef in schedule.coefficients:
         assert bool(torch.isfinite(coef).all())
+
+
+def test_num_inference_steps_boundaries_and_messages():
+    assert DDIMSchedule.from_scheduler(make_scheduler(), 1, 1.0).num_steps == 1
+    assert DDIMSchedule.from_scheduler(make_scheduler(), 999, 1.0).num_steps == 999
+    with pytest.raises(ValueError) as caught:
+        DDIMSchedule.from_scheduler(make_scheduler(), 1000, 1.0)
+    assert str(caught.value) == "num_inference_steps must be an int in [1, 999], got num_inference_steps=1000"
+    # A grid whose offset puts its first step at t = 1000, one past the last training timestep.
+    with pytest.raises(ValueError) as caught:
+        DDIMSchedule.from_scheduler(make_scheduler(steps_offset=100), 10, 1.0)
+    assert str(caught.value) == (
+        "num_inference_steps=10 on this scheduler's grid (timestep_spacing='leading', steps_offset=100) puts a "
+        "step at t=1000, past the last training timestep 999: use at most 999 steps"
+    )
+
+
+def test_a_grid_far_below_pure_noise_is_warned_about_with_its_first_timestep():
+    with pytest.warns(
+        UserWarning, match=r"starts at t=501, more than one step below the last training timestep 999"
+    ):
+        DDIMSchedule.from_scheduler(make_scheduler(), 501, 1.0)
