@@ -134,7 +134,47 @@ def test_num_inference_steps_boundaries_and_messages():
 
 
 def test_a_grid_far_below_pure_noise_is_warned_about_with_its_first_timestep():
-    with pytest.warns(
-        UserWarning, match=r"starts at t=501, more than one step below the last training timestep 999"
-    ):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         DDIMSchedule.from_scheduler(make_scheduler(), 501, 1.0)
+    (warning,) = caught
+    abar = float(make_scheduler().alphas_cumprod[501])
+    assert str(warning.message) == (
+        "num_inference_steps=501 on this scheduler's grid (timestep_spacing='leading') starts at t=501, more "
+        f"than one step below the last training timestep 999, where alpha_prod_t={abar:.3g}: the episode's "
+        "pure-noise x_T is not what the model expects there. Use a T that divides 1000, or "
+        "timestep_spacing='trailing'"
+    )
+    assert warning.filename == __file__  # points at the caller, not at pxpo_gym/ddim.py
+
+
+def test_no_warning_where_the_grid_starts_at_the_top_or_at_pure_noise():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # A schedule that barely noises (abar = 0.6 at t = 951): the standard 20-step grid starts one step
+        # below the top, which is no reason to warn.
+        DDIMSchedule.from_scheduler(
+            make_scheduler(beta_schedule="linear", beta_start=1e-5, beta_end=1e-3), 20, 1.0
+        )
+        # A grid far below the top, but where the schedule is already pure noise (abar < 0.05).
+        DDIMSchedule.from_scheduler(
+            make_scheduler(beta_schedule="linear", beta_start=1e-3, beta_end=0.2), 501, 1.0
+        )
+
+
+def test_a_last_step_to_timestep_zero_uses_abar_zero_and_float64_digits():
+    # T = 30 (step 33) with offset 33: the grid ends at t = 33 -> 0.
+    scheduler = make_scheduler(steps_offset=33)
+    schedule = DDIMSchedule.from_scheduler(scheduler, 30, 1.0)
+    abar = scheduler.alphas_cumprod.double()
+    assert int(schedule.prev_timesteps[-1]) == 0
+    assert schedule.alpha_prod_t_prev[-1].item() == pytest.approx(float(abar[0]), rel=1e-7)
+    # The last step of the standard grid (t = 1 -> abar_0): sigma from float64, to float32's precision.
+    schedule = DDIMSchedule.from_scheduler(make_scheduler(), 20, 1.0)
+    a_t, a_prev = abar[1], abar[0]
+    sigma = math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+    assert schedule.coefficients.std_dev_t[-1].item() == pytest.approx(sigma, rel=1e-6)
