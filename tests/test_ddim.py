@@ -180,3 +180,16 @@ def test_a_last_step_to_timestep_zero_uses_abar_zero_and_float64_digits():
     a_t, a_prev = abar[1], abar[0]
     sigma = math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
     assert schedule.coefficients.std_dev_t[-1].item() == pytest.approx(sigma, rel=1e-6)
+
+
+def test_the_warning_threshold_is_one_step_below_the_top():
+    import warnings
+
+    # A barely-noising schedule (abar ~ 0.6 near the top), T = 30 'leading' (step 33, last step 29 x 33 = 957):
+    # the threshold is 999 - 1000 / 30 = 965.67. Offset 8 starts at t = 965 (warned), offset 9 at 966 (not).
+    barely = {"beta_schedule": "linear", "beta_start": 1e-5, "beta_end": 1e-3}
+    with pytest.warns(UserWarning, match="starts at t=965"):
+        DDIMSchedule.from_scheduler(make_scheduler(steps_offset=8, **barely), 30, 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DDIMSchedule.from_scheduler(make_scheduler(steps_offset=9, **barely), 30, 1.0)
