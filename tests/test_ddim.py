@@ -105,8 +105,19 @@ def test_bad_num_inference_steps_is_rejected(steps):
 
 def test_schedule_with_a_deterministic_last_step_is_rejected():
     # 'leading' spacing with offset 0 ends at t = 0, where abar_prev = abar_t: sigma = 0.
-    with pytest.raises(ValueError, match="std_dev_t = 0"):
+    with pytest.raises(ValueError) as caught:
         DDIMSchedule.from_scheduler(make_scheduler(steps_offset=0), 20, 1.0)
+    assert str(caught.value) == (
+        "the scheduler's DDIM step 19 (timestep 0 -> -50) has std_dev_t = 0, so it has no likelihood; use "
+        "timestep_spacing='trailing' or steps_offset=1 in the scheduler config"
+    )
+
+
+def test_schedule_tables_are_the_schedulers_cumulative_alphas():
+    scheduler = make_scheduler()
+    schedule = DDIMSchedule.from_scheduler(scheduler, 20, 1.0)
+    torch.testing.assert_close(schedule.alpha_prod_t, scheduler.alphas_cumprod[schedule.timesteps])
+    assert schedule.timesteps.dtype == torch.int64
 
 
 def test_few_step_trailing_schedule_stays_finite():
