@@ -66,3 +66,10 @@ def test_wrapper_example_builds_the_keyword_env():
     )
     assert namespace["envs"].single_observation_space == keywords.single_observation_space
     assert namespace["envs"].single_action_space == keywords.single_action_space
+
+
+def test_flow_matching_example_runs():
+    (block,) = _blocks("Flow-matching models", DOCS / "environment.md")
+    namespace: dict = {}
+    exec(compile(block, "docs/environment.md flow example", "exec"), namespace)
+    assert bool(namespace["terminated"].all()) and namespace["info"]["image"].shape == (4, 3, 16, 16)
