@@ -103,14 +103,20 @@ def test_bad_num_inference_steps_is_rejected(steps):
         DDIMSchedule.from_scheduler(make_scheduler(), steps, 1.0)
 
 
+def refused_with(message: str, scheduler, steps: int) -> None:
+    """DDIMSchedule.from_scheduler(scheduler, steps, 1.0) raises ValueError with exactly ``message``."""
+    with pytest.raises(ValueError) as caught:
+        DDIMSchedule.from_scheduler(scheduler, steps, 1.0)
+    assert str(caught.value) == message
+
+
 def test_schedule_with_a_deterministic_last_step_is_rejected():
     # 'leading' spacing with offset 0 ends at t = 0, where abar_prev = abar_t: sigma = 0.
-    with pytest.raises(ValueError) as caught:
-        DDIMSchedule.from_scheduler(make_scheduler(steps_offset=0), 20, 1.0)
-    assert str(caught.value) == (
+    message = (
         "the scheduler's DDIM step 19 (timestep 0 -> -50) has std_dev_t = 0, so it has no likelihood; use "
         "timestep_spacing='trailing' or steps_offset=1 in the scheduler config"
     )
+    refused_with(message, make_scheduler(steps_offset=0), 20)
 
 
 def test_schedule_tables_are_the_schedulers_cumulative_alphas():
@@ -133,16 +139,15 @@ def test_few_step_trailing_schedule_stays_finite():
 def test_num_inference_steps_boundaries_and_messages():
     assert DDIMSchedule.from_scheduler(make_scheduler(), 1, 1.0).num_steps == 1
     assert DDIMSchedule.from_scheduler(make_scheduler(), 999, 1.0).num_steps == 999
-    with pytest.raises(ValueError) as caught:
-        DDIMSchedule.from_scheduler(make_scheduler(), 1000, 1.0)
-    assert str(caught.value) == "num_inference_steps must be an int in [1, 999], got num_inference_steps=1000"
+    refused_with(
+        "num_inference_steps must be an int in [1, 999], got num_inference_steps=1000", make_scheduler(), 1000
+    )
     # A grid whose offset puts its first step at t = 1000, one past the last training timestep.
-    with pytest.raises(ValueError) as caught:
-        DDIMSchedule.from_scheduler(make_scheduler(steps_offset=100), 10, 1.0)
-    assert str(caught.value) == (
+    message = (
         "num_inference_steps=10 on this scheduler's grid (timestep_spacing='leading', steps_offset=100) puts a "
         "step at t=1000, past the last training timestep 999: use at most 999 steps"
     )
+    refused_with(message, make_scheduler(steps_offset=100), 10)
 
 
 def test_a_grid_far_below_pure_noise_is_warned_about_with_its_first_timestep():
