@@ -63,7 +63,11 @@ class EvaluateConfig:
     num_inference_steps: int = 20
     """DDIM steps."""
     eta: float = 1.0
-    """DDIM stochasticity in (0, 1]."""
+    """DDIM stochasticity in (0, 1]; DDIM-family models only."""
+    noise_level: float | None = None
+    """Flow-matching models: the sampler's noise level (None: the run's own, else Flow-GRPO's 0.7)."""
+    transition: str = ""
+    """Flow-matching models: 'sde' or 'cps' (empty: the run's own, else 'sde')."""
     device: str = "cpu"
     """torch device."""
     threads: int | None = None
@@ -108,13 +112,17 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     reward, reward_kwargs, reference, out = resolve(cfg)
-    prompts = list(cfg.prompts) or read_metadata(cfg.model).get("prompts")
+    meta = read_metadata(cfg.model)
+    run = meta.get("run", {}).get("config", {})
+    prompts = list(cfg.prompts) or meta.get("prompts")
     common = dict(
         num_envs=cfg.images,
         reward=reward[0] if len(reward) == 1 else list(reward),
         reward_kwargs=reward_kwargs,
         num_inference_steps=cfg.num_inference_steps,
         eta=cfg.eta,
+        noise_level=cfg.noise_level if cfg.noise_level is not None else run.get("noise_level"),
+        transition=cfg.transition or run.get("transition") or "sde",
         device=cfg.device,
         context=[int(c) if c.lstrip("-").isdigit() else c for c in cfg.contexts] or None,
         prompts=prompts,
@@ -138,6 +146,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         "seeds": [EVAL_SEED_OFFSET + cfg.seed, EVAL_SEED_OFFSET + cfg.seed + cfg.images - 1],
         "num_inference_steps": cfg.num_inference_steps,
         "eta": cfg.eta,
+        "sampler": core.schedule.transition if core.loaded.is_flow else "ddim",
+        "noise_level": core.schedule.noise_level if core.loaded.is_flow else None,
         "reward_mean": metrics["eval_reward"],
         "reward_std": float(episode.rewards.std()) if cfg.images > 1 else 0.0,
         "components": {name: float(value.mean()) for name, value in episode.components.items()},
@@ -176,11 +186,19 @@ def check_comparable(model: str, loaded: Any, reference: str, ref_loaded: Any) -
                 f"reference={reference!r} cannot be compared with model={model!r}: {what} {theirs} vs {mine} "
                 "(pass --reference none, or a reference of the same kind)"
             )
-    if not torch.allclose(loaded.scheduler.alphas_cumprod, ref_loaded.scheduler.alphas_cumprod):
+    mine, theirs = _noise_table(loaded.scheduler), _noise_table(ref_loaded.scheduler)
+    if type(loaded.scheduler) is not type(ref_loaded.scheduler) or not (
+        mine.shape == theirs.shape and torch.allclose(mine, theirs)
+    ):
         raise ValueError(
             f"reference={reference!r} has another noise schedule than model={model!r}: the same noise "
             "would not give comparable images (pass --reference none)"
         )
+
+
+def _noise_table(scheduler: Any) -> torch.Tensor:
+    """A scheduler's training noise levels: DDPM's cumulative alphas, or a flow scheduler's (shifted) sigmas."""
+    return scheduler.alphas_cumprod if hasattr(scheduler, "alphas_cumprod") else scheduler.sigmas
 
 
 def main() -> None:

@@ -7,11 +7,12 @@
   policy on a pixel model is merged into the weights (W + B A).
 - Latent text-to-image pipelines with LoRA (their default): the adapter as
   diffusers' LoRA file ``pytorch_lora_weights.safetensors``, which
-  ``StableDiffusionPipeline.load_lora_weights("RUN/model")`` accepts, beside
+  ``StableDiffusionPipeline.load_lora_weights("RUN/model")`` accepts (SD3 and FLUX
+  pipelines: their own ``load_lora_weights``), beside
   ``pxpo_gym.json`` naming the base model and the prompts. ``load_model`` (and
   so ``gym.make`` and ``agents.evaluate``) loads such a folder as the base
   pipeline with the adapter fused in.
-- Latent pipelines fully fine-tuned: the whole pipeline folder with the new UNet.
+- Latent pipelines fully fine-tuned: the whole pipeline folder with the new UNet (or transformer).
 
 Weights are safetensors; the folder is written next to its final place and
 renamed into it, so a crash never leaves half a model.
@@ -86,13 +87,19 @@ def export_policy(
         pipeline.save_pretrained(staging, safe_serialization=True)
         meta["format"] = "ddpm_pipeline"
     elif has_lora(policy):
-        from diffusers import StableDiffusionPipeline
+        from diffusers import FluxPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline
         from peft.utils import get_peft_model_state_dict
 
         layers = get_peft_model_state_dict(policy.unet)
-        StableDiffusionPipeline.save_lora_weights(
-            staging, unet_lora_layers=layers, weight_name=LORA_WEIGHTS, safe_serialization=True
-        )
+        if policy.backbone == "unet":
+            StableDiffusionPipeline.save_lora_weights(
+                staging, unet_lora_layers=layers, weight_name=LORA_WEIGHTS, safe_serialization=True
+            )
+        else:  # the transformer pipeline's own LoRA format (keys under "transformer.")
+            owner = StableDiffusion3Pipeline if policy.backbone == "sd3" else FluxPipeline
+            owner.save_lora_weights(
+                staging, transformer_lora_layers=layers, weight_name=LORA_WEIGHTS, safe_serialization=True
+            )
         meta.update(
             format="lora",
             base_model=loaded.location or loaded.source,
@@ -103,12 +110,20 @@ def export_policy(
     else:
         from diffusers import DiffusionPipeline
 
-        pipeline = DiffusionPipeline.from_pretrained(
-            loaded.location or loaded.source,
-            unet=merged_unet(policy, loaded.noise_model),
-            safety_checker=None,
-            requires_safety_checker=False,
-        )
+        from pxpo_gym.loading import absent_components, pipeline_index
+
+        base = loaded.location or loaded.source
+        if policy.backbone == "unet":
+            parts = dict(
+                unet=merged_unet(policy, loaded.noise_model),
+                safety_checker=None,
+                requires_safety_checker=False,
+            )
+        else:
+            parts = dict(
+                transformer=merged_unet(policy, loaded.noise_model), **absent_components(pipeline_index(base))
+            )
+        pipeline = DiffusionPipeline.from_pretrained(base, **parts)
         pipeline.save_pretrained(staging, safe_serialization=True)
         meta.update(format="pipeline", prompts=list(loaded.context_names))
         del meta["context_names"], meta["null_context"]

@@ -1,13 +1,22 @@
 """Both agents on a latent text-to-image pipeline on CUDA: images per second and peak GPU memory.
 
-Builds the tiny Stable-Diffusion-layout pipeline (``pxpo_gym.tiny_models``),
-saves and loads it through the same code path a real checkpoint takes, and
-runs a warm-up epoch and a timed epoch of DDPO and of PXPO with LoRA,
-classifier-free guidance, bf16 autocast and a bf16 frozen model. It exercises
-the CUDA code paths (device placement, autocast, VAE decode, peak-memory
-accounting) for real; the tiny model's numbers say nothing about SD 1.5's speed.
+Runs a warm-up epoch and a timed epoch of DDPO and of PXPO with LoRA, bf16
+autocast and a bf16 frozen model, on one of:
+
+- ``tiny-sd`` / ``tiny-sd3`` / ``tiny-flux`` (default ``tiny-sd``): toy pipelines in
+  Stable Diffusion's, SD3's and FLUX's layouts (``pxpo_gym.tiny_models``), saved and
+  loaded through the same code path a real checkpoint takes. They exercise the CUDA
+  code paths (device placement, autocast, VAE decode, peak-memory accounting) for
+  real; their numbers say nothing about a real model's speed.
+- ``sd3.5-medium`` / ``flux-dev``: Stable Diffusion 3.5 Medium and FLUX.1-dev by hub
+  id (their weights must be in the machine's Hugging Face cache, or pass
+  ``--model-path`` to a local copy), at 512 x 512 with Flow-GRPO's SDE, LoRA rank 4 on
+  the transformer's attention projections, gradient checkpointing, chunked decode.
+  SD3.5-M samples with classifier-free guidance 4.5 (Flow-GRPO's); FLUX.1-dev with its
+  distilled guidance (3.5, inside the model) and no CFG.
 
     python -m benchmarks.latent_gpu                                  # on a GPU
+    python -m benchmarks.latent_gpu --model flux-dev --out benchmarks/results/latent_gpu_flux.json
     python -m benchmarks.latent_gpu --device cpu --mixed-precision no --model-dtype float32 \\
         --out /tmp/latent_cpu.json                                   # same code on a CPU
 """
@@ -27,9 +36,35 @@ from benchmarks.timing import device_name, sync
 
 
 @dataclass(frozen=True)
-class LatentBenchConfig:
-    """One timed training epoch per agent on the tiny latent pipeline."""
+class Preset:
+    """Where a named model comes from and the settings it is benchmarked at."""
 
+    source: str
+    """A tiny builder's name in pxpo_gym.tiny_models, or a hub id."""
+    resolution: int | None
+    guidance_scale: float
+
+
+PRESETS = {
+    "tiny-sd": Preset("save_tiny_text_to_image_pipeline", None, 5.0),
+    "tiny-sd3": Preset("save_tiny_sd3_pipeline", None, 4.5),
+    "tiny-flux": Preset("save_tiny_flux_pipeline", 16, 1.0),
+    "sd3.5-medium": Preset("stabilityai/stable-diffusion-3.5-medium", 512, 4.5),
+    "flux-dev": Preset("black-forest-labs/FLUX.1-dev", 512, 1.0),
+}
+"""The models ``--model`` names (tiny ones are built here; the others need their weights)."""
+
+
+@dataclass(frozen=True)
+class LatentBenchConfig:
+    """One timed training epoch per agent on a latent pipeline (a tiny one by default)."""
+
+    model: Literal["tiny-sd", "tiny-sd3", "tiny-flux", "sd3.5-medium", "flux-dev"] = "tiny-sd"
+    """Which pipeline (module docstring): the tiny ones are built from configs, the others loaded."""
+    model_path: str = ""
+    """sd3.5-medium / flux-dev: a local folder with the weights instead of the hub id."""
+    resolution: int | None = None
+    """Image size (None: the preset's: 512 for the real models, the tiny ones' own)."""
     device: str = "cuda"
     """torch device."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
@@ -41,9 +76,9 @@ class LatentBenchConfig:
     train_batch_size: int = 8
     """Images per optimizer step."""
     num_inference_steps: int = 20
-    """DDIM steps."""
-    guidance_scale: float = 5.0
-    """Classifier-free guidance (DDPO's reference value)."""
+    """Denoising steps (DDIM, or the flow models' SDE)."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance (None: the preset's: 5 on SD as DDPO, 4.5 on SD3 as Flow-GRPO, 1 on FLUX)."""
     gradient_checkpointing: bool = True
     """Recompute UNet activations in the backward pass."""
     decode_chunk_size: int = 8
@@ -57,22 +92,24 @@ class LatentBenchConfig:
 PROMPTS = ("a red circle", "a blue square", "a green triangle", "a yellow cross")
 
 
-def run_agent(cfg: LatentBenchConfig, model_dir: Path, algo: str, run_dir: Path) -> dict:
+def run_agent(cfg: LatentBenchConfig, model_dir: Path | str, algo: str, run_dir: Path) -> dict:
     """A warm-up epoch, then a timed one; returns images/s, peak memory and the epoch's metrics."""
     from agents.config import TrainConfig
     from agents.trainer import Trainer
 
+    preset = PRESETS[cfg.model]
     config = TrainConfig(
         algo=algo,
         model=str(model_dir),
         prompts=PROMPTS,
+        resolution=cfg.resolution or preset.resolution,
         reward="color",
         num_epochs=2,
         sample_batch_size=cfg.sample_batch_size,
         sample_batches_per_epoch=1,
         train_batch_size=cfg.train_batch_size,
         num_inference_steps=cfg.num_inference_steps,
-        guidance_scale=cfg.guidance_scale,
+        guidance_scale=preset.guidance_scale if cfg.guidance_scale is None else cfg.guidance_scale,
         mixed_precision=cfg.mixed_precision,
         model_dtype=cfg.model_dtype,
         gradient_checkpointing=cfg.gradient_checkpointing,
@@ -107,8 +144,9 @@ def main(cfg: LatentBenchConfig) -> dict:
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' but torch sees no GPU: run with --device cpu to test the code path")
-    from pxpo_gym.tiny_models import save_tiny_text_to_image_pipeline
+    from pxpo_gym import tiny_models
 
+    preset = PRESETS[cfg.model]
     result = {
         **provenance("benchmarks.latent_gpu"),
         "config": asdict(cfg),
@@ -117,7 +155,11 @@ def main(cfg: LatentBenchConfig) -> dict:
         "agents": {},
     }
     with tempfile.TemporaryDirectory() as scratch:
-        model_dir = save_tiny_text_to_image_pipeline(Path(scratch) / "tiny-sd", seed=cfg.seed)
+        if cfg.model.startswith("tiny-"):
+            build = getattr(tiny_models, preset.source)
+            model_dir = build(Path(scratch) / cfg.model, seed=cfg.seed)
+        else:
+            model_dir = cfg.model_path or preset.source
         for algo in ("ddpo", "pxpo"):
             result["agents"][algo] = run_agent(cfg, model_dir, algo, Path(scratch) / algo)
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)

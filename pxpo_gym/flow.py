@@ -115,6 +115,7 @@ class FlowSchedule(StepTable):
         noise_level: float = DEFAULT_NOISE_LEVEL,
         transition: str = "sde",
         device: torch.device | str = "cpu",
+        shift_mu: float | None = None,
     ) -> FlowSchedule:
         """Builds the table from a diffusers flow-matching scheduler's own sigma grid (its shift honoured).
 
@@ -124,6 +125,9 @@ class FlowSchedule(StepTable):
             noise_level: > 0 ("sde"; Flow-GRPO's default 0.7) or in (0, 1] ("cps").
             transition: "sde" or "cps".
             device: where the tables live.
+            shift_mu: schedulers with ``use_dynamic_shifting`` (FLUX): the resolution's shift ``mu``
+                (``LoadedModel.schedule_shift_mu``); required there, refused elsewhere. Such a
+                scheduler gets FluxPipeline's grid (sigmas 1 ... 1 / T before the shift).
 
         Raises:
             ValueError: an unknown transition, T < 1, or a noise level with no likelihood (0 is the
@@ -150,7 +154,17 @@ class FlowSchedule(StepTable):
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}")
         flow = FlowMatchEulerDiscreteScheduler.from_config(scheduler.config)
-        flow.set_timesteps(int(num_inference_steps))
+        dynamic = bool(flow.config.get("use_dynamic_shifting", False))
+        if dynamic != (shift_mu is not None):
+            raise ValueError(
+                "a scheduler with use_dynamic_shifting needs shift_mu (the resolution's shift), and only "
+                f"such a scheduler takes it; use_dynamic_shifting={dynamic}, shift_mu={shift_mu!r}"
+            )
+        if dynamic:  # FluxPipeline's grid: sigmas 1 ... 1 / T, then shifted by mu
+            steps = int(num_inference_steps)
+            flow.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps).tolist(), mu=float(shift_mu))
+        else:
+            flow.set_timesteps(int(num_inference_steps))
         sigmas = flow.sigmas.to(torch.float64)  # (T + 1,), ending at 0 (or the config's terminal value)
         current, following = sigmas[:-1], sigmas[1:]
         if bool((following >= current).any()) or float(current[-1]) <= 0:

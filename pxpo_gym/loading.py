@@ -1,9 +1,11 @@
 """Where models come from: the embedded default, diffusers folders, hub ids, latent pipelines.
 
 Two kinds of model load: pixel-space class-conditional ones (UNet2DModel, like
-the embedded default) and latent text-to-image pipelines in Stable Diffusion's
-layout (UNet2DConditionModel + AutoencoderKL + CLIP text encoder and tokenizer;
-transformers is the ``sd`` extra). Both yield a ``pxpo_gym.models.LoadedModel``.
+the embedded default; DDPM or flow-matching scheduler) and latent text-to-image
+pipelines: Stable Diffusion's layout (UNet2DConditionModel + AutoencoderKL +
+CLIP text encoder and tokenizer) and the flow-matching transformer pipelines
+SD3 (``StableDiffusion3Pipeline``) and FLUX (``FluxPipeline``); transformers is
+the ``sd`` extra. All yield a ``pxpo_gym.models.LoadedModel``.
 Loading goes through diffusers' and transformers' ``from_pretrained`` with
 ``use_safetensors=True``, so no weights file is ever unpickled.
 """
@@ -29,6 +31,10 @@ from pxpo_gym.models import (
     parse_dtype,
 )
 
+TRANSFORMER_PIPELINES = {"StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux"}
+"""The flow-matching transformer pipelines ``load_model`` reads (diffusers class -> ``NoiseModel`` backbone)."""
+FLUX_GUIDANCE = 3.5
+"""The distilled guidance FLUX transformers with guidance embeddings are called with (FluxPipeline's default)."""
 LATENT_EXTRA_HINT = 'pip install "pxpo-gym[sd]" (transformers)'
 """How to get what latent text-to-image pipelines need beyond the core install."""
 
@@ -210,7 +216,9 @@ def load_model(
     ``DDPMPipeline.save_pretrained``. Latent text-to-image pipelines (their
     model_index.json names a ``vae`` and a ``text_encoder``): Stable Diffusion
     1.x/2.x's layout, ``unet/`` UNet2DConditionModel, ``vae/`` AutoencoderKL,
-    ``text_encoder/`` CLIPTextModel, ``tokenizer/``, ``scheduler/``; they need
+    ``text_encoder/`` CLIPTextModel, ``tokenizer/``, ``scheduler/``; or an SD3 /
+    FLUX pipeline (``transformer/`` and a FlowMatchEulerDiscreteScheduler, loaded
+    with the pipeline's own ``from_pretrained`` and ``encode_prompt``); they need
     ``prompts`` and the ``sd`` extra. Weights must be safetensors.
 
     Args:
@@ -221,8 +229,9 @@ def load_model(
             or a function returning it); their embeddings are computed once, kept
             on ``device``, and the text encoder is then dropped.
         resolution: image size (int or (H, W)); latent pipelines default to the
-            UNet's sample size times the VAE's factor and accept any multiple of
-            the VAE's and UNet's combined downsampling; pixel models only their own size.
+            UNet's (SD3: transformer's; FLUX: 128 latents, 1,024 px) sample size times the
+            VAE's factor and accept any multiple of the VAE's and the backbone's combined
+            downsampling; pixel models only their own size.
         decode_chunk_size: latent pipelines: samples per VAE decode call (None: all at once).
 
     Raises:
@@ -247,11 +256,18 @@ def load_model(
     if lora is not None:
         return _load_lora_export(source, lora, device, dtype, prompts, resolution, decode_chunk_size)
     index = _pipeline_index(source, location)
-    if "text_encoder_2" in index or "transformer" in index:
+    if "transformer" in index:
+        kind = index.get("_class_name")
+        if kind not in TRANSFORMER_PIPELINES:
+            raise ValueError(
+                f"model={source!r} is a {kind or 'pipeline'} with a transformer backbone; the supported "
+                f"ones are {', '.join(TRANSFORMER_PIPELINES)}"
+            )
+    elif "text_encoder_2" in index:
         raise ValueError(
-            f"model={source!r} is a {index.get('_class_name', 'pipeline')} with a second text encoder or a "
-            "transformer backbone (SDXL, SD3, ...): only Stable Diffusion 1.x/2.x-style pipelines "
-            "(one CLIP text encoder, UNet2DConditionModel) are supported"
+            f"model={source!r} is a {index.get('_class_name', 'pipeline')} with a UNet and a second text "
+            "encoder (SDXL-style): supported latent pipelines are Stable Diffusion 1.x/2.x "
+            f"(one CLIP text encoder, UNet2DConditionModel), {', '.join(TRANSFORMER_PIPELINES)}"
         )
     if "vae" in index or "text_encoder" in index:
         if prompts is None:
@@ -259,9 +275,8 @@ def load_model(
                 f"model={source!r} is a latent text-to-image pipeline: pass prompts=[...] "
                 "(the texts the context ids stand for)"
             )
-        return _load_latent(
-            source, location, device, dtype, parse_prompts(prompts), resolution, decode_chunk_size
-        )
+        args = (source, location, device, dtype, parse_prompts(prompts), resolution, decode_chunk_size)
+        return _load_transformer(*args, index) if "transformer" in index else _load_latent(*args)
     if prompts is not None:
         raise ValueError(
             f"model={source!r} is a pixel model conditioned on class ids, not text: drop prompts "
@@ -307,8 +322,9 @@ def _load_lora_export(
         decode_chunk_size,
     )
     unet = loaded.noise_model.unet
+    prefix = "unet" if loaded.noise_model.backbone == "unet" else "transformer"
     try:
-        unet.load_lora_adapter(source, weight_name=meta["lora_weights"], prefix="unet", adapter_name="export")
+        unet.load_lora_adapter(source, weight_name=meta["lora_weights"], prefix=prefix, adapter_name="export")
     except Exception as err:  # diffusers/peft raise ValueError, KeyError, SafetensorError
         raise ValueError(
             f"model={source!r}: could not load its LoRA file into {meta['base_model']!r}: "
@@ -417,17 +433,7 @@ def _load_latent(
         )
     vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
     multiple = vae_factor * 2 ** (len(unet.config.block_out_channels) - 1)
-    latent_size = size_pair(unet.config.sample_size)
-    image_size = (
-        size_pair(resolution)
-        if resolution is not None
-        else (latent_size[0] * vae_factor, latent_size[1] * vae_factor)
-    )
-    if image_size[0] % multiple or image_size[1] % multiple:
-        raise ValueError(
-            f"resolution={resolution!r} does not fit model={source!r}: height and width must be "
-            f"multiples of {multiple} (VAE downsampling {vae_factor}x, then the UNet's)"
-        )
+    image_size = _latent_size(source, resolution, unet.config.sample_size, vae_factor, multiple, "the UNet's")
     text_encoder = text_encoder.to(device).eval()
     embeds = _embed_prompts(tokenizer, text_encoder, [*prompts, ""], device)  # last row: the null prompt
     del text_encoder
@@ -447,6 +453,148 @@ def _load_latent(
         location=location,
         vae=vae,
         decode_chunk_size=decode_chunk_size,
+    )
+
+
+def _latent_size(
+    source: str, resolution: Any, latent_size: Any, vae_factor: int, multiple: int, what: str
+) -> tuple[int, int]:
+    """The image size a latent pipeline makes: ``resolution`` or its own, checked against ``multiple``."""
+    base = size_pair(latent_size)
+    image_size = (
+        size_pair(resolution) if resolution is not None else (base[0] * vae_factor, base[1] * vae_factor)
+    )
+    if image_size[0] % multiple or image_size[1] % multiple:
+        raise ValueError(
+            f"resolution={resolution!r} does not fit model={source!r}: height and width must be "
+            f"multiples of {multiple} (VAE downsampling {vae_factor}x, then {what})"
+        )
+    return image_size
+
+
+def absent_components(index: dict[str, Any]) -> dict[str, None]:
+    """The components a model_index.json lists as absent (``[null, null]``, e.g. SD3 without its T5
+    encoder), as the ``None`` keyword arguments ``from_pretrained`` must be given for them."""
+    return {name: None for name, value in index.items() if value == [None, None]}
+
+
+def pipeline_index(location: str) -> dict[str, Any]:
+    """The model_index.json of a pipeline folder or hub id ({} for a folder without one)."""
+    return _pipeline_index(location, location)
+
+
+def _load_transformer(
+    source: str,
+    location: str,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    prompts: tuple[str, ...],
+    resolution: Any,
+    decode_chunk_size: int | None,
+    index: dict[str, Any],
+) -> LoadedModel:
+    """An SD3- or FLUX-layout pipeline: its transformer, VAE and flow-matching scheduler, with the
+    prompts embedded once by the pipeline's own ``encode_prompt`` and the text encoders then dropped."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            f"model={source!r} is a latent text-to-image pipeline; loading it needs transformers: "
+            f"{LATENT_EXTRA_HINT}"
+        ) from err
+    from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+
+    try:
+        pipeline = DiffusionPipeline.from_pretrained(
+            location, use_safetensors=True, torch_dtype=dtype, **absent_components(index)
+        )
+    except Exception as err:  # diffusers/transformers raise OSError, ValueError, SafetensorError, HF errors
+        raise ValueError(
+            f"model={source!r}: could not load the pipeline from {location!r} (transformer/, vae/, the text "
+            f"encoders and tokenizers, scheduler/; safetensors weights): {type(err).__name__}: {err}"
+        ) from err
+    backbone = TRANSFORMER_PIPELINES.get(type(pipeline).__name__)
+    if backbone is None or not isinstance(pipeline.scheduler, FlowMatchEulerDiscreteScheduler):
+        raise ValueError(
+            f"model={source!r} loaded as {type(pipeline).__name__} with a {type(pipeline.scheduler).__name__}; "
+            f"expected one of {', '.join(TRANSFORMER_PIPELINES)} with a FlowMatchEulerDiscreteScheduler"
+        )
+    transformer, vae, scheduler = pipeline.transformer, pipeline.vae, pipeline.scheduler
+    latent_channels = vae.config.latent_channels
+    patch = 2  # SD3: the transformer's patch size; FLUX: the pipeline packs 2 x 2 latents
+    packed = latent_channels * 4 if backbone == "flux" else latent_channels
+    if backbone == "sd3":
+        patch = int(transformer.config.patch_size)
+    if transformer.config.in_channels != packed:
+        raise ValueError(
+            f"model={source!r}: the transformer takes {transformer.config.in_channels} channels but the VAE's "
+            f"latents give {packed}"
+        )
+    vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    default_latent = getattr(transformer.config, "sample_size", None) or 128  # FLUX: 1,024 px at 8x
+    image_size = _latent_size(
+        source, resolution, default_latent, vae_factor, vae_factor * patch, f"{patch} x {patch} patches"
+    )
+    latent_size = (image_size[0] // vae_factor, image_size[1] // vae_factor)
+    pipeline.to(device)
+    texts = [*prompts, ""]  # last row: the null prompt
+    with torch.no_grad():
+        if backbone == "sd3":
+            limit = pipeline.tokenizer_3.model_max_length if pipeline.tokenizer_3 is not None else 256
+            embeds, _, pooled, _ = pipeline.encode_prompt(
+                texts,
+                None,
+                None,
+                device=device,
+                do_classifier_free_guidance=False,
+                max_sequence_length=min(256, limit),
+            )
+        else:
+            embeds, pooled, _ = pipeline.encode_prompt(
+                texts,
+                None,
+                device=device,
+                max_sequence_length=min(512, pipeline.tokenizer_2.model_max_length),
+            )
+    shift_mu = None
+    if scheduler.config.get("use_dynamic_shifting", False):
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+        shift_mu = float(
+            calculate_shift(
+                (latent_size[0] // 2) * (latent_size[1] // 2),
+                scheduler.config.get("base_image_seq_len", 256),
+                scheduler.config.get("max_image_seq_len", 4096),
+                scheduler.config.get("base_shift", 0.5),
+                scheduler.config.get("max_shift", 1.15),
+            )
+        )
+    guidance = FLUX_GUIDANCE if backbone == "flux" and transformer.config.guidance_embeds else None
+    del pipeline  # the text encoders go with it
+    transformer = transformer.eval()
+    vae = vae.eval().requires_grad_(False)
+    noise_model = NoiseModel(
+        transformer,
+        torch.zeros(0),
+        "velocity",
+        dtype=dtype,
+        prompt_embeds=embeds.float(),
+        backbone=backbone,
+        pooled_embeds=pooled.float(),
+        guidance=guidance,
+    ).to(device)
+    return LoadedModel(
+        noise_model=noise_model,
+        scheduler=scheduler,
+        sample_shape=(latent_channels, *latent_size),
+        image_size=image_size,
+        context_names=prompts,
+        null_context=len(prompts),
+        source=source,
+        location=location,
+        vae=vae,
+        decode_chunk_size=decode_chunk_size,
+        schedule_shift_mu=shift_mu,
     )
 
 

@@ -23,6 +23,8 @@ FLOW_MODEL_NAME = "default-flow"
 MODEL_NAMES: tuple[str, ...] = (DEFAULT_MODEL_NAME, FLOW_MODEL_NAME)
 METADATA_FILE = "pxpo_gym.json"
 """Optional file in a model folder: ``{"context_names": [...], "null_context": k}``."""
+BACKBONES = ("unet", "sd3", "flux")
+"""Denoising networks ``NoiseModel`` calls: a diffusers UNet, or an SD3 / FLUX pipeline's transformer."""
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 """The model compute precisions the env supports, by name."""
 
@@ -70,7 +72,7 @@ PREDICTION_TYPES = ("epsilon", "v_prediction", "velocity")
 
 
 class NoiseModel(torch.nn.Module):
-    """A diffusers UNet seen as ``eps = model(sample, timestep, context)``.
+    """A diffusers UNet (or an SD3 / FLUX transformer) seen as ``eps = model(sample, timestep, context)``.
 
     Args:
         unet: a ``diffusers.UNet2DModel`` (class-conditional if it has class
@@ -82,6 +84,13 @@ class NoiseModel(torch.nn.Module):
         dtype: compute dtype of the network; inputs are cast to it, eps is returned float32.
         prompt_embeds: (P, L, D) text-encoder states of P prompts, computed once;
             context k selects row k as the UNet's ``encoder_hidden_states``.
+        backbone: ``"unet"`` (a diffusers UNet), or a flow-matching transformer in its
+            pipeline's layout: ``"sd3"`` (SD3Transformer2DModel) or ``"flux"``
+            (FluxTransformer2DModel: the env's (B, C, h, w) latents are packed into 2 x 2 patches
+            for it and unpacked after, so the env and the agents see one latent grid).
+        pooled_embeds: (P, D') pooled text states of the same prompts (SD3 and FLUX).
+        guidance: FLUX models with guidance embeddings (FLUX.1-dev): the distilled guidance
+            scale they are called with (FluxPipeline's default 3.5); None otherwise.
     """
 
     def __init__(
@@ -91,15 +100,26 @@ class NoiseModel(torch.nn.Module):
         prediction_type: str = "epsilon",
         dtype: torch.dtype = torch.float32,
         prompt_embeds: torch.Tensor | None = None,
+        backbone: str = "unet",
+        pooled_embeds: torch.Tensor | None = None,
+        guidance: float | None = None,
     ) -> None:
         super().__init__()
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got backbone={backbone!r}")
+        if backbone != "unet" and (prompt_embeds is None or pooled_embeds is None):
+            raise ValueError(f"backbone={backbone!r} needs prompt_embeds and pooled_embeds")
         self.unet = unet
+        """The denoising network (a UNet, or the transformer of an SD3 or FLUX pipeline)."""
+        self.backbone = backbone
+        self.guidance = guidance
         self.prediction_type = prediction_type
         self.compute_dtype = dtype
         self.register_buffer("alphas_cumprod", alphas_cumprod.float(), persistent=False)
         self.register_buffer("prompt_embeds", prompt_embeds, persistent=False)
+        self.register_buffer("pooled_embeds", pooled_embeds, persistent=False)
         num_embeds = getattr(unet.config, "num_class_embeds", None)
         self.conditional = num_embeds is not None or prompt_embeds is not None
 
@@ -122,6 +142,11 @@ class NoiseModel(torch.nn.Module):
         """
         batch = sample.shape[0]
         t = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(batch)
+        if self.backbone != "unet":
+            if context is None:
+                raise ValueError("this model is conditional: pass context (B,) int64")
+            ids = torch.as_tensor(context, device=sample.device).reshape(-1).expand(batch)
+            return self._transformer(sample, t, ids)
         condition: dict[str, torch.Tensor] = {}
         if self.conditional:
             if context is None:
@@ -137,6 +162,36 @@ class NoiseModel(torch.nn.Module):
             abar = self.alphas_cumprod[t].reshape(batch, 1, 1, 1)
             out = abar.sqrt() * out + (1 - abar).sqrt() * sample.float()
         return out
+
+    def _transformer(self, sample: torch.Tensor, t: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The velocity of an SD3 or FLUX transformer, called as its diffusers pipeline calls it."""
+        text = {
+            "encoder_hidden_states": self.prompt_embeds[ids].to(self.compute_dtype),
+            "pooled_projections": self.pooled_embeds[ids].to(self.compute_dtype),
+        }
+        if self.backbone == "sd3":  # StableDiffusion3Pipeline: timestep = sigma x 1000
+            out = self.unet(hidden_states=sample.to(self.compute_dtype), timestep=t.float(), **text).sample
+            return out.float()
+        from diffusers import FluxPipeline
+
+        batch, channels, height, width = sample.shape
+        packed = FluxPipeline._pack_latents(sample.to(self.compute_dtype), batch, channels, height, width)
+        image_ids = FluxPipeline._prepare_latent_image_ids(
+            batch, height // 2, width // 2, sample.device, self.compute_dtype
+        )
+        text_ids = torch.zeros(text["encoder_hidden_states"].shape[1], 3, device=sample.device)
+        guidance = (
+            None if self.guidance is None else torch.full((batch,), self.guidance, device=sample.device)
+        )
+        out = self.unet(
+            hidden_states=packed,
+            timestep=t.float() / 1000,  # FluxPipeline: the transformer takes sigma itself
+            guidance=guidance,
+            txt_ids=text_ids.to(self.compute_dtype),
+            img_ids=image_ids,
+            **text,
+        ).sample
+        return FluxPipeline._unpack_latents(out, height, width, 1).float()
 
 
 @dataclass
@@ -158,6 +213,9 @@ class LoadedModel:
         vae: the AutoencoderKL of a latent pipeline; None for pixel models.
         decode_chunk_size: latent models decode at most this many samples per VAE
             call (memory); None decodes a batch at once.
+        schedule_shift_mu: flow-matching schedulers with resolution-dependent shifting
+            (FLUX's ``use_dynamic_shifting``): the shift ``mu`` for this model's image size,
+            as FluxPipeline computes it; None otherwise.
     """
 
     noise_model: NoiseModel
@@ -170,6 +228,7 @@ class LoadedModel:
     location: str | None = None
     vae: Any = None
     decode_chunk_size: int | None = None
+    schedule_shift_mu: float | None = None
 
     @property
     def num_contexts(self) -> int:

@@ -120,7 +120,9 @@ def _schedule(
                 f"its sampler's noise with noise_level (default {DEFAULT_NOISE_LEVEL}) instead"
             )
         level = DEFAULT_NOISE_LEVEL if noise_level is None else noise_level
-        return FlowSchedule.from_scheduler(loaded.scheduler, num_inference_steps, level, transition, device)
+        return FlowSchedule.from_scheduler(
+            loaded.scheduler, num_inference_steps, level, transition, device, loaded.schedule_shift_mu
+        )
     if noise_level is not None or transition != "sde":
         raise ValueError(
             f"noise_level and transition are for flow-matching models; model={loaded.source!r} samples with "

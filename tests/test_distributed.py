@@ -90,9 +90,10 @@ def relative_update_difference(a: dict, b: dict, start: dict) -> float:
     return float(diff.norm() / update.norm())
 
 
-@pytest.mark.parametrize("algo", ["ddpo", "pxpo"])
-def test_two_processes_train_the_single_process_run(tiny_model_dir, tmp_path, algo):
-    config = distributed_config(tiny_model_dir, tmp_path, algo)
+@pytest.mark.parametrize("algo,model", [("ddpo", "ddim"), ("pxpo", "ddim"), ("pxpo", "flow")])
+def test_two_processes_train_the_single_process_run(request, tmp_path, algo, model):
+    folder = request.getfixturevalue("tiny_flow_dir" if model == "flow" else "tiny_model_dir")
+    config = distributed_config(folder, tmp_path, algo)
     trainer = Trainer(config)
     start = {k: v.clone() for k, v in trainable_state(trainer.policy).items()}
     single = run_epochs(trainer)

@@ -99,3 +99,28 @@ def test_a_flow_runs_export_loads_back_bit_for_bit(tiny_flow_dir, tmp_path):
     assert torch.equal(
         run_policy(envs, seed=11).images, run_policy(trainer.envs, trainer.eps, seed=11).images
     )
+
+
+def test_evaluate_scores_a_flow_export_with_its_runs_sampler(tiny_flow_dir, tmp_path):
+    from agents.evaluate import EvaluateConfig, evaluate
+
+    trainer = Trainer(tiny_config(tiny_flow_dir, tmp_path, algo="pxpo", noise_level=0.5, transition="cps"))
+    trainer.train_epoch()
+    folder = trainer.export()
+    common = dict(model=str(folder), images=4, num_inference_steps=STEPS, threads=1)
+    result = evaluate(EvaluateConfig(**common, out=str(tmp_path / "own")))
+    assert (result["sampler"], result["noise_level"]) == ("cps", 0.5)  # the run's own, from its export
+    assert result["reference"] == str(tiny_flow_dir) and 0 <= result["reward_mean"] <= 1
+    other = evaluate(EvaluateConfig(**common, noise_level=0.9, transition="sde", out=str(tmp_path / "other")))
+    assert (other["sampler"], other["noise_level"]) == ("sde", 0.9)
+    assert other["reward_mean"] != result["reward_mean"]
+
+
+def test_evaluate_refuses_a_reference_with_another_sampler(tiny_flow_dir, tiny_model_dir, tmp_path):
+    from agents.evaluate import EvaluateConfig, evaluate
+
+    trainer = Trainer(tiny_config(tiny_flow_dir, tmp_path, algo="ddpo", num_epochs=1))
+    folder = trainer.export()
+    common = dict(model=str(folder), images=2, num_inference_steps=STEPS, threads=1, out=str(tmp_path / "e"))
+    with pytest.raises(ValueError, match="has another noise schedule than model="):
+        evaluate(EvaluateConfig(**common, reference=str(tiny_model_dir)))

@@ -210,15 +210,22 @@ def test_one_training_epoch_on_the_latent_pipeline(tiny_sd_dir, tmp_path, algo, 
     assert any((tmp_path / algo / "checkpoints").iterdir())
 
 
-def test_latent_gpu_benchmark_runs_on_cpu(tmp_path):
-    """The GPU script's code path, on the CPU (bf16 weights and autocast included)."""
+@pytest.mark.parametrize("model", ["tiny-sd", "tiny-sd3", "tiny-flux"])
+def test_latent_gpu_benchmark_runs_on_cpu(tmp_path, model):
+    """The GPU script's code path, on the CPU (bf16 weights and autocast included), for the SD, SD3
+    and FLUX layouts."""
     import json
 
     from benchmarks.latent_gpu import LatentBenchConfig, main
 
     out = tmp_path / "latent.json"
     cfg = LatentBenchConfig(
-        device="cpu", sample_batch_size=2, train_batch_size=2, num_inference_steps=2, out=str(out)
+        model=model,
+        device="cpu",
+        sample_batch_size=2,
+        train_batch_size=2,
+        num_inference_steps=2,
+        out=str(out),
     )
     main(cfg)
     result = json.loads(out.read_text())

@@ -68,8 +68,11 @@ def test_wrapper_example_builds_the_keyword_env():
     assert namespace["envs"].single_action_space == keywords.single_action_space
 
 
-def test_flow_matching_example_runs():
-    (block,) = _blocks("Flow-matching models", DOCS / "environment.md")
+def test_flow_matching_examples_run():
+    pixel, flux = _blocks("Flow-matching models", DOCS / "environment.md")
     namespace: dict = {}
-    exec(compile(block, "docs/environment.md flow example", "exec"), namespace)
+    exec(compile(pixel, "docs/environment.md flow example", "exec"), namespace)
     assert bool(namespace["terminated"].all()) and namespace["info"]["image"].shape == (4, 3, 16, 16)
+    pytest.importorskip("transformers")
+    exec(compile(flux, "docs/environment.md FLUX example", "exec"), namespace)
+    assert namespace["envs"].unwrapped.loaded.image_size == (16, 16)

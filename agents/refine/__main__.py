@@ -48,7 +48,11 @@ class RefineConfig:
     lora_rank: int | None = None
     """None: LoRA rank 4 on latent pipelines, the full model on pixel models; 0: full; > 0: LoRA."""
     num_inference_steps: int = 20
-    """DDIM steps per image."""
+    """Denoising steps per image (DDIM, or a flow model's SDE)."""
+    noise_level: float | None = None
+    """Flow-matching models: the sampler's noise level (None: Flow-GRPO's 0.7; pxpo_gym.flow)."""
+    transition: Literal["sde", "cps"] = "sde"
+    """Flow-matching models: Flow-GRPO's SDE step or coefficient-preserving sampling."""
     default_updates: int = 4
     """The page's initial K."""
     max_updates: int = 32

@@ -117,6 +117,8 @@ class Workspace:
             reward=self.reward,
             num_inference_steps=train.num_inference_steps,
             eta=train.eta,
+            noise_level=train.noise_level,
+            transition=train.transition,
             device=train.device,
             context=context,
         )
@@ -365,6 +367,8 @@ def refine_train_config(options: Any) -> TrainConfig:
         group_size=options.group_size if pxpo else None,
         lora_rank=options.lora_rank,
         num_inference_steps=options.num_inference_steps,
+        noise_level=options.noise_level,
+        transition=options.transition,
         device=options.device,
         seed=0,
         progress=False,
