@@ -145,6 +145,7 @@ def test_a_lora_export_loads_in_the_pipeline_and_back_in_the_env(pipeline_dirs, 
     trainer = Trainer(config(folder, tmp_path, "pxpo"))
     trainer.train_epoch()
     export = trainer.export()
+    assert (export / LORA_WEIGHTS).is_file()
     meta = json.loads((export / "pxpo_gym.json").read_text())
     assert meta["format"] == "lora" and meta["base_model"] == str(folder) and meta["prompts"] == PROMPTS
 
