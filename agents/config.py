@@ -16,7 +16,13 @@ import tyro
 
 import pxpo_gym  # noqa: F401  (registers the env)
 from agents.ddpo import DDPOConfig
-from agents.pxpo import DEFAULT_CREDIT, DEFAULT_CREDIT_THRESHOLD, DEFAULT_SILENT_KL_COEF, PXPOConfig
+from agents.pxpo import (
+    DEFAULT_CREDIT,
+    DEFAULT_CREDIT_THRESHOLD,
+    DEFAULT_SILENT_KL_COEF,
+    DEFAULT_SILENT_TEST,
+    PXPOConfig,
+)
 from agents.steps import DEFAULT_STEP_THRESHOLD, DEFAULT_STEP_WEIGHTING, STEP_WEIGHTINGS
 from pxpo_gym.flow import DEFAULT_NOISE_LEVEL
 from pxpo_gym.rewards import split_weight
@@ -105,6 +111,9 @@ class TrainConfig:
     silent_kl_coef: float = DEFAULT_SILENT_KL_COEF
     """PXPO: per-pixel KL penalty to the pretrained model on silent pixels (whose reward never varies over
     the context's recent maps), so that what the reward does not score stays as it was; 0: none."""
+    silent_test: Literal["recent", "first"] = DEFAULT_SILENT_TEST
+    """PXPO: which maps decide that a pixel is silent: 'recent' (the context's recent maps, re-decided every
+    epoch) or 'first' (its first stat_min_count maps, the pretrained model's, decided once and kept)."""
     kl_coef: float = 0.0
     """Weight of the KL penalty to the frozen pretrained model, per step: the mean over elements of
     KL(p_theta || p_ref) = (b_t (eps_theta - eps_ref))^2 / (2 sigma_t^2), added to DDPO's and PXPO's loss
@@ -319,6 +328,7 @@ class TrainConfig:
                 credit_threshold=self.credit_threshold,
                 silent_kl_coef=self.silent_kl_coef,
                 silent_mode=self.silent_mode,
+                silent_test=self.silent_test,
             )
         # A group is a buffer that holds exactly this epoch's group_size rewards of a context.
         buffer = self.group_size or self.stat_buffer_size

@@ -36,6 +36,10 @@ where log p(x^ij) sums the pixel's channels. Our choices, fixed here:
   context's recent maps (a reward that scores part of the image) has advantage 0,
   but the shared weights still move it. A per-pixel KL penalty to the pretrained
   model, on those pixels only, holds them; pixels the reward scores are not braked.
+  ``silent_test`` says which maps decide: the recent ones, every epoch (a pixel
+  whose reward has converged, or that the shared weights have redrawn, changes
+  side), or the context's first ``stat_min_count`` maps (the pretrained model's
+  samples), once for the run.
 - IS variant: one ratio per pixel, clipped per pixel. Per-pixel log-ratios move
   far more per update than DDPO's mean over all elements, so PXPO's clip range
   is PPO's usual 0.2, not DDPO's 1e-4 (the measurements are in docs/results.md).
@@ -55,6 +59,8 @@ DEFAULT_CREDIT = "pixel"
 DEFAULT_CREDIT_THRESHOLD = 0.3
 DEFAULT_SILENT_KL_COEF = 10.0
 SILENT_MODES = ("kl", "freeze")
+SILENT_TESTS = ("recent", "first")
+DEFAULT_SILENT_TEST = "recent"
 SILENT_TOLERANCE = 1e-3
 """A pixel is silent when its reward's std over the context's recent maps is at most this fraction
 of the map's pooled std (a reward that scores only part of the image: exactly 0 elsewhere)."""
@@ -81,6 +87,9 @@ class PXPOConfig(PolicyGradientConfig):
     silent_mode: str = "kl"
     """How silent pixels are held: 'kl' (the penalty above) or 'freeze' (the policy's action there is the
     pretrained model's own: a hard per-pixel trust region, applied by the trainer's policy)."""
+    silent_test: str = DEFAULT_SILENT_TEST
+    """Which maps decide silence: 'recent' (the context's recent maps, every epoch) or 'first' (its first
+    stat_min_count maps, decided once and kept for the run)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -93,6 +102,10 @@ class PXPOConfig(PolicyGradientConfig):
         if self.silent_mode not in SILENT_MODES:
             raise ValueError(
                 f"silent_mode must be one of {SILENT_MODES}, got silent_mode={self.silent_mode!r}"
+            )
+        if self.silent_test not in SILENT_TESTS:
+            raise ValueError(
+                f"silent_test must be one of {SILENT_TESTS}, got silent_test={self.silent_test!r}"
             )
         if not self.silent_kl_coef >= 0:
             raise ValueError(f"silent_kl_coef must be >= 0, got silent_kl_coef={self.silent_kl_coef}")
@@ -124,6 +137,10 @@ class PXPO:
         """(T, 2h - 1, 2w - 1) the measured footprint (``agents.credit``), for kernel credits."""
         self.kernels: torch.Tensor | None = None
         """(T, 2h - 1, 2w - 1) the credit's per-step kernels, set from the footprint."""
+        self.first_silent = torch.zeros(num_contexts, *map_shape, dtype=torch.bool)
+        """silent_test='first': each context's silent pixels, decided from its first stat_min_count maps."""
+        self.silence_decided = torch.zeros(num_contexts, dtype=torch.bool)
+        """silent_test='first': which contexts have had their silent pixels decided."""
 
     @property
     def needs_footprint(self) -> bool:
@@ -142,6 +159,8 @@ class PXPO:
         state.update({f"image_{k}": v for k, v in self.image_stats.state_dict().items()})
         if self.influence is not None:
             state["credit_influence"] = self.influence.clone()
+        if self.config.silent_test == "first":
+            state.update(first_silent=self.first_silent.clone(), silence_decided=self.silence_decided.clone())
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -149,10 +168,23 @@ class PXPO:
         self.image_stats.load_state_dict({k: state[f"image_{k}"] for k in ("buffer", "count")})
         if "credit_influence" in state and self.config.credit in KERNEL_CREDITS:
             self.set_footprint(state["credit_influence"])
+        if self.config.silent_test == "first":
+            self.first_silent = state["first_silent"].clone()
+            self.silence_decided = state["silence_decided"].clone()
 
     def silent_contexts(self) -> torch.Tensor:
-        """(num_contexts, h, w) bool: each context's silent pixels (module docstring)."""
-        return self.stats.silent(SILENT_TOLERANCE)
+        """(num_contexts, h, w) bool: each context's silent pixels (module docstring); with
+        silent_test='first', those decided from its first maps (none until it has stat_min_count)."""
+        if self.config.silent_test == "recent":
+            return self.stats.silent(SILENT_TOLERANCE)
+        return self.first_silent & self.silence_decided[:, None, None]
+
+    def _decide_silence(self) -> None:
+        """silent_test='first': fixes the silent pixels of each context that just reached stat_min_count."""
+        ready = (self.stats.count >= self.config.stat_min_count) & ~self.silence_decided
+        if bool(ready.any()):
+            self.first_silent[ready] = self.stats.silent(SILENT_TOLERANCE)[ready]
+            self.silence_decided |= ready
 
     def silent_mask(self, contexts: torch.Tensor) -> torch.Tensor:
         """(N, h, w) float: 1 where the image's context has a silent pixel (module docstring), else 0."""
@@ -176,6 +208,8 @@ class PXPO:
             RuntimeError: a kernel credit before ``set_footprint``.
         """
         adv = self.stats.update(contexts, reward_maps)
+        if self.config.silent_test == "first":
+            self._decide_silence()
         image_adv = self.image_stats.update(contexts, rewards)  # kept in step whatever the credit
         credit = self.config.credit
         if credit == "image":

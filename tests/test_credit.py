@@ -257,6 +257,34 @@ def test_context_stats_silent_pixels_by_hand():
     assert silent.tolist() == [[[False, True]], [[False, False]]]
 
 
+def test_silence_decided_on_the_first_maps_is_kept_and_resumes_exactly():
+    """Pixel 0 is constant in the first 2 maps, then varies (redrawn); pixel 1 varies, then converges."""
+    first = [[[0.3, 0.0]], [[0.3, 1.0]]]
+    later = [[[0.0, 0.5]], [[1.0, 0.5]], [[0.0, 0.5]], [[1.0, 0.5]]]
+    algos = {
+        test: PXPO(
+            PXPOConfig(stat_buffer_size=4, stat_min_count=2, silent_test=test), num_contexts=2, map_shape=(1, 2)
+        )
+        for test in ("recent", "first")
+    }
+    for algo in algos.values():
+        algo.advantages(torch.zeros(1), torch.tensor([first[0]]), torch.tensor([0]))
+        assert not bool(algo.silent_contexts().any())  # one map: nothing decided
+        algo.advantages(torch.zeros(1), torch.tensor([first[1]]), torch.tensor([0]))
+        assert algo.silent_contexts()[0].tolist() == [[True, False]]
+        assert algo.silent_contexts()[1].tolist() == [[False, False]]  # context 1: no maps yet
+    for algo in algos.values():
+        algo.advantages(torch.zeros(4), torch.tensor(later), torch.zeros(4, dtype=torch.long))
+    assert algos["recent"].silent_contexts()[0].tolist() == [[False, True]]  # re-decided on the last 4
+    assert algos["first"].silent_contexts()[0].tolist() == [[True, False]]  # kept
+    # The decision is part of the state: a resumed algorithm keeps it, a fresh one has none.
+    resumed = PXPO(algos["first"].config, num_contexts=2, map_shape=(1, 2))
+    resumed.load_state_dict(algos["first"].state_dict())
+    assert torch.equal(resumed.silent_contexts(), algos["first"].silent_contexts())
+    with pytest.raises(ValueError, match="silent_test must be one of"):
+        PXPOConfig(silent_test="latest")
+
+
 def region_reward(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
     """Scores the left half's redness; the right half scores 0 whatever it shows."""
     out = images[:, 0].clone()
@@ -408,8 +436,9 @@ def test_freeze_mode_acts_as_the_pretrained_model_on_silent_pixels(tiny_model_di
     assert history[-1]["silent_fraction"] > 0.4
 
 
-def test_freeze_mode_resumes_exactly(tiny_model_dir, tmp_path):
-    config = freeze_config(tiny_model_dir, tmp_path, num_epochs=3, save_every=1)
+@pytest.mark.parametrize("silent_test", ["recent", "first"])
+def test_freeze_mode_resumes_exactly(tiny_model_dir, tmp_path, silent_test):
+    config = freeze_config(tiny_model_dir, tmp_path, num_epochs=3, save_every=1, silent_test=silent_test)
     whole = train(dataclasses.replace(config, out=str(tmp_path / "whole")))
     train(dataclasses.replace(config, out=str(tmp_path / "part"), num_epochs=2))
     train(dataclasses.replace(config, out="", resume=str(tmp_path / "part")))

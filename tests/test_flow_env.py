@@ -72,8 +72,9 @@ def test_sb3_checker_passes_on_the_flow_env(tiny_flow_dir):
 
 @pytest.mark.parametrize("algo", ["ddpo", "pxpo", "oracle"])
 def test_agents_train_an_epoch_on_a_flow_model(tiny_flow_dir, tmp_path, algo):
-    kl = {} if algo == "oracle" else {"kl_coef": 0.1}  # the KL between two velocity steps, too
-    trainer = Trainer(tiny_config(tiny_flow_dir, tmp_path, algo=algo, num_epochs=1, **kl))
+    # the KL between two velocity steps, step weighting on the SDE's sigmas, EMA weights
+    extra = {} if algo == "oracle" else {"kl_coef": 0.1, "step_weighting": "drop", "ema_decay": 0.9}
+    trainer = Trainer(tiny_config(tiny_flow_dir, tmp_path, algo=algo, num_epochs=1, **extra))
     before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
     metrics, _ = trainer.train_epoch()
     assert all(torch.isfinite(torch.tensor(v)) for k, v in metrics.items() if k in ("loss", "reward_mean"))
