@@ -263,7 +263,9 @@ def test_silence_decided_on_the_first_maps_is_kept_and_resumes_exactly():
     later = [[[0.0, 0.5]], [[1.0, 0.5]], [[0.0, 0.5]], [[1.0, 0.5]]]
     algos = {
         test: PXPO(
-            PXPOConfig(stat_buffer_size=4, stat_min_count=2, silent_test=test), num_contexts=2, map_shape=(1, 2)
+            PXPOConfig(stat_buffer_size=4, stat_min_count=2, silent_test=test),
+            num_contexts=2,
+            map_shape=(1, 2),
         )
         for test in ("recent", "first")
     }
