@@ -149,44 +149,63 @@ def restore_rng(tensors: dict[str, torch.Tensor], generator: torch.Generator, en
     env.set_rng_state([tensors[f"rng/env/{first + i}"] for i in range(local)])
 
 
-def pack_training_state(
-    policy: Any, optimizer: Any, ema: Any, algo: Any
-) -> tuple[dict[str, torch.Tensor], dict]:
-    """The trainable weights, the optimizer, the EMA (if any) and the algorithm's statistics (if any) as
-    checkpoint tensors under policy/, optim/, ema/ and stats/; returns (tensors, the optimizer's metadata)."""
+def trainer_state(trainer: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Everything a resumed run needs from an ``agents.trainer.Trainer``, as (tensors, JSON metadata): the
+    trainable weights, the optimizer, the EMA and the algorithm's statistics (if any) under policy/, optim/,
+    ema/ and stats/, every rank's RNG states, and the epoch, image count, config and world size."""
+    import dataclasses
+
     from agents.policy import trainable_state
 
-    tensors = {f"policy/{k}": v for k, v in trainable_state(policy).items()}
-    optim_tensors, optim_meta = optimizer_to_tensors(optimizer)
+    tensors = {f"policy/{k}": v for k, v in trainable_state(trainer.policy).items()}
+    optim_tensors, optim_meta = optimizer_to_tensors(trainer.optimizer)
     tensors.update(optim_tensors)
-    if ema is not None:
-        tensors.update({f"ema/{k}": v for k, v in ema.state_dict().items()})
-    if algo is not None:
-        tensors.update({f"stats/{k}": v for k, v in algo.state_dict().items()})
-    return tensors, optim_meta
+    if trainer.ema is not None:
+        tensors.update({f"ema/{k}": v for k, v in trainer.ema.state_dict().items()})
+    if trainer.algo is not None:
+        tensors.update({f"stats/{k}": v for k, v in trainer.algo.state_dict().items()})
+    tensors.update(rng_tensors(trainer.generator, trainer.envs.unwrapped, trainer.world))
+    meta = {
+        "epoch": trainer.epoch,
+        "images": trainer.images,
+        "config": dataclasses.asdict(trainer.config),
+        "optimizer": optim_meta,
+        "torch": torch.__version__,
+        "world_size": trainer.world.size,
+    }
+    return tensors, meta
 
 
-def unpack_training_state(
-    tensors: dict[str, torch.Tensor], optim_meta: dict, policy: Any, optimizer: Any, ema: Any, algo: Any
-) -> None:
-    """Puts ``pack_training_state``'s output back (the weights' names are checked before anything changes).
+def restore_trainer(trainer: Any, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Puts ``trainer_state``'s output back into ``trainer`` (world size and weight names checked before
+    anything changes).
 
     Raises:
-        ValueError: the checkpoint's weights are not this policy's.
+        ValueError: the checkpoint was written on another number of processes, or its weights are not
+            this policy's.
     """
     from agents.policy import trainable_state
+
+    saved_world = int(meta.get("world_size", 1))
+    if saved_world != trainer.world.size:
+        raise ValueError(
+            f"the checkpoint was written by a run on {saved_world} process(es); resume it on "
+            f"{saved_world} (torchrun --nproc_per_node={saved_world}), not {trainer.world.size}"
+        )
 
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
 
-    weights, expected = part("policy/"), set(trainable_state(policy))
+    weights, expected = part("policy/"), set(trainable_state(trainer.policy))
     if set(weights) != expected:
         raise ValueError(
             f"checkpoint weights do not match the policy: {len(set(weights) ^ expected)} names differ"
         )
-    policy.load_state_dict(weights, strict=False)
-    optimizer_from_tensors(optimizer, tensors, optim_meta)
-    if ema is not None:
-        ema.load_state_dict(part("ema/"))
-    if algo is not None:
-        algo.load_state_dict(part("stats/"))
+    trainer.policy.load_state_dict(weights, strict=False)
+    optimizer_from_tensors(trainer.optimizer, tensors, meta["optimizer"])
+    if trainer.ema is not None:
+        trainer.ema.load_state_dict(part("ema/"))
+    if trainer.algo is not None:
+        trainer.algo.load_state_dict(part("stats/"))
+    restore_rng(tensors, trainer.generator, trainer.envs.unwrapped, trainer.world)
+    trainer.epoch, trainer.images = int(meta["epoch"]), int(meta["images"])

@@ -432,9 +432,9 @@ def check_envs(config: TrainConfig, envs: Any, ranks: int = 1) -> None:
             )
 
 
-def autocast(config: TrainConfig, device: torch.device):
-    """The autocast context for the policy's forward passes."""
-    if config.mixed_precision == "no":
+def autocast(mixed_precision: str, device: torch.device):
+    """The autocast context of the policy's forward passes (one object, re-entered by every pass)."""
+    if mixed_precision == "no":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if config.mixed_precision == "bf16" else torch.float16
+    dtype = torch.bfloat16 if mixed_precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)

@@ -142,3 +142,21 @@ def oracle_epoch(
         "grad_norm": (grad_norm / num_batches).item(),
     }
     return metrics, out
+
+
+def trainer_epoch(trainer: Any) -> tuple[dict[str, float], OracleBatch]:
+    """One oracle epoch of an ``agents.trainer.Trainer`` (its env, policy, optimizer step and config)."""
+    cfg = trainer.config
+
+    def step(loss: torch.Tensor) -> torch.Tensor:
+        trainer.scaler.scale(loss).backward()
+        return trainer.optimizer_step()
+
+    return oracle_epoch(
+        trainer.envs,
+        trainer.eps,
+        step,
+        cfg.images_per_epoch // cfg.train_batch_size,
+        cfg.seed if trainer.epoch == 0 else None,
+        cfg.backprop_steps,
+    )

@@ -179,6 +179,28 @@ class PXPO:
             return self.stats.silent(SILENT_TOLERANCE)
         return self.first_silent & self.silence_decided[:, None, None]
 
+    def frozen_pixels(self) -> torch.Tensor | None:
+        """silent_mode='freeze': (num_contexts, h, w) bool, the silent pixels where the policy acts as the
+        pretrained model this epoch (from the statistics so far, so a resumed run gets the same); None in
+        'kl' mode or while no pixel is silent."""
+        if self.config.silent_mode != "freeze":
+            return None
+        silent = self.silent_contexts()
+        return silent if bool(silent.any()) else None
+
+    def held_pixels(self, silent: torch.Tensor | None) -> torch.Tensor | None:
+        """The silent pixels (``silent_mask``) the KL penalty holds: ``silent`` in 'kl' mode with a
+        coefficient and any silent pixel; None otherwise."""
+        config = self.config
+        if (
+            silent is None
+            or config.silent_mode != "kl"
+            or not config.silent_kl_coef
+            or not bool(silent.any())
+        ):
+            return None
+        return silent
+
     def _decide_silence(self) -> None:
         """silent_test='first': fixes the silent pixels of each context that just reached stat_min_count."""
         ready = (self.stats.count >= self.config.stat_min_count) & ~self.silence_decided

@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from agents.checkpoint import load_checkpoint
+from agents.checkpoint import load_checkpoint, restore_trainer
 from agents.config import TrainConfig, make_envs, reward_tuple
+from agents.credit import Footprint, measure_footprint
 from agents.distributed import barrier
 from agents.evaluation import Evaluator
 from agents.export import EXPORT_DIR
 from agents.metrics import MetricsLogger
+from agents.policy import guided_eps
 from pxpo_gym.viz import save_reward_grid
 
 if TYPE_CHECKING:
@@ -127,6 +129,27 @@ def prepare_run_dir(config: TrainConfig) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def measure_run_footprint(trainer: Trainer) -> Footprint:
+    """PXPO's kernel credits: measures the reward's footprint on the frozen pretrained model (once per run;
+    ``agents.credit``), hands it to the algorithm and writes RUN/footprint.json (rank 0)."""
+    cfg = trainer.config
+    envs = make_envs(cfg, min(32, cfg.credit_images), str(trainer.device))
+    footprint = measure_footprint(  # autograd probes differentiate through the frozen model: no no_grad
+        envs,
+        lambda x, t, c: guided_eps(trainer.reference, x, t, c, cfg.guidance_scale, trainer.null_context),
+        cfg.credit_images,
+        seed=cfg.seed,
+        progress=cfg.progress and trainer.world.main,
+    )
+    envs.close()
+    trainer.algo.set_footprint(footprint)
+    if trainer.world.main:
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        summary = {"credit": cfg.credit, **footprint.summary()}
+        (cfg.run_dir / FOOTPRINT_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+    return footprint
+
+
 def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
     """The epoch loop of ``agents.trainer.train``: prepares the run folder (rank 0), restores a resumed run,
     then per epoch trains, evaluates on held-out noise every ``eval_every`` epochs, logs, saves image grids
@@ -137,7 +160,7 @@ def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
         prepare_run_dir(config)
     barrier(trainer.world)
     if config.resume:
-        trainer.load_state(*load_checkpoint(config.resume))
+        restore_trainer(trainer, *load_checkpoint(config.resume))
     logger = None
     evaluator = None
     if main:

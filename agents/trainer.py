@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -16,15 +15,9 @@ from typing import Any
 
 import torch
 
-from agents.checkpoint import (
-    pack_training_state,
-    restore_rng,
-    rng_tensors,
-    save_checkpoint,
-    unpack_training_state,
-)
+from agents.checkpoint import save_checkpoint, trainer_state
 from agents.config import TrainConfig, autocast, check_envs, make_envs
-from agents.credit import Footprint, measure_footprint, reward_has_gradient
+from agents.credit import Footprint, reward_has_gradient
 from agents.ddpo import DDPO
 from agents.distributed import (
     World,
@@ -41,11 +34,11 @@ from agents.distributed import (
 from agents.ema import EMA
 from agents.export import EXPORT_DIR, export_policy
 from agents.losses import kl_penalty
-from agents.oracle import OracleBatch, check_differentiable, oracle_epoch
+from agents.oracle import OracleBatch, check_differentiable, trainer_epoch
 from agents.policy import guided_eps, make_policy
 from agents.pxpo import PXPO
 from agents.rollout import Trajectories, coefficients_from, collect
-from agents.runs import FOOTPRINT_FILE, resolve_config, run_epochs
+from agents.runs import measure_run_footprint, resolve_config, run_epochs
 from agents.steps import sample_steps, step_weights
 from pxpo_gym.ddim import TransitionCoefficients, step_kl, step_log_prob
 
@@ -99,6 +92,8 @@ class Trainer:
         )
         self.ema = EMA(self.policy, config.ema_decay) if config.ema_decay is not None else None
         """Moving average of the trainable weights, used for evaluation (``agents.ema``)."""
+        self.autocast = autocast(config.mixed_precision, self.device)
+        """The policy's forward passes' autocast context, built once."""
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.mixed_precision == "fp16")
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step_weights = step_weights(
@@ -122,7 +117,7 @@ class Trainer:
     def eps(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """The policy's (guided) noise prediction, under the configured autocast; with PXPO's
         ``silent_mode='freeze'``, the pretrained model's at the context's silent pixels."""
-        with autocast(self.config, self.device):
+        with self.autocast:
             eps = guided_eps(
                 self.policy, sample, timestep, context, self.config.guidance_scale, self.null_context
             )
@@ -139,19 +134,11 @@ class Trainer:
     ) -> torch.Tensor:
         """The frozen pretrained model's (guided) noise prediction, float32, under the configured autocast,
         without gradients."""
-        with autocast(self.config, self.device):
+        with self.autocast:
             eps = guided_eps(
                 self.reference, sample, timestep, context, self.config.guidance_scale, self.null_context
             )
         return eps.float()
-
-    def frozen_pixels(self) -> torch.Tensor | None:
-        """(num_contexts, h, w) bool on the device: the silent pixels PXPO's 'freeze' mode holds this
-        epoch (from the advantage statistics so far, so a resumed run gets the same); None otherwise."""
-        if not isinstance(self.algo, PXPO) or self.algo.config.silent_mode != "freeze":
-            return None
-        silent = self.algo.silent_contexts()
-        return silent.to(self.device) if bool(silent.any()) else None
 
     def sample(self) -> Trajectories:
         """One epoch's images from the current policy (the env is seeded once, at epoch 0).
@@ -173,33 +160,12 @@ class Trainer:
             parts.append(collect(self.envs, self.eps, seed=seed, options=options))
         return Trajectories.cat(parts)
 
-    def measure_footprint(self) -> Footprint:
-        """PXPO's kernel credits: measures the reward's footprint on the frozen pretrained model (once per
-        run; ``agents.credit``), hands it to the algorithm and writes RUN/footprint.json."""
-        cfg = self.config
-        envs = make_envs(cfg, min(32, cfg.credit_images), str(self.device))
-        footprint = measure_footprint(  # autograd probes differentiate through the frozen model: no no_grad
-            envs,
-            lambda x, t, c: guided_eps(self.reference, x, t, c, cfg.guidance_scale, self.null_context),
-            cfg.credit_images,
-            seed=cfg.seed,
-            progress=cfg.progress and self.world.main,
-        )
-        envs.close()
-        self.algo.set_footprint(footprint)
-        self.footprint = footprint
-        if self.world.main:
-            cfg.run_dir.mkdir(parents=True, exist_ok=True)
-            summary = {"credit": cfg.credit, **footprint.summary()}
-            (cfg.run_dir / FOOTPRINT_FILE).write_text(json.dumps(summary, indent=1) + "\n")
-        return footprint
-
     def advantages(
         self, rewards: torch.Tensor, reward_maps: torch.Tensor, contexts: torch.Tensor
     ) -> torch.Tensor:
         """The algorithm's advantages of a batch (measuring PXPO's footprint first if its credit needs it)."""
         if getattr(self.algo, "needs_footprint", False):
-            self.measure_footprint()
+            self.footprint = measure_run_footprint(self)
         return self.algo.advantages(rewards.cpu(), reward_maps.cpu(), contexts.cpu())
 
     def policy_gradient_epoch(
@@ -256,7 +222,8 @@ class Trainer:
         weights = (self.step_weights if step_weights is None else step_weights).to(self.device)  # (T,)
         advantages = advantages.to(self.device)
         per_step = advantages.dim() == 4  # PXPO kernel credits: one advantage map per step
-        silent = self.held_silent(silent)
+        silent = self.algo.held_pixels(silent) if isinstance(self.algo, PXPO) else None
+        silent = None if silent is None else silent.to(self.device)
         # Metrics stay on the device until the end: no host sync inside the loop.
         totals = {
             name: torch.zeros((), device=self.device)
@@ -289,18 +256,6 @@ class Trainer:
         if silent is None:
             out["silent_kl"] = math.nan
         return out
-
-    def held_silent(self, silent: torch.Tensor | None) -> torch.Tensor | None:
-        """PXPO's silent pixels on the device when its penalty holds them (silent_mode 'kl', a coefficient,
-        any silent pixel); None otherwise."""
-        config = getattr(self.algo, "config", None)
-        if (
-            silent is None
-            or getattr(config, "silent_mode", "kl") != "kl"
-            or not getattr(config, "silent_kl_coef", 0)
-        ):
-            return None
-        return silent.to(self.device) if bool(silent.any()) else None
 
     def step_loss(
         self,
@@ -356,23 +311,6 @@ class Trainer:
             self.ema.update()
         return norm
 
-    def oracle_update(self) -> tuple[dict[str, float], OracleBatch]:
-        """One epoch of the exact-gradient baseline (``agents.oracle.oracle_epoch``)."""
-        cfg = self.config
-
-        def step(loss: torch.Tensor) -> torch.Tensor:
-            self.scaler.scale(loss).backward()
-            return self.optimizer_step()
-
-        return oracle_epoch(
-            self.envs,
-            self.eps,
-            step,
-            cfg.images_per_epoch // cfg.train_batch_size,
-            cfg.seed if self.epoch == 0 else None,
-            cfg.backprop_steps,
-        )
-
     def train_epoch(self) -> tuple[dict[str, float], Trajectories | OracleBatch]:
         """Samples, computes advantages, updates; returns the epoch's metrics and images."""
         start = time.perf_counter()
@@ -380,10 +318,11 @@ class Trainer:
         core.reward_seconds = 0.0
         if self.algo is None:
             self.policy.train()
-            metrics, traj = self.oracle_update()  # sampling and training are one pass
+            metrics, traj = trainer_epoch(self)  # sampling and training are one pass (agents.oracle)
             sample_seconds = math.nan
         else:
-            self.frozen = self.frozen_pixels()  # fixed for the epoch: sampling and training agree
+            frozen = self.algo.frozen_pixels() if isinstance(self.algo, PXPO) else None
+            self.frozen = None if frozen is None else frozen.to(self.device)  # fixed for the epoch
             self.policy.eval()
             traj = self.sample()
             sample_seconds = time.perf_counter() - start
@@ -408,35 +347,9 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------
 
-    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Everything a resumed run needs, as (tensors, JSON metadata)."""
-        tensors, optim_meta = pack_training_state(self.policy, self.optimizer, self.ema, self.algo)
-        tensors.update(rng_tensors(self.generator, self.envs.unwrapped, self.world))
-        meta = {
-            "epoch": self.epoch,
-            "images": self.images,
-            "config": dataclasses.asdict(self.config),
-            "optimizer": optim_meta,
-            "torch": torch.__version__,
-            "world_size": self.world.size,
-        }
-        return tensors, meta
-
-    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        """Restores ``state()``'s output into this trainer."""
-        saved_world = int(meta.get("world_size", 1))
-        if saved_world != self.world.size:
-            raise ValueError(
-                f"the checkpoint was written by a run on {saved_world} process(es); resume it on "
-                f"{saved_world} (torchrun --nproc_per_node={saved_world}), not {self.world.size}"
-            )
-        unpack_training_state(tensors, meta["optimizer"], self.policy, self.optimizer, self.ema, self.algo)
-        restore_rng(tensors, self.generator, self.envs.unwrapped, self.world)
-        self.epoch, self.images = int(meta["epoch"]), int(meta["images"])
-
     def save(self) -> None:
         """Checkpoints (every rank takes part in gathering the RNG states; rank 0 writes)."""
-        tensors, meta = self.state()
+        tensors, meta = trainer_state(self)  # every rank: the RNG states are gathered
         if self.world.main:
             save_checkpoint(self.config.run_dir, self.epoch, tensors, meta)
 

@@ -360,7 +360,7 @@ def test_footprint_is_checkpointed_and_not_measured_again_on_resume(tiny_model_d
     def fail(*args, **kwargs):
         raise AssertionError("the footprint must come from the checkpoint")
 
-    monkeypatch.setattr("agents.trainer.measure_footprint", fail)
+    monkeypatch.setattr("agents.runs.measure_footprint", fail)
     resumed = train(dataclasses.replace(config, out="", resume=str(tmp_path / "part")))
     rows = read_metrics(tmp_path / "part" / "metrics.csv")
     assert [r["reward_mean"] for r in rows] == [m["reward_mean"] for m in whole]
@@ -416,13 +416,13 @@ def freeze_config(tiny_model_dir, tmp_path, **overrides):
 def test_freeze_mode_acts_as_the_pretrained_model_on_silent_pixels(tiny_model_dir, tmp_path):
     config = freeze_config(tiny_model_dir, tmp_path)
     trainer = Trainer(dataclasses.replace(config, learning_rate=3e-3))
-    assert trainer.frozen_pixels() is None  # no statistics yet: nothing is silent
+    assert trainer.algo.frozen_pixels() is None  # no statistics yet: nothing is silent
     with torch.no_grad():
         for p in trainer.policy.parameters():
             p.add_(0.05 * torch.randn_like(p))  # the policy now differs from the pretrained model
     traj = trainer.sample()
     trainer.advantages(traj.rewards, traj.reward_maps, traj.contexts)
-    trainer.frozen = trainer.frozen_pixels()
+    trainer.frozen = trainer.algo.frozen_pixels()
     assert trainer.frozen is not None and bool(trainer.frozen[..., 4:].all())
     sample, t, c = traj.samples[:, 3], traj.timesteps[:, 3], traj.contexts
     with torch.no_grad():

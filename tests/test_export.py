@@ -62,9 +62,9 @@ def test_training_exports_at_the_end_with_the_ema_weights(tiny_model_dir, tmp_pa
     train(config)
     unet = UNet2DModel.from_pretrained(tmp_path / "run" / "model", subfolder="unet")
     trainer = Trainer(dataclasses.replace(config, resume=str(tmp_path / "run")))
-    from agents.checkpoint import load_checkpoint
+    from agents.checkpoint import load_checkpoint, restore_trainer
 
-    trainer.load_state(*load_checkpoint(tmp_path / "run"))
+    restore_trainer(trainer, *load_checkpoint(tmp_path / "run"))
     shadow = {k.removeprefix("unet."): v for k, v in trainer.ema.state_dict().items()}
     exported = unet.state_dict()
     assert all(torch.equal(exported[name], value) for name, value in shadow.items())
