@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.refine.__main__ import RefineConfig
+from agents.refine.config import RefineConfig
 
 COLOURS = ((48, 80, 255), (255, 150, 0), (0, 190, 190))
 """Colour-brush colours (blue, orange, teal), one per seed in turn."""
@@ -262,7 +262,8 @@ def screenshot(out: Path) -> Path:
     """The page after a colour-brush disc and one apply of K=4 (context 1, seed 1), as the browser test drives it."""
     from playwright.sync_api import sync_playwright
 
-    from agents.refine.__main__ import RefineConfig, build
+    from agents.refine.__main__ import build
+    from agents.refine.config import RefineConfig
     from benchmarks.browser import BROWSER_ARGS, CHROMIUM, paint_colour_and_apply, serve
 
     _, app = build(RefineConfig(threads=1))

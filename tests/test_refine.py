@@ -16,7 +16,8 @@ pytest.importorskip("starlette")
 pytest.importorskip("httpx")
 from starlette.testclient import TestClient  # noqa: E402
 
-from agents.refine.__main__ import RefineConfig, build  # noqa: E402
+from agents.refine.__main__ import build  # noqa: E402
+from agents.refine.config import RefineConfig  # noqa: E402
 from agents.refine.feedback import DISLIKE, LIKE, parse_feedback  # noqa: E402
 from agents.refine.workspace import region_change  # noqa: E402
 

@@ -19,7 +19,8 @@ from benchmarks.browser import BROWSER_ARGS, CHROMIUM, paint_colour_and_apply, s
 if not CHROMIUM.exists():
     pytest.skip("needs Debian's chromium at /usr/bin/chromium (.ci/run installs it)", allow_module_level=True)
 
-from agents.refine.__main__ import RefineConfig, build  # noqa: E402
+from agents.refine.__main__ import build  # noqa: E402
+from agents.refine.config import RefineConfig  # noqa: E402
 
 
 def version_png(page, base: str, workspace: str, version: int) -> np.ndarray:

@@ -51,8 +51,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from agents.refine.config import RefineConfig
 from agents.refine.feedback import parse_feedback
 from agents.refine.workspace import Cancelled, Workspace, feedback_archive, refine_train_config
+from pxpo_gym.models import LoadedModel
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 """Host names that always reach the server when it binds a loopback address."""
@@ -116,11 +118,11 @@ class RefineServer:
     """The server's state: the shared model, the workspaces and the job queue.
 
     Args:
-        options: a ``RefineConfig`` (agents.refine.__main__).
+        options: the page's ``RefineConfig``.
         loaded: the model every workspace refines (``pxpo_gym.loading.load_model``).
     """
 
-    def __init__(self, options: Any, loaded: Any) -> None:
+    def __init__(self, options: RefineConfig, loaded: LoadedModel) -> None:
         self.options, self.loaded = options, loaded
         self.train_config = refine_train_config(options)
         self.workspaces: dict[str, Entry] = {}

@@ -47,6 +47,7 @@ import torch
 from agents.config import TrainConfig
 from agents.oracle import differentiable_rollout
 from agents.policy import trainable_state
+from agents.refine.config import RefineConfig
 from agents.refine.feedback import Feedback, PaintedReward
 from agents.rollout import collect
 from agents.trainer import Trainer
@@ -347,7 +348,7 @@ def region_change(before: torch.Tensor, after: torch.Tensor, mask: torch.Tensor)
     return float((after - before).abs().mean(dim=0)[mask].mean())
 
 
-def refine_train_config(options: Any) -> TrainConfig:
+def refine_train_config(options: RefineConfig) -> TrainConfig:
     """The TrainConfig of a workspace's updates from the server's options (``RefineConfig``)."""
     pxpo = options.update == "pxpo"
     return TrainConfig(
