@@ -167,7 +167,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     names = core.loaded.context_names
     save_reward_grid(
         episode.images[:16].cpu(),
-        episode.reward_maps[:16].cpu(),
+        episode.image_reward_maps[:16].cpu(),
         out / "grid.png",
         titles=[str(names[c])[:24] for c in episode.contexts[:16].tolist()],
     )

@@ -69,7 +69,7 @@ class Evaluator:
             from pxpo_gym.segmentation import load_segmentation_net
 
             self.segmentation_net = load_segmentation_net().to(core.device)
-        maps = self.reference.reward_maps  # (n, H, W)
+        maps = self.reference.image_reward_maps  # (n, H, W)
         spread = maps.amax(dim=0) - maps.amin(dim=0)  # (H, W)
         self.silent = (
             spread <= SILENT_SPREAD * float(spread.max()) if n > 1 else torch.zeros_like(spread).bool()

@@ -16,36 +16,23 @@ autograd records: the same schedule, noise, contexts and decoder as the RL agent
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
-from agents.rollout import component_rewards
+from pxpo_gym.sampling import Episode, rollout
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-class OracleBatch(NamedTuple):
-    """What one oracle epoch leaves for logging (the fields image grids read from ``Trajectories``)."""
-
-    images: torch.Tensor
-    """(N, 3, H, W) in [0, 1]."""
-    image_reward_maps: torch.Tensor
-    """(N, H, W)."""
-    contexts: torch.Tensor
-    """(N,) int64."""
-    rewards: torch.Tensor
-    """(N,) detached."""
-    component_rewards: torch.Tensor
-    """(N, K) a weighted reward's per-component rewards; (N, 0) otherwise."""
-
-
 def differentiable_rollout(
     envs: Any, eps_fn: EpsFn, seed: int | None = None, backprop_steps: int = 0, options: dict | None = None
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Denoises one lock-step batch through ``envs`` with gradients flowing from the reward to eps.
+) -> Episode:
+    """Denoises one lock-step batch through ``envs`` with gradients flowing from the reward to eps
+    (``pxpo_gym.sampling.rollout`` with gradients on).
 
     Args:
         envs: a ``DiffusionDenoiseVectorEnv`` (or a wrapper of one) whose reward is differentiable.
@@ -55,25 +42,12 @@ def differentiable_rollout(
         options: passed to ``envs.reset`` (e.g. ``{"context": ids, "noise": noise}``).
 
     Returns:
-        (rewards (N,) with the autograd graph, terminal info: ``image``, ``reward_map``
-        detached, ``context`` (N,) and ``component_rewards`` (N, K)).
+        The ``Episode``: ``rewards`` (N,) with the autograd graph, the images and maps detached.
     """
-    core = envs.unwrapped
-    num_steps = core.num_steps
-    first_grad_step = 0 if backprop_steps <= 0 else max(0, num_steps - backprop_steps)
-    obs, _ = envs.reset(seed=seed, options=options)
-    contexts = obs["context"][:, 0].clone()
-    for k in range(num_steps):
-        with torch.set_grad_enabled(k >= first_grad_step and torch.is_grad_enabled()):
-            eps = eps_fn(obs["sample"], obs["timestep"], obs["context"])
-        obs, rewards, terminated, _, info = envs.step(eps)
-    assert bool(terminated.all()), "lock-step episodes end together"
-    return rewards, {
-        "image": info["image"].detach(),
-        "reward_map": info["reward_map"].detach(),
-        "context": contexts,
-        "component_rewards": component_rewards(info, rewards),
-    }
+    episode = rollout(envs, eps_fn, seed, options, grad_steps=backprop_steps)  # gradients where enabled
+    return dataclasses.replace(
+        episode, images=episode.images.detach(), image_reward_maps=episode.image_reward_maps.detach()
+    )
 
 
 def reward_gradient(
@@ -85,7 +59,7 @@ def reward_gradient(
         (gradient (P,), rewards (N,) detached). Leaves the policy's ``.grad`` cleared.
     """
     params = [p for p in policy.parameters() if p.requires_grad]
-    rewards, _ = differentiable_rollout(envs, eps_fn, seed, backprop_steps)
+    rewards = differentiable_rollout(envs, eps_fn, seed, backprop_steps).rewards
     grads = torch.autograd.grad(rewards.mean(), params, allow_unused=True)
     flat = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
     return flat, rewards.detach()
@@ -108,7 +82,7 @@ def oracle_epoch(
     num_batches: int,
     first_seed: int | None,
     backprop_steps: int = 0,
-) -> tuple[dict[str, float], OracleBatch]:
+) -> tuple[dict[str, float], Episode]:
     """One epoch of the exact-gradient baseline: per batch, denoise it with gradients on and hand the negated
     mean reward to ``step`` (backward and one clipped optimizer step; returns the gradient norm).
 
@@ -116,25 +90,19 @@ def oracle_epoch(
         first_seed: seeds the env at the epoch's first batch (the run's first epoch); None continues.
 
     Returns:
-        (metrics: loss, grad_norm and NaN approx_kl / clipfrac, the epoch's images as one ``OracleBatch``).
+        (metrics: loss, grad_norm and NaN approx_kl / clipfrac, the epoch's images as one ``Episode``).
     """
     batches, grad_norm = [], None
     for batch in range(num_batches):
-        rewards, info = differentiable_rollout(
-            envs, eps_fn, first_seed if batch == 0 else None, backprop_steps
-        )
-        norm = step(-rewards.mean())
+        episode = differentiable_rollout(envs, eps_fn, first_seed if batch == 0 else None, backprop_steps)
+        norm = step(-episode.rewards.mean())
         grad_norm = norm if grad_norm is None else grad_norm + norm
-        batches.append(
-            OracleBatch(
-                info["image"],
-                info["reward_map"],
-                info["context"],
-                rewards.detach(),
-                info["component_rewards"],
-            )
-        )
-    out = OracleBatch(*(torch.cat(parts) for parts in zip(*batches)))
+        batches.append(dataclasses.replace(episode, rewards=episode.rewards.detach()))
+    tensors = [f.name for f in dataclasses.fields(Episode) if f.name != "component_names"]
+    out = Episode(
+        **{name: torch.cat([getattr(b, name) for b in batches]) for name in tensors},
+        component_names=batches[0].component_names,
+    )
     metrics = {
         "loss": -out.rewards.mean().item(),
         "approx_kl": math.nan,
@@ -144,7 +112,7 @@ def oracle_epoch(
     return metrics, out
 
 
-def trainer_epoch(trainer: Any) -> tuple[dict[str, float], OracleBatch]:
+def trainer_epoch(trainer: Any) -> tuple[dict[str, float], Episode]:
     """One oracle epoch of an ``agents.trainer.Trainer`` (its env, policy, optimizer step and config)."""
     cfg = trainer.config
 

@@ -34,13 +34,14 @@ from agents.distributed import (
 from agents.ema import EMA
 from agents.export import EXPORT_DIR, export_policy
 from agents.losses import kl_penalty
-from agents.oracle import OracleBatch, check_differentiable, trainer_epoch
+from agents.oracle import check_differentiable, trainer_epoch
 from agents.policy import guided_eps, make_policy
 from agents.pxpo import PXPO
 from agents.rollout import Trajectories, coefficients_from, collect
 from agents.runs import measure_run_footprint, resolve_config, run_epochs
 from agents.steps import sample_steps, step_weights
 from pxpo_gym.ddim import TransitionCoefficients, step_kl, step_log_prob
+from pxpo_gym.sampling import Episode
 
 
 class Trainer:
@@ -185,7 +186,7 @@ class Trainer:
         self.policy.train()
         rewards, reward_maps, contexts, components = (
             gather_epoch(x, self.world, self.config.sample_batches_per_epoch)
-            for x in (traj.rewards, traj.reward_maps, traj.contexts, traj.component_rewards)
+            for x in (traj.rewards, traj.grid_reward_maps, traj.contexts, traj.component_rewards)
         )
         advantages = self.advantages(rewards, reward_maps, contexts)
         silent = self.algo.silent_mask(contexts.cpu()) if isinstance(self.algo, PXPO) else None
@@ -311,7 +312,7 @@ class Trainer:
             self.ema.update()
         return norm
 
-    def train_epoch(self) -> tuple[dict[str, float], Trajectories | OracleBatch]:
+    def train_epoch(self) -> tuple[dict[str, float], Trajectories | Episode]:
         """Samples, computes advantages, updates; returns the epoch's metrics and images."""
         start = time.perf_counter()
         core = self.envs.unwrapped

@@ -109,7 +109,7 @@ def measure(task: str, cfg: CreditSignalConfig, seed: int) -> dict:
         algos.append((label, algo))
     for label, algo in algos:
         started = time.perf_counter()
-        adv = algo.advantages(traj.rewards, traj.reward_maps, traj.contexts)
+        adv = algo.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
         parts = [per_step_gradients(policy, algo, traj, adv, channels, h) for h in halves]  # 2 x (T, P)
         total = parts[0] + parts[1]
         whole = (weights[:, None] * total).sum(dim=0)

@@ -122,7 +122,7 @@ def measure(
     result: dict = {"reward_mean": float(traj.rewards.mean())}
     for name, cls, cfg in (("ddpo", DDPO, DDPOConfig()), ("pxpo", PXPO, PXPOConfig())):
         algo = cls(type(cfg)(stat_buffer_size=n, stat_min_count=2), num_contexts, tuple(grid))
-        adv = algo.advantages(traj.rewards, traj.reward_maps, traj.contexts)
+        adv = algo.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
         # The loss is a mean over images: the two halves' sum is the whole batch's gradient x 2.
         parts = [per_step_gradients(policy, algo, traj, adv, channels, h) for h in halves]  # 2 x (T, P)
         total = parts[0] + parts[1]

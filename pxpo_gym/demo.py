@@ -56,7 +56,10 @@ def main(cfg: DemoConfig) -> Path:
     contexts = torch.arange(cfg.num_images) % len(names)
     episode = run_policy(envs, seed=cfg.seed, options={"context": contexts})
     path = save_reward_grid(
-        episode.images, episode.reward_maps, cfg.out, titles=[names[c] for c in episode.contexts.tolist()]
+        episode.images,
+        episode.image_reward_maps,
+        cfg.out,
+        titles=[names[c] for c in episode.contexts.tolist()],
     )
     print(
         f"reward {cfg.reward!r}: mean {episode.rewards.mean():.4f} (std {episode.rewards.std():.4f}) "

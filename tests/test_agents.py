@@ -85,7 +85,7 @@ def test_context_stats_hand_worked():
 def test_ratio_is_one_before_the_first_update(tiny_model_dir, tmp_path, algo):
     trainer = Trainer(tiny_config(tiny_model_dir, tmp_path, algo=algo))
     traj = trainer.sample()
-    adv = trainer.advantages(traj.rewards, traj.reward_maps, traj.contexts)
+    adv = trainer.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
     metrics = trainer.update(traj, adv)  # one minibatch: every step is seen before the optimizer steps
     assert metrics["approx_kl"] == 0.0
     assert metrics["clipfrac"] == 0.0

@@ -150,8 +150,8 @@ def test_image_credit_equals_ddpo_sf_on_the_same_batch(tiny_model_dir, tmp_path)
     ddpo = Trainer(tiny_config(tiny_model_dir, tmp_path, algo="ddpo", estimator="sf"))
     pxpo = Trainer(tiny_config(tiny_model_dir, tmp_path, algo="pxpo", estimator="sf", credit="image"))
     traj = ddpo.sample()
-    adv_ddpo = ddpo.algo.advantages(traj.rewards, traj.reward_maps, traj.contexts)
-    adv_pxpo = pxpo.algo.advantages(traj.rewards, traj.reward_maps, traj.contexts)
+    adv_ddpo = ddpo.algo.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
+    adv_pxpo = pxpo.algo.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
     # The advantages bit for bit (the same buffer statistics on the same rewards) ...
     assert torch.equal(adv_pxpo, adv_ddpo[:, None, None].expand_as(adv_pxpo))
     # ... and the gradients to float rounding (PXPO sums A log p over pixels; DDPO averages log p first).
@@ -299,7 +299,7 @@ def test_silent_mask_marks_the_unscored_half(tiny_model_dir, tmp_path):
         tiny_config(tiny_model_dir, tmp_path, credit="pixel", reward=("tests.test_credit:region_reward",))
     )
     traj = trainer.sample()
-    trainer.algo.advantages(traj.rewards, traj.reward_maps, traj.contexts)
+    trainer.algo.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
     silent = trainer.algo.silent_mask(traj.contexts)
     assert silent.shape == (8, 8, 8)
     seen = trainer.algo.stats.count[traj.contexts] >= 2  # contexts with 2 maps or more have statistics
@@ -421,7 +421,7 @@ def test_freeze_mode_acts_as_the_pretrained_model_on_silent_pixels(tiny_model_di
         for p in trainer.policy.parameters():
             p.add_(0.05 * torch.randn_like(p))  # the policy now differs from the pretrained model
     traj = trainer.sample()
-    trainer.advantages(traj.rewards, traj.reward_maps, traj.contexts)
+    trainer.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
     trainer.frozen = trainer.algo.frozen_pixels()
     assert trainer.frozen is not None and bool(trainer.frozen[..., 4:].all())
     sample, t, c = traj.samples[:, 3], traj.timesteps[:, 3], traj.contexts

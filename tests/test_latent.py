@@ -80,10 +80,10 @@ def test_latent_env_episode(tiny_sd_dir):
     assert episode.contexts.tolist() == [1, 1, 1]
     assert episode.images.shape == (3, 3, 16, 16)
     assert episode.images.min() >= 0 and episode.images.max() <= 1
-    assert episode.reward_maps.shape == (3, 16, 16)
-    torch.testing.assert_close(episode.rewards, episode.reward_maps.mean(dim=(1, 2)))
-    pooled = pool_to_grid(episode.reward_maps, (8, 8))  # what PXPO weights the latent grid with
-    torch.testing.assert_close(pooled, episode.reward_maps.reshape(3, 8, 2, 8, 2).mean(dim=(2, 4)))
+    assert episode.image_reward_maps.shape == (3, 16, 16)
+    torch.testing.assert_close(episode.rewards, episode.image_reward_maps.mean(dim=(1, 2)))
+    pooled = pool_to_grid(episode.image_reward_maps, (8, 8))  # what PXPO weights the latent grid with
+    torch.testing.assert_close(pooled, episode.image_reward_maps.reshape(3, 8, 2, 8, 2).mean(dim=(2, 4)))
 
 
 def test_prompt_function_and_resolution(tiny_sd_dir):
@@ -198,7 +198,7 @@ def test_one_training_epoch_on_the_latent_pipeline(tiny_sd_dir, tmp_path, algo, 
     before = {name: p.detach().clone() for name, p in trainer.policy.named_parameters() if p.requires_grad}
     metrics, traj = trainer.train_epoch()
     assert np.isfinite([metrics["reward_mean"], metrics["loss"]]).all()
-    assert traj.reward_maps.shape == (4, 8, 8) and traj.image_reward_maps.shape == (4, 16, 16)
+    assert traj.grid_reward_maps.shape == (4, 8, 8) and traj.image_reward_maps.shape == (4, 16, 16)
     changed = [
         name
         for name, p in trainer.policy.named_parameters()

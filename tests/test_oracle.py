@@ -28,7 +28,7 @@ def tiny_envs(tiny_model_dir, reward="color", num_envs=4, steps=3):
 
 def mean_reward(policy, envs, seed: int) -> float:
     with torch.no_grad():
-        rewards, _ = differentiable_rollout(envs, policy, seed=seed)
+        rewards = differentiable_rollout(envs, policy, seed=seed).rewards
     return float(rewards.double().mean())
 
 

@@ -196,9 +196,9 @@ class Workspace:
         trainer = self.trainer
         if trainer.algo is None:  # the exact gradient of the painted reward through the acted steps
             trainer.policy.train()
-            rewards, _ = differentiable_rollout(
+            rewards = differentiable_rollout(
                 self.envs, self.eps, backprop_steps=self.steps, options=options
-            )
+            ).rewards
             (-rewards.mean()).backward()
             trainer.optimizer_step()
             return float(rewards[0].detach())
