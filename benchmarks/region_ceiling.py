@@ -21,9 +21,9 @@ Writes ``benchmarks/results/region_ceiling.{json,md}`` (override with --out).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
@@ -126,17 +126,34 @@ def train(coef: float, epochs: int, batch: int, lr: float, seed: int, eval_image
     return {"coef": coef, "seed": seed, "start": start, "final": final}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--coefs", type=float, nargs="+", default=[0.0, 1.0, 10.0, 100.0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument(
-        "--epochs", type=int, default=15, help="epochs of 32 images (the region preset's 480)"
-    )
-    parser.add_argument("--lr", type=float, default=3e-4, help="the oracle's swept learning rate")
-    parser.add_argument("--eval-images", type=int, default=32, help="a multiple of 16")
-    parser.add_argument("--out", default="benchmarks/results/region_ceiling")
-    args = parser.parse_args()
+@dataclass(frozen=True)
+class RegionCeilingConfig:
+    """The exact-gradient oracle on the region task with an exact penalty on the silent half."""
+
+    coefs: tuple[float, ...] = (0.0, 1.0, 10.0, 100.0)
+    """Silent-half penalty coefficients c (one trained copy each)."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds (noise, contexts, training shuffles)."""
+    epochs: int = 15
+    """Epochs of 32 images (the region preset's 480 images)."""
+    lr: float = 3e-4
+    """The oracle's swept learning rate."""
+    eval_images: int = 32
+    """Held-out episodes (a multiple of 16)."""
+    out: str = "benchmarks/results/region_ceiling"
+    """Output path without suffix: OUT.json and OUT.md."""
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.eval_images < 16 or self.eval_images % 16:
+            raise ValueError(
+                f"need epochs >= 1 and eval_images a positive multiple of 16, got epochs={self.epochs}, "
+                f"eval_images={self.eval_images}"
+            )
+        if not self.coefs or any(c < 0 for c in self.coefs):
+            raise ValueError(f"coefs must be one or more numbers >= 0, got coefs={self.coefs}")
+
+
+def main(args: RegionCeilingConfig) -> None:
     torch.set_num_threads(1)
     started = time.perf_counter()
     rows = [train(c, args.epochs, 16, args.lr, s, args.eval_images) for c in args.coefs for s in args.seeds]
@@ -172,4 +189,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import tyro
+
+    from pxpo_gym.cli import run
+
+    run(lambda: main(tyro.cli(RegionCeilingConfig)), "benchmarks.region_ceiling")
