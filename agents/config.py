@@ -112,8 +112,8 @@ class TrainConfig:
     """PXPO: per-pixel KL penalty to the pretrained model on silent pixels (whose reward never varies over
     the context's recent maps), so that what the reward does not score stays as it was; 0: none."""
     silent_test: Literal["recent", "first"] = DEFAULT_SILENT_TEST
-    """PXPO: which maps decide that a pixel is silent: 'recent' (the context's recent maps, re-decided every
-    epoch) or 'first' (its first stat_min_count maps, the pretrained model's, decided once and kept)."""
+    """PXPO: which maps decide that a pixel is silent: 'first' (a context's first stat_min_count maps, the
+    pretrained model's, decided once and kept) or 'recent' (its recent maps, re-decided every epoch)."""
     kl_coef: float = 0.0
     """Weight of the KL penalty to the frozen pretrained model, per step: the mean over elements of
     KL(p_theta || p_ref) = (b_t (eps_theta - eps_ref))^2 / (2 sigma_t^2), added to DDPO's and PXPO's loss

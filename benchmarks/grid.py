@@ -71,6 +71,7 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
     "pixel-silent1": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_kl_coef": 1.0},
     "pixel-freeze": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "freeze"},
     "pixel-first": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_test": "first"},
+    "pixel-recent": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_test": "recent"},
     "footprint-first": {"credit": "footprint", "image_advantage_weight": 0.0, "silent_test": "first"},
 }
 """Named PXPO advantage settings a suite can compare ('default': TrainConfig's defaults; '-silent' keeps

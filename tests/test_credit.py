@@ -294,15 +294,19 @@ def region_reward(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def test_silent_mask_marks_the_unscored_half(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("silent_test, decided_at", [("recent", 2), ("first", 4)])
+def test_silent_mask_marks_the_unscored_half(tiny_model_dir, tmp_path, silent_test, decided_at):
+    region = ("tests.test_credit:region_reward",)
     trainer = Trainer(
-        tiny_config(tiny_model_dir, tmp_path, credit="pixel", reward=("tests.test_credit:region_reward",))
+        tiny_config(tiny_model_dir, tmp_path, credit="pixel", reward=region, silent_test=silent_test)
     )
-    traj = trainer.sample()
-    trainer.algo.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
+    for _ in range(2):  # 16 maps over 4 contexts
+        traj = trainer.sample()
+        trainer.algo.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
     silent = trainer.algo.silent_mask(traj.contexts)
     assert silent.shape == (8, 8, 8)
-    seen = trainer.algo.stats.count[traj.contexts] >= 2  # contexts with 2 maps or more have statistics
+    # 'recent': contexts with 2 maps or more have statistics; 'first': those with stat_min_count (4)
+    seen = trainer.algo.stats.count[traj.contexts] >= decided_at
     assert bool(seen.any()) and not bool(silent[~seen].any())
     # The right half never scores; on the left only pixels the random tiny model always saturates
     # (red clamped at 0 or 1 in every image) can be silent.
@@ -414,7 +418,8 @@ def freeze_config(tiny_model_dir, tmp_path, **overrides):
 
 
 def test_freeze_mode_acts_as_the_pretrained_model_on_silent_pixels(tiny_model_dir, tmp_path):
-    config = freeze_config(tiny_model_dir, tmp_path)
+    # every context decided after the first 8 images: re-decided on its maps so far
+    config = freeze_config(tiny_model_dir, tmp_path, silent_test="recent")
     trainer = Trainer(dataclasses.replace(config, learning_rate=3e-3))
     assert trainer.algo.frozen_pixels() is None  # no statistics yet: nothing is silent
     with torch.no_grad():
