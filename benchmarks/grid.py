@@ -44,10 +44,19 @@ def read_runs_commits(out: str | Path, tasks: tuple[str, ...]) -> dict[str, str]
     return dict(json.loads(text))
 
 
-def record_runs_commit(out: str | Path, tasks: list[str], all_tasks: tuple[str, ...]) -> None:
-    """Notes HEAD as the commit of ``tasks``' runs, keeping the other tasks' commits."""
+def record_runs_commit(
+    out: str | Path, tasks: list[str], all_tasks: tuple[str, ...], added_to: tuple[str, ...] = ()
+) -> None:
+    """Notes HEAD as the commit of ``tasks``' runs, keeping the other tasks' commits. For the tasks in
+    ``added_to`` (runs added to finished ones, e.g. more seeds) HEAD joins the recorded commit ("a + b")."""
     commits = read_runs_commits(out, all_tasks)
-    commits.update({task: git_commit() for task in tasks})
+    head = git_commit()
+    for task in tasks:
+        before = commits.get(task)
+        if task in added_to and before:
+            commits[task] = before if head in before.split(" + ") else f"{before} + {head}"
+        else:
+            commits[task] = head
     (Path(out) / RUNS_COMMIT_FILE).write_text(json.dumps(commits, indent=1) + "\n")
 
 
@@ -342,12 +351,12 @@ def credit() -> SuiteConfig:
 
 def flow() -> SuiteConfig:
     """The quick preset on the flow-matching default (``model='default-flow'``, Flow-GRPO's SDE at noise level
-    0.7) at the DDIM default's swept settings, 2 seeds: PXPO vs DDPO vs the oracle on a flow model."""
+    0.7) at the DDIM default's swept settings, 5 seeds: PXPO vs DDPO vs the oracle on a flow model."""
     return dataclasses.replace(
         full(),
         model="default-flow",
         tasks=("color", "target_map", "segmentation", "jpeg"),
-        seeds=(0, 1),
+        seeds=(0, 1, 2, 3, 4),
         num_epochs=10,
         global_num_epochs=10,
         eval_every=5,

@@ -94,7 +94,8 @@ def run_grid(cfg: SuiteConfig) -> None:
     todo = [c for c in cells if not is_complete(c[-1], cfg.epochs(c[0]))]
     if todo:
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        record_runs_commit(cfg.out, sorted({c[0] for c in todo}), cfg.tasks)
+        finished = {c[0] for c in cells if c not in todo}  # tasks that keep runs made earlier
+        record_runs_commit(cfg.out, sorted({c[0] for c in todo}), cfg.tasks, tuple(finished))
     total = sum(cfg.epochs(c[0]) for c in cells)
 
     def done() -> int:

@@ -68,3 +68,18 @@ def test_throughput_measures_one_configuration():
     result = measure_one(ThroughputConfig(num_inference_steps=2, repeats=1, train_batch_size=2), "pxpo", 2)
     assert result["sample_images_per_s"] > 0 and result["train_ratio_to_floor"] > 0
     assert result["peak_memory_mib"] > 0
+
+
+def test_runs_commits_join_when_runs_are_added_and_reset_when_remade(tmp_path, monkeypatch):
+    import benchmarks.grid as grid
+
+    head = iter(["aaaaaaa", "bbbbbbb", "bbbbbbb", "ccccccc"])
+    monkeypatch.setattr(grid, "git_commit", lambda: next(head))
+    tasks = ("color", "jpeg")
+    grid.record_runs_commit(tmp_path, ["color", "jpeg"], tasks)  # first runs at aaaaaaa
+    grid.record_runs_commit(tmp_path, ["color"], tasks, added_to=("color",))  # more seeds at bbbbbbb
+    assert grid.read_runs_commits(tmp_path, tasks) == {"color": "aaaaaaa + bbbbbbb", "jpeg": "aaaaaaa"}
+    grid.record_runs_commit(tmp_path, ["color"], tasks, added_to=("color",))  # resumed at the same commit
+    assert grid.read_runs_commits(tmp_path, tasks)["color"] == "aaaaaaa + bbbbbbb"
+    grid.record_runs_commit(tmp_path, ["jpeg"], tasks)  # every jpeg run made again at ccccccc
+    assert grid.read_runs_commits(tmp_path, tasks) == {"color": "aaaaaaa + bbbbbbb", "jpeg": "ccccccc"}
