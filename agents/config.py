@@ -16,13 +16,7 @@ import tyro
 
 import pxpo_gym  # noqa: F401  (registers the env)
 from agents.ddpo import DDPOConfig
-from agents.pxpo import (
-    DEFAULT_CREDIT,
-    DEFAULT_CREDIT_THRESHOLD,
-    DEFAULT_SILENT_KL_COEF,
-    DEFAULT_SILENT_TEST,
-    PXPOConfig,
-)
+from agents.pxpo import PXPOConfig
 from agents.steps import DEFAULT_STEP_THRESHOLD, DEFAULT_STEP_WEIGHTING, STEP_WEIGHTINGS
 from pxpo_gym.flow import DEFAULT_NOISE_LEVEL
 from pxpo_gym.rewards import split_weight
@@ -32,6 +26,10 @@ DEFAULT_LATENT_LORA_RANK = 4
 """LoRA rank used on latent text-to-image models unless ``lora_rank`` says otherwise (DDPO's default)."""
 
 
+ALGO_DEFAULTS = PXPOConfig()
+"""The one source of the algorithm options' defaults (the shared ones are DDPO's too: PolicyGradientConfig)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Fine-tune the env's diffusion model with DDPO or PXPO."""
@@ -39,7 +37,7 @@ class TrainConfig:
     algo: Literal["ddpo", "pxpo", "oracle"] = "pxpo"
     """Algorithm: 'ddpo' (one reward per image), 'pxpo' (per-pixel rewards), or 'oracle': the
     exact-gradient baseline that backpropagates a differentiable reward through the sampler (agents.oracle)."""
-    estimator: Literal["sf", "is"] = "is"
+    estimator: Literal["sf", "is"] = ALGO_DEFAULTS.estimator  # type: ignore[assignment]
     """'sf': score function; 'is': importance sampling with PPO clipping."""
     reward: tyro.conf.UseAppendAction[tuple[str, ...]] = ()
     """Built-in reward name (pxpo_gym.rewards.REWARDS) or 'package.module:function'; several with weights make
@@ -85,33 +83,33 @@ class TrainConfig:
     clip_range: float | None = None
     """PPO clip range; None takes the algorithm's default (DDPO: 1e-4 x sqrt(16384 / (C h w)), its reference
     scaled for the sample's element count, 4.6e-4 on the default model; PXPO: 0.2 per pixel)."""
-    adv_clip_max: float = 5.0
+    adv_clip_max: float = ALGO_DEFAULTS.adv_clip_max
     """Advantage clip (reference: 5)."""
-    pixel_std: Literal["pixel", "pooled", "floored"] = "pooled"
+    pixel_std: Literal["pixel", "pooled", "floored"] = ALGO_DEFAULTS.pixel_std  # type: ignore[assignment]
     """PXPO: std of the per-pixel advantage normalisation (agents.advantages); 'pooled' by measurement
     (docs/results.md, "PXPO's advantages")."""
-    image_advantage_weight: float = 0.0
+    image_advantage_weight: float = ALGO_DEFAULTS.image_advantage_weight
     """PXPO: hybrid advantages A + lambda * A_image with this lambda (0: the credit's advantages only)."""
     credit: Literal["pixel", "image", "footprint", "support", "receptive"] = (  # type: ignore[assignment]
-        DEFAULT_CREDIT
+        ALGO_DEFAULTS.credit
     )
     """PXPO: which reward pixels credit each pixel's log-likelihood at each step (agents.credit): 'pixel'
     (its own: the paper's PXPO; the default by measurement), 'image' (DDPO's advantage everywhere),
     'footprint' (the pixels its noise reaches, weighted by the influence measured once per run),
     'support' (unweighted over the measured footprint), 'receptive' (the last step's footprint kernel, the
     reward's own receptive field, at every step)."""
-    credit_threshold: float = DEFAULT_CREDIT_THRESHOLD
+    credit_threshold: float = ALGO_DEFAULTS.credit_threshold
     """PXPO 'footprint': influence below this fraction of a step's largest is dropped; 'support': the
     kernel holds 1 - this of the influence."""
     credit_images: int = 64
     """PXPO kernel credits: episodes of the pretrained model measured for the footprint (once per run)."""
-    silent_mode: Literal["kl", "freeze"] = "kl"
+    silent_mode: Literal["kl", "freeze"] = ALGO_DEFAULTS.silent_mode  # type: ignore[assignment]
     """PXPO: how silent pixels are held: 'kl' (silent_kl_coef) or 'freeze' (the policy acts there as the
     pretrained model: exact, but the exported UNet alone does not carry the mask; docs/training.md)."""
-    silent_kl_coef: float = DEFAULT_SILENT_KL_COEF
+    silent_kl_coef: float = ALGO_DEFAULTS.silent_kl_coef
     """PXPO: per-pixel KL penalty to the pretrained model on silent pixels (whose reward never varies over
     the context's recent maps), so that what the reward does not score stays as it was; 0: none."""
-    silent_test: Literal["recent", "first"] = DEFAULT_SILENT_TEST
+    silent_test: Literal["recent", "first"] = ALGO_DEFAULTS.silent_test  # type: ignore[assignment]
     """PXPO: which maps decide that a pixel is silent: 'first' (a context's first stat_min_count maps, the
     pretrained model's, decided once and kept) or 'recent' (its recent maps, re-decided every epoch)."""
     kl_coef: float = 0.0
@@ -124,9 +122,9 @@ class TrainConfig:
     """GRPO-style group advantages: each epoch draws group_size images of every training context, and each
     reward (PXPO: each pixel's) is normalised by its own group's mean and std instead of the running buffer
     (images per epoch must be group_size x the number of contexts). None: the running buffer."""
-    stat_buffer_size: int = 32
+    stat_buffer_size: int = ALGO_DEFAULTS.stat_buffer_size
     """Recent rewards kept per context for advantage normalisation."""
-    stat_min_count: int = 16
+    stat_min_count: int = ALGO_DEFAULTS.stat_min_count
     """Rewards a context needs before its own statistics replace the batch's."""
     step_weighting: Literal["all", "drop", "soft"] = DEFAULT_STEP_WEIGHTING
     """Which denoising steps enter the loss (agents.steps): 'drop' leaves out steps whose sigma_t is

@@ -47,27 +47,6 @@ def embedded_model_path(name: str = DEFAULT_MODEL_NAME) -> Path:
     return Path(str(resources.files("pxpo_gym") / "assets" / f"{name}-model"))
 
 
-def default_unet_config(image_size: int = 16, num_classes: int = 4) -> dict[str, Any]:
-    """UNet2DModel config of the embedded default (about 1.1M parameters).
-
-    Attention sits at the lowest resolution only: at 16x16 or 32x32 it would
-    dominate CPU time. One extra class embedding (index ``num_classes``) is the
-    "no context" label used for classifier-free guidance.
-    """
-    return dict(
-        sample_size=image_size,
-        in_channels=3,
-        out_channels=3,
-        layers_per_block=1,
-        block_out_channels=(32, 64, 64),
-        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-        attention_head_dim=32,
-        num_class_embeds=num_classes + 1,
-    )
-
-
 PREDICTION_TYPES = ("epsilon", "v_prediction", "velocity")
 
 

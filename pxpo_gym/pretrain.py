@@ -16,6 +16,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,11 +26,32 @@ from pxpo_gym.models import (
     DEFAULT_MODEL_NAME,
     FLOW_MODEL_NAME,
     METADATA_FILE,
-    default_unet_config,
     embedded_model_path,
 )
 from pxpo_gym.segmentation import SEGMENTATION_FILE, SegmentationNet, save_segmentation_net
 from pxpo_gym.shapes import SHAPE_CLASSES, generate_shapes
+
+
+def default_unet_config(image_size: int = 16, num_classes: int = 4) -> dict[str, Any]:
+    """UNet2DModel config of the embedded default (about 1.1M parameters).
+
+    Attention sits at the lowest resolution only: at 16x16 or 32x32 it would
+    dominate CPU time. One extra class embedding (index ``num_classes``) is the
+    "no context" label used for classifier-free guidance.
+    """
+    return dict(
+        sample_size=image_size,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=(32, 64, 64),
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+        attention_head_dim=32,
+        num_class_embeds=num_classes + 1,
+    )
+
 
 OBJECTIVES = ("epsilon", "flow")
 

@@ -480,3 +480,33 @@ def pool_to_grid(reward_maps: torch.Tensor, size: tuple[int, int]) -> torch.Tens
         return reward_maps.float()
     pooled = torch.nn.functional.adaptive_avg_pool2d(reward_maps[:, None].float(), size)  # (B, 1, h, w)
     return pooled[:, 0]
+
+
+def aggregator(reward_aggregate: str | Callable) -> Callable[[torch.Tensor], torch.Tensor]:
+    """How a (B, H, W) reward map becomes the (B,) reward: 'mean', 'sum' or a user's callable (checked)."""
+    if isinstance(reward_aggregate, str) and reward_aggregate == "mean":
+        return lambda m: m.mean(dim=(1, 2))
+    if isinstance(reward_aggregate, str) and reward_aggregate == "sum":
+        return lambda m: m.sum(dim=(1, 2))
+    if callable(reward_aggregate):
+        return _checked_aggregate(reward_aggregate)
+    raise ValueError(
+        f"reward_aggregate must be 'mean', 'sum' or a callable (B, H, W) -> (B,), got {reward_aggregate!r}"
+    )
+
+
+def _checked_aggregate(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Wraps a user's aggregate so that a wrong shape or a NaN fails with a message, before any state changes."""
+    name = getattr(fn, "__name__", type(fn).__name__)
+
+    def aggregate(maps: torch.Tensor) -> torch.Tensor:
+        out = fn(maps)
+        want = (maps.shape[0],)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"reward_aggregate {name!r} must return a tensor of shape {want}, got {got}")
+        if out.is_complex() or not bool(torch.isfinite(out).all()):
+            raise ValueError(f"reward_aggregate {name!r} returned complex, NaN or inf values: {out.tolist()}")
+        return out
+
+    return aggregate

@@ -20,88 +20,12 @@ from pxpo_gym.ddim import DDIMSchedule, ddim_step
 from pxpo_gym.flow import DEFAULT_NOISE_LEVEL, FlowSchedule
 from pxpo_gym.loading import load_model
 from pxpo_gym.models import DEFAULT_MODEL_NAME, LoadedModel, parse_dtype
-from pxpo_gym.rewards import Reward, RewardFn, make_reward
+from pxpo_gym.rewards import Reward, RewardFn, aggregator, make_reward
+from pxpo_gym.validation import check_actions, parse_device, parse_num_envs
 
 ACTION_BOUND = 10.0
 """Nominal bound of the action Box. Noise predictions of a model trained on N(0, I)
 noise lie far inside it; actions are not clipped to it."""
-
-
-def _aggregator(reward_aggregate: str | Callable) -> Callable[[torch.Tensor], torch.Tensor]:
-    if isinstance(reward_aggregate, str) and reward_aggregate == "mean":
-        return lambda m: m.mean(dim=(1, 2))
-    if isinstance(reward_aggregate, str) and reward_aggregate == "sum":
-        return lambda m: m.sum(dim=(1, 2))
-    if callable(reward_aggregate):
-        return _checked_aggregate(reward_aggregate)
-    raise ValueError(
-        f"reward_aggregate must be 'mean', 'sum' or a callable (B, H, W) -> (B,), got {reward_aggregate!r}"
-    )
-
-
-def _checked_aggregate(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Wraps a user's aggregate so that a wrong shape or a NaN fails with a message, before any state changes."""
-    name = getattr(fn, "__name__", type(fn).__name__)
-
-    def aggregate(maps: torch.Tensor) -> torch.Tensor:
-        out = fn(maps)
-        want = (maps.shape[0],)
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"reward_aggregate {name!r} must return a tensor of shape {want}, got {got}")
-        if out.is_complex() or not bool(torch.isfinite(out).all()):
-            raise ValueError(f"reward_aggregate {name!r} returned complex, NaN or inf values: {out.tolist()}")
-        return out
-
-    return aggregate
-
-
-def check_actions(actions: Any, want: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """Validates a batch of actions; returns it as float32.
-
-    Raises:
-        TypeError: not a torch tensor, not dense, or not a floating dtype.
-        ValueError: shape other than ``want``, another device, NaN or inf.
-    """
-    if not isinstance(actions, torch.Tensor):
-        raise TypeError(
-            f"actions must be a torch.Tensor of shape {want} on {device}, got "
-            f"{type(actions).__name__} (wrap numpy envs with gymnasium.wrappers.vector.ArrayConversion)"
-        )
-    if actions.layout != torch.strided:
-        raise TypeError(f"actions must be a dense (strided) tensor, got layout={actions.layout}")
-    if not actions.is_floating_point():
-        raise TypeError(f"actions must have a floating dtype, got dtype={actions.dtype}")
-    if tuple(actions.shape) != want:
-        raise ValueError(f"actions must have shape {want}, got shape {tuple(actions.shape)}")
-    if actions.device != device and not (
-        actions.device.type == device.type == "cuda" and device.index is None
-    ):
-        raise ValueError(f"actions must be on device {device}, got device {actions.device}")
-    if not bool(torch.isfinite(actions).all()):
-        raise ValueError(f"actions contain {int((~torch.isfinite(actions)).sum())} NaN or inf values")
-    return actions.float()
-
-
-def _parse_num_envs(num_envs: Any) -> int:
-    if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-        raise ValueError(f"num_envs must be an int >= 1, got num_envs={num_envs!r}")
-    return int(num_envs)
-
-
-def _parse_device(device: Any) -> torch.device:
-    """``device`` -> torch.device, refusing one this torch build or machine cannot use."""
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(
-            f"device must be a torch device such as 'cpu' or 'cuda', got device={device!r}"
-        ) from err
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={device!r} but CUDA is not available to this torch ({torch.__version__}); use device='cpu'"
-        )
-    return parsed
 
 
 def _schedule(
@@ -236,8 +160,8 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         noise_level: float | None = None,
         transition: str = "sde",
     ) -> None:
-        num_envs = _parse_num_envs(num_envs)
-        self.device = _parse_device(device)
+        num_envs = parse_num_envs(num_envs)
+        self.device = parse_device(device)
         self.dtype = parse_dtype(dtype)
         if isinstance(model, LoadedModel):
             given = {"prompts": prompts, "resolution": resolution, "decode_chunk_size": decode_chunk_size}
@@ -259,7 +183,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
                 f"reward_kwargs must be a dict of reward options, got reward_kwargs={reward_kwargs!r}"
             )
         self.reward_fn = make_reward(reward, **(reward_kwargs or {}))
-        self.aggregate = _aggregator(reward_aggregate)
+        self.aggregate = aggregator(reward_aggregate)
         self.context_choices = self._parse_contexts(context, "context")
         self.num_envs = num_envs
         self.num_steps = self.schedule.num_steps

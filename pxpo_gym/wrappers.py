@@ -32,7 +32,8 @@ from gymnasium.vector import VectorActionWrapper, VectorObservationWrapper
 from gymnasium.vector.utils import batch_space
 
 from pxpo_gym.loading import size_pair
-from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv, check_actions
+from pxpo_gym.validation import check_actions
+from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv
 
 DEFAULT_RESIDUAL_SCALE = 0.25
 """Default ``residual_scale``: a quarter of a unit-variance noise prediction.
@@ -351,16 +352,6 @@ def wrap_vector(envs: Any, options: dict[str, Any]) -> Any:
         )
     view = _view_kwargs(options)
     return ObservationView(envs, **view) if view else envs
-
-
-def wrap_single(env: gym.Env, options: dict[str, Any]) -> gym.Env:
-    """The single-env counterpart of ``wrap_vector``."""
-    if _validate_mode(options) == "residual":
-        env = SingleResidualAction(
-            env, options.get("residual_scale", DEFAULT_RESIDUAL_SCALE), options.get("action_grid")
-        )
-    view = _view_kwargs(options)
-    return SingleObservationView(env, **view) if view else env
 
 
 def _view_kwargs(options: dict[str, Any]) -> dict[str, Any]:
