@@ -32,7 +32,7 @@ from agents.policy import make_policy
 from agents.pxpo import PXPO, PXPOConfig
 from agents.rollout import collect
 from agents.steps import step_weights
-from benchmarks.grid import provenance
+from benchmarks.grid import provenance, scratch
 from benchmarks.step_signal import cosine, per_step_gradients, write_results
 from benchmarks.tasks import TASKS
 
@@ -69,7 +69,7 @@ class CreditSignalConfig:
     """DDIM steps."""
     threads: int = 1
     """torch CPU threads."""
-    out: str = "benchmarks/results/credit_signal.json"
+    out: str = scratch("credit_signal.json")
     """Output numbers (a markdown table is written beside it)."""
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from benchmarks.grid import provenance
+from benchmarks.grid import provenance, scratch
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class DistributedBenchConfig:
     """Images per epoch."""
     repeats: int = 2
     """Alternating repetitions of (1 process, 2 processes)."""
-    out: str = "benchmarks/results/distributed.json"
+    out: str = scratch("distributed.json")
     """Output file."""
 
 

@@ -20,7 +20,7 @@ import gymnasium as gym
 import torch
 
 import pxpo_gym  # noqa: F401  (registers the env)
-from benchmarks.grid import provenance
+from benchmarks.grid import provenance, scratch
 from benchmarks.timing import device_name, timed
 from pxpo_gym.ddim import ddim_step
 from pxpo_gym.sampling import run_policy
@@ -42,7 +42,7 @@ class OverheadConfig:
     """torch device."""
     reward: str = "color"
     """Reward computed at the end, by both."""
-    out: str = "benchmarks/results/env_overhead.json"
+    out: str = scratch("env_overhead.json")
     """Where to write the result."""
 
 

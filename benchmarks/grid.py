@@ -17,6 +17,18 @@ from pathlib import Path
 from agents.steps import DEFAULT_STEP_WEIGHTING
 from benchmarks.tasks import TASKS
 
+SCRATCH = "outputs/benchmarks"
+"""Where benchmark commands write unless told otherwise (untracked): the committed results in
+benchmarks/results/ change only when a command names them with --out (as the docs' commands do)."""
+RESULTS = "benchmarks/results"
+"""The committed results."""
+
+
+def scratch(name: str) -> str:
+    """The default output path of a benchmark: ``SCRATCH/name``."""
+    return f"{SCRATCH}/{name}"
+
+
 RUNS_COMMIT_FILE = "runs_commit.txt"
 """Written by the suite before it trains: the commit whose code made each task's runs (a JSON object
 {task: commit}; older files hold one bare hash for every task)."""
@@ -167,7 +179,7 @@ class SuiteConfig:
     """Held-out images per evaluation."""
     workers: int = 2
     """Runs in parallel, one torch thread each (never more torch threads than cores)."""
-    out: str = "benchmarks/results/quick"
+    out: str = scratch("quick")
     """Output folder."""
 
     def __post_init__(self) -> None:
@@ -255,7 +267,7 @@ def full() -> SuiteConfig:
         num_epochs=48,
         global_num_epochs=15,
         eval_every=4,
-        out="benchmarks/results/full",
+        out=scratch("full"),
     )
 
 
@@ -270,7 +282,7 @@ def region() -> SuiteConfig:
         seeds=(0, 1, 2),
         num_epochs=15,
         eval_every=5,
-        out="benchmarks/results/region",
+        out=scratch("region"),
     )
 
 
@@ -294,7 +306,7 @@ def sweep() -> SuiteConfig:
         seeds=(0, 1),
         num_epochs=10,
         eval_every=0,
-        out="benchmarks/results/sweep",
+        out=scratch("sweep"),
     )
 
 
@@ -307,7 +319,7 @@ def advantages() -> SuiteConfig:
         seeds=(0, 1),
         num_epochs=10,
         eval_every=4,
-        out="benchmarks/results/advantages",
+        out=scratch("advantages"),
     )
 
 
@@ -327,7 +339,7 @@ def options() -> SuiteConfig:
         seeds=(0, 1, 2, 3, 4),
         num_epochs=15,
         eval_every=5,
-        out="benchmarks/results/options",
+        out=scratch("options"),
     )
 
 
@@ -345,7 +357,7 @@ def credit() -> SuiteConfig:
         seeds=(0, 1),
         num_epochs=10,
         eval_every=5,
-        out="benchmarks/results/credit",
+        out=scratch("credit"),
     )
 
 
@@ -360,7 +372,7 @@ def flow() -> SuiteConfig:
         num_epochs=10,
         global_num_epochs=10,
         eval_every=5,
-        out="benchmarks/results/flow",
+        out=scratch("flow"),
     )
 
 

@@ -31,7 +31,7 @@ from typing import Literal
 
 import torch
 
-from benchmarks.grid import provenance
+from benchmarks.grid import provenance, scratch
 from benchmarks.timing import device_name, sync
 
 
@@ -85,7 +85,7 @@ class LatentBenchConfig:
     """Samples per VAE decode call."""
     seed: int = 0
     """Run seed."""
-    out: str = "benchmarks/results/latent_gpu.json"
+    out: str = scratch("latent_gpu.json")
     """Output JSON."""
 
 

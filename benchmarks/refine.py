@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from agents.refine.config import RefineConfig
+from benchmarks.grid import SCRATCH
 
 COLOURS = ((48, 80, 255), (255, 150, 0), (0, 190, 190))
 """Colour-brush colours (blue, orange, teal), one per seed in turn."""
@@ -67,7 +68,7 @@ class RefineBenchConfig:
     """Only measure seconds per update of each rule (OUT/refine_timing.json)."""
     timing_updates: int = 8
     """Updates timed per rule with --timing-only."""
-    out: str = "benchmarks/results"
+    out: str = SCRATCH
     """Output folder."""
 
 

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 import pxpo_gym  # noqa: F401  (registers the env)
 from agents.policy import make_policy
-from benchmarks.grid import provenance
+from benchmarks.grid import provenance, scratch
 from benchmarks.tasks import TASKS
 
 HELD_OUT_SEED = 10_000
@@ -140,7 +140,7 @@ class RegionCeilingConfig:
     """The oracle's swept learning rate."""
     eval_images: int = 32
     """Held-out episodes (a multiple of 16)."""
-    out: str = "benchmarks/results/region_ceiling"
+    out: str = scratch("region_ceiling")
     """Output path without suffix: OUT.json and OUT.md."""
 
     def __post_init__(self) -> None:

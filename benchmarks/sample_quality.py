@@ -18,7 +18,7 @@ import gymnasium as gym
 import torch
 
 import pxpo_gym  # noqa: F401  (registers the env)
-from benchmarks.grid import provenance
+from benchmarks.grid import provenance, scratch
 from pxpo_gym.sampling import run_policy
 from pxpo_gym.segmentation import load_segmentation_net, shape_match
 from pxpo_gym.shapes import SHAPE_CLASSES, generate_shapes
@@ -45,7 +45,7 @@ class QualityConfig:
     """torch CPU threads."""
     grid: str = "docs/images/samples_vs_data.png"
     """Output picture (first 32 of each)."""
-    out: str = "benchmarks/results/sample_quality.json"
+    out: str = scratch("sample_quality.json")
     """Output numbers."""
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from benchmarks.grid import provenance
+from benchmarks.grid import provenance, scratch
 from pxpo_gym.sb3 import SB3VecEnv, make_sb3_env
 
 
@@ -68,7 +68,7 @@ class PPOBenchConfig:
     """torch CPU threads (1 is steady on a shared 2-core VM)."""
     device: str = "cpu"
     """Where the env and the policy run."""
-    out: str = "benchmarks/results/sb3_ppo"
+    out: str = scratch("sb3_ppo")
     """Output folder: results.json, curve.csv, curve.png."""
 
     def env_kwargs(self) -> dict:

@@ -37,7 +37,7 @@ from agents.policy import make_policy
 from agents.pxpo import PXPO, PXPOConfig
 from agents.rollout import coefficients_from, collect
 from agents.steps import step_weights
-from benchmarks.grid import provenance
+from benchmarks.grid import provenance, scratch
 from benchmarks.tasks import TASKS
 from pxpo_gym.ddim import step_log_prob
 
@@ -69,7 +69,7 @@ class StepSignalConfig:
     """Also measure the tiny latent text-to-image pipeline (random weights, SD's schedule, 32x32)."""
     threads: int = 1
     """torch CPU threads."""
-    out: str = "benchmarks/results/step_signal.json"
+    out: str = scratch("step_signal.json")
     """Output numbers (a markdown table is written beside it)."""
 
 

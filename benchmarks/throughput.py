@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.grid import provenance
+from benchmarks.grid import provenance, scratch
 from benchmarks.timing import device_name, median_time
 
 
@@ -48,7 +48,7 @@ class ThroughputConfig:
     """torch CPU threads."""
     device: str = "cpu"
     """torch device."""
-    out: str = "benchmarks/results/throughput.json"
+    out: str = scratch("throughput.json")
     """Where the results go (a .md table is written beside it)."""
     only: str = ""
     """Internal: 'ALGO:BATCH' measures one configuration in this process."""

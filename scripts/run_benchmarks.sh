@@ -10,24 +10,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
 PY=${PY:-.venv/bin/python}
+R=benchmarks/results  # the committed results: every command is told to write there
 mkdir -p logs
-$PY -m benchmarks.throughput > logs/throughput.log 2>&1
-$PY -m benchmarks.step_signal --latent > logs/step_signal.log 2>&1
-$PY -m benchmarks.credit_signal > logs/credit_signal.log 2>&1
-$PY -m benchmarks.suite sweep > logs/sweep.log 2>&1
-best=benchmarks/results/sweep/best_learning_rates.json
+$PY -m benchmarks.throughput --out $R/throughput.json > logs/throughput.log 2>&1
+$PY -m benchmarks.step_signal --latent --out $R/step_signal.json > logs/step_signal.log 2>&1
+$PY -m benchmarks.credit_signal --out $R/credit_signal.json > logs/credit_signal.log 2>&1
+$PY -m benchmarks.suite sweep --out $R/sweep > logs/sweep.log 2>&1
+best=$R/sweep/best_learning_rates.json
 setting() { $PY -c "import json; print(json.load(open('$best'))['$1']['$2'])"; }
 DDPO=(--ddpo-learning-rates "$(setting ddpo learning_rate)" --ddpo-clip-ranges "$(setting ddpo clip_range)")
 PXPO=(--pxpo-learning-rates "$(setting pxpo learning_rate)" --pxpo-clip-ranges "$(setting pxpo clip_range)")
 ORACLE=(--oracle-learning-rates "$(setting oracle learning_rate)")
 echo "swept settings: ${DDPO[*]} ${PXPO[*]} ${ORACLE[*]}"
-$PY -m benchmarks.suite advantages "${PXPO[@]}" > logs/advantages.log 2>&1
-$PY -m benchmarks.suite full "${DDPO[@]}" "${PXPO[@]}" "${ORACLE[@]}" > logs/full.log 2>&1
-$PY -m benchmarks.suite options > logs/options.log 2>&1
-$PY -m benchmarks.suite credit > logs/credit.log 2>&1
-$PY -m benchmarks.suite region > logs/region.log 2>&1
-$PY -m benchmarks.refine --screenshot > logs/refine.log 2>&1
-$PY -m benchmarks.distributed > logs/distributed.log 2>&1
-$PY -m benchmarks.sb3_ppo > logs/sb3_ppo.log 2>&1
-$PY -m benchmarks.sb3_ppo --action-grid 16 --out benchmarks/results/sb3_ppo_grid16 > logs/sb3_ppo_grid16.log 2>&1
+$PY -m benchmarks.suite advantages "${PXPO[@]}" --out $R/advantages > logs/advantages.log 2>&1
+$PY -m benchmarks.suite full "${DDPO[@]}" "${PXPO[@]}" "${ORACLE[@]}" --out $R/full > logs/full.log 2>&1
+$PY -m benchmarks.suite options --out $R/options > logs/options.log 2>&1
+$PY -m benchmarks.suite credit --out $R/credit > logs/credit.log 2>&1
+$PY -m benchmarks.suite region --out $R/region > logs/region.log 2>&1
+$PY -m benchmarks.refine --screenshot --out $R > logs/refine.log 2>&1
+$PY -m benchmarks.distributed --out $R/distributed.json > logs/distributed.log 2>&1
+$PY -m benchmarks.sb3_ppo --out $R/sb3_ppo > logs/sb3_ppo.log 2>&1
+$PY -m benchmarks.sb3_ppo --action-grid 16 --out $R/sb3_ppo_grid16 > logs/sb3_ppo_grid16.log 2>&1
 echo done
