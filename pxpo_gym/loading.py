@@ -386,6 +386,17 @@ def _load_pixel(
     )
 
 
+def _require_transformers(source: str) -> None:
+    """Refuses a latent pipeline without transformers, naming the extra that brings it."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            f"model={source!r} is a latent text-to-image pipeline; loading it needs transformers: "
+            f"{LATENT_EXTRA_HINT}"
+        ) from err
+
+
 def _load_latent(
     source: str,
     location: str,
@@ -395,14 +406,9 @@ def _load_latent(
     resolution: Any,
     decode_chunk_size: int | None,
 ) -> LoadedModel:
-    try:
-        from transformers import AutoTokenizer, CLIPTextModel
-    except ImportError as err:
-        raise ImportError(
-            f"model={source!r} is a latent text-to-image pipeline; loading it needs transformers: "
-            f"{LATENT_EXTRA_HINT}"
-        ) from err
+    _require_transformers(source)
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextModel
 
     try:
         unet = UNet2DConditionModel.from_pretrained(
@@ -495,13 +501,7 @@ def _load_transformer(
 ) -> LoadedModel:
     """An SD3- or FLUX-layout pipeline: its transformer, VAE and flow-matching scheduler, with the
     prompts embedded once by the pipeline's own ``encode_prompt`` and the text encoders then dropped."""
-    try:
-        import transformers  # noqa: F401
-    except ImportError as err:
-        raise ImportError(
-            f"model={source!r} is a latent text-to-image pipeline; loading it needs transformers: "
-            f"{LATENT_EXTRA_HINT}"
-        ) from err
+    _require_transformers(source)
     from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 
     try:

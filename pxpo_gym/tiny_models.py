@@ -46,26 +46,13 @@ def save_tiny_text_to_image_pipeline(path: str | Path, seed: int = 0) -> Path:
     Returns:
         ``path``.
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
     path = Path(path)
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer, vocab_size = _tiny_tokenizer(Path(scratch) / "tokenizer")
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=vocab_size,
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=TINY_MAX_TOKENS,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        )
-    )
+    text_encoder = _tiny_clip(vocab_size, with_projection=False)
     unet = UNet2DConditionModel(
         sample_size=TINY_LATENT_SIZE,
         in_channels=4,
@@ -78,16 +65,7 @@ def save_tiny_text_to_image_pipeline(path: str | Path, seed: int = 0) -> Path:
         attention_head_dim=4,
         norm_num_groups=4,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16),
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=2 * TINY_LATENT_SIZE,
-    )
+    vae = _tiny_vae()
     scheduler = DDIMScheduler(  # Stable Diffusion 1.x's scheduler settings
         beta_start=0.00085,
         beta_end=0.012,
@@ -130,8 +108,9 @@ def _tiny_clip(vocab_size: int, with_projection: bool):
     return CLIPTextModelWithProjection(config) if with_projection else CLIPTextModel(config)
 
 
-def _tiny_flow_vae():
-    """SD3's and FLUX's VAE layout at toy size: 4 latent channels, one 2x upsampling, shift and scale set."""
+def _tiny_vae(**layout):
+    """An AutoencoderKL at toy size: 4 latent channels, one 2x upsampling (16 x 16 images from 8 x 8
+    latents); ``layout`` adds a pipeline's own settings (SD3 / FLUX: no quant convs, a shift)."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -143,10 +122,14 @@ def _tiny_flow_vae():
         latent_channels=4,
         norm_num_groups=4,
         sample_size=2 * TINY_LATENT_SIZE,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
+        **layout,
+    )
+
+
+def _tiny_flow_vae():
+    """SD3's and FLUX's VAE layout at toy size (their scaling and shift factors)."""
+    return _tiny_vae(
+        use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035
     )
 
 
