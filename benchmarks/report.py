@@ -271,8 +271,63 @@ def fidelity_verdict(task: str, evals: dict[str, list[dict[str, np.ndarray]]]) -
     return f"**{task}** fidelity: " + "; ".join(parts) + "."
 
 
+SEEDS_FILE = "seeds.csv"
+"""One row per run (task, arm, seed): what the summary's means and ranges are made of."""
+
+
+def write_seed_table(cfg, curves, images, noise, evals, path: Path) -> None:
+    """Writes every run's own numbers: training reward at the start, at its peak (epoch mean) and at
+    the end; images to 50% / 90% of the task's best improvement; PXPO's silent-pixel share at the
+    first and the last epoch; and the held-out reward, shape match and distances at the first and
+    the last evaluation."""
+    fields = [
+        "task", "algo", "seed", "start_reward", "peak_reward", "peak_images", "final_reward",
+        "images_to_50pct", "images_to_90pct", "silent_fraction_first", "silent_fraction_last",
+        "eval_reward_start", "eval_reward_final", "shape_match_start", "shape_match_final",
+        "distance_final", "silent_distance_final", "scored_distance_final",
+    ]  # fmt: skip
+    rows = []
+    for task, by_label in curves.items():
+        table = samples_to_threshold(by_label, images[task], FRACTIONS, SMOOTH_EPOCHS, noise[task])
+        for label, runs in by_label.items():
+            held = evals.get(task, {}).get(label, [])
+            for i, (seed, curve) in enumerate(zip(cfg.seeds, runs)):
+                metrics = read_metrics(run_dir(cfg, task, label, seed) / "metrics.csv")[: cfg.epochs(task)]
+                silent = [m.get("silent_fraction", np.nan) for m in metrics]
+                peak = int(np.argmax(curve))
+                row = {
+                    "task": task,
+                    "algo": label,
+                    "seed": seed,
+                    "start_reward": curve[0],
+                    "peak_reward": curve[peak],
+                    "peak_images": images[task][peak],
+                    "final_reward": curve[-1],
+                    "images_to_50pct": table[label][0.5][i],
+                    "images_to_90pct": table[label][0.9][i],
+                    "silent_fraction_first": silent[0] if silent else np.nan,
+                    "silent_fraction_last": silent[-1] if silent else np.nan,
+                }
+                e = held[i] if i < len(held) else None
+                for key, column, at in (
+                    ("eval_reward_start", "eval_reward", 0),
+                    ("eval_reward_final", "eval_reward", -1),
+                    ("shape_match_start", "fidelity_shape", 0),
+                    ("shape_match_final", "fidelity_shape", -1),
+                    ("distance_final", "fidelity_distance", -1),
+                    ("silent_distance_final", "fidelity_silent", -1),
+                    ("scored_distance_final", "fidelity_scored", -1),
+                ):
+                    row[key] = float(e[column][at]) if e is not None else np.nan
+                rows.append({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def write_report(cfg) -> str:
-    """Writes OUT/plot.png, OUT/table.csv and OUT/summary.md; returns the summary."""
+    """Writes OUT/plot.png, OUT/table.csv, OUT/seeds.csv and OUT/summary.md; returns the summary."""
     out = Path(cfg.out)
     curves, images, noise = load_curves(cfg)
     evals = load_evals(cfg)
@@ -316,6 +371,7 @@ def write_report(cfg) -> str:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    write_seed_table(cfg, curves, images, noise, evals, out / SEEDS_FILE)
     commit = git_commit()
     by_commit: dict[str, list[str]] = {}
     for task, made_at in read_runs_commits(out, cfg.tasks).items():

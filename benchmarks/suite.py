@@ -21,6 +21,7 @@ panel per task), a samples-to-threshold table, and a markdown summary.
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import os
 import threading
@@ -37,6 +38,7 @@ from benchmarks.grid import (  # noqa: F401  (re-exported: the suite's public na
     Arm,
     SuiteConfig,
     git_commit,
+    provenance,
     record_runs_commit,
     run_dir,
     train_config,
@@ -83,8 +85,9 @@ def epochs_done(out: Path) -> int:
     return max(0, len(path.read_text().splitlines()) - 1) if path.is_file() else 0
 
 
-def run_grid(cfg: SuiteConfig) -> None:
-    """Runs every incomplete cell of the grid, ``cfg.workers`` at a time, with an epoch progress bar."""
+def run_grid(cfg: SuiteConfig) -> int:
+    """Runs every incomplete cell of the grid, ``cfg.workers`` at a time, with an epoch progress bar;
+    returns how many runs it trained (or resumed)."""
     cells = [
         (task, arm, seed, run_dir(cfg, task, arm.label, seed))
         for task in cfg.tasks
@@ -116,11 +119,25 @@ def run_grid(cfg: SuiteConfig) -> None:
                     future.result()  # re-raises a run's error with its traceback
                 bar.update(done() - bar.n)
     bar.close()
+    return len(todo)
 
 
 def main(cfg: SuiteConfig) -> str:
-    """Runs the grid, then writes and prints the summary."""
-    run_grid(cfg)
+    """Runs the grid, then writes and prints the summary; OUT/timing.json records this call's wall time
+    and how many runs it trained (a call that resumed or skipped runs times only what it did)."""
+    started = time.perf_counter()
+    trained = run_grid(cfg)
+    seconds = time.perf_counter() - started
+    if trained:
+        timing = {
+            **provenance("benchmarks.suite"),
+            "seconds": round(seconds, 1),
+            "runs_trained": trained,
+            "workers": cfg.workers,
+            "threads_per_worker": 1,
+            "cpu_count": os.cpu_count(),
+        }
+        (Path(cfg.out) / "timing.json").write_text(json.dumps(timing, indent=1) + "\n")
     summary = write_report(cfg)
     print(summary)
     return summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
@@ -44,12 +45,25 @@ def test_tiny_grid_end_to_end(tmp_path, capsys):
     assert by_key[("color", "pxpo")]["shape_match"].count("->") == 1
     assert float(by_key[("color", "ddpo")]["distance"]) > 0
     assert "| color | pxpo |" in summary and "images to 90%" in summary and "fidelity" in summary
+    # Every run's own numbers: the table's means are the means of these rows.
+    with open(tmp_path / "seeds.csv") as handle:
+        seeds = list(csv.DictReader(handle))
+    assert {(r["task"], r["algo"], r["seed"]) for r in seeds} == {k + ("0",) for k in by_key}
+    for r in seeds:
+        assert by_key[(r["task"], r["algo"])]["final_reward"].startswith(f"{float(r['final_reward']):.4f}")
+        assert float(r["peak_reward"]) >= max(float(r["start_reward"]), float(r["final_reward"]))
+    pxpo = next(r for r in seeds if (r["task"], r["algo"]) == ("color", "pxpo"))
+    assert 0 <= float(pxpo["silent_fraction_first"]) <= 1 and pxpo["shape_match_start"] != "nan"
     assert "Sample-efficiency suite" in capsys.readouterr().out
-    # A second call skips complete runs: their metrics files are left untouched.
+    timing = json.loads((tmp_path / "timing.json").read_text())
+    assert timing["runs_trained"] == 5 and timing["seconds"] > 0 and timing["command"].startswith("python -m")
+    # A second call skips complete runs: their metrics files (and the timing of the call that trained
+    # them) are left untouched.
     metrics = run_dir(cfg, "color", "pxpo", 0) / "metrics.csv"
     before = metrics.stat().st_mtime_ns
     main(cfg)
     assert metrics.stat().st_mtime_ns == before
+    assert json.loads((tmp_path / "timing.json").read_text()) == timing
 
 
 def test_presets_and_validation():
