@@ -20,6 +20,7 @@ from agents.export import LORA_WEIGHTS
 from agents.trainer import Trainer
 from pxpo_gym.flow import FlowSchedule
 from pxpo_gym.loading import load_model
+from tests.test_agents import tiny_config
 
 pytest.importorskip("transformers")
 
@@ -118,25 +119,12 @@ def test_ddpo_and_pxpo_train_lora_on_the_pipeline(pipeline_dirs, tmp_path, layou
 
 
 def config(folder, tmp_path, algo: str) -> TrainConfig:
-    return TrainConfig(
-        model=str(folder),
-        prompts=tuple(PROMPTS),
-        resolution=16,
-        algo=algo,
-        reward=("color",),
-        learning_rate=1e-2,
-        num_epochs=1,
-        sample_batch_size=4,
-        sample_batches_per_epoch=1,
-        train_batch_size=4,
-        num_inference_steps=STEPS,
-        stat_buffer_size=4,
+    """The agents' tiny run (tests.test_agents.tiny_config) on a 16 x 16 text-to-image pipeline."""
+    return tiny_config(
+        folder, tmp_path, prompts=tuple(PROMPTS), resolution=16, algo=algo, reward=("color",),
+        learning_rate=1e-2, num_epochs=1, sample_batch_size=4, train_batch_size=4, stat_buffer_size=4,
         stat_min_count=2,
-        out=str(tmp_path / "run"),
-        progress=False,
-        tensorboard=False,
-        image_every=0,
-    )
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
