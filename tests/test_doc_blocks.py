@@ -99,8 +99,8 @@ def commands() -> list[tuple[str, str, list[str]]]:
         prose = FENCE.sub("", page.read_text()).replace("\n", " ")
         lines += [(f"{page.name} inline", span) for span in re.findall(r"`([^`]*python -m [^`]*)`", prose)]
     for where, line in lines:
-        for part in line.split(" #")[0].split("&&"):
-            words = shlex.split(part)
+        for part in line.split("&&"):
+            words = shlex.split(part, comments=True)  # a "#" starting a word begins a comment
             if "-m" not in words or "pytest" in words or "..." in words:
                 continue
             at = words.index("-m")
