@@ -60,7 +60,7 @@ from agents.losses import PolicyGradientConfig, pxpo_loss
 DEFAULT_CREDIT = "pixel"
 DEFAULT_CREDIT_THRESHOLD = 0.3
 DEFAULT_SILENT_KL_COEF = 10.0
-SILENT_MODES = ("kl", "freeze")
+SILENT_MODES = ("kl", "freeze", "hold")
 SILENT_TESTS = ("recent", "first")
 DEFAULT_SILENT_TEST = "first"
 SILENT_TOLERANCE = 1e-3
@@ -87,8 +87,10 @@ class PXPOConfig(PolicyGradientConfig):
     silent_kl_coef: float = DEFAULT_SILENT_KL_COEF
     """Per-pixel KL penalty to the pretrained model on silent pixels (whose reward never varies); 0: none."""
     silent_mode: str = "kl"
-    """How silent pixels are held: 'kl' (the penalty above) or 'freeze' (the policy's action there is the
-    pretrained model's own: a hard per-pixel trust region, applied by the trainer's policy)."""
+    """How silent pixels are held: 'kl' (the penalty above), 'freeze' (the policy's action there is the
+    pretrained model's own on the current state: a hard per-pixel trust region) or 'hold' (their state
+    follows the pretrained model's trajectory from the same noise: ``agents.rollout.HeldPolicy``). The
+    trainer's sampler applies 'freeze' and 'hold'."""
     silent_test: str = DEFAULT_SILENT_TEST
     """Which maps decide silence: 'recent' (the context's recent maps, every epoch) or 'first' (its first
     stat_min_count maps, decided once and kept for the run)."""
@@ -182,10 +184,10 @@ class PXPO:
         return self.first_silent & self.silence_decided[:, None, None]
 
     def frozen_pixels(self) -> torch.Tensor | None:
-        """silent_mode='freeze': (num_contexts, h, w) bool, the silent pixels where the policy acts as the
-        pretrained model this epoch (from the statistics so far, so a resumed run gets the same); None in
-        'kl' mode or while no pixel is silent."""
-        if self.config.silent_mode != "freeze":
+        """silent_mode 'freeze' or 'hold': (num_contexts, h, w) bool, the silent pixels the sampler pins to
+        the pretrained model this epoch (from the statistics so far, so a resumed run gets the same); None
+        in 'kl' mode or while no pixel is silent."""
+        if self.config.silent_mode == "kl":
             return None
         silent = self.silent_contexts()
         return silent if bool(silent.any()) else None

@@ -44,6 +44,50 @@ class Trajectories(Episode):
         return Trajectories(**joined, component_names=parts[0].component_names)
 
 
+class HeldPolicy:
+    """A policy whose held pixels follow the pretrained model's trajectory from the same noise (PXPO's
+    ``silent_mode='hold'``: an inpainting-style constraint on the state, not on the weights).
+
+    Beside the episode it tracks the reference trajectory x^ref_t that the pretrained model would have
+    visited from the same x_T and the same step noise. At a held pixel the action is the pretrained
+    model's noise prediction on x^ref_t, so the step lands where the reference's does; elsewhere it is
+    the policy's. The env's step is x_{t-1} = a x_t + b eps + s z, so from the step actually taken the
+    reference's next state is x^ref_{t-1} = x_{t-1} + a (x^ref_t - x_t) + b (eps^ref - eps) (no division
+    by s: exact for deterministic samplers too). At held pixels both differences are 0, so the held
+    pixels of every state, x_0 included, are the pretrained model's exactly. Use one instance per
+    episode batch (``pxpo_gym.sampling.rollout`` calls its ``on_step``).
+
+    Args:
+        policy: ``policy(sample, timestep, context) -> eps`` (the trained model).
+        reference: the same signature, the frozen pretrained model (no gradients needed).
+        held: (num_contexts, h, w) bool, each context's held pixels on the sample grid.
+    """
+
+    def __init__(self, policy: Callable, reference: Callable, held: torch.Tensor) -> None:
+        self.policy = policy
+        self.reference = reference
+        self.held = held
+        self.reference_sample: torch.Tensor | None = None
+        self.reference_eps: torch.Tensor | None = None
+
+    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        if self.reference_sample is None:  # the episode's first step: both start from x_T
+            self.reference_sample = sample.clone()
+        self.reference_eps = self.reference(self.reference_sample, timestep, context).float()
+        eps = self.policy(sample, timestep, context).float()
+        mask = self.held[context.reshape(-1)].to(eps.device)[:, None]  # (B, 1, h, w)
+        return torch.where(mask, self.reference_eps, eps)
+
+    def on_step(self, obs: dict, action: torch.Tensor, next_obs: dict, info: dict) -> None:
+        shape = (-1, *([1] * (action.dim() - 1)))
+        a, b = info["coef_sample"].reshape(shape), info["coef_eps"].reshape(shape)
+        self.reference_sample = (
+            next_obs["sample"]
+            + a * (self.reference_sample - obs["sample"])
+            + b * (self.reference_eps - action.float())
+        )
+
+
 def coefficients_from(coeffs: torch.Tensor) -> TransitionCoefficients:
     """(..., 3) stacked coefficients -> ``TransitionCoefficients`` of (...,) tensors."""
     return TransitionCoefficients(coeffs[..., 0], coeffs[..., 1], coeffs[..., 2])

@@ -193,7 +193,7 @@ def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
             trainer.policy.eval()
             started = time.perf_counter()
             with trainer.ema.swapped_in() if trainer.ema is not None else contextlib.nullcontext():
-                metrics.update(evaluator(trainer.eps))
+                metrics.update(evaluator(trainer.rollout_policy()))
             metrics["eval_seconds"] = time.perf_counter() - started
         if logger is not None:
             logger.log(metrics)

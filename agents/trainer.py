@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from agents.losses import kl_penalty
 from agents.oracle import check_differentiable, trainer_epoch
 from agents.policy import guided_eps, make_policy
 from agents.pxpo import PXPO
-from agents.rollout import Trajectories, coefficients_from, collect
+from agents.rollout import HeldPolicy, Trajectories, coefficients_from, collect
 from agents.runs import measure_run_footprint, resolve_config, run_epochs
 from agents.steps import sample_steps, step_weights
 from pxpo_gym.ddim import TransitionCoefficients, step_kl, step_log_prob
@@ -107,7 +108,9 @@ class Trainer:
         self.reward_components: list[str] = list(getattr(core.reward_fn, "names", []))
         """A weighted reward's component names: each component's mean reward is logged as reward_NAME."""
         self.frozen: torch.Tensor | None = None
-        """PXPO's silent_mode='freeze': (num_contexts, h, w) pixels where the policy acts as the pretrained model."""
+        """PXPO's silent_mode 'freeze' or 'hold': (num_contexts, h, w) pixels the sampler pins to the pretrained
+        model this epoch."""
+        self.silent_mode = config.silent_mode if isinstance(self.algo, PXPO) else "kl"
         self.footprint: Footprint | None = None
         """PXPO's kernel credits: the footprint measured at the first epoch (restored on resume)."""
         self.epoch = 0
@@ -123,11 +126,18 @@ class Trainer:
                 self.policy, sample, timestep, context, self.config.guidance_scale, self.null_context
             )
         eps = eps.float()
-        if self.frozen is not None:
+        if self.frozen is not None and self.silent_mode == "freeze":
             mask = self.frozen[context.reshape(-1)]  # (B, h, w)
             if bool(mask.any()):
                 eps = torch.where(mask[:, None], self.reference_eps(sample, timestep, context), eps)
         return eps
+
+    def rollout_policy(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The policy for one batch of episodes: ``eps``, or with PXPO's ``silent_mode='hold'`` and any pixel
+        held, a fresh ``HeldPolicy`` whose held pixels follow the pretrained model's trajectory."""
+        if self.frozen is None or self.silent_mode != "hold":
+            return self.eps
+        return HeldPolicy(self.eps, self.reference_eps, self.frozen)
 
     @torch.no_grad()
     def reference_eps(
@@ -158,7 +168,7 @@ class Trainer:
                 first = batch * batch_size + self.world.rank * local
                 index = torch.arange(first, first + local, device=choices.device)
                 options = {"context": choices[index % len(choices)]}
-            parts.append(collect(self.envs, self.eps, seed=seed, options=options))
+            parts.append(collect(self.envs, self.rollout_policy(), seed=seed, options=options))
         return Trajectories.cat(parts)
 
     def advantages(
@@ -275,6 +285,8 @@ class Trainer:
         eps = self.eps(sample, timestep, context)
         coeffs = coefficients_from(traj.coeffs[idx, k])
         logp = step_log_prob(prev_sample, sample, eps, coeffs).sum(dim=1)  # (b, h, w)
+        if self.frozen is not None and self.silent_mode == "hold":  # held pixels' steps are not the policy's
+            logp = torch.where(self.frozen[context], traj.logp_pixels[idx, k], logp)
         loss, stats = self.algo.loss(logp, traj.logp_pixels[idx, k], advantages, self.num_channels, weight)
         stats = {"approx_kl": stats["approx_kl"], "clipfrac": stats["clipfrac"]}
         if cfg.kl_coef or silent is not None:

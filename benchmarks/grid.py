@@ -91,6 +91,8 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
     "receptive": {"credit": "receptive", "image_advantage_weight": 0.0, "silent_kl_coef": 0.0},
     "pixel-silent1": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_kl_coef": 1.0},
     "pixel-freeze": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "freeze"},
+    "pixel-hold": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "hold"},
+    "pixel-kl": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "kl"},
     "pixel-first": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_test": "first"},
     "pixel-recent": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_test": "recent"},
     "footprint-first": {"credit": "footprint", "image_advantage_weight": 0.0, "silent_test": "first"},

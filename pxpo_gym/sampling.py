@@ -18,7 +18,9 @@ from typing import Any
 import torch
 
 Policy = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-"""``policy(sample, timestep, context) -> action`` on the env's observation tensors."""
+"""``policy(sample, timestep, context) -> action`` on the env's observation tensors. A policy that keeps
+state along its episode (PXPO's held silent pixels, ``agents.rollout.HeldPolicy``) also defines
+``on_step(obs, action, next_obs, info)``, which ``rollout`` calls after every step."""
 StepHook = Callable[[dict, torch.Tensor, dict, dict], None]
 """``on_step(obs, action, next_obs, info)``: called after every env step."""
 
@@ -73,7 +75,8 @@ def rollout(
 
     Args:
         envs: a ``DiffusionDenoiseVectorEnv`` (or a wrapper of one, e.g. from ``gym.make_vec``).
-        policy: ``policy(sample, timestep, context) -> action``.
+        policy: ``policy(sample, timestep, context) -> action``; its own ``on_step``, if it has one, is
+            called after every step, before ``on_step``.
         seed, options: passed to ``envs.reset``; a None seed continues the env's generators.
         on_step: called with ``(obs, action, next_obs, info)`` after every step.
         grad_steps: where gradients are enabled, K > 0 computes the policy's actions with gradients in
@@ -90,8 +93,9 @@ def rollout(
         with torch.set_grad_enabled(torch.is_grad_enabled() and k >= first_grad_step):
             action = policy(obs["sample"], obs["timestep"], obs["context"])
         next_obs, rewards, terminated, _, info = envs.step(action)
-        if on_step is not None:
-            on_step(obs, action, next_obs, info)
+        for hook in (getattr(policy, "on_step", None), on_step):
+            if hook is not None:
+                hook(obs, action, next_obs, info)
         obs = next_obs
     assert bool(terminated.all()), "lock-step episodes end together"
     return Episode(
