@@ -410,11 +410,10 @@ def test_evaluation_reports_nan_without_silent_pixels(tiny_model_dir):
 
 
 def freeze_config(tiny_model_dir, tmp_path, **overrides):
-    """Pixel credit, silent pixels frozen, the half-silent region reward."""
+    """Pixel credit, silent pixels frozen (unless overridden), the half-silent region reward."""
     region = ("tests.test_credit:region_reward",)
-    return tiny_config(
-        tiny_model_dir, tmp_path, credit="pixel", silent_mode="freeze", reward=region, **overrides
-    )
+    settings = {"credit": "pixel", "silent_mode": "freeze", "reward": region, **overrides}
+    return tiny_config(tiny_model_dir, tmp_path, **settings)
 
 
 def test_freeze_mode_acts_as_the_pretrained_model_on_silent_pixels(tiny_model_dir, tmp_path):
@@ -443,12 +442,82 @@ def test_freeze_mode_acts_as_the_pretrained_model_on_silent_pixels(tiny_model_di
     assert history[-1]["silent_fraction"] > 0.4
 
 
-@pytest.mark.parametrize("silent_test", ["recent", "first"])
-def test_freeze_mode_resumes_exactly(tiny_model_dir, tmp_path, silent_test):
-    config = freeze_config(tiny_model_dir, tmp_path, num_epochs=3, save_every=1, silent_test=silent_test)
+@pytest.mark.parametrize("mode, silent_test", [("freeze", "recent"), ("freeze", "first"), ("hold", "first")])
+def test_freeze_and_hold_modes_resume_exactly(tiny_model_dir, tmp_path, mode, silent_test):
+    config = freeze_config(
+        tiny_model_dir, tmp_path, num_epochs=3, save_every=1, silent_test=silent_test, silent_mode=mode
+    )
     whole = train(dataclasses.replace(config, out=str(tmp_path / "whole")))
     train(dataclasses.replace(config, out=str(tmp_path / "part"), num_epochs=2))
     train(dataclasses.replace(config, out="", resume=str(tmp_path / "part")))
     rows = read_metrics(tmp_path / "part" / "metrics.csv")
     assert [r["reward_mean"] for r in rows] == [m["reward_mean"] for m in whole]
     assert rows[-1]["loss"] == whole[-1]["loss"]
+
+
+def held_trainer(tiny_model_dir, tmp_path, **overrides) -> tuple[Trainer, object]:
+    """A hold-mode trainer on the half-silent reward, its policy perturbed away from the pretrained model,
+    the right half decided silent after one epoch; returns it and that epoch's trajectories."""
+    config = freeze_config(tiny_model_dir, tmp_path, silent_mode="hold", silent_test="recent", **overrides)
+    trainer = Trainer(config)
+    assert trainer.rollout_policy() == trainer.eps  # nothing silent yet: the plain policy
+    with torch.no_grad():
+        for p in trainer.policy.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    traj = trainer.sample()
+    trainer.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
+    trainer.frozen = trainer.algo.frozen_pixels()
+    assert trainer.frozen is not None and bool(trainer.frozen[..., 4:].all())
+    return trainer, traj
+
+
+@pytest.mark.parametrize("model", ["ddim", "flow"])
+def test_hold_mode_keeps_silent_pixels_on_the_pretrained_trajectory(
+    tiny_model_dir, tiny_flow_dir, tmp_path, model
+):
+    from pxpo_gym.sampling import run_policy
+
+    trainer, _ = held_trainer(tiny_flow_dir if model == "flow" else tiny_model_dir, tmp_path)
+    choices = trainer.envs.unwrapped.context_choices
+    options = {"context": choices[torch.arange(8) % len(choices)]}
+    ref = run_policy(trainer.envs, None, seed=123, options=options)  # the pretrained model
+    free = run_policy(trainer.envs, trainer.eps, seed=123, options=options)
+    held = run_policy(trainer.envs, trainer.rollout_policy(), seed=123, options=options)
+    silent = trainer.frozen[ref.contexts][:, None].expand_as(ref.images)
+    # Held pixels end exactly where the pretrained model's do from the same noise (rounding aside) ...
+    assert (held.images[silent] - ref.images[silent]).abs().max() < 1e-5
+    # ... where the free policy's do not, and the scored half is the policy's, not the pretrained model's.
+    assert (free.images[silent] - ref.images[silent]).abs().max() > 1e-2
+    assert (held.images[~silent] - ref.images[~silent]).abs().max() > 1e-2
+
+
+def test_hold_mode_gives_held_pixels_no_gradient(tiny_model_dir, tmp_path):
+    trainer, traj = held_trainer(tiny_model_dir, tmp_path)
+    traj = trainer.sample()  # sampled with the right half held
+    idx, k = torch.arange(8), torch.full((8,), 2)
+    adv = torch.randn(8, 8, 8, generator=torch.Generator().manual_seed(0))
+    moved = adv.clone()
+    moved[..., 4:] += 3.0  # advantages that differ on the held pixels only
+    grads = []
+    for advantages in (adv, moved):
+        trainer.policy.zero_grad(set_to_none=True)
+        loss, _ = trainer.step_loss(traj, idx, k, advantages, torch.ones(8), None)
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.policy.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-7)
+    assert grads[0].abs().max() > 0  # the scored half still trains
+
+
+def test_hold_mode_run_keeps_the_silent_half_at_evaluation(tiny_model_dir, tmp_path):
+    config = freeze_config(
+        tiny_model_dir,
+        tmp_path,
+        silent_mode="hold",
+        num_epochs=3,
+        eval_every=1,
+        eval_images=8,
+        learning_rate=3e-3,
+    )
+    history = train(config)
+    assert all(m["silent_kl"] != m["silent_kl"] for m in history)  # NaN: the hold needs no penalty
+    assert history[-1]["fidelity_silent"] < 1e-5 < history[-1]["fidelity_scored"]
