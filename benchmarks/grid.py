@@ -93,6 +93,8 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
     "pixel-freeze": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "freeze"},
     "pixel-hold": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "hold"},
     "pixel-kl": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "kl"},
+    "hybrid-hold": {"credit": "pixel", "image_advantage_weight": 1.0, "silent_mode": "hold"},
+    "footprint-hold": {"credit": "footprint", "image_advantage_weight": 0.0, "silent_mode": "hold"},
     "pixel-first": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_test": "first"},
     "pixel-recent": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_test": "recent"},
     "footprint-first": {"credit": "footprint", "image_advantage_weight": 0.0, "silent_test": "first"},
