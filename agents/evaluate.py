@@ -13,6 +13,10 @@ Against a reference model (by default the model an export was fine-tuned from)
 the same noise also gives the fidelity columns: RMS distance to the reference's
 images and, for the shapes model, the segmentation network's shape match.
 
+An export of a run that pinned PXPO's silent pixels (``held_pixels.safetensors``,
+``agents.export``) is sampled with the pin applied against its reference, as the
+run's own evaluations were (``--held-pixels off``: the weights alone).
+
 Writes OUT/evaluation.json and OUT/grid.png (images beside their reward
 heatmaps); OUT defaults to RUN/evaluation for an export in RUN/model, else
 evaluations/NAME.
@@ -23,7 +27,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import torch
@@ -32,6 +36,8 @@ import tyro
 import pxpo_gym  # noqa: F401  (registers the env)
 from agents.config import reward_tuple
 from agents.evaluation import EVAL_SEED_OFFSET, Evaluator
+from agents.export import read_held_pixels
+from agents.rollout import pinned_policy
 from pxpo_gym.loading import load_model, read_metadata
 from pxpo_gym.viz import save_reward_grid
 
@@ -74,6 +80,9 @@ class EvaluateConfig:
     """torch CPU threads; None leaves torch's default."""
     out: str = ""
     """Output folder; RUN/evaluation for an export in RUN/model, else evaluations/NAME."""
+    held_pixels: Literal["auto", "off"] = "auto"
+    """'auto': an export's pinned silent pixels (held_pixels.safetensors) are applied against the reference,
+    as in training; 'off': the exported weights alone."""
 
 
 def resolve(cfg: EvaluateConfig) -> tuple[tuple[str, ...], dict[str, Any], str | None, Path]:
@@ -135,8 +144,15 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         loaded = load_model(cfg.model, cfg.device, prompts=prompts, resolution=cfg.resolution)
         check_comparable(cfg.model, loaded, reference, core.loaded)
         scored = loaded.noise_model.requires_grad_(False)
+    pin = read_held_pixels(cfg.model, core.loaded.num_contexts, tuple(core.loaded.sample_shape[-2:]))
+    if pin is not None and (scored is None or cfg.held_pixels == "off"):
+        pin = None  # the weights alone (no reference to pin to, or asked for)
     evaluator = Evaluator(envs, cfg.seed, core.context_choices)
-    episode = evaluator.episode(scored if scored is not None else core.model)
+    if pin is not None:
+        mode, held = pin
+        episode = evaluator.episode(pinned_policy(mode, scored, core.model, held.to(core.device)))
+    else:
+        episode = evaluator.episode(scored if scored is not None else core.model)
     metrics = evaluator.score(episode.images, episode.rewards)
     result: dict[str, Any] = {
         "model": cfg.model,
@@ -151,6 +167,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         "reward_mean": metrics["eval_reward"],
         "reward_std": float(episode.rewards.std()) if cfg.images > 1 else 0.0,
         "components": {name: float(value.mean()) for name, value in episode.components.items()},
+        "held_pixels": pin[0] if pin is not None else "none",
     }
     if reference is not None:
         result.update(

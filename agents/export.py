@@ -14,6 +14,12 @@
   pipeline with the adapter fused in.
 - Latent pipelines fully fine-tuned: the whole pipeline folder with the new UNet (or transformer).
 
+A run that pinned PXPO's silent pixels (``silent_mode`` 'hold' or 'freeze') also
+writes ``held_pixels.safetensors``: each context's pinned pixels on the sample
+grid and the mode. The weights alone sample without the pin; ``agents.evaluate``
+(``read_held_pixels``, ``agents.rollout.pinned_policy``) applies it with the
+base model, as training's evaluations did.
+
 Weights are safetensors; the folder is written next to its final place and
 renamed into it, so a crash never leaves half a model.
 """
@@ -34,6 +40,37 @@ EXPORT_DIR = "model"
 """The export's folder inside a run folder."""
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 """diffusers' default LoRA file name (what ``load_lora_weights`` looks for)."""
+HELD_PIXELS = "held_pixels.safetensors"
+"""A pinned run's silent pixels in its export: tensor 'held' (num_contexts, h, w) uint8, metadata 'mode'."""
+PIN_MODES = ("hold", "freeze")
+
+
+def read_held_pixels(
+    folder: str | Path, num_contexts: int, grid: tuple[int, int]
+) -> tuple[str, torch.Tensor] | None:
+    """An export's pinned pixels: (mode, (num_contexts, h, w) bool), or None when it has none.
+
+    Raises:
+        ValueError: the file is not a valid safetensors file, or its mode or shape do not fit the model.
+    """
+    path = Path(folder) / HELD_PIXELS
+    if not path.is_file():
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            mode = (handle.metadata() or {}).get("mode")
+            held = handle.get_tensor("held")
+    except (SafetensorError, OSError, KeyError) as err:
+        raise ValueError(f"{str(path)!r} is not a valid held-pixels file: {err}") from err
+    if mode not in PIN_MODES:
+        raise ValueError(f"{str(path)!r}: mode must be one of {PIN_MODES}, got mode={mode!r}")
+    if tuple(held.shape) != (num_contexts, *grid):
+        raise ValueError(
+            f"{str(path)!r}: held has shape {tuple(held.shape)}, the model needs ({num_contexts}, {grid[0]}, {grid[1]})"
+        )
+    return mode, held.bool()
 
 
 def has_lora(policy: torch.nn.Module) -> bool:
@@ -57,7 +94,11 @@ def merged_unet(policy: NoiseModel, reference: NoiseModel) -> torch.nn.Module:
 
 
 def export_policy(
-    policy: NoiseModel, loaded: LoadedModel, folder: str | Path, run: dict[str, Any] | None = None
+    policy: NoiseModel,
+    loaded: LoadedModel,
+    folder: str | Path,
+    run: dict[str, Any] | None = None,
+    held: tuple[str, torch.Tensor] | None = None,
 ) -> Path:
     """Writes ``policy`` (trained from ``loaded``) as a diffusers model into ``folder`` (replaced).
 
@@ -66,6 +107,7 @@ def export_policy(
         loaded: the env's ``LoadedModel`` the policy was trained from (scheduler, contexts, base).
         folder: where the export goes (typically ``RUN/model``).
         run: the run's settings, recorded in ``pxpo_gym.json``.
+        held: (mode, (num_contexts, h, w) bool) the run's pinned silent pixels, written as ``HELD_PIXELS``.
 
     Returns:
         The folder.
@@ -127,6 +169,14 @@ def export_policy(
         pipeline.save_pretrained(staging, safe_serialization=True)
         meta.update(format="pipeline", prompts=list(loaded.context_names))
         del meta["context_names"], meta["null_context"]
+    if held is not None:
+        from safetensors.torch import save_file
+
+        mode, mask = held
+        save_file(
+            {"held": mask.to(torch.uint8).cpu().contiguous()}, str(staging / HELD_PIXELS), {"mode": mode}
+        )
+        meta["held_pixels"] = {"file": HELD_PIXELS, "mode": mode}
     (staging / METADATA_FILE).write_text(json.dumps(meta, indent=1) + "\n")
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)

@@ -88,6 +88,28 @@ class HeldPolicy:
         )
 
 
+def pinned_policy(mode: str, policy: Callable, reference: Callable, held: torch.Tensor) -> Callable:
+    """A policy with PXPO's silent pixels pinned to the pretrained model, for one batch of episodes.
+
+    Args:
+        mode: 'hold' (``HeldPolicy``: the held pixels' state follows the reference's trajectory) or
+            'freeze' (the action there is the reference's on the current state).
+        policy, reference: ``(sample, timestep, context) -> eps``.
+        held: (num_contexts, h, w) bool.
+    """
+    if mode == "hold":
+        return HeldPolicy(policy, reference, held)
+    if mode != "freeze":
+        raise ValueError(f"mode must be 'hold' or 'freeze', got mode={mode!r}")
+
+    def frozen(sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        eps = policy(sample, timestep, context).float()
+        mask = held[context.reshape(-1)].to(eps.device)[:, None]
+        return torch.where(mask, reference(sample, timestep, context).float(), eps)
+
+    return frozen
+
+
 def coefficients_from(coeffs: torch.Tensor) -> TransitionCoefficients:
     """(..., 3) stacked coefficients -> ``TransitionCoefficients`` of (...,) tensors."""
     return TransitionCoefficients(coeffs[..., 0], coeffs[..., 1], coeffs[..., 2])

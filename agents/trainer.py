@@ -367,12 +367,14 @@ class Trainer:
             save_checkpoint(self.config.run_dir, self.epoch, tensors, meta)
 
     def export(self) -> Path:
-        """Writes the policy (its EMA weights, with ``ema_decay``) as a diffusers model to RUN/model."""
+        """Writes the policy (its EMA weights, with ``ema_decay``) as a diffusers model to RUN/model, with PXPO's
+        pinned silent pixels ('hold' or 'freeze') beside it."""
         run = {"config": dataclasses.asdict(self.config), "epoch": self.epoch, "images": self.images}
         run["weights"] = "ema" if self.ema is not None else "trained"
         with self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext():
+            held = None if self.frozen is None else (self.silent_mode, self.frozen)
             return export_policy(
-                self.policy, self.envs.unwrapped.loaded, self.config.run_dir / EXPORT_DIR, run
+                self.policy, self.envs.unwrapped.loaded, self.config.run_dir / EXPORT_DIR, run, held
             )
 
 

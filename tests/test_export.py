@@ -235,3 +235,38 @@ def test_the_sampling_snippet_of_the_training_docs_runs_on_an_export(tiny_model_
     assert namespace["images"].shape == (8, 3, 8, 8) and namespace["diffusers_images"].shape == (8, 3, 8, 8)
     assert namespace["episode"].contexts.tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
     assert 0 <= float(namespace["diffusers_images"].min()) and float(namespace["diffusers_images"].max()) <= 1
+
+
+def test_a_held_run_exports_its_pinned_pixels_and_evaluate_applies_them(tiny_model_dir, tmp_path):
+    from agents.evaluate import EvaluateConfig, evaluate
+    from agents.export import HELD_PIXELS, read_held_pixels
+
+    config = tiny_config(
+        tiny_model_dir,
+        tmp_path,
+        reward=("tests.test_credit:region_reward",),
+        silent_mode="hold",
+        num_epochs=3,
+        eval_every=3,
+        eval_images=8,
+        learning_rate=3e-3,
+    )
+    history = train(config)
+    model = tmp_path / "run" / "model"
+    mode, held = read_held_pixels(model, 3, (8, 8))
+    assert mode == "hold" and bool(held[..., 4:].all()) and float(held[..., :4].float().mean()) < 0.5
+    assert json.loads((model / "pxpo_gym.json").read_text())["held_pixels"]["mode"] == "hold"
+    common = dict(model=str(model), images=8, num_inference_steps=4)
+    pinned = evaluate(EvaluateConfig(**common, out=str(tmp_path / "pinned")))
+    alone = evaluate(EvaluateConfig(**common, held_pixels="off", out=str(tmp_path / "alone")))
+    # With the pin, the export's held-out images are the run's own last evaluation's.
+    assert pinned["held_pixels"] == "hold" and alone["held_pixels"] == "none"
+    assert pinned["reward_mean"] == pytest.approx(history[-1]["eval_reward"], abs=1e-6)
+    assert pinned["fidelity_distance"] == pytest.approx(history[-1]["fidelity_distance"], abs=1e-6)
+    assert alone["fidelity_distance"] > pinned["fidelity_distance"]
+    # A corrupt or mismatched file is refused, naming it.
+    with pytest.raises(ValueError, match="held has shape"):
+        read_held_pixels(model, 4, (8, 8))
+    (model / HELD_PIXELS).write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="not a valid held-pixels file"):
+        read_held_pixels(model, 3, (8, 8))
