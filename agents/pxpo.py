@@ -193,12 +193,13 @@ class PXPO:
         return silent if bool(silent.any()) else None
 
     def held_pixels(self, silent: torch.Tensor | None) -> torch.Tensor | None:
-        """The silent pixels (``silent_mask``) the KL penalty holds: ``silent`` in 'kl' mode with a
-        coefficient and any silent pixel; None otherwise."""
+        """The silent pixels (``silent_mask``) the KL penalty holds: ``silent`` in the 'kl' and 'hold' modes
+        with a coefficient and any silent pixel; None otherwise. ('hold' pins the silent pixels' state, so
+        there the penalty only keeps the shared weights from drifting.)"""
         config = self.config
         if (
             silent is None
-            or config.silent_mode != "kl"
+            or config.silent_mode == "freeze"
             or not config.silent_kl_coef
             or not bool(silent.any())
         ):
