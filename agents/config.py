@@ -103,11 +103,13 @@ class TrainConfig:
     kernel holds 1 - this of the influence."""
     credit_images: int = 64
     """PXPO kernel credits: episodes of the pretrained model measured for the footprint (once per run)."""
-    silent_mode: Literal["kl", "freeze", "hold"] = ALGO_DEFAULTS.silent_mode  # type: ignore[assignment]
-    """PXPO: how silent pixels are held: 'kl' (silent_kl_coef), 'freeze' (the policy acts there as the
-    pretrained model on the current state) or 'hold' (their state follows the pretrained model's
-    trajectory from the same noise, as inpainting does). 'freeze' and 'hold' are exact, but the exported
-    UNet alone does not carry the mask (docs/training.md)."""
+    silent_mode: Literal["kl", "freeze", "hold", "hold-unscored"] = ALGO_DEFAULTS.silent_mode  # type: ignore[assignment]
+    """PXPO: how silent pixels are kept: 'hold-unscored' (default: pixels whose reward was exactly constant,
+    which the reward never looks at, keep the pretrained model's trajectory from the same noise, as in
+    inpainting; the other silent pixels get the silent_kl_coef penalty), 'kl' (the penalty on every silent
+    pixel), 'hold' (every silent pixel held, and penalised) or 'freeze' (the policy's action there is the
+    pretrained model's on the current state). A pin ('hold', 'hold-unscored', 'freeze') is part of the
+    sampler: the export writes it beside the weights and agents.evaluate applies it (docs/training.md)."""
     silent_kl_coef: float = ALGO_DEFAULTS.silent_kl_coef
     """PXPO: per-pixel KL penalty to the pretrained model on silent pixels (whose reward never varies over
     the context's recent maps), so that what the reward does not score stays as it was; 0: none."""

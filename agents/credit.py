@@ -317,6 +317,34 @@ def measure_footprint(
     return Footprint(influence.float(), method, images, time.perf_counter() - started)
 
 
+INSENSITIVE_PROBES = 8
+"""Random images per context that ``reward_insensitive`` scores."""
+
+
+@torch.no_grad()
+def reward_insensitive(core, probes: int = INSENSITIVE_PROBES, seed: int = 0) -> torch.Tensor:
+    """(num_contexts, h, w) bool on the sample grid: the pixels whose reward map is exactly the same for
+    ``probes`` images of uniform noise per context, i.e. pixels the reward does not look at (a reward that
+    scores only part of the image). One reward call on probes x contexts images; contexts the env never
+    samples stay False.
+
+    A pixel that is only dark in every real image (its colour reward constant) is not insensitive: noise
+    moves it. A gated reward that is 0 on every noise image looks insensitive everywhere, which is why
+    PXPO's 'hold-unscored' also needs the pixel to be silent on the pretrained model's own images.
+    """
+    choices = core.context_choices.cpu()
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand((probes * len(choices), 3, *core.loaded.image_size), generator=generator)
+    contexts = choices.repeat_interleave(probes)
+    maps = core.reward_fn(images.to(core.device), contexts.to(core.device)).detach().float()
+    maps = pool_to_grid(maps, tuple(core.loaded.sample_shape[1:])).cpu()  # (probes x K, h, w)
+    out = torch.zeros(core.loaded.num_contexts, *maps.shape[1:], dtype=torch.bool)
+    for k, ctx in enumerate(choices.tolist()):
+        own = maps[k * probes : (k + 1) * probes]
+        out[ctx] = own.amax(dim=0) == own.amin(dim=0)
+    return out
+
+
 def reward_has_gradient(core) -> bool:
     """Whether the env's reward has a gradient with respect to the image (a grey image probed once)."""
     grey = torch.full((1, 3, *core.loaded.image_size), 0.5, device=core.device, requires_grad=True)

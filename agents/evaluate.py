@@ -225,6 +225,8 @@ def main() -> None:
     line = f"{cfg.model}: reward {result['reward_mean']:.4f} +- {result['reward_std']:.4f} over {cfg.images} held-out images"
     for name, value in result["components"].items():
         line += f"; {name} {value:.4f}"
+    if result["held_pixels"] != "none":
+        line += f"; the run's silent pixels pinned ({result['held_pixels']})"
     if "reference" in result:
         line += (
             f"\nreference {result['reference']}: reward {result['reference_reward_mean']:.4f}; "

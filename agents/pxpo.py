@@ -60,9 +60,12 @@ from agents.losses import PolicyGradientConfig, pxpo_loss
 DEFAULT_CREDIT = "pixel"
 DEFAULT_CREDIT_THRESHOLD = 0.3
 DEFAULT_SILENT_KL_COEF = 10.0
-SILENT_MODES = ("kl", "freeze", "hold")
+SILENT_MODES = ("kl", "freeze", "hold", "hold-unscored")
+PIN_OF_MODE = {"freeze": "freeze", "hold": "hold", "hold-unscored": "hold"}
+"""How the trainer's sampler pins a silent mode's pinned pixels ('kl' pins none)."""
 SILENT_TESTS = ("recent", "first")
 DEFAULT_SILENT_TEST = "first"
+DEFAULT_SILENT_MODE = "hold-unscored"
 SILENT_TOLERANCE = 1e-3
 """A pixel is silent when its reward's std over the context's recent maps is at most this fraction
 of the map's pooled std (a reward that scores only part of the image: exactly 0 elsewhere)."""
@@ -86,11 +89,13 @@ class PXPOConfig(PolicyGradientConfig):
     kernel holds 1 - this of the measured influence."""
     silent_kl_coef: float = DEFAULT_SILENT_KL_COEF
     """Per-pixel KL penalty to the pretrained model on silent pixels (whose reward never varies); 0: none."""
-    silent_mode: str = "kl"
+    silent_mode: str = DEFAULT_SILENT_MODE
     """How silent pixels are held: 'kl' (the penalty above), 'freeze' (the policy's action there is the
-    pretrained model's own on the current state: a hard per-pixel trust region) or 'hold' (their state
-    follows the pretrained model's trajectory from the same noise: ``agents.rollout.HeldPolicy``). The
-    trainer's sampler applies 'freeze' and 'hold'."""
+    pretrained model's own on the current state: a hard per-pixel trust region), 'hold' (their state
+    follows the pretrained model's trajectory from the same noise, ``agents.rollout.HeldPolicy``, and the
+    penalty still brakes the shared weights) or 'hold-unscored' (the pixels whose reward was exactly
+    constant, which the reward never looks at, are held; the other silent pixels get the penalty). The
+    trainer's sampler applies the pin ('freeze', 'hold', 'hold-unscored')."""
     silent_test: str = DEFAULT_SILENT_TEST
     """Which maps decide silence: 'recent' (the context's recent maps, every epoch) or 'first' (its first
     stat_min_count maps, decided once and kept for the run)."""
@@ -145,6 +150,9 @@ class PXPO:
         """silent_test='first': each context's silent pixels, decided from its first stat_min_count maps."""
         self.silence_decided = torch.zeros(num_contexts, dtype=torch.bool)
         """silent_test='first': which contexts have had their silent pixels decided."""
+        self.insensitive: torch.Tensor | None = None
+        """(num_contexts, h, w) bool: pixels whose reward was the same for random images of the context
+        (``agents.credit.reward_insensitive``), set by the trainer in 'hold-unscored' mode."""
 
     @property
     def needs_footprint(self) -> bool:
@@ -165,6 +173,8 @@ class PXPO:
             state["credit_influence"] = self.influence.clone()
         if self.config.silent_test == "first":
             state.update(first_silent=self.first_silent.clone(), silence_decided=self.silence_decided.clone())
+        if self.insensitive is not None:
+            state["insensitive"] = self.insensitive.clone()
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -175,6 +185,8 @@ class PXPO:
         if self.config.silent_test == "first":
             self.first_silent = state["first_silent"].clone()
             self.silence_decided = state["silence_decided"].clone()
+        if "insensitive" in state:
+            self.insensitive = state["insensitive"].clone()
 
     def silent_contexts(self) -> torch.Tensor:
         """(num_contexts, h, w) bool: each context's silent pixels (module docstring); with
@@ -183,28 +195,43 @@ class PXPO:
             return self.stats.silent(SILENT_TOLERANCE)
         return self.first_silent & self.silence_decided[:, None, None]
 
-    def frozen_pixels(self) -> torch.Tensor | None:
-        """silent_mode 'freeze' or 'hold': (num_contexts, h, w) bool, the silent pixels the sampler pins to
-        the pretrained model this epoch (from the statistics so far, so a resumed run gets the same); None
-        in 'kl' mode or while no pixel is silent."""
-        if self.config.silent_mode == "kl":
-            return None
-        silent = self.silent_contexts()
-        return silent if bool(silent.any()) else None
+    def set_insensitive(self, insensitive: torch.Tensor) -> None:
+        """Sets the pixels whose reward does not change with the image (``agents.credit.reward_insensitive``)."""
+        if insensitive.shape != self.first_silent.shape:
+            raise ValueError(
+                f"insensitive must have shape {tuple(self.first_silent.shape)}, got {tuple(insensitive.shape)}"
+            )
+        self.insensitive = insensitive.bool().cpu().clone()
 
-    def held_pixels(self, silent: torch.Tensor | None) -> torch.Tensor | None:
-        """The silent pixels (``silent_mask``) the KL penalty holds: ``silent`` in the 'kl' and 'hold' modes
-        with a coefficient and any silent pixel; None otherwise. ('hold' pins the silent pixels' state, so
-        there the penalty only keeps the shared weights from drifting.)"""
-        config = self.config
-        if (
-            silent is None
-            or config.silent_mode == "freeze"
-            or not config.silent_kl_coef
-            or not bool(silent.any())
-        ):
+    def unscored_contexts(self) -> torch.Tensor:
+        """(num_contexts, h, w) bool: the silent pixels (``silent_contexts``) whose reward was also the same
+        for random images (``set_insensitive``): the reward never looks at them. None are unscored before
+        ``set_insensitive``."""
+        if self.insensitive is None:
+            return torch.zeros_like(self.first_silent)
+        return self.silent_contexts() & self.insensitive
+
+    def pinned_pixels(self) -> torch.Tensor | None:
+        """(num_contexts, h, w) bool: the pixels the sampler pins to the pretrained model this epoch (from
+        the statistics so far, so a resumed run gets the same): the silent ones in the 'freeze' and 'hold'
+        modes, the unscored ones in 'hold-unscored'; None in 'kl' mode or while none qualifies."""
+        mode = self.config.silent_mode
+        if mode == "kl":
             return None
-        return silent
+        pinned = self.unscored_contexts() if mode == "hold-unscored" else self.silent_contexts()
+        return pinned if bool(pinned.any()) else None
+
+    def braked_pixels(self, silent: torch.Tensor | None, contexts: torch.Tensor) -> torch.Tensor | None:
+        """(N, h, w) the pixels of images with these contexts that the KL penalty brakes: ``silent``
+        (``silent_mask``) in the 'kl' and 'hold' modes, less the unscored ones in 'hold-unscored'; None
+        without a coefficient, in 'freeze' mode, or when none qualifies. (Where the state is held, the
+        penalty only keeps the shared weights from drifting.)"""
+        config = self.config
+        if silent is None or config.silent_mode == "freeze" or not config.silent_kl_coef:
+            return None
+        if config.silent_mode == "hold-unscored":
+            silent = silent * ~self.unscored_contexts()[contexts.cpu()].to(silent.device)
+        return silent if bool(silent.any()) else None
 
     def _decide_silence(self) -> None:
         """silent_test='first': fixes the silent pixels of each context that just reached stat_min_count."""

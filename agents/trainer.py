@@ -18,7 +18,7 @@ import torch
 
 from agents.checkpoint import save_checkpoint, trainer_state
 from agents.config import TrainConfig, autocast, check_envs, make_envs
-from agents.credit import Footprint, reward_has_gradient
+from agents.credit import Footprint, reward_has_gradient, reward_insensitive
 from agents.ddpo import DDPO
 from agents.distributed import (
     World,
@@ -37,7 +37,7 @@ from agents.export import EXPORT_DIR, export_policy
 from agents.losses import kl_penalty
 from agents.oracle import check_differentiable, trainer_epoch
 from agents.policy import guided_eps, make_policy
-from agents.pxpo import PXPO
+from agents.pxpo import PIN_OF_MODE, PXPO
 from agents.rollout import HeldPolicy, Trajectories, coefficients_from, collect
 from agents.runs import measure_run_footprint, resolve_config, run_epochs
 from agents.steps import sample_steps, step_weights
@@ -107,10 +107,12 @@ class Trainer:
         """(T,) weight of each denoising step in the loss (``agents.steps``)."""
         self.reward_components: list[str] = list(getattr(core.reward_fn, "names", []))
         """A weighted reward's component names: each component's mean reward is logged as reward_NAME."""
-        self.frozen: torch.Tensor | None = None
-        """PXPO's silent_mode 'freeze' or 'hold': (num_contexts, h, w) pixels the sampler pins to the pretrained
-        model this epoch."""
-        self.silent_mode = config.silent_mode if isinstance(self.algo, PXPO) else "kl"
+        self.pinned: torch.Tensor | None = None
+        """PXPO's pinned silent pixels (``PXPO.pinned_pixels``): (num_contexts, h, w), fixed for the epoch."""
+        self.pin = PIN_OF_MODE.get(config.silent_mode) if isinstance(self.algo, PXPO) else None
+        """How the sampler pins them: 'freeze', 'hold' or None."""
+        if isinstance(self.algo, PXPO) and config.silent_mode == "hold-unscored":
+            self.algo.set_insensitive(reward_insensitive(core, seed=config.seed))
         self.footprint: Footprint | None = None
         """PXPO's kernel credits: the footprint measured at the first epoch (restored on resume)."""
         self.epoch = 0
@@ -126,18 +128,18 @@ class Trainer:
                 self.policy, sample, timestep, context, self.config.guidance_scale, self.null_context
             )
         eps = eps.float()
-        if self.frozen is not None and self.silent_mode == "freeze":
-            mask = self.frozen[context.reshape(-1)]  # (B, h, w)
+        if self.pinned is not None and self.pin == "freeze":
+            mask = self.pinned[context.reshape(-1)]  # (B, h, w)
             if bool(mask.any()):
                 eps = torch.where(mask[:, None], self.reference_eps(sample, timestep, context), eps)
         return eps
 
     def rollout_policy(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The policy for one batch of episodes: ``eps``, or with PXPO's ``silent_mode='hold'`` and any pixel
-        held, a fresh ``HeldPolicy`` whose held pixels follow the pretrained model's trajectory."""
-        if self.frozen is None or self.silent_mode != "hold":
+        """The policy for one batch of episodes: ``eps``, or with PXPO's silent pixels held ('hold',
+        'hold-unscored') a fresh ``HeldPolicy`` whose held pixels follow the pretrained model's trajectory."""
+        if self.pinned is None or self.pin != "hold":
             return self.eps
-        return HeldPolicy(self.eps, self.reference_eps, self.frozen)
+        return HeldPolicy(self.eps, self.reference_eps, self.pinned)
 
     @torch.no_grad()
     def reference_eps(
@@ -224,7 +226,8 @@ class Trainer:
         Args:
             traj: this rank's trajectories.
             advantages: (N,) DDPO; (N, h, w) PXPO with one map for every step, (N, T, h, w) one per step.
-            silent: (N, h, w) PXPO's silent pixels (``PXPO.silent_mask``), held by ``silent_kl_coef``.
+            silent: (N, h, w) PXPO's silent pixels (``PXPO.silent_mask``); those ``PXPO.braked_pixels`` picks
+                are braked by ``silent_kl_coef``.
             step_weights: (T,) per-step loss weights; None: ``self.step_weights``.
         """
         cfg = self.config
@@ -233,7 +236,7 @@ class Trainer:
         weights = (self.step_weights if step_weights is None else step_weights).to(self.device)  # (T,)
         advantages = advantages.to(self.device)
         per_step = advantages.dim() == 4  # PXPO kernel credits: one advantage map per step
-        silent = self.algo.held_pixels(silent) if isinstance(self.algo, PXPO) else None
+        silent = self.algo.braked_pixels(silent, traj.contexts) if isinstance(self.algo, PXPO) else None
         silent = None if silent is None else silent.to(self.device)
         # Metrics stay on the device until the end: no host sync inside the loop.
         totals = {
@@ -285,8 +288,8 @@ class Trainer:
         eps = self.eps(sample, timestep, context)
         coeffs = coefficients_from(traj.coeffs[idx, k])
         logp = step_log_prob(prev_sample, sample, eps, coeffs).sum(dim=1)  # (b, h, w)
-        if self.frozen is not None and self.silent_mode == "hold":  # held pixels' steps are not the policy's
-            logp = torch.where(self.frozen[context], traj.logp_pixels[idx, k], logp)
+        if self.pinned is not None and self.pin == "hold":  # held pixels' steps are not the policy's
+            logp = torch.where(self.pinned[context], traj.logp_pixels[idx, k], logp)
         loss, stats = self.algo.loss(logp, traj.logp_pixels[idx, k], advantages, self.num_channels, weight)
         stats = {"approx_kl": stats["approx_kl"], "clipfrac": stats["clipfrac"]}
         if cfg.kl_coef or silent is not None:
@@ -334,8 +337,8 @@ class Trainer:
             metrics, traj = trainer_epoch(self)  # sampling and training are one pass (agents.oracle)
             sample_seconds = math.nan
         else:
-            frozen = self.algo.frozen_pixels() if isinstance(self.algo, PXPO) else None
-            self.frozen = None if frozen is None else frozen.to(self.device)  # fixed for the epoch
+            pinned = self.algo.pinned_pixels() if isinstance(self.algo, PXPO) else None
+            self.pinned = None if pinned is None else pinned.to(self.device)  # fixed for the epoch
             self.policy.eval()
             traj = self.sample()
             sample_seconds = time.perf_counter() - start
@@ -372,7 +375,7 @@ class Trainer:
         run = {"config": dataclasses.asdict(self.config), "epoch": self.epoch, "images": self.images}
         run["weights"] = "ema" if self.ema is not None else "trained"
         with self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext():
-            held = None if self.frozen is None else (self.silent_mode, self.frozen)
+            held = None if self.pinned is None else (self.pin, self.pinned)
             return export_policy(
                 self.policy, self.envs.unwrapped.loaded, self.config.run_dir / EXPORT_DIR, run, held
             )

@@ -97,7 +97,12 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
     "hold0": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "hold", "silent_kl_coef": 0.0},
     "hold1": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "hold", "silent_kl_coef": 1.0},
     "hold3": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "hold", "silent_kl_coef": 3.0},
-    "hold10": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "hold", "silent_kl_coef": 10.0},
+    "hold10": {
+        "credit": "pixel",
+        "image_advantage_weight": 0.0,
+        "silent_mode": "hold",
+        "silent_kl_coef": 10.0,
+    },
     "footprint-hold": {"credit": "footprint", "image_advantage_weight": 0.0, "silent_mode": "hold"},
     "pixel-first": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_test": "first"},
     "pixel-recent": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_test": "recent"},

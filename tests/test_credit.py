@@ -420,20 +420,20 @@ def test_freeze_mode_acts_as_the_pretrained_model_on_silent_pixels(tiny_model_di
     # every context decided after the first 8 images: re-decided on its maps so far
     config = freeze_config(tiny_model_dir, tmp_path, silent_test="recent")
     trainer = Trainer(dataclasses.replace(config, learning_rate=3e-3))
-    assert trainer.algo.frozen_pixels() is None  # no statistics yet: nothing is silent
+    assert trainer.algo.pinned_pixels() is None  # no statistics yet: nothing is silent
     with torch.no_grad():
         for p in trainer.policy.parameters():
             p.add_(0.05 * torch.randn_like(p))  # the policy now differs from the pretrained model
     traj = trainer.sample()
     trainer.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
-    trainer.frozen = trainer.algo.frozen_pixels()
-    assert trainer.frozen is not None and bool(trainer.frozen[..., 4:].all())
+    trainer.pinned = trainer.algo.pinned_pixels()
+    assert trainer.pinned is not None and bool(trainer.pinned[..., 4:].all())
     sample, t, c = traj.samples[:, 3], traj.timesteps[:, 3], traj.contexts
     with torch.no_grad():
         eps = trainer.eps(sample, t, c)
         ref = trainer.reference(sample, t, c)
         free = trainer.policy(sample, t, c)
-    mask = trainer.frozen[c][:, None].expand_as(eps)
+    mask = trainer.pinned[c][:, None].expand_as(eps)
     assert torch.equal(eps[mask], ref[mask])  # silent pixels: the pretrained model's action, exactly
     assert torch.equal(eps[~mask], free[~mask]) and not torch.equal(free[mask], ref[mask])
     # A whole run: the mask is taken at each epoch's start, no KL is computed, and it resumes exactly.
@@ -466,8 +466,8 @@ def held_trainer(tiny_model_dir, tmp_path, **overrides) -> tuple[Trainer, object
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
     traj = trainer.sample()
     trainer.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
-    trainer.frozen = trainer.algo.frozen_pixels()
-    assert trainer.frozen is not None and bool(trainer.frozen[..., 4:].all())
+    trainer.pinned = trainer.algo.pinned_pixels()
+    assert trainer.pinned is not None and bool(trainer.pinned[..., 4:].all())
     return trainer, traj
 
 
@@ -483,7 +483,7 @@ def test_hold_mode_keeps_silent_pixels_on_the_pretrained_trajectory(
     ref = run_policy(trainer.envs, None, seed=123, options=options)  # the pretrained model
     free = run_policy(trainer.envs, trainer.eps, seed=123, options=options)
     held = run_policy(trainer.envs, trainer.rollout_policy(), seed=123, options=options)
-    silent = trainer.frozen[ref.contexts][:, None].expand_as(ref.images)
+    silent = trainer.pinned[ref.contexts][:, None].expand_as(ref.images)
     # Held pixels end exactly where the pretrained model's do from the same noise (rounding aside) ...
     assert (held.images[silent] - ref.images[silent]).abs().max() < 1e-5
     # ... where the free policy's do not, and the scored half is the policy's, not the pretrained model's.
@@ -508,16 +508,95 @@ def test_hold_mode_gives_held_pixels_no_gradient(tiny_model_dir, tmp_path):
     assert grads[0].abs().max() > 0  # the scored half still trains
 
 
-def test_hold_mode_run_keeps_the_silent_half_at_evaluation(tiny_model_dir, tmp_path):
-    config = freeze_config(
+def test_default_run_holds_the_unscored_half_at_evaluation(tiny_model_dir, tmp_path):
+    config = tiny_config(
         tiny_model_dir,
         tmp_path,
-        silent_mode="hold",
+        reward=("tests.test_credit:region_reward",),
         num_epochs=3,
         eval_every=1,
         eval_images=8,
         learning_rate=3e-3,
     )
+    assert config.silent_mode == "hold-unscored"
+    trainer = Trainer(config)
+    assert bool(trainer.algo.insensitive[..., 4:].all()) and not bool(trainer.algo.insensitive[..., :4].any())
     history = train(config)
-    assert all(m["silent_kl"] != m["silent_kl"] for m in history)  # NaN: the hold needs no penalty
+    # Silence is decided once a context has 4 maps (during epoch 2 here); the next epoch samples with the
+    # unscored half pinned: from then on it is the pretrained model's, exactly.
+    assert history[0]["fidelity_silent"] > 1e-3 and history[1]["silent_fraction"] > 0.4
     assert history[-1]["fidelity_silent"] < 1e-5 < history[-1]["fidelity_scored"]
+
+
+@pytest.mark.parametrize("reward", ["color", "brightness"])
+def test_hold_unscored_equals_kl_mode_bit_for_bit_on_a_reward_that_scores_every_pixel(
+    tiny_model_dir, tmp_path, reward
+):
+    # The tiny model draws a few pixels saturated in every image: silent, but noise moves their reward,
+    # so 'hold-unscored' brakes them as 'kl' does and pins nothing: the two modes are one run.
+    runs = [
+        train(
+            tiny_config(
+                tiny_model_dir,
+                tmp_path,
+                reward=(reward,),
+                silent_mode=mode,
+                num_epochs=3,
+                out=str(tmp_path / mode),
+            )
+        )
+        for mode in ("kl", "hold-unscored")
+    ]
+    assert runs[1][-1]["silent_fraction"] > 0
+    for name in ("reward_mean", "loss", "approx_kl", "grad_norm", "silent_kl"):
+        assert [m[name] for m in runs[0]] == [m[name] for m in runs[1]], name
+
+
+def gated_reward(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+    """Redness where the image's mean green is under 0.3 (no noise image passes), else 0."""
+    gate = (images[:, 1].mean(dim=(1, 2)) < 0.3).float()
+    return images[:, 0] * gate[:, None, None]
+
+
+def test_reward_insensitive_finds_the_pixels_a_reward_never_looks_at(tiny_model_dir):
+    from agents.credit import reward_insensitive
+
+    def core_with(reward):
+        envs = gym.make_vec("DiffusionDenoise-v0", num_envs=2, model=str(tiny_model_dir), reward=reward)
+        return envs.unwrapped
+
+    region = reward_insensitive(core_with("tests.test_credit:region_reward"))
+    assert region.shape == (3, 8, 8) and bool(region[..., 4:].all()) and not bool(region[..., :4].any())
+    assert not bool(reward_insensitive(core_with("color")).any())  # noise moves every pixel's redness
+    gated = reward_insensitive(core_with("tests.test_credit:gated_reward"))
+    assert bool(gated.all())  # 0 on every noise image: why 'hold-unscored' also asks for silence
+    algo = PXPO(PXPOConfig(stat_min_count=2), num_contexts=3, map_shape=(8, 8))
+    algo.set_insensitive(gated)
+    maps = torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(0))  # every pixel varies
+    algo.advantages(maps.mean(dim=(1, 2)), maps, torch.tensor([0, 0, 1, 1]))
+    assert algo.silence_decided[:2].all() and not bool(algo.unscored_contexts().any())
+    with pytest.raises(ValueError, match="insensitive must have shape"):
+        algo.set_insensitive(gated[:2])
+
+
+@pytest.mark.parametrize("mode", ["kl", "hold", "hold-unscored", "freeze"])
+def test_pinned_and_braked_pixels_by_mode(mode):
+    algo = PXPO(PXPOConfig(stat_min_count=2, silent_mode=mode), num_contexts=1, map_shape=(2, 4))
+    unscored = torch.zeros(1, 2, 4, dtype=torch.bool)
+    unscored[..., 3] = True  # column 3: the reward never looks at it
+    algo.set_insensitive(unscored)
+    maps = torch.rand(4, 2, 4, generator=torch.Generator().manual_seed(0))
+    maps[..., 3] = 0.0  # silent and unscored
+    maps[..., 2] = 0.5  # silent but scored (quiet)
+    contexts = torch.zeros(4, dtype=torch.long)
+    algo.advantages(maps.mean(dim=(1, 2)), maps, contexts)
+    silent = algo.silent_mask(contexts)
+    assert silent[0].tolist() == [[0.0, 0.0, 1.0, 1.0]] * 2
+    pinned, braked = algo.pinned_pixels(), algo.braked_pixels(silent, contexts)
+    pinned_columns = {"kl": None, "hold": [2, 3], "hold-unscored": [3], "freeze": [2, 3]}[mode]
+    braked_columns = {"kl": [2, 3], "hold": [2, 3], "hold-unscored": [2], "freeze": None}[mode]
+    for got, columns in ((pinned, pinned_columns), (braked, braked_columns)):
+        if columns is None:
+            assert got is None
+        else:
+            assert got[0].nonzero()[:, 1].unique().tolist() == columns
