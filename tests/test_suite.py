@@ -97,3 +97,13 @@ def test_runs_commits_join_when_runs_are_added_and_reset_when_remade(tmp_path, m
     assert grid.read_runs_commits(tmp_path, tasks)["color"] == "aaaaaaa + bbbbbbb"
     grid.record_runs_commit(tmp_path, ["jpeg"], tasks)  # every jpeg run made again at ccccccc
     assert grid.read_runs_commits(tmp_path, tasks) == {"color": "aaaaaaa + bbbbbbb", "jpeg": "ccccccc"}
+
+
+def test_unscored_measures_the_region_tasks_silent_half_only():
+    from benchmarks.unscored import UnscoredConfig, measure
+
+    result = measure(UnscoredConfig(tasks=("region", "color"), images_per_context=2))
+    assert result["command"].startswith("python -m benchmarks.unscored") and result["commit"]
+    for row in result["tasks"]["region"].values():
+        assert row == {"silent": 0.5, "insensitive": 0.5, "unscored": 0.5}
+    assert all(row["unscored"] == 0.0 for row in result["tasks"]["color"].values())
