@@ -32,16 +32,22 @@ where log p(x^ij) sums the pixel's channels. Our choices, fixed here:
 - Hybrid (``image_advantage_weight`` = lambda > 0): A + lambda * A_image, where A_image
   is DDPO's image-level advantage of the same image (the default before the
   footprint credit: it credits every pixel, scored or not, with the image's success).
-- Silent pixels (``silent_kl_coef``): a pixel whose reward never varies over its
-  context's recent maps (a reward that scores part of the image) has advantage 0,
-  but the shared weights still move it. A per-pixel KL penalty to the pretrained
-  model, on those pixels only, holds them; pixels the reward scores are not braked.
-  ``silent_test`` says which maps decide: the context's first ``stat_min_count``
-  maps (the pretrained model's samples), once for the run (the default), or the
-  recent ones, every epoch. Re-deciding lets a pixel whose reward has converged
-  count as silent and be pulled back (colour: 0.956 instead of 1.000), and lets
-  background that the shared weights have redrawn stop counting as silent and drift
-  (segmentation collapsed in 4 of 5 runs): docs/results.md, "Silence decided once".
+- Silent pixels: a pixel whose reward never varies over its context's first
+  ``stat_min_count`` maps (the pretrained model's samples; ``silent_test``) has
+  advantage 0, but the shared weights still move it. ``silent_mode`` says what keeps
+  it. The default, 'hold-unscored', splits silent pixels in two. Those the reward
+  never looks at (also exactly constant on noise images: ``agents.credit.
+  reward_insensitive``; a reward that scores part of the image) keep the pretrained
+  model's trajectory from the same noise, as inpainting keeps the known region
+  (``agents.rollout.HeldPolicy``): exact, at the cost of a reference forward pass per
+  step. The others (quiet: the reward looks but did not vary, such as a
+  segmentation net's background) get a per-pixel KL penalty to the pretrained model
+  (``silent_kl_coef``), which also brakes the shared weights: without it per-pixel
+  credit collapses segmentation. Pinning every silent pixel ('hold') or braking
+  every one ('kl') each fail one task: docs/results.md, "Holding what the reward
+  never looks at". ``silent_test='recent'`` re-decides on the recent maps every epoch
+  (the default before: it let converged pixels be pulled back and redrawn background
+  drift; "Silence decided once").
 - IS variant: one ratio per pixel, clipped per pixel. Per-pixel log-ratios move
   far more per update than DDPO's mean over all elements, so PXPO's clip range
   is PPO's usual 0.2, not DDPO's 1e-4 (the measurements are in docs/results.md).

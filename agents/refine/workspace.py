@@ -353,10 +353,12 @@ def refine_train_config(options: RefineConfig) -> TrainConfig:
     pxpo = options.update == "pxpo"
     return TrainConfig(
         algo="pxpo" if pxpo else "oracle",
-        # PXPO: per-pixel credit with the image term, no penalty on silent pixels (the hold term keeps them).
+        # PXPO: per-pixel credit with the image term, no penalty on silent pixels and no pin (the hold term
+        # keeps them; the page samples with the workspace's own policy, not the trainer's epoch loop).
         credit="pixel",
         image_advantage_weight=1.0,
         silent_kl_coef=0.0,
+        silent_mode="kl",
         model=options.model,
         prompts=tuple(options.prompts),
         sample_batch_size=options.group_size,
