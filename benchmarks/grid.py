@@ -91,9 +91,9 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
     "receptive": {"credit": "receptive", "image_advantage_weight": 0.0, "silent_kl_coef": 0.0},
     "pixel-silent1": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_kl_coef": 1.0},
     "pixel-freeze": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "freeze"},
-    "pixel-hold": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "hold"},
+    # Silent modes (agents.pxpo): 'kl' (the default before 'hold-unscored'), and 'hold' (every silent
+    # pixel held) with the penalty at 0 / 1 / 3 / 10; the penalty on silent pixels the reward looks at:
     "pixel-kl": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "kl"},
-    "hybrid-hold": {"credit": "pixel", "image_advantage_weight": 1.0, "silent_mode": "hold"},
     "hold0": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "hold", "silent_kl_coef": 0.0},
     "hold1": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "hold", "silent_kl_coef": 1.0},
     "hold3": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "hold", "silent_kl_coef": 3.0},
@@ -103,7 +103,8 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
         "silent_mode": "hold",
         "silent_kl_coef": 10.0,
     },
-    "footprint-hold": {"credit": "footprint", "image_advantage_weight": 0.0, "silent_mode": "hold"},
+    "silent3": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_kl_coef": 3.0},
+    "silent1": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_kl_coef": 1.0},
     "pixel-first": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_test": "first"},
     "pixel-recent": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_test": "recent"},
     "footprint-first": {"credit": "footprint", "image_advantage_weight": 0.0, "silent_test": "first"},
