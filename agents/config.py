@@ -104,9 +104,9 @@ class TrainConfig:
     credit_images: int = 64
     """PXPO kernel credits: episodes of the pretrained model measured for the footprint (once per run)."""
     silent_mode: Literal["kl", "freeze", "hold", "hold-unscored"] = ALGO_DEFAULTS.silent_mode  # type: ignore[assignment]
-    """PXPO: how silent pixels are kept: 'hold-unscored' (default: pixels whose reward was exactly constant,
-    which the reward never looks at, keep the pretrained model's trajectory from the same noise, as in
-    inpainting; the other silent pixels get the silent_kl_coef penalty), 'kl' (the penalty on every silent
+    """PXPO: how silent pixels are kept: 'hold-unscored' (default: silent pixels whose reward is also exactly
+    the same on noise images, which the reward never looks at, keep the pretrained model's trajectory from
+    the same noise, as in inpainting; the other silent pixels get the silent_kl_coef penalty), 'kl' (the penalty on every silent
     pixel), 'hold' (every silent pixel held, and penalised) or 'freeze' (the policy's action there is the
     pretrained model's on the current state). A pin ('hold', 'hold-unscored', 'freeze') is part of the
     sampler: the export writes it beside the weights and agents.evaluate applies it (docs/training.md)."""
