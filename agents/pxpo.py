@@ -241,7 +241,8 @@ class PXPO:
 
     def _decide_silence(self) -> None:
         """silent_test='first': fixes the silent pixels of each context that just reached stat_min_count."""
-        ready = (self.stats.count >= self.config.stat_min_count) & ~self.silence_decided
+        # at least 2 maps: a pixel's spread over one map says nothing (it would be decided never silent)
+        ready = (self.stats.count >= max(self.config.stat_min_count, 2)) & ~self.silence_decided
         if bool(ready.any()):
             self.first_silent[ready] = self.stats.silent(SILENT_TOLERANCE)[ready]
             self.silence_decided |= ready

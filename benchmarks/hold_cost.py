@@ -62,15 +62,12 @@ def measure(cfg: HoldCostConfig) -> dict:
             train_batch_size=cfg.train_batch_size,
             num_inference_steps=cfg.num_inference_steps,
             device=cfg.device,
-            stat_min_count=1,
             progress=False,
             tensorboard=False,
         )
     )
-    traj = trainer.sample()  # decides silence: every context has its first map
-    trainer.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
-    pinned = trainer.algo.pinned_pixels()
-    if pinned is None:
+    pinned = trainer.algo.insensitive  # the right half of every context: what training pins once decided
+    if pinned is None or not bool(pinned.any()):
         raise RuntimeError("the region task pinned no pixel: nothing to measure")
     pinned = pinned.to(device)
     epochs = {}

@@ -600,3 +600,12 @@ def test_pinned_and_braked_pixels_by_mode(mode):
             assert got is None
         else:
             assert got[0].nonzero()[:, 1].unique().tolist() == columns
+
+
+def test_silence_waits_for_two_maps_even_with_stat_min_count_1():
+    algo = PXPO(PXPOConfig(stat_min_count=1), num_contexts=1, map_shape=(1, 2))
+    maps = torch.tensor([[[0.0, 0.3]], [[0.0, 0.7]]])  # pixel 0 silent, pixel 1 varies
+    algo.advantages(maps[:1].mean(dim=(1, 2)), maps[:1], torch.zeros(1, dtype=torch.long))
+    assert not bool(algo.silence_decided[0])  # one map says nothing about spread
+    algo.advantages(maps[1:].mean(dim=(1, 2)), maps[1:], torch.zeros(1, dtype=torch.long))
+    assert bool(algo.silence_decided[0]) and algo.silent_contexts()[0].tolist() == [[True, False]]

@@ -112,7 +112,7 @@ def test_unscored_measures_the_region_tasks_silent_half_only():
 def test_hold_cost_times_held_and_free_epochs_of_the_region_task():
     from benchmarks.hold_cost import HoldCostConfig, measure
 
-    result = measure(HoldCostConfig(batch_size=4, train_batch_size=4, num_inference_steps=2, repeats=1))
+    result = measure(HoldCostConfig(batch_size=8, train_batch_size=8, num_inference_steps=2, repeats=1))
     assert result["pinned_fraction"] == 0.5  # the right half of every context
     assert set(result["seconds"]) == {"sample_free", "sample_held", "update_free", "update_held"}
     assert all(v > 0 for v in result["seconds"].values()) and result["sample_ratio_held_to_free"] > 0
