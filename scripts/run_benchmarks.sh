@@ -31,7 +31,7 @@ $PY -m benchmarks.suite region --out $R/region > logs/region.log 2>&1
 # and with every silent pixel held, segmentation with every silent pixel held, the brake's strength there,
 # and the hybrid credit at the default brake.
 $PY -m benchmarks.unscored --out $R/unscored.json > logs/unscored.log 2>&1
-$PY -m benchmarks.hold_cost --out $R/hold_cost.json > logs/hold_cost.log 2>&1
+$PY -m benchmarks.hold_cost --repeats 9 --out $R/hold_cost.json > logs/hold_cost.log 2>&1
 $PY -m benchmarks.suite full --tasks region --algos pxpo --out $R/full_pxpo_hold > logs/full_pxpo_hold.log 2>&1
 $PY -m benchmarks.suite region --algos pxpo --pxpo-variants default hold10 hold3 hold1 --seeds 0 1 --out $R/region_hold > logs/region_hold.log 2>&1
 SEG=(full --tasks segmentation --algos pxpo --seeds 0 1)
