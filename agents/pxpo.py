@@ -231,7 +231,9 @@ class PXPO:
         """(N, h, w) the pixels of images with these contexts that the KL penalty brakes: ``silent``
         (``silent_mask``) in the 'kl' and 'hold' modes, less the unscored ones in 'hold-unscored'; None
         without a coefficient, in 'freeze' mode, or when none qualifies. (Where the state is held, the
-        penalty only keeps the shared weights from drifting.)"""
+        penalty only keeps the shared weights from drifting. Pixels found unscored in this epoch's
+        statistics are neither braked in its update nor pinned in its sampling: the pin starts with the
+        next epoch's sampling.)"""
         config = self.config
         if silent is None or config.silent_mode == "freeze" or not config.silent_kl_coef:
             return None
