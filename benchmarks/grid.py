@@ -111,6 +111,7 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
     # Segmentation's cross terms at the lighter brake (pixel + penalty 3 peaked at 0.23, then fell):
     "receptive3": {"credit": "receptive", "image_advantage_weight": 0.0, "silent_kl_coef": 3.0},
     "hybrid3": {"credit": "pixel", "image_advantage_weight": 1.0, "silent_kl_coef": 3.0},
+    "silent5": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_kl_coef": 5.0},
 }
 """Named PXPO advantage settings a suite can compare ('default': TrainConfig's defaults; '-silent' keeps
 the default penalty on silent pixels, the bare credit names turn it off)."""
