@@ -65,7 +65,7 @@ from agents.losses import PolicyGradientConfig, pxpo_loss
 
 DEFAULT_CREDIT = "pixel"
 DEFAULT_CREDIT_THRESHOLD = 0.3
-DEFAULT_SILENT_KL_COEF = 10.0
+DEFAULT_SILENT_KL_COEF = 5.0
 SILENT_MODES = ("kl", "freeze", "hold", "hold-unscored")
 PIN_OF_MODE = {"freeze": "freeze", "hold": "hold", "hold-unscored": "hold"}
 """How the trainer's sampler pins a silent mode's pinned pixels ('kl' pins none)."""
