@@ -552,6 +552,26 @@ def test_hold_unscored_equals_kl_mode_bit_for_bit_on_a_reward_that_scores_every_
         assert [m[name] for m in runs[0]] == [m[name] for m in runs[1]], name
 
 
+def mean_red_reward(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+    """The image's mean redness at every pixel: no pixel is silent while the images vary."""
+    return images[:, 0].mean(dim=(1, 2))[:, None, None].expand(-1, *images.shape[2:]).contiguous()
+
+
+def test_the_silent_penalty_changes_nothing_where_no_pixel_is_silent(tiny_model_dir, tmp_path):
+    # Why changing the default coefficient left the colour, target-map and JPEG runs as they were;
+    # and where a pixel is silent (the tiny model saturates some red pixels), it does change the run.
+    def losses(reward: str, coef: float) -> list[float]:
+        config = tiny_config(
+            tiny_model_dir, tmp_path, reward=(reward,), silent_kl_coef=coef, num_epochs=3, out=str(tmp_path / "r")
+        )
+        return [(m["loss"], m["silent_fraction"]) for m in train(dataclasses.replace(config, overwrite=True))]
+
+    quiet_free = [losses("tests.test_credit:mean_red_reward", coef) for coef in (5.0, 10.0)]
+    assert quiet_free[0] == quiet_free[1] and all(f == 0 for _, f in quiet_free[0][1:])
+    saturated = [losses("color", coef) for coef in (5.0, 10.0)]
+    assert saturated[0][-1][1] > 0 and saturated[0] != saturated[1]
+
+
 def gated_reward(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
     """Redness where the image's mean green is under 0.3 (no noise image passes), else 0."""
     gate = (images[:, 1].mean(dim=(1, 2)) < 0.3).float()
