@@ -562,7 +562,12 @@ def test_the_silent_penalty_changes_nothing_where_no_pixel_is_silent(tiny_model_
     # and where a pixel is silent (the tiny model saturates some red pixels), it does change the run.
     def losses(reward: str, coef: float) -> list[float]:
         config = tiny_config(
-            tiny_model_dir, tmp_path, reward=(reward,), silent_kl_coef=coef, num_epochs=3, out=str(tmp_path / "r")
+            tiny_model_dir,
+            tmp_path,
+            reward=(reward,),
+            silent_kl_coef=coef,
+            num_epochs=3,
+            out=str(tmp_path / "r"),
         )
         return [(m["loss"], m["silent_fraction"]) for m in train(dataclasses.replace(config, overwrite=True))]
 
