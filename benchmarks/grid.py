@@ -112,6 +112,9 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
     "receptive3": {"credit": "receptive", "image_advantage_weight": 0.0, "silent_kl_coef": 3.0},
     "hybrid3": {"credit": "pixel", "image_advantage_weight": 1.0, "silent_kl_coef": 3.0},
     "silent5": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_kl_coef": 5.0},
+    # The arms run at the penalty's earlier default of 10, pinned so that they reproduce at any default:
+    "hybrid10": {"credit": "pixel", "image_advantage_weight": 1.0, "silent_kl_coef": 10.0},
+    "receptive10": {"credit": "receptive", "image_advantage_weight": 0.0, "silent_kl_coef": 10.0},
 }
 """Named PXPO advantage settings a suite can compare ('default': TrainConfig's defaults; '-silent' keeps
 the default penalty on silent pixels, the bare credit names turn it off)."""

@@ -5,7 +5,7 @@
 # algorithm's swept settings; the training options (KL, group advantages); PXPO's credits and the
 # region task (agents.credit, benchmarks.credit_signal); the refine page's effect
 # per K and its screenshot; 1 vs 2 processes. Then SB3 PPO in residual mode at two action grids.
-# About 5 hours on 2 CPU cores. Logs go to logs/.
+# About 6 hours on 2 CPU cores. Logs go to logs/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
@@ -29,7 +29,7 @@ $PY -m benchmarks.suite credit --out $R/credit > logs/credit.log 2>&1
 $PY -m benchmarks.suite region --out $R/region > logs/region.log 2>&1
 # PXPO's silent modes (issue 18): which pixels each reward never looks at, the region task at the default
 # and with every silent pixel held, segmentation with every silent pixel held, the brake's strength there,
-# and the hybrid credit at the default brake.
+# the hybrid and receptive credits, a higher learning rate, and the default brake (5) on segmentation, DDIM and flow.
 $PY -m benchmarks.unscored --out $R/unscored.json > logs/unscored.log 2>&1
 $PY -m benchmarks.hold_cost --repeats 9 --out $R/hold_cost.json > logs/hold_cost.log 2>&1
 $PY -m benchmarks.suite full --tasks region --algos pxpo --out $R/full_pxpo_hold > logs/full_pxpo_hold.log 2>&1
@@ -37,7 +37,13 @@ $PY -m benchmarks.suite region --algos pxpo --pxpo-variants default hold10 hold3
 SEG=(full --tasks segmentation --algos pxpo --seeds 0 1)
 $PY -m benchmarks.suite "${SEG[@]}" --pxpo-variants hold0 hold10 --out $R/segmentation_hold > logs/segmentation_hold.log 2>&1
 $PY -m benchmarks.suite "${SEG[@]}" --pxpo-variants silent3 silent1 --out $R/segmentation_penalty > logs/segmentation_penalty.log 2>&1
-$PY -m benchmarks.suite "${SEG[@]}" --pxpo-variants hybrid --out $R/segmentation_hybrid > logs/segmentation_hybrid.log 2>&1
+# (hybrid10 and receptive10 are the arms that ran as 'hybrid' and 'receptive-silent' while the penalty's
+# default was 10; the segmentation_lr arm is the default at 3e-4.)
+$PY -m benchmarks.suite "${SEG[@]}" --pxpo-variants hybrid10 --out $R/segmentation_hybrid > logs/segmentation_hybrid.log 2>&1
+$PY -m benchmarks.suite "${SEG[@]}" --pxpo-variants receptive3 hybrid3 receptive10 --out $R/segmentation_cross > logs/segmentation_cross.log 2>&1
+$PY -m benchmarks.suite "${SEG[@]}" --pxpo-learning-rates 0.0003 --out $R/segmentation_lr > logs/segmentation_lr.log 2>&1
+$PY -m benchmarks.suite full --tasks segmentation --algos pxpo --out $R/full_pxpo_kl5 > logs/full_pxpo_kl5.log 2>&1
+$PY -m benchmarks.suite flow --tasks segmentation --algos pxpo --out $R/flow_kl5 > logs/flow_kl5.log 2>&1
 $PY -m benchmarks.refine --screenshot --out $R > logs/refine.log 2>&1
 $PY -m benchmarks.distributed --out $R/distributed.json > logs/distributed.log 2>&1
 $PY -m benchmarks.sb3_ppo --out $R/sb3_ppo > logs/sb3_ppo.log 2>&1
