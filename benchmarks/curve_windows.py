@@ -18,14 +18,13 @@ The runs' folders are not committed; the suite command that wrote them rebuilds 
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.grid import provenance
+from benchmarks.grid import provenance, write_result
 
 
 @dataclass(frozen=True)
@@ -109,9 +108,7 @@ def measure(cfg: WindowsConfig) -> dict:
 
 def main(cfg: WindowsConfig) -> dict:
     result = measure(cfg)
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out = write_result(cfg.out, result)
     for label, arm in result["arms"].items():
         spans = ", ".join(f"{a}-{b}" for a, b in arm["window_images"])
         print(f"{label} ({len(arm['seeds'])} seeds; windows ending at images {spans}):")

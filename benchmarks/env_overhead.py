@@ -11,16 +11,14 @@ Writes ``benchmarks/results/env_overhead.json`` and prints a markdown line.
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import gymnasium as gym
 import torch
 
 import pxpo_gym  # noqa: F401  (registers the env)
-from benchmarks.grid import provenance, scratch
+from benchmarks.grid import provenance, scratch, write_result
 from benchmarks.timing import device_name, timed
 from pxpo_gym.ddim import ddim_step
 from pxpo_gym.sampling import run_policy
@@ -91,8 +89,7 @@ def main(cfg: OverheadConfig) -> dict:
         "device_name": device_name(device),
         "torch": torch.__version__,
     }
-    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(cfg.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(cfg.out, result, indent=2)
     print(
         f"| batch {cfg.batch_size}, {cfg.num_inference_steps} steps, {cfg.device}, {cfg.threads} thread(s) "
         f"| env {env_s:.3f} s | bare loop {bare_s:.3f} s | ratio {env_s / bare_s:.3f} "

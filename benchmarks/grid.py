@@ -45,6 +45,14 @@ def provenance(module: str) -> dict[str, str]:
     return {"commit": git_commit(), "command": " ".join(["python -m", module, *sys.argv[1:]])}
 
 
+def write_result(out: str | Path, result: dict, indent: int = 1) -> Path:
+    """Writes a benchmark's result dict as JSON to ``out`` (its folder made if missing); returns the path."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=indent) + "\n")
+    return path
+
+
 def read_runs_commits(out: str | Path, tasks: tuple[str, ...]) -> dict[str, str]:
     """{task: commit that made its runs} from OUT/runs_commit.txt ({} if it is missing)."""
     path = Path(out) / RUNS_COMMIT_FILE

@@ -12,14 +12,12 @@ the ratios (held / free) are what to read.
 from __future__ import annotations
 
 import functools
-import json
 import statistics
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
-from benchmarks.grid import provenance, scratch
+from benchmarks.grid import provenance, scratch, write_result
 from benchmarks.tasks import TASKS
 from benchmarks.timing import device_name, timed
 
@@ -102,9 +100,7 @@ def measure(cfg: HoldCostConfig) -> dict:
 
 def main(cfg: HoldCostConfig) -> dict:
     result = measure(cfg)
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out = write_result(cfg.out, result)
     print(
         f"{result['device_name']}, {cfg.threads} thread(s), batch {cfg.batch_size}: held / free = "
         f"{result['sample_ratio_held_to_free']:.2f} sampling, {result['update_ratio_held_to_free']:.2f} update, "

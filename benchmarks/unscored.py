@@ -14,9 +14,7 @@ exactly as ``silent_mode='kl'`` does.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import gymnasium as gym
 import torch
@@ -25,7 +23,7 @@ import pxpo_gym  # noqa: F401  (registers the env)
 from agents.advantages import ContextStats
 from agents.credit import reward_insensitive
 from agents.pxpo import SILENT_TOLERANCE
-from benchmarks.grid import provenance
+from benchmarks.grid import provenance, write_result
 from benchmarks.tasks import TASKS
 from pxpo_gym.rewards import pool_to_grid
 from pxpo_gym.sampling import run_policy
@@ -82,9 +80,7 @@ def measure(cfg: UnscoredConfig) -> dict:
 
 def main(cfg: UnscoredConfig) -> dict:
     result = measure(cfg)
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out = write_result(cfg.out, result)
     for name, rows in result["tasks"].items():
         line = ", ".join(
             f"{c}: {r['silent']:.2f} / {r['insensitive']:.2f} / {r['unscored']:.2f}" for c, r in rows.items()
