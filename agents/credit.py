@@ -338,10 +338,9 @@ def reward_insensitive(core, probes: int = INSENSITIVE_PROBES, seed: int = 0) ->
     contexts = choices.repeat_interleave(probes)
     maps = core.reward_fn(images.to(core.device), contexts.to(core.device)).detach().float()
     maps = pool_to_grid(maps, tuple(core.loaded.sample_shape[1:])).cpu()  # (probes x K, h, w)
+    per_context = maps.view(len(choices), probes, *maps.shape[1:])  # contexts in blocks of probes
     out = torch.zeros(core.loaded.num_contexts, *maps.shape[1:], dtype=torch.bool)
-    for k, ctx in enumerate(choices.tolist()):
-        own = maps[k * probes : (k + 1) * probes]
-        out[ctx] = own.amax(dim=0) == own.amin(dim=0)
+    out[choices] = per_context.amax(dim=1) == per_context.amin(dim=1)
     return out
 
 

@@ -560,7 +560,7 @@ def mean_red_reward(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tenso
 def test_the_silent_penalty_changes_nothing_where_no_pixel_is_silent(tiny_model_dir, tmp_path):
     # Why changing the default coefficient left the colour, target-map and JPEG runs as they were;
     # and where a pixel is silent (the tiny model saturates some red pixels), it does change the run.
-    def losses(reward: str, coef: float) -> list[float]:
+    def losses(reward: str, coef: float) -> list[tuple[float, float]]:
         config = tiny_config(
             tiny_model_dir,
             tmp_path,
@@ -575,6 +575,36 @@ def test_the_silent_penalty_changes_nothing_where_no_pixel_is_silent(tiny_model_
     assert quiet_free[0] == quiet_free[1] and all(f == 0 for _, f in quiet_free[0][1:])
     saturated = [losses("color", coef) for coef in (5.0, 10.0)]
     assert saturated[0][-1][1] > 0 and saturated[0] != saturated[1]
+
+
+@pytest.mark.parametrize("mode", ["hold-unscored", "hold", "kl", "freeze"])
+def test_which_silent_pixels_each_mode_pins_and_brakes(mode):
+    # Context maps with the right half exactly 0 (unscored: also insensitive to noise images) and one
+    # quiet pixel (0, 0): constant on these maps, but the reward looks at it.
+    algo = PXPO(PXPOConfig(stat_min_count=2, silent_mode=mode), num_contexts=2, map_shape=(4, 4))
+    insensitive = torch.zeros(2, 4, 4, dtype=torch.bool)
+    insensitive[..., 2:] = True
+    algo.set_insensitive(insensitive)
+    maps = torch.rand(4, 4, 4, generator=torch.Generator().manual_seed(0)) + 0.1
+    maps[..., 2:] = 0.0
+    maps[:, 0, 0] = 0.5
+    contexts = torch.tensor([0, 0, 1, 1])
+    algo.advantages(maps.mean(dim=(1, 2)), maps, contexts)
+    silent = algo.silent_mask(contexts)
+    quiet = torch.zeros(4, 4, 4)
+    quiet[:, 0, 0] = 1.0
+    assert torch.equal(silent, quiet + insensitive[contexts].float())
+    pinned, braked = algo.pinned_pixels(), algo.braked_pixels(silent, contexts)
+    if mode == "hold-unscored":  # the unscored half pinned, only the quiet pixel braked
+        assert torch.equal(pinned, insensitive) and torch.equal(braked, quiet)
+    elif mode == "hold":  # every silent pixel pinned and braked
+        assert torch.equal(pinned, silent[[0, 2]].bool()) and torch.equal(braked, silent)
+    elif mode == "kl":
+        assert pinned is None and torch.equal(braked, silent)
+    else:  # freeze: pinned, never braked
+        assert torch.equal(pinned, silent[[0, 2]].bool()) and braked is None
+    no_coef = PXPO(PXPOConfig(stat_min_count=2, silent_mode=mode, silent_kl_coef=0.0), 2, (4, 4))
+    assert no_coef.braked_pixels(silent, contexts) is None
 
 
 def gated_reward(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
