@@ -123,6 +123,9 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
     # The arms run at the penalty's earlier default of 10, pinned so that they reproduce at any default:
     "hybrid10": {"credit": "pixel", "image_advantage_weight": 1.0, "silent_kl_coef": 10.0},
     "receptive10": {"credit": "receptive", "image_advantage_weight": 0.0, "silent_kl_coef": 10.0},
+    # DDPO's credit, or more of it, under PXPO's loss and the quiet-pixel brake of 5:
+    "image5": {"credit": "image", "image_advantage_weight": 0.0, "silent_kl_coef": 5.0},
+    "hybrid-w3": {"credit": "pixel", "image_advantage_weight": 3.0, "silent_kl_coef": 5.0},
 }
 """Named PXPO advantage settings a suite can compare ('default': TrainConfig's defaults; '-silent' keeps
 the default penalty on silent pixels, the bare credit names turn it off)."""
