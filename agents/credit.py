@@ -36,6 +36,12 @@ Credits (``CREDITS``):
   to how strongly they reach it (biased towards the near pixels; the least noise).
 - ``"support"``: K_t = 1 on the smallest set of offsets holding ``1 - threshold`` of
   the squared influence, 0 elsewhere: the unbiased superset form.
+- ``"auto"``: ``"pixel"`` where the reward is pixel-local, ``"image"`` where it is not,
+  decided once per run by ``reward_locality`` (the share of a reward map's response to a
+  change at one pixel that falls on that pixel, at least ``LOCAL_SHARE`` for "pixel").
+  Per-pixel credit wins on pixel-local rewards and, on a reward that judges a pixel by
+  its surroundings (a segmentation net), falls behind DDPO's credit under the same loss
+  (docs/results.md, "Credit chosen by the reward's locality").
 - ``"receptive"``: the last step's ``"footprint"`` kernel at every step. At the last
   step x_0 = mean + sigma z, so d r / d z = sigma d r / d x_0: its kernel is the
   reward's own receptive field (the identity for a pixel-local reward, a box for a
@@ -60,7 +66,7 @@ from tqdm import tqdm
 
 from pxpo_gym.rewards import pool_to_grid
 
-CREDITS = ("pixel", "image", "footprint", "support", "receptive")
+CREDITS = ("pixel", "image", "footprint", "support", "receptive", "auto")
 KERNEL_CREDITS = ("footprint", "support", "receptive")
 """Credits that need a measured footprint."""
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -315,6 +321,45 @@ def measure_footprint(
     bar.close()
     influence = (total / counts.clamp(min=1)).sqrt()
     return Footprint(influence.float(), method, images, time.perf_counter() - started)
+
+
+LOCALITY_PROBES = 32
+"""Random images per context that ``reward_locality`` perturbs."""
+LOCAL_SHARE = 0.5
+"""``credit='auto'``: a reward is pixel-local when at least this share of its map's response to a change at
+one pixel falls on that pixel (1 for a per-pixel reward; about 1 / (h w) for one score per image)."""
+
+
+@torch.no_grad()
+def reward_locality(core, probes: int = LOCALITY_PROBES, seed: int = 0) -> float:
+    """How pixel-local the env's reward is, on the sample grid: for ``probes`` images of uniform noise per
+    context, the image under one random grid cell is inverted (x -> 1 - x) and the reward map is scored
+    again; the result is the share of the squared change of the map (pooled to the grid) that falls on
+    the changed cell, summed over the probes. 1 for a reward whose pixel depends only on itself (colour,
+    a target map), near 1 / (h w) for one score per image (JPEG size), in between for a conv net's
+    receptive field. Two reward calls on probes x contexts images. A reward that never responds (gated
+    to 0 on noise) counts as pixel-local (1.0): per-pixel credit, the paper's rule, is then kept."""
+    if not isinstance(probes, int) or probes < 1:
+        raise ValueError(f"probes must be an int >= 1, got probes={probes!r}")
+    choices = core.context_choices.cpu()
+    generator = torch.Generator().manual_seed(seed)
+    n = probes * len(choices)
+    height, width = core.loaded.image_size
+    grid = tuple(core.loaded.sample_shape[1:])
+    images = torch.rand((n, 3, height, width), generator=generator)
+    rows = torch.randint(grid[0], (n,), generator=generator)
+    cols = torch.randint(grid[1], (n,), generator=generator)
+    cell = torch.zeros(n, 1, *grid)
+    cell[torch.arange(n), 0, rows, cols] = 1.0
+    inside = torch.nn.functional.interpolate(cell, size=(height, width), mode="nearest").bool()  # its pixels
+    changed = torch.where(inside, 1 - images, images)
+    contexts = choices.repeat_interleave(probes).to(core.device)
+    maps = [core.reward_fn(x.to(core.device), contexts).detach().float() for x in (images, changed)]
+    change = (pool_to_grid(maps[1], grid) - pool_to_grid(maps[0], grid)).cpu().square()  # (n, h, w)
+    total = float(change.sum())
+    if total <= 0:
+        return 1.0
+    return float(change[torch.arange(n), rows, cols].sum()) / total
 
 
 INSENSITIVE_PROBES = 8

@@ -25,7 +25,10 @@ where log p(x^ij) sums the pixel's channels. Our choices, fixed here:
   noise reaches, weighted by the influence measured on the pretrained model once
   per run (late steps: about the pixel itself; early steps: the whole image, which
   the denoiser spreads each pixel's noise over); 'image' is DDPO's advantage at
-  every pixel. 'pixel' with the silent-pixel penalty was picked from
+  every pixel. 'auto' (the default) is 'pixel' where the reward is pixel-local and
+  'image' where it is not, decided once per run (``agents.credit.reward_locality``;
+  docs/results.md, "Credit chosen by the reward's locality"). 'pixel' with the
+  silent-pixel penalty was picked before from
   ``benchmarks.suite credit`` and ``benchmarks.credit_signal`` (docs/results.md, "Credit
   that follows the reward"): it agreed best with the exact gradient on 3 of 4
   tasks and gained the most reward while the content held.
@@ -60,10 +63,10 @@ from dataclasses import dataclass
 import torch
 
 from agents.advantages import STD_MODES, ContextStats
-from agents.credit import CREDITS, KERNEL_CREDITS, Footprint, apply_kernels, credit_kernels
+from agents.credit import CREDITS, KERNEL_CREDITS, LOCAL_SHARE, Footprint, apply_kernels, credit_kernels
 from agents.losses import PolicyGradientConfig, pxpo_loss
 
-DEFAULT_CREDIT = "pixel"
+DEFAULT_CREDIT = "auto"
 DEFAULT_CREDIT_THRESHOLD = 0.3
 DEFAULT_SILENT_KL_COEF = 5.0
 SILENT_MODES = ("kl", "freeze", "hold", "hold-unscored")
@@ -89,12 +92,14 @@ class PXPOConfig(PolicyGradientConfig):
     """Hybrid advantages: lambda in A^t_kl + lambda * A_image (the credit's advantage plus the image's)."""
     credit: str = DEFAULT_CREDIT
     """Which reward pixels credit each noise pixel (agents.credit): 'pixel', 'image', 'footprint', 'support',
-    'receptive'."""
+    'receptive', or 'auto' ('pixel' for a pixel-local reward, else 'image' without the silent-pixel penalty:
+    ``set_locality``)."""
     credit_threshold: float = DEFAULT_CREDIT_THRESHOLD
     """'footprint': kernel entries below this fraction of the step's largest are dropped; 'support': the
     kernel holds 1 - this of the measured influence."""
     silent_kl_coef: float = DEFAULT_SILENT_KL_COEF
-    """Per-pixel KL penalty to the pretrained model on silent pixels (whose reward never varies); 0: none."""
+    """Per-pixel KL penalty to the pretrained model on silent pixels (whose reward never varies); 0: none.
+    With credit='auto' it brakes only where 'auto' chose 'pixel' (under 'image' no pixel lacks credit)."""
     silent_mode: str = DEFAULT_SILENT_MODE
     """How silent pixels are held: 'kl' (the penalty above), 'freeze' (the policy's action there is the
     pretrained model's own on the current state: a hard per-pixel trust region), 'hold' (their state
@@ -159,6 +164,32 @@ class PXPO:
         self.insensitive: torch.Tensor | None = None
         """(num_contexts, h, w) bool: pixels whose reward was the same for random images of the context
         (``agents.credit.reward_insensitive``), set by the trainer in 'hold-unscored' mode."""
+        self.locality: float | None = None
+        """credit='auto': the reward's measured locality (``agents.credit.reward_locality``)."""
+
+    @property
+    def credit(self) -> str:
+        """The credit in use: the config's, or what 'auto' chose from the reward's locality.
+
+        Raises:
+            RuntimeError: credit='auto' before ``set_locality``.
+        """
+        if self.config.credit != "auto":
+            return self.config.credit
+        if self.locality is None:
+            raise RuntimeError("credit='auto' needs the reward's locality: call set_locality() first")
+        return "pixel" if self.locality >= LOCAL_SHARE else "image"
+
+    @property
+    def needs_locality(self) -> bool:
+        """True while credit='auto' has not been told the reward's locality (``set_locality``)."""
+        return self.config.credit == "auto" and self.locality is None
+
+    def set_locality(self, locality: float) -> None:
+        """credit='auto': sets the reward's locality (``agents.credit.reward_locality``), which picks the credit."""
+        if not 0 <= locality <= 1:
+            raise ValueError(f"locality must be in [0, 1], got locality={locality!r}")
+        self.locality = float(locality)
 
     @property
     def needs_footprint(self) -> bool:
@@ -181,6 +212,8 @@ class PXPO:
             state.update(first_silent=self.first_silent.clone(), silence_decided=self.silence_decided.clone())
         if self.insensitive is not None:
             state["insensitive"] = self.insensitive.clone()
+        if self.locality is not None:
+            state["locality"] = torch.tensor(self.locality, dtype=torch.float64)
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -193,6 +226,8 @@ class PXPO:
             self.silence_decided = state["silence_decided"].clone()
         if "insensitive" in state:
             self.insensitive = state["insensitive"].clone()
+        if "locality" in state:
+            self.set_locality(float(state["locality"]))
 
     def silent_contexts(self) -> torch.Tensor:
         """(num_contexts, h, w) bool: each context's silent pixels (module docstring); with
@@ -237,6 +272,8 @@ class PXPO:
         config = self.config
         if silent is None or config.silent_mode == "freeze" or not config.silent_kl_coef:
             return None
+        if config.credit == "auto" and self.credit == "image":  # every pixel has the image's credit
+            return None
         if config.silent_mode == "hold-unscored":
             silent = silent * ~self.unscored_contexts()[contexts.cpu()].to(silent.device)
         return silent if bool(silent.any()) else None
@@ -268,13 +305,13 @@ class PXPO:
             (N, T, h, w) for kernel credits (one map per denoising step).
 
         Raises:
-            RuntimeError: a kernel credit before ``set_footprint``.
+            RuntimeError: a kernel credit before ``set_footprint``, or credit='auto' before ``set_locality``.
         """
         adv = self.stats.update(contexts, reward_maps)
         if self.config.silent_test == "first":
             self._decide_silence()
         image_adv = self.image_stats.update(contexts, rewards)  # kept in step whatever the credit
-        credit = self.config.credit
+        credit = self.credit
         if credit == "image":
             adv = image_adv[:, None, None].expand_as(adv)  # DDPO's advantage at every pixel
         elif credit in KERNEL_CREDITS:

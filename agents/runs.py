@@ -46,11 +46,14 @@ LEGACY_SENTINELS = {"clip_range": 0.0, "lora_rank": -1, "resolution": 0, "decode
 """Values that meant "default" in checkpoints written before these fields took None."""
 FOOTPRINT_FILE = "footprint.json"
 """PXPO's kernel credits: the measured footprint's summary and cost (``agents.credit.Footprint.summary``)."""
+CREDIT_FILE = "credit.json"
+"""PXPO's credit='auto': the reward's measured locality and the credit it chose (``agents.credit``)."""
 RUN_FILES = (
     "metrics.csv",
     "config.json",
     "eval_reference.json",
     FOOTPRINT_FILE,
+    CREDIT_FILE,
     "checkpoints",
     "images",
     "tb",
@@ -171,6 +174,13 @@ def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
             extra_fields=[f"reward_{name}" for name in trainer.reward_components],
         )
         (config.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
+        if getattr(trainer.algo, "locality", None) is not None:
+            chosen = {
+                "credit": config.credit,
+                "locality": trainer.algo.locality,
+                "chosen": trainer.algo.credit,
+            }
+            (config.run_dir / CREDIT_FILE).write_text(json.dumps(chosen, indent=1) + "\n")
         if config.eval_every:
             core = trainer.envs.unwrapped
             evaluator = Evaluator(

@@ -18,7 +18,7 @@ import torch
 
 from agents.checkpoint import save_checkpoint, trainer_state
 from agents.config import TrainConfig, autocast, check_envs, make_envs
-from agents.credit import Footprint, reward_has_gradient, reward_insensitive
+from agents.credit import Footprint, reward_has_gradient, reward_insensitive, reward_locality
 from agents.ddpo import DDPO
 from agents.distributed import (
     World,
@@ -113,6 +113,8 @@ class Trainer:
         """How the sampler pins them: 'freeze', 'hold' or None."""
         if isinstance(self.algo, PXPO) and config.silent_mode == "hold-unscored":
             self.algo.set_insensitive(reward_insensitive(core, seed=config.seed))
+        if isinstance(self.algo, PXPO) and self.algo.needs_locality:
+            self.algo.set_locality(reward_locality(core, seed=config.seed))
         self.footprint: Footprint | None = None
         """PXPO's kernel credits: the footprint measured at the first epoch (restored on resume)."""
         self.epoch = 0

@@ -664,3 +664,102 @@ def test_silence_waits_for_two_maps_even_with_stat_min_count_1():
     assert not bool(algo.silence_decided[0])  # one map says nothing about spread
     algo.advantages(maps[1:].mean(dim=(1, 2)), maps[1:], torch.zeros(1, dtype=torch.long))
     assert bool(algo.silence_decided[0]) and algo.silent_contexts()[0].tolist() == [[True, False]]
+
+
+# -- credit='auto': the reward's locality picks the credit -----------------------
+
+
+def test_reward_locality_by_hand(tiny_model_dir):
+    from agents.credit import reward_locality
+
+    def locality(reward):
+        envs = gym.make_vec("DiffusionDenoise-v0", num_envs=2, model=str(tiny_model_dir), reward=reward)
+        return reward_locality(envs.unwrapped)
+
+    assert locality("color") == 1.0  # a pixel's redness is its own
+    # The 3x3 box mean moves the k in-image cells around the changed pixel by the same amount: a share of
+    # 1/k per probe, k = 9 inside, 6 on an edge, 4 in a corner (rows and columns swapped would miss it).
+    box = locality("tests.test_credit:box_brightness")
+    assert 1 / 9 <= box <= 1 / 4
+    assert abs(locality("tests.test_credit:mean_red_reward") - 1 / 64) < 1e-6  # one score for the 8x8 image
+    assert locality("tests.test_credit:right_neighbour_brightness") == 0.0  # only its left neighbour moves
+    assert locality("tests.test_credit:gated_reward") == 1.0  # never responds: the paper's rule is kept
+
+
+def test_reward_locality_on_a_latent_grid(tiny_sd_dir):
+    from agents.credit import reward_locality
+
+    def locality(reward):
+        envs = gym.make_vec(
+            "DiffusionDenoise-v0", num_envs=2, model=str(tiny_sd_dir), reward=reward, prompts=["a", "b"]
+        )
+        core = envs.unwrapped
+        assert tuple(core.loaded.sample_shape[1:]) != tuple(core.loaded.image_size)  # a latent grid
+        return reward_locality(core, probes=4), core.loaded.sample_shape[1:]
+
+    share, (h, w) = locality("color")
+    assert abs(share - 1.0) < 1e-6  # the cell's whole block of image pixels changes, and only its own reward
+    share, (h, w) = locality("tests.test_credit:mean_red_reward")
+    assert abs(share - 1 / (h * w)) < 1e-6
+
+
+def test_auto_credit_is_pixel_credit_where_local_and_image_credit_where_not():
+    torch.manual_seed(0)
+    rewards, maps, contexts = torch.rand(8), torch.rand(8, 4, 4), torch.tensor([0, 1] * 4)
+    maps[:, 0, 0] = 0.25  # a silent pixel, braked by per-pixel credit only
+
+    def algo(credit, locality=None, **kw):
+        out = PXPO(PXPOConfig(credit=credit, stat_min_count=2, **kw), 2, (4, 4))
+        if locality is not None:
+            out.set_locality(locality)
+        return out
+
+    with pytest.raises(RuntimeError, match="set_locality"):
+        algo("auto").advantages(rewards, maps, contexts)
+    assert algo("auto").needs_locality and not algo("pixel").needs_locality
+    for locality, same_as in ((1.0, "pixel"), (0.5, "pixel"), (0.49, "image"), (0.0, "image")):
+        auto, plain = algo("auto", locality), algo(same_as)
+        assert auto.credit == same_as
+        assert torch.equal(
+            auto.advantages(rewards, maps, contexts), plain.advantages(rewards, maps, contexts)
+        )
+        silent = auto.silent_mask(contexts)
+        assert bool(silent[:, 0, 0].all())
+        braked = auto.braked_pixels(silent, contexts)
+        assert (braked is None) == (same_as == "image")  # 'auto' drops the brake with the image credit
+    # An explicit image credit keeps the penalty it is given (the image5 arm of docs/results.md).
+    explicit = algo("image")
+    explicit.advantages(rewards, maps, contexts)
+    assert explicit.braked_pixels(explicit.silent_mask(contexts), contexts) is not None
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="locality must be in"):
+            algo("auto").set_locality(bad)
+
+
+def test_auto_credit_trains_as_the_credit_it_chose_and_resumes_exactly(tiny_model_dir, tmp_path):
+    import json
+
+    def run(name, reward, **kw):
+        config = tiny_config(tiny_model_dir, tmp_path, reward=(reward,), out=str(tmp_path / name), **kw)
+        return train(config), config
+
+    auto_local, _ = run("auto-local", "color")
+    pixel, _ = run("pixel", "color", credit="pixel")
+    assert [m["loss"] for m in auto_local] == [m["loss"] for m in pixel]
+    chosen = json.loads((tmp_path / "auto-local" / "credit.json").read_text())
+    assert chosen == {"credit": "auto", "locality": 1.0, "chosen": "pixel"}
+    reward = "tests.test_credit:box_brightness"  # a 3x3 receptive field: not pixel-local
+    auto_global, config = run("auto-global", reward, save_every=1, num_epochs=3)
+    image, _ = run("image", reward, credit="image", silent_kl_coef=0.0, num_epochs=3)
+    box_pixel, _ = run("box-pixel", reward, credit="pixel", num_epochs=3)
+    assert [m["loss"] for m in auto_global] == [m["loss"] for m in image]
+    assert [m["loss"] for m in auto_global][1:] != [m["loss"] for m in box_pixel][1:]
+    chosen = json.loads((tmp_path / "auto-global" / "credit.json").read_text())
+    assert chosen["chosen"] == "image" and 1 / 9 <= chosen["locality"] <= 1 / 4
+    # A resumed run takes the locality from its checkpoint and continues bit for bit.
+    part = dataclasses.replace(config, out=str(tmp_path / "part"), num_epochs=1)
+    train(part)
+    tensors, _ = load_checkpoint(tmp_path / "part")
+    assert float(tensors["stats/locality"]) == chosen["locality"]
+    resumed = train(dataclasses.replace(config, out="", resume=str(tmp_path / "part")))
+    assert resumed[-1]["loss"] == auto_global[-1]["loss"]
