@@ -116,3 +116,45 @@ def test_hold_cost_times_held_and_free_epochs_of_the_region_task():
     assert result["pinned_fraction"] == 0.5  # the right half of every context
     assert set(result["seconds"]) == {"sample_free", "sample_held", "update_free", "update_held"}
     assert all(v > 0 for v in result["seconds"].values()) and result["sample_ratio_held_to_free"] > 0
+
+
+def test_reproduce_reruns_a_suites_cells_bit_for_bit_and_sees_a_change(tmp_path, monkeypatch):
+    import benchmarks.reproduce as reproduce
+
+    cfg = SuiteConfig(
+        tasks=("color",),
+        algos=("pxpo",),
+        seeds=(0,),
+        num_epochs=2,
+        sample_batch_size=4,
+        train_batch_size=4,
+        num_inference_steps=3,
+        stat_buffer_size=4,
+        stat_min_count=1,
+        eval_every=0,
+        workers=1,
+        out=str(tmp_path / "suite"),
+    )
+    main(cfg)
+    monkeypatch.setitem(reproduce.PRESETS, "tiny", lambda: cfg)
+    check = reproduce.ReproduceConfig(
+        runs=cfg.out, preset="tiny", tasks=("color",), epochs=2, out=str(tmp_path / "r.json")
+    )
+    result = reproduce.main(check)
+    assert result["all_equal"] and result["cells"][0]["credit"] == "pixel"  # colour is pixel-local
+    assert json.loads((tmp_path / "r.json").read_text())["all_equal"]
+    # One logged loss off in its last digit: that epoch, and only it, is reported different.
+    metrics = run_dir(cfg, "color", "pxpo", 0) / "metrics.csv"
+    with open(metrics) as handle:
+        rows = list(csv.DictReader(handle))
+    rows[1]["loss"] = repr(float(rows[1]["loss"]) * (1 + 1e-12))
+    with open(metrics, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    changed = reproduce.measure(check)
+    assert changed["cells"][0]["equal_per_epoch"] == [True, False] and not changed["all_equal"]
+    with pytest.raises(ValueError, match="label must be one of"):
+        reproduce.measure(reproduce.ReproduceConfig(runs=cfg.out, preset="tiny", tasks=("color",), label="x"))
+    with pytest.raises(ValueError, match="fewer than epochs=3"):
+        reproduce.measure(reproduce.ReproduceConfig(runs=cfg.out, preset="tiny", tasks=("color",), epochs=3))
