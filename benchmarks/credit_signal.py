@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import pxpo_gym  # noqa: F401  (registers the env)
-from agents.credit import measure_footprint
+from agents.credit import measure_footprint, reward_locality
 from agents.ddpo import DDPO, DDPOConfig
 from agents.oracle import reward_gradient
 from agents.policy import make_policy
@@ -37,6 +37,7 @@ from benchmarks.step_signal import cosine, per_step_gradients, write_results
 from benchmarks.tasks import TASKS
 
 CREDIT_VARIANTS: dict[str, dict[str, object]] = {
+    "auto": {"credit": "auto"},
     "pixel": {"credit": "pixel"},
     "hybrid": {"credit": "pixel", "image_advantage_weight": 1.0},
     "image": {"credit": "image"},
@@ -106,6 +107,8 @@ def measure(task: str, cfg: CreditSignalConfig, seed: int) -> dict:
         algo = PXPO(config, core.loaded.num_contexts, tuple(grid))
         if algo.needs_footprint:
             algo.set_footprint(footprint)
+        if algo.needs_locality:  # 'auto' (the default): the credit the reward's locality picks
+            algo.set_locality(reward_locality(core, seed=seed))
         algos.append((label, algo))
     for label, algo in algos:
         started = time.perf_counter()

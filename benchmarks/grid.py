@@ -380,16 +380,17 @@ def options() -> SuiteConfig:
 
 
 def credit() -> SuiteConfig:
-    """PXPO's credits side by side (agents.credit) at the sweep's PXPO settings: the old default (hybrid,
-    no penalty on silent pixels), pure per-pixel credit and the measured footprint, both with the penalty on
-    silent pixels; the four per-pixel tasks, 2 seeds x 10 epochs."""
+    """PXPO's credits side by side (agents.credit) at the sweep's PXPO settings: the default ('auto': per-pixel
+    credit where the reward is pixel-local, DDPO's image credit where it is not), per-pixel credit with the
+    penalty on quiet pixels everywhere (the default before), DDPO's image credit everywhere, and the measured
+    footprint with the penalty; segmentation, target map and region, 2 seeds x 10 epochs."""
     return dataclasses.replace(
         quick(),
-        tasks=("segmentation", "target_map", "color", "region"),
+        tasks=("segmentation", "target_map", "region"),
         algos=("pxpo",),
         pxpo_learning_rates=(1e-4,),
         pxpo_clip_ranges=(0.2,),
-        pxpo_variants=("hybrid-nosilent", "pixel-silent", "footprint-silent"),
+        pxpo_variants=("default", "pixel-silent", "image", "footprint-silent"),
         seeds=(0, 1),
         num_epochs=10,
         eval_every=5,
