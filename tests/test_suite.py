@@ -10,8 +10,9 @@ import pytest
 from benchmarks.suite import PRESETS, SuiteConfig, main, run_dir
 
 
-def test_tiny_grid_end_to_end(tmp_path, capsys):
-    cfg = SuiteConfig(
+def tiny_suite(out, **overrides) -> SuiteConfig:
+    """A grid of 2-epoch runs of 4 images on the default model (a few seconds a run)."""
+    base = dict(
         tasks=("color", "jpeg"),
         seeds=(0,),
         num_epochs=2,
@@ -23,8 +24,13 @@ def test_tiny_grid_end_to_end(tmp_path, capsys):
         eval_every=1,
         eval_images=4,
         workers=1,
-        out=str(tmp_path),
+        out=str(out),
     )
+    return SuiteConfig(**{**base, **overrides})
+
+
+def test_tiny_grid_end_to_end(tmp_path, capsys):
+    cfg = tiny_suite(tmp_path)
     summary = main(cfg)
     for name in ("plot.png", "table.csv", "summary.md"):
         assert (tmp_path / name).is_file()
@@ -121,20 +127,7 @@ def test_hold_cost_times_held_and_free_epochs_of_the_region_task():
 def test_reproduce_reruns_a_suites_cells_bit_for_bit_and_sees_a_change(tmp_path, monkeypatch):
     import benchmarks.reproduce as reproduce
 
-    cfg = SuiteConfig(
-        tasks=("color",),
-        algos=("pxpo",),
-        seeds=(0,),
-        num_epochs=2,
-        sample_batch_size=4,
-        train_batch_size=4,
-        num_inference_steps=3,
-        stat_buffer_size=4,
-        stat_min_count=1,
-        eval_every=0,
-        workers=1,
-        out=str(tmp_path / "suite"),
-    )
+    cfg = tiny_suite(tmp_path / "suite", tasks=("color",), algos=("pxpo",), eval_every=0)
     main(cfg)
     monkeypatch.setitem(reproduce.PRESETS, "tiny", lambda: cfg)
     check = reproduce.ReproduceConfig(
