@@ -151,3 +151,18 @@ def test_reproduce_reruns_a_suites_cells_bit_for_bit_and_sees_a_change(tmp_path,
         reproduce.measure(reproduce.ReproduceConfig(runs=cfg.out, preset="tiny", tasks=("color",), label="x"))
     with pytest.raises(ValueError, match="fewer than epochs=3"):
         reproduce.measure(reproduce.ReproduceConfig(runs=cfg.out, preset="tiny", tasks=("color",), epochs=3))
+
+
+def test_locality_reports_which_credit_the_default_picks_per_task(tmp_path):
+    from benchmarks.locality import LocalityConfig
+    from benchmarks.locality import main as locality
+
+    result = locality(LocalityConfig(tasks=("color", "jpeg"), seeds=(0,), out=str(tmp_path / "l.json")))
+    assert result["tasks"]["color"] == {"locality": [1.0], "chosen": ["pixel"]}
+    assert result["tasks"]["jpeg"]["chosen"] == ["image"]
+    assert result["tasks"]["jpeg"]["locality"] == [round(1 / 256, 4)]  # one size per 16x16 image
+    assert json.loads((tmp_path / "l.json").read_text())["command"].startswith(
+        "python -m benchmarks.locality"
+    )
+    with pytest.raises(ValueError, match="tasks must be among"):
+        locality(LocalityConfig(tasks=("aesthetics",), out=str(tmp_path / "x.json")))
