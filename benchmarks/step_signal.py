@@ -21,6 +21,7 @@ policy gradient -sum_k w_k g_k with G, and between the two halves' weighted sums
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from dataclasses import asdict, dataclass
@@ -120,8 +121,8 @@ def measure(
     halves = (slice(0, n // 2), slice(n // 2, n))
     default_weights = step_weights(core.schedule.coefficients.std_dev_t.cpu())
     result: dict = {"reward_mean": float(traj.rewards.mean())}
-    for name, cls, cfg in (("ddpo", DDPO, DDPOConfig()), ("pxpo", PXPO, PXPOConfig())):
-        algo = cls(type(cfg)(stat_buffer_size=n, stat_min_count=2), num_contexts, tuple(grid))
+    for name, cls, cfg in (("ddpo", DDPO, DDPOConfig()), ("pxpo", PXPO, PXPOConfig(credit="pixel"))):
+        algo = cls(dataclasses.replace(cfg, stat_buffer_size=n, stat_min_count=2), num_contexts, tuple(grid))
         adv = algo.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
         # The loss is a mean over images: the two halves' sum is the whole batch's gradient x 2.
         parts = [per_step_gradients(policy, algo, traj, adv, channels, h) for h in halves]  # 2 x (T, P)

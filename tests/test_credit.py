@@ -263,7 +263,7 @@ def test_silence_decided_on_the_first_maps_is_kept_and_resumes_exactly():
     later = [[[0.0, 0.5]], [[1.0, 0.5]], [[0.0, 0.5]], [[1.0, 0.5]]]
     algos = {
         test: PXPO(
-            PXPOConfig(stat_buffer_size=4, stat_min_count=2, silent_test=test),
+            PXPOConfig(stat_buffer_size=4, stat_min_count=2, silent_test=test, credit="pixel"),
             num_contexts=2,
             map_shape=(1, 2),
         )
@@ -581,7 +581,9 @@ def test_the_silent_penalty_changes_nothing_where_no_pixel_is_silent(tiny_model_
 def test_which_silent_pixels_each_mode_pins_and_brakes(mode):
     # Context maps with the right half exactly 0 (unscored: also insensitive to noise images) and one
     # quiet pixel (0, 0): constant on these maps, but the reward looks at it.
-    algo = PXPO(PXPOConfig(stat_min_count=2, silent_mode=mode), num_contexts=2, map_shape=(4, 4))
+    algo = PXPO(
+        PXPOConfig(stat_min_count=2, silent_mode=mode, credit="pixel"), num_contexts=2, map_shape=(4, 4)
+    )
     insensitive = torch.zeros(2, 4, 4, dtype=torch.bool)
     insensitive[..., 2:] = True
     algo.set_insensitive(insensitive)
@@ -603,7 +605,9 @@ def test_which_silent_pixels_each_mode_pins_and_brakes(mode):
         assert pinned is None and torch.equal(braked, silent)
     else:  # freeze: pinned, never braked
         assert torch.equal(pinned, silent[[0, 2]].bool()) and braked is None
-    no_coef = PXPO(PXPOConfig(stat_min_count=2, silent_mode=mode, silent_kl_coef=0.0), 2, (4, 4))
+    no_coef = PXPO(
+        PXPOConfig(stat_min_count=2, silent_mode=mode, silent_kl_coef=0.0, credit="pixel"), 2, (4, 4)
+    )
     assert no_coef.braked_pixels(silent, contexts) is None
 
 
@@ -625,7 +629,7 @@ def test_reward_insensitive_finds_the_pixels_a_reward_never_looks_at(tiny_model_
     assert not bool(reward_insensitive(core_with("color")).any())  # noise moves every pixel's redness
     gated = reward_insensitive(core_with("tests.test_credit:gated_reward"))
     assert bool(gated.all())  # 0 on every noise image: why 'hold-unscored' also asks for silence
-    algo = PXPO(PXPOConfig(stat_min_count=2), num_contexts=3, map_shape=(8, 8))
+    algo = PXPO(PXPOConfig(stat_min_count=2, credit="pixel"), num_contexts=3, map_shape=(8, 8))
     algo.set_insensitive(gated)
     maps = torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(0))  # every pixel varies
     algo.advantages(maps.mean(dim=(1, 2)), maps, torch.tensor([0, 0, 1, 1]))
@@ -636,7 +640,9 @@ def test_reward_insensitive_finds_the_pixels_a_reward_never_looks_at(tiny_model_
 
 @pytest.mark.parametrize("mode", ["kl", "hold", "hold-unscored", "freeze"])
 def test_pinned_and_braked_pixels_by_mode(mode):
-    algo = PXPO(PXPOConfig(stat_min_count=2, silent_mode=mode), num_contexts=1, map_shape=(2, 4))
+    algo = PXPO(
+        PXPOConfig(stat_min_count=2, silent_mode=mode, credit="pixel"), num_contexts=1, map_shape=(2, 4)
+    )
     unscored = torch.zeros(1, 2, 4, dtype=torch.bool)
     unscored[..., 3] = True  # column 3: the reward never looks at it
     algo.set_insensitive(unscored)
@@ -658,7 +664,7 @@ def test_pinned_and_braked_pixels_by_mode(mode):
 
 
 def test_silence_waits_for_two_maps_even_with_stat_min_count_1():
-    algo = PXPO(PXPOConfig(stat_min_count=1), num_contexts=1, map_shape=(1, 2))
+    algo = PXPO(PXPOConfig(stat_min_count=1, credit="pixel"), num_contexts=1, map_shape=(1, 2))
     maps = torch.tensor([[[0.0, 0.3]], [[0.0, 0.7]]])  # pixel 0 silent, pixel 1 varies
     algo.advantages(maps[:1].mean(dim=(1, 2)), maps[:1], torch.zeros(1, dtype=torch.long))
     assert not bool(algo.silence_decided[0])  # one map says nothing about spread
