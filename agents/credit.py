@@ -355,11 +355,11 @@ def reward_locality(core, probes: int = LOCALITY_PROBES, seed: int = 0) -> float
     changed = torch.where(inside, 1 - images, images)
     contexts = choices.repeat_interleave(probes).to(core.device)
     maps = [core.reward_fn(x.to(core.device), contexts).detach().float() for x in (images, changed)]
-    change = (pool_to_grid(maps[1], grid) - pool_to_grid(maps[0], grid)).cpu().square()  # (n, h, w)
+    change = (pool_to_grid(maps[1], grid) - pool_to_grid(maps[0], grid)).cpu().double().square()  # (n, h, w)
     total = float(change.sum())
     if total <= 0:
         return 1.0
-    return float(change[torch.arange(n), rows, cols].sum()) / total
+    return min(1.0, float(change[torch.arange(n), rows, cols].sum()) / total)  # <= 1 but for rounding
 
 
 INSENSITIVE_PROBES = 8
