@@ -20,7 +20,7 @@ where log p(x^ij) sums the pixel's channels. Our choices, fixed here:
   one (``pixel_std``, ``agents.advantages``). A constant map thus gives DDPO's
   scalar advantage at every pixel, whatever ``pixel_std``.
 - Credit (``credit``, ``agents.credit``): which reward pixels weight each pixel's
-  log-likelihood at each step. 'pixel' (default) is the paper's rule above;
+  log-likelihood at each step. 'pixel' is the paper's rule above;
   'footprint' credits pixel kl at step t with the advantages of the pixels its
   noise reaches, weighted by the influence measured on the pretrained model once
   per run (late steps: about the pixel itself; early steps: the whole image, which
