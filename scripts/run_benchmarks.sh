@@ -25,7 +25,9 @@ echo "swept settings: ${DDPO[*]} ${PXPO[*]} ${ORACLE[*]}"
 $PY -m benchmarks.suite advantages "${PXPO[@]}" --out $R/advantages > logs/advantages.log 2>&1
 $PY -m benchmarks.suite full "${DDPO[@]}" "${PXPO[@]}" "${ORACLE[@]}" --out $R/full > logs/full.log 2>&1
 $PY -m benchmarks.suite options --out $R/options > logs/options.log 2>&1
-$PY -m benchmarks.suite credit --out $R/credit > logs/credit.log 2>&1
+# (benchmarks/results/credit/ is the credit preset of 745fc42, which compared hybrid-nosilent, pixel-silent and
+# footprint-silent; today's preset compares the default 'auto' with per-pixel, image and footprint credit.)
+$PY -m benchmarks.suite credit --out $R/credit_auto > logs/credit_auto.log 2>&1
 $PY -m benchmarks.suite region --out $R/region > logs/region.log 2>&1
 # PXPO's silent modes (issue 18): which pixels each reward never looks at, the region task at the default
 # and with every silent pixel held, segmentation with every silent pixel held, the brake's strength there,
@@ -41,9 +43,25 @@ $PY -m benchmarks.suite "${SEG[@]}" --pxpo-variants silent3 silent1 --out $R/seg
 # default was 10; the segmentation_lr arm is the default at 3e-4.)
 $PY -m benchmarks.suite "${SEG[@]}" --pxpo-variants hybrid10 --out $R/segmentation_hybrid > logs/segmentation_hybrid.log 2>&1
 $PY -m benchmarks.suite "${SEG[@]}" --pxpo-variants receptive3 hybrid3 receptive10 --out $R/segmentation_cross > logs/segmentation_cross.log 2>&1
-$PY -m benchmarks.suite "${SEG[@]}" --pxpo-learning-rates 0.0003 --out $R/segmentation_lr > logs/segmentation_lr.log 2>&1
-$PY -m benchmarks.suite full --tasks segmentation --algos pxpo --out $R/full_pxpo_kl5 > logs/full_pxpo_kl5.log 2>&1
-$PY -m benchmarks.suite flow --tasks segmentation --algos pxpo --out $R/flow_kl5 > logs/flow_kl5.log 2>&1
+# Per-pixel credit with the brake at 5 (the default before 'auto', which picks image credit on segmentation):
+$PY -m benchmarks.suite "${SEG[@]}" --pxpo-variants silent5 --pxpo-learning-rates 0.0003 --out $R/segmentation_lr > logs/segmentation_lr.log 2>&1
+$PY -m benchmarks.suite full --tasks segmentation --algos pxpo --pxpo-variants silent5 --out $R/full_pxpo_kl5 > logs/full_pxpo_kl5.log 2>&1
+$PY -m benchmarks.suite flow --tasks segmentation --algos pxpo --pxpo-variants silent5 --out $R/flow_kl5 > logs/flow_kl5.log 2>&1
+# Credit chosen by the reward's locality (the default 'auto'): each task's locality, the screen that found
+# image credit on segmentation, the full and flow runs at the new default, the DDPO-SF control, the windows,
+# and the check that the pixel-local tasks' committed runs still reproduce.
+$PY -m benchmarks.locality --out $R/locality.json > logs/locality.log 2>&1
+$PY -m benchmarks.suite "${SEG[@]}" --pxpo-variants image5 image hybrid-w3 --out $R/segmentation_image > logs/segmentation_image.log 2>&1
+$PY -m benchmarks.suite full --tasks segmentation jpeg --algos pxpo --out $R/full_auto > logs/full_auto.log 2>&1
+$PY -m benchmarks.suite flow --tasks segmentation jpeg --algos pxpo --out $R/flow_auto > logs/flow_auto.log 2>&1
+$PY -m benchmarks.curve_windows --arms ddpo=$R/full/runs/segmentation/ddpo pxpo-auto=$R/full_auto/runs/segmentation/pxpo \
+    pxpo-pixel-penalty5=$R/full_pxpo_kl5/runs/segmentation/pxpo --columns reward_mean --window 8 \
+    --out $R/segmentation_windows_auto.json > logs/segmentation_windows_auto.log 2>&1
+$PY -m benchmarks.suite full --tasks segmentation --algos ddpo --estimator sf --ddpo-learning-rates 0.0001 --seeds 0 1 \
+    --out $R/segmentation_ddpo_sf > logs/segmentation_ddpo_sf.log 2>&1
+$PY -m benchmarks.credit_signal --credits auto pixel image --out $R/credit_signal_auto.json > logs/credit_signal_auto.log 2>&1
+$PY -m benchmarks.reproduce --runs $R/full --tasks color target_map region --label pxpo --seeds 0 3 \
+    --out $R/full_reproduce.json > logs/full_reproduce.log 2>&1
 $PY -m benchmarks.refine --screenshot --out $R > logs/refine.log 2>&1
 $PY -m benchmarks.distributed --out $R/distributed.json > logs/distributed.log 2>&1
 $PY -m benchmarks.sb3_ppo --out $R/sb3_ppo > logs/sb3_ppo.log 2>&1
