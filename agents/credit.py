@@ -323,6 +323,19 @@ def measure_footprint(
     return Footprint(influence.float(), method, images, time.perf_counter() - started)
 
 
+def _grid_maps(core, images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+    """(N, h, w) float32 on the CPU: the env's reward maps of CPU ``images`` pooled to the sample grid,
+    scored in batches of the env's own size (what its reward was sized for: a latent pipeline's images
+    are large)."""
+    grid = tuple(core.loaded.sample_shape[1:])
+    parts = []
+    for start in range(0, len(images), core.num_envs):
+        chunk = slice(start, start + core.num_envs)
+        maps = core.reward_fn(images[chunk].to(core.device), contexts[chunk].to(core.device))
+        parts.append(pool_to_grid(maps.detach().float(), grid).cpu())
+    return torch.cat(parts)
+
+
 LOCALITY_PROBES = 32
 """Random images per context that ``reward_locality`` perturbs."""
 LOCAL_SHARE = 0.5
@@ -337,7 +350,7 @@ def reward_locality(core, probes: int = LOCALITY_PROBES, seed: int = 0) -> float
     again; the result is the share of the squared change of the map (pooled to the grid) that falls on
     the changed cell, summed over the probes. 1 for a reward whose pixel depends only on itself (colour,
     a target map), near 1 / (h w) for one score per image (JPEG size), in between for a conv net's
-    receptive field. Two reward calls on probes x contexts images. A reward that never responds (gated
+    receptive field. Two reward passes over probes x contexts images. A reward that never responds (gated
     to 0 on noise) counts as pixel-local (1.0): per-pixel credit, the paper's rule, is then kept."""
     if not isinstance(probes, int) or probes < 1:
         raise ValueError(f"probes must be an int >= 1, got probes={probes!r}")
@@ -353,9 +366,9 @@ def reward_locality(core, probes: int = LOCALITY_PROBES, seed: int = 0) -> float
     cell[torch.arange(n), 0, rows, cols] = 1.0
     inside = torch.nn.functional.interpolate(cell, size=(height, width), mode="nearest").bool()  # its pixels
     changed = torch.where(inside, 1 - images, images)
-    contexts = choices.repeat_interleave(probes).to(core.device)
-    maps = [core.reward_fn(x.to(core.device), contexts).detach().float() for x in (images, changed)]
-    change = (pool_to_grid(maps[1], grid) - pool_to_grid(maps[0], grid)).cpu().double().square()  # (n, h, w)
+    contexts = choices.repeat_interleave(probes)
+    # The same batches for both: the two maps of an image come from identically shaped reward calls.
+    change = (_grid_maps(core, changed, contexts) - _grid_maps(core, images, contexts)).double().square()
     total = float(change.sum())
     if total <= 0:
         return 1.0
@@ -370,7 +383,7 @@ INSENSITIVE_PROBES = 8
 def reward_insensitive(core, probes: int = INSENSITIVE_PROBES, seed: int = 0) -> torch.Tensor:
     """(num_contexts, h, w) bool on the sample grid: the pixels whose reward map is exactly the same for
     ``probes`` images of uniform noise per context, i.e. pixels the reward does not look at (a reward that
-    scores only part of the image). One reward call on probes x contexts images; contexts the env never
+    scores only part of the image). One reward pass over probes x contexts images; contexts the env never
     samples stay False.
 
     A pixel that is only dark in every real image (its colour reward constant) is not insensitive: noise
@@ -381,8 +394,7 @@ def reward_insensitive(core, probes: int = INSENSITIVE_PROBES, seed: int = 0) ->
     generator = torch.Generator().manual_seed(seed)
     images = torch.rand((probes * len(choices), 3, *core.loaded.image_size), generator=generator)
     contexts = choices.repeat_interleave(probes)
-    maps = core.reward_fn(images.to(core.device), contexts.to(core.device)).detach().float()
-    maps = pool_to_grid(maps, tuple(core.loaded.sample_shape[1:])).cpu()  # (probes x K, h, w)
+    maps = _grid_maps(core, images, contexts)  # (probes x K, h, w)
     per_context = maps.view(len(choices), probes, *maps.shape[1:])  # contexts in blocks of probes
     out = torch.zeros(core.loaded.num_contexts, *maps.shape[1:], dtype=torch.bool)
     out[choices] = per_context.amax(dim=1) == per_context.amin(dim=1)

@@ -50,7 +50,7 @@ def measure(cfg: LocalityConfig) -> dict:
         spec = TASKS[task]
         envs = gym.make_vec(
             "DiffusionDenoise-v0",
-            num_envs=1,
+            num_envs=32,  # the suite's batch: the reward is scored 32 images at a time
             model=cfg.model,
             reward=spec.reward,
             reward_kwargs=spec.reward_kwargs,

@@ -769,3 +769,23 @@ def test_auto_credit_trains_as_the_credit_it_chose_and_resumes_exactly(tiny_mode
     assert float(tensors["stats/locality"]) == chosen["locality"]
     resumed = train(dataclasses.replace(config, out="", resume=str(tmp_path / "part")))
     assert resumed[-1]["loss"] == auto_global[-1]["loss"]
+
+
+def test_reward_probes_score_in_batches_of_the_envs_size(tiny_model_dir):
+    # A latent pipeline's reward sees full-size images: the probes must not score 32 x contexts at once.
+    from agents.credit import reward_insensitive, reward_locality
+
+    envs = gym.make_vec("DiffusionDenoise-v0", num_envs=3, model=str(tiny_model_dir), reward="color")
+    core = envs.unwrapped
+    sizes, score = [], core.reward_fn
+
+    def recording(images, contexts):
+        sizes.append(len(images))
+        return score(images, contexts)
+
+    core.reward_fn = recording
+    assert reward_locality(core, probes=4) == 1.0
+    assert max(sizes) == 3 and sum(sizes) == 2 * 4 * 3  # two passes over 4 probes x 3 contexts
+    sizes.clear()
+    assert not bool(reward_insensitive(core, probes=4).any())
+    assert max(sizes) == 3 and sum(sizes) == 4 * 3
