@@ -62,7 +62,7 @@ $PY -m benchmarks.suite full --tasks segmentation --algos ddpo --estimator sf --
 $PY -m benchmarks.credit_signal --credits auto pixel image --out $R/credit_signal_auto.json > logs/credit_signal_auto.log 2>&1
 $PY -m benchmarks.reproduce --runs $R/full --tasks color target_map region --label pxpo --seeds 0 3 \
     --out $R/full_reproduce.json > logs/full_reproduce.log 2>&1
-$PY -m benchmarks.reproduce --runs $R/full --tasks segmentation jpeg --label pxpo --seeds 0 \
+$PY -m benchmarks.reproduce --runs $R/full --tasks segmentation jpeg region --label pxpo --seeds 0 \
     --out $R/full_reproduce_auto.json > logs/full_reproduce_auto.log 2>&1
 $PY -m benchmarks.refine --screenshot --out $R > logs/refine.log 2>&1
 $PY -m benchmarks.distributed --out $R/distributed.json > logs/distributed.log 2>&1
