@@ -23,6 +23,7 @@ from agents.ddpo import DDPO
 from agents.distributed import (
     World,
     all_sum,
+    barrier,
     check_splittable,
     gather_epoch,
     init_world,
@@ -397,7 +398,11 @@ def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
     trainer = Trainer(config, envs)
     world = trainer.world
     try:
-        return run_epochs(config, trainer)
+        history = run_epochs(config, trainer)
+        # Every rank done (rank 0 exports last) before any tears the group down: a rank that destroys it
+        # while another still talks to it can abort that one in gloo's teardown.
+        barrier(world)
+        return history
     except RuntimeError as err:
         if not world.distributed:
             raise
