@@ -331,7 +331,8 @@ def _grid_maps(core, images: torch.Tensor, contexts: torch.Tensor) -> torch.Tens
     parts = []
     for start in range(0, len(images), core.num_envs):
         chunk = slice(start, start + core.num_envs)
-        maps = core.reward_fn(images[chunk].to(core.device), contexts[chunk].to(core.device))
+        with torch.no_grad():  # a probe: no graph through the reward
+            maps = core.reward_fn(images[chunk].to(core.device), contexts[chunk].to(core.device))
         parts.append(pool_to_grid(maps.detach().float(), grid).cpu())
     return torch.cat(parts)
 
@@ -343,7 +344,6 @@ LOCAL_SHARE = 0.5
 one pixel falls on that pixel (1 for a per-pixel reward; about 1 / (h w) for one score per image)."""
 
 
-@torch.no_grad()
 def reward_locality(core, probes: int = LOCALITY_PROBES, seed: int = 0) -> float:
     """How pixel-local the env's reward is, on the sample grid: for ``probes`` images of uniform noise per
     context, the image under one random grid cell is inverted (x -> 1 - x) and the reward map is scored
@@ -379,7 +379,6 @@ INSENSITIVE_PROBES = 8
 """Random images per context that ``reward_insensitive`` scores."""
 
 
-@torch.no_grad()
 def reward_insensitive(core, probes: int = INSENSITIVE_PROBES, seed: int = 0) -> torch.Tensor:
     """(num_contexts, h, w) bool on the sample grid: the pixels whose reward map is exactly the same for
     ``probes`` images of uniform noise per context, i.e. pixels the reward does not look at (a reward that

@@ -11,7 +11,7 @@ import torch
 
 from agents.advantages import ContextStats
 from agents.checkpoint import load_checkpoint
-from agents.credit import apply_kernels, credit_kernels, measure_footprint
+from agents.credit import Footprint, apply_kernels, credit_kernels, measure_footprint
 from agents.ddpo import DDPO, DDPOConfig
 from agents.metrics import read_metrics
 from agents.pxpo import PXPO, PXPOConfig
@@ -115,12 +115,71 @@ def test_receptive_credit_is_the_last_steps_footprint_kernel_at_every_step():
         ((torch.ones(2, 3, 3), "pixel", 0.1), "credit must be one of"),
         ((torch.ones(2, 3, 3), "footprint", 1.0), "credit_threshold must be in"),
         ((torch.ones(2, 4, 3), "footprint", 0.1), "must be \\(T, 2h - 1, 2w - 1\\)"),
+        ((torch.ones(2, 3, 4), "footprint", 0.1), "must be \\(T, 2h - 1, 2w - 1\\)"),
+        ((torch.ones(3, 3), "footprint", 0.1), "must be \\(T, 2h - 1, 2w - 1\\)"),
         ((-torch.ones(2, 3, 3), "support", 0.1), "finite and >= 0"),
     ],
 )
 def test_credit_kernels_refuse_bad_input(args, message):
     with pytest.raises(ValueError, match=message):
         credit_kernels(*args)
+
+
+def test_credit_kernels_threshold_0_keeps_every_offset():
+    influence = torch.tensor([[[0.0, 0.1, 0.0], [0.2, 2.0, 1.0], [0.0, 0.0, 0.4]]])
+    torch.testing.assert_close(credit_kernels(influence, "footprint", 0.0), influence / 2.0)
+    assert torch.equal(credit_kernels(influence, "support", 0.0), (influence > 0).float())
+
+
+def test_apply_kernels_refuses_a_kernel_of_the_wrong_size_naming_both_shapes():
+    # A 3 x 4 map needs (T, 5, 7) kernels: h and w differ, so a swapped or mis-sized message shows.
+    with pytest.raises(ValueError) as err:
+        apply_kernels(torch.zeros(2, 3, 4), torch.zeros(2, 3, 3))
+    assert str(err.value) == "kernels must be (T, 5, 7) for (3, 4) maps, got (2, 3, 3)"
+
+
+def test_apply_kernels_takes_float64_kernels_and_returns_float32():
+    out = apply_kernels(A, delta(1, 4, 4).double())
+    assert out.dtype == torch.float32
+    assert torch.equal(out[:, 0], A)
+
+
+def test_footprint_summary_by_hand():
+    influence = torch.zeros(3, 5, 5)  # offsets -2 ... 2; index 2 is o = 0
+    influence[0, 2, 2] = 1.0  # all at the pixel itself: share 1, radius 0
+    influence[1, 2, 2] = 1.0  # squared mass 1 at o = 0, 2 at |o| = 1 (two cells), 6 at |o| = 2
+    influence[1, 1, 2] = 1.0
+    influence[1, 2, 3] = 1.0
+    influence[1, 0, 0] = 6.0**0.5
+    # step 2 all 0: nothing measured reaches the map
+    summary = Footprint(influence, "autograd", 4, 1.23456).summary()
+    assert summary["self_share"] == [1.0, pytest.approx(1 / 9), 0.0]
+    # step 1: 1 / 9 within radius 0, 3 / 9 within 1, 9 / 9 within 2: 90% needs radius 2
+    assert summary["radius90"] == [0, 2, 0]
+    assert summary["method"] == "autograd" and summary["images"] == 4 and summary["seconds"] == 1.235
+
+
+def test_probe_sensitivity_by_hand(monkeypatch):
+    """A reward map that is the square of the last step's noise summed over channels, at each pixel: a
+    forward difference of size d at pixel p of that step moves every channel by d / sqrt(C), so
+    ((s + d sqrt(C))^2 - s^2) / d squared lands at (image, step, p); other steps read nothing."""
+    import agents.credit as credit
+
+    def maps_of(envs, eps_fn, noise, contexts):
+        return noise[:, -1].sum(dim=1).square()  # (n, h, w)
+
+    monkeypatch.setattr(credit, "_rollout_maps", maps_of)
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(2, 4, 3, 4, 5, generator=generator)  # n=2, T=3 steps (+ x_T), C=3, 4 x 5 grid
+    rows, cols = torch.tensor([1, 3]), torch.tensor([4, 0])
+    probe_steps = torch.tensor([2, 0])  # image 0: the last step (its noise index 3); image 1: the first
+    d = 0.5
+    out = credit._probe_sensitivity(None, None, noise, torch.zeros(2), rows, cols, probe_steps, d)
+    assert out.shape == (2, 3, 4, 5)
+    s = noise[0, 3, :, 1, 4].sum()
+    expected = torch.zeros(2, 3, 4, 5)
+    expected[0, 2, 1, 4] = (((s + d * 3**0.5) ** 2 - s**2) / d) ** 2
+    torch.testing.assert_close(out, expected)
 
 
 def test_pxpo_config_refuses_bad_credit():
