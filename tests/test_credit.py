@@ -117,7 +117,7 @@ def test_receptive_credit_is_the_last_steps_footprint_kernel_at_every_step():
         ((torch.ones(2, 4, 3), "footprint", 0.1), "must be \\(T, 2h - 1, 2w - 1\\)"),
         ((torch.ones(2, 3, 4), "footprint", 0.1), "must be \\(T, 2h - 1, 2w - 1\\)"),
         ((torch.ones(3, 3), "footprint", 0.1), "must be \\(T, 2h - 1, 2w - 1\\)"),
-        ((-torch.ones(2, 3, 3), "support", 0.1), "finite and >= 0"),
+        ((-torch.ones(2, 3, 3), "support", 0.1), "^influence must be finite and >= 0$"),
     ],
 )
 def test_credit_kernels_refuse_bad_input(args, message):
@@ -129,6 +129,19 @@ def test_credit_kernels_threshold_0_keeps_every_offset():
     influence = torch.tensor([[[0.0, 0.1, 0.0], [0.2, 2.0, 1.0], [0.0, 0.0, 0.4]]])
     torch.testing.assert_close(credit_kernels(influence, "footprint", 0.0), influence / 2.0)
     assert torch.equal(credit_kernels(influence, "support", 0.0), (influence > 0).float())
+
+
+def test_credit_kernels_per_step_over_three_steps_with_an_empty_one():
+    influence = torch.zeros(3, 3, 3)  # step 0 reaches nothing: the identity; steps 1 and 2 differ
+    influence[1, 1, 1], influence[1, 0, 1] = 2.0, 1.0
+    influence[2, 1, 1], influence[2, 1, 2] = 4.0, 1.0
+    footprint = credit_kernels(influence, "footprint", 0.1)
+    assert torch.equal(footprint[0], delta(1, 2, 2)[0])
+    torch.testing.assert_close(footprint[1], influence[1] / 2.0)
+    torch.testing.assert_close(footprint[2], influence[2] / 4.0)
+    receptive = credit_kernels(influence, "receptive", 0.1)  # the last step's at all three
+    for t in range(3):
+        torch.testing.assert_close(receptive[t], influence[2] / 4.0)
 
 
 def test_apply_kernels_refuses_a_kernel_of_the_wrong_size_naming_both_shapes():
@@ -145,17 +158,19 @@ def test_apply_kernels_takes_float64_kernels_and_returns_float32():
 
 
 def test_footprint_summary_by_hand():
-    influence = torch.zeros(3, 5, 5)  # offsets -2 ... 2; index 2 is o = 0
+    influence = torch.zeros(4, 5, 5)  # offsets -2 ... 2; index 2 is o = 0
     influence[0, 2, 2] = 1.0  # all at the pixel itself: share 1, radius 0
-    influence[1, 2, 2] = 1.0  # squared mass 1 at o = 0, 2 at |o| = 1 (two cells), 6 at |o| = 2
-    influence[1, 1, 2] = 1.0
-    influence[1, 2, 3] = 1.0
-    influence[1, 0, 0] = 6.0**0.5
-    # step 2 all 0: nothing measured reaches the map
+    # step 1 all 0: nothing measured reaches the map (and the steps after it are still summarised)
+    influence[2, 2, 2] = 1.0  # squared mass 1 at o = 0, 2 at |o| = 1 (two cells), 6 at |o| = 2
+    influence[2, 1, 2] = 1.0
+    influence[2, 2, 3] = 1.0
+    influence[2, 0, 0] = 6.0**0.5
+    influence[3, 2, 2] = 3.0  # squared mass 9 at o = 0 and 1 at |o| = 1: exactly 90% at radius 0
+    influence[3, 3, 3] = 1.0
     summary = Footprint(influence, "autograd", 4, 1.23456).summary()
-    assert summary["self_share"] == [1.0, pytest.approx(1 / 9), 0.0]
-    # step 1: 1 / 9 within radius 0, 3 / 9 within 1, 9 / 9 within 2: 90% needs radius 2
-    assert summary["radius90"] == [0, 2, 0]
+    assert summary["self_share"] == [1.0, 0.0, pytest.approx(1 / 9), pytest.approx(0.9)]
+    # step 2: 1 / 9 within radius 0, 3 / 9 within 1, 9 / 9 within 2: 90% needs radius 2
+    assert summary["radius90"] == [0, 0, 2, 0]
     assert summary["method"] == "autograd" and summary["images"] == 4 and summary["seconds"] == 1.235
 
 
