@@ -766,6 +766,50 @@ def test_reward_locality_by_hand(tiny_model_dir):
     assert locality("tests.test_credit:gated_reward") == 1.0  # never responds: the paper's rule is kept
 
 
+def test_reward_locality_seed_and_probes(tiny_model_dir):
+    from agents.credit import reward_locality
+
+    core = gym.make_vec(
+        "DiffusionDenoise-v0",
+        num_envs=2,
+        model=str(tiny_model_dir),
+        reward="tests.test_credit:box_brightness",
+    ).unwrapped
+    # The default is seed 0 (what every run's RUN/credit.json records); another seed draws other cells.
+    assert reward_locality(core) == reward_locality(core, seed=0) != reward_locality(core, seed=1)
+    assert 1 / 9 <= reward_locality(core, probes=1) <= 1 / 4  # one probe per context is allowed
+    for bad in (0, 2.5):
+        with pytest.raises(ValueError, match=f"^probes must be an int >= 1, got probes={bad}$"):
+            reward_locality(core, probes=bad)
+
+
+def test_offset_canvas_by_hand():
+    from agents.credit import _offset_canvas
+
+    values = torch.arange(12.0).view(1, 2, 2, 3)  # one image, 2 steps, a 2 x 3 map
+    rows, cols = torch.tensor([1]), torch.tensor([0])
+    # Indexed by the reward pixel q for the noise pixel p = (1, 0): q - p spans rows -1 ... 0, cols 0 ... 2,
+    # i.e. canvas rows 0 ... 1 (offset + h - 1) and columns 2 ... 4 (offset + w - 1).
+    canvas, seen = _offset_canvas(values, rows, cols, flip=False)
+    assert canvas.shape == (1, 2, 3, 5) and seen.shape == (1, 1, 3, 5)
+    expected = torch.zeros(1, 2, 3, 5)
+    expected[0, :, 0:2, 2:5] = values[0]
+    assert torch.equal(canvas, expected)
+    mask = torch.zeros(1, 1, 3, 5)
+    mask[0, 0, 0:2, 2:5] = 1.0
+    assert torch.equal(seen, mask)
+    # Indexed by the noise pixel p for the reward pixel q = (1, 0): o = q - p spans rows 0 ... 1, cols -2 ... 0,
+    # the map flipped (p = (1, 0) is o = (0, 0) at canvas (1, 2); p = (0, 2) is o = (1, -2) at (2, 0)).
+    canvas, seen = _offset_canvas(values, rows, cols, flip=True)
+    expected = torch.zeros(1, 2, 3, 5)
+    expected[0, :, 1:3, 0:3] = values[0].flip(-2, -1)
+    assert torch.equal(canvas, expected)
+    assert canvas[0, 0, 1, 2] == values[0, 0, 1, 0] and canvas[0, 0, 2, 0] == values[0, 0, 0, 2]
+    mask = torch.zeros(1, 1, 3, 5)
+    mask[0, 0, 1:3, 0:3] = 1.0
+    assert torch.equal(seen, mask)
+
+
 def test_reward_locality_on_a_latent_grid(tiny_sd_dir):
     from agents.credit import reward_locality
 
