@@ -691,6 +691,14 @@ def gated_reward(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
     return images[:, 0] * gate[:, None, None]
 
 
+def raised_region_reward(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+    """Blueness on the left half; the right half a constant of the context (0.5, 0.6, 0.7): never looked at,
+    and above the rest of the map's minimum."""
+    out = images[:, 2].clone()
+    out[..., 4:] = 0.5 + 0.1 * contexts.to(out)[:, None, None]
+    return out
+
+
 def test_reward_insensitive_finds_the_pixels_a_reward_never_looks_at(tiny_model_dir):
     from agents.credit import reward_insensitive
 
@@ -700,6 +708,8 @@ def test_reward_insensitive_finds_the_pixels_a_reward_never_looks_at(tiny_model_
 
     region = reward_insensitive(core_with("tests.test_credit:region_reward"))
     assert region.shape == (3, 8, 8) and bool(region[..., 4:].all()) and not bool(region[..., :4].any())
+    raised = reward_insensitive(core_with("tests.test_credit:raised_region_reward"))
+    assert torch.equal(raised, region)  # each pixel compared with itself over the images, per context
     assert not bool(reward_insensitive(core_with("color")).any())  # noise moves every pixel's redness
     gated = reward_insensitive(core_with("tests.test_credit:gated_reward"))
     assert bool(gated.all())  # 0 on every noise image: why 'hold-unscored' also asks for silence
