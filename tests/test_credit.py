@@ -699,6 +699,10 @@ def raised_region_reward(images: torch.Tensor, contexts: torch.Tensor) -> torch.
     return out
 
 
+def rare_bright_reward(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+    return (images.amax(dim=1) > 0.97).float()
+
+
 def test_reward_insensitive_finds_the_pixels_a_reward_never_looks_at(tiny_model_dir):
     from agents.credit import reward_insensitive
 
@@ -710,6 +714,13 @@ def test_reward_insensitive_finds_the_pixels_a_reward_never_looks_at(tiny_model_
     assert region.shape == (3, 8, 8) and bool(region[..., 4:].all()) and not bool(region[..., :4].any())
     raised = reward_insensitive(core_with("tests.test_credit:raised_region_reward"))
     assert torch.equal(raised, region)  # each pixel compared with itself over the images, per context
+    # A reward that is 1 only where a channel exceeds 0.97: about half the pixels stay 0 on 8 noise images,
+    # which ones depends on the images drawn: the default seed (0) draws the same ones every time.
+    rare = core_with("tests.test_credit:rare_bright_reward")
+    first = reward_insensitive(rare)
+    assert 0.2 < float(first.float().mean()) < 0.8
+    assert torch.equal(first, reward_insensitive(rare, seed=0))
+    assert not torch.equal(first, reward_insensitive(rare, seed=1))
     assert not bool(reward_insensitive(core_with("color")).any())  # noise moves every pixel's redness
     gated = reward_insensitive(core_with("tests.test_credit:gated_reward"))
     assert bool(gated.all())  # 0 on every noise image: why 'hold-unscored' also asks for silence
