@@ -236,6 +236,11 @@ def test_image_credit_equals_ddpo_sf_on_the_same_batch(tiny_model_dir, tmp_path)
 # -- the footprint estimator --------------------------------------------------
 
 
+def tiny_core(model_dir, reward: str):
+    """The core env of 2 slots on the tiny model with the given reward."""
+    return gym.make_vec("DiffusionDenoise-v0", num_envs=2, model=str(model_dir), reward=reward).unwrapped
+
+
 def box_brightness(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
     """A reward with a known 3x3 footprint: the mean brightness of the pixel's 3x3 neighbourhood."""
     gray = images.mean(dim=1, keepdim=True)
@@ -707,8 +712,7 @@ def test_reward_insensitive_finds_the_pixels_a_reward_never_looks_at(tiny_model_
     from agents.credit import reward_insensitive
 
     def core_with(reward):
-        envs = gym.make_vec("DiffusionDenoise-v0", num_envs=2, model=str(tiny_model_dir), reward=reward)
-        return envs.unwrapped
+        return tiny_core(tiny_model_dir, reward)
 
     region = reward_insensitive(core_with("tests.test_credit:region_reward"))
     assert region.shape == (3, 8, 8) and bool(region[..., 4:].all()) and not bool(region[..., :4].any())
@@ -774,8 +778,7 @@ def test_reward_locality_by_hand(tiny_model_dir):
     from agents.credit import reward_locality
 
     def locality(reward):
-        envs = gym.make_vec("DiffusionDenoise-v0", num_envs=2, model=str(tiny_model_dir), reward=reward)
-        return reward_locality(envs.unwrapped)
+        return reward_locality(tiny_core(tiny_model_dir, reward))
 
     assert locality("color") == 1.0  # a pixel's redness is its own
     # The 3x3 box mean moves the k in-image cells around the changed pixel by the same amount: a share of
@@ -790,12 +793,7 @@ def test_reward_locality_by_hand(tiny_model_dir):
 def test_reward_locality_seed_and_probes(tiny_model_dir):
     from agents.credit import reward_locality
 
-    core = gym.make_vec(
-        "DiffusionDenoise-v0",
-        num_envs=2,
-        model=str(tiny_model_dir),
-        reward="tests.test_credit:box_brightness",
-    ).unwrapped
+    core = tiny_core(tiny_model_dir, "tests.test_credit:box_brightness")
     # The default is seed 0 (what every run's RUN/credit.json records); another seed draws other cells.
     assert reward_locality(core) == reward_locality(core, seed=0) != reward_locality(core, seed=1)
     assert 1 / 9 <= reward_locality(core, probes=1) <= 1 / 4  # one probe per context is allowed
