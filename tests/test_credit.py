@@ -144,6 +144,18 @@ def test_credit_kernels_per_step_over_three_steps_with_an_empty_one():
         torch.testing.assert_close(receptive[t], influence[2] / 4.0)
 
 
+def test_credit_kernels_at_their_boundaries():
+    # footprint: an entry exactly at threshold x max is kept ("below" is dropped)
+    influence = torch.tensor([[[0.0, 0.5, 0.0], [0.4, 2.0, 0.0], [0.0, 0.0, 0.0]]])
+    expected = torch.tensor([[[0.0, 0.25, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]])
+    assert torch.equal(credit_kernels(influence, "footprint", 0.25), expected)
+    # support: squared masses 50, 20, 10, 9.5, 5, 2.5, 1, 1, 1 (total 100, none 0): 90% needs the first 5
+    # (the first 4 hold 89.5, short of 90 but above 90% of all but the last entry)
+    mass = torch.tensor([50.0, 20.0, 10.0, 9.5, 5.0, 2.5, 1.0, 1.0, 1.0])
+    support = credit_kernels(mass.sqrt().view(1, 3, 3), "support", 0.1)
+    assert torch.equal(support.flatten(), torch.tensor([1.0] * 5 + [0.0] * 4))
+
+
 def test_apply_kernels_refuses_a_kernel_of_the_wrong_size_naming_both_shapes():
     # A 3 x 4 map needs (T, 5, 7) kernels: h and w differ, so a swapped or mis-sized message shows.
     with pytest.raises(ValueError) as err:
