@@ -164,6 +164,45 @@ def train_worker(rank: int, world: int, store: str, config, die_in_epoch: int | 
     dist.destroy_process_group()
 
 
+def late_rank0_worker(rank: int, world: int, store: str, config, marker: str, seen: str) -> None:
+    """Rank 0 finishes its epochs 2 s after rank 1 (as a slow final export would) and then leaves a marker;
+    rank 1 records whether the marker was there when its ``train`` returned."""
+    import time
+    from pathlib import Path
+
+    import agents.trainer
+
+    join_local_group(rank, world, store, 60)
+    if rank == 0:
+        epochs = agents.trainer.run_epochs
+
+        def late_epochs(*args):
+            history = epochs(*args)
+            time.sleep(2.0)
+            Path(marker).write_text("done")
+            return history
+
+        agents.trainer.run_epochs = late_epochs
+    agents.trainer.train(config)
+    if rank == 1:
+        Path(seen).write_text(str(Path(marker).exists()))
+    dist.destroy_process_group()
+
+
+def test_no_rank_leaves_train_before_the_others_are_done(tiny_model_dir, tmp_path):
+    """Without the end-of-run barrier rank 1 returns while rank 0 still works, and tears the group down
+    under it (CI once saw that abort a rank in gloo's teardown)."""
+    config = dataclasses.replace(distributed_config(tiny_model_dir, tmp_path, "ddpo"), num_epochs=1)
+    marker, seen = tmp_path / "rank0-done", tmp_path / "rank1-saw"
+    mp.spawn(
+        late_rank0_worker,
+        args=(2, str(tmp_path / "store-late"), config, str(marker), str(seen)),
+        nprocs=2,
+        join=True,
+    )
+    assert seen.read_text() == "True"
+
+
 def start_ranks(config, store, die_in_epoch=None, timeout=20.0):
     context = mp.get_context("spawn")
     procs = [
