@@ -42,6 +42,10 @@ Credits (``CREDITS``):
   Per-pixel credit wins on pixel-local rewards and, on a reward that judges a pixel by
   its surroundings (a segmentation net), falls behind DDPO's credit under the same loss
   (docs/results.md, "Credit chosen by the reward's locality").
+- ``"checked"`` (PXPO's default): ``"pixel"`` while per-pixel credit agrees with the reward on the
+  epoch's own images, ``"image"`` from the first epoch it does not (``agents.credit_check``): re-checked
+  every epoch, because a reward whose pixels interact only once the images change passes a check made on
+  the pretrained model's images and then collapses under per-pixel credit.
 - ``"receptive"``: the last step's ``"footprint"`` kernel at every step. At the last
   step x_0 = mean + sigma z, so d r / d z = sigma d r / d x_0: its kernel is the
   reward's own receptive field (the identity for a pixel-local reward, a box for a
@@ -66,7 +70,7 @@ from tqdm import tqdm
 
 from pxpo_gym.rewards import pool_to_grid
 
-CREDITS = ("pixel", "image", "footprint", "support", "receptive", "auto")
+CREDITS = ("pixel", "image", "footprint", "support", "receptive", "auto", "checked")
 KERNEL_CREDITS = ("footprint", "support", "receptive")
 """Credits that need a measured footprint."""
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -344,6 +348,18 @@ LOCAL_SHARE = 0.5
 one pixel falls on that pixel (1 for a per-pixel reward; about 1 / (h w) for one score per image)."""
 
 
+def invert_cells(
+    images: torch.Tensor, grid: tuple[int, int], rows: torch.Tensor, cols: torch.Tensor
+) -> torch.Tensor:
+    """A copy of ``images`` (n, 3, H, W) in [0, 1] with the pixels under one cell of the (h, w) sample grid
+    inverted (x -> 1 - x) in each: image i's cell (rows[i], cols[i])."""
+    n = len(images)
+    cell = torch.zeros(n, 1, *grid, device=images.device)
+    cell[torch.arange(n), 0, rows, cols] = 1.0
+    inside = torch.nn.functional.interpolate(cell, size=tuple(images.shape[2:]), mode="nearest").bool()
+    return torch.where(inside, 1 - images, images)
+
+
 def reward_locality(core, probes: int = LOCALITY_PROBES, seed: int = 0) -> float:
     """How pixel-local the env's reward is, on the sample grid: for ``probes`` images of uniform noise per
     context, the image under one random grid cell is inverted (x -> 1 - x) and the reward map is scored
@@ -362,10 +378,7 @@ def reward_locality(core, probes: int = LOCALITY_PROBES, seed: int = 0) -> float
     images = torch.rand((n, 3, height, width), generator=generator)
     rows = torch.randint(grid[0], (n,), generator=generator)
     cols = torch.randint(grid[1], (n,), generator=generator)
-    cell = torch.zeros(n, 1, *grid)
-    cell[torch.arange(n), 0, rows, cols] = 1.0
-    inside = torch.nn.functional.interpolate(cell, size=(height, width), mode="nearest").bool()  # its pixels
-    changed = torch.where(inside, 1 - images, images)
+    changed = invert_cells(images, grid, rows, cols)
     contexts = choices.repeat_interleave(probes)
     # The same batches for both: the two maps of an image come from identically shaped reward calls.
     change = (_grid_maps(core, changed, contexts) - _grid_maps(core, images, contexts)).double().square()

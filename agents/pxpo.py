@@ -64,9 +64,10 @@ import torch
 
 from agents.advantages import STD_MODES, ContextStats
 from agents.credit import CREDITS, KERNEL_CREDITS, LOCAL_SHARE, Footprint, apply_kernels, credit_kernels
+from agents.credit_check import CHECK_THRESHOLD
 from agents.losses import PolicyGradientConfig, pxpo_loss
 
-DEFAULT_CREDIT = "auto"
+DEFAULT_CREDIT = "checked"
 DEFAULT_CREDIT_THRESHOLD = 0.3
 DEFAULT_SILENT_KL_COEF = 5.0
 SILENT_MODES = ("kl", "freeze", "hold", "hold-unscored")
@@ -92,8 +93,10 @@ class PXPOConfig(PolicyGradientConfig):
     """Hybrid advantages: lambda in A^t_kl + lambda * A_image (the credit's advantage plus the image's)."""
     credit: str = DEFAULT_CREDIT
     """Which reward pixels credit each noise pixel (agents.credit): 'pixel', 'image', 'footprint', 'support',
-    'receptive', or 'auto' ('pixel' for a pixel-local reward, else 'image' without the silent-pixel penalty:
-    ``set_locality``)."""
+    'receptive', 'checked' ('pixel' while the epoch's agreement check passes, 'image' from the first epoch
+    it fails: ``record_agreement``, ``agents.credit_check``) or 'auto' ('pixel' for a pixel-local reward,
+    else 'image', decided once on noise images: ``set_locality``). Under 'image' (chosen by 'checked' or
+    'auto') the silent-pixel penalty is off."""
     credit_threshold: float = DEFAULT_CREDIT_THRESHOLD
     """'footprint': kernel entries below this fraction of the step's largest are dropped; 'support': the
     kernel holds 1 - this of the measured influence."""
@@ -166,6 +169,9 @@ class PXPO:
         (``agents.credit.reward_insensitive``), set by the trainer in 'hold-unscored' mode."""
         self.locality: float | None = None
         """credit='auto': the reward's measured locality (``agents.credit.reward_locality``)."""
+        self.switch_epoch: int | None = None
+        """credit='checked': the epoch (counted from 0) whose agreement check failed, from which on the credit
+        is 'image'; None while per-pixel credit holds."""
 
     @property
     def credit(self) -> str:
@@ -174,6 +180,8 @@ class PXPO:
         Raises:
             RuntimeError: credit='auto' before ``set_locality``.
         """
+        if self.config.credit == "checked":
+            return "pixel" if self.switch_epoch is None else "image"
         if self.config.credit != "auto":
             return self.config.credit
         if self.locality is None:
@@ -190,6 +198,24 @@ class PXPO:
         if not 0 <= locality <= 1:
             raise ValueError(f"locality must be in [0, 1], got locality={locality!r}")
         self.locality = float(locality)
+
+    @property
+    def needs_check(self) -> bool:
+        """True while credit='checked' still trains with per-pixel credit: the trainer measures the epoch's
+        agreement (``agents.credit_check.credit_agreement``) and hands it to ``record_agreement``."""
+        return self.config.credit == "checked" and self.switch_epoch is None
+
+    def record_agreement(self, agreement: float, epoch: int) -> None:
+        """credit='checked': the agreement measured on epoch ``epoch``'s images; below CHECK_THRESHOLD the
+        credit becomes 'image' from this epoch on, for the rest of the run.
+
+        Raises:
+            ValueError: agreement is not a number in [-1, 1].
+        """
+        if not -1 <= agreement <= 1:
+            raise ValueError(f"agreement must be in [-1, 1], got agreement={agreement!r}")
+        if self.needs_check and agreement < CHECK_THRESHOLD:
+            self.switch_epoch = int(epoch)
 
     @property
     def needs_footprint(self) -> bool:
@@ -214,6 +240,8 @@ class PXPO:
             state["insensitive"] = self.insensitive.clone()
         if self.locality is not None:
             state["locality"] = torch.tensor(self.locality, dtype=torch.float64)
+        if self.switch_epoch is not None:
+            state["credit_switch_epoch"] = torch.tensor(self.switch_epoch, dtype=torch.int64)
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -228,6 +256,8 @@ class PXPO:
             self.insensitive = state["insensitive"].clone()
         if "locality" in state:
             self.set_locality(float(state["locality"]))
+        if "credit_switch_epoch" in state:
+            self.switch_epoch = int(state["credit_switch_epoch"])
 
     def silent_contexts(self) -> torch.Tensor:
         """(num_contexts, h, w) bool: each context's silent pixels (module docstring); with
@@ -272,7 +302,9 @@ class PXPO:
         config = self.config
         if silent is None or config.silent_mode == "freeze" or not config.silent_kl_coef:
             return None
-        if config.credit == "auto" and self.credit == "image":  # every pixel has the image's credit
+        if (
+            config.credit in ("auto", "checked") and self.credit == "image"
+        ):  # every pixel has the image's credit
             return None
         if config.silent_mode == "hold-unscored":
             silent = silent * ~self.unscored_contexts()[contexts.cpu()].to(silent.device)

@@ -19,6 +19,7 @@ import torch
 from agents.checkpoint import save_checkpoint, trainer_state
 from agents.config import TrainConfig, autocast, check_envs, make_envs
 from agents.credit import Footprint, reward_has_gradient, reward_insensitive, reward_locality
+from agents.credit_check import CHECK_PROBES, agreement_from_sums, agreement_sums
 from agents.ddpo import DDPO
 from agents.distributed import (
     World,
@@ -184,6 +185,22 @@ class Trainer:
             self.footprint = measure_run_footprint(self)
         return self.algo.advantages(rewards.cpu(), reward_maps.cpu(), contexts.cpu())
 
+    def check_credit(self, traj: Trajectories) -> float:
+        """PXPO's credit='checked': per-pixel credit's agreement with the reward on this epoch's images
+        (``agents.credit_check``; every rank probes its own images, the sums are added), handed to the
+        algorithm before its advantages; NaN when no check is due (other credits, or after the switch)."""
+        if not getattr(self.algo, "needs_check", False):
+            return math.nan
+        # One generator per (run seed, epoch, rank): the same cells on resume, other cells on each rank.
+        generator = torch.Generator().manual_seed(
+            (self.config.seed * 1_000_003 + self.epoch) * 1_009 + self.world.rank
+        )
+        core = self.envs.unwrapped
+        sums = agreement_sums(core, traj.images, traj.contexts, CHECK_PROBES, generator)
+        agreement = agreement_from_sums(all_sum(sums.to(self.device), self.world).cpu())
+        self.algo.record_agreement(agreement, self.epoch)
+        return agreement
+
     def policy_gradient_epoch(
         self, traj: Trajectories, step_weights: torch.Tensor | None = None
     ) -> tuple[dict[str, float], Trajectories]:
@@ -203,6 +220,8 @@ class Trainer:
             gather_epoch(x, self.world, self.config.sample_batches_per_epoch)
             for x in (traj.rewards, traj.grid_reward_maps, traj.contexts, traj.component_rewards)
         )
+        agreement = self.check_credit(traj)
+        credit_pixel = math.nan if not isinstance(self.algo, PXPO) else float(self.algo.credit == "pixel")
         advantages = self.advantages(rewards, reward_maps, contexts)
         silent = self.algo.silent_mask(contexts.cpu()) if isinstance(self.algo, PXPO) else None
         owned = local_indices(self.config.images_per_epoch, self.config.sample_batch_size, self.world)
@@ -210,6 +229,7 @@ class Trainer:
             traj, advantages[owned], None if silent is None else silent[owned], step_weights
         )
         metrics["silent_fraction"] = math.nan if silent is None else float(silent.mean())
+        metrics.update(credit_agreement=agreement, credit_pixel=credit_pixel)
         return metrics, dataclasses.replace(traj, rewards=rewards, component_rewards=components)
 
     def update(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.steps import DEFAULT_STEP_WEIGHTING
-from benchmarks.tasks import TASKS
+from benchmarks.tasks import TASKS, split_tasks
 
 SCRATCH = "outputs/benchmarks"
 """Where benchmark commands write unless told otherwise (untracked): the committed results in
@@ -82,6 +82,7 @@ def record_runs_commit(
 
 PXPO_VARIANTS: dict[str, dict[str, object]] = {
     "default": {},
+    "auto": {"credit": "auto"},  # the default before 'checked': decided once, on noise images
     "pixel-std": {"credit": "pixel", "pixel_std": "pixel", "image_advantage_weight": 0.0},
     "pooled-std": {"credit": "pixel", "pixel_std": "pooled", "image_advantage_weight": 0.0},
     "floored-std": {"credit": "pixel", "pixel_std": "floored", "image_advantage_weight": 0.0},
@@ -413,6 +414,31 @@ def flow() -> SuiteConfig:
     )
 
 
+def breadth() -> SuiteConfig:
+    """The breadth suite: every task (benchmarks.tasks, 17 in 8 families, train and test split) x DDPO, PXPO
+    and the oracle (on differentiable rewards), 3 seeds x 15 epochs of 32 images (480), at the sweep's
+    settings (DDPO lr 3e-4 clip 5e-4, PXPO lr 1e-4 clip 0.2, oracle lr 3e-4); per-family and per-task tables."""
+    return dataclasses.replace(
+        quick(),
+        tasks=tuple(TASKS),
+        seeds=(0, 1, 2),
+        num_epochs=15,
+        global_num_epochs=15,
+        eval_every=5,
+        out=scratch("breadth"),
+    )
+
+
+def breadth_train() -> SuiteConfig:
+    """The breadth suite's train split only (where defaults are chosen), into the same folder as breadth."""
+    return dataclasses.replace(breadth(), tasks=split_tasks("train"))
+
+
+def breadth_test() -> SuiteConfig:
+    """The breadth suite's test split only (run once, at the end), into the same folder as breadth."""
+    return dataclasses.replace(breadth(), tasks=split_tasks("test"))
+
+
 PRESETS = {
     "quick": quick,
     "full": full,
@@ -422,6 +448,9 @@ PRESETS = {
     "credit": credit,
     "region": region,
     "flow": flow,
+    "breadth": breadth,
+    "breadth-train": breadth_train,
+    "breadth-test": breadth_test,
 }
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from agents.metrics import read_metrics
 from benchmarks.analysis import confidence_band, mean_curve, samples_to_threshold, smooth, summarise
+from benchmarks.breadth import write_breadth_report
 from benchmarks.grid import git_commit, provenance, read_runs_commits, run_dir
 from benchmarks.tasks import TASKS
 
@@ -421,8 +422,9 @@ def write_report(cfg) -> str:
                 for a, settings in best.items()
             ),
         ]
+    lines += write_breadth_report(curves, images, noise, out)
     lines += ["", "Tasks:"]
-    lines += [f"- {t}: {TASKS[t].description}" for t in cfg.tasks]
+    lines += [f"- {t} ({TASKS[t].family}, {TASKS[t].split}): {TASKS[t].description}" for t in cfg.tasks]
     lines += ["", "![plot](plot.png)", ""]
     summary = "\n".join(lines)
     (out / "summary.md").write_text(summary)

@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
-RewardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from pxpo_gym.colors import RewardFn, as_rgb, closeness
+from pxpo_gym.suite_rewards import SUITE_REWARDS
 
 
 class Reward:
@@ -179,32 +180,12 @@ def split_weight(spec: str) -> tuple[str, float | None]:
     return head, weight
 
 
-def _as_rgb(color: Sequence[float] | str, name: str) -> torch.Tensor:
-    """An RGB triple in [0, 1] from floats or a colour name/hex understood by matplotlib."""
-    if isinstance(color, str):
-        from matplotlib.colors import to_rgb
-
-        try:
-            color = to_rgb(color)
-        except ValueError as err:
-            raise ValueError(f"{name}={color!r} is not a colour name or #rrggbb") from err
-    rgb = torch.as_tensor(color, dtype=torch.float32)
-    if rgb.shape != (3,) or not bool(((rgb >= 0) & (rgb <= 1)).all()):
-        raise ValueError(f"{name} must be 3 floats in [0, 1] or a colour name, got {color!r}")
-    return rgb
-
-
-def _closeness(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 - Euclidean RGB distance / sqrt(3): (B, 3, H, W) vs broadcastable target -> (B, H, W)."""
-    return 1 - (images - target).norm(dim=1) / math.sqrt(3)
-
-
 def color_reward(target: Sequence[float] | str = (1.0, 0.0, 0.0)) -> RewardFn:
     """Per-pixel closeness to one target colour (default pure red), in [0, 1]."""
-    rgb = _as_rgb(target, "target")
+    rgb = as_rgb(target, "target")
 
     def color(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
-        return _closeness(images, rgb.to(images.device)[None, :, None, None])
+        return closeness(images, rgb.to(images.device)[None, :, None, None])
 
     return color
 
@@ -259,7 +240,7 @@ def target_map_reward(
     elif isinstance(target, (np.ndarray, torch.Tensor)) and np.ndim(target) == 3:
         target_img = load_map(target, "target", channels=3)
     else:
-        target_img = _as_rgb(target, "target")[:, None, None]  # (3, 1, 1)
+        target_img = as_rgb(target, "target")[:, None, None]  # (3, 1, 1)
     weight = None if weights is None else load_map(weights, "weights", channels=1)
     if weight is not None and target_img.shape[1:] != (1, 1) and target_img.shape[1:] != weight.shape:
         raise ValueError(
@@ -271,14 +252,14 @@ def target_map_reward(
         for label, arr in (("target", target_img), ("weights", weight)):
             if arr is not None and arr.shape[-2:] != (1, 1) and tuple(arr.shape[-2:]) != size:
                 raise ValueError(f"{label} has size {tuple(arr.shape[-2:])}, the images are {size}")
-        close = _closeness(images, target_img.to(images.device)[None])
+        close = closeness(images, target_img.to(images.device)[None])
         return close if weight is None else close * weight.to(images.device)
 
     return target_map
 
 
 def segmentation_reward(
-    target_class: int | str = "context", weights_path: str | Path | None = None
+    target_class: int | str = "context", weights_path: str | Path | None = None, class_offset: int = 0
 ) -> RewardFn:
     """Per-pixel probability that a pixel shows the wanted shape class.
 
@@ -286,6 +267,8 @@ def segmentation_reward(
         target_class: ``"context"`` (the class the image was conditioned on), a
             shape class id, or a class name from ``pxpo_gym.shapes.SHAPE_CLASSES``.
         weights_path: a ``SegmentationNet`` safetensors file; the shipped one if None.
+        class_offset: with ``"context"``, want the class this many places after the
+            conditioned one (cyclically): 1 asks a circle to become a square.
     """
     from pxpo_gym.segmentation import load_segmentation_net
     from pxpo_gym.shapes import SHAPE_CLASSES
@@ -296,6 +279,10 @@ def segmentation_reward(
         target_class = SHAPE_CLASSES.index(target_class)
     if isinstance(target_class, int) and not 0 <= target_class < len(SHAPE_CLASSES):
         raise ValueError(f"target_class must be in [0, {len(SHAPE_CLASSES)}), got {target_class}")
+    if isinstance(class_offset, bool) or not isinstance(class_offset, int):
+        raise ValueError(f"class_offset must be an int, got class_offset={class_offset!r}")
+    if class_offset and target_class != "context":
+        raise ValueError(f"class_offset={class_offset} applies only to target_class='context'")
     net = load_segmentation_net(weights_path)
 
     def segmentation(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
@@ -305,7 +292,7 @@ def segmentation_reward(
         # images when they require them (the exact-gradient baseline backpropagates).
         probs = net(images.float()).softmax(dim=1)  # (B, K+1, H, W)
         if target_class == "context":
-            wanted = contexts.clamp(0, len(SHAPE_CLASSES) - 1) + 1
+            wanted = (contexts.clamp(0, len(SHAPE_CLASSES) - 1) + class_offset) % len(SHAPE_CLASSES) + 1
         else:
             wanted = torch.full_like(contexts, int(target_class) + 1)
         return probs[torch.arange(images.shape[0], device=images.device), wanted]
@@ -365,6 +352,7 @@ REWARDS: dict[str, Callable[..., RewardFn]] = {
     "brightness": brightness_reward,
     "jpeg_compressibility": jpeg_compressibility_reward,
     "jpeg_incompressibility": jpeg_incompressibility_reward,
+    **SUITE_REWARDS,
 }
 
 
