@@ -417,10 +417,12 @@ def flow() -> SuiteConfig:
 def breadth() -> SuiteConfig:
     """The breadth suite: every task (benchmarks.tasks, 17 in 8 families, train and test split) x DDPO, PXPO
     and the oracle (on differentiable rewards), 3 seeds x 15 epochs of 32 images (480), at the sweep's
-    settings (DDPO lr 3e-4 clip 5e-4, PXPO lr 1e-4 clip 0.2, oracle lr 3e-4); per-family and per-task tables."""
+    settings (DDPO lr 3e-4 clip 5e-4, PXPO lr 1e-4 clip 0.2, oracle lr 3e-4); PXPO at its default (credit
+    'checked') and at the default before it ('auto'); per-family and per-task tables."""
     return dataclasses.replace(
         quick(),
         tasks=tuple(TASKS),
+        pxpo_variants=("default", "auto"),
         seeds=(0, 1, 2),
         num_epochs=15,
         global_num_epochs=15,
