@@ -90,12 +90,14 @@ class TrainConfig:
     (docs/results.md, "PXPO's advantages")."""
     image_advantage_weight: float = ALGO_DEFAULTS.image_advantage_weight
     """PXPO: hybrid advantages A + lambda * A_image with this lambda (0: the credit's advantages only)."""
-    credit: Literal["auto", "pixel", "image", "footprint", "support", "receptive"] = (  # type: ignore[assignment]
+    credit: Literal["checked", "auto", "pixel", "image", "footprint", "support", "receptive"] = (  # type: ignore[assignment]
         ALGO_DEFAULTS.credit
     )
-    """PXPO: which reward pixels credit each pixel's log-likelihood at each step (agents.credit): 'auto'
-    (the default, by measurement: 'pixel' where the reward is pixel-local, else 'image' without the
-    silent-pixel penalty), 'pixel' (its own: the paper's PXPO), 'image' (DDPO's advantage everywhere),
+    """PXPO: which reward pixels credit each pixel's log-likelihood at each step (agents.credit): 'checked'
+    (the default: 'pixel' while per-pixel credit agrees with the reward on each epoch's own images, 'image'
+    without the silent-pixel penalty from the first epoch it does not, agents.credit_check), 'auto' (the
+    default before: the same choice made once, on noise images, by the reward's locality), 'pixel' (its
+    own: the paper's PXPO), 'image' (DDPO's advantage everywhere),
     'footprint' (the pixels its noise reaches, weighted by the influence measured once per run),
     'support' (unweighted over the measured footprint), 'receptive' (the last step's footprint kernel, the
     reward's own receptive field, at every step)."""

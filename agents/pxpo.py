@@ -25,9 +25,12 @@ where log p(x^ij) sums the pixel's channels. Our choices, fixed here:
   noise reaches, weighted by the influence measured on the pretrained model once
   per run (late steps: about the pixel itself; early steps: the whole image, which
   the denoiser spreads each pixel's noise over); 'image' is DDPO's advantage at
-  every pixel. 'auto' (the default) is 'pixel' where the reward is pixel-local and
-  'image' where it is not, decided once per run (``agents.credit.reward_locality``;
-  docs/results.md, "Credit chosen by the reward's locality"). 'pixel' with the
+  every pixel. 'checked' (the default) is 'pixel' while per-pixel credit agrees with
+  the reward on each epoch's own images and 'image' from the first epoch it does not
+  (``agents.credit_check``; chosen on the breadth suite's train split, docs/results.md,
+  "The breadth suite"). 'auto' makes that choice once per run, on noise images, from the
+  reward's locality (``agents.credit.reward_locality``): rewards whose pixels interact only
+  once the images change pass it and then collapse under per-pixel credit. 'pixel' with the
   silent-pixel penalty was picked before from
   ``benchmarks.suite credit`` and ``benchmarks.credit_signal`` (docs/results.md, "Credit
   that follows the reward"): it agreed best with the exact gradient on 3 of 4

@@ -38,18 +38,24 @@ def main_label(labels: list[str], algo: str) -> str | None:
     return next((label for label in labels if label.split("-")[0] == algo), None)
 
 
-def task_targets(task: str, by_label: dict[str, list[np.ndarray]], images: np.ndarray, noise: float) -> dict:
-    """Per task, PXPO's targets against DDPO (module docstring) and each arm's gain in units of the task's
-    best improvement. Curves: label -> per-seed reward curves starting at the pretrained model's reward."""
+def task_targets(
+    task: str, by_label: dict[str, list[np.ndarray]], images: np.ndarray, noise: float, evals: dict
+) -> dict:
+    """Per task, PXPO's targets against DDPO (module docstring), each arm's gain in units of the task's
+    best improvement and its final held-out shape match. Curves: label -> per-seed reward curves starting
+    at the pretrained model's reward; evals: label -> per-seed held-out evaluations (benchmarks.report)."""
     scale = max(float((mean_curve(runs) - mean_curve(runs)[0]).max()) for runs in by_label.values())
     scale = scale if scale > 0 else float("nan")
     table = samples_to_threshold(by_label, images, (0.9,), 3, noise)
     gains = {label: float(np.mean([c[-1] - c[0] for c in runs])) / scale for label, runs in by_label.items()}
     to90 = {label: _median(table[label][0.9]) for label in by_label}
+    shape = {
+        label: float(np.mean([s["fidelity_shape"][-1] for s in seeds])) for label, seeds in evals.items()
+    }
     row: dict = {"task": task, "family": TASKS[task].family, "split": TASKS[task].split}
     ddpo, pxpo = main_label(list(by_label), "ddpo"), main_label(list(by_label), "pxpo")
     if ddpo is None or pxpo is None:
-        return {**row, "gains": gains, "to90": to90}
+        return {**row, "gains": gains, "to90": to90, "shape": shape}
     d_final = np.array([c[-1] for c in by_label[ddpo]])
     p_final = np.array([c[-1] for c in by_label[pxpo]])
     d_start = np.array([c[0] for c in by_label[ddpo]])
@@ -63,12 +69,14 @@ def task_targets(task: str, by_label: dict[str, list[np.ndarray]], images: np.nd
         safe=bool(p_final.mean() >= d_final.mean() - d_final.std() and not (ddpo_rises and p_fell)),
         ddpo_to90=to90[ddpo],
         pxpo_to90=to90[pxpo],
+        ddpo_shape=shape.get(ddpo, float("nan")),
+        pxpo_shape=shape.get(pxpo, float("nan")),
     )
     if TASKS[task].family in FAST_FAMILIES:
         row["faster"] = bool(
             not np.isnan(to90[pxpo]) and (np.isnan(to90[ddpo]) or to90[pxpo] * SPEEDUP <= to90[ddpo])
         )
-    return {**row, "gains": gains, "to90": to90}
+    return {**row, "gains": gains, "to90": to90, "shape": shape}
 
 
 def _median(values) -> float:
@@ -93,6 +101,9 @@ def family_rows(targets: list[dict]) -> list[dict]:
             for label in labels:
                 values = [t["gains"][label] for t in group if label in t["gains"]]
                 row[f"gain_{label}"] = f"{np.mean(values):+.2f}" if values else ""
+            for label in labels:
+                kept = [t["shape"][label] for t in group if label in t["shape"]]
+                row[f"shape_{label}"] = f"{np.nanmean(kept):.2f}" if kept and not np.isnan(kept).all() else ""
             judged = [t for t in group if "safe" in t]
             row["pxpo_safe"] = f"{sum(t['safe'] for t in judged)}/{len(judged)}" if judged else ""
             fast = [t for t in judged if "faster" in t]
@@ -101,14 +112,17 @@ def family_rows(targets: list[dict]) -> list[dict]:
     return rows
 
 
-def write_breadth_report(curves: dict, images: dict, noise: dict, out: Path) -> list[str]:
+def write_breadth_report(curves: dict, images: dict, noise: dict, evals: dict, out: Path) -> list[str]:
     """Writes OUT/targets.csv (per task) and OUT/families.csv (per split and family); returns the summary's
     markdown lines for them (nothing when the grid's tasks span a single family)."""
     if len({TASKS[t].family for t in curves}) < 2:
         return []
-    targets = [task_targets(task, by_label, images[task], noise[task]) for task, by_label in curves.items()]
+    targets = [
+        task_targets(task, by_label, images[task], noise[task], evals.get(task, {}))
+        for task, by_label in curves.items()
+    ]
     fields = ["task", "family", "split", "ddpo_final", "ddpo_std", "pxpo_final", "pxpo_seeds_below_start",
-              "safe", "ddpo_to90", "pxpo_to90", "faster"]  # fmt: skip
+              "safe", "ddpo_to90", "pxpo_to90", "faster", "ddpo_shape", "pxpo_shape"]  # fmt: skip
     with open(out / TARGETS_FILE, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -122,7 +136,8 @@ def write_breadth_report(curves: dict, images: dict, noise: dict, out: Path) -> 
         "## Per family",
         "",
         "Gain: final minus start reward, in units of the task's best improvement (any arm's seed-mean "
-        "curve), averaged over the family's tasks and the seeds. PXPO safe: final reward >= DDPO's - one "
+        "curve), averaged over the family's tasks and the seeds. Shape: held-out shape match at the end "
+        "(0.89 for the pretrained model), averaged likewise. PXPO safe: final reward >= DDPO's - one "
         "DDPO std and no PXPO seed below its start where DDPO's mean rises. PXPO faster (pixel-local and "
         f"partial): median images to 90% <= DDPO's / {SPEEDUP}. Per task: {TARGETS_FILE}.",
         "",
@@ -137,6 +152,12 @@ def write_breadth_report(curves: dict, images: dict, noise: dict, out: Path) -> 
             f"DDPO {t['ddpo_final']:.3f} +- {t['ddpo_std']:.3f}; {t['pxpo_seeds_below_start']} PXPO seed(s) "
             "below start."
         )
+    for t in targets:
+        if "pxpo_shape" in t and t["pxpo_shape"] < t["ddpo_shape"] - 0.05:
+            lines.append(
+                f"- **{t['task']}**: PXPO keeps less content than DDPO (shape match {t['pxpo_shape']:.2f} vs "
+                f"{t['ddpo_shape']:.2f})."
+            )
     return ["", *lines]
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from agents.metrics import read_metrics
 from benchmarks.analysis import confidence_band, mean_curve, samples_to_threshold, smooth, summarise
-from benchmarks.breadth import write_breadth_report
+from benchmarks.breadth import main_label, write_breadth_report
 from benchmarks.grid import git_commit, provenance, read_runs_commits, run_dir
 from benchmarks.tasks import TASKS
 
@@ -162,15 +162,17 @@ def plot(curves, images, evals, path: Path) -> None:
 
 
 def verdict(task: str, table: dict[str, dict[float, list[float]]], finals: dict[str, np.ndarray]) -> str:
-    """One honest sentence comparing DDPO and PXPO on a task.
+    """One honest sentence comparing DDPO and PXPO on a task (their main arms: ``benchmarks.breadth.main_label``).
 
     First how many seeds reached 90% of the best improvement; when both reached
     it in the same number of seeds, the median images; always the final rewards.
     """
-    if not {"ddpo", "pxpo"} <= set(table):
+    labels = {algo: main_label(list(table), algo) for algo in ("ddpo", "pxpo")}
+    if None in labels.values():
         return ""
     algos = ("ddpo", "pxpo")
-    reached = {a: np.asarray(table[a][0.9], dtype=float) for a in algos}
+    reached = {a: np.asarray(table[labels[a]][0.9], dtype=float) for a in algos}
+    finals = {a: finals[labels[a]] for a in algos}
     hits = {a: int((~np.isnan(reached[a])).sum()) for a in algos}
     n = len(reached["ddpo"])
     final = f"final reward DDPO {finals['ddpo'].mean():.3f}, PXPO {finals['pxpo'].mean():.3f}"
@@ -422,7 +424,7 @@ def write_report(cfg) -> str:
                 for a, settings in best.items()
             ),
         ]
-    lines += write_breadth_report(curves, images, noise, out)
+    lines += write_breadth_report(curves, images, noise, evals, out)
     lines += ["", "Tasks:"]
     lines += [f"- {t} ({TASKS[t].family}, {TASKS[t].split}): {TASKS[t].description}" for t in cfg.tasks]
     lines += ["", "![plot](plot.png)", ""]

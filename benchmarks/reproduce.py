@@ -85,6 +85,8 @@ def measure(cfg: ReproduceConfig) -> dict:
                 rerun = train(replace(config, num_epochs=cfg.epochs, overwrite=True))
                 chosen = Path(tmp) / "run" / "credit.json"
                 credit = json.loads(chosen.read_text())["chosen"] if chosen.is_file() else config.credit
+            if config.credit == "checked" and rerun:  # the credit its last epoch trained with
+                credit = "pixel" if rerun[-1]["credit_pixel"] == 1 else "image"
             equal = [all(new[c] == old[c] for c in cfg.columns) for new, old in zip(rerun, committed)]
             result["cells"].append(
                 {

@@ -914,13 +914,13 @@ def test_auto_credit_trains_as_the_credit_it_chose_and_resumes_exactly(tiny_mode
         config = tiny_config(tiny_model_dir, tmp_path, reward=(reward,), out=str(tmp_path / name), **kw)
         return train(config), config
 
-    auto_local, _ = run("auto-local", "color")
+    auto_local, _ = run("auto-local", "color", credit="auto")
     pixel, _ = run("pixel", "color", credit="pixel")
     assert [m["loss"] for m in auto_local] == [m["loss"] for m in pixel]
     chosen = json.loads((tmp_path / "auto-local" / "credit.json").read_text())
     assert chosen == {"credit": "auto", "locality": 1.0, "chosen": "pixel"}
     reward = "tests.test_credit:box_brightness"  # a 3x3 receptive field: not pixel-local
-    auto_global, config = run("auto-global", reward, save_every=1, num_epochs=3)
+    auto_global, config = run("auto-global", reward, credit="auto", save_every=1, num_epochs=3)
     image, _ = run("image", reward, credit="image", silent_kl_coef=0.0, num_epochs=3)
     box_pixel, _ = run("box-pixel", reward, credit="pixel", num_epochs=3)
     assert [m["loss"] for m in auto_global] == [m["loss"] for m in image]

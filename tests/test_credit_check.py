@@ -1,0 +1,161 @@
+"""PXPO's credit='checked': the agreement probe by hand, the switch, and the trainer re-checking every epoch."""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import gymnasium as gym
+import pytest
+import torch
+
+from agents.credit_check import CHECK_THRESHOLD, agreement_from_sums, agreement_sums, credit_agreement
+from agents.metrics import read_metrics
+from agents.pxpo import PXPO, PXPOConfig
+from agents.trainer import Trainer, train
+from tests.test_agents import tiny_config
+
+
+def core_with(tiny_model_dir, reward, num_envs=4):
+    return gym.make_vec(
+        "DiffusionDenoise-v0", num_envs=num_envs, model=str(tiny_model_dir), reward=reward
+    ).unwrapped
+
+
+GATE = {"level": 0.0}
+"""``blue_gated_red``'s gate: 0 never binds; the trainer test raises it mid-run."""
+REWARD = "tests.test_credit_check:blue_gated_red"
+
+
+def gate() -> dict:
+    """GATE as the reward sees it: the env imports REWARD's module by name, which pytest's own import of
+    this file (without a tests/__init__.py) is not."""
+    return importlib.import_module("tests.test_credit_check").GATE
+
+
+def blue_gated_red(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+    """Redness at every pixel minus 10 x the image's mean blue missing below ``GATE['level']``, the same at
+    every pixel: pixel-local while the images hold more blue than the level, coupled through the image's
+    mean blue once they hold less (a pixel's own change then moves the map's sum mostly through its blue)."""
+    missing = (GATE["level"] - images[:, 2].mean(dim=(1, 2))).clamp(min=0)  # (B,)
+    return images[:, 0] - 10 * missing[:, None, None]
+
+
+def test_agreement_from_sums_by_hand():
+    assert agreement_from_sums(torch.tensor([2.0, 1.0, 4.0])) == pytest.approx(1.0)  # total = 2 x own
+    assert agreement_from_sums(torch.tensor([-2.0, 1.0, 4.0])) == pytest.approx(-1.0)
+    assert agreement_from_sums(torch.tensor([1.0, 1.0, 4.0])) == pytest.approx(0.5)
+    assert agreement_from_sums(torch.tensor([0.0, 0.0, 0.0])) == 1.0  # no response: nothing contradicts
+    assert agreement_from_sums(torch.tensor([0.0, 0.0, 5.0])) == 0.0  # only the rest of the map moved
+
+
+def test_agreement_sums_by_hand_on_a_one_pixel_image(tiny_model_dir):
+    # Colour 'red' on the tiny 8 x 8 model: inverting a black pixel makes it white. Own change =
+    # closeness(white) - closeness(black) = (1 - sqrt(2 / 3)) - (1 - sqrt(1 / 3)); the map's sum changes by
+    # the same amount, so each probe adds own^2 to all three sums.
+    core = core_with(tiny_model_dir, "color")
+    own = (1 - math.sqrt(2 / 3)) - (1 - math.sqrt(1 / 3))
+    sums = agreement_sums(
+        core, torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.int64), 3, torch.Generator()
+    )
+    assert sums.tolist() == pytest.approx([6 * own**2] * 3, rel=1e-5)
+    with pytest.raises(ValueError, match="probes must be an int >= 1, got probes=0"):
+        agreement_sums(core, torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.int64), 0, torch.Generator())
+
+
+def test_agreement_is_one_for_local_smoothed_mirror_and_scalar_rewards(tiny_model_dir):
+    images = torch.rand(8, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    contexts = torch.zeros(8, dtype=torch.int64)
+    for reward in ("color", "symmetry", "contrast", "jpeg_compressibility"):
+        assert credit_agreement(core_with(tiny_model_dir, reward), images, contexts) == pytest.approx(1.0)
+    blurred = core_with(tiny_model_dir, "blurred_color")
+    assert credit_agreement(blurred, images, contexts) > 0.8  # the same sign, 9x the size, but at edges
+
+
+def test_agreement_falls_where_a_gate_binds_and_only_there(tiny_model_dir):
+    core = core_with(tiny_model_dir, REWARD)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(16, 3, 8, 8, generator=generator)
+    contexts = torch.zeros(16, dtype=torch.int64)
+    gate()["level"] = 0.3  # random images hold 0.5 blue: the gate is open, the reward pixel-local
+    try:
+        assert credit_agreement(core, images, contexts) == pytest.approx(1.0)
+        dim = images * torch.tensor([1.0, 1.0, 0.2])[None, :, None, None]  # the same images, blue faded
+        assert credit_agreement(core, dim, contexts) < CHECK_THRESHOLD
+    finally:
+        gate()["level"] = 0.0
+
+
+def test_record_agreement_switches_once_and_for_good():
+    algo = PXPO(PXPOConfig(), num_contexts=2, map_shape=(4, 4))
+    assert PXPOConfig().credit == "checked" and algo.credit == "pixel" and algo.needs_check
+    algo.record_agreement(CHECK_THRESHOLD, epoch=0)  # at the threshold: still per-pixel
+    assert algo.credit == "pixel"
+    algo.record_agreement(0.2, epoch=3)
+    assert algo.credit == "image" and algo.switch_epoch == 3 and not algo.needs_check
+    algo.record_agreement(1.0, epoch=4)
+    assert algo.credit == "image" and algo.switch_epoch == 3
+    restored = PXPO(PXPOConfig(), num_contexts=2, map_shape=(4, 4))
+    restored.load_state_dict(algo.state_dict())
+    assert restored.switch_epoch == 3 and restored.credit == "image"
+    silent = torch.ones(2, 4, 4)
+    assert algo.braked_pixels(silent, torch.zeros(2, dtype=torch.int64)) is None  # image credit: no brake
+    for bad in (1.5, -2.0, float("nan")):
+        with pytest.raises(ValueError, match="agreement must be in"):
+            algo.record_agreement(bad, epoch=5)
+
+
+def test_trainer_rechecks_every_epoch_and_switches_when_the_reward_starts_to_interact(
+    tiny_model_dir, tmp_path
+):
+    # The images a policy draws change; here the reward changes instead, to the same effect: after two
+    # epochs its gate binds on the images the policy draws, and from that epoch on the credit is the image's.
+    config = tiny_config(tiny_model_dir, tmp_path, reward=(REWARD,))
+    trainer = Trainer(config)
+    try:
+        rows = [trainer.train_epoch()[0] for _ in range(2)]
+        gate()["level"] = 2.0  # more blue than any image holds: the gate binds everywhere
+        rows += [trainer.train_epoch()[0]]
+        gate()["level"] = 0.0
+        rows += [trainer.train_epoch()[0]]
+    finally:
+        gate()["level"] = 0.0
+    assert [r["credit_pixel"] for r in rows] == [1.0, 1.0, 0.0, 0.0]
+    assert rows[0]["credit_agreement"] == pytest.approx(1.0) and rows[1]["credit_agreement"] == pytest.approx(
+        1.0
+    )
+    assert rows[2]["credit_agreement"] < CHECK_THRESHOLD and math.isnan(rows[3]["credit_agreement"])
+    assert trainer.algo.switch_epoch == 2
+
+
+def test_checked_equals_pixel_credit_bit_for_bit_while_the_check_passes(tiny_model_dir, tmp_path):
+    runs = {
+        credit: train(
+            tiny_config(tiny_model_dir, tmp_path, credit=credit, num_epochs=3, out=str(tmp_path / credit))
+        )
+        for credit in ("checked", "pixel")
+    }
+    for name in ("reward_mean", "loss", "grad_norm"):
+        assert [m[name] for m in runs["checked"]] == [m[name] for m in runs["pixel"]], name
+    logged = read_metrics(tmp_path / "checked" / "metrics.csv")
+    assert [row["credit_pixel"] for row in logged] == [1.0, 1.0, 1.0]
+    assert [row["credit_agreement"] for row in logged] == pytest.approx([1.0, 1.0, 1.0])
+    assert math.isnan(read_metrics(tmp_path / "pixel" / "metrics.csv")[0]["credit_agreement"])
+
+
+def test_a_run_that_switched_resumes_with_image_credit(tiny_model_dir, tmp_path):
+    import dataclasses
+
+    reward = (REWARD,)
+    gate()["level"] = 2.0
+    try:
+        config = tiny_config(tiny_model_dir, tmp_path, reward=reward, num_epochs=3, save_every=1)
+        whole = train(config)
+        part = dataclasses.replace(config, out=str(tmp_path / "part"), num_epochs=1)
+        train(part)
+        resumed = train(dataclasses.replace(config, out="", resume=str(tmp_path / "part")))
+    finally:
+        gate()["level"] = 0.0
+    assert [m["credit_pixel"] for m in whole] == [0.0, 0.0, 0.0]
+    assert [m["loss"] for m in resumed] == [m["loss"] for m in whole[1:]]
+    assert all(math.isnan(m["credit_agreement"]) for m in resumed)  # decided before the checkpoint
