@@ -29,7 +29,7 @@ random reward pixel per image); others (JPEG size) finite-difference probes
 
 Credits (``CREDITS``):
 
-- ``"pixel"``: identity (the paper's PXPO; what ``"auto"``, the default, picks for pixel-local rewards).
+- ``"pixel"``: identity (the paper's PXPO; what ``"checked"``, the default, trains with while its check passes).
 - ``"image"``: DDPO's own image-level advantage at every pixel (all-ones kernel).
 - ``"footprint"``: K_t(o) = influence_t(o) / max_o influence_t(o), entries below
   ``threshold`` dropped: each reward pixel credits the noise pixels in proportion

@@ -112,7 +112,23 @@ def family_rows(targets: list[dict]) -> list[dict]:
     return rows
 
 
-def write_breadth_report(curves: dict, images: dict, noise: dict, evals: dict, out: Path) -> list[str]:
+def switch_epochs(cfg, task: str, label: str) -> str:
+    """PXPO's credit='checked' per seed: the first epoch (from 1) that trained with image credit, '-' for a
+    run that kept per-pixel credit throughout ('' for arms without the check)."""
+    from agents.metrics import read_metrics
+    from benchmarks.grid import run_dir
+
+    marks = []
+    for seed in cfg.seeds:
+        rows = read_metrics(run_dir(cfg, task, label, seed) / "metrics.csv")[: cfg.epochs(task)]
+        if not rows or all(np.isnan(r.get("credit_agreement", np.nan)) for r in rows):
+            return ""
+        image = [int(r["epoch"]) for r in rows if r.get("credit_pixel") == 0]
+        marks.append(str(image[0]) if image else "-")
+    return " ".join(marks)
+
+
+def write_breadth_report(cfg, curves: dict, images: dict, noise: dict, evals: dict, out: Path) -> list[str]:
     """Writes OUT/targets.csv (per task) and OUT/families.csv (per split and family); returns the summary's
     markdown lines for them (nothing when the grid's tasks span a single family)."""
     if len({TASKS[t].family for t in curves}) < 2:
@@ -121,8 +137,12 @@ def write_breadth_report(curves: dict, images: dict, noise: dict, evals: dict, o
         task_targets(task, by_label, images[task], noise[task], evals.get(task, {}))
         for task, by_label in curves.items()
     ]
+    for t in targets:
+        pxpo = main_label(list(t["gains"]), "pxpo")
+        t["pxpo_image_credit_from_epoch"] = switch_epochs(cfg, t["task"], pxpo) if pxpo else ""
     fields = ["task", "family", "split", "ddpo_final", "ddpo_std", "pxpo_final", "pxpo_seeds_below_start",
-              "safe", "ddpo_to90", "pxpo_to90", "faster", "ddpo_shape", "pxpo_shape"]  # fmt: skip
+              "safe", "ddpo_to90", "pxpo_to90", "faster", "ddpo_shape", "pxpo_shape",
+              "pxpo_image_credit_from_epoch"]  # fmt: skip
     with open(out / TARGETS_FILE, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -139,7 +159,8 @@ def write_breadth_report(curves: dict, images: dict, noise: dict, evals: dict, o
         "curve), averaged over the family's tasks and the seeds. Shape: held-out shape match at the end "
         "(0.89 for the pretrained model), averaged likewise. PXPO safe: final reward >= DDPO's - one "
         "DDPO std and no PXPO seed below its start where DDPO's mean rises. PXPO faster (pixel-local and "
-        f"partial): median images to 90% <= DDPO's / {SPEEDUP}. Per task: {TARGETS_FILE}.",
+        f"partial): median images to 90% <= DDPO's / {SPEEDUP}. Per task: {TARGETS_FILE} (with, per seed, "
+        "the epoch from which PXPO's credit check chose image credit).",
         "",
         "| " + " | ".join(families[0]) + " |",
         "|" + "---|" * len(families[0]),

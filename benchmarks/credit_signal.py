@@ -107,7 +107,7 @@ def measure(task: str, cfg: CreditSignalConfig, seed: int) -> dict:
         algo = PXPO(config, core.loaded.num_contexts, tuple(grid))
         if algo.needs_footprint:
             algo.set_footprint(footprint)
-        if algo.needs_locality:  # 'auto' (the default): the credit the reward's locality picks
+        if algo.needs_locality:  # 'auto': the credit the reward's locality picks
             algo.set_locality(reward_locality(core, seed=seed))
         algos.append((label, algo))
     for label, algo in algos:

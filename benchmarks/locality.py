@@ -1,6 +1,6 @@
-"""How pixel-local each suite task's reward is, and so which credit PXPO's default picks.
+"""How pixel-local each suite task's reward is, and so which credit PXPO's ``--credit auto`` picks.
 
-``--credit auto`` (the default, ``agents.credit``) measures once per run the share of
+``--credit auto`` (the default before ``checked``, ``agents.credit``) measures once per run the share of
 the reward map's response to a change at one grid cell that lands on that cell
 (``agents.credit.reward_locality``) and uses per-pixel credit at a share of at least
 ``LOCAL_SHARE``, DDPO's image credit below. This measures that share for every task

@@ -424,7 +424,7 @@ def write_report(cfg) -> str:
                 for a, settings in best.items()
             ),
         ]
-    lines += write_breadth_report(curves, images, noise, evals, out)
+    lines += write_breadth_report(cfg, curves, images, noise, evals, out)
     lines += ["", "Tasks:"]
     lines += [f"- {t} ({TASKS[t].family}, {TASKS[t].split}): {TASKS[t].description}" for t in cfg.tasks]
     lines += ["", "![plot](plot.png)", ""]

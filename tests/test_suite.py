@@ -61,6 +61,26 @@ def test_tiny_grid_end_to_end(tmp_path, capsys):
     pxpo = next(r for r in seeds if (r["task"], r["algo"]) == ("color", "pxpo"))
     assert 0 <= float(pxpo["silent_fraction_first"]) <= 1 and pxpo["shape_match_start"] != "nan"
     assert "Sample-efficiency suite" in capsys.readouterr().out
+    # Two families (pixel-local, scalar): the per-family table and the per-task targets.
+    with open(tmp_path / "targets.csv") as handle:
+        targets = {r["task"]: r for r in csv.DictReader(handle)}
+    assert targets["color"]["family"] == "pixel-local" and targets["jpeg"]["split"] == "train"
+    assert (
+        targets["color"]["safe"] in ("yes", "no") and targets["jpeg"]["faster"] == ""
+    )  # scalar: no speed target
+    # Colour is pixel-local and JPEG's map is one number: PXPO's check keeps per-pixel credit on both.
+    assert (
+        targets["color"]["pxpo_image_credit_from_epoch"]
+        == "-"
+        == targets["jpeg"]["pxpo_image_credit_from_epoch"]
+    )
+    with open(tmp_path / "families.csv") as handle:
+        families = list(csv.DictReader(handle))
+    assert [(r["split"], r["family"], r["tasks"]) for r in families] == [
+        ("train", "pixel-local", "color"),
+        ("train", "scalar", "jpeg"),
+    ]
+    assert "## Per family" in summary
     timing = json.loads((tmp_path / "timing.json").read_text())
     assert timing["runs_trained"] == 5 and timing["seconds"] > 0 and timing["command"].startswith("python -m")
     # A second call skips complete runs: their metrics files (and the timing of the call that trained
