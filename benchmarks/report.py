@@ -25,6 +25,25 @@ COLLAPSE = 0.5
 """A run 'collapsed' when its final shape-match rate is < this x the pretrained model's."""
 
 
+def run_complete(cfg, task: str, label: str) -> bool:
+    """Whether every seed of an arm on a task has its whole metrics.csv (the grid's budget)."""
+    for seed in cfg.seeds:
+        path = run_dir(cfg, task, label, seed) / "metrics.csv"
+        if not path.is_file() or len(read_metrics(path)) < cfg.epochs(task):
+            return False
+    return True
+
+
+def missing_arms(cfg) -> list[str]:
+    """'label on task' for every arm of the grid whose runs are not all complete (left out of the report)."""
+    return [
+        f"{arm.label} on {task}"
+        for task in cfg.tasks
+        for arm in cfg.arms(task)
+        if not run_complete(cfg, task, arm.label)
+    ]
+
+
 def load_curves(
     cfg,
 ) -> tuple[dict[str, dict[str, list[np.ndarray]]], dict[str, np.ndarray], dict[str, float]]:
@@ -34,6 +53,7 @@ def load_curves(
     Every curve starts with the pretrained model's reward at 0 images: per seed, the first
     epoch of an RL arm (sampled before any update; the oracle's env draws the same first
     images). The oracle's own first epoch already includes images drawn after an update.
+    An arm whose runs are not all complete (``missing_arms``) is left out.
     """
     curves: dict[str, dict[str, list[np.ndarray]]] = {}
     noise: dict[str, float] = {}
@@ -41,6 +61,8 @@ def load_curves(
     for task in cfg.tasks:
         raw: dict[str, list[list[dict[str, float]]]] = {}
         for arm in cfg.arms(task):
+            if not run_complete(cfg, task, arm.label):
+                continue
             raw[arm.label] = [
                 read_metrics(run_dir(cfg, task, arm.label, seed) / "metrics.csv")[: cfg.epochs(task)]
                 for seed in cfg.seeds
@@ -66,6 +88,8 @@ def load_evals(cfg) -> dict[str, dict[str, list[dict[str, np.ndarray]]]]:
     for task in cfg.tasks:
         out[task] = {}
         for arm in cfg.arms(task):
+            if not run_complete(cfg, task, arm.label):
+                continue
             seeds = []
             for seed in cfg.seeds:
                 folder = run_dir(cfg, task, arm.label, seed)
@@ -219,7 +243,8 @@ def arm_scores(cfg, curves) -> dict[str, float]:
             if arm.label in curves[task]
             for c in curves[task][arm.label]
         ]
-        scores[arm.label] = float(np.mean(areas))
+        if areas:  # an arm with no complete runs has no score
+            scores[arm.label] = float(np.mean(areas))
     return scores
 
 
@@ -229,6 +254,8 @@ def best_settings(cfg, curves) -> dict[str, dict]:
     scores = arm_scores(cfg, curves)
     best: dict[str, tuple[dict, float]] = {}
     for arm in cfg.arms():
+        if arm.label not in scores:
+            continue
         if arm.algo not in best or scores[arm.label] > best[arm.algo][1]:
             best[arm.algo] = (dict(arm.overrides), scores[arm.label])
     return {algo: settings for algo, (settings, _) in best.items()}
@@ -408,6 +435,9 @@ def write_report(cfg) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += ["| " + " | ".join(str(v) for v in r.values()) + " |" for r in rows]
+    missing = missing_arms(cfg)
+    if missing:
+        lines += ["", f"Not in this report (runs missing or incomplete): {', '.join(missing)}."]
     lines += ["", *[f"- {v}" for v in verdicts if v]]
     if len(cfg.arms()) > len(cfg.algos):  # a sweep or a comparison: some algorithm has several arms
         best = best_settings(cfg, curves)

@@ -186,3 +186,15 @@ def test_locality_reports_which_credit_the_default_picks_per_task(tmp_path):
     )
     with pytest.raises(ValueError, match="tasks must be among"):
         locality(LocalityConfig(tasks=("aesthetics",), out=str(tmp_path / "x.json")))
+
+
+def test_the_report_leaves_out_arms_whose_runs_are_incomplete_and_says_so(tmp_path):
+    cfg = tiny_suite(tmp_path, tasks=("color",), algos=("ddpo", "pxpo"))
+    main(cfg)
+    metrics = run_dir(cfg, "color", "pxpo", 0) / "metrics.csv"
+    metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:2]))  # header + epoch 1 of 2
+    from benchmarks.report import write_report
+
+    summary = write_report(cfg)
+    assert "| color | ddpo |" in summary and "| color | pxpo |" not in summary
+    assert "Not in this report (runs missing or incomplete): pxpo on color." in summary
