@@ -164,6 +164,8 @@ def trainer_state(trainer: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         tensors.update({f"ema/{k}": v for k, v in trainer.ema.state_dict().items()})
     if trainer.algo is not None:
         tensors.update({f"stats/{k}": v for k, v in trainer.algo.state_dict().items()})
+    best_tensors, best_meta = trainer.best.state()
+    tensors.update(best_tensors)
     tensors.update(rng_tensors(trainer.generator, trainer.envs.unwrapped, trainer.world))
     meta = {
         "epoch": trainer.epoch,
@@ -172,6 +174,7 @@ def trainer_state(trainer: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         "optimizer": optim_meta,
         "torch": torch.__version__,
         "world_size": trainer.world.size,
+        "best": best_meta,
     }
     return tensors, meta
 
@@ -207,5 +210,6 @@ def restore_trainer(trainer: Any, tensors: dict[str, torch.Tensor], meta: dict[s
         trainer.ema.load_state_dict(part("ema/"))
     if trainer.algo is not None:
         trainer.algo.load_state_dict(part("stats/"))
+    trainer.best.load(tensors, meta.get("best"))
     restore_rng(tensors, trainer.generator, trainer.envs.unwrapped, trainer.world)
     trainer.epoch, trainer.images = int(meta["epoch"]), int(meta["images"])

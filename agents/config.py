@@ -101,6 +101,12 @@ class TrainConfig:
     'footprint' (the pixels its noise reaches, weighted by the influence measured once per run),
     'support' (unweighted over the measured footprint), 'receptive' (the last step's footprint kernel, the
     reward's own receptive field, at every step)."""
+    credit_check_scales: tuple[float, ...] = ALGO_DEFAULTS.check_scales
+    """PXPO credit='checked': the probe scales of the per-epoch check (0: one grid cell; a fraction: that share
+    of the cells inverted at once); the agreement is the lowest over them (agents.credit_check)."""
+    credit_check_restore: bool = ALGO_DEFAULTS.check_restore
+    """PXPO credit='checked': when the check fails, restore the weights that drew the best epoch so far
+    before going on with image credit."""
     credit_threshold: float = ALGO_DEFAULTS.credit_threshold
     """PXPO 'footprint': influence below this fraction of a step's largest is dropped; 'support': the
     kernel holds 1 - this of the influence."""
@@ -331,6 +337,8 @@ class TrainConfig:
                 image_advantage_weight=self.image_advantage_weight,
                 credit=self.credit,
                 credit_threshold=self.credit_threshold,
+                check_scales=tuple(self.credit_check_scales),
+                check_restore=self.credit_check_restore,
                 silent_kl_coef=self.silent_kl_coef,
                 silent_mode=self.silent_mode,
                 silent_test=self.silent_test,

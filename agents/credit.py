@@ -348,15 +348,11 @@ LOCAL_SHARE = 0.5
 one pixel falls on that pixel (1 for a per-pixel reward; about 1 / (h w) for one score per image)."""
 
 
-def invert_cells(
-    images: torch.Tensor, grid: tuple[int, int], rows: torch.Tensor, cols: torch.Tensor
-) -> torch.Tensor:
-    """A copy of ``images`` (n, 3, H, W) in [0, 1] with the pixels under one cell of the (h, w) sample grid
-    inverted (x -> 1 - x) in each: image i's cell (rows[i], cols[i])."""
-    n = len(images)
-    cell = torch.zeros(n, 1, *grid, device=images.device)
-    cell[torch.arange(n), 0, rows, cols] = 1.0
-    inside = torch.nn.functional.interpolate(cell, size=tuple(images.shape[2:]), mode="nearest").bool()
+def invert_cells(images: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """A copy of ``images`` (n, 3, H, W) in [0, 1] with the pixels under the chosen cells of the (h, w) sample
+    grid inverted (x -> 1 - x): ``cells`` (n, h, w) bool."""
+    grid_mask = cells[:, None].float().to(images.device)  # (n, 1, h, w)
+    inside = torch.nn.functional.interpolate(grid_mask, size=tuple(images.shape[2:]), mode="nearest").bool()
     return torch.where(inside, 1 - images, images)
 
 
@@ -378,7 +374,9 @@ def reward_locality(core, probes: int = LOCALITY_PROBES, seed: int = 0) -> float
     images = torch.rand((n, 3, height, width), generator=generator)
     rows = torch.randint(grid[0], (n,), generator=generator)
     cols = torch.randint(grid[1], (n,), generator=generator)
-    changed = invert_cells(images, grid, rows, cols)
+    cells = torch.zeros(n, *grid, dtype=torch.bool)
+    cells[torch.arange(n), rows, cols] = True
+    changed = invert_cells(images, cells)
     contexts = choices.repeat_interleave(probes)
     # The same batches for both: the two maps of an image come from identically shaped reward calls.
     change = (_grid_maps(core, changed, contexts) - _grid_maps(core, images, contexts)).double().square()

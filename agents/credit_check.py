@@ -40,43 +40,66 @@ import torch
 from agents.credit import _grid_maps, invert_cells
 
 CHECK_PROBES = 4
-"""Cells probed per image of the epoch (``credit_agreement``)."""
+"""Probes per image of the epoch and per scale (``credit_agreement``)."""
+CHECK_SCALES = (0.0, 0.1)
+"""The probes' sizes: 0 inverts one cell of the sample grid; a fraction inverts that share of the cells,
+drawn at random, at once. Per-pixel credit moves every pixel at once, and some couplings answer only a
+joint change (a median of the border flips once many border pixels change colour): the agreement is the
+lowest over the scales."""
 CHECK_THRESHOLD = 0.5
 """``credit='checked'``: per-pixel credit while the epoch's agreement is at least this."""
 
 
 def agreement_sums(
-    core, images: torch.Tensor, contexts: torch.Tensor, probes: int, generator: torch.Generator
+    core,
+    images: torch.Tensor,
+    contexts: torch.Tensor,
+    probes: int,
+    generator: torch.Generator,
+    fraction: float = 0.0,
 ) -> torch.Tensor:
-    """The three sums behind ``credit_agreement`` for these images: (sum own x total, sum own^2, sum
-    total^2), float64 (3,) on the CPU, so that ranks can add theirs before the ratio is taken.
+    """The three sums behind ``credit_agreement`` for these images at one probe scale: (sum own x total,
+    sum own^2, sum total^2), float64 (3,) on the CPU, so that ranks can add theirs before the ratio is taken.
 
     Args:
         core: the vector env's core (its reward and sample grid).
         images: (N, 3, H, W) in [0, 1], any device.
         contexts: (N,) int64.
-        probes: cells per image, >= 1.
+        probes: probes per image, >= 1.
         generator: CPU generator that picks the cells.
+        fraction: 0 inverts one grid cell per probe; in (0, 1) each cell is inverted with this probability
+            (``own`` is then the change summed over the inverted cells).
     """
     if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
         raise ValueError(f"probes must be an int >= 1, got probes={probes!r}")
+    if not 0 <= fraction < 1:
+        raise ValueError(f"fraction must be in [0, 1), got fraction={fraction!r}")
     grid = tuple(core.loaded.sample_shape[1:])
     images = images.detach().float().cpu().repeat_interleave(probes, dim=0)  # (N x probes, 3, H, W)
     contexts = contexts.cpu().repeat_interleave(probes)
     n = len(images)
-    rows = torch.randint(grid[0], (n,), generator=generator)
-    cols = torch.randint(grid[1], (n,), generator=generator)
-    changed = invert_cells(images, grid, rows, cols)
+    if fraction == 0:
+        rows = torch.randint(grid[0], (n,), generator=generator)
+        cols = torch.randint(grid[1], (n,), generator=generator)
+        cells = torch.zeros(n, *grid, dtype=torch.bool)
+        cells[torch.arange(n), rows, cols] = True
+    else:
+        cells = torch.rand(n, *grid, generator=generator) < fraction  # (n, h, w)
+    changed = invert_cells(images, cells)
     change = (_grid_maps(core, changed, contexts) - _grid_maps(core, images, contexts)).double()  # (n, h, w)
-    own = change[torch.arange(n), rows, cols]
+    own = (change * cells).sum(dim=(1, 2))
     total = change.sum(dim=(1, 2))
     return torch.stack([(own * total).sum(), own.square().sum(), total.square().sum()])
 
 
 def agreement_from_sums(sums: torch.Tensor) -> float:
-    """The cosine of ``agreement_sums``; 1.0 when the reward did not respond at all (nothing contradicts
-    per-pixel credit), and when only the rest of the map responded, 0.0."""
-    cross, own_sq, total_sq = (float(v) for v in sums)
+    """The cosine of ``agreement_sums`` (one row of three, or several rows: the lowest cosine over them); 1.0
+    for a row where the reward did not respond at all (nothing contradicts per-pixel credit), and where only
+    the rest of the map responded, 0.0."""
+    rows = sums.reshape(-1, 3)
+    if len(rows) > 1:
+        return min(agreement_from_sums(row) for row in rows)
+    cross, own_sq, total_sq = (float(v) for v in rows[0])
     if total_sq <= 0:
         return 1.0
     if own_sq <= 0:
@@ -84,11 +107,105 @@ def agreement_from_sums(sums: torch.Tensor) -> float:
     return max(-1.0, min(1.0, cross / math.sqrt(own_sq * total_sq)))
 
 
+def scaled_agreement_sums(
+    core,
+    images: torch.Tensor,
+    contexts: torch.Tensor,
+    probes: int,
+    generator: torch.Generator,
+    scales: tuple[float, ...] = CHECK_SCALES,
+) -> torch.Tensor:
+    """(len(scales), 3): ``agreement_sums`` at every probe scale."""
+    return torch.stack(
+        [agreement_sums(core, images, contexts, probes, generator, fraction) for fraction in scales]
+    )
+
+
 def credit_agreement(
     core, images: torch.Tensor, contexts: torch.Tensor, probes: int = CHECK_PROBES, seed: int = 0
 ) -> float:
-    """How far per-pixel credit agrees with the reward on these images: the cosine over probes between the
-    change of a probed cell's own reward and the change of the whole map's sum (module docstring), in
-    [-1, 1]. Two reward passes over ``probes`` x N images."""
+    """How far per-pixel credit agrees with the reward on these images: the lowest, over CHECK_SCALES, cosine
+    over probes between the change of the probed cells' own reward and the change of the whole map's sum
+    (module docstring), in [-1, 1]. Four reward passes over ``probes`` x N images."""
     generator = torch.Generator().manual_seed(seed)
-    return agreement_from_sums(agreement_sums(core, images, contexts, probes, generator))
+    return agreement_from_sums(scaled_agreement_sums(core, images, contexts, probes, generator))
+
+
+class BestWeights:
+    """``credit='checked'``'s way back: the trainable weights (and optimizer and EMA state) that drew the
+    best epoch so far while per-pixel credit held, kept on the CPU. When the check fails, per-pixel credit
+    may already have carried the weights over a cliff the check saw too late (a reward that collapses once
+    a median or a gate flips); the trainer then restores these weights before it goes on with image credit.
+
+    Attributes:
+        reward: the mean training reward of the epoch those weights drew (None before the first offer).
+        epoch: that epoch, counted from 0 (its images were sampled with these weights).
+    """
+
+    PREFIX = "best/"
+    """Checkpoint tensor names start with this."""
+
+    def __init__(self) -> None:
+        self.reward: float | None = None
+        self.epoch: int | None = None
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.optimizer_meta: dict | None = None
+
+    def offer(self, trainer, reward: float, epoch: int) -> None:
+        """Keeps the trainer's current weights if ``reward`` (the epoch they just drew) beats the best so far."""
+        if self.reward is not None and not reward > self.reward:
+            return
+        from agents.checkpoint import optimizer_to_tensors
+        from agents.policy import trainable_state
+
+        tensors = {
+            f"policy/{k}": v.detach().cpu().clone() for k, v in trainable_state(trainer.policy).items()
+        }
+        optim_tensors, self.optimizer_meta = optimizer_to_tensors(trainer.optimizer)
+        tensors.update({k: v.detach().cpu().clone() for k, v in optim_tensors.items()})
+        if trainer.ema is not None:
+            tensors.update(
+                {f"ema/{k}": v.detach().cpu().clone() for k, v in trainer.ema.state_dict().items()}
+            )
+        self.tensors, self.reward, self.epoch = tensors, float(reward), int(epoch)
+
+    def restore(self, trainer) -> int | None:
+        """Puts the kept weights back into the trainer and forgets them; returns their epoch (None if none)."""
+        if self.epoch is None:
+            return None
+        from agents.checkpoint import optimizer_from_tensors
+
+        def part(prefix: str) -> dict[str, torch.Tensor]:
+            return {k.removeprefix(prefix): v for k, v in self.tensors.items() if k.startswith(prefix)}
+
+        device = next(trainer.policy.parameters()).device
+        trainer.policy.load_state_dict({k: v.to(device) for k, v in part("policy/").items()}, strict=False)
+        optimizer_from_tensors(
+            trainer.optimizer, {k: v.to(device) for k, v in self.tensors.items()}, self.optimizer_meta
+        )
+        if trainer.ema is not None:
+            trainer.ema.load_state_dict(part("ema/"))
+        epoch = self.epoch
+        self.__init__()
+        return epoch
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict | None]:
+        """(tensors under PREFIX, JSON metadata) for a checkpoint; ({}, None) while nothing is kept."""
+        if self.epoch is None:
+            return {}, None
+        meta = {"reward": self.reward, "epoch": self.epoch, "optimizer": self.optimizer_meta}
+        return {self.PREFIX + k: v for k, v in self.tensors.items()}, meta
+
+    def load(self, tensors: dict[str, torch.Tensor], meta: dict | None) -> None:
+        """Inverse of ``state``."""
+        self.__init__()
+        if meta is None:
+            return
+        self.tensors = {
+            k.removeprefix(self.PREFIX): v for k, v in tensors.items() if k.startswith(self.PREFIX)
+        }
+        self.reward, self.epoch, self.optimizer_meta = (
+            float(meta["reward"]),
+            int(meta["epoch"]),
+            meta["optimizer"],
+        )

@@ -67,7 +67,7 @@ import torch
 
 from agents.advantages import STD_MODES, ContextStats
 from agents.credit import CREDITS, KERNEL_CREDITS, LOCAL_SHARE, Footprint, apply_kernels, credit_kernels
-from agents.credit_check import CHECK_THRESHOLD
+from agents.credit_check import CHECK_SCALES, CHECK_THRESHOLD
 from agents.losses import PolicyGradientConfig, pxpo_loss
 
 DEFAULT_CREDIT = "checked"
@@ -100,6 +100,12 @@ class PXPOConfig(PolicyGradientConfig):
     it fails: ``record_agreement``, ``agents.credit_check``) or 'auto' ('pixel' for a pixel-local reward,
     else 'image', decided once on noise images: ``set_locality``). Under 'image' (chosen by 'checked' or
     'auto') the silent-pixel penalty is off."""
+    check_scales: tuple[float, ...] = CHECK_SCALES
+    """credit='checked': the probe scales of the check (``agents.credit_check.CHECK_SCALES``: 0 is one cell, a
+    fraction that share of the cells at once); the agreement is the lowest over them."""
+    check_restore: bool = True
+    """credit='checked': when the check fails, restore the weights that drew the best epoch so far
+    (``agents.credit_check.BestWeights``) before going on with image credit."""
     credit_threshold: float = DEFAULT_CREDIT_THRESHOLD
     """'footprint': kernel entries below this fraction of the step's largest are dropped; 'support': the
     kernel holds 1 - this of the measured influence."""
@@ -124,6 +130,10 @@ class PXPOConfig(PolicyGradientConfig):
         if not 0 <= self.credit_threshold < 1:
             raise ValueError(
                 f"credit_threshold must be in [0, 1), got credit_threshold={self.credit_threshold}"
+            )
+        if not self.check_scales or not all(0 <= s < 1 for s in self.check_scales):
+            raise ValueError(
+                f"check_scales must be one or more fractions in [0, 1) (0: one cell), got check_scales={self.check_scales!r}"
             )
         if self.silent_mode not in SILENT_MODES:
             raise ValueError(

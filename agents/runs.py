@@ -78,7 +78,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     saved = dict(meta["config"])
     saved["contexts"] = tuple(saved["contexts"])
     saved["reward"] = reward_tuple(saved["reward"])
-    for key in ("prompts", "step_weights"):
+    for key in ("prompts", "step_weights", "credit_check_scales"):
         saved[key] = tuple(saved.get(key, ()))
     for key, legacy in LEGACY_SENTINELS.items():  # runs saved before these fields became optional
         if key in saved and saved[key] == legacy:

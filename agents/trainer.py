@@ -19,7 +19,7 @@ import torch
 from agents.checkpoint import save_checkpoint, trainer_state
 from agents.config import TrainConfig, autocast, check_envs, make_envs
 from agents.credit import Footprint, reward_has_gradient, reward_insensitive, reward_locality
-from agents.credit_check import CHECK_PROBES, agreement_from_sums, agreement_sums
+from agents.credit_check import CHECK_PROBES, BestWeights, agreement_from_sums, scaled_agreement_sums
 from agents.ddpo import DDPO
 from agents.distributed import (
     World,
@@ -117,6 +117,9 @@ class Trainer:
             self.algo.set_insensitive(reward_insensitive(core, seed=config.seed))
         if isinstance(self.algo, PXPO) and self.algo.needs_locality:
             self.algo.set_locality(reward_locality(core, seed=config.seed))
+        self.best = BestWeights()
+        """PXPO's credit='checked': the weights of the best epoch while per-pixel credit held (restored when the
+        check fails, ``agents.credit_check``)."""
         self.footprint: Footprint | None = None
         """PXPO's kernel credits: the footprint measured at the first epoch (restored on resume)."""
         self.epoch = 0
@@ -185,21 +188,34 @@ class Trainer:
             self.footprint = measure_run_footprint(self)
         return self.algo.advantages(rewards.cpu(), reward_maps.cpu(), contexts.cpu())
 
-    def check_credit(self, traj: Trajectories) -> float:
+    def check_credit(self, traj: Trajectories, reward_mean: float) -> tuple[float, float]:
         """PXPO's credit='checked': per-pixel credit's agreement with the reward on this epoch's images
         (``agents.credit_check``; every rank probes its own images, the sums are added), handed to the
-        algorithm before its advantages; NaN when no check is due (other credits, or after the switch)."""
+        algorithm before its advantages. While the check passes, the weights that drew the best epoch are
+        kept; when it fails they are restored.
+
+        Returns:
+            (agreement, the epoch whose weights were restored), each NaN when not applicable (other credits,
+            after the switch; no restore).
+        """
         if not getattr(self.algo, "needs_check", False):
-            return math.nan
+            return math.nan, math.nan
         # One generator per (run seed, epoch, rank): the same cells on resume, other cells on each rank.
         generator = torch.Generator().manual_seed(
             (self.config.seed * 1_000_003 + self.epoch) * 1_009 + self.world.rank
         )
         core = self.envs.unwrapped
-        sums = agreement_sums(core, traj.images, traj.contexts, CHECK_PROBES, generator)
+        scales = self.algo.config.check_scales
+        sums = scaled_agreement_sums(core, traj.images, traj.contexts, CHECK_PROBES, generator, scales)
         agreement = agreement_from_sums(all_sum(sums.to(self.device), self.world).cpu())
         self.algo.record_agreement(agreement, self.epoch)
-        return agreement
+        if not self.algo.config.check_restore:
+            return agreement, math.nan
+        if self.algo.credit == "pixel":
+            self.best.offer(self, reward_mean, self.epoch)
+            return agreement, math.nan
+        restored = self.best.restore(self)
+        return agreement, math.nan if restored is None else float(restored)
 
     def policy_gradient_epoch(
         self, traj: Trajectories, step_weights: torch.Tensor | None = None
@@ -220,16 +236,20 @@ class Trainer:
             gather_epoch(x, self.world, self.config.sample_batches_per_epoch)
             for x in (traj.rewards, traj.grid_reward_maps, traj.contexts, traj.component_rewards)
         )
-        agreement = self.check_credit(traj)
+        agreement, restored = self.check_credit(traj, float(rewards.mean()))
         credit_pixel = math.nan if not isinstance(self.algo, PXPO) else float(self.algo.credit == "pixel")
         advantages = self.advantages(rewards, reward_maps, contexts)
         silent = self.algo.silent_mask(contexts.cpu()) if isinstance(self.algo, PXPO) else None
         owned = local_indices(self.config.images_per_epoch, self.config.sample_batch_size, self.world)
-        metrics = self.update(
-            traj, advantages[owned], None if silent is None else silent[owned], step_weights
-        )
+        if math.isnan(restored):
+            metrics = self.update(
+                traj, advantages[owned], None if silent is None else silent[owned], step_weights
+            )
+        else:  # this epoch's images came from the weights just put aside: no update from them
+            names = ("loss", "approx_kl", "clipfrac", "grad_norm", "kl", "silent_kl")
+            metrics = dict.fromkeys(names, math.nan)
         metrics["silent_fraction"] = math.nan if silent is None else float(silent.mean())
-        metrics.update(credit_agreement=agreement, credit_pixel=credit_pixel)
+        metrics.update(credit_agreement=agreement, credit_pixel=credit_pixel, credit_restored=restored)
         return metrics, dataclasses.replace(traj, rewards=rewards, component_rewards=components)
 
     def update(

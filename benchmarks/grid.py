@@ -83,6 +83,8 @@ def record_runs_commit(
 PXPO_VARIANTS: dict[str, dict[str, object]] = {
     "default": {},
     "auto": {"credit": "auto"},  # the default before 'checked': decided once, on noise images
+    # The first form of 'checked' tried on the breadth suite's train split: one-cell probes, no restore.
+    "checked-cell": {"credit": "checked", "credit_check_scales": (0.0,), "credit_check_restore": False},
     "pixel-std": {"credit": "pixel", "pixel_std": "pixel", "image_advantage_weight": 0.0},
     "pooled-std": {"credit": "pixel", "pixel_std": "pooled", "image_advantage_weight": 0.0},
     "floored-std": {"credit": "pixel", "pixel_std": "floored", "image_advantage_weight": 0.0},

@@ -11,6 +11,7 @@ import torch
 
 from agents.credit_check import CHECK_THRESHOLD, agreement_from_sums, agreement_sums, credit_agreement
 from agents.metrics import read_metrics
+from agents.policy import trainable_state
 from agents.pxpo import PXPO, PXPOConfig
 from agents.trainer import Trainer, train
 from tests.test_agents import tiny_config
@@ -63,13 +64,21 @@ def test_agreement_sums_by_hand_on_a_one_pixel_image(tiny_model_dir):
         agreement_sums(core, torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.int64), 0, torch.Generator())
 
 
-def test_agreement_is_one_for_local_smoothed_mirror_and_scalar_rewards(tiny_model_dir):
+def test_agreement_is_high_for_local_smoothed_mirror_and_scalar_rewards(tiny_model_dir):
     images = torch.rand(8, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     contexts = torch.zeros(8, dtype=torch.int64)
-    for reward in ("color", "symmetry", "contrast", "jpeg_compressibility"):
-        assert credit_agreement(core_with(tiny_model_dir, reward), images, contexts) == pytest.approx(1.0)
-    blurred = core_with(tiny_model_dir, "blurred_color")
-    assert credit_agreement(blurred, images, contexts) > 0.8  # the same sign, 9x the size, but at edges
+    assert credit_agreement(core_with(tiny_model_dir, "color"), images, contexts) == pytest.approx(1.0)
+    # One cell: exactly 1 for a mirror reward (total = 2 x own) and one score per image (total = h w x own).
+    # Several cells at once: own sums the inverted cells (a number of them that varies), so the two are no
+    # longer exactly proportional; they still agree.
+    for reward in ("symmetry", "contrast", "jpeg_compressibility", "blurred_color"):
+        core = core_with(tiny_model_dir, reward)
+        one_cell = agreement_from_sums(
+            agreement_sums(core, images, contexts, 4, torch.Generator().manual_seed(0))
+        )
+        if reward != "blurred_color":  # the box's edges: 0.8 - 1
+            assert one_cell == pytest.approx(1.0), reward
+        assert credit_agreement(core, images, contexts) > 0.8, reward
 
 
 def test_agreement_falls_where_a_gate_binds_and_only_there(tiny_model_dir):
@@ -105,27 +114,30 @@ def test_record_agreement_switches_once_and_for_good():
             algo.record_agreement(bad, epoch=5)
 
 
-def test_trainer_rechecks_every_epoch_and_switches_when_the_reward_starts_to_interact(
-    tiny_model_dir, tmp_path
-):
-    # The images a policy draws change; here the reward changes instead, to the same effect: after two
+def test_trainer_rechecks_every_epoch_switches_and_restores_the_best_weights(tiny_model_dir, tmp_path):
+    # The images a policy draws change; here the reward changes instead, to the same effect: after three
     # epochs its gate binds on the images the policy draws, and from that epoch on the credit is the image's.
-    config = tiny_config(tiny_model_dir, tmp_path, reward=(REWARD,))
-    trainer = Trainer(config)
+    # The weights that drew the best of the first three epochs come back, and that epoch makes no update.
+    trainer = Trainer(tiny_config(tiny_model_dir, tmp_path, reward=(REWARD,), learning_rate=3e-3))
+    drew, rows = [], []  # the trainable weights each epoch sampled with, and its metrics
     try:
-        rows = [trainer.train_epoch()[0] for _ in range(2)]
-        gate()["level"] = 2.0  # more blue than any image holds: the gate binds everywhere
-        rows += [trainer.train_epoch()[0]]
-        gate()["level"] = 0.0
-        rows += [trainer.train_epoch()[0]]
+        for level in (0.0, 0.0, 0.0, 2.0, 0.0):  # 2.0: more blue than any image holds, the gate binds
+            gate()["level"] = level
+            drew.append({k: v.clone() for k, v in trainable_state(trainer.policy).items()})
+            rows.append(trainer.train_epoch()[0])
     finally:
         gate()["level"] = 0.0
-    assert [r["credit_pixel"] for r in rows] == [1.0, 1.0, 0.0, 0.0]
-    assert rows[0]["credit_agreement"] == pytest.approx(1.0) and rows[1]["credit_agreement"] == pytest.approx(
-        1.0
-    )
-    assert rows[2]["credit_agreement"] < CHECK_THRESHOLD and math.isnan(rows[3]["credit_agreement"])
-    assert trainer.algo.switch_epoch == 2
+    assert [r["credit_pixel"] for r in rows] == [1.0, 1.0, 1.0, 0.0, 0.0]
+    assert [r["credit_agreement"] for r in rows[:3]] == pytest.approx([1.0] * 3)
+    assert rows[3]["credit_agreement"] < CHECK_THRESHOLD and math.isnan(rows[4]["credit_agreement"])
+    assert trainer.algo.switch_epoch == 3
+    best = max(range(3), key=lambda k: rows[k]["reward_mean"])
+    assert rows[3]["credit_restored"] == best and math.isnan(rows[3]["loss"])
+    assert [math.isnan(r["credit_restored"]) for r in rows] == [True, True, True, False, True]
+    for name, value in drew[4].items():  # epoch 4 sampled with the restored weights
+        assert torch.equal(value, drew[best][name]), name
+    name = next(iter(drew[4]))
+    assert not torch.equal(drew[3][name], drew[best][name])  # the weights did move before
 
 
 def test_checked_equals_pixel_credit_bit_for_bit_while_the_check_passes(tiny_model_dir, tmp_path):
@@ -159,3 +171,53 @@ def test_a_run_that_switched_resumes_with_image_credit(tiny_model_dir, tmp_path)
     assert [m["credit_pixel"] for m in whole] == [0.0, 0.0, 0.0]
     assert [m["loss"] for m in resumed] == [m["loss"] for m in whole[1:]]
     assert all(math.isnan(m["credit_agreement"]) for m in resumed)  # decided before the checkpoint
+
+
+def test_the_kept_weights_survive_a_checkpoint_and_the_resumed_run_restores_the_same(
+    tiny_model_dir, tmp_path
+):
+    import dataclasses
+
+    from agents.checkpoint import load_checkpoint, restore_trainer
+
+    config = tiny_config(tiny_model_dir, tmp_path, reward=(REWARD,), learning_rate=3e-3, num_epochs=4)
+    first = Trainer(config)
+    for _ in range(2):
+        first.train_epoch()
+    first.save()
+    second = Trainer(dataclasses.replace(config, resume=str(config.run_dir)))
+    restore_trainer(second, *load_checkpoint(config.run_dir))
+    assert (second.best.epoch, second.best.reward) == (first.best.epoch, first.best.reward)
+    assert second.best.tensors.keys() == first.best.tensors.keys()
+    assert all(torch.equal(second.best.tensors[k], v) for k, v in first.best.tensors.items())
+    gate()["level"] = 2.0
+    try:
+        rows = [trainer.train_epoch()[0] for trainer in (first, second)]
+    finally:
+        gate()["level"] = 0.0
+    assert (
+        not math.isnan(rows[0]["credit_restored"])
+        and rows[0]["credit_restored"] == rows[1]["credit_restored"]
+    )
+    for (k, a), b in zip(trainable_state(first.policy).items(), trainable_state(second.policy).values()):
+        assert torch.equal(a, b), k
+    assert first.best.epoch is None and first.best.state() == ({}, None)  # forgotten once restored
+
+
+def test_the_first_form_of_the_check_one_cell_no_restore_is_an_option(tiny_model_dir, tmp_path):
+    config = tiny_config(
+        tiny_model_dir, tmp_path, reward=(REWARD,), credit_check_scales=(0.0,), credit_check_restore=False
+    )
+    trainer = Trainer(config)
+    assert trainer.algo.config.check_scales == (0.0,) and not trainer.algo.config.check_restore
+    trainer.train_epoch()
+    gate()["level"] = 2.0
+    try:
+        row = trainer.train_epoch()[0]
+    finally:
+        gate()["level"] = 0.0
+    assert row["credit_pixel"] == 0.0 and math.isnan(row["credit_restored"]) and not math.isnan(row["loss"])
+    assert trainer.best.epoch is None  # nothing kept without restore
+    for bad in ((), (1.0,), (-0.1,)):
+        with pytest.raises(ValueError, match="check_scales must be one or more fractions"):
+            PXPOConfig(check_scales=bad)
