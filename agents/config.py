@@ -107,6 +107,9 @@ class TrainConfig:
     credit_check_restore: bool = ALGO_DEFAULTS.check_restore
     """PXPO credit='checked': when the check fails, restore the weights that drew the best epoch so far
     before going on with image credit."""
+    credit_check_drop: bool = ALGO_DEFAULTS.check_drop
+    """PXPO credit='checked': the check also fails when an epoch's mean reward falls below the best epoch's by
+    more than half the gain up to it and 2 standard errors (agents.credit_check.reward_dropped)."""
     credit_threshold: float = ALGO_DEFAULTS.credit_threshold
     """PXPO 'footprint': influence below this fraction of a step's largest is dropped; 'support': the
     kernel holds 1 - this of the influence."""
@@ -339,6 +342,7 @@ class TrainConfig:
                 credit_threshold=self.credit_threshold,
                 check_scales=tuple(self.credit_check_scales),
                 check_restore=self.credit_check_restore,
+                check_drop=self.credit_check_drop,
                 silent_kl_coef=self.silent_kl_coef,
                 silent_mode=self.silent_mode,
                 silent_test=self.silent_test,

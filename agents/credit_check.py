@@ -48,6 +48,24 @@ joint change (a median of the border flips once many border pixels change colour
 lowest over the scales."""
 CHECK_THRESHOLD = 0.5
 """``credit='checked'``: per-pixel credit while the epoch's agreement is at least this."""
+DROP_SHARE = 0.5
+"""``credit='checked'``'s outcome guard: the check also fails when the epoch's mean reward falls below the
+best epoch's by more than this share of the gain made up to the best epoch..."""
+DROP_ERRORS = 2.0
+"""... and by more than this many standard errors of the epoch's mean reward (noise is no drop)."""
+
+
+def reward_dropped(
+    best_reward: float | None, first_reward: float | None, reward_mean: float, reward_se: float
+) -> bool:
+    """The outcome guard: whether the epoch's mean reward fell below the best so far by more than DROP_SHARE of
+    the gain up to it (best - first epoch) and DROP_ERRORS standard errors. A rise of the image-level
+    reward is what per-pixel credit is for; a fall this large says its assumption failed, whatever the
+    probes read (a reward can collapse within one epoch, before a probe sees the coupling)."""
+    if best_reward is None or first_reward is None:
+        return False
+    margin = max(DROP_SHARE * (best_reward - first_reward), DROP_ERRORS * reward_se)
+    return reward_mean < best_reward - margin
 
 
 def agreement_sums(
@@ -140,6 +158,7 @@ class BestWeights:
     Attributes:
         reward: the mean training reward of the epoch those weights drew (None before the first offer).
         epoch: that epoch, counted from 0 (its images were sampled with these weights).
+        first: the first offered epoch's mean reward (the outcome guard's start).
     """
 
     PREFIX = "best/"
@@ -148,12 +167,19 @@ class BestWeights:
     def __init__(self) -> None:
         self.reward: float | None = None
         self.epoch: int | None = None
+        self.first: float | None = None
         self.tensors: dict[str, torch.Tensor] = {}
         self.optimizer_meta: dict | None = None
 
-    def offer(self, trainer, reward: float, epoch: int) -> None:
-        """Keeps the trainer's current weights if ``reward`` (the epoch they just drew) beats the best so far."""
+    def offer(self, trainer, reward: float, epoch: int, keep_weights: bool = True) -> None:
+        """Keeps the trainer's current weights (with ``keep_weights``; else only the reward and epoch) if
+        ``reward`` (the epoch they just drew) beats the best so far."""
+        if self.first is None:
+            self.first = float(reward)
         if self.reward is not None and not reward > self.reward:
+            return
+        if not keep_weights:
+            self.reward, self.epoch = float(reward), int(epoch)
             return
         from agents.checkpoint import optimizer_to_tensors
         from agents.policy import trainable_state
@@ -171,7 +197,7 @@ class BestWeights:
 
     def restore(self, trainer) -> int | None:
         """Puts the kept weights back into the trainer and forgets them; returns their epoch (None if none)."""
-        if self.epoch is None:
+        if self.epoch is None or not self.tensors:
             return None
         from agents.checkpoint import optimizer_from_tensors
 
@@ -193,7 +219,12 @@ class BestWeights:
         """(tensors under PREFIX, JSON metadata) for a checkpoint; ({}, None) while nothing is kept."""
         if self.epoch is None:
             return {}, None
-        meta = {"reward": self.reward, "epoch": self.epoch, "optimizer": self.optimizer_meta}
+        meta = {
+            "reward": self.reward,
+            "epoch": self.epoch,
+            "first": self.first,
+            "optimizer": self.optimizer_meta,
+        }
         return {self.PREFIX + k: v for k, v in self.tensors.items()}, meta
 
     def load(self, tensors: dict[str, torch.Tensor], meta: dict | None) -> None:
@@ -209,3 +240,4 @@ class BestWeights:
             int(meta["epoch"]),
             meta["optimizer"],
         )
+        self.first = float(meta["first"])

@@ -106,6 +106,9 @@ class PXPOConfig(PolicyGradientConfig):
     check_restore: bool = True
     """credit='checked': when the check fails, restore the weights that drew the best epoch so far
     (``agents.credit_check.BestWeights``) before going on with image credit."""
+    check_drop: bool = True
+    """credit='checked': the check also fails when the epoch's mean reward falls far below the best epoch's
+    (``agents.credit_check.reward_dropped``)."""
     credit_threshold: float = DEFAULT_CREDIT_THRESHOLD
     """'footprint': kernel entries below this fraction of the step's largest are dropped; 'support': the
     kernel holds 1 - this of the measured influence."""
@@ -218,16 +221,17 @@ class PXPO:
         agreement (``agents.credit_check.credit_agreement``) and hands it to ``record_agreement``."""
         return self.config.credit == "checked" and self.switch_epoch is None
 
-    def record_agreement(self, agreement: float, epoch: int) -> None:
-        """credit='checked': the agreement measured on epoch ``epoch``'s images; below CHECK_THRESHOLD the
-        credit becomes 'image' from this epoch on, for the rest of the run.
+    def record_agreement(self, agreement: float, epoch: int, dropped: bool = False) -> None:
+        """credit='checked': the agreement measured on epoch ``epoch``'s images; below CHECK_THRESHOLD, or when
+        the epoch's reward ``dropped`` (``agents.credit_check.reward_dropped``), the credit becomes 'image'
+        from this epoch on, for the rest of the run.
 
         Raises:
             ValueError: agreement is not a number in [-1, 1].
         """
         if not -1 <= agreement <= 1:
             raise ValueError(f"agreement must be in [-1, 1], got agreement={agreement!r}")
-        if self.needs_check and agreement < CHECK_THRESHOLD:
+        if self.needs_check and (agreement < CHECK_THRESHOLD or dropped):
             self.switch_epoch = int(epoch)
 
     @property

@@ -19,7 +19,13 @@ import torch
 from agents.checkpoint import save_checkpoint, trainer_state
 from agents.config import TrainConfig, autocast, check_envs, make_envs
 from agents.credit import Footprint, reward_has_gradient, reward_insensitive, reward_locality
-from agents.credit_check import CHECK_PROBES, BestWeights, agreement_from_sums, scaled_agreement_sums
+from agents.credit_check import (
+    CHECK_PROBES,
+    BestWeights,
+    agreement_from_sums,
+    reward_dropped,
+    scaled_agreement_sums,
+)
 from agents.ddpo import DDPO
 from agents.distributed import (
     World,
@@ -188,34 +194,43 @@ class Trainer:
             self.footprint = measure_run_footprint(self)
         return self.algo.advantages(rewards.cpu(), reward_maps.cpu(), contexts.cpu())
 
-    def check_credit(self, traj: Trajectories, reward_mean: float) -> tuple[float, float]:
+    def check_credit(self, traj: Trajectories, rewards: torch.Tensor) -> tuple[float, float, float]:
         """PXPO's credit='checked': per-pixel credit's agreement with the reward on this epoch's images
         (``agents.credit_check``; every rank probes its own images, the sums are added), handed to the
         algorithm before its advantages. While the check passes, the weights that drew the best epoch are
         kept; when it fails they are restored.
 
+        Args:
+            traj: this rank's trajectories of the epoch.
+            rewards: (N,) the whole epoch's rewards (every rank's).
+
         Returns:
-            (agreement, the epoch whose weights were restored), each NaN when not applicable (other credits,
-            after the switch; no restore).
+            (agreement, 1.0 if the reward dropped else 0.0, the epoch whose weights were restored), each NaN
+            when not applicable (other credits, after the switch; no guard; no restore).
         """
         if not getattr(self.algo, "needs_check", False):
-            return math.nan, math.nan
+            return math.nan, math.nan, math.nan
+        config = self.algo.config
+        reward_mean = float(rewards.mean())
+        reward_se = float(rewards.std()) / math.sqrt(len(rewards)) if len(rewards) > 1 else 0.0
         # One generator per (run seed, epoch, rank): the same cells on resume, other cells on each rank.
         generator = torch.Generator().manual_seed(
             (self.config.seed * 1_000_003 + self.epoch) * 1_009 + self.world.rank
         )
         core = self.envs.unwrapped
-        scales = self.algo.config.check_scales
-        sums = scaled_agreement_sums(core, traj.images, traj.contexts, CHECK_PROBES, generator, scales)
+        sums = scaled_agreement_sums(
+            core, traj.images, traj.contexts, CHECK_PROBES, generator, config.check_scales
+        )
         agreement = agreement_from_sums(all_sum(sums.to(self.device), self.world).cpu())
-        self.algo.record_agreement(agreement, self.epoch)
-        if not self.algo.config.check_restore:
-            return agreement, math.nan
+        dropped = math.nan
+        if config.check_drop:
+            dropped = float(reward_dropped(self.best.reward, self.best.first, reward_mean, reward_se))
+        self.algo.record_agreement(agreement, self.epoch, dropped=dropped == 1.0)
         if self.algo.credit == "pixel":
-            self.best.offer(self, reward_mean, self.epoch)
-            return agreement, math.nan
-        restored = self.best.restore(self)
-        return agreement, math.nan if restored is None else float(restored)
+            self.best.offer(self, reward_mean, self.epoch, keep_weights=config.check_restore)
+            return agreement, dropped, math.nan
+        restored = self.best.restore(self) if config.check_restore else None
+        return agreement, dropped, math.nan if restored is None else float(restored)
 
     def policy_gradient_epoch(
         self, traj: Trajectories, step_weights: torch.Tensor | None = None
@@ -236,7 +251,7 @@ class Trainer:
             gather_epoch(x, self.world, self.config.sample_batches_per_epoch)
             for x in (traj.rewards, traj.grid_reward_maps, traj.contexts, traj.component_rewards)
         )
-        agreement, restored = self.check_credit(traj, float(rewards.mean()))
+        agreement, dropped, restored = self.check_credit(traj, rewards)
         credit_pixel = math.nan if not isinstance(self.algo, PXPO) else float(self.algo.credit == "pixel")
         advantages = self.advantages(rewards, reward_maps, contexts)
         silent = self.algo.silent_mask(contexts.cpu()) if isinstance(self.algo, PXPO) else None
@@ -249,7 +264,12 @@ class Trainer:
             names = ("loss", "approx_kl", "clipfrac", "grad_norm", "kl", "silent_kl")
             metrics = dict.fromkeys(names, math.nan)
         metrics["silent_fraction"] = math.nan if silent is None else float(silent.mean())
-        metrics.update(credit_agreement=agreement, credit_pixel=credit_pixel, credit_restored=restored)
+        metrics.update(
+            credit_agreement=agreement,
+            credit_dropped=dropped,
+            credit_pixel=credit_pixel,
+            credit_restored=restored,
+        )
         return metrics, dataclasses.replace(traj, rewards=rewards, component_rewards=components)
 
     def update(

@@ -84,7 +84,12 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
     "default": {},
     "auto": {"credit": "auto"},  # the default before 'checked': decided once, on noise images
     # The first form of 'checked' tried on the breadth suite's train split: one-cell probes, no restore.
-    "checked-cell": {"credit": "checked", "credit_check_scales": (0.0,), "credit_check_restore": False},
+    "checked-cell": {
+        "credit": "checked",
+        "credit_check_scales": (0.0,),
+        "credit_check_restore": False,
+        "credit_check_drop": False,
+    },
     "pixel-std": {"credit": "pixel", "pixel_std": "pixel", "image_advantage_weight": 0.0},
     "pooled-std": {"credit": "pixel", "pixel_std": "pooled", "image_advantage_weight": 0.0},
     "floored-std": {"credit": "pixel", "pixel_std": "floored", "image_advantage_weight": 0.0},
@@ -420,12 +425,10 @@ def flow() -> SuiteConfig:
 def breadth() -> SuiteConfig:
     """The breadth suite: every task (benchmarks.tasks, 17 in 8 families, train and test split) x DDPO, PXPO
     and the oracle (on differentiable rewards), 3 seeds x 15 epochs of 32 images (480), at the sweep's
-    settings (DDPO lr 3e-4 clip 5e-4, PXPO lr 1e-4 clip 0.2, oracle lr 3e-4); PXPO at its default (credit
-    'checked') and at the default before it ('auto'); per-family and per-task tables."""
+    settings (DDPO lr 3e-4 clip 5e-4, PXPO lr 1e-4 clip 0.2, oracle lr 3e-4); per-family and per-task tables."""
     return dataclasses.replace(
         quick(),
         tasks=tuple(TASKS),
-        pxpo_variants=("default", "auto"),
         seeds=(0, 1, 2),
         num_epochs=15,
         global_num_epochs=15,
@@ -437,6 +440,18 @@ def breadth() -> SuiteConfig:
 def breadth_train() -> SuiteConfig:
     """The breadth suite's train split only (where defaults are chosen), into the same folder as breadth."""
     return dataclasses.replace(breadth(), tasks=split_tasks("train"))
+
+
+def breadth_candidates() -> SuiteConfig:
+    """How PXPO's default credit was chosen: on the breadth suite's train split, DDPO beside PXPO at today's
+    default ('checked': probes at two scales, the best weights restored when the check fails), at the first
+    form of the check ('checked-cell': one-cell probes, no restore) and at the default before ('auto')."""
+    return dataclasses.replace(
+        breadth_train(),
+        algos=("ddpo", "pxpo"),
+        pxpo_variants=("default", "checked-cell", "auto"),
+        out=scratch("breadth_candidates"),
+    )
 
 
 def breadth_test() -> SuiteConfig:
@@ -456,6 +471,7 @@ PRESETS = {
     "breadth": breadth,
     "breadth-train": breadth_train,
     "breadth-test": breadth_test,
+    "breadth-candidates": breadth_candidates,
 }
 
 

@@ -9,7 +9,13 @@ import gymnasium as gym
 import pytest
 import torch
 
-from agents.credit_check import CHECK_THRESHOLD, agreement_from_sums, agreement_sums, credit_agreement
+from agents.credit_check import (
+    CHECK_THRESHOLD,
+    agreement_from_sums,
+    agreement_sums,
+    credit_agreement,
+    reward_dropped,
+)
 from agents.metrics import read_metrics
 from agents.policy import trainable_state
 from agents.pxpo import PXPO, PXPOConfig
@@ -23,7 +29,7 @@ def core_with(tiny_model_dir, reward, num_envs=4):
     ).unwrapped
 
 
-GATE = {"level": 0.0}
+GATE = {"level": 0.0, "scale": 1.0}
 """``blue_gated_red``'s gate: 0 never binds; the trainer test raises it mid-run."""
 REWARD = "tests.test_credit_check:blue_gated_red"
 
@@ -39,7 +45,7 @@ def blue_gated_red(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor
     every pixel: pixel-local while the images hold more blue than the level, coupled through the image's
     mean blue once they hold less (a pixel's own change then moves the map's sum mostly through its blue)."""
     missing = (GATE["level"] - images[:, 2].mean(dim=(1, 2))).clamp(min=0)  # (B,)
-    return images[:, 0] - 10 * missing[:, None, None]
+    return GATE["scale"] * images[:, 0] - 10 * missing[:, None, None]
 
 
 def test_agreement_from_sums_by_hand():
@@ -206,7 +212,12 @@ def test_the_kept_weights_survive_a_checkpoint_and_the_resumed_run_restores_the_
 
 def test_the_first_form_of_the_check_one_cell_no_restore_is_an_option(tiny_model_dir, tmp_path):
     config = tiny_config(
-        tiny_model_dir, tmp_path, reward=(REWARD,), credit_check_scales=(0.0,), credit_check_restore=False
+        tiny_model_dir,
+        tmp_path,
+        reward=(REWARD,),
+        credit_check_scales=(0.0,),
+        credit_check_restore=False,
+        credit_check_drop=False,
     )
     trainer = Trainer(config)
     assert trainer.algo.config.check_scales == (0.0,) and not trainer.algo.config.check_restore
@@ -217,7 +228,30 @@ def test_the_first_form_of_the_check_one_cell_no_restore_is_an_option(tiny_model
     finally:
         gate()["level"] = 0.0
     assert row["credit_pixel"] == 0.0 and math.isnan(row["credit_restored"]) and not math.isnan(row["loss"])
-    assert trainer.best.epoch is None  # nothing kept without restore
+    assert math.isnan(row["credit_dropped"]) and trainer.best.tensors == {}  # no guard, no weights kept
     for bad in ((), (1.0,), (-0.1,)):
         with pytest.raises(ValueError, match="check_scales must be one or more fractions"):
             PXPOConfig(check_scales=bad)
+
+
+def test_reward_dropped_by_hand():
+    assert not reward_dropped(None, None, 0.0, 0.0)  # nothing to compare with yet
+    # Best 0.3 after a first 0.1: half the gain is 0.1, two standard errors 0.02: a drop below 0.2.
+    assert reward_dropped(0.3, 0.1, 0.19, 0.01) and not reward_dropped(0.3, 0.1, 0.21, 0.01)
+    assert not reward_dropped(0.3, 0.1, 0.19, 0.1)  # within 2 standard errors of 0.1: noise
+
+
+def test_a_reward_that_falls_fails_the_check_even_where_the_probes_pass(tiny_model_dir, tmp_path):
+    # A pixel-local reward (the probes read 1) whose value falls by 90% at epoch 3, as a reward collapses
+    # within one epoch when a coupling binds between two probes: the guard switches and restores.
+    trainer = Trainer(tiny_config(tiny_model_dir, tmp_path, reward=(REWARD,)))
+    rows = []
+    try:
+        for scale in (1.0, 1.0, 1.0, 0.1):
+            gate()["scale"] = scale
+            rows.append(trainer.train_epoch()[0])
+    finally:
+        gate()["scale"] = 1.0
+    assert [r["credit_dropped"] for r in rows] == [0.0, 0.0, 0.0, 1.0]
+    assert rows[3]["credit_agreement"] == pytest.approx(1.0) and rows[3]["credit_pixel"] == 0.0
+    assert rows[3]["credit_restored"] == max(range(3), key=lambda k: rows[k]["reward_mean"])
