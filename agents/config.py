@@ -109,7 +109,8 @@ class TrainConfig:
     before going on with image credit."""
     credit_check_drop: bool = ALGO_DEFAULTS.check_drop
     """PXPO credit='checked': the check also fails when an epoch's mean reward falls below the best epoch's by
-    more than half the gain up to it and 2 standard errors (agents.credit_check.reward_dropped)."""
+    more than half the gain up to it and 2 standard errors, once that gain exceeds 2 standard errors
+    (agents.credit_check.reward_dropped)."""
     credit_threshold: float = ALGO_DEFAULTS.credit_threshold
     """PXPO 'footprint': influence below this fraction of a step's largest is dropped; 'support': the
     kernel holds 1 - this of the influence."""

@@ -59,13 +59,14 @@ def reward_dropped(
     best_reward: float | None, first_reward: float | None, reward_mean: float, reward_se: float
 ) -> bool:
     """The outcome guard: whether the epoch's mean reward fell below the best so far by more than DROP_SHARE of
-    the gain up to it (best - first epoch) and DROP_ERRORS standard errors. A rise of the image-level
-    reward is what per-pixel credit is for; a fall this large says its assumption failed, whatever the
-    probes read (a reward can collapse within one epoch, before a probe sees the coupling)."""
+    the gain up to it (best - first epoch) and DROP_ERRORS standard errors, once that gain itself is more
+    than DROP_ERRORS standard errors (before, the best epoch is only the luckiest draw of a flat curve). A
+    rise of the image-level reward is what per-pixel credit is for; a fall this large says its assumption
+    failed, whatever the probes read (a reward can collapse within one epoch, before a probe sees why)."""
     if best_reward is None or first_reward is None:
         return False
-    margin = max(DROP_SHARE * (best_reward - first_reward), DROP_ERRORS * reward_se)
-    return reward_mean < best_reward - margin
+    gain, noise = best_reward - first_reward, DROP_ERRORS * reward_se
+    return gain > noise and reward_mean < best_reward - max(DROP_SHARE * gain, noise)
 
 
 def agreement_sums(

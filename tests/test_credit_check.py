@@ -239,6 +239,8 @@ def test_reward_dropped_by_hand():
     # Best 0.3 after a first 0.1: half the gain is 0.1, two standard errors 0.02: a drop below 0.2.
     assert reward_dropped(0.3, 0.1, 0.19, 0.01) and not reward_dropped(0.3, 0.1, 0.21, 0.01)
     assert not reward_dropped(0.3, 0.1, 0.19, 0.1)  # within 2 standard errors of 0.1: noise
+    # A flat curve's best epoch is its luckiest draw: no guard until the gain exceeds 2 standard errors.
+    assert not reward_dropped(0.3, 0.29, 0.2, 0.01) and reward_dropped(0.3, 0.27, 0.2, 0.01)
 
 
 def test_a_reward_that_falls_fails_the_check_even_where_the_probes_pass(tiny_model_dir, tmp_path):

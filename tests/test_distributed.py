@@ -147,19 +147,19 @@ def test_resuming_under_another_world_size_is_refused(tiny_model_dir, tmp_path):
 
 
 def train_worker(rank: int, world: int, store: str, config, die_in_epoch: int | None, timeout: float) -> None:
-    """One rank of a run through ``train``; rank 1 dies (exit code 3) inside epoch ``die_in_epoch``."""
+    """One rank of a run through ``train``; rank 1 dies (exit code 3) inside epoch ``die_in_epoch``, after sampling."""
     join_local_group(rank, world, store, timeout)
     import agents.trainer
 
     if die_in_epoch is not None and rank == 1:
-        update = agents.trainer.Trainer.update
+        epoch = agents.trainer.Trainer.policy_gradient_epoch
 
-        def dying_update(self, traj, advantages, *args):
-            if self.epoch + 1 == die_in_epoch:  # after sampling, while rank 0 waits in the gradient sum
+        def dying_epoch(self, traj, *args):
+            if self.epoch + 1 == die_in_epoch:  # after sampling, while rank 0 waits to gather the epoch
                 os._exit(3)
-            return update(self, traj, advantages, *args)
+            return epoch(self, traj, *args)
 
-        agents.trainer.Trainer.update = dying_update
+        agents.trainer.Trainer.policy_gradient_epoch = dying_epoch
     agents.trainer.train(config)
     dist.destroy_process_group()
 
