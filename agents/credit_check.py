@@ -12,9 +12,10 @@ region where it is wrong (a gated reward collapses to 0 where DDPO learns).
 
 ``credit_agreement`` probes the reward on the current images: in each image one
 cell of the sample grid is inverted (x -> 1 - x, as ``agents.credit.reward_locality``
-does on noise) and the reward map scored again; ``own`` is the change of the
-map at the changed cell, ``total`` the change of the whole map's sum. The
-agreement is their cosine over the probes,
+does on noise), and in a second probe 10% of the cells at once (``CHECK_SCALES``), and
+the reward map is scored again; ``own`` is the change of the map over the changed
+cells, ``total`` the change of the whole map's sum. The agreement is their cosine
+over the probes, the lower of the two scales,
 
     agreement = sum(own * total) / sqrt(sum(own^2) * sum(total^2)),
 
@@ -26,9 +27,10 @@ itself (a gate that binds, a budget that is exceeded, a network's context).
 
 ``credit='checked'`` (PXPO's default, ``agents.pxpo``) measures it every epoch on
 that epoch's own images and trains with per-pixel credit until an epoch's agreement
-falls below ``CHECK_THRESHOLD``; from that epoch on it uses DDPO's image-level credit
-for the rest of the run (the switch never goes back, so that a run cannot oscillate
-between the two).
+falls below ``CHECK_THRESHOLD`` or its reward falls far below the best epoch's
+(``reward_dropped``); then the weights that drew the best epoch come back
+(``BestWeights``) and DDPO's image-level credit is used for the rest of the run (the
+switch never goes back, so that a run cannot oscillate between the two).
 """
 
 from __future__ import annotations

@@ -54,6 +54,10 @@ def test_agreement_from_sums_by_hand():
     assert agreement_from_sums(torch.tensor([1.0, 1.0, 4.0])) == pytest.approx(0.5)
     assert agreement_from_sums(torch.tensor([0.0, 0.0, 0.0])) == 1.0  # no response: nothing contradicts
     assert agreement_from_sums(torch.tensor([0.0, 0.0, 5.0])) == 0.0  # only the rest of the map moved
+    # Several probe scales: the lowest cosine decides, whichever row holds it.
+    rows = torch.tensor([[2.0, 1.0, 4.0], [1.0, 1.0, 4.0], [0.0, 0.0, 0.0]])
+    assert agreement_from_sums(rows) == pytest.approx(0.5)
+    assert agreement_from_sums(rows.flip(0)) == pytest.approx(0.5)
 
 
 def test_agreement_sums_by_hand_on_a_one_pixel_image(tiny_model_dir):
