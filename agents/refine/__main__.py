@@ -5,11 +5,18 @@
     python -m agents.refine --model stabilityai/... --prompts "a red car" "a cat" --device cuda
 
 Every option is documented by ``--help``. The server binds 127.0.0.1 unless --host says otherwise.
+A bad option, a port in use or a host that is not this machine's prints one line and exits 2; Ctrl-C
+cancels the running job, prints one line and exits 130.
 """
 
 from __future__ import annotations
 
-from agents.refine.config import RefineConfig
+import errno
+import functools
+import socket
+import sys
+
+from agents.refine.config import RefineConfig, check_device_here
 
 
 def build(cfg: RefineConfig):
@@ -17,13 +24,15 @@ def build(cfg: RefineConfig):
     import torch
 
     try:
-        from agents.refine.server import RefineServer, make_app
+        from agents.refine.app import make_app
+        from agents.refine.server import RefineServer
     except ImportError as err:  # starlette is the refine extra
         raise ImportError(
             f"the refine page needs starlette and uvicorn: pip install 'pxpo-gym[refine]' ({err})"
         ) from err
     from pxpo_gym.loading import load_model
 
+    check_device_here(cfg.device)  # before the model loads: one line, not a traceback from deep inside it
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     loaded = load_model(cfg.model, cfg.device, prompts=list(cfg.prompts) or None)
@@ -31,23 +40,66 @@ def build(cfg: RefineConfig):
     return server, make_app(server)
 
 
-def main() -> None:
-    import socket
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on ``host``:``port`` (bound before the model loads, so a port in use fails at once).
 
+    Raises:
+        ValueError: the port is in use or not ours to bind, or the host is not an address of this machine.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as err:
+        raise ValueError(
+            f"host={host!r} does not resolve to an address ({err.strerror}): pass an IP address"
+        ) from err
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        # listening now, so the printed URL answers at once: connections wait in the backlog for uvicorn
+        sock.listen(128)
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise ValueError(
+                f"port={port} is already in use on {host}: stop what holds it or pass another --port (0 picks a free one)"
+            ) from err
+        if err.errno == errno.EADDRNOTAVAIL:
+            raise ValueError(
+                f"host={host!r} is not an address of this machine: use 127.0.0.1, or 0.0.0.0 for every interface"
+            ) from err
+        raise ValueError(f"cannot listen on host={host!r} port={port}: {err.strerror or err}") from err
+    return sock
+
+
+def main() -> None:
     import tyro
     import uvicorn
 
-    cfg = tyro.cli(RefineConfig)
-    _, app = build(cfg)
-    sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((cfg.host, cfg.port))
-    host, port = sock.getsockname()[:2]
-    print(
-        f"refine page for model {cfg.model!r}: http://{host if ':' not in host else f'[{host}]'}:{port}/",
-        flush=True,
-    )
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    # A partial, not the class: tyro draws a multi-line box for a ValueError from a class's __post_init__
+    # but lets a callable's propagate, to the one line of pxpo_gym.cli.run.
+    cfg = tyro.cli(functools.partial(RefineConfig))
+    sock = listen(cfg.host, cfg.port)
+    server = None
+    try:
+        server, app = build(cfg)
+        host, port = sock.getsockname()[:2]
+        print(
+            f"refine page for model {cfg.model!r}: http://{host if ':' not in host else f'[{host}]'}:{port}/",
+            flush=True,
+        )
+        # On Ctrl-C uvicorn stops serving, the app's shutdown cancels the jobs (RefineServer.close), then
+        # uvicorn raises the signal again: the KeyboardInterrupt below, which ends the process quietly.
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    except KeyboardInterrupt:
+        if server is not None:
+            server.close()  # already done by the app's shutdown unless Ctrl-C came before uvicorn was up
+        print("agents.refine: stopped by Ctrl-C (any running job was cancelled)", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        sock.close()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ workspaces and ``benchmarks.refine`` are configured by."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,9 +18,9 @@ class RefineConfig:
     prompts: tuple[str, ...] = ()
     """Latent text-to-image models: the prompts the page offers (required for them)."""
     device: str = "cpu"
-    """torch device of the model and the updates."""
+    """torch device of the model and the updates: cpu, cuda, cuda:N or mps."""
     host: str = "127.0.0.1"
-    """Address to bind (127.0.0.1: this machine only)."""
+    """Address to bind: an IP address of this machine or a host name (127.0.0.1: this machine only)."""
     port: int = 8765
     """TCP port; 0 picks a free one."""
     update: Literal["gradient", "pxpo"] = "gradient"
@@ -60,7 +62,7 @@ class RefineConfig:
     max_feedback_bytes: int = 1 << 20
     """Largest feedback PNG accepted."""
     threads: int | None = None
-    """torch CPU threads; None leaves torch's default."""
+    """torch CPU threads (>= 1); None leaves torch's default."""
     allowed_hosts: tuple[str, ...] = ()
     """Host names, beside 127.0.0.1, localhost, ::1 and --host, that requests may name in their Host header
     (e.g. this machine's name when binding 0.0.0.0 on a trusted network)."""
@@ -103,3 +105,73 @@ class RefineConfig:
             )
         if self.update not in ("gradient", "pxpo"):
             raise ValueError(f"update must be 'gradient' or 'pxpo', got update={self.update!r}")
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
+        ):
+            raise ValueError(
+                f"threads must be an int >= 1 (or None: torch's default), got threads={self.threads!r}"
+            )
+        check_host(self.host)
+        check_device(self.device)
+
+
+HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+"""One label of a host name (RFC 1123)."""
+
+
+def check_host(host: str) -> None:
+    """Refuses a ``host`` that is neither an IP address nor a well-formed host name (whether a name resolves to
+    this machine is only known when the server binds it).
+
+    Raises:
+        ValueError: e.g. ``999.1.1.1`` (dotted numbers that are no IPv4 address) or ``my_host``.
+    """
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    # a name's last label is never all digits (RFC 1123 2.1), so 999.1.1.1 is a bad address, not a name
+    if len(host) > 253 or not all(HOST_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
+        raise ValueError(
+            "host must be an IP address of this machine (127.0.0.1, ::1, 0.0.0.0 for every interface) or a "
+            f"host name, got host={host!r}"
+        )
+
+
+def check_device(device: str) -> None:
+    """Refuses a ``device`` that is not a torch device string of a kind the refine page runs on (parse time:
+    whether this machine has it is ``check_device_here``'s question, asked when the server starts).
+
+    Raises:
+        ValueError: e.g. ``nonsense``, ``cuda:x`` or ``meta``.
+    """
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be cpu, cuda, cuda:N or mps, got device={device!r}") from err
+    if parsed.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device must be cpu, cuda, cuda:N or mps, got device={device!r}")
+
+
+def check_device_here(device: str) -> None:
+    """Refuses a ``device`` (already ``check_device``-ed) that this torch build or machine does not have.
+
+    Raises:
+        ValueError: CUDA without CUDA, a CUDA index past the last GPU, MPS without MPS.
+    """
+    import torch
+
+    from pxpo_gym.validation import parse_device
+
+    parsed = parse_device(device)  # CUDA without CUDA
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA device(s): "
+            f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} but MPS is not available on this machine; use device='cpu'")

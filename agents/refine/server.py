@@ -1,69 +1,39 @@
-"""The refine server: a Starlette app with one page, a JSON API and a job queue.
+"""The refine server's state: the shared model, the workspaces and the job queue (``agents.refine.app``
+serves it over HTTP).
 
 Every workspace is an id the server makes (``secrets.token_hex``); nothing the
 client sends names a file. One apply job runs at a time per workspace (a second
 gets 409) and one at a time in the whole server (the model and the CPU are
-shared): jobs wait in a single-worker queue and report their progress.
-Workspaces idle for ``workspace_ttl`` seconds expire and their memory is freed.
-
-API (JSON in and out; errors are ``{"error": message}`` with a 4xx status):
-
-- ``GET /api/info``: the model's contexts, image size and the server's limits.
-- ``POST /api/workspaces`` ``{"context": id or name, "seed": int}``: a new workspace (version 0).
-- ``GET /api/workspaces/{id}``: its versions, the current one and its job.
-- ``GET /api/workspaces/{id}/versions/{v}.png?scale=N``: a version's image (N: pixelated upscale).
-- ``POST /api/workspaces/{id}/apply`` ``{"feedback": base64 PNG, "updates": K, "steps": S}``: starts a job
-  (202); S, the strength, is how many of the last denoising steps the edit may change (default: as before).
-- ``POST /api/workspaces/{id}/cancel``: stops its job between updates (the workspace is left as before).
-- ``POST /api/workspaces/{id}/checkout`` ``{"version": v}``; ``POST /api/workspaces/{id}/reset``.
-- ``GET /api/workspaces/{id}/feedback.zip``: every apply's painting, images and settings (``FEEDBACK_FORMAT``).
-- ``DELETE /api/workspaces/{id}``.
-
-Requests are checked before they are read: the Host header must name the server's own address (or one of
-``--allowed-hosts``), a request carrying an Origin must come from the server's own origin (or one of
-``--allowed-origins``), so other web pages in the user's browser (and DNS rebinding) cannot drive the API;
-a body must be JSON and its Content-Length (and what is actually read) within the limit.
+shared): jobs wait in a single-worker queue and report their progress; a queued
+job that is cancelled leaves the queue at once. Workspaces idle for
+``workspace_ttl`` seconds expire and their memory is freed. Every refusal is an
+``ApiError`` (a status and a message for the client).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 import gc
-import json
 import re
 import secrets
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
-
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 
 from agents.refine.config import RefineConfig
 from agents.refine.feedback import parse_feedback
-from agents.refine.workspace import Cancelled, Workspace, feedback_archive, refine_train_config
+from agents.refine.workspace import Cancelled, Workspace, refine_train_config
 from pxpo_gym.models import LoadedModel
 
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-"""Host names that always reach the server when it binds a loopback address."""
 
-
-def parse_count(text: str, name: str, low: int, high: int, status: int = 400) -> int:
-    """An integer from a URL (ASCII digits only, range checked before conversion) or an ApiError."""
+def parse_count(text: str, name: str, low: int, high: int, status: int = 400, why: str = "") -> int:
+    """An integer from a URL (ASCII digits only, range checked before conversion) or an ApiError (``why``
+    follows the range in its message)."""
     if not re.fullmatch(r"[0-9]{1,9}", text) or not low <= int(text) <= high:
-        raise ApiError(status, f"{name} must be an int in [{low}, {high}], got {text[:40]!r}")
+        raise ApiError(status, f"{name} must be an int in [{low}, {high}]{why}, got {text[:40]!r}")
     return int(text)
 
 
@@ -87,10 +57,18 @@ class Job:
     version: int | None = None
     error: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    future: Future | None = None
+    """Its place in the server's queue (set when it is queued)."""
 
     @property
     def active(self) -> bool:
         return self.state in ("queued", "running")
+
+    def stop(self) -> None:
+        """Cancels the job: a queued one leaves the queue now, a running one stops after its current update."""
+        self.cancel.set()
+        if self.future is not None and self.future.cancel():  # not started: it never will
+            self.state = "cancelled"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -208,7 +186,7 @@ class RefineServer:
     def delete(self, workspace_id: str) -> None:
         entry = self.entry(workspace_id)
         if entry.job is not None and entry.job.active:
-            entry.job.cancel.set()
+            entry.job.stop()
         with self.guard:
             self.workspaces.pop(workspace_id, None)
         gc.collect()
@@ -261,7 +239,8 @@ class RefineServer:
                     f"this workspace has {self.options.max_versions} versions (the limit): reset it or start a new one",
                 )
             job = entry.job = Job(updates)
-        self.queue.submit(self.run_job, entry, job, feedback, steps)
+            # queued under the lock, so a cancel that follows always finds the job's place in the queue
+            job.future = self.queue.submit(self.run_job, entry, job, feedback, steps)
         return job.as_json()
 
     def run_job(self, entry: Entry, job: Job, feedback: Any, steps: int) -> None:
@@ -286,10 +265,22 @@ class RefineServer:
 
     def cancel(self, workspace_id: str) -> dict[str, Any]:
         entry = self.entry(workspace_id)
-        if entry.job is None or not entry.job.active:
-            raise ApiError(409, "this workspace has no job to cancel")
-        entry.job.cancel.set()
-        return entry.job.as_json()
+        with entry.lock:
+            job = entry.job
+            if job is None or not job.active:
+                raise ApiError(409, "this workspace has no job to cancel")
+            job.stop()
+        return job.as_json()
+
+    def close(self) -> None:
+        """Cancels every job and waits for the running one to stop (after its current update): the server's
+        shutdown, e.g. on Ctrl-C."""
+        with self.guard:
+            entries = list(self.workspaces.values())
+        for entry in entries:
+            if entry.job is not None and entry.job.active:
+                entry.job.stop()
+        self.queue.shutdown(wait=True, cancel_futures=True)
 
     def checkout(self, workspace_id: str, body: dict[str, Any], reset: bool = False) -> dict[str, Any]:
         entry = self.entry(workspace_id)
@@ -309,177 +300,3 @@ class RefineServer:
                     )
                 entry.workspace.checkout(index)
         return self.describe(workspace_id)
-
-
-async def json_body(request: Request, limit: int) -> dict[str, Any]:
-    """The request's JSON object, read only if its declared size is within ``limit`` bytes and never past it."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not re.fullmatch(r"[0-9]{1,12}", declared):
-            raise ApiError(400, f"Content-Length must be a byte count, got {declared[:40]!r}")
-        if int(declared) > limit:
-            raise ApiError(413, f"request body is {declared} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw:
-        return {}
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "application/json":
-        raise ApiError(415, f"request body must be application/json, got Content-Type {kind[:60]!r}")
-    try:
-        body = json.loads(raw)
-    except (
-        ValueError,
-        RecursionError,
-    ) as err:  # bad JSON or UTF-8, an int past Python's digit limit, nesting
-        raise ApiError(400, f"request body is not valid JSON: {str(err)[:200]}") from err
-    if not isinstance(body, dict):
-        raise ApiError(400, f"request body must be a JSON object, got {type(body).__name__}")
-    return body
-
-
-class GuardMiddleware:
-    """Refuses, before anything is read, requests whose Host is not the server's own address and requests
-    whose Origin is not the server's own origin (a JSON 403 / 400), unless the options allow them.
-
-    Args:
-        app: the ASGI app behind the guard.
-        hosts: host names (no port) that may appear in Host (``LOCAL_HOSTS``, the bound host, the allowed).
-        origins: extra origins (``scheme://host[:port]``) allowed beside the request's own.
-    """
-
-    def __init__(self, app: Any, hosts: set[str], origins: set[str]) -> None:
-        self.app, self.hosts, self.origins = app, hosts, origins
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        host = headers.get("host", "")
-        name = host[1:].split("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0]
-        origin = headers.get("origin")
-        error = None
-        if name.lower() not in self.hosts:
-            error = 400, f"Host {host[:80]!r} is not this server's address (allowed: {sorted(self.hosts)})"
-        elif origin is not None and origin not in self.origins and origin != f"http://{host}":
-            error = 403, f"requests from Origin {origin[:80]!r} are refused (only this page's own origin)"
-        if error is None:
-            await self.app(scope, receive, send)
-            return
-        await JSONResponse({"error": error[1]}, status_code=error[0])(scope, receive, send)
-
-
-def make_app(server: RefineServer) -> Starlette:
-    """The Starlette app serving the page (``agents/refine/static``) and the API of ``server``."""
-    limit = 2 * server.options.max_feedback_bytes + 4096
-
-    async def info(request: Request) -> JSONResponse:
-        opts = server.options
-        return JSONResponse(
-            {
-                "model": opts.model,
-                "contexts": list(server.loaded.context_names),
-                "latent": server.loaded.is_latent,
-                "image_size": list(server.loaded.image_size),
-                "max_updates": opts.max_updates,
-                "default_updates": opts.default_updates,
-                "num_inference_steps": opts.num_inference_steps,
-                "default_steps": opts.refine_steps,
-                "group_size": opts.group_size,
-                "max_feedback_bytes": opts.max_feedback_bytes,
-            }
-        )
-
-    async def create(request: Request) -> JSONResponse:
-        body = await json_body(request, limit)
-        return JSONResponse(await run_in_threadpool(server.create, body), status_code=201)
-
-    async def show(request: Request) -> JSONResponse:
-        return JSONResponse(server.describe(request.path_params["id"]))
-
-    async def delete(request: Request) -> JSONResponse:
-        server.delete(request.path_params["id"])
-        return JSONResponse({"deleted": request.path_params["id"]})
-
-    async def image(request: Request) -> Response:
-        version = server.version(request.path_params["id"], request.path_params["version"])
-        scale = parse_count(request.query_params.get("scale", "1"), "scale", 1, 64)
-        return Response(version.png(scale), media_type="image/png")
-
-    async def feedback(request: Request) -> Response:
-        workspace_id = request.path_params["id"]
-        entry = server.entry(workspace_id)
-        data = await run_in_threadpool(
-            feedback_archive, entry.workspace, server.loaded.context_names, server.options.model
-        )
-        name = f"refine-feedback-{workspace_id}.zip"
-        headers = {"Content-Disposition": f'attachment; filename="{name}"'}
-        return Response(data, media_type="application/zip", headers=headers)
-
-    async def apply(request: Request) -> JSONResponse:
-        body = await json_body(request, limit)
-        return JSONResponse(server.apply(request.path_params["id"], body), status_code=202)
-
-    async def cancel(request: Request) -> JSONResponse:
-        return JSONResponse(server.cancel(request.path_params["id"]))
-
-    async def checkout(request: Request) -> JSONResponse:
-        body = await json_body(request, limit)
-        return JSONResponse(await run_in_threadpool(server.checkout, request.path_params["id"], body))
-
-    async def reset(request: Request) -> JSONResponse:
-        return JSONResponse(await run_in_threadpool(server.checkout, request.path_params["id"], {}, True))
-
-    async def page(request: Request) -> Response:
-        html = resources.files("agents.refine").joinpath("static/index.html").read_text()
-        return Response(html, media_type="text/html")
-
-    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
-
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"error": f"{request.method} {request.url.path}: {exc.detail}"}, status_code=exc.status_code
-        )
-
-    async def server_error(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette):
-        async def reaper() -> None:
-            while True:
-                await asyncio.sleep(min(30.0, server.options.workspace_ttl))
-                server.expire()
-
-        task = asyncio.create_task(reaper())
-        yield
-        task.cancel()
-        server.queue.shutdown(wait=False, cancel_futures=True)
-
-    workspace = "/api/workspaces/{id:str}"
-    routes = [
-        Route("/", page),
-        Route("/api/info", info),
-        Route("/api/workspaces", create, methods=["POST"]),
-        Route(workspace, show, methods=["GET"]),
-        Route(workspace, delete, methods=["DELETE"]),
-        Route(workspace + "/versions/{version:str}.png", image),
-        Route(workspace + "/feedback.zip", feedback),
-        Route(workspace + "/apply", apply, methods=["POST"]),
-        Route(workspace + "/cancel", cancel, methods=["POST"]),
-        Route(workspace + "/checkout", checkout, methods=["POST"]),
-        Route(workspace + "/reset", reset, methods=["POST"]),
-        Mount("/static", StaticFiles(packages=[("agents.refine", "static")]), name="static"),
-    ]
-    handlers = {ApiError: api_error, HTTPException: http_error, Exception: server_error}
-    opts = server.options
-    hosts = {*LOCAL_HOSTS, opts.host.lower(), *(h.lower() for h in opts.allowed_hosts)}
-    guard = Middleware(GuardMiddleware, hosts=hosts, origins=set(opts.allowed_origins))
-    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan, middleware=[guard])

@@ -40,7 +40,7 @@ import math
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -317,7 +317,16 @@ def feedback_archive(
 ) -> bytes:
     """A zip (bytes) of every apply in ``workspace``'s history, laid out as ``FEEDBACK_FORMAT`` says."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+    write_feedback_archive(buffer, workspace, context_names, model)
+    return buffer.getvalue()
+
+
+def write_feedback_archive(
+    file: IO[bytes], workspace: Workspace, context_names: list[str] | tuple[str, ...], model: str = ""
+) -> None:
+    """Writes ``feedback_archive``'s zip into the binary ``file`` from its current position (the server's
+    temporary file, so an archive of many applies is never held whole in memory)."""
+    with zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("FORMAT.txt", FEEDBACK_FORMAT)
         for version in workspace.versions:
             if version.feedback is None:
@@ -338,7 +347,6 @@ def feedback_archive(
                 "settings": version.settings,
             }
             archive.writestr(f"{folder}/apply.json", json.dumps(record, indent=1))
-    return buffer.getvalue()
 
 
 def region_change(before: torch.Tensor, after: torch.Tensor, mask: torch.Tensor) -> float:

@@ -144,7 +144,7 @@ function showWorkspace(ws) {
     go.dataset.version = String(v.index);
     go.onclick = () => checkout(v.index);
     const download = document.createElement("a");
-    download.href = imageUrl(v.index, 16);
+    download.href = imageUrl(v.index, Math.min(16, state.info.max_scale));  // the server caps the PNG's side
     download.download = `refine-${ws.id}-v${v.index}.png`;
     download.textContent = "PNG";
     item.append(thumb, `version ${v.index}:${text}`, go, " ", download);
