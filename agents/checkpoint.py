@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from pxpo_gym.files import fault_point, write_atomic
 
 STATE_FILE = "state.safetensors"
 META_FILE = "meta.json"
@@ -51,10 +54,12 @@ def save_checkpoint(
     tmp = root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    fault_point(tmp / STATE_FILE)
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / STATE_FILE))
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
+    write_atomic(tmp / META_FILE, json.dumps(meta, indent=1))
     _fsync_dir_files(tmp)
     final = root / name
+    fault_point(final)
     if final.exists():  # re-saving an epoch: move the old one aside first
         old = root / f".{name}.old"
         shutil.rmtree(old, ignore_errors=True)
@@ -63,10 +68,9 @@ def save_checkpoint(
         shutil.rmtree(old)
     else:
         tmp.rename(final)
-    pointer_tmp = root / f".{POINTER}.tmp"
-    pointer_tmp.write_text(name + "\n")
-    os.replace(pointer_tmp, root / POINTER)
+    write_atomic(root / POINTER, name + "\n")
     for stale in sorted(p for p in root.glob("epoch-*") if p.is_dir())[:-keep]:
+        fault_point(stale)
         shutil.rmtree(stale)
     return final
 
@@ -83,12 +87,28 @@ def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[
     pointer = root / POINTER
     if not pointer.is_file():
         raise ValueError(f"resume={str(run_dir)!r}: no checkpoint found ({pointer} is missing)")
-    folder = root / pointer.read_text().strip()
+    name = pointer.read_text(errors="replace").strip()
+    if not re.fullmatch(r"epoch-\d{6}", name):
+        raise ValueError(
+            f"resume={str(run_dir)!r}: {pointer} must name a checkpoint folder 'epoch-NNNNNN' beside it, got "
+            f"{name[:80]!r}"
+        )
+    folder = root / name
+    if not folder.is_dir() and (root / f".{name}.old").is_dir():  # a crash while an epoch was saved again
+        folder = root / f".{name}.old"
     try:
         tensors = load_file(str(folder / STATE_FILE))
         meta = json.loads((folder / META_FILE).read_text())
     except Exception as err:  # SafetensorError, OSError, JSONDecodeError
         raise ValueError(f"resume={str(run_dir)!r}: checkpoint {folder} is unreadable: {err}") from err
+    epoch = meta.get("epoch") if isinstance(meta, dict) else None
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch != int(name.removeprefix("epoch-")):
+        raise ValueError(
+            f"resume={str(run_dir)!r}: {folder / META_FILE} must hold an object whose 'epoch' is the folder's "
+            f"epoch {int(name.removeprefix('epoch-'))}, got {str(epoch)[:40]!r}"
+        )
+    if not isinstance(meta.get("config"), dict):
+        raise ValueError(f"resume={str(run_dir)!r}: {folder / META_FILE} has no 'config' object")
     return tensors, meta
 
 

@@ -4,6 +4,7 @@ shell through ``agents.train``), and the env it describes."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -205,6 +206,9 @@ class TrainConfig:
     died makes the others exit with an error within this time)."""
     progress: bool = True
     """Show a progress bar."""
+    trust_code: bool = False
+    """On resume: run a reward the checkpoint names by import path ('package.module:function'); without it
+    a checkpoint may name only built-in rewards, or the same --reward must be given again."""
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -218,6 +222,15 @@ class TrainConfig:
             )
             split_weight(spec)  # a NaN or infinite weight is refused here
 
+        for field in dataclasses.fields(self):  # a NaN or infinite number is never a setting
+            value = getattr(self, field.name)
+            numbers = value if isinstance(value, tuple) else (value,)
+            bad = [v for v in numbers if isinstance(v, float) and not math.isfinite(v)]
+            need(not bad, f"{field.name} must be a finite number, got {field.name}={value!r}")
+        need(
+            isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
+            f"seed must be an int >= 0, got seed={self.seed!r}",
+        )
         need(
             self.algo in ("ddpo", "pxpo", "oracle"),
             f"algo must be 'ddpo', 'pxpo' or 'oracle', got algo={self.algo!r}",

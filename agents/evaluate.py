@@ -38,7 +38,11 @@ from agents.config import reward_tuple
 from agents.evaluation import EVAL_SEED_OFFSET, Evaluator
 from agents.export import read_held_pixels
 from agents.rollout import pinned_policy
+from pxpo_gym.cli import parse
+from pxpo_gym.files import write_atomic
 from pxpo_gym.loading import load_model, read_metadata
+from pxpo_gym.models import METADATA_FILE
+from pxpo_gym.rewards import refuse_code_from_file
 from pxpo_gym.viz import save_reward_grid
 
 
@@ -80,6 +84,9 @@ class EvaluateConfig:
     """torch CPU threads; None leaves torch's default."""
     out: str = ""
     """Output folder; RUN/evaluation for an export in RUN/model, else evaluations/NAME."""
+    trust_code: bool = False
+    """Run a reward the export names by import path ('package.module:function'); without it only built-in
+    rewards are read from a model folder (a folder is something people download)."""
     held_pixels: Literal["auto", "off"] = "auto"
     """'auto': an export's pinned silent pixels (held_pixels.safetensors) are applied against the reference,
     as in training; 'off': the exported weights alone."""
@@ -89,6 +96,8 @@ def resolve(cfg: EvaluateConfig) -> tuple[tuple[str, ...], dict[str, Any], str |
     """(rewards, reward options, reference model or None, output folder) with the defaults filled in."""
     meta = read_metadata(cfg.model)
     run = meta.get("run", {}).get("config", {})
+    if not cfg.reward and not cfg.trust_code and run.get("reward"):
+        refuse_code_from_file(run["reward"], f"model folder {cfg.model!r} ({METADATA_FILE})")
     reward = reward_tuple(cfg.reward or run.get("reward") or ())
     kwargs_text = cfg.reward_kwargs or (run.get("reward_kwargs", "{}") if not cfg.reward else "{}")
     try:
@@ -119,6 +128,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     if cfg.images < 1:
         raise ValueError(f"images must be >= 1, got images={cfg.images}")
     if cfg.threads is not None:
+        if isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int) or cfg.threads < 1:
+            raise ValueError(f"threads must be None or an int >= 1, got threads={cfg.threads!r}")
         torch.set_num_threads(cfg.threads)
     reward, reward_kwargs, reference, out = resolve(cfg)
     meta = read_metadata(cfg.model)
@@ -180,7 +191,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     else:
         result["fidelity_shape"] = metrics["fidelity_shape"]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "evaluation.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_atomic(out / "evaluation.json", json.dumps(result, indent=1) + "\n")
     names = core.loaded.context_names
     save_reward_grid(
         episode.images[:16].cpu(),
@@ -219,7 +230,7 @@ def _noise_table(scheduler: Any) -> torch.Tensor:
 
 
 def main() -> None:
-    cfg = tyro.cli(EvaluateConfig)
+    cfg = parse(EvaluateConfig)
     result = evaluate(cfg)
     _, _, _, out = resolve(cfg)
     line = f"{cfg.model}: reward {result['reward_mean']:.4f} +- {result['reward_std']:.4f} over {cfg.images} held-out images"

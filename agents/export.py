@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from pxpo_gym.files import fault_point, write_atomic
 from pxpo_gym.models import METADATA_FILE, LoadedModel, NoiseModel
 
 EXPORT_DIR = "model"
@@ -126,6 +127,7 @@ def export_policy(
         from diffusers import DDPMPipeline
 
         pipeline = DDPMPipeline(unet=merged_unet(policy, loaded.noise_model), scheduler=loaded.scheduler)
+        fault_point(staging)
         pipeline.save_pretrained(staging, safe_serialization=True)
         meta["format"] = "ddpm_pipeline"
     elif has_lora(policy):
@@ -133,6 +135,7 @@ def export_policy(
         from peft.utils import get_peft_model_state_dict
 
         layers = get_peft_model_state_dict(policy.unet)
+        fault_point(staging)
         if policy.backbone == "unet":
             StableDiffusionPipeline.save_lora_weights(
                 staging, unet_lora_layers=layers, weight_name=LORA_WEIGHTS, safe_serialization=True
@@ -166,6 +169,7 @@ def export_policy(
                 transformer=merged_unet(policy, loaded.noise_model), **absent_components(pipeline_index(base))
             )
         pipeline = DiffusionPipeline.from_pretrained(base, **parts)
+        fault_point(staging)
         pipeline.save_pretrained(staging, safe_serialization=True)
         meta.update(format="pipeline", prompts=list(loaded.context_names))
         del meta["context_names"], meta["null_context"]
@@ -173,11 +177,14 @@ def export_policy(
         from safetensors.torch import save_file
 
         mode, mask = held
+        fault_point(staging / HELD_PIXELS)
         save_file(
             {"held": mask.to(torch.uint8).cpu().contiguous()}, str(staging / HELD_PIXELS), {"mode": mode}
         )
         meta["held_pixels"] = {"file": HELD_PIXELS, "mode": mode}
-    (staging / METADATA_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    write_atomic(staging / METADATA_FILE, json.dumps(meta, indent=1) + "\n")
+    fault_point(folder)
     shutil.rmtree(folder, ignore_errors=True)
+    fault_point(folder)  # a crash here leaves no export: resume writes it again (agents.runs)
     staging.rename(folder)
     return folder

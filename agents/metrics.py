@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Any
+
+from pxpo_gym.files import append_line, write_atomic
 
 METRIC_FIELDS = (
     "epoch",
@@ -73,11 +76,17 @@ class MetricsLogger:
         rows: list[dict[str, str]] = []
         if resume_epoch is not None and self.path.is_file():
             with open(self.path, newline="") as handle:
-                rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= resume_epoch]
-        with open(self.path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.fields)
-            writer.writeheader()
-            writer.writerows(rows)
+                # a row cut short by a crash has missing cells (None); rows after the checkpoint go
+                rows = [
+                    row
+                    for row in csv.DictReader(handle)
+                    if None not in row.values() and None not in row and int(row["epoch"]) <= resume_epoch
+                ]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(self.path, text.getvalue())
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -86,8 +95,9 @@ class MetricsLogger:
             self.writer = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=purge)
 
     def log(self, metrics: dict[str, Any]) -> None:
-        with open(self.path, "a", newline="") as handle:
-            csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore").writerow(metrics)
+        line = io.StringIO()
+        csv.DictWriter(line, fieldnames=self.fields, extrasaction="ignore").writerow(metrics)
+        append_line(self.path, line.getvalue())
         if self.writer is not None:
             step = int(metrics["images"])
             for name in self.fields[2:]:

@@ -22,6 +22,9 @@ from agents.evaluation import Evaluator
 from agents.export import EXPORT_DIR
 from agents.metrics import MetricsLogger
 from agents.policy import guided_eps
+from pxpo_gym.files import write_atomic
+from pxpo_gym.models import METADATA_FILE
+from pxpo_gym.rewards import refuse_code_from_file
 from pxpo_gym.viz import save_reward_grid
 
 if TYPE_CHECKING:
@@ -40,6 +43,7 @@ RESUME_OVERRIDABLE = (
     "resume",
     "out",
     "overwrite",
+    "trust_code",
 )
 """TrainConfig fields a resumed run may take from the command line; every other comes from the checkpoint."""
 LEGACY_SENTINELS = {"clip_range": 0.0, "lora_rank": -1, "resolution": 0, "decode_chunk_size": 0, "threads": 0}
@@ -76,10 +80,15 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         return config
     _, meta = load_checkpoint(config.resume)
     saved = dict(meta["config"])
-    saved["contexts"] = tuple(saved["contexts"])
-    saved["reward"] = reward_tuple(saved["reward"])
-    for key in ("prompts", "step_weights", "credit_check_scales"):
-        saved[key] = tuple(saved.get(key, ()))
+    try:
+        saved["contexts"] = tuple(saved.get("contexts", ()))
+        saved["reward"] = reward_tuple(saved.get("reward", ()))
+        for key in ("prompts", "step_weights", "credit_check_scales"):
+            saved[key] = tuple(saved.get(key, ()))
+    except TypeError as err:
+        raise ValueError(f"resume={config.resume!r}: the checkpoint's config is not valid: {err}") from err
+    if not config.trust_code and config.reward != saved["reward"]:
+        refuse_code_from_file(saved["reward"], f"the checkpoint of resume={config.resume!r}")
     for key, legacy in LEGACY_SENTINELS.items():  # runs saved before these fields became optional
         if key in saved and saved[key] == legacy:
             saved[key] = None
@@ -105,31 +114,108 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         for name in RESUME_OVERRIDABLE
         if getattr(config, name) != getattr(defaults, name) or name not in saved
     }
-    given.update(out=config.resume, resume=config.resume, overwrite=False)
+    given.update(out=config.resume, resume=config.resume, overwrite=False, trust_code=config.trust_code)
     saved = {k: v for k, v in saved.items() if k in fields}
-    return dataclasses.replace(TrainConfig(**saved), **given)
+    try:
+        restored = TrainConfig(**saved)
+    except (TypeError, ValueError) as err:  # a hand-edited or damaged checkpoint
+        raise ValueError(f"resume={config.resume!r}: the checkpoint's config is not valid: {err}") from err
+    return dataclasses.replace(restored, **given)
 
 
-def prepare_run_dir(config: TrainConfig) -> None:
-    """Refuses a new run in a folder that holds one, unless ``overwrite`` (which deletes only RUN_FILES).
+MANIFEST = "pxpo_run.json"
+"""The run's claim on its folder: the names in it that the run writes (``RUN_FILES``). ``overwrite``, and a
+retry after a start that failed, delete these names (and their ``.NAME.tmp`` / ``NAME.partial``
+leftovers) and nothing else; a folder whose names no run claimed is never written into."""
+
+
+def _leftovers(folder: Path, name: str) -> list[Path]:
+    return [folder / name, folder / f".{name}.tmp", folder / f"{name}.partial"]
+
+
+def _legacy_run(folder: Path) -> bool:
+    """A run written before manifests: its config.json is a run's config, or it has a checkpoint."""
+    if (folder / "checkpoints" / "latest").is_file():
+        return True
+    try:
+        saved = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(saved, dict) and {"algo", "reward", "seed"} <= set(saved)
+
+
+def _started(folder: Path) -> bool:
+    """Whether the run in ``folder`` got anywhere: a checkpoint, or an epoch logged in metrics.csv."""
+    if (folder / "checkpoints" / "latest").is_file():
+        return True
+    try:
+        lines = (folder / "metrics.csv").read_text().splitlines()
+    except OSError:
+        return False
+    return len(lines) > 1
+
+
+def claim_run_dir(config: TrainConfig) -> None:
+    """Makes the run folder this run's: refuses a folder that holds a run (unless ``overwrite``) or names the
+    run would write but no run wrote; clears what a start that failed before its first epoch left; then
+    writes ``MANIFEST``.
 
     Raises:
-        ValueError: the folder holds a run and neither resume nor overwrite was given.
+        ValueError: the folder holds a run (give --resume or --overwrite), or holds the user's own files
+            under a name a run writes (choose another --out).
     """
     folder = config.run_dir
-    if config.resume or not folder.exists():
+    if config.resume:
+        if not (folder / MANIFEST).is_file():  # a run from before manifests
+            write_atomic(folder / MANIFEST, json.dumps({"files": list(RUN_FILES)}, indent=1) + "\n")
         return
-    existing = sorted(name for name in RUN_FILES if (folder / name).exists())
-    if not existing:
-        return
-    if not config.overwrite:
+    present = sorted(name for name in RUN_FILES if (folder / name).exists())
+    if (folder / MANIFEST).is_file():
+        try:
+            claimed = json.loads((folder / MANIFEST).read_text())["files"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(
+                f"run folder {str(folder)!r}: {MANIFEST} is unreadable ({err}); move the folder aside or choose "
+                "another --out"
+            ) from err
+        owned = [name for name in RUN_FILES if name in claimed]
+    elif present and _legacy_run(folder):
+        owned = list(RUN_FILES)
+    else:
+        owned = []
+    foreign = [name for name in present if name not in owned]
+    if foreign:
+        raise ValueError(
+            f"run folder {str(folder)!r} holds {', '.join(foreign)}, which no run wrote: a run would write into "
+            "them (and --overwrite would delete them). Move them, or choose another --out"
+        )
+    existing = [name for name in owned if (folder / name).exists()]
+    if existing and _started(folder) and not config.overwrite:
+        if not (folder / "checkpoints" / "latest").is_file():
+            raise ValueError(
+                f"run folder {str(folder)!r} holds a run that stopped before its first checkpoint (nothing to "
+                f"resume): start over with --overwrite (deletes {', '.join(existing)}), or choose another --out"
+            )
         raise ValueError(
             f"run folder {str(folder)!r} already holds a run ({', '.join(existing)}): continue it with "
             f"--resume {folder}, start over with --overwrite (deletes them), or choose another --out"
         )
-    for name in existing:
-        path = folder / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for name in owned:  # a run that failed before its first epoch, or --overwrite
+        for path in _leftovers(folder, name):
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    write_atomic(folder / MANIFEST, json.dumps({"files": list(RUN_FILES)}, indent=1) + "\n")
+
+
+def export_done(folder: Path, epoch: int) -> bool:
+    """Whether ``folder/model`` is a complete export of epoch ``epoch`` (the metadata is written last)."""
+    try:
+        meta = json.loads((folder / EXPORT_DIR / METADATA_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("run", {}).get("epoch") == epoch
 
 
 def measure_run_footprint(trainer: Trainer) -> Footprint:
@@ -147,9 +233,8 @@ def measure_run_footprint(trainer: Trainer) -> Footprint:
     envs.close()
     trainer.algo.set_footprint(footprint)
     if trainer.world.main:
-        cfg.run_dir.mkdir(parents=True, exist_ok=True)
         summary = {"credit": cfg.credit, **footprint.summary()}
-        (cfg.run_dir / FOOTPRINT_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+        write_atomic(cfg.run_dir / FOOTPRINT_FILE, json.dumps(summary, indent=1) + "\n")
     return footprint
 
 
@@ -160,7 +245,7 @@ def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
     main = trainer.world.main
     if main:
         # After every check that can fail: nothing is deleted for a run that cannot start.
-        prepare_run_dir(config)
+        claim_run_dir(config)
     barrier(trainer.world)
     if config.resume:
         restore_trainer(trainer, *load_checkpoint(config.resume))
@@ -173,21 +258,21 @@ def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
             tensorboard=config.tensorboard,
             extra_fields=[f"reward_{name}" for name in trainer.reward_components],
         )
-        (config.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
+        write_atomic(config.run_dir / "config.json", json.dumps(dataclasses.asdict(config), indent=1))
         if getattr(trainer.algo, "locality", None) is not None:
             chosen = {
                 "credit": config.credit,
                 "locality": trainer.algo.locality,
                 "chosen": trainer.algo.credit,
             }
-            (config.run_dir / CREDIT_FILE).write_text(json.dumps(chosen, indent=1) + "\n")
+            write_atomic(config.run_dir / CREDIT_FILE, json.dumps(chosen, indent=1) + "\n")
         if config.eval_every:
             core = trainer.envs.unwrapped
             evaluator = Evaluator(
                 make_envs(config, config.eval_images, str(trainer.device)), config.seed, core.context_choices
             )
             reference = {"images": 0, **evaluator.reference_metrics}
-            (config.run_dir / "eval_reference.json").write_text(json.dumps(reference, indent=1) + "\n")
+            write_atomic(config.run_dir / "eval_reference.json", json.dumps(reference, indent=1) + "\n")
     history = []
     bar = tqdm(
         total=config.num_epochs,
@@ -220,9 +305,14 @@ def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
             )
         if last or (config.save_every and trainer.epoch % config.save_every == 0):
             trainer.save()
-        if main and last and config.export:
-            trainer.export()
     bar.close()
+    if (
+        main
+        and config.export
+        and trainer.epoch >= config.num_epochs
+        and not export_done(config.run_dir, trainer.epoch)
+    ):
+        trainer.export()  # at the end, or on resume after a crash cut the export off
     if logger is not None:
         logger.close()
     return history

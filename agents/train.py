@@ -13,18 +13,19 @@ scalars in RUN/tb, image grids in RUN/images and checkpoints in RUN/checkpoints.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from agents.config import TrainConfig
 from agents.distributed import launched
+from agents.export import EXPORT_DIR
 from agents.metrics import read_metrics
 from agents.runs import RESUME_OVERRIDABLE, resolve_config
 from agents.trainer import train
+from pxpo_gym.cli import parse
 
 
 def main() -> None:
-    import tyro
-
-    config = tyro.cli(TrainConfig)
+    config = parse(TrainConfig)
     if launched():  # torchrun: every rank trains, rank 0 reports
         import torch.distributed as dist
 
@@ -48,9 +49,11 @@ def main() -> None:
     history = train(config)
     if not history and config.resume:
         done = read_metrics(f"{config.resume}/metrics.csv")
+        export = Path(config.resume) / EXPORT_DIR
         print(
             f"the run in {config.resume} is already complete: {len(done)} epochs >= --num-epochs "
             f"{resolve_config(config).num_epochs}; nothing to train (pass a larger --num-epochs to continue)"
+            + (f"; its export: {export}" if export.is_dir() else "")
         )
     if history:
         last = history[-1]

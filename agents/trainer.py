@@ -435,7 +435,9 @@ class Trainer:
     def export(self) -> Path:
         """Writes the policy (its EMA weights, with ``ema_decay``) as a diffusers model to RUN/model, with PXPO's
         pinned silent pixels ('hold' or 'freeze') beside it."""
-        run = {"config": dataclasses.asdict(self.config), "epoch": self.epoch, "images": self.images}
+        # the run's own settings: how it was started or resumed is not part of what it trained
+        settings = dataclasses.replace(self.config, resume="", overwrite=False, trust_code=False)
+        run = {"config": dataclasses.asdict(settings), "epoch": self.epoch, "images": self.images}
         run["weights"] = "ema" if self.ema is not None else "trained"
         with self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext():
             held = None if self.pinned is None else (self.pin, self.pinned)

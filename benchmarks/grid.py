@@ -16,6 +16,7 @@ from pathlib import Path
 
 from agents.steps import DEFAULT_STEP_WEIGHTING
 from benchmarks.tasks import TASKS, split_tasks
+from pxpo_gym.models import MODEL_NAMES
 
 SCRATCH = "outputs/benchmarks"
 """Where benchmark commands write unless told otherwise (untracked): the committed results in
@@ -235,6 +236,13 @@ class SuiteConfig:
         bad = [v for v in self.option_variants + self.ddpo_option_variants if v not in OPTION_VARIANTS]
         if bad:
             raise ValueError(f"option_variants {bad} are not in {sorted(OPTION_VARIANTS)}")
+        if self.estimator not in ("is", "sf"):
+            raise ValueError(f"estimator must be 'is' or 'sf', got estimator={self.estimator!r}")
+        if self.model not in MODEL_NAMES:
+            raise ValueError(
+                f"model must be one of the embedded models {', '.join(MODEL_NAMES)} (the suite's tasks are made "
+                f"for them), got model={self.model!r}"
+            )
         if self.workers < 1 or not self.seeds or self.num_epochs < 1 or self.global_num_epochs < 0:
             raise ValueError(
                 "need workers >= 1, at least one seed, num_epochs >= 1 and global_num_epochs >= 0"

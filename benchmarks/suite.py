@@ -95,6 +95,8 @@ def run_grid(cfg: SuiteConfig) -> int:
         for seed in cfg.seeds
     ]
     todo = [c for c in cells if not is_complete(c[-1], cfg.epochs(c[0]))]
+    for task, arm, seed, out in todo:  # every run's settings checked before anything is written
+        train_config(cfg, task, arm, seed, out)
     if todo:
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
         finished = {c[0] for c in cells if c not in todo}  # tasks that keep runs made earlier

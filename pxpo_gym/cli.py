@@ -10,12 +10,16 @@ traceback.
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable
 from typing import Any
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ImportError)
 """Exceptions that mean "the input was wrong", not "the code is wrong"."""
+MACHINE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EADDRINUSE}
+"""OSErrors that mean "the machine said no" (a full or read-only disk, no permission, a port in use): one
+line too, saying how to go on (a run continues with ``--resume``: every write is recoverable)."""
 
 
 def run(main: Callable[[], Any], prog: str) -> Any:
@@ -29,9 +33,22 @@ def run(main: Callable[[], Any], prog: str) -> Any:
         sys.argv = [sys.argv[0], *(arg for arg in sys.argv[1:] if arg != "--debug")]
     try:
         return main()
-    except USER_ERRORS as err:
-        if debug:
+    except (*USER_ERRORS, OSError) as err:
+        machine = isinstance(err, OSError) and err.errno in MACHINE_ERRNOS
+        if debug or not (isinstance(err, USER_ERRORS) or machine):
             raise
         message = " ".join(str(err).split()) or type(err).__name__
+        if machine and err.errno != errno.EADDRINUSE:
+            message += "; free the space or fix the permission and run again (a training run: --resume RUN)"
         print(f"{prog}: error: {message} (--debug shows the traceback)", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def parse(config_class: type) -> Any:
+    """``tyro.cli`` for a config dataclass whose ``__post_init__`` checks itself: its ValueError reaches
+    ``run`` and prints one line (given the class itself, tyro draws a multi-line box for it)."""
+    import functools
+
+    import tyro
+
+    return tyro.cli(functools.partial(config_class))

@@ -39,6 +39,12 @@ class DemoConfig:
     out: str = "outputs/demo.png"
     """Output PNG."""
 
+    def __post_init__(self) -> None:
+        for name in ("num_images", "num_inference_steps", "threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
+
 
 def main(cfg: DemoConfig) -> Path:
     torch.set_num_threads(cfg.threads)
@@ -74,8 +80,6 @@ def main(cfg: DemoConfig) -> Path:
 
 
 if __name__ == "__main__":
-    import tyro
+    from pxpo_gym.cli import parse, run
 
-    from pxpo_gym.cli import run
-
-    run(lambda: main(tyro.cli(DemoConfig)), "pxpo_gym.demo")
+    run(lambda: main(parse(DemoConfig)), "pxpo_gym.demo")

@@ -186,19 +186,61 @@ def _pipeline_index(source: str, location: str) -> dict[str, Any]:
         if not index.is_file():
             return {}
         try:
-            return json.loads(index.read_text())
+            loaded = json.loads(index.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"model={source!r}: model_index.json is not valid JSON: {err}") from err
+        if not isinstance(loaded, dict):
+            raise ValueError(f"model={source!r}: model_index.json must hold a JSON object")
+        return check_index(loaded, source)
     from diffusers import DiffusionPipeline
 
     try:
-        return dict(DiffusionPipeline.load_config(location))
+        loaded = dict(DiffusionPipeline.load_config(location))
     except Exception as err:  # hub errors, offline mode, missing repo
         raise ValueError(
             f"model={source!r} is not a local folder (no such path); as a hub id, its "
             "model_index.json could not be loaded: "
             f"{type(err).__name__}: {err}"
         ) from err
+    return check_index(loaded, source)
+
+
+INDEX_LIBRARIES = ("diffusers", "transformers")
+"""The libraries a model_index.json may name its components' classes from."""
+
+
+def check_index(index: dict[str, Any], source: str) -> dict[str, Any]:
+    """Refuses a model_index.json that would make diffusers import code the folder names.
+
+    diffusers imports each component's library by the name the file gives (``["mypkg", "Cls"]``)
+    and loads a custom pipeline named by a list-valued ``_class_name``; a model folder is something
+    people download, so only classes of ``INDEX_LIBRARIES`` and a built-in pipeline class pass.
+
+    Raises:
+        ValueError: the file names another library, a custom pipeline, or a malformed component.
+    """
+    kind = index.get("_class_name")
+    if kind is not None and not (isinstance(kind, str) and kind.isidentifier()):
+        raise ValueError(
+            f"model={source!r}: model_index.json's _class_name must be a diffusers pipeline class name, got "
+            f"{str(kind)[:80]!r} (custom pipeline code is never loaded from a model folder)"
+        )
+    for name, value in index.items():
+        if name.startswith("_") or not isinstance(value, list):
+            continue
+        if value == [None, None]:
+            continue
+        if (
+            len(value) != 2
+            or value[0] not in INDEX_LIBRARIES
+            or not (isinstance(value[1], str) and value[1].isidentifier())
+        ):
+            raise ValueError(
+                f"model={source!r}: model_index.json's component {name!r} is {str(value)[:80]}; a component "
+                f"must be [library, class] with library one of {', '.join(INDEX_LIBRARIES)} (code named in a "
+                "model folder is never imported)"
+            )
+    return index
 
 
 def load_model(
@@ -313,6 +355,12 @@ def _load_lora_export(
     weights = Path(source) / meta["lora_weights"]
     if not weights.is_file():
         raise ValueError(f"model={source!r}: the LoRA file {meta['lora_weights']!r} is missing")
+    base = meta["base_model"]
+    if Path(base).is_dir() and lora_export(base) is not None:
+        raise ValueError(
+            f"model={source!r}: its base_model {base!r} is itself a LoRA export; a LoRA export's base must be "
+            "a full pipeline (an embedded name, a diffusers folder or a hub id)"
+        )
     loaded = load_model(
         meta["base_model"],
         device,

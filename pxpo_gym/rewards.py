@@ -30,6 +30,7 @@ component name: ``reward_kwargs={"color": {"target": "blue"}}``.
 from __future__ import annotations
 
 import importlib
+import inspect
 import io
 import math
 from collections.abc import Callable, Sequence
@@ -178,6 +179,38 @@ def split_weight(spec: str) -> tuple[str, float | None]:
             "(leave a reward out rather than weigh it 0)"
         )
     return head, weight
+
+
+def names_code(spec: Any) -> bool:
+    """Whether a reward spec (or a list of them) names code to import: anything but built-in names,
+    with or without a ``:weight``."""
+    if isinstance(spec, dict):
+        return any(names_code(key) for key in spec)
+    if isinstance(spec, (list, tuple)):
+        return any(names_code(item) for item in spec)
+    if not isinstance(spec, str):
+        return True
+    return spec.split(":")[0] not in REWARDS
+
+
+def refuse_code_from_file(spec: Any, where: str, flag: str = "--reward") -> None:
+    """Refuses a reward spec read from a file (an export's metadata, a checkpoint) that names an import path.
+
+    Code runs only when the user names it on the command line or in Python: a model folder or a
+    checkpoint is something people download, and importing ``module:function`` from it would run it.
+
+    Raises:
+        ValueError: the spec names code; the message says where it was read and how to pass it oneself.
+    """
+    if not names_code(spec):
+        return
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    named = [s for s in specs if names_code(s)]
+    given = " ".join(f"{flag} {s}" for s in specs)
+    raise ValueError(
+        f"{where} names the reward {', '.join(map(repr, named))}, an import path: code named in a file is "
+        f"never run. If you trust it, pass it yourself ({given}) or add --trust-code"
+    )
 
 
 def color_reward(target: Sequence[float] | str = (1.0, 0.0, 0.0)) -> RewardFn:
@@ -405,7 +438,16 @@ def make_reward(spec: str | RewardFn | Reward, **kwargs: Any) -> Reward:
     if callable(spec):
         if kwargs:
             raise ValueError(f"reward options {sorted(kwargs)} only apply to built-in reward names")
-        return Reward(spec, getattr(spec, "__name__", type(spec).__name__))
+        name = getattr(spec, "__name__", type(spec).__name__)
+        try:
+            inspect.signature(spec).bind(None, None)
+        except TypeError as err:
+            raise ValueError(
+                f"reward {name!r} must be callable as fn(images, contexts) -> reward map, but: {err}"
+            ) from err
+        except ValueError:  # a builtin without a signature: it is called as it is
+            pass
+        return Reward(spec, name)
     raise TypeError(f"reward must be a name, 'module:function' or a callable, got {type(spec).__name__}")
 
 

@@ -53,10 +53,7 @@ def save_reward_grid(
         axes[r, 2 * c + 1].set_title(f"r={maps[i].mean():.3f}", fontsize=8)
     if heat is not None:
         fig.colorbar(heat, ax=axes, shrink=0.6, label="per-pixel reward")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    path = save_figure(fig, path, dpi=100)
     return path
 
 
@@ -94,8 +91,19 @@ def save_image_grid(
         )
         ax.set_title(label)
         ax.axis("off")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    path = save_figure(fig, path, dpi=110)
     return path
+
+
+def save_figure(fig, path: str | Path, dpi: int) -> Path:
+    """Writes a matplotlib figure as a PNG, all or nothing (``pxpo_gym.files.write_atomic``), and closes it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from pxpo_gym.files import write_atomic
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return write_atomic(path, buffer.getvalue())

@@ -256,7 +256,7 @@ def test_a_held_run_exports_its_pinned_pixels_and_evaluate_applies_them(tiny_mod
     mode, held = read_held_pixels(model, 3, (8, 8))
     assert mode == "hold" and bool(held[..., 4:].all()) and float(held[..., :4].float().mean()) < 0.5
     assert json.loads((model / "pxpo_gym.json").read_text())["held_pixels"]["mode"] == "hold"
-    common = dict(model=str(model), images=8, num_inference_steps=4)
+    common = dict(model=str(model), images=8, num_inference_steps=4, trust_code=True)  # our own reward
     pinned = evaluate(EvaluateConfig(**common, out=str(tmp_path / "pinned")))
     alone = evaluate(EvaluateConfig(**common, held_pixels="off", out=str(tmp_path / "alone")))
     # With the pin, the export's held-out images are the run's own last evaluation's.

@@ -12,7 +12,6 @@ cancels the running job, prints one line and exits 130.
 from __future__ import annotations
 
 import errno
-import functools
 import socket
 import sys
 
@@ -75,12 +74,11 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def main() -> None:
-    import tyro
     import uvicorn
 
-    # A partial, not the class: tyro draws a multi-line box for a ValueError from a class's __post_init__
-    # but lets a callable's propagate, to the one line of pxpo_gym.cli.run.
-    cfg = tyro.cli(functools.partial(RefineConfig))
+    from pxpo_gym.cli import parse
+
+    cfg = parse(RefineConfig)
     sock = listen(cfg.host, cfg.port)
     server = None
     try:
@@ -91,8 +89,12 @@ def main() -> None:
             flush=True,
         )
         # On Ctrl-C uvicorn stops serving, the app's shutdown cancels the jobs (RefineServer.close), then
-        # uvicorn raises the signal again: the KeyboardInterrupt below, which ends the process quietly.
-        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+        # uvicorn usually raises the signal again: the KeyboardInterrupt below, which ends the process
+        # quietly. When it returns instead (the signal came while it was shutting down), should_exit says so.
+        serving = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        serving.run(sockets=[sock])
+        if serving.should_exit:
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         if server is not None:
             server.close()  # already done by the app's shutdown unless Ctrl-C came before uvicorn was up
