@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -329,8 +330,14 @@ class TrainConfig:
 
     @property
     def run_dir(self) -> Path:
+        """``out``, else runs/ALGO-ESTIMATOR-REWARD[-MODEL]-seedSEED (MODEL: left out for the default model,
+        else its name or folder name (an export's run name), so that runs on different models never share a
+        folder)."""
         name = "+".join(self.reward).replace(":", "_")
-        return Path(self.out or f"runs/{self.algo}-{self.estimator}-{name}-seed{self.seed}")
+        parts = Path(self.model).parts or ("model",)
+        tag = parts[-2] if parts[-1] == "model" and len(parts) > 1 else parts[-1]  # an export: its run's name
+        model = "" if self.model == "default" else "-" + re.sub(r"[^A-Za-z0-9_.+-]", "_", tag)
+        return Path(self.out or f"runs/{self.algo}-{self.estimator}-{name}{model}-seed{self.seed}")
 
     @property
     def env_batch_size(self) -> int:

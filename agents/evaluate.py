@@ -72,8 +72,8 @@ class EvaluateConfig:
     """Latent models: image size (None: the model's own)."""
     num_inference_steps: int = 20
     """DDIM steps."""
-    eta: float = 1.0
-    """DDIM stochasticity in (0, 1]; DDIM-family models only."""
+    eta: float | None = None
+    """DDIM stochasticity in (0, 1]; DDIM-family models only (None: the run's own, as it trained; else 1)."""
     noise_level: float | None = None
     """Flow-matching models: the sampler's noise level (None: the run's own, else Flow-GRPO's 0.7)."""
     transition: str = ""
@@ -140,7 +140,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         reward=reward[0] if len(reward) == 1 else list(reward),
         reward_kwargs=reward_kwargs,
         num_inference_steps=cfg.num_inference_steps,
-        eta=cfg.eta,
+        eta=cfg.eta if cfg.eta is not None else run.get("eta", 1.0),
         noise_level=cfg.noise_level if cfg.noise_level is not None else run.get("noise_level"),
         transition=cfg.transition or run.get("transition") or "sde",
         device=cfg.device,
@@ -172,7 +172,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         "images": cfg.images,
         "seeds": [EVAL_SEED_OFFSET + cfg.seed, EVAL_SEED_OFFSET + cfg.seed + cfg.images - 1],
         "num_inference_steps": cfg.num_inference_steps,
-        "eta": cfg.eta,
+        "eta": None if core.loaded.is_flow else core.schedule.eta,
         "sampler": core.schedule.transition if core.loaded.is_flow else "ddim",
         "noise_level": core.schedule.noise_level if core.loaded.is_flow else None,
         "reward_mean": metrics["eval_reward"],

@@ -94,6 +94,16 @@ def merged_unet(policy: NoiseModel, reference: NoiseModel) -> torch.nn.Module:
     return unet
 
 
+def anywhere(model: str) -> str:
+    """A model name as an export records it: a local folder as its absolute path (so the export loads from
+    any working directory), an embedded name or a hub id as it is."""
+    from pxpo_gym.models import MODEL_NAMES
+
+    if model in MODEL_NAMES or not Path(model).exists():
+        return model
+    return str(Path(model).resolve())
+
+
 def export_policy(
     policy: NoiseModel,
     loaded: LoadedModel,
@@ -120,7 +130,7 @@ def export_policy(
     meta: dict[str, Any] = {
         "context_names": list(loaded.context_names),
         "null_context": loaded.null_context,
-        "fine_tuned_from": loaded.source,
+        "fine_tuned_from": anywhere(loaded.source),
         "run": run or {},
     }
     if not loaded.is_latent:
@@ -147,7 +157,7 @@ def export_policy(
             )
         meta.update(
             format="lora",
-            base_model=loaded.location or loaded.source,
+            base_model=anywhere(loaded.location or loaded.source),
             lora_weights=LORA_WEIGHTS,
             prompts=list(loaded.context_names),
         )

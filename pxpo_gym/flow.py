@@ -14,7 +14,7 @@ b, the weight of the model's output, ``std_dev_t`` = s) and with it ``ddim_mean`
 
 - ``"sde"`` (Flow-GRPO, Liu et al. arXiv 2505.05470, Eq. 9), with dt = sigma' - sigma < 0
   and g = noise_level sqrt(sigma / (1 - sigma)) (at sigma = 1 the grid's second sigma
-  stands in for the denominator, as in Flow-GRPO):
+  stands in for the denominator, as in Flow-GRPO; with one step that is the terminal 0):
 
       mean = x + [v + g^2 / (2 sigma) (x + (1 - sigma) v)] dt
       a = 1 + g^2 dt / (2 sigma),  b = dt (1 + g^2 (1 - sigma) / (2 sigma)),  s = g sqrt(-dt)
@@ -171,8 +171,9 @@ class FlowSchedule(StepTable):
             raise ValueError(
                 "the scheduler's sigma grid must decrease at every step and stay above 0 until the end"
             )
-        # Flow-GRPO: where sigma = 1, the grid's second sigma stands in for it in 1 - sigma.
-        sigma_max = float(sigmas[1]) if num_inference_steps > 1 and float(sigmas[1]) < 1 else 1 - 1e-3
+        # Flow-GRPO: where sigma = 1, the grid's second sigma stands in for it in 1 - sigma (for T = 1 that is
+        # the terminal 0: the step 1 -> 0 has g = noise_level, a = 1 - g^2 / 2, b = -1, s = g).
+        sigma_max = float(sigmas[1]) if float(sigmas[1]) < 1 else 1 - 1e-3
         coeffs = sde_coefficients(current, following, float(noise_level), sigma_max)
         if transition == "cps":
             cps = cps_coefficients(current, following, float(noise_level))

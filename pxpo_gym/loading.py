@@ -402,7 +402,27 @@ def _load_pixel(
             f"model={source!r}: could not load a UNet2DModel (unet/, safetensors weights) and a "
             f"scheduler (scheduler/) from {location!r}: {type(err).__name__}: {err}"
         ) from err
-    folder = Path(location) if Path(location).is_dir() else None
+    return pixel_model(unet, scheduler, source, location, device, dtype, resolution)
+
+
+def pixel_model(
+    unet: Any,
+    scheduler: Any,
+    source: str,
+    location: str | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    resolution: Any = None,
+) -> LoadedModel:
+    """A pixel model (``UNet2DModel`` + its DDPM or flow-matching scheduler) as a ``LoadedModel``; its
+    context names come from ``location``'s ``pxpo_gym.json`` where there is one.
+
+    Raises:
+        ValueError: not 3 RGB channels in and out, or a resolution other than the UNet's own.
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    folder = Path(location) if location is not None and Path(location).is_dir() else None
     names, null = _read_metadata(folder, unet.config.num_class_embeds)
     if unet.config.in_channels != 3 or unet.config.out_channels != 3:
         raise ValueError(
@@ -416,7 +436,7 @@ def _load_pixel(
             f"images of its own sample size {size}"
         )
     unet = unet.to(device=device).eval()
-    if flow:  # the UNet predicts the velocity; no cumulative alphas
+    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):  # the UNet predicts the velocity
         noise_model = NoiseModel(unet, torch.zeros(0), "velocity", dtype=dtype).to(device)
     else:
         noise_model = NoiseModel(

@@ -18,7 +18,7 @@ from gymnasium.vector.utils import batch_space
 
 from pxpo_gym.ddim import DDIMSchedule, ddim_step
 from pxpo_gym.flow import DEFAULT_NOISE_LEVEL, FlowSchedule
-from pxpo_gym.loading import load_model
+from pxpo_gym.loading import load_model, read_metadata
 from pxpo_gym.models import DEFAULT_MODEL_NAME, LoadedModel, parse_dtype
 from pxpo_gym.rewards import Reward, RewardFn, aggregator, make_reward
 from pxpo_gym.validation import check_actions, parse_device, parse_num_envs
@@ -121,7 +121,9 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     num_inference_steps: T (default 20). eta: DDIM stochasticity in (0, 1]
     (default 1.0). noise_level, transition: flow-matching models only: the
     sampler's noise (default Flow-GRPO's 0.7) and ``"sde"`` (Flow-GRPO) or
-    ``"cps"`` (coefficient-preserving). device, dtype: where and in what precision the model runs
+    ``"cps"`` (coefficient-preserving). Left out (None) on a run's export
+    (``RUN/model``), num_inference_steps, eta, noise_level and transition are the
+    run's own, so the export samples as it trained. device, dtype: where and in what precision the model runs
     (the env's own math is float32). context: None (uniform over the model's
     contexts), an id or name (fixed), or a sequence of them (uniform over
     those); ``reset(options={"context": ...})`` overrides it per reset.
@@ -148,8 +150,8 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         model: str | LoadedModel = DEFAULT_MODEL_NAME,
         reward: str | RewardFn | Reward | Sequence[Any] | dict[Any, float] = "color",
         reward_kwargs: dict[str, Any] | None = None,
-        num_inference_steps: int = 20,
-        eta: float = 1.0,
+        num_inference_steps: int | None = None,
+        eta: float | None = None,
         device: torch.device | str = "cpu",
         dtype: torch.dtype | str = torch.float32,
         context: int | str | Sequence[int | str] | None = None,
@@ -158,7 +160,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         resolution: int | Sequence[int] | None = None,
         decode_chunk_size: int | None = None,
         noise_level: float | None = None,
-        transition: str = "sde",
+        transition: str | None = None,
     ) -> None:
         num_envs = parse_num_envs(num_envs)
         self.device = parse_device(device)
@@ -174,7 +176,27 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         else:
             self.loaded = load_model(model, self.device, self.dtype, prompts, resolution, decode_chunk_size)
         self.model = self.loaded.noise_model.requires_grad_(False)
-        self.schedule = _schedule(self.loaded, num_inference_steps, eta, noise_level, transition, self.device)
+        run = (
+            read_metadata(self.loaded.location).get("run", {}).get("config", {})
+            if self.loaded.location
+            else {}
+        )
+        num_inference_steps = (
+            run.get("num_inference_steps", 20) if num_inference_steps is None else num_inference_steps
+        )
+        if self.loaded.is_flow:  # an export's own sampler where none is given
+            noise_level = run.get("noise_level") if noise_level is None else noise_level
+            transition = transition or run.get("transition")
+        else:
+            eta = run.get("eta", 1.0) if eta is None else eta
+        self.schedule = _schedule(
+            self.loaded,
+            num_inference_steps,
+            1.0 if eta is None else eta,
+            noise_level,
+            transition or "sde",
+            self.device,
+        )
         self.prediction = "velocity" if self.loaded.is_flow else "eps"
         """What the action is: the model's own output, a noise prediction ('eps', DDIM) or a velocity
         ('velocity', flow matching)."""

@@ -123,3 +123,49 @@ def test_flow_schedule_refuses_bad_settings(kwargs, message):
     args = {"num_inference_steps": 10, **kwargs}
     with pytest.raises(ValueError, match=message):
         FlowSchedule.from_scheduler(FlowMatchEulerDiscreteScheduler(), **args)
+
+
+def test_one_step_episode_uses_the_next_grid_sigma():
+    # T = 1: the grid is 1 -> 0, and the next grid sigma (0) stands in for sigma in 1 - sigma, as in
+    # Flow-GRPO: g^2 = 0.49, a = 1 - 0.49 / 2 = 0.755, b = -1, s = 0.7 (before: 1 - 1e-3, a = -244).
+    schedule = FlowSchedule.from_scheduler(FlowMatchEulerDiscreteScheduler(shift=3.0), 1, noise_level=0.7)
+    a, b, s = (c.item() for c in schedule.coefficients)
+    assert (a, b, s) == pytest.approx((0.755, -1.0, 0.7))
+
+
+def reference_flow_step(x, v, sigma, sigma_next, sigma_second, noise_level, transition):
+    """An independent float64 transcription of the published steps (mean and std of x_{sigma_next}):
+    Flow-GRPO's Eq. 9 as its sde_step_with_logprob writes it, and coefficients-preserving sampling as the
+    CPS paper writes it (x0 and eps estimated from v; the last step to 0 is the SDE step)."""
+    dt = sigma_next - sigma
+    if transition == "cps" and sigma_next > 0:
+        x0, eps = x - sigma * v, x + (1 - sigma) * v
+        angle = noise_level * math.pi / 2
+        return (1 - sigma_next) * x0 + sigma_next * math.cos(angle) * eps, sigma_next * math.sin(angle)
+    std_dev_t = math.sqrt(sigma / (1 - (sigma_second if sigma == 1 else sigma))) * noise_level
+    mean = x * (1 + std_dev_t**2 / (2 * sigma) * dt) + v * (1 + std_dev_t**2 * (1 - sigma) / (2 * sigma)) * dt
+    return mean, std_dev_t * math.sqrt(-dt)
+
+
+@pytest.mark.parametrize("transition", ["sde", "cps"])
+@pytest.mark.parametrize("noise_level", [0.5, 0.7, 1.0])
+@pytest.mark.parametrize("steps", [1, 10])
+def test_steps_match_a_float64_transcription_at_the_noise_users_train_with(transition, noise_level, steps):
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    schedule = FlowSchedule.from_scheduler(scheduler, steps, noise_level=noise_level, transition=transition)
+    scheduler.set_timesteps(steps)
+    grid = scheduler.sigmas.double().tolist()
+    gen = torch.Generator().manual_seed(3)
+    for k in range(steps):
+        x, v, z = (torch.randn(2, 3, 4, 4, generator=gen, dtype=torch.float64) for _ in range(3))
+        mean, std = reference_flow_step(x, v, grid[k], grid[k + 1], grid[1], noise_level, transition)
+        coeffs = schedule.at(torch.tensor([k, k]))
+        torch.testing.assert_close(
+            ddim_mean(x.float(), v.float(), coeffs).double(), mean, rtol=1e-5, atol=1e-5
+        )
+        assert coeffs.std_dev_t[0].item() == pytest.approx(std, rel=1e-5)
+        prev = mean + std * z  # the step taken, and its log-density under both
+        expected = torch.distributions.Normal(mean, std).log_prob(prev)
+        torch.testing.assert_close(
+            step_log_prob(prev.float(), x.float(), v.float(), coeffs).double(), expected, rtol=1e-4, atol=1e-4
+        )

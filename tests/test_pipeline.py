@@ -1,0 +1,148 @@
+"""What a user deploys samples as training did: ``TrainedPipeline``, ``agents.evaluate`` and
+``gym.make(model=RUN/model)`` draw the run's own images from the same noise; exports load from anywhere."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import gymnasium as gym
+import pytest
+import torch
+
+import pxpo_gym  # noqa: F401
+from agents.config import TrainConfig
+from agents.evaluation import EVAL_SEED_OFFSET
+from agents.pipeline import TrainedPipeline
+from agents.trainer import Trainer
+from pxpo_gym.sampling import run_policy
+from tests.test_agents import tiny_config
+
+LABELS = [0, 1, 2, 0, 1, 2]
+
+
+def trained(config: TrainConfig) -> Trainer:
+    trainer = Trainer(config)
+    for _ in range(config.num_epochs):
+        trainer.train_epoch()
+    trainer.export()
+    return trainer
+
+
+def held_out(trainer: Trainer, seed: int) -> torch.Tensor:
+    """The images the run's own policy (pinned where it pins) draws from the held-out noise."""
+    envs = gym.make_vec(
+        "DiffusionDenoise-v0",
+        num_envs=len(LABELS),
+        model=str(trainer.config.model),
+        num_inference_steps=trainer.config.num_inference_steps,
+        eta=trainer.config.eta,
+        **({"noise_level": trainer.config.noise_level} if trainer.envs.unwrapped.loaded.is_flow else {}),
+    )
+    return run_policy(
+        envs, trainer.rollout_policy(), seed=seed, options={"context": torch.tensor(LABELS)}
+    ).images
+
+
+@pytest.mark.parametrize("model, overrides", [("tiny", dict(eta=0.5)), ("flow", dict(noise_level=0.9))])
+def test_the_pipeline_and_the_env_draw_the_runs_own_images(
+    tiny_model_dir, tiny_flow_dir, tmp_path, model, overrides
+):
+    folder = tiny_model_dir if model == "tiny" else tiny_flow_dir
+    trainer = trained(
+        tiny_config(folder, tmp_path, num_epochs=1, **overrides)
+    )  # a sampler other than the default
+    export = tmp_path / "run" / "model"
+    seed = EVAL_SEED_OFFSET + 7
+    expected = held_out(trainer, seed)
+    pipeline = TrainedPipeline.from_pretrained(export)
+    images = pipeline(class_labels=LABELS, seed=seed).images
+    torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
+    # gym.make on the export, with no sampler given, takes the run's own
+    envs = gym.make_vec("DiffusionDenoise-v0", num_envs=len(LABELS), model=str(export), num_inference_steps=4)
+    again = run_policy(envs, seed=seed, options={"context": torch.tensor(LABELS)}).images
+    torch.testing.assert_close(again, expected, atol=1e-5, rtol=0)
+    # another sampler from the same noise is another set of images (the settings are not ignored)
+    other = dict(eta=1.0) if model == "tiny" else dict(noise_level=0.5)
+    assert (pipeline(class_labels=LABELS, seed=seed, **other).images - expected).abs().max() > 1e-3
+    pil = pipeline(class_labels=LABELS[:2], seed=seed, output_type="pil").images
+    assert len(pil) == 2 and pil[0].size == (8, 8)
+
+
+def test_the_pipeline_pins_held_pixels_as_evaluate_does(tiny_model_dir, tmp_path):
+    from agents.evaluate import EvaluateConfig, evaluate
+
+    config = tiny_config(
+        tiny_model_dir,
+        tmp_path,
+        reward=("tests.test_credit:region_reward",),
+        silent_mode="hold",
+        num_epochs=3,
+        learning_rate=3e-3,
+    )
+    trainer = trained(config)
+    export = tmp_path / "run" / "model"
+    assert (export / "held_pixels.safetensors").is_file()
+    pipeline = TrainedPipeline.from_pretrained(export)
+    seed = EVAL_SEED_OFFSET
+    pinned = pipeline(class_labels=LABELS, seed=seed).images
+    torch.testing.assert_close(pinned, held_out(trainer, seed), atol=1e-5, rtol=0)
+    alone = pipeline(class_labels=LABELS, seed=seed, held_pixels="off").images
+    base = gym.make_vec(
+        "DiffusionDenoise-v0", num_envs=len(LABELS), model=str(tiny_model_dir), num_inference_steps=4
+    )
+    reference = run_policy(base, seed=seed, options={"context": torch.tensor(LABELS)}).images
+    right = (slice(None), slice(None), slice(None), slice(4, None))  # the region reward's silent half
+    torch.testing.assert_close(pinned[right], reference[right], atol=1e-5, rtol=0)  # held ...
+
+    assert (alone[right] - reference[right]).abs().max() > 1e-3  # ... which the weights alone do not
+    result = evaluate(
+        EvaluateConfig(
+            model=str(export), images=6, num_inference_steps=4, trust_code=True, out=str(tmp_path / "e")
+        )
+    )
+    assert result["held_pixels"] == "hold" and result["eta"] == 1.0
+
+
+def test_bad_pipeline_arguments_are_named(tiny_model_dir, tmp_path):
+    trained(tiny_config(tiny_model_dir, tmp_path, num_epochs=1))
+    pipeline = TrainedPipeline.from_pretrained(tmp_path / "run" / "model")
+    with pytest.raises(ValueError, match="class_labels"):
+        pipeline()
+    with pytest.raises(ValueError, match="held_pixels"):
+        pipeline(class_labels=[0], held_pixels="on")
+
+
+def test_an_export_loads_from_another_working_directory(tiny_model_dir, tmp_path, monkeypatch):
+    from agents.evaluate import EvaluateConfig, evaluate
+
+    monkeypatch.chdir(tmp_path)
+    relative = os.path.relpath(tiny_model_dir, tmp_path)
+    trained(tiny_config(relative, tmp_path, num_epochs=1, out="run"))
+    meta = json.loads((tmp_path / "run" / "model" / "pxpo_gym.json").read_text())
+    assert meta["fine_tuned_from"] == str(tiny_model_dir.resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = evaluate(EvaluateConfig(model="../run/model", images=2, num_inference_steps=4, out="e"))
+    assert result["reference"] == str(tiny_model_dir.resolve())
+
+
+def test_flow_evaluations_record_no_eta_and_runs_on_other_models_get_their_own_folder(
+    tiny_flow_dir, tmp_path
+):
+    from agents.evaluate import EvaluateConfig, evaluate
+
+    result = evaluate(
+        EvaluateConfig(model=str(tiny_flow_dir), images=2, num_inference_steps=4, out=str(tmp_path))
+    )
+    assert result["eta"] is None and result["sampler"] == "sde" and result["noise_level"] == 0.7
+    default = TrainConfig()
+    flow = dataclasses.replace(default, model="default-flow")
+    assert (
+        default.run_dir.name == "pxpo-is-color-seed0"
+        and flow.run_dir.name == "pxpo-is-color-default-flow-seed0"
+    )
+    export = dataclasses.replace(default, model="runs/pxpo-is-color-seed0/model")
+    assert export.run_dir.name == "pxpo-is-color-pxpo-is-color-seed0-seed0"
