@@ -128,6 +128,10 @@ class TrainConfig:
     silent_kl_coef: float = ALGO_DEFAULTS.silent_kl_coef
     """PXPO: per-pixel KL penalty to the pretrained model on silent pixels (whose reward never varies over
     the context's recent maps), so that what the reward does not score stays as it was; 0: none."""
+    pinned_kl_coef: float = ALGO_DEFAULTS.pinned_kl_coef
+    """PXPO, 'hold-unscored': the same per-pixel KL penalty on the pinned (unscored) pixels, on the states the
+    pin visits: it distils the pretrained model's prediction there into the weights, so that the weights
+    alone (an export sampled without its pin) keep what the reward never scored; 0: the pin alone keeps it."""
     silent_test: Literal["recent", "first"] = ALGO_DEFAULTS.silent_test  # type: ignore[assignment]
     """PXPO: which maps decide that a pixel is silent: 'first' (a context's first stat_min_count maps, the
     pretrained model's, decided once and kept) or 'recent' (its recent maps, re-decided every epoch)."""
@@ -365,6 +369,7 @@ class TrainConfig:
                 check_restore=self.credit_check_restore,
                 check_drop=self.credit_check_drop,
                 silent_kl_coef=self.silent_kl_coef,
+                pinned_kl_coef=self.pinned_kl_coef,
                 silent_mode=self.silent_mode,
                 silent_test=self.silent_test,
             )

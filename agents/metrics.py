@@ -36,6 +36,8 @@ METRIC_FIELDS = (
     "fidelity_shape",
     "fidelity_silent",
     "fidelity_scored",
+    "alone_reward",
+    "alone_silent",
 )
 """CSV columns, in order. ``images`` (cumulative images generated) is the x axis of every curve.
 ``seconds`` is the epoch's sampling + training; ``sample_seconds`` includes ``reward_seconds`` (the reward
@@ -47,7 +49,9 @@ it holds (``agents.pxpo``). ``credit_agreement`` is PXPO's check of per-pixel cr
 ``credit_dropped`` 1 where the epoch's reward fell far below the best epoch's (the check's outcome guard),
 ``credit_pixel`` 1 where the epoch trained with per-pixel credit, 0 with image credit, and ``credit_restored``,
 on the epoch the check failed, the epoch whose weights were restored (that epoch makes no update)
-(``agents.credit_check``; empty for DDPO and the oracle). A weighted reward adds one
+(``agents.credit_check``; empty for DDPO and the oracle). ``alone_reward`` and ``alone_silent``: where PXPO
+pins pixels in sampling, the held-out reward and silent-pixel distance of the weights alone, without the pin
+(what a user who loads the weights without the pin gets; empty without a pin). A weighted reward adds one
 column ``reward_NAME`` per component (its mean over the epoch's images) after these."""
 
 

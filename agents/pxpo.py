@@ -115,6 +115,10 @@ class PXPOConfig(PolicyGradientConfig):
     silent_kl_coef: float = DEFAULT_SILENT_KL_COEF
     """Per-pixel KL penalty to the pretrained model on silent pixels (whose reward never varies); 0: none.
     With credit='auto' it brakes only where 'auto' chose 'pixel' (under 'image' no pixel lacks credit)."""
+    pinned_kl_coef: float = 0.0
+    """'hold-unscored': the silent_kl_coef-style per-pixel KL penalty on the pinned (unscored) pixels too, on
+    the states the pin visits, so that the weights themselves keep what the reward never scored (the pin
+    alone keeps it only in sampling); 0: none."""
     silent_mode: str = DEFAULT_SILENT_MODE
     """How silent pixels are held: 'kl' (the penalty above), 'freeze' (the policy's action there is the
     pretrained model's own on the current state: a hard per-pixel trust region), 'hold' (their state
@@ -148,6 +152,13 @@ class PXPOConfig(PolicyGradientConfig):
             )
         if not self.silent_kl_coef >= 0:
             raise ValueError(f"silent_kl_coef must be >= 0, got silent_kl_coef={self.silent_kl_coef}")
+        if not self.pinned_kl_coef >= 0:
+            raise ValueError(f"pinned_kl_coef must be >= 0, got pinned_kl_coef={self.pinned_kl_coef}")
+        if self.pinned_kl_coef and (self.silent_mode != "hold-unscored" or not self.silent_kl_coef):
+            raise ValueError(
+                f"pinned_kl_coef={self.pinned_kl_coef} distils the pixels 'hold-unscored' pins, beside the "
+                f"silent_kl_coef penalty; got silent_mode={self.silent_mode!r}, silent_kl_coef={self.silent_kl_coef}"
+            )
         if self.pixel_std not in STD_MODES:
             raise ValueError(f"pixel_std must be one of {STD_MODES}, got pixel_std={self.pixel_std!r}")
         if not self.image_advantage_weight >= 0:
@@ -319,12 +330,18 @@ class PXPO:
         config = self.config
         if silent is None or config.silent_mode == "freeze" or not config.silent_kl_coef:
             return None
+        unscored = None
+        if config.silent_mode == "hold-unscored":
+            unscored = self.unscored_contexts()[contexts.cpu()].to(silent.device)
+            silent = silent * ~unscored
         if (
             config.credit in ("auto", "checked") and self.credit == "image"
         ):  # every pixel has the image's credit
-            return None
-        if config.silent_mode == "hold-unscored":
-            silent = silent * ~self.unscored_contexts()[contexts.cpu()].to(silent.device)
+            silent = torch.zeros_like(silent)
+        if (
+            config.pinned_kl_coef and unscored is not None
+        ):  # distil the pinned pixels (weights as silent_kl_coef's)
+            silent = silent + unscored.float() * (config.pinned_kl_coef / config.silent_kl_coef)
         return silent if bool(silent.any()) else None
 
     def _decide_silence(self) -> None:

@@ -91,6 +91,10 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
         "credit_check_restore": False,
         "credit_check_drop": False,
     },
+    # The pinned (unscored) pixels distilled into the weights at this KL weight (agents.pxpo pinned_kl_coef):
+    "distill5": {"pinned_kl_coef": 5.0},
+    "distill20": {"pinned_kl_coef": 20.0},
+    "distill50": {"pinned_kl_coef": 50.0},
     "pixel-std": {"credit": "pixel", "pixel_std": "pixel", "image_advantage_weight": 0.0},
     "pooled-std": {"credit": "pixel", "pixel_std": "pooled", "image_advantage_weight": 0.0},
     "floored-std": {"credit": "pixel", "pixel_std": "floored", "image_advantage_weight": 0.0},
@@ -467,6 +471,20 @@ def breadth_test() -> SuiteConfig:
     return dataclasses.replace(breadth(), tasks=split_tasks("test"))
 
 
+def distill() -> SuiteConfig:
+    """Whether the weights themselves can keep what the reward never scored: PXPO on the breadth suite's
+    partial tasks (region: train, where the weight is chosen; frame: test) with the pinned pixels distilled
+    into the weights at KL weight 0 (the default: the pin alone), 5, 20 and 50, 3 seeds x 480 images; the
+    report's silent distance gives the pinned and the weights-alone figure side by side."""
+    return dataclasses.replace(
+        breadth(),
+        tasks=tuple(t for t in TASKS if TASKS[t].family == "partial"),
+        algos=("pxpo",),
+        pxpo_variants=("default", "distill5", "distill20", "distill50"),
+        out=scratch("distill"),
+    )
+
+
 PRESETS = {
     "quick": quick,
     "full": full,
@@ -480,6 +498,7 @@ PRESETS = {
     "breadth-train": breadth_train,
     "breadth-test": breadth_test,
     "breadth-candidates": breadth_candidates,
+    "distill": distill,
 }
 
 

@@ -104,6 +104,7 @@ def load_evals(cfg) -> dict[str, dict[str, list[dict[str, np.ndarray]]]]:
                 ]
                 keys = ("images", "eval_reward", "fidelity_shape", "fidelity_distance")
                 keys += ("fidelity_silent", "fidelity_scored")  # absent (NaN) in runs made before them
+                keys += ("alone_reward", "alone_silent")  # the weights without PXPO's pin (NaN without one)
                 seeds.append({k: np.array([float(r.get(k, np.nan)) for r in rows]) for k in keys})
             if seeds:
                 out[task][arm.label] = seeds
@@ -128,6 +129,7 @@ def fidelity_summary(seeds: list[dict[str, np.ndarray]]) -> dict[str, float]:
         "final_distance": float(np.mean([s["fidelity_distance"][-1] for s in seeds])),
         "final_silent": float(np.mean([s["fidelity_silent"][-1] for s in seeds])),
         "final_scored": float(np.mean([s["fidelity_scored"][-1] for s in seeds])),
+        "final_alone_silent": float(np.mean([s["alone_silent"][-1] for s in seeds])),
         "collapsed": int(np.sum(finals_shape < COLLAPSE * reference_shape)),
         "gain_at_fidelity": float(np.mean(gains)),
         "final_eval_gain": float(np.mean([s["eval_reward"][-1] - s["eval_reward"][0] for s in seeds])),
@@ -315,6 +317,7 @@ def write_seed_table(cfg, curves, images, noise, evals, path: Path) -> None:
         "images_to_50pct", "images_to_90pct", "silent_fraction_first", "silent_fraction_last",
         "eval_reward_start", "eval_reward_final", "shape_match_start", "shape_match_final",
         "distance_final", "silent_distance_final", "scored_distance_final",
+        "alone_reward_final", "alone_silent_distance_final",
     ]  # fmt: skip
     rows = []
     for task, by_label in curves.items():
@@ -347,6 +350,8 @@ def write_seed_table(cfg, curves, images, noise, evals, path: Path) -> None:
                     ("distance_final", "fidelity_distance", -1),
                     ("silent_distance_final", "fidelity_silent", -1),
                     ("scored_distance_final", "fidelity_scored", -1),
+                    ("alone_reward_final", "alone_reward", -1),
+                    ("alone_silent_distance_final", "alone_silent", -1),
                 ):
                     row[key] = float(e[column][at]) if e is not None else np.nan
                 rows.append({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -385,6 +390,11 @@ def write_report(cfg) -> str:
                     "shape_match": f"{fid['reference_shape']:.2f} -> {fid['final_shape']:.2f}" if fid else "",
                     "distance": f"{fid['final_distance']:.3f}" if fid else "",
                     "silent_distance": f"{fid['final_silent']:.3f}"
+                    + (
+                        f" (weights alone {fid['final_alone_silent']:.3f})"
+                        if not np.isnan(fid["final_alone_silent"])
+                        else ""
+                    )
                     if fid and not np.isnan(fid["final_silent"])
                     else "",
                     "scored_distance": f"{fid['final_scored']:.3f}"
@@ -427,7 +437,8 @@ def write_report(cfg) -> str:
         f"pretrained; gain at fidelity = held-out reward gained at the last evaluation whose shape match "
         f"was still >= {FIDELITY_KEEP} x pretrained; silent / scored distance: the same distance over the "
         "pixels the reward never scores (their reward is the same in every pretrained held-out image) and "
-        "over the others (tasks with such pixels only). clipfrac and approx_kl: means over epochs and seeds.",
+        "over the others (tasks with such pixels only); weights alone: the silent distance of PXPO's weights "
+        "sampled without its pin (where it pins). clipfrac and approx_kl: means over epochs and seeds.",
         "",
         "| task | algo | seeds | start | final (mean +- std) | images to 50% | images to 90% | oracle share "
         "| shape match | distance | silent distance | scored distance | collapsed | gain at fidelity "
