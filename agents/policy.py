@@ -1,8 +1,10 @@
 """The trainable policy: a copy of the env's pretrained noise model, full or LoRA.
 
-The env's own model stays frozen (the reference); agents train a deep copy.
-With ``lora_rank > 0`` the copy's base weights are frozen and peft injects LoRA
-adapters into the named modules (attention projections by default, as DDPO does).
+The env's own model stays frozen (the reference). Full fine-tuning trains a float32 deep copy. With
+``lora_rank > 0`` the copy's modules are new but its base weights are the env model's own tensors
+(shared, frozen, in the env's dtype: no second copy of the model is held), and peft injects LoRA
+adapters (float32) into the copy's named modules (attention projections by default, as DDPO does):
+the reference costs no memory beyond the adapters.
 """
 
 from __future__ import annotations
@@ -34,23 +36,28 @@ def make_policy(
     """
     if lora_rank < 0:
         raise ValueError(f"lora_rank must be >= 0 (0 = full fine-tuning), got lora_rank={lora_rank}")
-    policy = copy.deepcopy(model).float().train()
-    policy.compute_dtype = torch.float32  # autocast, not the weights' dtype, sets the precision
     if lora_rank == 0:
+        policy = copy.deepcopy(model).float().train()
+        policy.compute_dtype = torch.float32  # autocast, not the weights' dtype, sets the precision
         return policy.requires_grad_(True)
     try:
         from peft import LoraConfig, inject_adapter_in_model
     except ImportError as err:
         raise ImportError("LoRA needs peft: pip install 'pxpo-gym[lora]'") from err
-    names = [name for name, _ in policy.unet.named_modules()]
+    names = [name for name, _ in model.unet.named_modules()]
     if not any(name.endswith(tuple(lora_targets)) for name in names):
         raise ValueError(f"lora_targets={list(lora_targets)} match no module of the model")
+    # New modules around the same tensors: the frozen base is shared with the env's model, not copied.
+    shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    policy = copy.deepcopy(model, memo=shared).train()
     policy.requires_grad_(False)
     config = LoraConfig(
         r=lora_rank, lora_alpha=lora_rank, target_modules=list(lora_targets), init_lora_weights=True
     )
     policy.unet = inject_adapter_in_model(config, policy.unet)
     for name, param in policy.named_parameters():
+        if "lora_" in name:
+            param.data = param.data.float()  # the adapters train in float32 over a half-precision base
         param.requires_grad_("lora_" in name)
     return policy
 
