@@ -116,6 +116,7 @@ class FlowSchedule(StepTable):
         transition: str = "sde",
         device: torch.device | str = "cpu",
         shift_mu: float | None = None,
+        grid: str = "flux",
     ) -> FlowSchedule:
         """Builds the table from a diffusers flow-matching scheduler's own sigma grid (its shift honoured).
 
@@ -126,8 +127,9 @@ class FlowSchedule(StepTable):
             transition: "sde" or "cps".
             device: where the tables live.
             shift_mu: schedulers with ``use_dynamic_shifting`` (FLUX): the resolution's shift ``mu``
-                (``LoadedModel.schedule_shift_mu``); required there, refused elsewhere. Such a
-                scheduler gets FluxPipeline's grid (sigmas 1 ... 1 / T before the shift).
+                (``LoadedModel.schedule_shift_mu``); required there, refused elsewhere.
+            grid: with dynamic shifting, whose sigma grid: 'flux' (FluxPipeline's: sigmas 1 ... 1 / T, then
+                shifted by mu) or 'sd3' (StableDiffusion3Pipeline's: the scheduler's own grid, shifted by mu).
 
         Raises:
             ValueError: an unknown transition, T < 1, or a noise level with no likelihood (0 is the
@@ -160,9 +162,13 @@ class FlowSchedule(StepTable):
                 "a scheduler with use_dynamic_shifting needs shift_mu (the resolution's shift), and only "
                 f"such a scheduler takes it; use_dynamic_shifting={dynamic}, shift_mu={shift_mu!r}"
             )
-        if dynamic:  # FluxPipeline's grid: sigmas 1 ... 1 / T, then shifted by mu
+        if grid not in ("flux", "sd3"):
+            raise ValueError(f"grid must be 'flux' or 'sd3', got grid={grid!r}")
+        if dynamic and grid == "flux":  # FluxPipeline's grid: sigmas 1 ... 1 / T, then shifted by mu
             steps = int(num_inference_steps)
             flow.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps).tolist(), mu=float(shift_mu))
+        elif dynamic:  # StableDiffusion3Pipeline's: the scheduler's own grid, shifted by mu
+            flow.set_timesteps(int(num_inference_steps), mu=float(shift_mu))
         else:
             flow.set_timesteps(int(num_inference_steps))
         sigmas = flow.sigmas.to(torch.float64)  # (T + 1,), ending at 0 (or the config's terminal value)

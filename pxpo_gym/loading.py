@@ -630,11 +630,14 @@ def _load_transformer(
 
         shift_mu = float(
             calculate_shift(
-                (latent_size[0] // 2) * (latent_size[1] // 2),
+                (latent_size[0] // patch)
+                * (latent_size[1] // patch),  # tokens: SD3 patches, FLUX packs 2 x 2
                 scheduler.config.get("base_image_seq_len", 256),
                 scheduler.config.get("max_image_seq_len", 4096),
                 scheduler.config.get("base_shift", 0.5),
-                scheduler.config.get("max_shift", 1.15),
+                scheduler.config.get(
+                    "max_shift", 1.16 if backbone == "sd3" else 1.15
+                ),  # each pipeline's default
             )
         )
     guidance = FLUX_GUIDANCE if backbone == "flux" and transformer.config.guidance_embeds else None

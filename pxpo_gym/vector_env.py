@@ -44,8 +44,9 @@ def _schedule(
                 f"its sampler's noise with noise_level (default {DEFAULT_NOISE_LEVEL}) instead"
             )
         level = DEFAULT_NOISE_LEVEL if noise_level is None else noise_level
+        grid = "sd3" if loaded.noise_model.backbone == "sd3" else "flux"  # each pipeline's own sigma grid
         return FlowSchedule.from_scheduler(
-            loaded.scheduler, num_inference_steps, level, transition, device, loaded.schedule_shift_mu
+            loaded.scheduler, num_inference_steps, level, transition, device, loaded.schedule_shift_mu, grid
         )
     if noise_level is not None or transition != "sde":
         raise ValueError(

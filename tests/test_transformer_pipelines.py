@@ -186,3 +186,42 @@ def test_unsupported_transformer_pipelines_and_shift_settings_are_refused(pipeli
         FlowSchedule.from_scheduler(dynamic, 4)
     with pytest.raises(ValueError, match="use_dynamic_shifting=False, shift_mu=0.5"):
         FlowSchedule.from_scheduler(FlowMatchEulerDiscreteScheduler(), 4, shift_mu=0.5)
+
+
+def test_an_sd3_checkpoint_with_dynamic_shifting_gets_sd3s_grid(pipeline_dirs, tmp_path):
+    # StableDiffusion3Pipeline shifts its scheduler's own grid by mu (FLUX's pipeline starts from 1 ... 1/T):
+    # the env's sampler, at a vanishing noise level, lands where the pipeline's Euler steps do.
+    import json
+    import shutil
+
+    folder = tmp_path / "sd3-dynamic"
+    shutil.copytree(pipeline_dirs["sd3"], folder)
+    config_path = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_path.read_text())
+    config.update(use_dynamic_shifting=True, base_image_seq_len=4, max_image_seq_len=64)
+    config_path.write_text(json.dumps(config))
+    envs = gym.make_vec(
+        "DiffusionDenoise-v0",
+        num_envs=2,
+        model=str(folder),
+        prompts=PROMPTS,
+        context=1,
+        num_inference_steps=STEPS,
+        noise_level=1e-7,
+        reward="color",
+    )
+    core = envs.unwrapped
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    assert core.loaded.schedule_shift_mu == pytest.approx(
+        calculate_shift(16, 4, 64, 0.5, config["max_shift"])
+    )
+    obs, _ = envs.reset(seed=5)
+    start = obs["sample"].clone()
+    for _ in range(STEPS):
+        with torch.no_grad():
+            velocity = core.model(obs["sample"], obs["timestep"], obs["context"])
+        obs, *_ = envs.step(velocity)
+    torch.testing.assert_close(
+        obs["sample"], diffusers_latents("sd3", folder, start, PROMPTS[1]), atol=1e-4, rtol=1e-4
+    )
