@@ -165,6 +165,9 @@ class TrainConfig:
     """Flow-matching models only: the sampler's noise level (None: Flow-GRPO's 0.7; pxpo_gym.flow)."""
     transition: Literal["sde", "cps"] = "sde"
     """Flow-matching models only: Flow-GRPO's SDE step or coefficient-preserving sampling (pxpo_gym.flow)."""
+    log_density: Literal["gaussian", "public"] = "gaussian"
+    """How a step's log-likelihood is computed: the exact Gaussian, or with transition 'cps' the public CPS
+    code's unnormalised -(x - mean)^2, for parity with runs made with it (pxpo_gym.ddim.LOG_DENSITIES)."""
     guidance_scale: float = 1.0
     """Classifier-free guidance inside the policy; 1 disables it (reference: 5.0 for SD)."""
     lora_rank: int | None = None
@@ -421,6 +424,7 @@ def make_envs(config: TrainConfig, num_envs: int | None = None, device: str | No
         eta=config.eta,
         noise_level=config.noise_level,
         transition=config.transition,
+        **({"log_density": config.log_density} if config.log_density != "gaussian" else {}),
         device=device or config.device,
         dtype=config.model_dtype,
         context=contexts,
@@ -445,6 +449,7 @@ def check_envs(config: TrainConfig, envs: Any, ranks: int = 1) -> None:
     stochasticity = (
         [("noise_level", config.noise_level or DEFAULT_NOISE_LEVEL, core.schedule.noise_level)]
         + [("transition", config.transition, flow)]
+        + [("log_density", config.log_density, core.schedule.log_density)]
         if flow is not None
         else [("eta", config.eta, core.schedule.eta)]
     )

@@ -135,10 +135,13 @@ def collect(
         ``Trajectories`` with N = num_envs.
     """
     samples, timesteps, coeffs, logps = [], [], [], []
+    core = envs.unwrapped
 
     def record(obs: dict, eps: torch.Tensor, next_obs: dict, info: dict) -> None:
         step = torch.stack([info["coef_sample"], info["coef_eps"], info["std_dev_t"]], dim=-1)  # (B, 3)
-        logp = step_log_prob(next_obs["sample"], obs["sample"], eps.float(), coefficients_from(step))
+        logp = step_log_prob(
+            next_obs["sample"], obs["sample"], eps.float(), coefficients_from(step), core.schedule.log_density
+        )
         if not samples:
             samples.append(obs["sample"])
         samples.append(next_obs["sample"])

@@ -350,7 +350,8 @@ class Trainer:
         timestep, context = traj.timesteps[idx, k], traj.contexts[idx]
         eps = self.eps(sample, timestep, context)
         coeffs = coefficients_from(traj.coeffs[idx, k])
-        logp = step_log_prob(prev_sample, sample, eps, coeffs).sum(dim=1)  # (b, h, w)
+        density = self.envs.unwrapped.schedule.log_density
+        logp = step_log_prob(prev_sample, sample, eps, coeffs, density).sum(dim=1)  # (b, h, w)
         if self.pinned is not None and self.pin == "hold":  # held pixels' steps are not the policy's
             logp = torch.where(self.pinned[context], traj.logp_pixels[idx, k], logp)
         loss, stats = self.algo.loss(logp, traj.logp_pixels[idx, k], advantages, self.num_channels, weight)

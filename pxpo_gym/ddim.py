@@ -123,11 +123,19 @@ def gaussian_log_prob(value: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
     return -((value - mean) ** 2) / (2 * std**2) - std.log() - _LOG_SQRT_2PI
 
 
+LOG_DENSITIES = ("gaussian", "public")
+"""How a step's log-likelihood is computed: 'gaussian', the exact log N(x_{t-1}; mean, s^2) (the default,
+every sampler); 'public', the unnormalised -(x_{t-1} - mean)^2 that the public coefficient-preserving
+sampling (CPS) code uses as its log-probability (flow models with transition 'cps' only: for parity with
+those runs; its ratios and clipping differ from the Gaussian's by the factor 1 / (2 s^2) in the exponent)."""
+
+
 def step_log_prob(
     prev_sample: torch.Tensor,
     sample: torch.Tensor,
     eps: torch.Tensor,
     coeffs: TransitionCoefficients,
+    density: str = "gaussian",
 ) -> torch.Tensor:
     """Per-element log p(x_{t-1} | x_t) of the DDIM policy defined by ``eps``, unreduced.
 
@@ -139,11 +147,17 @@ def step_log_prob(
         sample: x_t, (B, C, H, W).
         eps: noise prediction (the action), (B, C, H, W); gradients flow through it.
         coeffs: per-sample coefficients of shape (B,).
+        density: 'gaussian' or 'public' (``LOG_DENSITIES``).
 
     Returns:
         (B, C, H, W) float log-density.
     """
-    return gaussian_log_prob(prev_sample, ddim_mean(sample, eps, coeffs), coeffs.std_dev_t)
+    mean = ddim_mean(sample, eps, coeffs)
+    if density == "public":
+        return -((prev_sample - mean) ** 2)
+    if density != "gaussian":
+        raise ValueError(f"density must be one of {LOG_DENSITIES}, got density={density!r}")
+    return gaussian_log_prob(prev_sample, mean, coeffs.std_dev_t)
 
 
 def step_kl(eps: torch.Tensor, eps_ref: torch.Tensor, coeffs: TransitionCoefficients) -> torch.Tensor:
@@ -170,6 +184,8 @@ class StepTable:
 
     timesteps: torch.Tensor
     coefficients: TransitionCoefficients
+    log_density = "gaussian"
+    """How agents compute the step's log-likelihood (``LOG_DENSITIES``); only a flow CPS table may differ."""
 
     @property
     def num_steps(self) -> int:

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pxpo_gym.ddim import StepTable, TransitionCoefficients
+from pxpo_gym.ddim import LOG_DENSITIES, StepTable, TransitionCoefficients
 
 TRANSITIONS = ("sde", "cps")
 DEFAULT_NOISE_LEVEL = 0.7
@@ -106,6 +106,7 @@ class FlowSchedule(StepTable):
     coefficients: TransitionCoefficients
     noise_level: float
     transition: str
+    log_density: str = "gaussian"
 
     @classmethod
     def from_scheduler(
@@ -117,6 +118,7 @@ class FlowSchedule(StepTable):
         device: torch.device | str = "cpu",
         shift_mu: float | None = None,
         grid: str = "flux",
+        log_density: str = "gaussian",
     ) -> FlowSchedule:
         """Builds the table from a diffusers flow-matching scheduler's own sigma grid (its shift honoured).
 
@@ -128,6 +130,8 @@ class FlowSchedule(StepTable):
             device: where the tables live.
             shift_mu: schedulers with ``use_dynamic_shifting`` (FLUX): the resolution's shift ``mu``
                 (``LoadedModel.schedule_shift_mu``); required there, refused elsewhere.
+            log_density: 'gaussian' (the exact step likelihood) or, with transition 'cps' only, 'public'
+                (the public CPS code's -(x - mean)^2; ``pxpo_gym.ddim.LOG_DENSITIES``).
             grid: with dynamic shifting, whose sigma grid: 'flux' (FluxPipeline's: sigmas 1 ... 1 / T, then
                 shifted by mu) or 'sd3' (StableDiffusion3Pipeline's: the scheduler's own grid, shifted by mu).
 
@@ -162,6 +166,11 @@ class FlowSchedule(StepTable):
                 "a scheduler with use_dynamic_shifting needs shift_mu (the resolution's shift), and only "
                 f"such a scheduler takes it; use_dynamic_shifting={dynamic}, shift_mu={shift_mu!r}"
             )
+        if log_density not in LOG_DENSITIES or (log_density == "public" and transition != "cps"):
+            raise ValueError(
+                f"log_density must be 'gaussian', or 'public' with transition='cps' (the public CPS code's "
+                f"form), got log_density={log_density!r} with transition={transition!r}"
+            )
         if grid not in ("flux", "sd3"):
             raise ValueError(f"grid must be 'flux' or 'sd3', got grid={grid!r}")
         if dynamic and grid == "flux":  # FluxPipeline's grid: sigmas 1 ... 1 / T, then shifted by mu
@@ -193,4 +202,5 @@ class FlowSchedule(StepTable):
             coefficients=TransitionCoefficients(*(c.float().to(device) for c in coeffs)),
             noise_level=float(noise_level),
             transition=transition,
+            log_density=log_density,
         )

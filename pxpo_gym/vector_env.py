@@ -35,6 +35,7 @@ def _schedule(
     noise_level: float | None,
     transition: str,
     device: torch.device,
+    log_density: str | None = None,
 ) -> DDIMSchedule | FlowSchedule:
     """The sampler's table: DDIM for DDPM-family models, Flow-GRPO's SDE or CPS for flow-matching ones."""
     if loaded.is_flow:
@@ -46,12 +47,20 @@ def _schedule(
         level = DEFAULT_NOISE_LEVEL if noise_level is None else noise_level
         grid = "sd3" if loaded.noise_model.backbone == "sd3" else "flux"  # each pipeline's own sigma grid
         return FlowSchedule.from_scheduler(
-            loaded.scheduler, num_inference_steps, level, transition, device, loaded.schedule_shift_mu, grid
+            loaded.scheduler,
+            num_inference_steps,
+            level,
+            transition,
+            device,
+            loaded.schedule_shift_mu,
+            grid,
+            log_density or "gaussian",
         )
-    if noise_level is not None or transition != "sde":
+    if noise_level is not None or transition != "sde" or log_density not in (None, "gaussian"):
         raise ValueError(
-            f"noise_level and transition are for flow-matching models; model={loaded.source!r} samples with "
-            f"DDIM: use eta (got noise_level={noise_level!r}, transition={transition!r})"
+            f"noise_level, transition and log_density are for flow-matching models; model={loaded.source!r} "
+            f"samples with DDIM: use eta (got noise_level={noise_level!r}, transition={transition!r}, "
+            f"log_density={log_density!r})"
         )
     return DDIMSchedule.from_scheduler(loaded.scheduler, num_inference_steps, eta, device)
 
@@ -122,8 +131,10 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     num_inference_steps: T (default 20). eta: DDIM stochasticity in (0, 1]
     (default 1.0). noise_level, transition: flow-matching models only: the
     sampler's noise (default Flow-GRPO's 0.7) and ``"sde"`` (Flow-GRPO) or
-    ``"cps"`` (coefficient-preserving). Left out (None) on a run's export
-    (``RUN/model``), num_inference_steps, eta, noise_level and transition are the
+    ``"cps"`` (coefficient-preserving); log_density: ``"gaussian"`` (exact) or,
+    with ``"cps"``, ``"public"`` (the public CPS code's -(x - mean)^2, for parity;
+    ``pxpo_gym.ddim.LOG_DENSITIES``). Left out (None) on a run's export
+    (``RUN/model``), num_inference_steps, eta, noise_level, transition and log_density are the
     run's own, so the export samples as it trained. device, dtype: where and in what precision the model runs
     (the env's own math is float32). context: None (uniform over the model's
     contexts), an id or name (fixed), or a sequence of them (uniform over
@@ -162,6 +173,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         decode_chunk_size: int | None = None,
         noise_level: float | None = None,
         transition: str | None = None,
+        log_density: str | None = None,
     ) -> None:
         num_envs = parse_num_envs(num_envs)
         self.device = parse_device(device)
@@ -188,6 +200,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         if self.loaded.is_flow:  # an export's own sampler where none is given
             noise_level = run.get("noise_level") if noise_level is None else noise_level
             transition = transition or run.get("transition")
+            log_density = log_density or run.get("log_density")
         else:
             eta = run.get("eta", 1.0) if eta is None else eta
         self.schedule = _schedule(
@@ -197,6 +210,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
             noise_level,
             transition or "sde",
             self.device,
+            log_density,
         )
         self.prediction = "velocity" if self.loaded.is_flow else "eps"
         """What the action is: the model's own output, a noise prediction ('eps', DDIM) or a velocity

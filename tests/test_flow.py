@@ -169,3 +169,38 @@ def test_steps_match_a_float64_transcription_at_the_noise_users_train_with(trans
         torch.testing.assert_close(
             step_log_prob(prev.float(), x.float(), v.float(), coeffs).double(), expected, rtol=1e-4, atol=1e-4
         )
+
+
+def test_the_public_cps_log_density_is_the_unnormalised_square():
+    from pxpo_gym.ddim import TransitionCoefficients
+
+    coeffs = TransitionCoefficients(T([0.5]), T([-0.25]), T([0.2]))
+    x, v, prev = T([[1.0, 2.0]]), T([[0.4, -0.4]]), T([[0.3, 1.2]])
+    # mean = 0.5 x - 0.25 v = (0.4, 1.1): -(prev - mean)^2 = (-0.01, -0.01)
+    torch.testing.assert_close(step_log_prob(prev, x, v, coeffs, "public"), T([[-0.01, -0.01]]))
+    exact = step_log_prob(prev, x, v, coeffs)
+    torch.testing.assert_close(
+        exact, -0.01 / (2 * 0.04) - math.log(0.2) - 0.5 * math.log(2 * math.pi) + 0 * exact
+    )
+    with pytest.raises(ValueError, match="density must be one of"):
+        step_log_prob(prev, x, v, coeffs, "exact")
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    assert FlowSchedule.from_scheduler(scheduler, 4, 0.7, "cps", log_density="public").log_density == "public"
+    with pytest.raises(ValueError, match="'public' with transition='cps'"):
+        FlowSchedule.from_scheduler(scheduler, 4, 0.7, "sde", log_density="public")
+
+
+def test_training_with_the_public_cps_density_records_it(tiny_flow_dir, tmp_path):
+    from agents.trainer import Trainer
+    from tests.test_agents import tiny_config
+
+    trainer = Trainer(tiny_config(tiny_flow_dir, tmp_path, transition="cps", log_density="public"))
+    metrics, traj = trainer.train_epoch()
+    # the recorded per-pixel log-likelihoods are sums of -(x - mean)^2: never positive, and 0 only on exact means
+    assert bool((traj.logp_pixels <= 0).all()) and float(traj.logp_pixels.mean()) > -10
+    gaussian = Trainer(tiny_config(tiny_flow_dir, tmp_path, transition="cps"))
+    _, plain = gaussian.train_epoch()
+    assert torch.equal(
+        plain.images, traj.images
+    )  # the same first epoch's samples (sampling is unchanged) ...
+    assert not torch.allclose(plain.logp_pixels, traj.logp_pixels)  # ... under another log-density

@@ -56,7 +56,9 @@ def test_cps_and_the_noise_level_are_settable_and_checked(tiny_flow_dir, tiny_mo
         make(tiny_flow_dir, eta=0.5)
     with pytest.raises(ValueError, match="deterministic ODE step"):
         make(tiny_flow_dir, noise_level=0.0)
-    with pytest.raises(ValueError, match="noise_level and transition are for flow-matching models"):
+    with pytest.raises(
+        ValueError, match="noise_level, transition and log_density are for flow-matching models"
+    ):
         make(tiny_model_dir, noise_level=0.7)
 
 

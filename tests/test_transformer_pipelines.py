@@ -71,7 +71,8 @@ def diffusers_latents(layout: str, folder, start: torch.Tensor, prompt: str) -> 
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_the_env_samples_as_the_pipeline_does(pipeline_dirs, layout):
+@pytest.mark.parametrize("transition", ["sde", "cps"])
+def test_the_env_samples_as_the_pipeline_does(pipeline_dirs, layout, transition):
     folder = pipeline_dirs[layout]
     envs = gym.make_vec(
         "DiffusionDenoise-v0",
@@ -81,10 +82,12 @@ def test_the_env_samples_as_the_pipeline_does(pipeline_dirs, layout):
         resolution=16,  # FLUX's transformer has no sample size: its pipeline's default is 1,024 px
         context=1,
         num_inference_steps=STEPS,
-        noise_level=1e-7,  # Flow-GRPO's SDE at a vanishing noise level is the pipeline's Euler step
+        noise_level=1e-7,  # Flow-GRPO's SDE, or CPS, at a vanishing noise level is the pipeline's Euler step
+        transition=transition,
         reward="color",
     )
     core = envs.unwrapped
+    assert core.schedule.transition == transition
     assert core.prediction == "velocity" and core.loaded.is_flow and core.loaded.is_latent
     assert core.model.backbone == layout and isinstance(core.schedule, FlowSchedule)
     assert core.loaded.sample_shape == (4, 8, 8) and core.loaded.image_size == (16, 16)
