@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -189,11 +190,9 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         else:
             self.loaded = load_model(model, self.device, self.dtype, prompts, resolution, decode_chunk_size)
         self.model = self.loaded.noise_model.requires_grad_(False)
-        run = (
-            read_metadata(self.loaded.location).get("run", {}).get("config", {})
-            if self.loaded.location
-            else {}
-        )
+        # an export's run settings: in the folder the user named (a LoRA export's weights live in its base)
+        folder = self.loaded.source if Path(self.loaded.source).is_dir() else self.loaded.location
+        run = read_metadata(folder).get("run", {}).get("config", {}) if folder else {}
         num_inference_steps = (
             run.get("num_inference_steps", 20) if num_inference_steps is None else num_inference_steps
         )

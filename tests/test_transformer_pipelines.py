@@ -8,6 +8,7 @@ pipeline's own ``load_lora_weights`` reads and our loader fuses it back exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import gymnasium as gym
@@ -228,3 +229,24 @@ def test_an_sd3_checkpoint_with_dynamic_shifting_gets_sd3s_grid(pipeline_dirs, t
     torch.testing.assert_close(
         obs["sample"], diffusers_latents("sd3", folder, start, PROMPTS[1]), atol=1e-4, rtol=1e-4
     )
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_the_env_on_a_lora_export_draws_the_runs_own_images(pipeline_dirs, tmp_path, layout):
+    # The run trains with CPS at noise 0.9 (not the defaults); gym.make on the export, given no sampler,
+    # takes the run's own and draws what the trained policy draws from the same noise.
+    from pxpo_gym.sampling import run_policy
+
+    run = dataclasses.replace(
+        config(pipeline_dirs[layout], tmp_path, "pxpo"), transition="cps", noise_level=0.9
+    )
+    trainer = Trainer(run)
+    trainer.train_epoch()
+    export = trainer.export()
+    labels = {"context": torch.tensor([0, 1, 1, 0])}
+    expected = run_policy(trainer.envs, trainer.rollout_policy(), seed=11, options=labels).images
+    envs = gym.make_vec(
+        "DiffusionDenoise-v0", num_envs=4, model=str(export), resolution=16, num_inference_steps=4
+    )
+    assert envs.unwrapped.schedule.transition == "cps" and envs.unwrapped.schedule.noise_level == 0.9
+    torch.testing.assert_close(run_policy(envs, seed=11, options=labels).images, expected, atol=1e-4, rtol=0)
