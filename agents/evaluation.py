@@ -17,7 +17,12 @@ that training never sees:
   the image, the same RMS distance over the silent pixels (those whose reward is the
   same in every pretrained held-out image: the reward does not look at them) and
   over the others; NaN when no pixel is silent. The silent part should stay as the
-  pretrained model drew it: a change there is not asked for by the reward.
+  pretrained model drew it: a change there is not asked for by the reward;
+- ``fidelity_seam``: where some pixels are silent, the mean squared difference between
+  neighbouring pixels across the edge between silent and scored pixels, over the same
+  in the pretrained images from the same noise: 1 when the edge looks as the
+  pretrained model draws it, above 1 for a seam (a held part meeting a repainted one
+  with a hard edge); NaN without such an edge.
 
 The episodes are env slots seeded ``EVAL_SEED_OFFSET + seed + i`` (training's are
 ``seed + i``, continuing from there), with contexts spread evenly over the
@@ -75,6 +80,7 @@ class Evaluator:
             spread <= SILENT_SPREAD * float(spread.max()) if n > 1 else torch.zeros_like(spread).bool()
         )
         """(H, W) bool: pixels whose reward is the same in every pretrained held-out image."""
+        self.reference_seam = seam_energy(self.reference.images, self.silent)
         self.reference_metrics = self.score(self.reference.images, self.reference.rewards)
 
     def score(self, images: torch.Tensor, rewards: torch.Tensor) -> dict[str, float]:
@@ -89,11 +95,13 @@ class Evaluator:
         if bool(self.silent.any()) and not bool(self.silent.all()):
             for name, mask in (("fidelity_silent", self.silent), ("fidelity_scored", ~self.silent)):
                 parts[name] = float(squared[:, mask].mean(dim=1).sqrt().mean())
+        seam = seam_energy(images, self.silent)
         return {
             "eval_reward": float(rewards.mean()),
             "fidelity_distance": float(distance),
             "fidelity_shape": shape,
             **parts,
+            "fidelity_seam": seam / self.reference_seam if self.reference_seam > 0 else math.nan,
         }
 
     @torch.no_grad()
@@ -105,3 +113,19 @@ class Evaluator:
         """The policy's held-out metrics (see the module docstring)."""
         episode = self.episode(eps_fn)
         return self.score(episode.images, episode.rewards)
+
+
+def seam_energy(images: torch.Tensor, silent: torch.Tensor) -> float:
+    """The mean squared difference between neighbouring pixels (right and down) that straddle the edge of
+    ``silent`` (H, W) bool, over images (N, 3, H, W) and channels; NaN where no pair straddles it."""
+    pairs = []
+    for dim in (-1, -2):
+        first = silent.narrow(dim, 0, silent.shape[dim] - 1)
+        second = silent.narrow(dim, 1, silent.shape[dim] - 1)
+        edge = first != second  # (H, W - 1) or (H - 1, W)
+        if bool(edge.any()):
+            step = images.narrow(dim, 1, images.shape[dim] - 1) - images.narrow(dim, 0, images.shape[dim] - 1)
+            pairs.append(step.square()[..., edge])  # (N, 3, pairs)
+    if not pairs:
+        return math.nan
+    return float(torch.cat(pairs, dim=-1).mean())

@@ -36,6 +36,7 @@ METRIC_FIELDS = (
     "fidelity_shape",
     "fidelity_silent",
     "fidelity_scored",
+    "fidelity_seam",
     "alone_reward",
     "alone_silent",
 )

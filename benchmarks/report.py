@@ -104,7 +104,11 @@ def load_evals(cfg) -> dict[str, dict[str, list[dict[str, np.ndarray]]]]:
                 ]
                 keys = ("images", "eval_reward", "fidelity_shape", "fidelity_distance")
                 keys += ("fidelity_silent", "fidelity_scored")  # absent (NaN) in runs made before them
-                keys += ("alone_reward", "alone_silent")  # the weights without PXPO's pin (NaN without one)
+                keys += (
+                    "alone_reward",
+                    "alone_silent",
+                    "fidelity_seam",
+                )  # the weights without PXPO's pin (NaN without one)
                 seeds.append({k: np.array([float(r.get(k, np.nan)) for r in rows]) for k in keys})
             if seeds:
                 out[task][arm.label] = seeds
@@ -130,6 +134,7 @@ def fidelity_summary(seeds: list[dict[str, np.ndarray]]) -> dict[str, float]:
         "final_silent": float(np.mean([s["fidelity_silent"][-1] for s in seeds])),
         "final_scored": float(np.mean([s["fidelity_scored"][-1] for s in seeds])),
         "final_alone_silent": float(np.mean([s["alone_silent"][-1] for s in seeds])),
+        "final_seam": float(np.mean([s["fidelity_seam"][-1] for s in seeds])),
         "collapsed": int(np.sum(finals_shape < COLLAPSE * reference_shape)),
         "gain_at_fidelity": float(np.mean(gains)),
         "final_eval_gain": float(np.mean([s["eval_reward"][-1] - s["eval_reward"][0] for s in seeds])),
@@ -317,7 +322,7 @@ def write_seed_table(cfg, curves, images, noise, evals, path: Path) -> None:
         "images_to_50pct", "images_to_90pct", "silent_fraction_first", "silent_fraction_last",
         "eval_reward_start", "eval_reward_final", "shape_match_start", "shape_match_final",
         "distance_final", "silent_distance_final", "scored_distance_final",
-        "alone_reward_final", "alone_silent_distance_final",
+        "alone_reward_final", "alone_silent_distance_final", "seam_final",
     ]  # fmt: skip
     rows = []
     for task, by_label in curves.items():
@@ -352,6 +357,7 @@ def write_seed_table(cfg, curves, images, noise, evals, path: Path) -> None:
                     ("scored_distance_final", "fidelity_scored", -1),
                     ("alone_reward_final", "alone_reward", -1),
                     ("alone_silent_distance_final", "alone_silent", -1),
+                    ("seam_final", "fidelity_seam", -1),
                 ):
                     row[key] = float(e[column][at]) if e is not None else np.nan
                 rows.append({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -395,6 +401,7 @@ def write_report(cfg) -> str:
                         if not np.isnan(fid["final_alone_silent"])
                         else ""
                     )
+                    + (f", seam {fid['final_seam']:.2f}" if not np.isnan(fid["final_seam"]) else "")
                     if fid and not np.isnan(fid["final_silent"])
                     else "",
                     "scored_distance": f"{fid['final_scored']:.3f}"
@@ -438,7 +445,8 @@ def write_report(cfg) -> str:
         f"was still >= {FIDELITY_KEEP} x pretrained; silent / scored distance: the same distance over the "
         "pixels the reward never scores (their reward is the same in every pretrained held-out image) and "
         "over the others (tasks with such pixels only); weights alone: the silent distance of PXPO's weights "
-        "sampled without its pin (where it pins). clipfrac and approx_kl: means over epochs and seeds.",
+        "sampled without its pin (where it pins); seam: the squared step between neighbouring pixels across the "
+        "edge of the silent pixels over the pretrained images' own (1: no seam). clipfrac and approx_kl: means over epochs and seeds.",
         "",
         "| task | algo | seeds | start | final (mean +- std) | images to 50% | images to 90% | oracle share "
         "| shape match | distance | silent distance | scored distance | collapsed | gain at fidelity "

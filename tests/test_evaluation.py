@@ -73,3 +73,21 @@ def test_bad_evaluation_settings_are_refused(tiny_model_dir, tmp_path):
         tiny_config(tiny_model_dir, tmp_path, eval_images=0)
     with pytest.raises(ValueError, match="eval_every"):
         tiny_config(tiny_model_dir, tmp_path, eval_every=-1)
+
+
+def test_the_seam_metric_by_hand():
+    from agents.evaluation import seam_energy
+
+    silent = torch.zeros(2, 3, dtype=torch.bool)
+    silent[:, 2] = True  # the right column is silent: the edge runs between columns 1 and 2
+    images = torch.zeros(1, 3, 2, 3)
+    images[..., 2] = 1.0  # a hard step of 1 across the edge in every channel and row
+    assert seam_energy(images, silent) == 1.0
+    images[..., 1] = 0.5  # a step of 0.5: a quarter of the energy
+    assert seam_energy(images, silent) == 0.25
+    assert math.isnan(seam_energy(images, torch.zeros(2, 3, dtype=torch.bool)))  # no edge
+    down = torch.zeros(2, 3, dtype=torch.bool)
+    down[1] = True  # the bottom row silent: vertical pairs across the edge
+    images = torch.zeros(1, 3, 2, 3)
+    images[:, :, 1] = 2.0
+    assert seam_energy(images, down) == 4.0
