@@ -668,13 +668,11 @@ def test_the_silent_penalty_changes_nothing_where_no_pixel_is_silent(tiny_model_
     assert saturated[0][-1][1] > 0 and saturated[0] != saturated[1]
 
 
-@pytest.mark.parametrize("mode", ["hold-unscored", "hold", "kl", "freeze"])
-def test_which_silent_pixels_each_mode_pins_and_brakes(mode):
-    # Context maps with the right half exactly 0 (unscored: also insensitive to noise images) and one
-    # quiet pixel (0, 0): constant on these maps, but the reward looks at it.
-    algo = PXPO(
-        PXPOConfig(stat_min_count=2, silent_mode=mode, credit="pixel"), num_contexts=2, map_shape=(4, 4)
-    )
+def unscored_half_and_a_quiet_pixel(config: PXPOConfig) -> tuple[PXPO, torch.Tensor, torch.Tensor]:
+    """(PXPO after one batch, (2, 4, 4) insensitive pixels, the batch's contexts): 2 contexts' maps with the
+    right half exactly 0 (unscored: also insensitive to noise images) and one quiet pixel (0, 0), constant
+    on these maps though the reward looks at it."""
+    algo = PXPO(config, num_contexts=2, map_shape=(4, 4))
     insensitive = torch.zeros(2, 4, 4, dtype=torch.bool)
     insensitive[..., 2:] = True
     algo.set_insensitive(insensitive)
@@ -683,6 +681,14 @@ def test_which_silent_pixels_each_mode_pins_and_brakes(mode):
     maps[:, 0, 0] = 0.5
     contexts = torch.tensor([0, 0, 1, 1])
     algo.advantages(maps.mean(dim=(1, 2)), maps, contexts)
+    return algo, insensitive, contexts
+
+
+@pytest.mark.parametrize("mode", ["hold-unscored", "hold", "kl", "freeze"])
+def test_which_silent_pixels_each_mode_pins_and_brakes(mode):
+    algo, insensitive, contexts = unscored_half_and_a_quiet_pixel(
+        PXPOConfig(stat_min_count=2, silent_mode=mode, credit="pixel")
+    )
     silent = algo.silent_mask(contexts)
     quiet = torch.zeros(4, 4, 4)
     quiet[:, 0, 0] = 1.0
@@ -957,17 +963,9 @@ def test_reward_probes_score_in_batches_of_the_envs_size(tiny_model_dir):
 
 
 def test_pinned_kl_coef_brakes_the_pinned_pixels_with_its_own_weight():
-    # The same maps as above: with pinned_kl_coef the unscored half joins the brake at pinned / silent weight.
+    # With pinned_kl_coef the unscored half joins the brake at pinned / silent weight.
     config = PXPOConfig(stat_min_count=2, credit="pixel", silent_kl_coef=5.0, pinned_kl_coef=10.0)
-    algo = PXPO(config, num_contexts=2, map_shape=(4, 4))
-    insensitive = torch.zeros(2, 4, 4, dtype=torch.bool)
-    insensitive[..., 2:] = True
-    algo.set_insensitive(insensitive)
-    maps = torch.rand(4, 4, 4, generator=torch.Generator().manual_seed(0)) + 0.1
-    maps[..., 2:] = 0.0
-    maps[:, 0, 0] = 0.5
-    contexts = torch.tensor([0, 0, 1, 1])
-    algo.advantages(maps.mean(dim=(1, 2)), maps, contexts)
+    algo, _, contexts = unscored_half_and_a_quiet_pixel(config)
     braked = algo.braked_pixels(algo.silent_mask(contexts), contexts)
     expected = torch.zeros(4, 4, 4)
     expected[:, 0, 0] = 1.0

@@ -237,20 +237,25 @@ def test_the_sampling_snippet_of_the_training_docs_runs_on_an_export(tiny_model_
     torch.testing.assert_close(namespace["diffusers_images"], namespace["images"], atol=1e-5, rtol=0)
 
 
-def test_a_held_run_exports_its_pinned_pixels_and_evaluate_applies_them(tiny_model_dir, tmp_path):
-    from agents.evaluate import EvaluateConfig, evaluate
-    from agents.export import HELD_PIXELS, read_held_pixels
-
-    config = tiny_config(
+def held_run_config(tiny_model_dir, tmp_path, **overrides) -> TrainConfig:
+    """A tiny run whose reward scores the left half only, with the silent pixels held ('hold'): from its
+    third epoch on it pins the right half."""
+    return tiny_config(
         tiny_model_dir,
         tmp_path,
         reward=("tests.test_credit:region_reward",),
         silent_mode="hold",
         num_epochs=3,
-        eval_every=3,
-        eval_images=8,
         learning_rate=3e-3,
+        **overrides,
     )
+
+
+def test_a_held_run_exports_its_pinned_pixels_and_evaluate_applies_them(tiny_model_dir, tmp_path):
+    from agents.evaluate import EvaluateConfig, evaluate
+    from agents.export import HELD_PIXELS, read_held_pixels
+
+    config = held_run_config(tiny_model_dir, tmp_path, eval_every=3, eval_images=8)
     history = train(config)
     model = tmp_path / "run" / "model"
     mode, held = read_held_pixels(model, 3, (8, 8))

@@ -18,6 +18,7 @@ from agents.pipeline import TrainedPipeline
 from agents.trainer import Trainer
 from pxpo_gym.sampling import run_policy
 from tests.test_agents import tiny_config
+from tests.test_export import held_run_config
 
 LABELS = [0, 1, 2, 0, 1, 2]
 
@@ -73,14 +74,7 @@ def test_the_pipeline_and_the_env_draw_the_runs_own_images(
 def test_the_pipeline_pins_held_pixels_as_evaluate_does(tiny_model_dir, tmp_path):
     from agents.evaluate import EvaluateConfig, evaluate
 
-    config = tiny_config(
-        tiny_model_dir,
-        tmp_path,
-        reward=("tests.test_credit:region_reward",),
-        silent_mode="hold",
-        num_epochs=3,
-        learning_rate=3e-3,
-    )
+    config = held_run_config(tiny_model_dir, tmp_path)
     trainer = trained(config)
     export = tmp_path / "run" / "model"
     assert (export / "held_pixels.safetensors").is_file()
