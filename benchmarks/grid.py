@@ -92,6 +92,8 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
         "credit_check_drop": False,
     },
     # The pinned (unscored) pixels distilled into the weights at this KL weight (agents.pxpo pinned_kl_coef):
+    "distill0.25": {"pinned_kl_coef": 0.25},
+    "distill1": {"pinned_kl_coef": 1.0},
     "distill5": {"pinned_kl_coef": 5.0},
     "distill20": {"pinned_kl_coef": 20.0},
     "distill50": {"pinned_kl_coef": 50.0},
@@ -474,13 +476,13 @@ def breadth_test() -> SuiteConfig:
 def distill() -> SuiteConfig:
     """Whether the weights themselves can keep what the reward never scored: PXPO on the breadth suite's
     partial tasks (region: train, where the weight is chosen; frame: test) with the pinned pixels distilled
-    into the weights at KL weight 0 (the default: the pin alone), 5, 20 and 50, 3 seeds x 480 images; the
-    report's silent distance gives the pinned and the weights-alone figure side by side."""
+    into the weights at KL weight 0 (the default: the pin alone), 0.25, 1, 5, 20 and 50, 3 seeds x 480 images;
+    the report's silent distance gives the pinned and the weights-alone figure side by side."""
     return dataclasses.replace(
         breadth(),
         tasks=tuple(t for t in TASKS if TASKS[t].family == "partial"),
         algos=("pxpo",),
-        pxpo_variants=("default", "distill5", "distill20", "distill50"),
+        pxpo_variants=("default", "distill0.25", "distill1", "distill5", "distill20", "distill50"),
         out=scratch("distill"),
     )
 
