@@ -68,4 +68,12 @@ $PY -m benchmarks.refine --screenshot --out $R > logs/refine.log 2>&1
 $PY -m benchmarks.distributed --out $R/distributed.json > logs/distributed.log 2>&1
 $PY -m benchmarks.sb3_ppo --out $R/sb3_ppo > logs/sb3_ppo.log 2>&1
 $PY -m benchmarks.sb3_ppo --action-grid 16 --out $R/sb3_ppo_grid16 > logs/sb3_ppo_grid16.log 2>&1
+$PY -m benchmarks.suite breadth-candidates --out $R/breadth_candidates > logs/breadth_candidates.log 2>&1
+$PY -m benchmarks.suite breadth --out $R/breadth > logs/breadth.log 2>&1
+$PY -m benchmarks.suite breadth-test --tasks ramp segmentation_next --algos pxpo --out $R/breadth_guard_fix \
+    > logs/breadth_guard_fix.log 2>&1
+$PY -m benchmarks.suite full --tasks target_map segmentation color --algos pxpo --out $R/full_checked \
+    > logs/full_checked.log 2>&1
+$PY -m benchmarks.suite distill --tasks region --out $R/distill > logs/distill.log 2>&1
+$PY -m benchmarks.memory_table --out $R/memory_table > logs/memory_table.log 2>&1
 echo done
