@@ -172,7 +172,8 @@ def restore_rng(tensors: dict[str, torch.Tensor], generator: torch.Generator, en
 def trainer_state(trainer: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Everything a resumed run needs from an ``agents.trainer.Trainer``, as (tensors, JSON metadata): the
     trainable weights, the optimizer, the EMA and the algorithm's statistics (if any) under policy/, optim/,
-    ema/ and stats/, every rank's RNG states, and the epoch, image count, config and world size."""
+    ema/ and stats/, PXPO's pin of the last epoch (``pinned``), every rank's RNG states, and the epoch,
+    image count, config and world size."""
     import dataclasses
 
     from agents.policy import trainable_state
@@ -186,6 +187,10 @@ def trainer_state(trainer: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         tensors.update({f"stats/{k}": v for k, v in trainer.algo.state_dict().items()})
     best_tensors, best_meta = trainer.best.state()
     tensors.update(best_tensors)
+    if (
+        trainer.pinned is not None
+    ):  # the pin the last epoch sampled with: an export written on resume needs it
+        tensors["pinned"] = trainer.pinned
     tensors.update(rng_tensors(trainer.generator, trainer.envs.unwrapped, trainer.world))
     meta = {
         "epoch": trainer.epoch,
@@ -231,5 +236,7 @@ def restore_trainer(trainer: Any, tensors: dict[str, torch.Tensor], meta: dict[s
     if trainer.algo is not None:
         trainer.algo.load_state_dict(part("stats/"))
     trainer.best.load(tensors, meta.get("best"))
+    if "pinned" in tensors:
+        trainer.pinned = tensors["pinned"].bool().to(trainer.device)
     restore_rng(tensors, trainer.generator, trainer.envs.unwrapped, trainer.world)
     trainer.epoch, trainer.images = int(meta["epoch"]), int(meta["images"])

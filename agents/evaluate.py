@@ -70,8 +70,8 @@ class EvaluateConfig:
     """Latent text-to-image models: the prompts (a LoRA export brings its own)."""
     resolution: int | None = None
     """Latent models: image size (None: the model's own)."""
-    num_inference_steps: int = 20
-    """DDIM steps."""
+    num_inference_steps: int | None = None
+    """Sampler steps (None: the run's own, as it trained; else 20)."""
     eta: float | None = None
     """DDIM stochasticity in (0, 1]; DDIM-family models only (None: the run's own, as it trained; else 1)."""
     noise_level: float | None = None
@@ -139,7 +139,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         num_envs=cfg.images,
         reward=reward[0] if len(reward) == 1 else list(reward),
         reward_kwargs=reward_kwargs,
-        num_inference_steps=cfg.num_inference_steps,
+        num_inference_steps=cfg.num_inference_steps or run.get("num_inference_steps", 20),
         eta=cfg.eta if cfg.eta is not None else run.get("eta", 1.0),
         noise_level=cfg.noise_level if cfg.noise_level is not None else run.get("noise_level"),
         transition=cfg.transition or run.get("transition") or "sde",
@@ -171,7 +171,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         "reward_kwargs": reward_kwargs,
         "images": cfg.images,
         "seeds": [EVAL_SEED_OFFSET + cfg.seed, EVAL_SEED_OFFSET + cfg.seed + cfg.images - 1],
-        "num_inference_steps": cfg.num_inference_steps,
+        "num_inference_steps": core.num_steps,
         "eta": None if core.loaded.is_flow else core.schedule.eta,
         "sampler": core.schedule.transition if core.loaded.is_flow else "ddim",
         "noise_level": core.schedule.noise_level if core.loaded.is_flow else None,

@@ -120,25 +120,27 @@ class MetricsLogger:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
-    """Reads a ``metrics.csv`` back as a list of float dicts (an empty cell reads as NaN).
+    """Reads a ``metrics.csv`` back as a list of float dicts (an empty cell reads as NaN). A last row without
+    its line end was cut short by a crash and is left out (the run's ``--resume`` drops it too).
 
     Raises:
         ValueError: a row has more or fewer cells than the header (e.g. two runs wrote into one file).
     """
     with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        rows = []
-        for row in reader:
-            if None in row or None in row.values():  # extra cells land under None, missing ones read None
-                cells = (
-                    len(reader.fieldnames or []) + len(row.get(None) or []) - list(row.values()).count(None)
-                )
-                raise ValueError(
-                    f"{path}: line {reader.line_num} has {cells} cells but the header has "
-                    f"{len(reader.fieldnames or [])}: the file is corrupt (did two runs write into one folder?)"
-                )
-            rows.append({k: _number(v) for k, v in row.items()})
-        return rows
+        text = handle.read()
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = []
+    for row in reader:
+        if None in row or None in row.values():  # extra cells land under None, missing ones read None
+            cells = len(reader.fieldnames or []) + len(row.get(None) or []) - list(row.values()).count(None)
+            raise ValueError(
+                f"{path}: line {reader.line_num} has {cells} cells but the header has "
+                f"{len(reader.fieldnames or [])}: the file is corrupt (did two runs write into one folder?)"
+            )
+        rows.append({k: _number(v) for k, v in row.items()})
+    return rows
 
 
 def _number(cell: str | None) -> float:

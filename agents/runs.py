@@ -200,6 +200,8 @@ def claim_run_dir(config: TrainConfig) -> None:
             f"run folder {str(folder)!r} already holds a run ({', '.join(existing)}): continue it with "
             f"--resume {folder}, start over with --overwrite (deletes them), or choose another --out"
         )
+    if owned and not (folder / MANIFEST).is_file():  # a run from before manifests: claim it before deleting
+        write_atomic(folder / MANIFEST, json.dumps({"files": list(RUN_FILES)}, indent=1) + "\n")
     for name in owned:  # a run that failed before its first epoch, or --overwrite
         for path in _leftovers(folder, name):
             if path.is_dir():

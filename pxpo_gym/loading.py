@@ -209,6 +209,22 @@ INDEX_LIBRARIES = ("diffusers", "transformers")
 """The libraries a model_index.json may name its components' classes from."""
 
 
+def _known_library(name: Any) -> bool:
+    """A library a component may name: diffusers, transformers, or one of diffusers' own pipeline modules
+    (SD 1.x names its safety checker ['stable_diffusion', ...]; diffusers resolves such a name inside
+    itself, importing nothing else)."""
+    if name in INDEX_LIBRARIES:
+        return True
+    if not (isinstance(name, str) and name.isidentifier()):
+        return False
+    import types
+
+    import diffusers.pipelines
+
+    module = getattr(diffusers.pipelines, name, None)
+    return isinstance(module, types.ModuleType) and module.__name__.startswith("diffusers.pipelines.")
+
+
 def check_index(index: dict[str, Any], source: str) -> dict[str, Any]:
     """Refuses a model_index.json that would make diffusers import code the folder names.
 
@@ -232,13 +248,13 @@ def check_index(index: dict[str, Any], source: str) -> dict[str, Any]:
             continue
         if (
             len(value) != 2
-            or value[0] not in INDEX_LIBRARIES
+            or not _known_library(value[0])
             or not (isinstance(value[1], str) and value[1].isidentifier())
         ):
             raise ValueError(
                 f"model={source!r}: model_index.json's component {name!r} is {str(value)[:80]}; a component "
-                f"must be [library, class] with library one of {', '.join(INDEX_LIBRARIES)} (code named in a "
-                "model folder is never imported)"
+                f"must be [library, class] with library one of {', '.join(INDEX_LIBRARIES)} or a diffusers "
+                "pipeline module such as 'stable_diffusion' (code named in a model folder is never imported)"
             )
     return index
 

@@ -187,6 +187,8 @@ def names_code(spec: Any) -> bool:
     if isinstance(spec, dict):
         return any(names_code(key) for key in spec)
     if isinstance(spec, (list, tuple)):
+        if len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], (int, float)):
+            return names_code(spec[0])  # a (name, weight) pair
         return any(names_code(item) for item in spec)
     if not isinstance(spec, str):
         return True

@@ -134,9 +134,10 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     sampler's noise (default Flow-GRPO's 0.7) and ``"sde"`` (Flow-GRPO) or
     ``"cps"`` (coefficient-preserving); log_density: ``"gaussian"`` (exact) or,
     with ``"cps"``, ``"public"`` (the public CPS code's -(x - mean)^2, for parity;
-    ``pxpo_gym.ddim.LOG_DENSITIES``). Left out (None) on a run's export
-    (``RUN/model``), num_inference_steps, eta, noise_level, transition and log_density are the
-    run's own, so the export samples as it trained. device, dtype: where and in what precision the model runs
+    ``pxpo_gym.ddim.LOG_DENSITIES``). On a run's export (``RUN/model``),
+    num_inference_steps left out is the run's own, and so are eta, noise_level,
+    transition and log_density when none of them is given, so the export samples
+    as it trained. device, dtype: where and in what precision the model runs
     (the env's own math is float32). context: None (uniform over the model's
     contexts), an id or name (fixed), or a sequence of them (uniform over
     those); ``reset(options={"context": ...})`` overrides it per reset.
@@ -196,12 +197,14 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         num_inference_steps = (
             run.get("num_inference_steps", 20) if num_inference_steps is None else num_inference_steps
         )
-        if self.loaded.is_flow:  # an export's own sampler where none is given
-            noise_level = run.get("noise_level") if noise_level is None else noise_level
-            transition = transition or run.get("transition")
-            log_density = log_density or run.get("log_density")
-        else:
-            eta = run.get("eta", 1.0) if eta is None else eta
+        # An export's own sampler, whole, where the caller gave none of its settings (half of one mixed with
+        # half of the other would be a sampler nobody chose).
+        if all(value is None for value in (eta, noise_level, transition, log_density)):
+            if self.loaded.is_flow:
+                noise_level, transition = run.get("noise_level"), run.get("transition")
+                log_density = run.get("log_density")
+            else:
+                eta = run.get("eta")
         self.schedule = _schedule(
             self.loaded,
             num_inference_steps,

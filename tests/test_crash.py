@@ -18,6 +18,7 @@ from agents.runs import MANIFEST
 from agents.trainer import train
 from pxpo_gym.files import FAULTS, write_atomic
 from tests.test_agents import tiny_config
+from tests.test_export import held_run_config
 
 
 class Killed(BaseException):
@@ -166,14 +167,19 @@ def test_resume_writes_an_export_a_crash_cut_off(tiny_model_dir, tmp_path, capsy
 
     from agents import train as train_cli
 
-    config = tiny_config(tiny_model_dir, tmp_path)
+    # a reward that leaves the right half unscored: the run pins it, and the export carries the pin
+    config = held_run_config(tiny_model_dir, tmp_path, silent_mode="hold-unscored", trust_code=True)
     train(config)
     model = tmp_path / "run" / "model"
-    weights = (model / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    written = {p.name: p.read_bytes() for p in (model / "unet").iterdir()}
+    held = (model / "held_pixels.safetensors").read_bytes()
     shutil.rmtree(model)  # what a kill between removing the old export and renaming the new one leaves
-    monkeypatch.setattr(sys, "argv", ["train", "--resume", str(tmp_path / "run"), "--no-progress"])
+    monkeypatch.setattr(
+        sys, "argv", ["train", "--resume", str(tmp_path / "run"), "--no-progress", "--trust-code"]
+    )
     train_cli.main()
-    assert (model / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == weights
+    assert {p.name: p.read_bytes() for p in (model / "unet").iterdir()} == written
+    assert (model / "held_pixels.safetensors").read_bytes() == held  # the pin, restored from the checkpoint
     assert f"its export: {model}" in capsys.readouterr().out
 
 
@@ -258,3 +264,37 @@ def test_a_checkpoint_cut_off_while_an_epoch_was_saved_again_is_still_found(tiny
     (root / "epoch-000002").rename(root / ".epoch-000002.old")  # the moment between the two renames
     tensors, meta = load_checkpoint(tmp_path / "run")
     assert meta["epoch"] == 2 and tensors
+
+
+def test_a_cut_last_metrics_row_is_left_out_and_a_corrupt_one_is_named(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,images\r\n1,32\r\n2,6")  # the second row cut short by a crash
+    assert read_metrics(path) == [{"epoch": 1.0, "images": 32.0}]
+    path.write_text("epoch,images\r\n1,32,7\r\n2,64\r\n")  # a complete row with a cell too many
+    with pytest.raises(ValueError, match="line 2 has 3 cells but the header has 2"):
+        read_metrics(path)
+
+
+def test_an_overwrite_of_a_run_from_before_manifests_claims_it_first(tiny_model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    import agents.runs as runs
+
+    config = tiny_config(tiny_model_dir, tmp_path, num_epochs=1, image_every=1)
+    train(config)
+    (tmp_path / "run" / MANIFEST).unlink()  # as a run from before manifests left it
+    deleted = []
+
+    def killed_after_the_first(path, *args, **kwargs):
+        if deleted:
+            raise Killed(str(path))
+        deleted.append(path)
+        real_rmtree(path, *args, **kwargs)
+
+    real_rmtree = shutil.rmtree
+    monkeypatch.setattr(runs.shutil, "rmtree", killed_after_the_first)
+    with pytest.raises(Killed):
+        train(dataclasses.replace(config, overwrite=True))
+    monkeypatch.undo()
+    assert (tmp_path / "run" / MANIFEST).is_file()  # claimed before anything was deleted ...
+    train(dataclasses.replace(config, overwrite=True))  # ... so the retry finishes the overwrite

@@ -240,15 +240,10 @@ def test_the_sampling_snippet_of_the_training_docs_runs_on_an_export(tiny_model_
 def held_run_config(tiny_model_dir, tmp_path, **overrides) -> TrainConfig:
     """A tiny run whose reward scores the left half only, with the silent pixels held ('hold'): from its
     third epoch on it pins the right half."""
-    return tiny_config(
-        tiny_model_dir,
-        tmp_path,
-        reward=("tests.test_credit:region_reward",),
-        silent_mode="hold",
-        num_epochs=3,
-        learning_rate=3e-3,
-        **overrides,
+    settings = dict(
+        reward=("tests.test_credit:region_reward",), silent_mode="hold", num_epochs=3, learning_rate=3e-3
     )
+    return tiny_config(tiny_model_dir, tmp_path, **{**settings, **overrides})
 
 
 def test_a_held_run_exports_its_pinned_pixels_and_evaluate_applies_them(tiny_model_dir, tmp_path):

@@ -140,3 +140,15 @@ def test_flow_evaluations_record_no_eta_and_runs_on_other_models_get_their_own_f
     )
     export = dataclasses.replace(default, model="runs/pxpo-is-color-seed0/model")
     assert export.run_dir.name == "pxpo-is-color-pxpo-is-color-seed0-seed0"
+
+
+def test_a_sampler_setting_given_is_never_mixed_with_the_exports(tiny_flow_dir, tmp_path):
+    trained(tiny_config(tiny_flow_dir, tmp_path, num_epochs=1, noise_level=0.9, transition="cps"))
+    export = str(tmp_path / "run" / "model")
+    own = gym.make_vec("DiffusionDenoise-v0", num_envs=2, model=export).unwrapped.schedule
+    assert (own.transition, own.noise_level) == ("cps", 0.9)  # nothing given: the run's own, whole
+    sde = gym.make_vec("DiffusionDenoise-v0", num_envs=2, model=export, transition="sde").unwrapped.schedule
+    assert (sde.transition, sde.noise_level) == ("sde", 0.7)  # one given: the env's defaults for the rest
+    # a new run from the export, at its own (default) sampler: the config and the env agree
+    again = Trainer(tiny_config(export, tmp_path, num_epochs=1, out=str(tmp_path / "again")))
+    assert again.envs.unwrapped.schedule.noise_level == 0.7

@@ -106,6 +106,13 @@ def test_a_model_index_naming_other_code_is_refused_before_diffusers_reads_it(
         load_model(str(folder))
     assert message in str(err.value)
     load_model(str(tiny_model_dir))  # a real pipeline's index passes
+    from pxpo_gym.loading import check_index
+
+    sd15 = {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}
+    check_index({**sd15, "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"]}, "sd15")
+    for module in ("os", "torch", "importlib"):  # diffusers' pipeline modules only, not what they import
+        with pytest.raises(ValueError, match="never imported"):
+            check_index({**sd15, "safety_checker": [module, "StableDiffusionSafetyChecker"]}, "sd15")
 
 
 def test_a_lora_export_whose_base_is_itself_is_one_line(tmp_path):
@@ -220,3 +227,20 @@ def test_trust_code_is_not_kept_in_a_run(tiny_model_dir, tmp_path):
     assert not resumed.trust_code
     exported = json.loads((tmp_path / "run" / "model" / "pxpo_gym.json").read_text())
     assert exported["run"]["config"]["trust_code"] is False
+
+
+def test_which_reward_specs_name_code():
+    from pxpo_gym.rewards import names_code
+
+    assert (
+        not names_code("color")
+        and not names_code("color:0.5")
+        and not names_code(["color:0.5", "jpeg_compressibility"])
+    )
+    assert not names_code([["color", 0.5], ["brightness", 0.5]]) and not names_code({"color": 1.0})
+    assert (
+        names_code("os:system")
+        and names_code(["color", "mypkg.mod:fn:0.5"])
+        and names_code([["os:system", 1.0]])
+    )
+    assert names_code({"mypkg.mod:fn": 1.0}) and names_code(7)
