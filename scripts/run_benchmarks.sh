@@ -75,5 +75,7 @@ $PY -m benchmarks.suite breadth-test --tasks ramp segmentation_next --algos pxpo
 $PY -m benchmarks.suite full --tasks target_map segmentation color --algos pxpo --out $R/full_checked \
     > logs/full_checked.log 2>&1
 $PY -m benchmarks.suite distill --tasks region --out $R/distill > logs/distill.log 2>&1
+$PY -m benchmarks.suite distill --tasks region frame --pxpo-variants default --out $R/weights_alone \
+    > logs/weights_alone.log 2>&1
 $PY -m benchmarks.memory_table --out $R/memory_table > logs/memory_table.log 2>&1
 echo done
