@@ -237,6 +237,12 @@ def restore_trainer(trainer: Any, tensors: dict[str, torch.Tensor], meta: dict[s
         trainer.algo.load_state_dict(part("stats/"))
     trainer.best.load(tensors, meta.get("best"))
     if "pinned" in tensors:
-        trainer.pinned = tensors["pinned"].bool().to(trainer.device)
+        loaded = trainer.envs.unwrapped.loaded
+        pinned, expected = tensors["pinned"], (loaded.num_contexts, *loaded.sample_shape[-2:])
+        if tuple(pinned.shape) != expected:
+            raise ValueError(
+                f"the checkpoint's pinned pixels have shape {tuple(pinned.shape)}, not {expected}"
+            )
+        trainer.pinned = pinned.bool().to(trainer.device)
     restore_rng(tensors, trainer.generator, trainer.envs.unwrapped, trainer.world)
     trainer.epoch, trainer.images = int(meta["epoch"]), int(meta["images"])

@@ -43,6 +43,7 @@ from pxpo_gym.files import write_atomic
 from pxpo_gym.loading import load_model, read_metadata
 from pxpo_gym.models import METADATA_FILE
 from pxpo_gym.rewards import refuse_code_from_file
+from pxpo_gym.vector_env import run_sampler
 from pxpo_gym.viz import save_reward_grid
 
 
@@ -139,10 +140,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         num_envs=cfg.images,
         reward=reward[0] if len(reward) == 1 else list(reward),
         reward_kwargs=reward_kwargs,
-        num_inference_steps=cfg.num_inference_steps or run.get("num_inference_steps", 20),
-        eta=cfg.eta if cfg.eta is not None else run.get("eta", 1.0),
-        noise_level=cfg.noise_level if cfg.noise_level is not None else run.get("noise_level"),
-        transition=cfg.transition or run.get("transition") or "sde",
+        # the env is built on the reference: the export's own sampler is resolved here
+        **run_sampler(run, cfg.num_inference_steps, cfg.eta, cfg.noise_level, cfg.transition or None),
         device=cfg.device,
         context=[int(c) if c.lstrip("-").isdigit() else c for c in cfg.contexts] or None,
         prompts=prompts,

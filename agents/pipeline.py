@@ -30,6 +30,7 @@ from agents.export import read_held_pixels
 from agents.rollout import pinned_policy
 from pxpo_gym.loading import load_model, pixel_model, read_metadata
 from pxpo_gym.sampling import rollout
+from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv, run_sampler
 
 
 class TrainedPipeline(DiffusionPipeline):
@@ -70,8 +71,8 @@ class TrainedPipeline(DiffusionPipeline):
             class_labels: the context id of each image.
             num_images: without class labels: how many images.
             seed: image i's generator is seeded ``seed + i`` (or one seed per image), as the env's slot i.
-            num_inference_steps, eta, noise_level, transition: the sampler; None: the run's own (DDIM eta
-                for DDIM models, noise level and 'sde'/'cps' for flow models).
+            num_inference_steps, eta, noise_level, transition: the sampler; left out, the run's own
+                (``pxpo_gym.vector_env.run_sampler``: eta / noise level / transition whole or not at all).
             held_pixels: 'auto' pins the export's held pixels (if it has any) to the model it was
                 fine-tuned from, as training did; 'off' samples the weights alone.
             output_type: 'pt' (a (N, 3, H, W) float tensor in [0, 1]) or 'pil'.
@@ -79,8 +80,6 @@ class TrainedPipeline(DiffusionPipeline):
         Raises:
             ValueError: neither or both of class_labels and num_images, bad labels or settings.
         """
-        from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv
-
         if held_pixels not in ("auto", "off"):
             raise ValueError(f"held_pixels must be 'auto' or 'off', got held_pixels={held_pixels!r}")
         if output_type not in ("pt", "pil"):
@@ -89,18 +88,10 @@ class TrainedPipeline(DiffusionPipeline):
             raise ValueError("give class_labels (one per image) or, for an unconditional model, num_images")
         labels = None if class_labels is None else torch.as_tensor(class_labels).reshape(-1)
         count = int(labels.numel()) if labels is not None else int(num_images)
-        run = self.run_settings()
         folder = self.folder
         loaded = pixel_model(self.unet, self.scheduler, folder or "TrainedPipeline", folder, self.device)
-        flow = loaded.is_flow
-        sampler = dict(
-            num_inference_steps=num_inference_steps or run.get("num_inference_steps", 20),
-            eta=1.0 if flow else (eta if eta is not None else run.get("eta", 1.0)),
-            noise_level=(noise_level if noise_level is not None else run.get("noise_level"))
-            if flow
-            else None,
-            transition=(transition or run.get("transition") or "sde") if flow else "sde",
-        )
+        # resolved here: with a pin the env is built on the base model, which has no run settings
+        sampler = run_sampler(self.run_settings(), num_inference_steps, eta, noise_level, transition)
         pin = None
         if held_pixels == "auto" and folder is not None:
             pin = read_held_pixels(folder, loaded.num_contexts, tuple(loaded.sample_shape[-2:]))

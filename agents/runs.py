@@ -292,7 +292,7 @@ def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
             with trainer.ema.swapped_in() if trainer.ema is not None else contextlib.nullcontext():
                 metrics.update(evaluator(trainer.rollout_policy()))
                 if trainer.pinned is not None:  # the weights alone, as a user without the pin samples them
-                    alone = evaluator(trainer.eps)
+                    alone = evaluator(trainer.weights_eps)  # no pin, 'hold' or 'freeze'
                     metrics.update(alone_reward=alone["eval_reward"], alone_silent=alone["fidelity_silent"])
             metrics["eval_seconds"] = time.perf_counter() - started
         if logger is not None:

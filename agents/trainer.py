@@ -133,14 +133,20 @@ class Trainer:
 
     # -- sampling and updates -------------------------------------------------
 
-    def eps(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """The policy's (guided) noise prediction, under the configured autocast; with PXPO's
-        ``silent_mode='freeze'``, the pretrained model's at the context's silent pixels."""
+    def weights_eps(
+        self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor
+    ) -> torch.Tensor:
+        """The policy's own (guided) noise prediction, float32, under the configured autocast: no pin."""
         with self.autocast:
             eps = guided_eps(
                 self.policy, sample, timestep, context, self.config.guidance_scale, self.null_context
             )
-        eps = eps.float()
+        return eps.float()
+
+    def eps(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """``weights_eps``; with PXPO's ``silent_mode='freeze'``, the pretrained model's at the context's
+        silent pixels."""
+        eps = self.weights_eps(sample, timestep, context)
         if self.pinned is not None and self.pin == "freeze":
             mask = self.pinned[context.reshape(-1)]  # (B, h, w)
             if bool(mask.any()):

@@ -66,6 +66,26 @@ def _schedule(
     return DDIMSchedule.from_scheduler(loaded.scheduler, num_inference_steps, eta, device)
 
 
+def run_sampler(
+    run: dict[str, Any],
+    num_inference_steps: int | None = None,
+    eta: float | None = None,
+    noise_level: float | None = None,
+    transition: str | None = None,
+    log_density: str | None = None,
+) -> dict[str, Any]:
+    """The sampler settings to build an env with: those given, and from ``run`` (an export's run config,
+    ``pxpo_gym.json``'s ``run.config``; {} for other models) what was left out. The step count on its own;
+    eta, noise_level, transition and log_density whole: the run's four where none is given, else none of
+    them (half of one sampler mixed with half of another would be a sampler nobody chose). None values
+    are the env's defaults."""
+    steps = run.get("num_inference_steps", 20) if num_inference_steps is None else num_inference_steps
+    settings = {"eta": eta, "noise_level": noise_level, "transition": transition, "log_density": log_density}
+    if all(value is None for value in settings.values()):
+        settings = {name: run.get(name) for name in settings}
+    return {"num_inference_steps": steps, **settings}
+
+
 class DiffusionDenoiseVectorEnv(VectorEnv):
     """Denoising a batch of images with DDIM, one env per image, as a Gymnasium VectorEnv.
 
@@ -194,25 +214,15 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         # an export's run settings: in the folder the user named (a LoRA export's weights live in its base)
         folder = self.loaded.source if Path(self.loaded.source).is_dir() else self.loaded.location
         run = read_metadata(folder).get("run", {}).get("config", {}) if folder else {}
-        num_inference_steps = (
-            run.get("num_inference_steps", 20) if num_inference_steps is None else num_inference_steps
-        )
-        # An export's own sampler, whole, where the caller gave none of its settings (half of one mixed with
-        # half of the other would be a sampler nobody chose).
-        if all(value is None for value in (eta, noise_level, transition, log_density)):
-            if self.loaded.is_flow:
-                noise_level, transition = run.get("noise_level"), run.get("transition")
-                log_density = run.get("log_density")
-            else:
-                eta = run.get("eta")
+        sampler = run_sampler(run, num_inference_steps, eta, noise_level, transition, log_density)
         self.schedule = _schedule(
             self.loaded,
-            num_inference_steps,
-            1.0 if eta is None else eta,
-            noise_level,
-            transition or "sde",
+            sampler["num_inference_steps"],
+            1.0 if sampler["eta"] is None else sampler["eta"],
+            sampler["noise_level"],
+            sampler["transition"] or "sde",
             self.device,
-            log_density,
+            sampler["log_density"],
         )
         self.prediction = "velocity" if self.loaded.is_flow else "eps"
         """What the action is: the model's own output, a noise prediction ('eps', DDIM) or a velocity

@@ -1002,3 +1002,21 @@ def test_distilling_the_pinned_pixels_keeps_them_in_the_weights_alone(tiny_model
     assert "alone_silent" not in plain[0]  # no pin before silence is decided
     assert distilled[-1]["alone_silent"] < 0.8 * plain[-1]["alone_silent"], (plain[-1], distilled[-1])
     # (measured at this commit: 0.084 vs 0.137, the held-out reward 0.252 vs 0.271)
+
+
+def test_the_weights_alone_are_scored_without_the_pin_in_freeze_mode_too(tiny_model_dir, tmp_path):
+    # 'freeze' pins inside the policy's own prediction: the weights-alone columns must leave it out.
+    history = train(
+        tiny_config(
+            tiny_model_dir,
+            tmp_path,
+            reward=("tests.test_credit:region_reward",),
+            silent_mode="freeze",
+            num_epochs=4,
+            eval_every=1,
+            eval_images=8,
+            learning_rate=3e-3,
+        )
+    )
+    last = history[-1]
+    assert last["alone_silent"] > last["fidelity_silent"] + 1e-3, last
