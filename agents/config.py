@@ -132,6 +132,10 @@ class TrainConfig:
     """PXPO, 'hold-unscored': the same per-pixel KL penalty on the pinned (unscored) pixels, on the states the
     pin visits: it distils the pretrained model's prediction there into the weights, so that the weights
     alone (an export sampled without its pin) keep what the reward never scored; 0: the pin alone keeps it."""
+    pin_band: int = ALGO_DEFAULTS.pin_band
+    """PXPO, with a pin: the pinned pixels within this many pixels of the pin's edge ramp from the policy's
+    prediction to the pretrained model's when sampling (training, evaluation and the export alike), so the
+    held part meets the repainted one without a hard seam; 0: the hard pin."""
     silent_test: Literal["recent", "first"] = ALGO_DEFAULTS.silent_test  # type: ignore[assignment]
     """PXPO: which maps decide that a pixel is silent: 'first' (a context's first stat_min_count maps, the
     pretrained model's, decided once and kept) or 'recent' (its recent maps, re-decided every epoch)."""
@@ -373,6 +377,7 @@ class TrainConfig:
                 check_drop=self.credit_check_drop,
                 silent_kl_coef=self.silent_kl_coef,
                 pinned_kl_coef=self.pinned_kl_coef,
+                pin_band=self.pin_band,
                 silent_mode=self.silent_mode,
                 silent_test=self.silent_test,
             )

@@ -20,9 +20,11 @@ that training never sees:
   pretrained model drew it: a change there is not asked for by the reward;
 - ``fidelity_seam``: where some pixels are silent, the mean squared difference between
   neighbouring pixels across the edge between silent and scored pixels, over the same
-  in the pretrained images from the same noise: 1 when the edge looks as the
-  pretrained model draws it, above 1 for a seam (a held part meeting a repainted one
-  with a hard edge); NaN without such an edge.
+  in the pretrained images from the same noise, and the same for each of the next
+  rings of pairs inside the silent part (``SEAM_RINGS`` in all), the largest ratio: 1
+  when the edge looks as the pretrained model draws it, above 1 for a seam (a held part
+  meeting a repainted one with a hard edge, or a pin's band too narrow to bridge
+  them); NaN without such an edge.
 
 The episodes are env slots seeded ``EVAL_SEED_OFFSET + seed + i`` (training's are
 ``seed + i``, continuing from there), with contexts spread evenly over the
@@ -95,13 +97,12 @@ class Evaluator:
         if bool(self.silent.any()) and not bool(self.silent.all()):
             for name, mask in (("fidelity_silent", self.silent), ("fidelity_scored", ~self.silent)):
                 parts[name] = float(squared[:, mask].mean(dim=1).sqrt().mean())
-        seam = seam_energy(images, self.silent)
         return {
             "eval_reward": float(rewards.mean()),
             "fidelity_distance": float(distance),
             "fidelity_shape": shape,
             **parts,
-            "fidelity_seam": seam / self.reference_seam if self.reference_seam > 0 else math.nan,
+            "fidelity_seam": seam_ratio(seam_energy(images, self.silent), self.reference_seam),
         }
 
     @torch.no_grad()
@@ -115,17 +116,49 @@ class Evaluator:
         return self.score(episode.images, episode.rewards)
 
 
-def seam_energy(images: torch.Tensor, silent: torch.Tensor) -> float:
-    """The mean squared difference between neighbouring pixels (right and down) that straddle the edge of
-    ``silent`` (H, W) bool, over images (N, 3, H, W) and channels; NaN where no pair straddles it."""
-    pairs = []
-    for dim in (-1, -2):
-        first = silent.narrow(dim, 0, silent.shape[dim] - 1)
-        second = silent.narrow(dim, 1, silent.shape[dim] - 1)
-        edge = first != second  # (H, W - 1) or (H - 1, W)
-        if bool(edge.any()):
-            step = images.narrow(dim, 1, images.shape[dim] - 1) - images.narrow(dim, 0, images.shape[dim] - 1)
-            pairs.append(step.square()[..., edge])  # (N, 3, pairs)
-    if not pairs:
-        return math.nan
-    return float(torch.cat(pairs, dim=-1).mean())
+SEAM_RINGS = 4
+"""The seam is measured on this many rings of neighbouring pairs from the silent pixels' edge inwards: a
+pin's band (``agents.rollout.pin_weights``) spreads the step over its rings instead of removing it."""
+
+
+def seam_rings(silent: torch.Tensor, rings: int = SEAM_RINGS) -> list[list[torch.Tensor]]:
+    """For each ring k < rings, the neighbouring pairs (right, down) whose pixels lie at chessboard distance
+    k and k + 1 from the scored (not silent) pixels: two (H, W - 1) / (H - 1, W) bool masks per ring. Ring 0
+    is the pairs that straddle the edge."""
+    distance = torch.where(silent, rings + 1, 0)  # (H, W); beyond the last ring: rings + 1
+    reached = (~silent).float()[None, None]
+    for d in range(1, rings + 1):
+        reached = torch.nn.functional.max_pool2d(reached, kernel_size=3, stride=1, padding=1)
+        distance = torch.where(silent & (reached[0, 0] > 0) & (distance == rings + 1), d, distance)
+    out = []
+    for k in range(rings):
+        masks = []
+        for dim in (-1, -2):
+            first = distance.narrow(dim, 0, distance.shape[dim] - 1)
+            second = distance.narrow(dim, 1, distance.shape[dim] - 1)
+            masks.append(torch.minimum(first, second).eq(k) & torch.maximum(first, second).eq(k + 1))
+        out.append(masks)
+    return out
+
+
+def seam_energy(images: torch.Tensor, silent: torch.Tensor, rings: int = SEAM_RINGS) -> list[float]:
+    """Per ring (``seam_rings``), the mean squared difference between its neighbouring pixels over images
+    (N, 3, H, W) and channels; NaN for a ring without pairs (ring 0: no edge)."""
+    energies = []
+    for masks in seam_rings(silent, rings):
+        pairs = []
+        for dim, mask in zip((-1, -2), masks):
+            if bool(mask.any()):
+                step = images.narrow(dim, 1, images.shape[dim] - 1) - images.narrow(
+                    dim, 0, images.shape[dim] - 1
+                )
+                pairs.append(step.square()[..., mask])  # (N, 3, pairs)
+        energies.append(float(torch.cat(pairs, dim=-1).mean()) if pairs else math.nan)
+    return energies
+
+
+def seam_ratio(energies: list[float], reference: list[float]) -> float:
+    """The largest ring's energy over the pretrained images' same ring: 1 when the edge and the rings inside
+    it look as the pretrained model draws them; NaN without an edge."""
+    ratios = [e / r for e, r in zip(energies, reference) if r > 0 and not math.isnan(e)]
+    return max(ratios) if ratios else math.nan

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from agents.rollout import MAX_PIN_BAND, pin_weights
 from pxpo_gym.files import fault_point, write_atomic
 from pxpo_gym.models import METADATA_FILE, LoadedModel, NoiseModel
 
@@ -42,14 +43,16 @@ EXPORT_DIR = "model"
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 """diffusers' default LoRA file name (what ``load_lora_weights`` looks for)."""
 HELD_PIXELS = "held_pixels.safetensors"
-"""A pinned run's silent pixels in its export: tensor 'held' (num_contexts, h, w) uint8, metadata 'mode'."""
+"""A pinned run's silent pixels in its export: tensor 'held' (num_contexts, h, w) uint8, metadata 'mode' and
+'band' (the pin's band, ``agents.rollout.pin_weights``)."""
 PIN_MODES = ("hold", "freeze")
 
 
 def read_held_pixels(
     folder: str | Path, num_contexts: int, grid: tuple[int, int]
 ) -> tuple[str, torch.Tensor] | None:
-    """An export's pinned pixels: (mode, (num_contexts, h, w) bool), or None when it has none.
+    """An export's pinned pixels: (mode, (num_contexts, h, w) bool, or float weights when the run pinned
+    with a band, ``agents.rollout.pin_weights``), or None when it has none.
 
     Raises:
         ValueError: the file is not a valid safetensors file, or its mode or shape do not fit the model.
@@ -61,16 +64,21 @@ def read_held_pixels(
 
     try:
         with safe_open(str(path), framework="pt") as handle:
-            mode = (handle.metadata() or {}).get("mode")
+            meta = handle.metadata() or {}
             held = handle.get_tensor("held")
     except (SafetensorError, OSError, KeyError) as err:
         raise ValueError(f"{str(path)!r} is not a valid held-pixels file: {err}") from err
+    mode, band = meta.get("mode"), meta.get("band", "0")  # exports from before bands have none
     if mode not in PIN_MODES:
         raise ValueError(f"{str(path)!r}: mode must be one of {PIN_MODES}, got mode={mode!r}")
+    if not (band.isdigit() and int(band) <= MAX_PIN_BAND):
+        raise ValueError(f"{str(path)!r}: band must be an integer in [0, {MAX_PIN_BAND}], got band={band!r}")
     if tuple(held.shape) != (num_contexts, *grid):
         raise ValueError(
             f"{str(path)!r}: held has shape {tuple(held.shape)}, the model needs ({num_contexts}, {grid[0]}, {grid[1]})"
         )
+    if int(band):
+        return mode, pin_weights(held.bool(), int(band))
     return mode, held.bool()
 
 
@@ -109,7 +117,7 @@ def export_policy(
     loaded: LoadedModel,
     folder: str | Path,
     run: dict[str, Any] | None = None,
-    held: tuple[str, torch.Tensor] | None = None,
+    held: tuple[str, torch.Tensor, int] | None = None,
 ) -> Path:
     """Writes ``policy`` (trained from ``loaded``) as a diffusers model into ``folder`` (replaced).
 
@@ -118,7 +126,8 @@ def export_policy(
         loaded: the env's ``LoadedModel`` the policy was trained from (scheduler, contexts, base).
         folder: where the export goes (typically ``RUN/model``).
         run: the run's settings, recorded in ``pxpo_gym.json``.
-        held: (mode, (num_contexts, h, w) bool) the run's pinned silent pixels, written as ``HELD_PIXELS``.
+        held: (mode, (num_contexts, h, w) bool, band) the run's pinned silent pixels and the pin's band,
+            written as ``HELD_PIXELS``.
 
     Returns:
         The folder.
@@ -186,12 +195,14 @@ def export_policy(
     if held is not None:
         from safetensors.torch import save_file
 
-        mode, mask = held
+        mode, mask, band = held
         fault_point(staging / HELD_PIXELS)
         save_file(
-            {"held": mask.to(torch.uint8).cpu().contiguous()}, str(staging / HELD_PIXELS), {"mode": mode}
+            {"held": mask.to(torch.uint8).cpu().contiguous()},
+            str(staging / HELD_PIXELS),
+            {"mode": mode, "band": str(band)},
         )
-        meta["held_pixels"] = {"file": HELD_PIXELS, "mode": mode}
+        meta["held_pixels"] = {"file": HELD_PIXELS, "mode": mode, "band": band}
     write_atomic(staging / METADATA_FILE, json.dumps(meta, indent=1) + "\n")
     fault_point(folder)
     shutil.rmtree(folder, ignore_errors=True)

@@ -69,6 +69,7 @@ from agents.advantages import STD_MODES, ContextStats
 from agents.credit import CREDITS, KERNEL_CREDITS, LOCAL_SHARE, Footprint, apply_kernels, credit_kernels
 from agents.credit_check import CHECK_SCALES, CHECK_THRESHOLD
 from agents.losses import PolicyGradientConfig, pxpo_loss
+from agents.rollout import MAX_PIN_BAND
 
 DEFAULT_CREDIT = "checked"
 DEFAULT_CREDIT_THRESHOLD = 0.3
@@ -119,6 +120,11 @@ class PXPOConfig(PolicyGradientConfig):
     """'hold-unscored': the silent_kl_coef-style per-pixel KL penalty on the pinned (unscored) pixels too, on
     the states the pin visits, so that the weights themselves keep what the reward never scored (the pin
     alone keeps it only in sampling); 0: none."""
+    pin_band: int = 0
+    """A pin's band: the pinned pixels within this many pixels (chessboard) of the edge ramp from the
+    policy's prediction to the pretrained model's in sampling (``agents.rollout.pin_weights``), so that the
+    held part meets the repainted one without a hard seam; 0: the hard pin. Training treats the band as
+    pinned (no gradient through it)."""
     silent_mode: str = DEFAULT_SILENT_MODE
     """How silent pixels are held: 'kl' (the penalty above), 'freeze' (the policy's action there is the
     pretrained model's own on the current state: a hard per-pixel trust region), 'hold' (their state
@@ -158,6 +164,15 @@ class PXPOConfig(PolicyGradientConfig):
             raise ValueError(
                 f"pinned_kl_coef={self.pinned_kl_coef} distils the pixels 'hold-unscored' pins, beside the "
                 f"silent_kl_coef penalty; got silent_mode={self.silent_mode!r}, silent_kl_coef={self.silent_kl_coef}"
+            )
+        if not (isinstance(self.pin_band, int) and 0 <= self.pin_band <= MAX_PIN_BAND):
+            raise ValueError(
+                f"pin_band must be an integer in [0, {MAX_PIN_BAND}], got pin_band={self.pin_band!r}"
+            )
+        if self.pin_band and self.silent_mode not in PIN_OF_MODE:
+            raise ValueError(
+                f"pin_band={self.pin_band} softens a pin's edge; silent_mode={self.silent_mode!r} pins nothing "
+                f"(one of {tuple(PIN_OF_MODE)} does)"
             )
         if self.pixel_std not in STD_MODES:
             raise ValueError(f"pixel_std must be one of {STD_MODES}, got pixel_std={self.pixel_std!r}")

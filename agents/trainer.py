@@ -46,7 +46,7 @@ from agents.losses import kl_penalty
 from agents.oracle import check_differentiable, trainer_epoch
 from agents.policy import guided_eps, make_policy
 from agents.pxpo import PIN_OF_MODE, PXPO
-from agents.rollout import HeldPolicy, Trajectories, coefficients_from, collect
+from agents.rollout import HeldPolicy, Trajectories, blend, coefficients_from, collect, pin_weights
 from agents.runs import measure_run_footprint, resolve_config, run_epochs
 from agents.steps import sample_steps, step_weights
 from pxpo_gym.ddim import TransitionCoefficients, step_kl, step_log_prob
@@ -148,17 +148,24 @@ class Trainer:
         silent pixels."""
         eps = self.weights_eps(sample, timestep, context)
         if self.pinned is not None and self.pin == "freeze":
-            mask = self.pinned[context.reshape(-1)]  # (B, h, w)
-            if bool(mask.any()):
-                eps = torch.where(mask[:, None], self.reference_eps(sample, timestep, context), eps)
+            held = self.held_weights()[context.reshape(-1)]  # (B, h, w)
+            if bool(held.any()):
+                eps = blend(eps, self.reference_eps(sample, timestep, context), held)
         return eps
+
+    def held_weights(self) -> torch.Tensor:
+        """How the sampler pins: ``pinned`` itself, or with ``pin_band`` its float weights
+        (``agents.rollout.pin_weights``: a ramp over the band of pinned pixels nearest the edge)."""
+        assert self.pinned is not None
+        band = getattr(self.config, "pin_band", 0)
+        return pin_weights(self.pinned, band) if band else self.pinned
 
     def rollout_policy(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
         """The policy for one batch of episodes: ``eps``, or with PXPO's silent pixels held ('hold',
         'hold-unscored') a fresh ``HeldPolicy`` whose held pixels follow the pretrained model's trajectory."""
         if self.pinned is None or self.pin != "hold":
             return self.eps
-        return HeldPolicy(self.eps, self.reference_eps, self.pinned)
+        return HeldPolicy(self.eps, self.reference_eps, self.held_weights())
 
     @torch.no_grad()
     def reference_eps(
@@ -447,7 +454,7 @@ class Trainer:
         run = {"config": dataclasses.asdict(settings), "epoch": self.epoch, "images": self.images}
         run["weights"] = "ema" if self.ema is not None else "trained"
         with self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext():
-            held = None if self.pinned is None else (self.pin, self.pinned)
+            held = None if self.pinned is None else (self.pin, self.pinned, self.config.pin_band)
             return export_policy(
                 self.policy, self.envs.unwrapped.loaded, self.config.run_dir / EXPORT_DIR, run, held
             )

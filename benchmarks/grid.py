@@ -97,6 +97,12 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
     "distill5": {"pinned_kl_coef": 5.0},
     "distill20": {"pinned_kl_coef": 20.0},
     "distill50": {"pinned_kl_coef": 50.0},
+    # The pin's edge ramped over this many pixels (agents.rollout.pin_weights):
+    "band0": {"pin_band": 0},
+    "band1": {"pin_band": 1},
+    "band2": {"pin_band": 2},
+    "band3": {"pin_band": 3},
+    "band4": {"pin_band": 4},
     "pixel-std": {"credit": "pixel", "pixel_std": "pixel", "image_advantage_weight": 0.0},
     "pooled-std": {"credit": "pixel", "pixel_std": "pooled", "image_advantage_weight": 0.0},
     "floored-std": {"credit": "pixel", "pixel_std": "floored", "image_advantage_weight": 0.0},
@@ -487,6 +493,15 @@ def distill() -> SuiteConfig:
     )
 
 
+def seam() -> SuiteConfig:
+    """Whether a band at the pin's edge removes its seam: PXPO on the breadth suite's partial tasks (region:
+    train, where the band is chosen; frame: test, run once) with the pin's edge ramped over 0 (the hard pin)
+    to 4 pixels, 3 seeds x 480 images; the report's silent distance gives the seam beside it."""
+    return dataclasses.replace(
+        distill(), pxpo_variants=("band0", "band1", "band2", "band3", "band4"), out=scratch("seam")
+    )
+
+
 PRESETS = {
     "quick": quick,
     "full": full,
@@ -501,6 +516,7 @@ PRESETS = {
     "breadth-test": breadth_test,
     "breadth-candidates": breadth_candidates,
     "distill": distill,
+    "seam": seam,
 }
 
 

@@ -975,6 +975,9 @@ def test_pinned_kl_coef_brakes_the_pinned_pixels_with_its_own_weight():
         (dict(pinned_kl_coef=-1.0), "pinned_kl_coef must be >= 0"),
         (dict(pinned_kl_coef=1.0, silent_mode="kl"), "distils the pixels 'hold-unscored' pins"),
         (dict(pinned_kl_coef=1.0, silent_kl_coef=0.0), "distils the pixels 'hold-unscored' pins"),
+        (dict(pin_band=-1), r"pin_band must be an integer in \[0, 64\], got pin_band=-1"),
+        (dict(pin_band=1.5), "pin_band must be an integer"),
+        (dict(pin_band=1, silent_mode="kl"), "silent_mode='kl' pins nothing"),
     ):
         with pytest.raises(ValueError, match=message):
             PXPOConfig(**bad)

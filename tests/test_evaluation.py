@@ -76,18 +76,62 @@ def test_bad_evaluation_settings_are_refused(tiny_model_dir, tmp_path):
 
 
 def test_the_seam_metric_by_hand():
-    from agents.evaluation import seam_energy
+    from agents.evaluation import seam_energy, seam_ratio
 
     silent = torch.zeros(2, 3, dtype=torch.bool)
     silent[:, 2] = True  # the right column is silent: the edge runs between columns 1 and 2
     images = torch.zeros(1, 3, 2, 3)
     images[..., 2] = 1.0  # a hard step of 1 across the edge in every channel and row
-    assert seam_energy(images, silent) == 1.0
+    assert seam_energy(images, silent, rings=1) == [1.0]
     images[..., 1] = 0.5  # a step of 0.5: a quarter of the energy
-    assert seam_energy(images, silent) == 0.25
-    assert math.isnan(seam_energy(images, torch.zeros(2, 3, dtype=torch.bool)))  # no edge
+    assert seam_energy(images, silent, rings=1) == [0.25]
+    assert math.isnan(seam_energy(images, torch.zeros(2, 3, dtype=torch.bool), rings=1)[0])  # no edge
     down = torch.zeros(2, 3, dtype=torch.bool)
     down[1] = True  # the bottom row silent: vertical pairs across the edge
     images = torch.zeros(1, 3, 2, 3)
     images[:, :, 1] = 2.0
-    assert seam_energy(images, down) == 4.0
+    assert seam_energy(images, down, rings=1) == [4.0]
+    # Rings inwards: columns 2..5 silent; ring k pairs columns 1 + k and 2 + k.
+    silent = torch.zeros(1, 6, dtype=torch.bool)
+    silent[:, 2:] = True
+    ramp = torch.tensor([0.0, 0.0, 0.25, 0.5, 0.75, 1.0]).expand(1, 3, 1, 6)  # a step of 1 spread over 4
+    energies = seam_energy(ramp, silent, rings=5)
+    assert energies[:4] == [0.0625] * 4 and math.isnan(energies[4])  # no pixel at distance 5
+    hard = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0, 1.0]).expand(1, 3, 1, 6)
+    assert seam_energy(hard, silent, rings=3) == [1.0, 0.0, 0.0]
+    reference = [
+        0.0625,
+        0.0625,
+        0.0625,
+    ]  # a pretrained image with the ramp: the hard edge is 16x it, the ramp 1x
+    assert seam_ratio(seam_energy(hard, silent, rings=3), reference) == 16.0
+    assert seam_ratio(seam_energy(ramp, silent, rings=3), reference) == 1.0
+    assert math.isnan(seam_ratio([math.nan], [0.0]))
+
+
+def test_pin_weights_ramp_over_the_band_by_hand():
+    from agents.rollout import pin_weights
+
+    held = torch.zeros(1, 3, 7, dtype=torch.bool)
+    held[:, :, 2:] = True  # columns 2-6 held, the border is no edge
+    assert torch.equal(pin_weights(held, 0), held.float())
+    row = pin_weights(held, 2)[0, 1]
+    torch.testing.assert_close(row, torch.tensor([0, 0, 1 / 3, 2 / 3, 1, 1, 1]), rtol=0, atol=1e-7)
+    corner = torch.ones(1, 4, 4, dtype=torch.bool)
+    corner[0, 0, 0] = False  # one free pixel: chessboard rings around it
+    weights = pin_weights(corner, 1)[0]
+    assert weights[0, 0] == 0 and weights[1, 1] == 0.5 and weights[0, 1] == 0.5 and weights[2, 2] == 1
+    assert torch.equal(pin_weights(torch.ones(1, 2, 2, dtype=torch.bool), 3), torch.ones(1, 2, 2))
+    with pytest.raises(ValueError, match="band must be in"):
+        pin_weights(held, -1)
+
+
+def test_blend_is_exact_at_the_ends_and_linear_between():
+    from agents.rollout import blend
+
+    eps, ref = torch.randn(2, 3, 2, 2), torch.randn(2, 3, 2, 2)
+    held = torch.tensor([[[0.0, 1.0], [0.25, 1.0]]]).expand(2, 2, 2)
+    out = blend(eps, ref, held)
+    assert torch.equal(out[:, :, 0, 0], eps[:, :, 0, 0]) and torch.equal(out[:, :, :, 1], ref[:, :, :, 1])
+    torch.testing.assert_close(out[:, :, 1, 0], 0.75 * eps[:, :, 1, 0] + 0.25 * ref[:, :, 1, 0])
+    assert torch.equal(blend(eps, ref, held == 1), torch.where((held == 1)[:, None], ref, eps))

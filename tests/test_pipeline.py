@@ -71,10 +71,11 @@ def test_the_pipeline_and_the_env_draw_the_runs_own_images(
     assert len(pil) == 2 and pil[0].size == (8, 8)
 
 
-def test_the_pipeline_pins_held_pixels_as_evaluate_does(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("band", [0, 2])
+def test_the_pipeline_pins_held_pixels_as_evaluate_does(tiny_model_dir, tmp_path, band):
     from agents.evaluate import EvaluateConfig, evaluate
 
-    config = held_run_config(tiny_model_dir, tmp_path)
+    config = held_run_config(tiny_model_dir, tmp_path, pin_band=band)
     trainer = trained(config)
     export = tmp_path / "run" / "model"
     assert (export / "held_pixels.safetensors").is_file()
@@ -87,8 +88,11 @@ def test_the_pipeline_pins_held_pixels_as_evaluate_does(tiny_model_dir, tmp_path
         "DiffusionDenoise-v0", num_envs=len(LABELS), model=str(tiny_model_dir), num_inference_steps=4
     )
     reference = run_policy(base, seed=seed, options={"context": torch.tensor(LABELS)}).images
-    right = (slice(None), slice(None), slice(None), slice(4, None))  # the region reward's silent half
+    # the region reward's silent half, columns 4-7: with a band of 2, columns 4 and 5 ramp
+    right = (slice(None), slice(None), slice(None), slice(4 + band, None))
     torch.testing.assert_close(pinned[right], reference[right], atol=1e-5, rtol=0)  # held ...
+    ramp = pinned[..., 4 : 4 + band] - reference[..., 4 : 4 + band]
+    assert band == 0 or ramp.abs().amax() > 1e-3  # (the band is part the policy's)
 
     assert (alone[right] - reference[right]).abs().max() > 1e-3  # ... which the weights alone do not
     result = evaluate(
