@@ -436,6 +436,7 @@ def make_envs(config: TrainConfig, num_envs: int | None = None, device: str | No
         prompts=list(config.prompts) or None,
         resolution=config.resolution,
         decode_chunk_size=config.decode_chunk_size,
+        held_pixels="off",  # a run starts from the weights: an export's pin is not part of them
     )
 
 

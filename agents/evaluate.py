@@ -36,12 +36,11 @@ import tyro
 import pxpo_gym  # noqa: F401  (registers the env)
 from agents.config import reward_tuple
 from agents.evaluation import EVAL_SEED_OFFSET, Evaluator
-from agents.export import read_held_pixels
-from agents.rollout import pinned_policy
 from pxpo_gym.cli import parse
 from pxpo_gym.files import write_atomic
 from pxpo_gym.loading import load_model, read_metadata
 from pxpo_gym.models import METADATA_FILE
+from pxpo_gym.pinning import pinned_policy, read_held_pixels
 from pxpo_gym.rewards import refuse_code_from_file
 from pxpo_gym.vector_env import run_sampler
 from pxpo_gym.viz import save_reward_grid
@@ -147,7 +146,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         prompts=prompts,
         resolution=cfg.resolution,
     )
-    envs = gym.make_vec("DiffusionDenoise-v0", model=reference or cfg.model, **common)
+    # the pin is applied below against this env's model (the reference), not by the env
+    envs = gym.make_vec("DiffusionDenoise-v0", model=reference or cfg.model, held_pixels="off", **common)
     core = envs.unwrapped
     scored = None  # None: the env's own model is the one scored
     if reference is not None:

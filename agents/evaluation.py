@@ -118,7 +118,7 @@ class Evaluator:
 
 SEAM_RINGS = 4
 """The seam is measured on this many rings of neighbouring pairs from the silent pixels' edge inwards: a
-pin's band (``agents.rollout.pin_weights``) spreads the step over its rings instead of removing it."""
+pin's band (``pxpo_gym.pinning.pin_weights``) spreads the step over its rings instead of removing it."""
 
 
 def seam_rings(silent: torch.Tensor, rings: int = SEAM_RINGS) -> list[list[torch.Tensor]]:

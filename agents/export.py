@@ -17,7 +17,7 @@
 A run that pinned PXPO's silent pixels (``silent_mode`` 'hold' or 'freeze') also
 writes ``held_pixels.safetensors``: each context's pinned pixels on the sample
 grid and the mode. The weights alone sample without the pin; ``agents.evaluate``
-(``read_held_pixels``, ``agents.rollout.pinned_policy``) applies it with the
+(``pxpo_gym.pinning``) applies it with the
 base model, as training's evaluations did.
 
 Weights are safetensors; the folder is written next to its final place and
@@ -34,52 +34,14 @@ from typing import Any
 
 import torch
 
-from agents.rollout import MAX_PIN_BAND, pin_weights
 from pxpo_gym.files import fault_point, write_atomic
 from pxpo_gym.models import METADATA_FILE, LoadedModel, NoiseModel
+from pxpo_gym.pinning import HELD_PIXELS
 
 EXPORT_DIR = "model"
 """The export's folder inside a run folder."""
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 """diffusers' default LoRA file name (what ``load_lora_weights`` looks for)."""
-HELD_PIXELS = "held_pixels.safetensors"
-"""A pinned run's silent pixels in its export: tensor 'held' (num_contexts, h, w) uint8, metadata 'mode' and
-'band' (the pin's band, ``agents.rollout.pin_weights``)."""
-PIN_MODES = ("hold", "freeze")
-
-
-def read_held_pixels(
-    folder: str | Path, num_contexts: int, grid: tuple[int, int]
-) -> tuple[str, torch.Tensor] | None:
-    """An export's pinned pixels: (mode, (num_contexts, h, w) bool, or float weights when the run pinned
-    with a band, ``agents.rollout.pin_weights``), or None when it has none.
-
-    Raises:
-        ValueError: the file is not a valid safetensors file, or its mode or shape do not fit the model.
-    """
-    path = Path(folder) / HELD_PIXELS
-    if not path.is_file():
-        return None
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
-            held = handle.get_tensor("held")
-    except (SafetensorError, OSError, KeyError) as err:
-        raise ValueError(f"{str(path)!r} is not a valid held-pixels file: {err}") from err
-    mode, band = meta.get("mode"), meta.get("band", "0")  # exports from before bands have none
-    if mode not in PIN_MODES:
-        raise ValueError(f"{str(path)!r}: mode must be one of {PIN_MODES}, got mode={mode!r}")
-    if not (band.isdigit() and int(band) <= MAX_PIN_BAND):
-        raise ValueError(f"{str(path)!r}: band must be an integer in [0, {MAX_PIN_BAND}], got band={band!r}")
-    if tuple(held.shape) != (num_contexts, *grid):
-        raise ValueError(
-            f"{str(path)!r}: held has shape {tuple(held.shape)}, the model needs ({num_contexts}, {grid[0]}, {grid[1]})"
-        )
-    if int(band):
-        return mode, pin_weights(held.bool(), int(band))
-    return mode, held.bool()
 
 
 def has_lora(policy: torch.nn.Module) -> bool:

@@ -26,11 +26,9 @@ from typing import Any, Literal
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 
-from agents.export import read_held_pixels
-from agents.rollout import pinned_policy
-from pxpo_gym.loading import load_model, pixel_model, read_metadata
+from pxpo_gym.loading import pixel_model, read_metadata
 from pxpo_gym.sampling import rollout
-from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv, run_sampler
+from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv
 
 
 class TrainedPipeline(DiffusionPipeline):
@@ -90,23 +88,14 @@ class TrainedPipeline(DiffusionPipeline):
         count = int(labels.numel()) if labels is not None else int(num_images)
         folder = self.folder
         loaded = pixel_model(self.unet, self.scheduler, folder or "TrainedPipeline", folder, self.device)
-        # resolved here: with a pin the env is built on the base model, which has no run settings
-        sampler = run_sampler(self.run_settings(), num_inference_steps, eta, noise_level, transition)
-        pin = None
-        if held_pixels == "auto" and folder is not None:
-            pin = read_held_pixels(folder, loaded.num_contexts, tuple(loaded.sample_shape[-2:]))
-        policy: Any = None  # the env's own model
-        env_model = loaded
-        if pin is not None:
-            base = read_metadata(folder).get("fine_tuned_from")
-            if not base:
-                raise ValueError(f"{folder!r} pins held pixels but names no model it was fine-tuned from")
-            env_model = load_model(base, self.device)
-            mode, held = pin
-            policy = pinned_policy(mode, loaded.noise_model, env_model.noise_model, held.to(self.device))
-        envs = DiffusionDenoiseVectorEnv(count, env_model, device=self.device, **sampler)
+        # the env's own sampler: the export's settings where none is given (run_sampler) and its pin (if any)
+        # applied against its base, as training did
+        sampler = dict(num_inference_steps=num_inference_steps, eta=eta, noise_level=noise_level)
+        envs = DiffusionDenoiseVectorEnv(
+            count, loaded, device=self.device, held_pixels=held_pixels, transition=transition, **sampler
+        )
         options = None if labels is None else {"context": labels.to(self.device)}
-        episode = rollout(envs, policy if policy is not None else envs.model, seed=seed, options=options)
+        episode = rollout(envs, envs.policy(), seed=seed, options=options)
         images = episode.images.cpu()
         if output_type == "pil":
             return ImagePipelineOutput(images=self.numpy_to_pil(images.permute(0, 2, 3, 1).numpy()))

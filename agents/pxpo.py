@@ -45,7 +45,7 @@ where log p(x^ij) sums the pixel's channels. Our choices, fixed here:
   never looks at (also exactly constant on noise images: ``agents.credit.
   reward_insensitive``; a reward that scores part of the image) keep the pretrained
   model's trajectory from the same noise, as inpainting keeps the known region
-  (``agents.rollout.HeldPolicy``): exact, at the cost of a reference forward pass per
+  (``pxpo_gym.pinning.HeldPolicy``): exact, at the cost of a reference forward pass per
   step. The others (quiet: the reward looks but did not vary, such as a
   segmentation net's background) get a per-pixel KL penalty to the pretrained model
   (``silent_kl_coef``), which also brakes the shared weights: without it per-pixel
@@ -69,7 +69,7 @@ from agents.advantages import STD_MODES, ContextStats
 from agents.credit import CREDITS, KERNEL_CREDITS, LOCAL_SHARE, Footprint, apply_kernels, credit_kernels
 from agents.credit_check import CHECK_SCALES, CHECK_THRESHOLD
 from agents.losses import PolicyGradientConfig, pxpo_loss
-from agents.rollout import MAX_PIN_BAND
+from pxpo_gym.pinning import MAX_PIN_BAND
 
 DEFAULT_CREDIT = "checked"
 DEFAULT_CREDIT_THRESHOLD = 0.3
@@ -122,13 +122,13 @@ class PXPOConfig(PolicyGradientConfig):
     alone keeps it only in sampling); 0: none."""
     pin_band: int = 0
     """A pin's band: the pinned pixels within this many pixels (chessboard) of the edge ramp from the
-    policy's prediction to the pretrained model's in sampling (``agents.rollout.pin_weights``), so that the
+    policy's prediction to the pretrained model's in sampling (``pxpo_gym.pinning.pin_weights``), so that the
     held part meets the repainted one without a hard seam; 0: the hard pin. Training treats the band as
     pinned (no gradient through it)."""
     silent_mode: str = DEFAULT_SILENT_MODE
     """How silent pixels are held: 'kl' (the penalty above), 'freeze' (the policy's action there is the
     pretrained model's own on the current state: a hard per-pixel trust region), 'hold' (their state
-    follows the pretrained model's trajectory from the same noise, ``agents.rollout.HeldPolicy``, and the
+    follows the pretrained model's trajectory from the same noise, ``pxpo_gym.pinning.HeldPolicy``, and the
     penalty still brakes the shared weights) or 'hold-unscored' (the pixels whose reward was exactly
     constant, which the reward never looks at, are held; the other silent pixels get the penalty). The
     trainer's sampler applies the pin ('freeze', 'hold', 'hold-unscored')."""

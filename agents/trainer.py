@@ -46,10 +46,11 @@ from agents.losses import kl_penalty
 from agents.oracle import check_differentiable, trainer_epoch
 from agents.policy import guided_eps, make_policy
 from agents.pxpo import PIN_OF_MODE, PXPO
-from agents.rollout import HeldPolicy, Trajectories, blend, coefficients_from, collect, pin_weights
+from agents.rollout import Trajectories, coefficients_from, collect
 from agents.runs import measure_run_footprint, resolve_config, run_epochs
 from agents.steps import sample_steps, step_weights
 from pxpo_gym.ddim import TransitionCoefficients, step_kl, step_log_prob
+from pxpo_gym.pinning import HeldPolicy, blend, pin_weights
 from pxpo_gym.sampling import Episode
 
 
@@ -155,7 +156,7 @@ class Trainer:
 
     def held_weights(self) -> torch.Tensor:
         """How the sampler pins: ``pinned`` itself, or with ``pin_band`` its float weights
-        (``agents.rollout.pin_weights``: a ramp over the band of pinned pixels nearest the edge)."""
+        (``pxpo_gym.pinning.pin_weights``: a ramp over the band of pinned pixels nearest the edge)."""
         assert self.pinned is not None
         band = getattr(self.config, "pin_band", 0)
         return pin_weights(self.pinned, band) if band else self.pinned

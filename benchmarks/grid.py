@@ -97,7 +97,7 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
     "distill5": {"pinned_kl_coef": 5.0},
     "distill20": {"pinned_kl_coef": 20.0},
     "distill50": {"pinned_kl_coef": 50.0},
-    # The pin's edge ramped over this many pixels (agents.rollout.pin_weights):
+    # The pin's edge ramped over this many pixels (pxpo_gym.pinning.pin_weights):
     "band0": {"pin_band": 0},
     "band1": {"pin_band": 1},
     "band2": {"pin_band": 2},

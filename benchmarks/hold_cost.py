@@ -1,7 +1,7 @@
 """What holding the unscored pixels costs: one epoch's sampling and update with and without the pin.
 
 PXPO's default ``silent_mode='hold-unscored'`` runs the pretrained model beside the
-policy while any pixel is held (``agents.rollout.HeldPolicy``). On the region task
+policy while any pixel is held (``pxpo_gym.pinning.HeldPolicy``). On the region task
 (the right half never scored), one trainer samples an epoch with the pin and without
 it, alternating, in one process, and times the update on each one's trajectories;
 the ratios (held / free) are what to read.

@@ -19,7 +19,7 @@ import torch
 
 Policy = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``policy(sample, timestep, context) -> action`` on the env's observation tensors. A policy that keeps
-state along its episode (PXPO's held silent pixels, ``agents.rollout.HeldPolicy``) also defines
+state along its episode (PXPO's held silent pixels, ``pxpo_gym.pinning.HeldPolicy``) also defines
 ``on_step(obs, action, next_obs, info)``, which ``rollout`` calls after every step."""
 StepHook = Callable[[dict, torch.Tensor, dict, dict], None]
 """``on_step(obs, action, next_obs, info)``: called after every env step."""
@@ -119,7 +119,8 @@ def run_policy(
 
     Args:
         envs: a ``DiffusionDenoiseVectorEnv`` (or a wrapper of one, e.g. from ``gym.make_vec``).
-        model: ``model(sample, timestep, context) -> eps``; the env's pretrained model if None.
+        model: ``model(sample, timestep, context) -> eps``; if None the env's own sampler (its model, with an
+            export's pinned pixels held as training held them: ``DiffusionDenoiseVectorEnv.policy``).
         seed, options: passed to ``envs.reset``.
     """
-    return rollout(envs, envs.unwrapped.model if model is None else model, seed, options)
+    return rollout(envs, envs.unwrapped.policy() if model is None else model, seed, options)

@@ -21,6 +21,7 @@ from pxpo_gym.ddim import DDIMSchedule, ddim_step
 from pxpo_gym.flow import DEFAULT_NOISE_LEVEL, FlowSchedule
 from pxpo_gym.loading import load_model, read_metadata
 from pxpo_gym.models import DEFAULT_MODEL_NAME, LoadedModel, parse_dtype
+from pxpo_gym.pinning import pinned_policy, read_held_pixels
 from pxpo_gym.rewards import Reward, RewardFn, aggregator, make_reward
 from pxpo_gym.validation import check_actions, parse_device, parse_num_envs
 
@@ -196,8 +197,11 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         noise_level: float | None = None,
         transition: str | None = None,
         log_density: str | None = None,
+        held_pixels: str = "auto",
     ) -> None:
         num_envs = parse_num_envs(num_envs)
+        if held_pixels not in ("auto", "off"):
+            raise ValueError(f"held_pixels must be 'auto' or 'off', got held_pixels={held_pixels!r}")
         self.device = parse_device(device)
         self.dtype = parse_dtype(dtype)
         if isinstance(model, LoadedModel):
@@ -213,7 +217,18 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         self.model = self.loaded.noise_model.requires_grad_(False)
         # an export's run settings: in the folder the user named (a LoRA export's weights live in its base)
         folder = self.loaded.source if Path(self.loaded.source).is_dir() else self.loaded.location
-        run = read_metadata(folder).get("run", {}).get("config", {}) if folder else {}
+        metadata = read_metadata(folder) if folder else {}
+        run = metadata.get("run", {}).get("config", {})
+        self.pin = None
+        """An export's pin (``pxpo_gym.pinning``): (mode, held, the model it was fine-tuned from), applied by
+        ``policy()`` unless held_pixels='off'; None without one."""
+        if folder and held_pixels == "auto":
+            pin = read_held_pixels(folder, self.loaded.num_contexts, tuple(self.loaded.sample_shape[-2:]))
+            if pin is not None:
+                if not metadata.get("fine_tuned_from"):
+                    raise ValueError(f"{folder!r} pins held pixels but names no model it was fine-tuned from")
+                self.pin = (*pin, str(metadata["fine_tuned_from"]))
+        self._pin_base: Any = None
         sampler = run_sampler(run, num_inference_steps, eta, noise_level, transition, log_density)
         self.schedule = _schedule(
             self.loaded,
@@ -270,6 +285,31 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         self._check_reward()
 
     # -- construction helpers -------------------------------------------------
+
+    def policy(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The env's own sampler as a policy for one batch of episodes: the model, or for an export that
+        pins held pixels (``self.pin``) the model with them held to the model it was fine-tuned from (loaded
+        on first use), as training sampled: what ``run_policy(envs)`` draws."""
+        if self.pin is None:
+            return self.model
+        mode, held, base = self.pin
+        if self._pin_base is None:
+            latent = self.loaded.is_latent
+            self._pin_base = load_model(
+                base,
+                self.device,
+                self.dtype,
+                prompts=self.loaded.prompts,
+                resolution=self.loaded.image_size if latent else None,
+            )
+            if tuple(self._pin_base.sample_shape) != tuple(self.loaded.sample_shape):
+                raise ValueError(
+                    f"the pin's base model {base!r} draws samples of shape {tuple(self._pin_base.sample_shape)}, "
+                    f"the export {tuple(self.loaded.sample_shape)}"
+                )
+        return pinned_policy(
+            mode, self.model, self._pin_base.noise_model.requires_grad_(False), held.to(self.device)
+        )
 
     def _parse_contexts(self, context: Any, name: str) -> torch.Tensor:
         """Context spec -> (n,) int64 ids; None means every real context."""

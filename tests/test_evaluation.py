@@ -110,7 +110,7 @@ def test_the_seam_metric_by_hand():
 
 
 def test_pin_weights_ramp_over_the_band_by_hand():
-    from agents.rollout import pin_weights
+    from pxpo_gym.pinning import pin_weights
 
     held = torch.zeros(1, 3, 7, dtype=torch.bool)
     held[:, :, 2:] = True  # columns 2-6 held, the border is no edge
@@ -127,7 +127,7 @@ def test_pin_weights_ramp_over_the_band_by_hand():
 
 
 def test_blend_is_exact_at_the_ends_and_linear_between():
-    from agents.rollout import blend
+    from pxpo_gym.pinning import blend
 
     eps, ref = torch.randn(2, 3, 2, 2), torch.randn(2, 3, 2, 2)
     held = torch.tensor([[[0.0, 1.0], [0.25, 1.0]]]).expand(2, 2, 2)

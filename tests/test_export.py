@@ -248,7 +248,7 @@ def held_run_config(tiny_model_dir, tmp_path, **overrides) -> TrainConfig:
 
 def test_a_held_run_exports_its_pinned_pixels_and_evaluate_applies_them(tiny_model_dir, tmp_path):
     from agents.evaluate import EvaluateConfig, evaluate
-    from agents.export import HELD_PIXELS, read_held_pixels
+    from pxpo_gym.pinning import HELD_PIXELS, read_held_pixels
 
     config = held_run_config(tiny_model_dir, tmp_path, eval_every=3, eval_images=8)
     history = train(config)

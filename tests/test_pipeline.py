@@ -84,6 +84,12 @@ def test_the_pipeline_pins_held_pixels_as_evaluate_does(tiny_model_dir, tmp_path
     pinned = pipeline(class_labels=LABELS, seed=seed).images
     torch.testing.assert_close(pinned, held_out(trainer, seed), atol=1e-5, rtol=0)
     alone = pipeline(class_labels=LABELS, seed=seed, held_pixels="off").images
+    # gym.make on the export samples as the run did, pin included; held_pixels='off': the weights alone
+    common = dict(num_envs=len(LABELS), model=str(export), num_inference_steps=4)
+    for held_pixels, expected in (("auto", pinned), ("off", alone)):
+        envs = gym.make_vec("DiffusionDenoise-v0", held_pixels=held_pixels, **common)
+        drawn = run_policy(envs, seed=seed, options={"context": torch.tensor(LABELS)}).images
+        torch.testing.assert_close(drawn, expected, atol=1e-5, rtol=0)
     base = gym.make_vec(
         "DiffusionDenoise-v0", num_envs=len(LABELS), model=str(tiny_model_dir), num_inference_steps=4
     )

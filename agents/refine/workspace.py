@@ -122,6 +122,7 @@ class Workspace:
             transition=train.transition,
             device=train.device,
             context=context,
+            held_pixels="off",  # fine-tuning starts from the weights
         )
         self.envs = DiffusionDenoiseVectorEnv(num_envs=train.sample_batch_size, **common)
         self.render_env = DiffusionDenoiseVectorEnv(num_envs=1, **common)

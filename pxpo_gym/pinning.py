@@ -1,0 +1,158 @@
+"""PXPO's pin: pixels held to the pretrained model's trajectory while sampling (part of the sampler).
+
+A run whose reward never scores some pixels may hold them to what the pretrained
+model draws from the same noise (``agents.pxpo``, ``silent_mode``), optionally with
+a band at the edge that ramps from the policy's prediction to the pretrained model's
+(``pin_weights``). The export writes the pin beside the weights
+(``held_pixels.safetensors``); the env (``gym.make(model=RUN/model)``),
+``agents.evaluate`` and ``agents.pipeline.TrainedPipeline`` apply it against the
+model the run was fine-tuned from, so an export samples as training did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+HELD_PIXELS = "held_pixels.safetensors"
+"""A pinned run's silent pixels in its export: tensor 'held' (num_contexts, h, w) uint8, metadata 'mode' and
+'band' (the pin's band, ``pin_weights``)."""
+PIN_MODES = ("hold", "freeze")
+MAX_PIN_BAND = 64
+"""The widest pin band a run or an export may name."""
+
+
+def read_held_pixels(
+    folder: str | Path, num_contexts: int, grid: tuple[int, int]
+) -> tuple[str, torch.Tensor] | None:
+    """An export's pinned pixels: (mode, (num_contexts, h, w) bool, or float weights when the run pinned
+    with a band, ``pin_weights``), or None when it has none.
+
+    Raises:
+        ValueError: the file is not a valid safetensors file, or its mode or shape do not fit the model.
+    """
+    path = Path(folder) / HELD_PIXELS
+    if not path.is_file():
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            held = handle.get_tensor("held")
+    except (SafetensorError, OSError, KeyError) as err:
+        raise ValueError(f"{str(path)!r} is not a valid held-pixels file: {err}") from err
+    mode, band = meta.get("mode"), meta.get("band", "0")  # exports from before bands have none
+    if mode not in PIN_MODES:
+        raise ValueError(f"{str(path)!r}: mode must be one of {PIN_MODES}, got mode={mode!r}")
+    if not (band.isdigit() and int(band) <= MAX_PIN_BAND):
+        raise ValueError(f"{str(path)!r}: band must be an integer in [0, {MAX_PIN_BAND}], got band={band!r}")
+    if tuple(held.shape) != (num_contexts, *grid):
+        raise ValueError(
+            f"{str(path)!r}: held has shape {tuple(held.shape)}, the model needs ({num_contexts}, {grid[0]}, {grid[1]})"
+        )
+    if int(band):
+        return mode, pin_weights(held.bool(), int(band))
+    return mode, held.bool()
+
+
+class HeldPolicy:
+    """A policy whose held pixels follow the pretrained model's trajectory from the same noise (PXPO's
+    ``silent_mode='hold'``: an inpainting-style constraint on the state, not on the weights).
+
+    Beside the episode it tracks the reference trajectory x^ref_t that the pretrained model would have
+    visited from the same x_T and the same step noise. At a held pixel the action is the pretrained
+    model's noise prediction on x^ref_t, so the step lands where the reference's does; elsewhere it is
+    the policy's. The env's step is x_{t-1} = a x_t + b eps + s z, so from the step actually taken the
+    reference's next state is x^ref_{t-1} = x_{t-1} + a (x^ref_t - x_t) + b (eps^ref - eps) (no division
+    by s: exact for deterministic samplers too). At held pixels both differences are 0, so the held
+    pixels of every state, x_0 included, are the pretrained model's exactly. Use one instance per
+    episode batch (``pxpo_gym.sampling.rollout`` calls its ``on_step``).
+
+    A float ``held`` (``pin_weights``: a band at the pin's edge) blends the two predictions,
+    w eps^ref + (1 - w) eps: w = 1 is held exactly, 0 is the policy's alone, and in between the
+    pixel's state moves between the two trajectories, so a held part meets a repainted one through a
+    ramp instead of a hard edge.
+
+    Args:
+        policy: ``policy(sample, timestep, context) -> eps`` (the trained model).
+        reference: the same signature, the frozen pretrained model (no gradients needed).
+        held: (num_contexts, h, w) bool, or float weights in [0, 1], each context's held pixels on the
+            sample grid.
+    """
+
+    def __init__(self, policy: Callable, reference: Callable, held: torch.Tensor) -> None:
+        self.policy = policy
+        self.reference = reference
+        self.held = held
+        self.reference_sample: torch.Tensor | None = None
+        self.reference_eps: torch.Tensor | None = None
+
+    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        if self.reference_sample is None:  # the episode's first step: both start from x_T
+            self.reference_sample = sample.clone()
+        self.reference_eps = self.reference(self.reference_sample, timestep, context).float()
+        eps = self.policy(sample, timestep, context).float()
+        return blend(eps, self.reference_eps, self.held[context.reshape(-1)])
+
+    def on_step(self, obs: dict, action: torch.Tensor, next_obs: dict, info: dict) -> None:
+        shape = (-1, *([1] * (action.dim() - 1)))
+        a, b = info["coef_sample"].reshape(shape), info["coef_eps"].reshape(shape)
+        self.reference_sample = (
+            next_obs["sample"]
+            + a * (self.reference_sample - obs["sample"])
+            + b * (self.reference_eps - action.float())
+        )
+
+
+def blend(eps: torch.Tensor, reference_eps: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+    """The action with the held pixels' weight on the reference's: (B, C, h, w) from held (B, h, w), bool
+    (the reference's where True) or float in [0, 1] (w reference + (1 - w) eps; exact at 0 and 1)."""
+    weight = held.to(eps.device)[:, None]  # (B, 1, h, w)
+    if weight.dtype == torch.bool:
+        return torch.where(weight, reference_eps, eps)
+    return torch.lerp(eps, reference_eps, weight.to(eps.dtype))
+
+
+def pin_weights(held: torch.Tensor, band: int) -> torch.Tensor:
+    """PXPO's pin with a band at its edge: (num_contexts, h, w) bool -> float weights in [0, 1].
+
+    A held pixel at chessboard distance d from the nearest free pixel weighs min(1, d / (band + 1)): the
+    ``band`` held pixels nearest the edge ramp from the policy's prediction to the reference's, the rest
+    are held exactly; free pixels weigh 0. band 0 is the hard pin. The image border is not an edge.
+    """
+    if not 0 <= band <= MAX_PIN_BAND:
+        raise ValueError(f"band must be in [0, {MAX_PIN_BAND}], got band={band}")
+    weight = held.float()
+    if band == 0 or not bool(held.any()):
+        return weight
+    reached = (~held).float()[:, None]  # (C, 1, h, w): pixels within distance d of a free pixel
+    for d in range(1, band + 1):
+        reached = F.max_pool2d(reached, kernel_size=3, stride=1, padding=1)  # the border pads with -inf
+        ring = held & (reached[:, 0] > 0) & (weight == 1)
+        weight = torch.where(ring, torch.full_like(weight, d / (band + 1)), weight)
+    return weight
+
+
+def pinned_policy(mode: str, policy: Callable, reference: Callable, held: torch.Tensor) -> Callable:
+    """A policy with PXPO's silent pixels pinned to the pretrained model, for one batch of episodes.
+
+    Args:
+        mode: 'hold' (``HeldPolicy``: the held pixels' state follows the reference's trajectory) or
+            'freeze' (the action there is the reference's on the current state).
+        policy, reference: ``(sample, timestep, context) -> eps``.
+        held: (num_contexts, h, w) bool, or float weights (``pin_weights``).
+    """
+    if mode == "hold":
+        return HeldPolicy(policy, reference, held)
+    if mode != "freeze":
+        raise ValueError(f"mode must be 'hold' or 'freeze', got mode={mode!r}")
+
+    def frozen(sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        eps = policy(sample, timestep, context).float()
+        return blend(eps, reference(sample, timestep, context).float(), held[context.reshape(-1)])
+
+    return frozen
