@@ -17,8 +17,8 @@ import torch
 import tyro
 
 import pxpo_gym  # noqa: F401  (registers the env)
-from agents.ddpo import DDPOConfig
-from agents.pxpo import PXPOConfig
+from agents.algorithms import check_name, is_builtin, label, resolve_algorithm
+from agents.algorithms.pxpo import PXPOConfig
 from agents.steps import DEFAULT_STEP_THRESHOLD, DEFAULT_STEP_WEIGHTING, STEP_WEIGHTINGS
 from pxpo_gym.flow import DEFAULT_NOISE_LEVEL
 from pxpo_gym.rewards import split_weight
@@ -36,9 +36,13 @@ ALGO_DEFAULTS = PXPOConfig()
 class TrainConfig:
     """Fine-tune the env's diffusion model with DDPO or PXPO."""
 
-    algo: Literal["ddpo", "pxpo", "oracle"] = "pxpo"
-    """Algorithm: 'ddpo' (one reward per image), 'pxpo' (per-pixel rewards), or 'oracle': the
-    exact-gradient baseline that backpropagates a differentiable reward through the sampler (agents.oracle)."""
+    algo: str = "pxpo"
+    """Algorithm: 'ddpo' (one reward per image), 'pxpo' (per-pixel rewards), 'oracle' (the exact-gradient
+    baseline that backpropagates a differentiable reward through the sampler), or your own by import path,
+    'package.module:Class' (agents.algorithms.base; docs/custom-algorithms.md)."""
+    algo_option: tuple[str, ...] = ()
+    """The algorithm's own options as key=value (its config_class's fields; the value read as JSON where it
+    parses, else as text), e.g. --algo-option window=2 clip_range=0.001."""
     estimator: Literal["sf", "is"] = ALGO_DEFAULTS.estimator  # type: ignore[assignment]
     """'sf': score function; 'is': importance sampling with PPO clipping."""
     reward: tyro.conf.UseAppendAction[tuple[str, ...]] = ()
@@ -243,10 +247,7 @@ class TrainConfig:
             isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
             f"seed must be an int >= 0, got seed={self.seed!r}",
         )
-        need(
-            self.algo in ("ddpo", "pxpo", "oracle"),
-            f"algo must be 'ddpo', 'pxpo' or 'oracle', got algo={self.algo!r}",
-        )
+        check_name(self.algo)
         need(self.learning_rate > 0, f"learning_rate must be > 0, got learning_rate={self.learning_rate}")
         for name in (
             "num_epochs",
@@ -299,10 +300,6 @@ class TrainConfig:
             math.isfinite(self.dist_timeout) and self.dist_timeout > 0,
             f"dist_timeout must be a finite number of seconds > 0, got dist_timeout={self.dist_timeout}",
         )
-        need(
-            not (self.algo == "oracle" and self.kl_coef),
-            f"kl_coef={self.kl_coef} is a policy-gradient penalty; algo='oracle' does not take it",
-        )
         need(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
         need(
             self.noise_level is None or (math.isfinite(self.noise_level) and self.noise_level > 0),
@@ -322,7 +319,9 @@ class TrainConfig:
                 f"reward_kwargs must be a JSON object, got {self.reward_kwargs!r}: {err}"
             ) from err
         need(isinstance(kwargs, dict), f"reward_kwargs must be a JSON object, got {self.reward_kwargs!r}")
-        self.algo_config()  # validates the algorithm's own fields
+        self.algo_options()  # well-formed; their values are the algorithm's to check
+        if is_builtin(self.algo):  # an import path is imported only when the trainer is built
+            self.algo_config()  # validates the algorithm's own fields
 
     @property
     def images_per_epoch(self) -> int:
@@ -348,48 +347,94 @@ class TrainConfig:
         parts = Path(self.model).parts or ("model",)
         tag = parts[-2] if parts[-1] == "model" and len(parts) > 1 else parts[-1]  # an export: its run's name
         model = "" if self.model == "default" else "-" + re.sub(r"[^A-Za-z0-9_.+-]", "_", tag)
-        return Path(self.out or f"runs/{self.algo}-{self.estimator}-{name}{model}-seed{self.seed}")
+        algo = label(self.algo)
+        return Path(self.out or f"runs/{algo}-{self.estimator}-{name}{model}-seed{self.seed}")
 
     @property
     def env_batch_size(self) -> int:
         """The vector env's num_envs: the oracle denoises (and backpropagates) one train batch at a time."""
-        return self.train_batch_size if self.algo == "oracle" else self.sample_batch_size
+        with_gradients = getattr(self.algorithm(), "samples_with_gradients", False)
+        return self.train_batch_size if with_gradients else self.sample_batch_size
 
-    def algo_config(self, sample_elements: int | None = None) -> DDPOConfig | PXPOConfig:
-        """DDPO's or PXPO's own config (the oracle validates DDPO's fields and uses none).
+    def algo_options(self) -> dict[str, Any]:
+        """``algo_option`` as a dict (values parsed as JSON where they parse, else kept as text).
+
+        Raises:
+            ValueError: an option without '=' or named twice.
+        """
+        options: dict[str, Any] = {}
+        for item in self.algo_option:
+            key, sep, text = item.partition("=")
+            if not sep or not key.isidentifier():
+                raise ValueError(f"algo_option must be key=value with a field name as key, got {item!r}")
+            if key in options:
+                raise ValueError(f"algo_option names {key!r} twice")
+            try:
+                options[key] = json.loads(text)
+            except json.JSONDecodeError:
+                options[key] = text
+        return options
+
+    def algorithm(self) -> type:
+        """The algorithm class (``agents.algorithms.resolve_algorithm``: an import path is imported here)."""
+        return resolve_algorithm(self.algo)
+
+    def algo_config(self, sample_elements: int | None = None, cls: type | None = None) -> Any:
+        """The algorithm's own config (``cls.config_class``): the shared options this config sets for the
+        fields it has (PXPO's too, by name), then ``algo_option``.
 
         Args:
-            sample_elements: C h w of the model's sample; with it, DDPO's default clip range is
-                scaled for the element count (``ddpo_clip_range``).
+            sample_elements: C h w of the model's sample; with it, an algorithm whose ``default_clip_range``
+                is 'elements' (DDPO) gets its clip range scaled for the element count (``ddpo_clip_range``).
+            cls: the algorithm class; None resolves ``algo``.
+
+        Raises:
+            ValueError: an option the algorithm's config does not have, or a value it refuses.
         """
-        cls = PXPOConfig if self.algo == "pxpo" else DDPOConfig
-        extra = {"clip_range": self.clip_range} if self.clip_range is not None else {}
-        if self.algo == "ddpo" and self.clip_range is None and sample_elements:
-            extra["clip_range"] = ddpo_clip_range(sample_elements)
-        if self.algo == "pxpo":
-            extra.update(
-                pixel_std=self.pixel_std,
-                image_advantage_weight=self.image_advantage_weight,
-                credit=self.credit,
-                credit_threshold=self.credit_threshold,
-                check_scales=tuple(self.credit_check_scales),
-                check_restore=self.credit_check_restore,
-                check_drop=self.credit_check_drop,
-                silent_kl_coef=self.silent_kl_coef,
-                pinned_kl_coef=self.pinned_kl_coef,
-                pin_band=self.pin_band,
-                silent_mode=self.silent_mode,
-                silent_test=self.silent_test,
+        cls = cls or self.algorithm()
+        if getattr(cls, "samples_with_gradients", False) and self.kl_coef:
+            raise ValueError(
+                f"kl_coef={self.kl_coef} is a policy-gradient penalty; algo={self.algo!r} does not take it"
             )
+        config_class = cls.config_class
+        fields = {f.name for f in dataclasses.fields(config_class)}
         # A group is a buffer that holds exactly this epoch's group_size rewards of a context.
-        buffer = self.group_size or self.stat_buffer_size
-        return cls(
+        values: dict[str, Any] = dict(
             estimator=self.estimator,
             adv_clip_max=self.adv_clip_max,
-            stat_buffer_size=buffer,
+            stat_buffer_size=self.group_size or self.stat_buffer_size,
             stat_min_count=self.group_size or self.stat_min_count,
-            **extra,
+            pixel_std=self.pixel_std,
+            image_advantage_weight=self.image_advantage_weight,
+            credit=self.credit,
+            credit_threshold=self.credit_threshold,
+            check_scales=tuple(self.credit_check_scales),
+            check_restore=self.credit_check_restore,
+            check_drop=self.credit_check_drop,
+            silent_kl_coef=self.silent_kl_coef,
+            pinned_kl_coef=self.pinned_kl_coef,
+            pin_band=self.pin_band,
+            silent_mode=self.silent_mode,
+            silent_test=self.silent_test,
         )
+        if self.clip_range is not None:
+            values["clip_range"] = self.clip_range
+        elif getattr(cls, "default_clip_range", "fixed") == "elements" and sample_elements:
+            values["clip_range"] = ddpo_clip_range(sample_elements)
+        values = {k: v for k, v in values.items() if k in fields}
+        options = self.algo_options()
+        unknown = sorted(set(options) - fields)
+        if unknown:
+            raise ValueError(
+                f"algo_option {unknown} are not options of algo={self.algo!r}; it has {sorted(fields)}"
+            )
+        values.update(options)
+        try:
+            return config_class(**values)
+        except TypeError as err:
+            raise ValueError(
+                f"algo={self.algo!r}: its options do not fit {config_class.__name__}: {err}"
+            ) from err
 
 
 def reward_tuple(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -463,7 +508,7 @@ def check_envs(config: TrainConfig, envs: Any, ranks: int = 1) -> None:
         *stochasticity,
         ("num_inference_steps", config.num_inference_steps, core.num_steps),
         (
-            "sample_batch_size" if config.algo != "oracle" else "train_batch_size",
+            "train_batch_size" if config.algorithm().samples_with_gradients else "sample_batch_size",
             config.env_batch_size // ranks,
             core.num_envs,
         ),

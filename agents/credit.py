@@ -56,7 +56,7 @@ Kernel credits are rescaled per step to the per-pixel advantages' root mean squa
 so every step's advantages keep one scale (the loss's step weights stay in charge
 of how much each step counts). Where the reward is silent (a pixel whose reward
 never varies) the advantage is 0 under every credit but ``"image"``;
-``silent_kl_coef`` (``agents.pxpo``) holds those pixels to the pretrained model.
+``silent_kl_coef`` (``agents.algorithms.pxpo``) holds those pixels to the pretrained model.
 """
 
 from __future__ import annotations

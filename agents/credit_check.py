@@ -25,7 +25,7 @@ image (a constant map: per-pixel credit is then DDPO's); near 0 or negative wher
 the rest of the map answers a pixel's change in other directions than the pixel
 itself (a gate that binds, a budget that is exceeded, a network's context).
 
-``credit='checked'`` (PXPO's default, ``agents.pxpo``) measures it every epoch on
+``credit='checked'`` (PXPO's default, ``agents.algorithms.pxpo``) measures it every epoch on
 that epoch's own images and trains with per-pixel credit until an epoch's agreement
 falls below ``CHECK_THRESHOLD`` or its reward falls far below the best epoch's
 (``reward_dropped``); then the weights that drew the best epoch come back

@@ -151,11 +151,11 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
-def check_splittable(algo: str, sample_batch_size: int, world: World) -> None:
-    """Refuses what a distributed run cannot split exactly (the oracle; a batch that is not a multiple of the
-    world size)."""
-    if algo == "oracle":
-        raise ValueError("algo='oracle' runs on one process; launch it without torchrun")
+def check_splittable(algo: type, sample_batch_size: int, world: World) -> None:
+    """Refuses what a distributed run cannot split exactly (an algorithm that backpropagates through
+    sampling, e.g. the oracle; a batch that is not a multiple of the world size)."""
+    if getattr(algo, "samples_with_gradients", False):
+        raise ValueError(f"algo={algo.name!r} runs on one process; launch it without torchrun")
     if sample_batch_size % world.size:
         raise ValueError(
             f"sample_batch_size={sample_batch_size} must be a multiple of the {world.size} processes: "

@@ -46,7 +46,7 @@ function's share; for the oracle, sampling and training are one pass: ``sample_s
 ``train_seconds`` is all of it); ``eval_seconds`` (evaluation) is not in ``seconds``.
 The evaluation columns (``eval_reward`` onwards, ``agents.evaluation``) are empty on epochs without an
 evaluation. ``silent_kl`` and ``silent_fraction`` are PXPO's penalty on silent pixels and the share of pixels
-it holds (``agents.pxpo``). ``credit_agreement`` is PXPO's check of per-pixel credit on the epoch's images and
+it holds (``agents.algorithms.pxpo``). ``credit_agreement`` is PXPO's check of per-pixel credit on the epoch's images and
 ``credit_dropped`` 1 where the epoch's reward fell far below the best epoch's (the check's outcome guard),
 ``credit_pixel`` 1 where the epoch trained with per-pixel credit, 0 with image credit, and ``credit_restored``,
 on the epoch the check failed, the epoch whose weights were restored (that epoch makes no update)

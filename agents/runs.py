@@ -1,6 +1,6 @@
 """A run's life around the trainer: what a run writes, when a folder may be reused, which settings a resumed
 run takes from its checkpoint and which from the command line, and the epoch loop that logs, evaluates,
-checkpoints and exports (``agents.trainer.train`` is the entry point)."""
+checkpoints and exports (``agents.runs.train`` is the entry point)."""
 
 from __future__ import annotations
 
@@ -10,25 +10,23 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from tqdm import tqdm
 
+from agents.algorithms import refuse_algorithm_from_file
+from agents.algorithms.pxpo import CREDIT_FILE, FOOTPRINT_FILE
 from agents.checkpoint import load_checkpoint, restore_trainer
 from agents.config import TrainConfig, make_envs, reward_tuple
-from agents.credit import Footprint, measure_footprint
 from agents.distributed import barrier
 from agents.evaluation import Evaluator
 from agents.export import EXPORT_DIR
 from agents.metrics import MetricsLogger
-from agents.policy import guided_eps
+from agents.trainer import Trainer
 from pxpo_gym.files import write_atomic
 from pxpo_gym.models import METADATA_FILE
 from pxpo_gym.rewards import refuse_code_from_file
 from pxpo_gym.viz import save_reward_grid
-
-if TYPE_CHECKING:
-    from agents.trainer import Trainer
 
 RESUME_OVERRIDABLE = (
     "num_epochs",
@@ -48,10 +46,6 @@ RESUME_OVERRIDABLE = (
 """TrainConfig fields a resumed run may take from the command line; every other comes from the checkpoint."""
 LEGACY_SENTINELS = {"clip_range": 0.0, "lora_rank": -1, "resolution": 0, "decode_chunk_size": 0, "threads": 0}
 """Values that meant "default" in checkpoints written before these fields took None."""
-FOOTPRINT_FILE = "footprint.json"
-"""PXPO's kernel credits: the measured footprint's summary and cost (``agents.credit.Footprint.summary``)."""
-CREDIT_FILE = "credit.json"
-"""PXPO's credit='auto': the reward's measured locality and the credit it chose (``agents.credit``)."""
 RUN_FILES = (
     "metrics.csv",
     "config.json",
@@ -83,12 +77,14 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     try:
         saved["contexts"] = tuple(saved.get("contexts", ()))
         saved["reward"] = reward_tuple(saved.get("reward", ()))
-        for key in ("prompts", "step_weights", "credit_check_scales"):
+        for key in ("prompts", "step_weights", "credit_check_scales", "algo_option"):
             saved[key] = tuple(saved.get(key, ()))
     except TypeError as err:
         raise ValueError(f"resume={config.resume!r}: the checkpoint's config is not valid: {err}") from err
     if not config.trust_code and config.reward != saved["reward"]:
         refuse_code_from_file(saved["reward"], f"the checkpoint of resume={config.resume!r}")
+    if not config.trust_code and config.algo != saved.get("algo"):
+        refuse_algorithm_from_file(str(saved.get("algo")), f"the checkpoint of resume={config.resume!r}")
     for key, legacy in LEGACY_SENTINELS.items():  # runs saved before these fields became optional
         if key in saved and saved[key] == legacy:
             saved[key] = None
@@ -220,28 +216,8 @@ def export_done(folder: Path, epoch: int) -> bool:
     return isinstance(meta, dict) and meta.get("run", {}).get("epoch") == epoch
 
 
-def measure_run_footprint(trainer: Trainer) -> Footprint:
-    """PXPO's kernel credits: measures the reward's footprint on the frozen pretrained model (once per run;
-    ``agents.credit``), hands it to the algorithm and writes RUN/footprint.json (rank 0)."""
-    cfg = trainer.config
-    envs = make_envs(cfg, min(32, cfg.credit_images), str(trainer.device))
-    footprint = measure_footprint(  # autograd probes differentiate through the frozen model: no no_grad
-        envs,
-        lambda x, t, c: guided_eps(trainer.reference, x, t, c, cfg.guidance_scale, trainer.null_context),
-        cfg.credit_images,
-        seed=cfg.seed,
-        progress=cfg.progress and trainer.world.main,
-    )
-    envs.close()
-    trainer.algo.set_footprint(footprint)
-    if trainer.world.main:
-        summary = {"credit": cfg.credit, **footprint.summary()}
-        write_atomic(cfg.run_dir / FOOTPRINT_FILE, json.dumps(summary, indent=1) + "\n")
-    return footprint
-
-
 def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
-    """The epoch loop of ``agents.trainer.train``: prepares the run folder (rank 0), restores a resumed run,
+    """The epoch loop of ``agents.runs.train``: prepares the run folder (rank 0), restores a resumed run,
     then per epoch trains, evaluates on held-out noise every ``eval_every`` epochs, logs, saves image grids
     and checkpoints, and exports the model at the end; returns one metrics dict per epoch run now."""
     main = trainer.world.main
@@ -261,13 +237,8 @@ def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
             extra_fields=[f"reward_{name}" for name in trainer.reward_components],
         )
         write_atomic(config.run_dir / "config.json", json.dumps(dataclasses.asdict(config), indent=1))
-        if getattr(trainer.algo, "locality", None) is not None:
-            chosen = {
-                "credit": config.credit,
-                "locality": trainer.algo.locality,
-                "chosen": trainer.algo.credit,
-            }
-            write_atomic(config.run_dir / CREDIT_FILE, json.dumps(chosen, indent=1) + "\n")
+        for name, text in trainer.algo.files().items():
+            write_atomic(config.run_dir / name, text)
         if config.eval_every:
             core = trainer.envs.unwrapped
             evaluator = Evaluator(
@@ -321,3 +292,31 @@ def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
     if logger is not None:
         logger.close()
     return history
+
+
+def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
+    """Runs (or resumes) training; returns one metrics dict per epoch run now.
+
+    Writes ``RUN/metrics.csv``, TensorBoard scalars, image grids and checkpoints
+    under ``config.run_dir`` (see ``TrainConfig``). Under torchrun every rank calls
+    it; rank 0 writes (``agents.distributed``).
+
+    Raises:
+        RuntimeError: under torchrun, a collective failed or timed out (another rank died).
+    """
+    config = resolve_config(config)
+    trainer = Trainer(config, envs)
+    world = trainer.world
+    try:
+        history = run_epochs(config, trainer)
+        # Every rank done (rank 0 exports last) before any tears the group down: a rank that destroys it
+        # while another still talks to it can abort that one in gloo's teardown.
+        barrier(world)
+        return history
+    except RuntimeError as err:
+        if not world.distributed:
+            raise
+        raise RuntimeError(
+            f"rank {world.rank} of {world.size}: training stopped: {err} (if another rank died or hung, "
+            f"the collectives fail or time out after dist_timeout={config.dist_timeout} s)"
+        ) from err

@@ -19,8 +19,7 @@ from agents.config import TrainConfig
 from agents.distributed import launched
 from agents.export import EXPORT_DIR
 from agents.metrics import read_metrics
-from agents.runs import RESUME_OVERRIDABLE, resolve_config
-from agents.trainer import train
+from agents.runs import RESUME_OVERRIDABLE, resolve_config, train
 from pxpo_gym.cli import parse
 
 

@@ -16,21 +16,15 @@ from typing import Any
 
 import torch
 
+from agents.algorithms import resolve_algorithm
+from agents.algorithms.base import EPOCH_METRICS, Algorithm, nan_metrics
 from agents.checkpoint import save_checkpoint, trainer_state
 from agents.config import TrainConfig, autocast, check_envs, make_envs
-from agents.credit import Footprint, reward_has_gradient, reward_insensitive, reward_locality
-from agents.credit_check import (
-    CHECK_PROBES,
-    BestWeights,
-    agreement_from_sums,
-    reward_dropped,
-    scaled_agreement_sums,
-)
-from agents.ddpo import DDPO
+from agents.credit import Footprint
+from agents.credit_check import BestWeights
 from agents.distributed import (
     World,
     all_sum,
-    barrier,
     check_splittable,
     gather_epoch,
     init_world,
@@ -43,11 +37,8 @@ from agents.distributed import (
 from agents.ema import EMA
 from agents.export import EXPORT_DIR, export_policy
 from agents.losses import kl_penalty
-from agents.oracle import check_differentiable, trainer_epoch
 from agents.policy import guided_eps, make_policy
-from agents.pxpo import PIN_OF_MODE, PXPO
 from agents.rollout import Trajectories, coefficients_from, collect
-from agents.runs import measure_run_footprint, resolve_config, run_epochs
 from agents.steps import sample_steps, step_weights
 from pxpo_gym.ddim import TransitionCoefficients, step_kl, step_log_prob
 from pxpo_gym.pinning import HeldPolicy, blend, pin_weights
@@ -70,7 +61,7 @@ class Trainer:
         self.world = world if world is not None else init_world(config.device, config.dist_timeout)
         """This process's rank and the world size (``agents.distributed``); one process without torchrun."""
         if self.world.distributed:
-            check_splittable(config.algo, config.sample_batch_size, self.world)
+            check_splittable(config.algorithm(), config.sample_batch_size, self.world)
         local_batch = config.env_batch_size // self.world.size
         self.envs = (
             envs
@@ -87,14 +78,10 @@ class Trainer:
         self.policy = make_policy(core.model, config.resolved_lora_rank(core.loaded.is_latent))
         if config.gradient_checkpointing:
             self.policy.unet.enable_gradient_checkpointing()
-        self.algo: DDPO | PXPO | None = None
-        """DDPO's or PXPO's advantages and loss; None for the exact-gradient oracle."""
-        if config.algo != "oracle":
-            algo_cls = PXPO if config.algo == "pxpo" else DDPO
-            algo_config = config.algo_config(self.num_channels * math.prod(grid))
-            self.algo = algo_cls(algo_config, core.loaded.num_contexts, tuple(grid))
-        else:
-            check_differentiable(reward_has_gradient(core), core.reward_fn.name)
+        algo_cls = resolve_algorithm(config.algo)
+        algo_config = config.algo_config(self.num_channels * math.prod(grid), algo_cls)
+        self.algo: Algorithm = algo_cls(algo_config, core.loaded.num_contexts, tuple(grid))
+        """The algorithm (``agents.algorithms``): its advantages, loss and hooks."""
         self.optimizer = torch.optim.AdamW(
             [p for p in self.policy.parameters() if p.requires_grad],
             lr=config.learning_rate,
@@ -117,20 +104,17 @@ class Trainer:
         self.reward_components: list[str] = list(getattr(core.reward_fn, "names", []))
         """A weighted reward's component names: each component's mean reward is logged as reward_NAME."""
         self.pinned: torch.Tensor | None = None
-        """PXPO's pinned silent pixels (``PXPO.pinned_pixels``): (num_contexts, h, w), fixed for the epoch."""
-        self.pin = PIN_OF_MODE.get(config.silent_mode) if isinstance(self.algo, PXPO) else None
+        """The algorithm's pinned pixels (``Algorithm.pinned_pixels``): (num_contexts, h, w), fixed for the epoch."""
+        self.pin = self.algo.pin
         """How the sampler pins them: 'freeze', 'hold' or None."""
-        if isinstance(self.algo, PXPO) and config.silent_mode == "hold-unscored":
-            self.algo.set_insensitive(reward_insensitive(core, seed=config.seed))
-        if isinstance(self.algo, PXPO) and self.algo.needs_locality:
-            self.algo.set_locality(reward_locality(core, seed=config.seed))
         self.best = BestWeights()
-        """PXPO's credit='checked': the weights of the best epoch while per-pixel credit held (restored when the
-        check fails, ``agents.credit_check``)."""
+        """The weights of the best epoch so far, for an algorithm that may restore them (PXPO's
+        credit='checked', ``agents.credit_check``)."""
         self.footprint: Footprint | None = None
         """PXPO's kernel credits: the footprint measured at the first epoch (restored on resume)."""
         self.epoch = 0
         self.images = 0
+        self.algo.attach(self)
 
     # -- sampling and updates -------------------------------------------------
 
@@ -158,7 +142,7 @@ class Trainer:
         """How the sampler pins: ``pinned`` itself, or with ``pin_band`` its float weights
         (``pxpo_gym.pinning.pin_weights``: a ramp over the band of pinned pixels nearest the edge)."""
         assert self.pinned is not None
-        band = getattr(self.config, "pin_band", 0)
+        band = self.algo.pin_band
         return pin_weights(self.pinned, band) if band else self.pinned
 
     def rollout_policy(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -200,62 +184,22 @@ class Trainer:
             parts.append(collect(self.envs, self.rollout_policy(), seed=seed, options=options))
         return Trajectories.cat(parts)
 
-    def advantages(
-        self, rewards: torch.Tensor, reward_maps: torch.Tensor, contexts: torch.Tensor
-    ) -> torch.Tensor:
-        """The algorithm's advantages of a batch (measuring PXPO's footprint first if its credit needs it)."""
-        if getattr(self.algo, "needs_footprint", False):
-            self.footprint = measure_run_footprint(self)
-        return self.algo.advantages(rewards.cpu(), reward_maps.cpu(), contexts.cpu())
-
-    def check_credit(self, traj: Trajectories, rewards: torch.Tensor) -> tuple[float, float, float]:
-        """PXPO's credit='checked': per-pixel credit's agreement with the reward on this epoch's images
-        (``agents.credit_check``; every rank probes its own images, the sums are added), handed to the
-        algorithm before its advantages. While the check passes, the weights that drew the best epoch are
-        kept; when it fails they are restored.
-
-        Args:
-            traj: this rank's trajectories of the epoch.
-            rewards: (N,) the whole epoch's rewards (every rank's).
-
-        Returns:
-            (agreement, 1.0 if the reward dropped else 0.0, the epoch whose weights were restored), each NaN
-            when not applicable (other credits, after the switch; no guard; no restore).
-        """
-        if not getattr(self.algo, "needs_check", False):
-            return math.nan, math.nan, math.nan
-        config = self.algo.config
-        reward_mean = float(rewards.mean())
-        reward_se = float(rewards.std()) / math.sqrt(len(rewards)) if len(rewards) > 1 else 0.0
-        # One generator per (run seed, epoch, rank): the same cells on resume, other cells on each rank.
-        generator = torch.Generator().manual_seed(
-            (self.config.seed * 1_000_003 + self.epoch) * 1_009 + self.world.rank
-        )
-        core = self.envs.unwrapped
-        sums = scaled_agreement_sums(
-            core, traj.images, traj.contexts, CHECK_PROBES, generator, config.check_scales
-        )
-        agreement = agreement_from_sums(all_sum(sums.to(self.device), self.world).cpu())
-        dropped = math.nan
-        if config.check_drop:
-            dropped = float(reward_dropped(self.best.reward, self.best.first, reward_mean, reward_se))
-        self.algo.record_agreement(agreement, self.epoch, dropped=dropped == 1.0)
-        if self.algo.credit == "pixel":
-            self.best.offer(self, reward_mean, self.epoch, keep_weights=config.check_restore)
-            return agreement, dropped, math.nan
-        restored = self.best.restore(self) if config.check_restore else None
-        return agreement, dropped, math.nan if restored is None else float(restored)
+    def make_envs(self, num_envs: int) -> Any:
+        """Another vector env like the training env (the config's), with ``num_envs`` slots, on this rank's
+        device: for probes and measurements."""
+        return make_envs(self.config, num_envs, str(self.device))
 
     def policy_gradient_epoch(
         self, traj: Trajectories, step_weights: torch.Tensor | None = None
     ) -> tuple[dict[str, float], Trajectories]:
-        """DDPO's or PXPO's part of an epoch, after sampling: the advantages (statistics on every rank's
-        images, in the single process's order) and the minibatch updates of ``update``. Training and the
-        refine page's workspace both call it.
+        """The policy-gradient part of an epoch, after sampling: the algorithm's look at the epoch
+        (``before_update``), its advantages (statistics on every rank's images, in the single process's
+        order) and the minibatch updates of ``update``. Training and the refine page's workspace both call it.
 
         Args:
             traj: this rank's trajectories of the epoch.
-            step_weights: (T,) per-step loss weights; None: ``self.step_weights`` (the config's).
+            step_weights: (T,) per-step loss weights; None: the algorithm's (``Algorithm.train_steps``) of
+                the config's.
 
         Returns:
             (metrics, ``traj`` with the whole epoch's rewards and component rewards).
@@ -265,32 +209,24 @@ class Trainer:
             gather_epoch(x, self.world, self.config.sample_batches_per_epoch)
             for x in (traj.rewards, traj.grid_reward_maps, traj.contexts, traj.component_rewards)
         )
-        agreement, dropped, restored = self.check_credit(traj, rewards)
-        credit_pixel = math.nan if not isinstance(self.algo, PXPO) else float(self.algo.credit == "pixel")
-        advantages = self.advantages(rewards, reward_maps, contexts)
-        silent = self.algo.silent_mask(contexts.cpu()) if isinstance(self.algo, PXPO) else None
+        looked = self.algo.before_update(self, traj, rewards)
+        advantages = self.algo.advantages(rewards.cpu(), reward_maps.cpu(), contexts.cpu())
         owned = local_indices(self.config.images_per_epoch, self.config.sample_batch_size, self.world)
-        if math.isnan(restored):
-            metrics = self.update(
-                traj, advantages[owned], None if silent is None else silent[owned], step_weights
+        if not looked.get("skip"):
+            metrics = self.update(traj, advantages[owned], step_weights)
+        else:  # e.g. this epoch's images came from weights the algorithm just put aside: no update from them
+            metrics = dict.fromkeys(
+                ("loss", "approx_kl", "clipfrac", "grad_norm", "kl", "silent_kl"), math.nan
             )
-        else:  # this epoch's images came from the weights just put aside: no update from them
-            names = ("loss", "approx_kl", "clipfrac", "grad_norm", "kl", "silent_kl")
-            metrics = dict.fromkeys(names, math.nan)
-        metrics["silent_fraction"] = math.nan if silent is None else float(silent.mean())
-        metrics.update(
-            credit_agreement=agreement,
-            credit_dropped=dropped,
-            credit_pixel=credit_pixel,
-            credit_restored=restored,
-        )
+        metrics.update(nan_metrics())
+        metrics.update(self.algo.epoch_metrics())
+        metrics.update({k: v for k, v in looked.items() if k in EPOCH_METRICS})
         return metrics, dataclasses.replace(traj, rewards=rewards, component_rewards=components)
 
     def update(
         self,
         traj: Trajectories,
         advantages: torch.Tensor,
-        silent: torch.Tensor | None = None,
         step_weights: torch.Tensor | None = None,
     ) -> dict[str, float]:
         """Minibatch policy-gradient updates on one epoch's trajectories.
@@ -302,18 +238,22 @@ class Trainer:
 
         Args:
             traj: this rank's trajectories.
-            advantages: (N,) DDPO; (N, h, w) PXPO with one map for every step, (N, T, h, w) one per step.
-            silent: (N, h, w) PXPO's silent pixels (``PXPO.silent_mask``); those ``PXPO.braked_pixels`` picks
-                are braked by ``silent_kl_coef``.
-            step_weights: (T,) per-step loss weights; None: ``self.step_weights``.
+            advantages: (N,) one per image; (N, h, w) one map for every step, (N, T, h, w) one per step.
+            step_weights: (T,) per-step loss weights; None: the algorithm's (``Algorithm.train_steps``) of
+                ``self.step_weights``.
+
+        The algorithm's ``braked_pixels`` of these images are braked towards the pretrained model by its
+        ``brake_coef``.
         """
         cfg = self.config
         num_images = cfg.images_per_epoch  # the whole epoch's, over every rank
         local_row = local_rows(num_images, cfg.sample_batch_size, self.world)
-        weights = (self.step_weights if step_weights is None else step_weights).to(self.device)  # (T,)
+        if step_weights is None:
+            step_weights = self.algo.train_steps(self.step_weights, self.epoch)
+        weights = step_weights.to(self.device)  # (T,)
         advantages = advantages.to(self.device)
-        per_step = advantages.dim() == 4  # PXPO kernel credits: one advantage map per step
-        silent = self.algo.braked_pixels(silent, traj.contexts) if isinstance(self.algo, PXPO) else None
+        per_step = advantages.dim() == 4  # e.g. PXPO's kernel credits: one advantage map per step
+        silent = self.algo.braked_pixels(traj.contexts)
         silent = None if silent is None else silent.to(self.device)
         # Metrics stay on the device until the end: no host sync inside the loop.
         totals = {
@@ -372,7 +312,7 @@ class Trainer:
         stats = {"approx_kl": stats["approx_kl"], "clipfrac": stats["clipfrac"]}
         if cfg.kl_coef or silent is not None:
             kl_map = self.reference_kl(sample, timestep, context, eps, coeffs)  # (b, C, h, w)
-            silent_coef = self.algo.config.silent_kl_coef if silent is not None else 0.0
+            silent_coef = self.algo.brake_coef if silent is not None else 0.0
             penalty, kl_stats = kl_penalty(
                 kl_map, weight, cfg.kl_coef, None if silent is None else silent[idx], silent_coef
             )
@@ -405,22 +345,27 @@ class Trainer:
             self.ema.update()
         return norm
 
+    def sample_and_update(self) -> tuple[dict[str, float], Trajectories]:
+        """A sampling algorithm's epoch: its pinned pixels fixed for the epoch, the epoch's trajectories
+        (``sample``), then ``policy_gradient_epoch``; ``sample_seconds`` among the metrics."""
+        start = time.perf_counter()
+        pinned = self.algo.pinned_pixels()
+        self.pinned = None if pinned is None else pinned.to(self.device)  # fixed for the epoch
+        self.policy.eval()
+        traj = self.sample()
+        sample_seconds = time.perf_counter() - start
+        metrics, traj = self.policy_gradient_epoch(traj)
+        metrics["sample_seconds"] = sample_seconds
+        return metrics, traj
+
     def train_epoch(self) -> tuple[dict[str, float], Trajectories | Episode]:
-        """Samples, computes advantages, updates; returns the epoch's metrics and images."""
+        """One epoch of the algorithm (``Algorithm.epoch``: sample, advantages, update); returns the epoch's
+        metrics and images."""
         start = time.perf_counter()
         core = self.envs.unwrapped
         core.reward_seconds = 0.0
-        if self.algo is None:
-            self.policy.train()
-            metrics, traj = trainer_epoch(self)  # sampling and training are one pass (agents.oracle)
-            sample_seconds = math.nan
-        else:
-            pinned = self.algo.pinned_pixels() if isinstance(self.algo, PXPO) else None
-            self.pinned = None if pinned is None else pinned.to(self.device)  # fixed for the epoch
-            self.policy.eval()
-            traj = self.sample()
-            sample_seconds = time.perf_counter() - start
-            metrics, traj = self.policy_gradient_epoch(traj)
+        metrics, traj = self.algo.epoch(self)
+        sample_seconds = metrics.pop("sample_seconds", math.nan)
         self.epoch += 1
         self.images += len(traj.rewards)
         metrics.update(
@@ -459,31 +404,3 @@ class Trainer:
             return export_policy(
                 self.policy, self.envs.unwrapped.loaded, self.config.run_dir / EXPORT_DIR, run, held
             )
-
-
-def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
-    """Runs (or resumes) training; returns one metrics dict per epoch run now.
-
-    Writes ``RUN/metrics.csv``, TensorBoard scalars, image grids and checkpoints
-    under ``config.run_dir`` (see ``TrainConfig``). Under torchrun every rank calls
-    it; rank 0 writes (``agents.distributed``).
-
-    Raises:
-        RuntimeError: under torchrun, a collective failed or timed out (another rank died).
-    """
-    config = resolve_config(config)
-    trainer = Trainer(config, envs)
-    world = trainer.world
-    try:
-        history = run_epochs(config, trainer)
-        # Every rank done (rank 0 exports last) before any tears the group down: a rank that destroys it
-        # while another still talks to it can abort that one in gloo's teardown.
-        barrier(world)
-        return history
-    except RuntimeError as err:
-        if not world.distributed:
-            raise
-        raise RuntimeError(
-            f"rank {world.rank} of {world.size}: training stopped: {err} (if another rank died or hung, "
-            f"the collectives fail or time out after dist_timeout={config.dist_timeout} s)"
-        ) from err

@@ -3,7 +3,7 @@
 At the pretrained model, for one batch of images per task and seed, it computes PXPO's
 score-function gradient under each credit (``agents.credit``; the default step
 weighting applied, as in training) and the exact reward gradient G (backpropagated
-through the sampler on other images, ``agents.oracle``), and reports:
+through the sampler on other images, ``agents.algorithms.oracle``), and reports:
 
 - cos_exact: cosine(-g, G) of the whole weighted gradient g (a loss gradient; -g ascends);
 - cos_split: cosine between the gradients of the two halves of the batch (0: pure noise);
@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 import pxpo_gym  # noqa: F401  (registers the env)
+from agents.algorithms.ddpo import DDPO, DDPOConfig
+from agents.algorithms.oracle import reward_gradient
+from agents.algorithms.pxpo import PXPO, PXPOConfig
 from agents.credit import measure_footprint, reward_locality
-from agents.ddpo import DDPO, DDPOConfig
-from agents.oracle import reward_gradient
 from agents.policy import make_policy
-from agents.pxpo import PXPO, PXPOConfig
 from agents.rollout import collect
 from agents.steps import step_weights
 from benchmarks.grid import provenance, scratch

@@ -91,7 +91,7 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
         "credit_check_restore": False,
         "credit_check_drop": False,
     },
-    # The pinned (unscored) pixels distilled into the weights at this KL weight (agents.pxpo pinned_kl_coef):
+    # The pinned (unscored) pixels distilled into the weights at this KL weight (agents.algorithms.pxpo pinned_kl_coef):
     "distill0.25": {"pinned_kl_coef": 0.25},
     "distill1": {"pinned_kl_coef": 1.0},
     "distill5": {"pinned_kl_coef": 5.0},
@@ -120,7 +120,7 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
     "receptive": {"credit": "receptive", "image_advantage_weight": 0.0, "silent_kl_coef": 0.0},
     "pixel-silent1": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_kl_coef": 1.0},
     "pixel-freeze": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "freeze"},
-    # Silent modes (agents.pxpo): 'kl' (the default before 'hold-unscored'), and 'hold' (every silent
+    # Silent modes (agents.algorithms.pxpo): 'kl' (the default before 'hold-unscored'), and 'hold' (every silent
     # pixel held) with the penalty at 0 / 1 / 3 / 10; the penalty on silent pixels the reward looks at:
     "pixel-kl": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "kl"},
     "hold0": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "hold", "silent_kl_coef": 0.0},

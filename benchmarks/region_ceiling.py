@@ -5,7 +5,7 @@ Issue 18 asks for a default that keeps the silent half within RMS 0.1 of the
 pretrained image while the scored half reaches 90% of the best gain. Before
 blaming an RL estimator for missing it, this asks whether the model can do it at
 all in the budget: the exact-gradient oracle (the reward backpropagated through
-the sampler, ``agents.oracle``) with a penalty that is itself exact,
+the sampler, ``agents.algorithms.oracle``) with a penalty that is itself exact,
 
     loss = -mean reward + c * mean over the silent half of (x_0 - x_0^pretrained)^2,
 

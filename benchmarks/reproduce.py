@@ -59,7 +59,7 @@ def _committed(path: Path, columns: tuple[str, ...], epochs: int) -> list[dict[s
 
 
 def measure(cfg: ReproduceConfig) -> dict:
-    from agents.trainer import train
+    from agents.runs import train
 
     if cfg.preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got preset={cfg.preset!r}")

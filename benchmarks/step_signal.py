@@ -3,7 +3,7 @@
 At the pretrained model, for one batch of images per task it computes every
 step's policy-gradient term g_k (DDPO and PXPO, score function: the IS gradient
 is the same before the first update), the exact reward gradient G (backpropagated
-through the sampler on separate images, ``agents.oracle``), and reports per step:
+through the sampler on separate images, ``agents.algorithms.oracle``), and reports per step:
 
 - sigma_t, b_t / sigma_t (the score's scale) and sigma_t / median sigma_t;
 - share: ||g_k||^2 / sum_j ||g_j||^2, the step's part of the gradient's size;
@@ -32,10 +32,10 @@ import numpy as np
 import torch
 
 import pxpo_gym  # noqa: F401  (registers the env)
-from agents.ddpo import DDPO, DDPOConfig
-from agents.oracle import reward_gradient
+from agents.algorithms.ddpo import DDPO, DDPOConfig
+from agents.algorithms.oracle import reward_gradient
+from agents.algorithms.pxpo import PXPO, PXPOConfig
 from agents.policy import make_policy
-from agents.pxpo import PXPO, PXPOConfig
 from agents.rollout import coefficients_from, collect
 from agents.steps import step_weights
 from benchmarks.grid import provenance, scratch

@@ -9,7 +9,7 @@
 
 Every run gets the same image budget, batch sizes and sampling settings; only
 the algorithm (and its own swept learning rate) differs. On differentiable
-rewards the exact-gradient oracle (``agents.oracle``) runs beside DDPO and PXPO
+rewards the exact-gradient oracle (``agents.algorithms.oracle``) runs beside DDPO and PXPO
 as the ceiling they are judged against; every run is evaluated on held-out noise
 for reward and fidelity to the pretrained model (``agents.evaluation``). Each run writes its
 metrics CSV under OUT/runs/TASK/LABEL/seedK; a finished run is skipped, a
@@ -65,7 +65,7 @@ def run_one(cfg: SuiteConfig, task: str, arm: Arm, seed: int, out: Path) -> Path
     """Trains one grid cell (resuming it if a checkpoint exists). Runs in a worker process."""
     import torch
 
-    from agents.trainer import train
+    from agents.runs import train
 
     if multiprocessing.parent_process() is not None:
         threading.Thread(target=exit_with_parent, args=(os.getppid(),), daemon=True).start()

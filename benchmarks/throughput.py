@@ -79,7 +79,7 @@ def measure_one(cfg: ThroughputConfig, algo: str, batch: int) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     traj = trainer.sample()
-    adv = trainer.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
+    adv = trainer.algo.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
 
     def sample():
         with torch.no_grad():

@@ -2,7 +2,7 @@
 
 PXPO's default ``silent_mode='hold-unscored'`` pins a pixel to the pretrained
 model's trajectory when (a) its reward is silent on the context's first maps
-(the pretrained model's own images, ``agents.pxpo``) and (b) the reward at it is
+(the pretrained model's own images, ``agents.algorithms.pxpo``) and (b) the reward at it is
 exactly the same for noise images (``agents.credit.reward_insensitive``). This
 measures both per task and context, with the same sample sizes training uses
 (stat_min_count = 8 pretrained images per context, 8 noise images), so a reader
@@ -21,8 +21,8 @@ import torch
 
 import pxpo_gym  # noqa: F401  (registers the env)
 from agents.advantages import ContextStats
+from agents.algorithms.pxpo import SILENT_TOLERANCE
 from agents.credit import reward_insensitive
-from agents.pxpo import SILENT_TOLERANCE
 from benchmarks.grid import provenance, write_result
 from benchmarks.tasks import TASKS
 from pxpo_gym.rewards import pool_to_grid

@@ -1,7 +1,7 @@
 """PXPO's pin: pixels held to the pretrained model's trajectory while sampling (part of the sampler).
 
 A run whose reward never scores some pixels may hold them to what the pretrained
-model draws from the same noise (``agents.pxpo``, ``silent_mode``), optionally with
+model draws from the same noise (``agents.algorithms.pxpo``, ``silent_mode``), optionally with
 a band at the edge that ramps from the policy's prediction to the pretrained model's
 (``pin_weights``). The export writes the pin beside the weights
 (``held_pixels.safetensors``); the env (``gym.make(model=RUN/model)``),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from agents.advantages import ContextStats
-from agents.pxpo import PXPO, PXPOConfig
+from agents.algorithms.pxpo import PXPO, PXPOConfig
 
 # Two images of one context, 1 x 2 pixels. Pixel 0 varies (0 and 2: mean 1, std 1);
 # pixel 1 barely does (0.50 and 0.52: mean 0.51, std 0.01).

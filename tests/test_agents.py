@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from agents.advantages import ContextStats
+from agents.algorithms.ddpo import DDPO, DDPOConfig
+from agents.algorithms.pxpo import PXPO, PXPOConfig
 from agents.config import TrainConfig
-from agents.ddpo import DDPO, DDPOConfig
 from agents.metrics import read_metrics
-from agents.pxpo import PXPO, PXPOConfig
 from agents.rollout import coefficients_from
-from agents.trainer import Trainer, train
+from agents.runs import train
+from agents.trainer import Trainer
 from pxpo_gym.ddim import step_log_prob
 
 
@@ -85,7 +86,7 @@ def test_context_stats_hand_worked():
 def test_ratio_is_one_before_the_first_update(tiny_model_dir, tmp_path, algo):
     trainer = Trainer(tiny_config(tiny_model_dir, tmp_path, algo=algo))
     traj = trainer.sample()
-    adv = trainer.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
+    adv = trainer.algo.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
     metrics = trainer.update(traj, adv)  # one minibatch: every step is seen before the optimizer steps
     assert metrics["approx_kl"] == 0.0
     assert metrics["clipfrac"] == 0.0

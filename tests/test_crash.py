@@ -14,8 +14,7 @@ import torch
 
 from agents.checkpoint import load_checkpoint
 from agents.metrics import read_metrics
-from agents.runs import MANIFEST
-from agents.trainer import train
+from agents.runs import MANIFEST, train
 from pxpo_gym.files import FAULTS, write_atomic
 from tests.test_agents import tiny_config
 from tests.test_export import held_run_config

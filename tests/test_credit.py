@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from agents.advantages import ContextStats
+from agents.algorithms.ddpo import DDPO, DDPOConfig
+from agents.algorithms.pxpo import PXPO, PXPOConfig
 from agents.checkpoint import load_checkpoint
 from agents.credit import Footprint, apply_kernels, credit_kernels, measure_footprint
-from agents.ddpo import DDPO, DDPOConfig
 from agents.metrics import read_metrics
-from agents.pxpo import PXPO, PXPOConfig
-from agents.trainer import Trainer, train
+from agents.runs import train
+from agents.trainer import Trainer
 from tests.test_agents import policy_grad, tiny_config
 
 
@@ -417,8 +418,10 @@ def test_silent_kl_pulls_silent_pixels_back_to_the_pretrained_model(tiny_model_d
         traj = trainer.sample()
         zeros = torch.zeros(8, 8, 8)
         silent = torch.full((8, 8, 8), silent_value)
+        # the algorithm's hook names the braked pixels (PXPO: those none qualifies for give None)
+        trainer.algo.braked_pixels = lambda contexts: silent if bool(silent.any()) else None
         before = kl_to_reference(trainer, traj)
-        metrics = trainer.update(traj, zeros, silent)
+        metrics = trainer.update(traj, zeros)
         return before, kl_to_reference(trainer, traj), metrics["silent_kl"]
 
     before, after, logged = run(1.0)
@@ -455,7 +458,7 @@ def test_footprint_is_checkpointed_and_not_measured_again_on_resume(tiny_model_d
     def fail(*args, **kwargs):
         raise AssertionError("the footprint must come from the checkpoint")
 
-    monkeypatch.setattr("agents.runs.measure_footprint", fail)
+    monkeypatch.setattr("agents.algorithms.pxpo.measure_footprint", fail)
     resumed = train(dataclasses.replace(config, out="", resume=str(tmp_path / "part")))
     rows = read_metrics(tmp_path / "part" / "metrics.csv")
     assert [r["reward_mean"] for r in rows] == [m["reward_mean"] for m in whole]
@@ -516,7 +519,7 @@ def test_freeze_mode_acts_as_the_pretrained_model_on_silent_pixels(tiny_model_di
         for p in trainer.policy.parameters():
             p.add_(0.05 * torch.randn_like(p))  # the policy now differs from the pretrained model
     traj = trainer.sample()
-    trainer.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
+    trainer.algo.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
     trainer.pinned = trainer.algo.pinned_pixels()
     assert trainer.pinned is not None and bool(trainer.pinned[..., 4:].all())
     sample, t, c = traj.samples[:, 3], traj.timesteps[:, 3], traj.contexts
@@ -556,7 +559,7 @@ def held_trainer(tiny_model_dir, tmp_path, **overrides) -> tuple[Trainer, object
         for p in trainer.policy.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
     traj = trainer.sample()
-    trainer.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
+    trainer.algo.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
     trainer.pinned = trainer.algo.pinned_pixels()
     assert trainer.pinned is not None and bool(trainer.pinned[..., 4:].all())
     return trainer, traj
@@ -693,7 +696,7 @@ def test_which_silent_pixels_each_mode_pins_and_brakes(mode):
     quiet = torch.zeros(4, 4, 4)
     quiet[:, 0, 0] = 1.0
     assert torch.equal(silent, quiet + insensitive[contexts].float())
-    pinned, braked = algo.pinned_pixels(), algo.braked_pixels(silent, contexts)
+    pinned, braked = algo.pinned_pixels(), algo.braked_pixels(contexts)
     if mode == "hold-unscored":  # the unscored half pinned, only the quiet pixel braked
         assert torch.equal(pinned, insensitive) and torch.equal(braked, quiet)
     elif mode == "hold":  # every silent pixel pinned and braked
@@ -705,7 +708,7 @@ def test_which_silent_pixels_each_mode_pins_and_brakes(mode):
     no_coef = PXPO(
         PXPOConfig(stat_min_count=2, silent_mode=mode, silent_kl_coef=0.0, credit="pixel"), 2, (4, 4)
     )
-    assert no_coef.braked_pixels(silent, contexts) is None
+    assert no_coef.braked_pixels(contexts) is None
 
 
 def gated_reward(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
@@ -770,7 +773,7 @@ def test_pinned_and_braked_pixels_by_mode(mode):
     algo.advantages(maps.mean(dim=(1, 2)), maps, contexts)
     silent = algo.silent_mask(contexts)
     assert silent[0].tolist() == [[0.0, 0.0, 1.0, 1.0]] * 2
-    pinned, braked = algo.pinned_pixels(), algo.braked_pixels(silent, contexts)
+    pinned, braked = algo.pinned_pixels(), algo.braked_pixels(contexts)
     pinned_columns = {"kl": None, "hold": [2, 3], "hold-unscored": [3], "freeze": [2, 3]}[mode]
     braked_columns = {"kl": [2, 3], "hold": [2, 3], "hold-unscored": [2], "freeze": None}[mode]
     for got, columns in ((pinned, pinned_columns), (braked, braked_columns)):
@@ -902,12 +905,12 @@ def test_auto_credit_is_pixel_credit_where_local_and_image_credit_where_not():
         )
         silent = auto.silent_mask(contexts)
         assert bool(silent[:, 0, 0].all())
-        braked = auto.braked_pixels(silent, contexts)
+        braked = auto.braked_pixels(contexts)
         assert (braked is None) == (same_as == "image")  # 'auto' drops the brake with the image credit
     # An explicit image credit keeps the penalty it is given (the image5 arm of docs/results.md).
     explicit = algo("image")
     explicit.advantages(rewards, maps, contexts)
-    assert explicit.braked_pixels(explicit.silent_mask(contexts), contexts) is not None
+    assert explicit.braked_pixels(contexts) is not None
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match="locality must be in"):
             algo("auto").set_locality(bad)
@@ -966,7 +969,7 @@ def test_pinned_kl_coef_brakes_the_pinned_pixels_with_its_own_weight():
     # With pinned_kl_coef the unscored half joins the brake at pinned / silent weight.
     config = PXPOConfig(stat_min_count=2, credit="pixel", silent_kl_coef=5.0, pinned_kl_coef=10.0)
     algo, _, contexts = unscored_half_and_a_quiet_pixel(config)
-    braked = algo.braked_pixels(algo.silent_mask(contexts), contexts)
+    braked = algo.braked_pixels(contexts)
     expected = torch.zeros(4, 4, 4)
     expected[:, 0, 0] = 1.0
     expected[..., 2:] = 2.0

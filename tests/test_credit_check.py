@@ -9,6 +9,7 @@ import gymnasium as gym
 import pytest
 import torch
 
+from agents.algorithms.pxpo import PXPO, PXPOConfig
 from agents.credit_check import (
     CHECK_THRESHOLD,
     agreement_from_sums,
@@ -18,8 +19,8 @@ from agents.credit_check import (
 )
 from agents.metrics import read_metrics
 from agents.policy import trainable_state
-from agents.pxpo import PXPO, PXPOConfig
-from agents.trainer import Trainer, train
+from agents.runs import train
+from agents.trainer import Trainer
 from tests.test_agents import tiny_config
 
 
@@ -117,8 +118,12 @@ def test_record_agreement_switches_once_and_for_good():
     restored = PXPO(PXPOConfig(), num_contexts=2, map_shape=(4, 4))
     restored.load_state_dict(algo.state_dict())
     assert restored.switch_epoch == 3 and restored.credit == "image"
-    silent = torch.ones(2, 4, 4)
-    assert algo.braked_pixels(silent, torch.zeros(2, dtype=torch.int64)) is None  # image credit: no brake
+    contexts = torch.zeros(2, dtype=torch.int64)
+    fresh = PXPO(PXPOConfig(), num_contexts=2, map_shape=(4, 4))
+    for each in (algo, fresh):  # every pixel of context 0 silent (decided from its first maps)
+        each.first_silent[0], each.silence_decided[0] = True, True
+    assert fresh.braked_pixels(contexts) is not None  # per-pixel credit: the silent pixels are braked ...
+    assert algo.braked_pixels(contexts) is None  # ... image credit: no brake
     for bad in (1.5, -2.0, float("nan")):
         with pytest.raises(ValueError, match="agreement must be in"):
             algo.record_agreement(bad, epoch=5)

@@ -130,7 +130,7 @@ def test_unsynchronised_gradients_are_caught(tiny_model_dir, tmp_path):
 
 
 def test_resuming_under_another_world_size_is_refused(tiny_model_dir, tmp_path):
-    from agents.trainer import train
+    from agents.runs import train
 
     config = distributed_config(tiny_model_dir, tmp_path, "ddpo")
     train(dataclasses.replace(config, num_epochs=1))
@@ -149,6 +149,7 @@ def test_resuming_under_another_world_size_is_refused(tiny_model_dir, tmp_path):
 def train_worker(rank: int, world: int, store: str, config, die_in_epoch: int | None, timeout: float) -> None:
     """One rank of a run through ``train``; rank 1 dies (exit code 3) inside epoch ``die_in_epoch``, after sampling."""
     join_local_group(rank, world, store, timeout)
+    import agents.runs
     import agents.trainer
 
     if die_in_epoch is not None and rank == 1:
@@ -160,7 +161,7 @@ def train_worker(rank: int, world: int, store: str, config, die_in_epoch: int | 
             return epoch(self, traj, *args)
 
         agents.trainer.Trainer.policy_gradient_epoch = dying_epoch
-    agents.trainer.train(config)
+    agents.runs.train(config)
     dist.destroy_process_group()
 
 
@@ -170,11 +171,11 @@ def late_rank0_worker(rank: int, world: int, store: str, config, marker: str, se
     import time
     from pathlib import Path
 
-    import agents.trainer
+    import agents.runs
 
     join_local_group(rank, world, store, 60)
     if rank == 0:
-        epochs = agents.trainer.run_epochs
+        epochs = agents.runs.run_epochs
 
         def late_epochs(*args):
             history = epochs(*args)
@@ -182,8 +183,8 @@ def late_rank0_worker(rank: int, world: int, store: str, config, marker: str, se
             Path(marker).write_text("done")
             return history
 
-        agents.trainer.run_epochs = late_epochs
-    agents.trainer.train(config)
+        agents.runs.run_epochs = late_epochs
+    agents.runs.train(config)
     if rank == 1:
         Path(seen).write_text(str(Path(marker).exists()))
     dist.destroy_process_group()

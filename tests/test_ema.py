@@ -9,7 +9,7 @@ import torch
 
 from agents.ema import EMA
 from agents.metrics import read_metrics
-from agents.trainer import train
+from agents.runs import train
 from tests.test_agents import tiny_config
 
 

@@ -12,7 +12,7 @@ import torch
 import pxpo_gym  # noqa: F401
 from agents.evaluation import Evaluator
 from agents.metrics import read_metrics
-from agents.trainer import train
+from agents.runs import train
 from tests.test_agents import tiny_config
 
 

@@ -16,7 +16,8 @@ import pxpo_gym  # noqa: F401
 from agents.config import TrainConfig
 from agents.evaluation import EVAL_SEED_OFFSET
 from agents.export import LORA_WEIGHTS
-from agents.trainer import Trainer, train
+from agents.runs import train
+from agents.trainer import Trainer
 from pxpo_gym.sampling import run_policy
 from tests.test_agents import tiny_config
 from tests.test_latent import PROMPTS, STEPS

@@ -9,7 +9,8 @@ import torch
 
 from agents.metrics import read_metrics
 from agents.rollout import coefficients_from
-from agents.trainer import Trainer, train
+from agents.runs import train
+from agents.trainer import Trainer
 from pxpo_gym.ddim import TransitionCoefficients, ddim_mean, step_kl
 from tests.test_agents import tiny_config
 
@@ -33,7 +34,7 @@ def test_step_kl_equals_torch_distributions():
 def test_kl_is_zero_while_the_policy_is_the_reference(tiny_model_dir, tmp_path, algo):
     trainer = Trainer(tiny_config(tiny_model_dir, tmp_path, algo=algo, kl_coef=0.5))
     traj = trainer.sample()
-    adv = trainer.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
+    adv = trainer.algo.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
     metrics = trainer.update(traj, adv)  # one minibatch: every step is seen before the optimizer steps
     assert metrics["kl"] == 0.0
 

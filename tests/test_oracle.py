@@ -9,10 +9,11 @@ import pytest
 import torch
 
 import pxpo_gym  # noqa: F401
+from agents.algorithms.oracle import differentiable_rollout, reward_gradient
 from agents.metrics import read_metrics
-from agents.oracle import differentiable_rollout, reward_gradient
 from agents.policy import make_policy
-from agents.trainer import Trainer, train
+from agents.runs import train
+from agents.trainer import Trainer
 from tests.test_agents import tiny_config
 
 
@@ -85,7 +86,7 @@ def test_oracle_training_runs_and_resumes_exactly(tiny_model_dir, tmp_path):
 
 def test_oracle_env_batch_is_the_train_batch(tiny_model_dir, tmp_path):
     trainer = Trainer(tiny_config(tiny_model_dir, tmp_path, algo="oracle", train_batch_size=4))
-    assert trainer.envs.unwrapped.num_envs == 4 and trainer.algo is None
+    assert trainer.envs.unwrapped.num_envs == 4 and trainer.algo.samples_with_gradients
 
 
 def test_oracle_refuses_a_reward_without_gradient(tiny_model_dir, tmp_path):

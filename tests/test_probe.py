@@ -15,7 +15,7 @@ import torch
 
 from agents.config import TrainConfig
 from agents.metrics import read_metrics
-from agents.trainer import train
+from agents.runs import train
 from pxpo_gym.env import DiffusionDenoiseEnv
 from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv
 from pxpo_gym.wrappers import make_vector_env

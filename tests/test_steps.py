@@ -126,7 +126,7 @@ def test_dropped_steps_are_never_trained(tiny_model_dir, tmp_path, monkeypatch):
         return original(sample, timestep, context)
 
     traj = trainer.sample()
-    adv = trainer.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
+    adv = trainer.algo.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
     monkeypatch.setattr(trainer, "eps", spy)
     trainer.update(traj, adv)
     timesteps = trainer.envs.unwrapped.schedule.timesteps.tolist()

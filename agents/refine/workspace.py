@@ -21,7 +21,7 @@ sample from env slot 0 seeded ``seed`` (fixed initial and step noise). Apply:
      of the group's mean painted reward, backpropagated through the acted steps
      (the painting is a differentiable per-pixel reward by construction);
    - ``update="pxpo"``: ``inner_epochs`` clipped PXPO steps with group advantages
-     (``agents.pxpo``) and a KL penalty ``kl_coef`` to the starting model. Measured
+     (``agents.algorithms.pxpo``) and a KL penalty ``kl_coef`` to the starting model. Measured
      (``benchmarks.refine``), 8 samples per update carry too little score-function
      signal for a visible edit within K <= 8; it stays for comparison.
 3. The image is re-rendered from its own fixed noise and becomes a new version,
@@ -44,8 +44,8 @@ from typing import IO, Any
 
 import torch
 
+from agents.algorithms.oracle import differentiable_rollout
 from agents.config import TrainConfig
-from agents.oracle import differentiable_rollout
 from agents.policy import trainable_state
 from agents.refine.config import RefineConfig
 from agents.refine.feedback import Feedback, PaintedReward
@@ -195,7 +195,9 @@ class Workspace:
     def update(self, options: dict) -> float:
         """One update of the policy on a group drawn with ``options``; returns slot 0's painted reward."""
         trainer = self.trainer
-        if trainer.algo is None:  # the exact gradient of the painted reward through the acted steps
+        if (
+            trainer.algo.samples_with_gradients
+        ):  # the exact gradient of the painted reward through the acted steps
             trainer.policy.train()
             rewards = differentiable_rollout(
                 self.envs, self.eps, backprop_steps=self.steps, options=options
@@ -212,12 +214,12 @@ class Workspace:
         """The training settings every apply of this workspace uses (recorded with each version)."""
         cfg = self.trainer.config
         common = {
-            "update": "gradient" if self.trainer.algo is None else "pxpo",
+            "update": "gradient" if self.trainer.algo.samples_with_gradients else self.trainer.algo.name,
             "group_size": cfg.sample_batch_size,
             "learning_rate": cfg.learning_rate,
             "hold": self.reward.hold,
         }
-        if self.trainer.algo is None:
+        if self.trainer.algo.samples_with_gradients:
             return common
         return {**common, "inner_epochs": cfg.inner_epochs, "kl_coef": cfg.kl_coef}
 

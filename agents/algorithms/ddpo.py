@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from agents.advantages import ContextStats
+from agents.algorithms.base import Algorithm
 from agents.losses import PolicyGradientConfig, ddpo_loss
 
 
@@ -22,7 +23,7 @@ class DDPOConfig(PolicyGradientConfig):
     """DDPO's knobs. Defaults follow the DDPO reference code (clip range 1e-4 on the mean log-ratio)."""
 
 
-class DDPO:
+class DDPO(Algorithm):
     """DDPO's advantages (one per image) and loss.
 
     Args:
@@ -32,9 +33,11 @@ class DDPO:
     """
 
     name = "ddpo"
+    config_class = DDPOConfig
+    default_clip_range = "elements"
 
     def __init__(self, config: DDPOConfig, num_contexts: int, map_shape: tuple[int, int]) -> None:
-        self.config = config
+        super().__init__(config, num_contexts, map_shape)
         self.stats = ContextStats(num_contexts, config.stat_buffer_size, config.stat_min_count)
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -61,14 +61,38 @@ where log p(x^ij) sums the pixel's channels. Our choices, fixed here:
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from agents.advantages import STD_MODES, ContextStats
-from agents.credit import CREDITS, KERNEL_CREDITS, LOCAL_SHARE, Footprint, apply_kernels, credit_kernels
-from agents.credit_check import CHECK_SCALES, CHECK_THRESHOLD
+from agents.algorithms.base import Algorithm
+from agents.credit import (
+    CREDITS,
+    KERNEL_CREDITS,
+    LOCAL_SHARE,
+    Footprint,
+    apply_kernels,
+    credit_kernels,
+    measure_footprint,
+    reward_insensitive,
+    reward_locality,
+)
+from agents.credit_check import (
+    CHECK_PROBES,
+    CHECK_SCALES,
+    CHECK_THRESHOLD,
+    agreement_from_sums,
+    reward_dropped,
+    scaled_agreement_sums,
+)
+from agents.distributed import all_sum
 from agents.losses import PolicyGradientConfig, pxpo_loss
+from agents.policy import guided_eps
+from pxpo_gym.files import write_atomic
 from pxpo_gym.pinning import MAX_PIN_BAND
 
 DEFAULT_CREDIT = "checked"
@@ -182,7 +206,13 @@ class PXPOConfig(PolicyGradientConfig):
             )
 
 
-class PXPO:
+FOOTPRINT_FILE = "footprint.json"
+"""Kernel credits: the measured footprint's summary and cost (``agents.credit.Footprint.summary``)."""
+CREDIT_FILE = "credit.json"
+"""credit='auto': the reward's measured locality and the credit it chose."""
+
+
+class PXPO(Algorithm):
     """PXPO's advantages (one per pixel) and loss.
 
     Args:
@@ -192,9 +222,14 @@ class PXPO:
     """
 
     name = "pxpo"
+    config_class = PXPOConfig
 
     def __init__(self, config: PXPOConfig, num_contexts: int, map_shape: tuple[int, int]) -> None:
-        self.config = config
+        super().__init__(config, num_contexts, map_shape)
+        self.pin = PIN_OF_MODE.get(config.silent_mode)
+        self.pin_band = config.pin_band
+        self.silent_fraction = math.nan
+        """The share of the last epoch's images' pixels that were silent."""
         buffer, min_count = config.stat_buffer_size, config.stat_min_count
         self.stats = ContextStats(num_contexts, buffer, min_count, tuple(map_shape), config.pixel_std)
         self.image_stats = ContextStats(num_contexts, buffer, min_count)
@@ -335,16 +370,17 @@ class PXPO:
         pinned = self.unscored_contexts() if mode == "hold-unscored" else self.silent_contexts()
         return pinned if bool(pinned.any()) else None
 
-    def braked_pixels(self, silent: torch.Tensor | None, contexts: torch.Tensor) -> torch.Tensor | None:
-        """(N, h, w) the pixels of images with these contexts that the KL penalty brakes: ``silent``
+    def braked_pixels(self, contexts: torch.Tensor) -> torch.Tensor | None:
+        """(N, h, w) the pixels of images with these contexts that the KL penalty brakes: the silent ones
         (``silent_mask``) in the 'kl' and 'hold' modes, less the unscored ones in 'hold-unscored'; None
         without a coefficient, in 'freeze' mode, or when none qualifies. (Where the state is held, the
         penalty only keeps the shared weights from drifting. Pixels found unscored in this epoch's
         statistics are neither braked in its update nor pinned in its sampling: the pin starts with the
         next epoch's sampling.)"""
         config = self.config
-        if silent is None or config.silent_mode == "freeze" or not config.silent_kl_coef:
+        if config.silent_mode == "freeze" or not config.silent_kl_coef:
             return None
+        silent = self.silent_mask(contexts)
         unscored = None
         if config.silent_mode == "hold-unscored":
             unscored = self.unscored_contexts()[contexts.cpu()].to(silent.device)
@@ -402,6 +438,7 @@ class PXPO:
         if self.config.image_advantage_weight:
             image = image_adv.view(-1, *([1] * (adv.dim() - 1)))
             adv = adv + self.config.image_advantage_weight * image
+        self.silent_fraction = float(self.silent_mask(contexts).mean())
         return adv.clamp(-self.config.adv_clip_max, self.config.adv_clip_max)
 
     def loss(
@@ -423,3 +460,85 @@ class PXPO:
             self.config.clip_range,
             step_weight,
         )
+
+    # -- the trainer's hooks (agents.algorithms.base) ---------------------------
+
+    @property
+    def brake_coef(self) -> float:  # type: ignore[override]
+        return self.config.silent_kl_coef
+
+    def attach(self, trainer: Any) -> None:
+        """Measures what the config needs from the env: the unscored pixels ('hold-unscored') and the reward's
+        locality (credit='auto')."""
+        core = trainer.envs.unwrapped
+        if self.config.silent_mode == "hold-unscored":
+            self.set_insensitive(reward_insensitive(core, seed=trainer.config.seed))
+        if self.needs_locality:
+            self.set_locality(reward_locality(core, seed=trainer.config.seed))
+
+    def files(self) -> dict[str, str]:
+        if self.locality is None:
+            return {}
+        chosen = {"credit": self.config.credit, "locality": self.locality, "chosen": self.credit}
+        return {CREDIT_FILE: json.dumps(chosen, indent=1) + "\n"}
+
+    def before_update(self, trainer: Any, traj: Any, rewards: torch.Tensor) -> dict[str, float]:
+        """credit='checked': per-pixel credit's agreement with the reward on this epoch's images
+        (``agents.credit_check``; every rank probes its own images, the sums are added), recorded before the
+        advantages. While the check passes, the weights that drew the best epoch are kept (``trainer.best``);
+        when it fails they are restored and the update skipped. Kernel credits: the footprint, measured at
+        the first epoch."""
+        out = {"credit_pixel": float(self.credit == "pixel")}
+        if self.needs_footprint:
+            self.measure_footprint(trainer)
+        if not self.needs_check:
+            return out
+        config = self.config
+        reward_mean = float(rewards.mean())
+        reward_se = float(rewards.std()) / math.sqrt(len(rewards)) if len(rewards) > 1 else 0.0
+        # One generator per (run seed, epoch, rank): the same cells on resume, other cells on each rank.
+        generator = torch.Generator().manual_seed(
+            (trainer.config.seed * 1_000_003 + trainer.epoch) * 1_009 + trainer.world.rank
+        )
+        core = trainer.envs.unwrapped
+        sums = scaled_agreement_sums(
+            core, traj.images, traj.contexts, CHECK_PROBES, generator, config.check_scales
+        )
+        agreement = agreement_from_sums(all_sum(sums.to(trainer.device), trainer.world).cpu())
+        dropped = math.nan
+        if config.check_drop:
+            dropped = float(reward_dropped(trainer.best.reward, trainer.best.first, reward_mean, reward_se))
+        self.record_agreement(agreement, trainer.epoch, dropped=dropped == 1.0)
+        out.update(
+            credit_agreement=agreement, credit_dropped=dropped, credit_pixel=float(self.credit == "pixel")
+        )
+        if self.credit == "pixel":
+            trainer.best.offer(trainer, reward_mean, trainer.epoch, keep_weights=config.check_restore)
+            return out
+        restored = trainer.best.restore(trainer) if config.check_restore else None
+        if restored is not None:  # this epoch's images came from the weights just put aside: no update
+            out.update(credit_restored=float(restored), skip=1.0)
+        return out
+
+    def measure_footprint(self, trainer: Any) -> Footprint:
+        """Kernel credits: measures the reward's footprint on the frozen pretrained model (once per run;
+        ``agents.credit``) and writes RUN/footprint.json (rank 0)."""
+        cfg = trainer.config
+        envs = trainer.make_envs(min(32, cfg.credit_images))
+        footprint = measure_footprint(  # autograd probes differentiate through the frozen model: no no_grad
+            envs,
+            lambda x, t, c: guided_eps(trainer.reference, x, t, c, cfg.guidance_scale, trainer.null_context),
+            cfg.credit_images,
+            seed=cfg.seed,
+            progress=cfg.progress and trainer.world.main,
+        )
+        envs.close()
+        self.set_footprint(footprint)
+        trainer.footprint = footprint
+        if trainer.world.main:
+            summary = {"credit": self.config.credit, **footprint.summary()}
+            write_atomic(cfg.run_dir / FOOTPRINT_FILE, json.dumps(summary, indent=1) + "\n")
+        return footprint
+
+    def epoch_metrics(self) -> dict[str, float]:
+        return {"silent_fraction": self.silent_fraction}

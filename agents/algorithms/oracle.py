@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from agents.algorithms.base import Algorithm
+from agents.losses import PolicyGradientConfig
 from pxpo_gym.sampling import Episode, rollout
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -128,3 +130,31 @@ def trainer_epoch(trainer: Any) -> tuple[dict[str, float], Episode]:
         cfg.seed if trainer.epoch == 0 else None,
         cfg.backprop_steps,
     )
+
+
+class Oracle(Algorithm):
+    """The exact-gradient baseline as an algorithm: it samples and trains in one pass (``epoch``), so it has
+    no advantages or loss of its own; the reward must be differentiable (checked in ``attach``)."""
+
+    name = "oracle"
+    config_class = PolicyGradientConfig
+    samples_with_gradients = True
+
+    def attach(self, trainer: Any) -> None:
+        from agents.credit import reward_has_gradient
+
+        check_differentiable(
+            reward_has_gradient(trainer.envs.unwrapped), trainer.envs.unwrapped.reward_fn.name
+        )
+
+    def advantages(self, rewards, reward_maps, contexts):  # noqa: ANN001, ANN201
+        raise RuntimeError("the oracle backpropagates the reward itself: it has no advantages")
+
+    def loss(self, logp_pixels, old_logp_pixels, advantages, num_channels, step_weight=None):  # noqa: ANN001, ANN201
+        raise RuntimeError("the oracle backpropagates the reward itself: it has no policy-gradient loss")
+
+    def epoch(self, trainer: Any) -> tuple[dict[str, float], Episode]:
+        trainer.policy.train()
+        metrics, episode = trainer_epoch(trainer)
+        metrics["sample_seconds"] = math.nan  # sampling and training are one pass
+        return metrics, episode
