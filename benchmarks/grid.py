@@ -187,7 +187,8 @@ class SuiteConfig:
     tasks: tuple[str, ...] = ("color", "target_map", "segmentation", "region", "jpeg")
     """Task names (benchmarks.tasks.TASKS)."""
     algos: tuple[str, ...] = ("ddpo", "pxpo", "oracle")
-    """Algorithms; 'oracle' (exact reward gradient) runs only on differentiable tasks."""
+    """Algorithms: built-in names or your own as 'package.module:Class' (agents.algorithms.base); 'oracle' (and
+    any algorithm that backpropagates through sampling) runs only on differentiable tasks."""
     estimator: str = "is"
     """'is' or 'sf', for DDPO and PXPO."""
     ddpo_learning_rates: tuple[float, ...] = (3e-4,)
@@ -196,6 +197,13 @@ class SuiteConfig:
     """PXPO learning rates (a sweep if several)."""
     oracle_learning_rates: tuple[float, ...] = (3e-4,)
     """Exact-gradient oracle learning rates (a sweep if several)."""
+    plugin_learning_rates: tuple[float, ...] = (3e-4,)
+    """Learning rates of the algorithms given by import path (a sweep if several)."""
+    plugin_clip_ranges: tuple[float, ...] = ()
+    """Clip ranges of the algorithms given by import path (empty: each one's own default; a sweep if several)."""
+    plugin_options: tuple[str, ...] = ()
+    """key=value options of the algorithms given by import path (``--algo-option`` of agents.train), each
+    passed to those whose config has the field."""
     ddpo_clip_ranges: tuple[float, ...] = ()
     """DDPO PPO clip ranges (empty: DDPO's default, 1e-4 x sqrt(16384 / (C h w)) = 4.6e-4 on the default
     model, agents.config.ddpo_clip_range; a sweep if several)."""
@@ -239,9 +247,10 @@ class SuiteConfig:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"tasks {unknown} are not in {sorted(TASKS)}")
-        bad = [a for a in self.algos if a not in ("ddpo", "pxpo", "oracle")]
-        if bad:
-            raise ValueError(f"algos must be 'ddpo', 'pxpo' or 'oracle', got {bad}")
+        from agents.algorithms import check_name
+
+        for algo in self.algos:
+            check_name(algo)  # imported when the grid is laid out (arms), never from a file
         bad = [v for v in self.pxpo_variants if v not in PXPO_VARIANTS]
         if bad:
             raise ValueError(f"pxpo_variants {bad} are not in {sorted(PXPO_VARIANTS)}")
@@ -269,22 +278,30 @@ class SuiteConfig:
             "ddpo": self.ddpo_learning_rates,
             "pxpo": self.pxpo_learning_rates,
             "oracle": self.oracle_learning_rates,
-        }[algo]
+        }.get(algo, self.plugin_learning_rates)
 
     def arms(self, task: str | None = None) -> list[Arm]:
         """The grid's curves (those that run on ``task`` if given). A swept setting joins the label."""
+        from agents.algorithms import is_builtin, resolve_algorithm
+        from agents.algorithms import label as short_label
+
         out = []
         for algo in self.algos:
-            if algo == "oracle" and task is not None and not TASKS[task].differentiable:
+            cls = resolve_algorithm(algo)
+            if cls.samples_with_gradients and task is not None and not TASKS[task].differentiable:
                 continue
             rates = self.learning_rates(algo)
-            clips = {"ddpo": self.ddpo_clip_ranges, "pxpo": self.pxpo_clip_ranges}.get(algo) or (None,)
+            clips = {"ddpo": self.ddpo_clip_ranges, "pxpo": self.pxpo_clip_ranges}.get(
+                algo, () if is_builtin(algo) else self.plugin_clip_ranges
+            ) or (None,)
             variants = self.pxpo_variants if algo == "pxpo" else ("default",)
             options = {"oracle": ("default",), "ddpo": self.ddpo_option_variants}.get(
                 algo
             ) or self.option_variants
+            fields = {f.name for f in dataclasses.fields(cls.config_class)}
+            plugin = {} if is_builtin(algo) else {"algo_option": self.options_for(fields)}
             for lr, clip, variant, option in itertools.product(rates, clips, variants, options):
-                label = algo
+                label = short_label(algo)
                 label += f"-lr{lr:g}" if len(rates) > 1 else ""
                 label += f"-clip{clip:g}" if len(clips) > 1 else ""  # several: none is None
                 label += f"-{variant}" if len(variants) > 1 else ""
@@ -294,9 +311,14 @@ class SuiteConfig:
                     "clip_range": clip,
                     **PXPO_VARIANTS[variant],
                     **OPTION_VARIANTS[option],
+                    **plugin,
                 }
                 out.append(Arm(label, algo, tuple(overrides.items())))
         return out
+
+    def options_for(self, fields: set[str]) -> tuple[str, ...]:
+        """The ``plugin_options`` whose key is one of ``fields``."""
+        return tuple(item for item in self.plugin_options if item.partition("=")[0] in fields)
 
     def labels(self) -> list[tuple[str, str, float]]:
         """(label, algo, lr) per curve over all tasks."""

@@ -198,3 +198,24 @@ def test_the_report_leaves_out_arms_whose_runs_are_incomplete_and_says_so(tmp_pa
     summary = write_report(cfg)
     assert "| color | ddpo |" in summary and "| color | pxpo |" not in summary
     assert "Not in this report (runs missing or incomplete): pxpo on color." in summary
+
+
+def test_a_plugin_algorithm_runs_beside_the_built_in_ones(tmp_path):
+    cfg = tiny_suite(
+        tmp_path,
+        tasks=("color",),
+        algos=("ddpo", "tests.plugin_algorithms:BatchBaseline"),
+        plugin_learning_rates=(1e-4, 3e-4),
+        plugin_options=("baseline=none", "window=2"),  # window: not its option, so not passed to it
+    )
+    arms = {arm.label: arm for arm in cfg.arms("color")}
+    assert set(arms) == {"ddpo", "BatchBaseline-lr0.0001", "BatchBaseline-lr0.0003"}
+    assert dict(arms["BatchBaseline-lr0.0001"].overrides)["algo_option"] == ("baseline=none",)
+    main(cfg)
+    with open(tmp_path / "table.csv") as handle:
+        rows = {r["algo"]: r for r in csv.DictReader(handle)}
+    assert set(rows) == set(arms) and rows["BatchBaseline-lr0.0003"]["final_reward"] != ""
+    config = json.loads((run_dir(cfg, "color", "BatchBaseline-lr0.0003", 0) / "config.json").read_text())
+    assert config["algo"] == "tests.plugin_algorithms:BatchBaseline" and config["learning_rate"] == 3e-4
+    with pytest.raises(ValueError, match="algo must be one of"):
+        tiny_suite(tmp_path, algos=("ppo",))
