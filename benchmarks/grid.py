@@ -524,6 +524,36 @@ def seam() -> SuiteConfig:
     )
 
 
+PEERS = (
+    "benchmarks.peers.flow_grpo:FlowGRPO",
+    "benchmarks.peers.flow_grpo:FlowGRPOFast",
+    "benchmarks.peers.dense_flow_grpo:DenseFlowGRPO",
+)
+"""The closest public methods, as plug-ins (benchmarks/peers)."""
+
+
+def peers() -> SuiteConfig:
+    """The peers (Flow-GRPO, Flow-GRPO-Fast, DenseFlow-GRPO; plug-ins by import path) beside DDPO and PXPO on
+    the breadth suite's test split, at the breadth suite's settings (the peers at DDPO's lr 3e-4 and its
+    element-scaled clip range), 3 seeds x 480 images."""
+    return dataclasses.replace(
+        breadth_test(), algos=("ddpo", "pxpo", *PEERS), plugin_learning_rates=(3e-4,), out=scratch("peers")
+    )
+
+
+def peers_flow() -> SuiteConfig:
+    """The same arms on the flow-matching default (Flow-GRPO's SDE at noise level 0.7), on the pixel-local
+    colour and target-map tasks, 3 seeds x 320 images (the flow preset's budget)."""
+    return dataclasses.replace(
+        flow(),
+        algos=("ddpo", "pxpo", *PEERS),
+        tasks=("color", "target_map"),
+        seeds=(0, 1, 2),
+        plugin_learning_rates=(3e-4,),
+        out=scratch("peers_flow"),
+    )
+
+
 PRESETS = {
     "quick": quick,
     "full": full,
@@ -539,6 +569,8 @@ PRESETS = {
     "breadth-candidates": breadth_candidates,
     "distill": distill,
     "seam": seam,
+    "peers": peers,
+    "peers-flow": peers_flow,
 }
 
 
