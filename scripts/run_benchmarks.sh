@@ -78,4 +78,6 @@ $PY -m benchmarks.suite distill --tasks region --out $R/distill > logs/distill.l
 $PY -m benchmarks.suite distill --tasks region frame --pxpo-variants default --out $R/weights_alone \
     > logs/weights_alone.log 2>&1
 $PY -m benchmarks.memory_table --out $R/memory_table > logs/memory_table.log 2>&1
+$PY -m benchmarks.suite seam --tasks region --out $R/seam > logs/seam.log 2>&1
+$PY -m benchmarks.suite seam --tasks frame --pxpo-variants band0 band4 --out $R/seam > logs/seam_frame.log 2>&1
 echo done

@@ -29,7 +29,7 @@ def test_readme_tour_runs():
 
 
 def test_custom_agent_template_runs(capsys):
-    loop = next(block for block in _blocks("Testing your own algorithm") if "step_log_prob" in block)
+    loop = next(block for block in _blocks("Your own loop, without the trainer") if "step_log_prob" in block)
     exec(compile(loop, "README custom agent loop", "exec"), {})
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == ["iteration 0", "iteration 1"]
@@ -38,7 +38,7 @@ def test_custom_agent_template_runs(capsys):
 
 def test_sb3_example_runs():
     pytest.importorskip("stable_baselines3")
-    block = next(block for block in _blocks("Testing your own algorithm") if "make_sb3_env" in block)
+    block = next(block for block in _blocks("Your own loop, without the trainer") if "make_sb3_env" in block)
     assert "TOTAL_STEPS = 25_600" in block
     namespace: dict = {}
     exec(
@@ -51,7 +51,7 @@ def test_sb3_example_runs():
 def test_wrapper_example_builds_the_keyword_env():
     import gymnasium as gym
 
-    block = next(block for block in _blocks("Testing your own algorithm") if "ObservationView(" in block)
+    block = next(block for block in _blocks("Your own loop, without the trainer") if "ObservationView(" in block)
     namespace: dict = {}
     exec(compile(block, "README wrapper example", "exec"), namespace)
     keywords = gym.make_vec(
