@@ -51,7 +51,9 @@ def test_sb3_example_runs():
 def test_wrapper_example_builds_the_keyword_env():
     import gymnasium as gym
 
-    block = next(block for block in _blocks("Your own loop, without the trainer") if "ObservationView(" in block)
+    block = next(
+        block for block in _blocks("Your own loop, without the trainer") if "ObservationView(" in block
+    )
     namespace: dict = {}
     exec(compile(block, "README wrapper example", "exec"), namespace)
     keywords = gym.make_vec(
