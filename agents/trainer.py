@@ -1,7 +1,11 @@
-"""The shared training loop of DDPO and PXPO: sample -> advantages -> minibatch updates -> log.
+"""The training loop every algorithm shares: sample -> the algorithm's advantages -> minibatch updates.
 
-``train(config)`` runs a ``TrainConfig`` and returns the per-epoch metrics; the
-same loop serves the CLI (``agents.train``), notebooks and the benchmarks.
+``Trainer`` owns the env, the trainable policy, the optimizer and the algorithm
+(``agents.algorithms``), and calls only the algorithm protocol's hooks
+(``agents.algorithms.base``): it never asks which algorithm it runs.
+``agents.runs.train(config)`` runs a ``TrainConfig`` around it (folder, resume,
+logging, evaluation, export) for the CLI (``agents.train``), notebooks and the
+benchmarks.
 """
 
 from __future__ import annotations
@@ -129,8 +133,8 @@ class Trainer:
         return eps.float()
 
     def eps(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """``weights_eps``; with PXPO's ``silent_mode='freeze'``, the pretrained model's at the context's
-        silent pixels."""
+        """``weights_eps``; with a 'freeze' pin (the algorithm's ``pin``), the pretrained model's at the
+        pinned pixels."""
         eps = self.weights_eps(sample, timestep, context)
         if self.pinned is not None and self.pin == "freeze":
             held = self.held_weights()[context.reshape(-1)]  # (B, h, w)
@@ -146,7 +150,7 @@ class Trainer:
         return pin_weights(self.pinned, band) if band else self.pinned
 
     def rollout_policy(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The policy for one batch of episodes: ``eps``, or with PXPO's silent pixels held ('hold',
+        """The policy for one batch of episodes: ``eps``, or with the algorithm's pixels held ('hold',
         'hold-unscored') a fresh ``HeldPolicy`` whose held pixels follow the pretrained model's trajectory."""
         if self.pinned is None or self.pin != "hold":
             return self.eps
@@ -393,7 +397,7 @@ class Trainer:
             save_checkpoint(self.config.run_dir, self.epoch, tensors, meta)
 
     def export(self) -> Path:
-        """Writes the policy (its EMA weights, with ``ema_decay``) as a diffusers model to RUN/model, with PXPO's
+        """Writes the policy (its EMA weights, with ``ema_decay``) as a diffusers model to RUN/model, with the
         pinned silent pixels ('hold' or 'freeze') beside it."""
         # the run's own settings: how it was started or resumed is not part of what it trained
         settings = dataclasses.replace(self.config, resume="", overwrite=False, trust_code=False)

@@ -74,7 +74,7 @@ def measure(cfg: HoldCostConfig) -> dict:
         with torch.no_grad():
             epoch = trainer.sample()
         adv = trainer.algo.advantages(epoch.rewards.cpu(), epoch.grid_reward_maps.cpu(), epoch.contexts.cpu())
-        epochs[name] = (epoch, adv, trainer.algo.silent_mask(epoch.contexts.cpu()))
+        epochs[name] = (epoch, adv)  # the update brakes the algorithm's own braked_pixels
     times: dict[str, list[float]] = {}
     for _ in range(cfg.repeats):  # alternating, so that drift in the machine's speed hits both alike
         for name, mask in (("free", None), ("held", pinned)):
