@@ -15,6 +15,7 @@ The runs' folders are not committed; the suite command that wrote them rebuilds 
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -86,8 +87,8 @@ def measure(cfg: ReproduceConfig) -> dict:
                 chosen = Path(tmp) / "run" / "credit.json"
                 credit = json.loads(chosen.read_text())["chosen"] if chosen.is_file() else config.credit
             if config.credit == "checked" and rerun:  # the credit its last epoch trained with
-                credit = "pixel" if rerun[-1]["credit_pixel"] == 1 else "image"
-            equal = [all(new[c] == old[c] for c in cfg.columns) for new, old in zip(rerun, committed)]
+                credit = "pixel" if rerun[-1].get("credit_pixel") == 1 else "image"
+            equal = [all(same(new[c], old[c]) for c in cfg.columns) for new, old in zip(rerun, committed)]
             result["cells"].append(
                 {
                     "task": task,
@@ -101,6 +102,11 @@ def measure(cfg: ReproduceConfig) -> dict:
             )
     result["all_equal"] = all(all(cell["equal_per_epoch"]) for cell in result["cells"])
     return result
+
+
+def same(new: float, old: float) -> bool:
+    """Equal floats, NaN equal to NaN (a column the algorithm does not fill, e.g. the oracle's approx_kl)."""
+    return new == old or (math.isnan(new) and math.isnan(old))
 
 
 def main(cfg: ReproduceConfig) -> dict:

@@ -219,3 +219,11 @@ def test_a_plugin_algorithm_runs_beside_the_built_in_ones(tmp_path):
     assert config["algo"] == "tests.plugin_algorithms:BatchBaseline" and config["learning_rate"] == 3e-4
     with pytest.raises(ValueError, match="algo must be one of"):
         tiny_suite(tmp_path, algos=("ppo",))
+
+
+def test_reproduce_counts_nan_columns_as_equal_and_nothing_else():
+    from benchmarks.reproduce import same
+
+    nan = float("nan")
+    assert same(nan, nan) and same(0.25, 0.25)
+    assert not same(nan, 0.0) and not same(0.0, nan) and not same(0.25, 0.25000001)
