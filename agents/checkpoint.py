@@ -195,6 +195,7 @@ def trainer_state(trainer: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     meta = {
         "epoch": trainer.epoch,
         "images": trainer.images,
+        "passes": trainer.passes.total,
         "config": dataclasses.asdict(trainer.config),
         "optimizer": optim_meta,
         "torch": torch.__version__,
@@ -246,3 +247,4 @@ def restore_trainer(trainer: Any, tensors: dict[str, torch.Tensor], meta: dict[s
         trainer.pinned = pinned.bool().to(trainer.device)
     restore_rng(tensors, trainer.generator, trainer.envs.unwrapped, trainer.world)
     trainer.epoch, trainer.images = int(meta["epoch"]), int(meta["images"])
+    trainer.passes.total = int(meta.get("passes", 0))  # checkpoints from before the count have none

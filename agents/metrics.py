@@ -13,6 +13,7 @@ from pxpo_gym.files import append_line, write_atomic
 METRIC_FIELDS = (
     "epoch",
     "images",
+    "passes",
     "reward_mean",
     "reward_std",
     "loss",
@@ -40,7 +41,9 @@ METRIC_FIELDS = (
     "alone_reward",
     "alone_silent",
 )
-"""CSV columns, in order. ``images`` (cumulative images generated) is the x axis of every curve.
+"""CSV columns, in order. ``images`` (cumulative images generated) is the x axis of every curve;
+``passes`` the cumulative network passes of sampling and training (``agents.passes``: backward counted as 2,
+evaluation not counted).
 ``seconds`` is the epoch's sampling + training; ``sample_seconds`` includes ``reward_seconds`` (the reward
 function's share; for the oracle, sampling and training are one pass: ``sample_seconds`` is empty and
 ``train_seconds`` is all of it); ``eval_seconds`` (evaluation) is not in ``seconds``.

@@ -260,7 +260,8 @@ def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
         if evaluator is not None and (trainer.epoch % config.eval_every == 0 or last):
             trainer.policy.eval()
             started = time.perf_counter()
-            with trainer.ema.swapped_in() if trainer.ema is not None else contextlib.nullcontext():
+            swapped = trainer.ema.swapped_in() if trainer.ema is not None else contextlib.nullcontext()
+            with swapped, trainer.passes.paused():  # evaluation measures the run, it does not train it
                 metrics.update(evaluator(trainer.rollout_policy()))
                 if trainer.pinned is not None:  # the weights alone, as a user without the pin samples them
                     alone = evaluator(trainer.weights_eps)  # no pin, 'hold' or 'freeze'

@@ -41,6 +41,7 @@ from agents.distributed import (
 from agents.ema import EMA
 from agents.export import EXPORT_DIR, export_policy
 from agents.losses import kl_penalty
+from agents.passes import PassCounter
 from agents.policy import guided_eps, make_policy
 from agents.rollout import Trajectories, coefficients_from, collect
 from agents.steps import sample_steps, step_weights
@@ -80,6 +81,8 @@ class Trainer:
         self.reference = core.model
         """The frozen pretrained model (the env's): the KL penalty's reference."""
         self.policy = make_policy(core.model, config.resolved_lora_rank(core.loaded.is_latent))
+        self.passes = PassCounter([self.policy, self.reference])
+        """Network passes of the run so far (``agents.passes``: backward counted as 2, evaluation paused)."""
         if config.gradient_checkpointing:
             self.policy.unet.enable_gradient_checkpointing()
         algo_cls = resolve_algorithm(config.algo)
@@ -386,6 +389,8 @@ class Trainer:
         )
         for name, column in zip(self.reward_components, traj.component_rewards.T):
             metrics[f"reward_{name}"] = column.mean().item()
+        # every rank's passes (equal shares: on resume each rank takes the checkpoint's count back)
+        metrics["passes"] = self.passes.total * self.world.size
         return metrics, traj
 
     # -- checkpoints ----------------------------------------------------------

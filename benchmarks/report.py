@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -308,6 +309,37 @@ def fidelity_verdict(task: str, evals: dict[str, list[dict[str, np.ndarray]]]) -
     return f"**{task}** fidelity: " + "; ".join(parts) + "."
 
 
+def cost_to(rows: list[dict[str, float]], images: float) -> tuple[float, float]:
+    """(network passes, seconds of sampling and training) a run had spent when it had generated ``images``
+    (an epoch end, as ``images_to_reach`` returns; 0 images: nothing spent); NaN when it never got there or
+    its metrics predate the pass count."""
+    if math.isnan(images):
+        return math.nan, math.nan
+    if images == 0:
+        return 0.0, 0.0
+    for k, row in enumerate(rows):
+        if row["images"] == images:
+            return float(row.get("passes", math.nan)), float(sum(r["seconds"] for r in rows[: k + 1]))
+    return math.nan, math.nan
+
+
+def costs_to_threshold(cfg, task: str, label: str, reached: list[float]) -> tuple[list[float], list[float]]:
+    """Per seed, the passes and seconds its run spent to reach a threshold (``reached``: images per seed)."""
+    passes, seconds = [], []
+    for seed, images in zip(cfg.seeds, reached):
+        rows = read_metrics(run_dir(cfg, task, label, seed) / "metrics.csv")[: cfg.epochs(task)]
+        p, s = cost_to(rows, images)
+        passes.append(p)
+        seconds.append(s)
+    return passes, seconds
+
+
+def summarise_cost(values: list[float], scale: float) -> str:
+    """``summarise`` of costs in units of ``scale`` (passes in thousands); 'not reached' also where the runs
+    predate the pass count."""
+    return summarise([v / scale for v in values])
+
+
 SEEDS_FILE = "seeds.csv"
 """One row per run (task, arm, seed): what the summary's means and ranges are made of."""
 
@@ -319,7 +351,8 @@ def write_seed_table(cfg, curves, images, noise, evals, path: Path) -> None:
     the last evaluation."""
     fields = [
         "task", "algo", "seed", "start_reward", "peak_reward", "peak_images", "final_reward",
-        "images_to_50pct", "images_to_90pct", "silent_fraction_first", "silent_fraction_last",
+        "images_to_50pct", "images_to_90pct", "passes_to_50pct", "passes_to_90pct", "seconds_to_50pct",
+        "seconds_to_90pct", "silent_fraction_first", "silent_fraction_last",
         "eval_reward_start", "eval_reward_final", "shape_match_start", "shape_match_final",
         "distance_final", "silent_distance_final", "scored_distance_final",
         "alone_reward_final", "alone_silent_distance_final", "seam_final",
@@ -343,6 +376,11 @@ def write_seed_table(cfg, curves, images, noise, evals, path: Path) -> None:
                     "final_reward": curve[-1],
                     "images_to_50pct": table[label][0.5][i],
                     "images_to_90pct": table[label][0.9][i],
+                    **{
+                        f"{kind}_to_{int(f * 100)}pct": value
+                        for f in FRACTIONS
+                        for kind, value in zip(("passes", "seconds"), cost_to(metrics, table[label][f][i]))
+                    },
                     "silent_fraction_first": silent[0] if silent else np.nan,
                     "silent_fraction_last": silent[-1] if silent else np.nan,
                 }
@@ -390,6 +428,17 @@ def write_report(cfg) -> str:
                     "final_reward": f"{finals[label].mean():.4f} +- {finals[label].std():.4f}",
                     "images_to_50pct": summarise(table[label][0.5]),
                     "images_to_90pct": summarise(table[label][0.9]),
+                    **dict(
+                        zip(
+                            ("passes_to_90pct", "seconds_to_90pct"),
+                            (
+                                summarise_cost(cost, scale)
+                                for cost, scale in zip(
+                                    costs_to_threshold(cfg, task, label, table[label][0.9]), (1000.0, 1.0)
+                                )
+                            ),
+                        )
+                    ),
                     "share_of_oracle_gain": oracle_share(runs, oracle)
                     if not label.startswith("oracle")
                     else "",
@@ -435,7 +484,9 @@ def write_report(cfg) -> str:
         f"commit {commit or 'unknown'}.",
         "Images-to-threshold: images a run needed to reach its own start + 50% / 90% of the best "
         "improvement any arm's seed-mean curve showed on the task (usually the oracle's); median "
-        f"[min-max] over seeds. Curves are smoothed over {SMOOTH_EPOCHS} epochs (trailing) first; an "
+        "[min-max] over seeds; passes (agents.passes: one image through the network once, a backward "
+        "counted as 2; evaluation not counted) and seconds (sampling and training, one torch thread per "
+        f"run) spent by then, likewise. Curves are smoothed over {SMOOTH_EPOCHS} epochs (trailing) first; an "
         "improvement within 2 standard errors of one epoch's mean reward counts as none. "
         "Oracle share: the run's gain (smoothed final - start) over the exact-gradient oracle's. "
         "Fidelity (held-out, fixed noise): shape match = fraction of images in which the segmentation "
@@ -448,10 +499,11 @@ def write_report(cfg) -> str:
         "sampled without its pin (where it pins); seam: the squared step between neighbouring pixels across the "
         "edge of the silent pixels over the pretrained images' own (1: no seam). clipfrac and approx_kl: means over epochs and seeds.",
         "",
-        "| task | algo | seeds | start | final (mean +- std) | images to 50% | images to 90% | oracle share "
+        "| task | algo | seeds | start | final (mean +- std) | images to 50% | images to 90% "
+        "| thousand passes to 90% | seconds to 90% | oracle share "
         "| shape match | distance | silent distance | scored distance | collapsed | gain at fidelity "
         "| clipfrac | approx_kl |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += ["| " + " | ".join(str(v) for v in r.values()) + " |" for r in rows]
     missing = missing_arms(cfg)

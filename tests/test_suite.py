@@ -227,3 +227,41 @@ def test_reproduce_counts_nan_columns_as_equal_and_nothing_else():
     nan = float("nan")
     assert same(nan, nan) and same(0.25, 0.25)
     assert not same(nan, 0.0) and not same(0.0, nan) and not same(0.25, 0.25000001)
+
+
+def test_passes_and_seconds_to_target_are_the_runs_own_at_that_epoch(tmp_path):
+    from agents.metrics import read_metrics
+    from benchmarks.report import cost_to
+
+    cfg = tiny_suite(
+        tmp_path,
+        tasks=("color",),
+        algos=("ddpo", "oracle"),
+        num_epochs=4,
+        sample_batch_size=8,
+        train_batch_size=8,
+    )
+    main(cfg)
+    with open(tmp_path / "seeds.csv") as handle:
+        seeds = list(csv.DictReader(handle))
+    checked = 0
+    for row in seeds:
+        metrics = read_metrics(run_dir(cfg, "color", row["algo"], 0) / "metrics.csv")
+        for pct in ("50", "90"):
+            images = float(row[f"images_to_{pct}pct"])
+            if images == images and images > 0:
+                k = next(i for i, m in enumerate(metrics) if m["images"] == images)
+                assert float(row[f"passes_to_{pct}pct"]) == metrics[k]["passes"] > 0
+                assert float(row[f"seconds_to_{pct}pct"]) == pytest.approx(
+                    sum(m["seconds"] for m in metrics[: k + 1]), abs=1e-3
+                )
+                checked += 1
+    assert checked > 0
+    with open(tmp_path / "table.csv") as handle:
+        assert {"passes_to_90pct", "seconds_to_90pct"} <= set(next(csv.DictReader(handle)))
+    rows = [{"images": 4.0, "passes": 10.0, "seconds": 1.0}, {"images": 8.0, "passes": 25.0, "seconds": 2.0}]
+    assert cost_to(rows, 8.0) == (25.0, 3.0) and cost_to(rows, 0.0) == (0.0, 0.0)
+    nan_cost = cost_to(rows, float("nan"))
+    assert (
+        nan_cost[0] != nan_cost[0] and cost_to([{"images": 4.0, "seconds": 1.0}], 4.0)[0] != 0
+    )  # no column: NaN
