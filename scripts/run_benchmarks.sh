@@ -80,4 +80,19 @@ $PY -m benchmarks.suite distill --tasks region frame --pxpo-variants default --o
 $PY -m benchmarks.memory_table --out $R/memory_table > logs/memory_table.log 2>&1
 $PY -m benchmarks.suite seam --tasks region --out $R/seam > logs/seam.log 2>&1
 $PY -m benchmarks.suite seam --tasks frame --pxpo-variants band0 band4 --out $R/seam > logs/seam_frame.log 2>&1
+# the peers: DDPO's and PXPO's test-split runs are the breadth suite's (copied into the folder first)
+mkdir -p $R/peers/runs
+for t in ramp blurred_dark5 frame background_white red_budget shape_left segmentation_next contrast; do
+    mkdir -p $R/peers/runs/$t && cp -r $R/breadth/runs/$t/ddpo $R/breadth/runs/$t/pxpo $R/peers/runs/$t/
+done
+$PY -m benchmarks.suite peers --out $R/peers > logs/peers.log 2>&1
+$PY -m benchmarks.suite peers-flow --out $R/peers_flow > logs/peers_flow.log 2>&1
+$PY -m benchmarks.reproduce --runs $R/breadth --preset breadth --tasks frame color --label ddpo --epochs 3 \
+    --out $R/reproduce_algorithms/ddpo.json > logs/reproduce_ddpo.log 2>&1
+$PY -m benchmarks.reproduce --runs $R/breadth --preset breadth --tasks color target_map --label oracle \
+    --epochs 3 --out $R/reproduce_algorithms/oracle.json > logs/reproduce_oracle.log 2>&1
+for b in band0 band4; do
+    $PY -m benchmarks.reproduce --runs $R/seam --preset seam --tasks region frame --label pxpo-$b --epochs 6 \
+        --out $R/reproduce_algorithms/pxpo-$b.json > logs/reproduce_$b.log 2>&1
+done
 echo done
