@@ -15,27 +15,21 @@ per-pixel gradient); no public code of it is known to us.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from agents.algorithms.base import Algorithm
-from agents.losses import PolicyGradientConfig, ratio_stats
+from agents.losses import ratio_stats
+from benchmarks.peers.flow_grpo import FlowGRPO, FlowGRPOConfig
 from benchmarks.peers.groups import group_normalise
 
-
-@dataclass(frozen=True)
-class DenseFlowGRPOConfig(PolicyGradientConfig):
-    group_eps: float = 1e-4
-    """Added to each pixel's group std."""
+DenseFlowGRPOConfig = FlowGRPOConfig
+"""Its options are Flow-GRPO's (group_eps: added to each pixel's group std)."""
 
 
-class DenseFlowGRPO(Algorithm):
-    """DenseFlow-GRPO's per-pixel group advantages and per-image clipped, per-pixel loss (module docstring)."""
+class DenseFlowGRPO(FlowGRPO):
+    """DenseFlow-GRPO's per-pixel group advantages and per-image clipped, per-pixel loss (module docstring);
+    Flow-GRPO's options, element-scaled clip range and uniform step weights."""
 
     name = "denseflow-grpo"
-    config_class = DenseFlowGRPOConfig
-    default_clip_range = "elements"  # the clip is on the image's ratio of per-element means
 
     def advantages(
         self, rewards: torch.Tensor, reward_maps: torch.Tensor, contexts: torch.Tensor
@@ -58,7 +52,3 @@ class DenseFlowGRPO(Algorithm):
         if step_weight is not None:
             per_image = per_image * step_weight
         return per_image.mean(), ratio_stats(image_logratio, self.config.clip_range)
-
-    def train_steps(self, weights: torch.Tensor, epoch: int) -> torch.Tensor:
-        """Every step of the schedule with weight 1."""
-        return torch.ones_like(weights)
