@@ -311,19 +311,22 @@ def fidelity_verdict(task: str, evals: dict[str, list[dict[str, np.ndarray]]]) -
 
 def cost_to(rows: list[dict[str, float]], images: float) -> tuple[float, float]:
     """(network passes, seconds of sampling and training) a run had spent when it had generated ``images``
-    (an epoch end, as ``images_to_reach`` returns; 0 images: nothing spent); NaN when it never got there or
-    its metrics predate the pass count."""
+    (an epoch end, as ``images_to_reach`` returns; 0 images: nothing spent); NaN when it never got there.
+    Passes are None for runs whose metrics predate the pass count."""
     if math.isnan(images):
         return math.nan, math.nan
     if images == 0:
         return 0.0, 0.0
     for k, row in enumerate(rows):
         if row["images"] == images:
-            return float(row.get("passes", math.nan)), float(sum(r["seconds"] for r in rows[: k + 1]))
+            passes = row.get("passes", math.nan)
+            return (None if math.isnan(passes) else float(passes)), float(
+                sum(r["seconds"] for r in rows[: k + 1])
+            )
     return math.nan, math.nan
 
 
-def costs_to_threshold(cfg, task: str, label: str, reached: list[float]) -> tuple[list[float], list[float]]:
+def costs_to_threshold(cfg, task: str, label: str, reached: list[float]) -> tuple[list, list[float]]:
     """Per seed, the passes and seconds its run spent to reach a threshold (``reached``: images per seed)."""
     passes, seconds = [], []
     for seed, images in zip(cfg.seeds, reached):
@@ -334,9 +337,11 @@ def costs_to_threshold(cfg, task: str, label: str, reached: list[float]) -> tupl
     return passes, seconds
 
 
-def summarise_cost(values: list[float], scale: float) -> str:
-    """``summarise`` of costs in units of ``scale`` (passes in thousands); 'not reached' also where the runs
-    predate the pass count."""
+def summarise_cost(values: list, scale: float) -> str:
+    """``summarise`` of costs in units of ``scale`` (passes in thousands); '-' where the runs were not
+    counted (metrics from before the pass count)."""
+    if any(v is None for v in values):
+        return "-"
     return summarise([v / scale for v in values])
 
 

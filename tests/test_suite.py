@@ -231,7 +231,7 @@ def test_reproduce_counts_nan_columns_as_equal_and_nothing_else():
 
 def test_passes_and_seconds_to_target_are_the_runs_own_at_that_epoch(tmp_path):
     from agents.metrics import read_metrics
-    from benchmarks.report import cost_to
+    from benchmarks.report import cost_to, summarise_cost
 
     cfg = tiny_suite(
         tmp_path,
@@ -262,6 +262,8 @@ def test_passes_and_seconds_to_target_are_the_runs_own_at_that_epoch(tmp_path):
     rows = [{"images": 4.0, "passes": 10.0, "seconds": 1.0}, {"images": 8.0, "passes": 25.0, "seconds": 2.0}]
     assert cost_to(rows, 8.0) == (25.0, 3.0) and cost_to(rows, 0.0) == (0.0, 0.0)
     nan_cost = cost_to(rows, float("nan"))
+    assert nan_cost[0] != nan_cost[0]  # never reached
+    assert cost_to([{"images": 4.0, "seconds": 1.0}], 4.0) == (None, 1.0)  # reached, but not counted
     assert (
-        nan_cost[0] != nan_cost[0] and cost_to([{"images": 4.0, "seconds": 1.0}], 4.0)[0] != 0
-    )  # no column: NaN
+        summarise_cost([None, 10.0], 1000.0) == "-" and summarise_cost([2000.0, 4000.0], 1000.0) == "3 [2-4]"
+    )
