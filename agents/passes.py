@@ -38,11 +38,14 @@ class PassCounter:
                 self._handles.append(module.register_forward_hook(self._hook))
 
     def _hook(self, module: torch.nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-        if not self.counting or not inputs or not torch.is_tensor(inputs[0]):
-            return
-        batch = int(inputs[0].shape[0])
-        grads = torch.is_tensor(output) and output.requires_grad
-        self.total += batch * (1 + BACKWARD_PASSES if grads else 1)
+        if inputs and torch.is_tensor(inputs[0]):
+            self.add(int(inputs[0].shape[0]), torch.is_tensor(output) and output.requires_grad)
+
+    def add(self, batch: int, backward: bool = False) -> None:
+        """Counts a forward of ``batch`` images through a network the counter does not hook (a shared one,
+        e.g. the env's frozen model as the reference), and its backward if one follows."""
+        if self.counting:
+            self.total += batch * (1 + BACKWARD_PASSES if backward else 1)
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -52,6 +55,13 @@ class PassCounter:
             yield
         finally:
             self.counting = before
+
+    def __deepcopy__(self, memo: dict) -> PassCounter:
+        """A copy of a counted module (e.g. a snapshot of the policy) is not the run's network: its hooks get
+        an inert counter (the handles themselves cannot be copied)."""
+        inert = PassCounter([])
+        inert.counting = False
+        return inert
 
     def remove(self) -> None:
         for handle in self._handles:

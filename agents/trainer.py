@@ -81,8 +81,10 @@ class Trainer:
         self.reference = core.model
         """The frozen pretrained model (the env's): the KL penalty's reference."""
         self.policy = make_policy(core.model, config.resolved_lora_rank(core.loaded.is_latent))
-        self.passes = PassCounter([self.policy, self.reference])
-        """Network passes of the run so far (``agents.passes``: backward counted as 2, evaluation paused)."""
+        self.passes = PassCounter([self.policy])
+        """Network passes of the run so far (``agents.passes``: backward counted as 2, evaluation paused): the
+        policy's by a hook (it is the trainer's own), the reference's, which is the env's and shared, where
+        the trainer calls it (``reference_eps``)."""
         if config.gradient_checkpointing:
             self.policy.unet.enable_gradient_checkpointing()
         algo_cls = resolve_algorithm(config.algo)
@@ -169,7 +171,12 @@ class Trainer:
             eps = guided_eps(
                 self.reference, sample, timestep, context, self.config.guidance_scale, self.null_context
             )
+        self.passes.add(self.forwards(sample))
         return eps.float()
+
+    def forwards(self, sample: torch.Tensor) -> int:
+        """Network passes of one guided prediction for a batch: one per image, two under guidance."""
+        return int(sample.shape[0]) * (1 if self.config.guidance_scale == 1 else 2)
 
     def sample(self) -> Trajectories:
         """One epoch's images from the current policy (the env is seeded once, at epoch 0).

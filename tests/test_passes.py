@@ -21,6 +21,9 @@ def test_the_counter_by_hand_on_a_module():
     with counter.paused():
         net(torch.zeros(7, 2))
     assert counter.total == 17
+    copy = __import__("copy").deepcopy(net)  # a snapshot of a counted module copies, and is not counted
+    copy(torch.zeros(3, 2))
+    assert counter.total == 17
     counter.remove()
     net(torch.zeros(1, 2))
     assert counter.total == 17
@@ -47,3 +50,14 @@ def test_evaluation_is_not_counted_and_resume_continues_the_count(tiny_model_dir
     train(tiny_config(tiny_model_dir, tmp_path, num_epochs=1, out=str(tmp_path / "b"), **common))
     resumed = train(tiny_config(tiny_model_dir, tmp_path, resume=str(tmp_path / "b"), out="", **common))
     assert [row["passes"] for row in resumed] == [192]
+
+
+def test_the_shared_reference_is_counted_without_a_hook(tiny_model_dir, tmp_path):
+    # the env's model is shared (several trainers, the painting page's workspaces): no hook may pile up on it
+    first = Trainer(tiny_config(tiny_model_dir, tmp_path, algo="ddpo"))
+    second = Trainer(tiny_config(tiny_model_dir, tmp_path, algo="ddpo"), envs=first.envs)
+    assert not first.reference._forward_hooks and second.reference is first.reference
+    sample = torch.zeros(5, 3, 8, 8)
+    before = (first.passes.total, second.passes.total)
+    second.reference_eps(sample, torch.full((5,), 10), torch.zeros(5, dtype=torch.long))
+    assert (first.passes.total, second.passes.total) == (before[0], before[1] + 5)

@@ -525,9 +525,15 @@ class PXPO(Algorithm):
         ``agents.credit``) and writes RUN/footprint.json (rank 0)."""
         cfg = trainer.config
         envs = trainer.make_envs(min(32, cfg.credit_images))
+
+        def reference(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            eps = guided_eps(trainer.reference, x, t, c, cfg.guidance_scale, trainer.null_context)
+            trainer.passes.add(trainer.forwards(x), backward=eps.requires_grad)  # the run's cost too
+            return eps
+
         footprint = measure_footprint(  # autograd probes differentiate through the frozen model: no no_grad
             envs,
-            lambda x, t, c: guided_eps(trainer.reference, x, t, c, cfg.guidance_scale, trainer.null_context),
+            reference,
             cfg.credit_images,
             seed=cfg.seed,
             progress=cfg.progress and trainer.world.main,
