@@ -159,11 +159,9 @@ def export_policy(
 
         mode, mask, band = held
         fault_point(staging / HELD_PIXELS)
-        save_file(
-            {"held": mask.to(torch.uint8).cpu().contiguous()},
-            str(staging / HELD_PIXELS),
-            {"mode": mode, "band": str(band)},
-        )
+        # one metadata key: safetensors writes several in no fixed order (an export must be the same bytes)
+        tensors = {"held": mask.to(torch.uint8).cpu().contiguous(), "band": torch.tensor(int(band))}
+        save_file(tensors, str(staging / HELD_PIXELS), {"mode": mode})
         meta["held_pixels"] = {"file": HELD_PIXELS, "mode": mode, "band": band}
     write_atomic(staging / METADATA_FILE, json.dumps(meta, indent=1) + "\n")
     fault_point(folder)

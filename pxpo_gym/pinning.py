@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 HELD_PIXELS = "held_pixels.safetensors"
-"""A pinned run's silent pixels in its export: tensor 'held' (num_contexts, h, w) uint8, metadata 'mode' and
-'band' (the pin's band, ``pin_weights``)."""
+"""A pinned run's silent pixels in its export: tensors 'held' (num_contexts, h, w) uint8 and 'band' (the
+pin's band, ``pin_weights``; a scalar integer), metadata 'mode'."""
 PIN_MODES = ("hold", "freeze")
 MAX_PIN_BAND = 64
 """The widest pin band a run or an export may name."""
@@ -43,19 +43,28 @@ def read_held_pixels(
         with safe_open(str(path), framework="pt") as handle:
             meta = handle.metadata() or {}
             held = handle.get_tensor("held")
+            band_tensor = handle.get_tensor("band") if "band" in handle.keys() else None
     except (SafetensorError, OSError, KeyError) as err:
         raise ValueError(f"{str(path)!r} is not a valid held-pixels file: {err}") from err
-    mode, band = meta.get("mode"), meta.get("band", "0")  # exports from before bands have none
+    mode = meta.get("mode")
     if mode not in PIN_MODES:
         raise ValueError(f"{str(path)!r}: mode must be one of {PIN_MODES}, got mode={mode!r}")
-    if not (band.isdigit() and int(band) <= MAX_PIN_BAND):
+    band: object = 0  # exports from before bands have none
+    if band_tensor is not None:
+        ok = (
+            band_tensor.numel() == 1
+            and not band_tensor.dtype.is_floating_point
+            and band_tensor.dtype != torch.bool
+        )
+        band = int(band_tensor) if ok else band_tensor.tolist()
+    if not (isinstance(band, int) and 0 <= band <= MAX_PIN_BAND):
         raise ValueError(f"{str(path)!r}: band must be an integer in [0, {MAX_PIN_BAND}], got band={band!r}")
     if tuple(held.shape) != (num_contexts, *grid):
         raise ValueError(
             f"{str(path)!r}: held has shape {tuple(held.shape)}, the model needs ({num_contexts}, {grid[0]}, {grid[1]})"
         )
-    if int(band):
-        return mode, pin_weights(held.bool(), int(band))
+    if band:
+        return mode, pin_weights(held.bool(), band)
     return mode, held.bool()
 
 

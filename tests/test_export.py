@@ -270,13 +270,15 @@ def test_a_held_run_exports_its_pinned_pixels_and_evaluate_applies_them(tiny_mod
         read_held_pixels(model, 4, (8, 8))
     from safetensors.torch import save_file
 
-    save_file({"held": held.to(torch.uint8)}, str(model / HELD_PIXELS), {"mode": "hold", "band": "2"})
+    save_file(
+        {"held": held.to(torch.uint8), "band": torch.tensor(2)}, str(model / HELD_PIXELS), {"mode": "hold"}
+    )
     _, weights = read_held_pixels(model, 3, (8, 8))  # a band: the ramp's weights
     assert weights.dtype == torch.float32 and bool((weights[..., 7] == 1).all())
     assert weights[..., 4].max() == pytest.approx(1 / 3)
-    for band in ("-1", "x", "65"):
-        save_file({"held": held.to(torch.uint8)}, str(model / HELD_PIXELS), {"mode": "hold", "band": band})
-        with pytest.raises(ValueError, match=f"band must be an integer in \\[0, 64\\], got band='{band}'"):
+    for band, shown in ((torch.tensor(-1), "-1"), (torch.tensor(0.5), "0.5"), (torch.tensor(65), "65")):
+        save_file({"held": held.to(torch.uint8), "band": band}, str(model / HELD_PIXELS), {"mode": "hold"})
+        with pytest.raises(ValueError, match=f"band must be an integer in \\[0, 64\\], got band={shown}"):
             read_held_pixels(model, 3, (8, 8))
     (model / HELD_PIXELS).write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="not a valid held-pixels file"):
