@@ -116,6 +116,8 @@ class Trainer:
         """The algorithm's pinned pixels (``Algorithm.pinned_pixels``): (num_contexts, h, w), fixed for the epoch."""
         self.pin = self.algo.pin
         """How the sampler pins them: 'freeze', 'hold' or None."""
+        self._held: tuple[torch.Tensor, torch.Tensor] | None = None
+        """(pinned, its band's weights), computed once per pin (``held_weights``)."""
         self.best = BestWeights()
         """The weights of the best epoch so far, for an algorithm that may restore them (PXPO's
         credit='checked', ``agents.credit_check``)."""
@@ -152,7 +154,11 @@ class Trainer:
         (``pxpo_gym.pinning.pin_weights``: a ramp over the band of pinned pixels nearest the edge)."""
         assert self.pinned is not None
         band = self.algo.pin_band
-        return pin_weights(self.pinned, band) if band else self.pinned
+        if not band:
+            return self.pinned
+        if self._held is None or self._held[0] is not self.pinned:  # once per pin, not once per step
+            self._held = (self.pinned, pin_weights(self.pinned, band))
+        return self._held[1]
 
     def rollout_policy(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
         """The policy for one batch of episodes: ``eps``, or with the algorithm's pixels held ('hold',
