@@ -165,6 +165,26 @@ class TrainConfig:
     """sigma_t / median sigma_t under which 'drop' leaves a step out (and 'soft''s half-weight point)."""
     step_weights: tuple[float, ...] = ()
     """Explicit loss weight of each of the num_inference_steps steps (first step first); overrides step_weighting."""
+    step_window: int = 0
+    """Train K consecutive steps per epoch, a window (MixGRPO's sliding window, Flow-GRPO-Fast's few SDE
+    steps; agents.steps.train_window): the steps outside it are neither stored nor re-run, so an image costs
+    T sampling passes plus 3 K training ones instead of 3 T. 0: every step with a weight (the default)."""
+    window_placement: Literal["sliding", "random", "fixed"] = "sliding"
+    """Where the window sits: 'sliding' (from window_start, one window further every epoch, back to the start
+    after the last weighted step), 'random' (a start drawn anew every epoch from the first half of the steps,
+    as Flow-GRPO-Fast) or 'fixed' (at window_start)."""
+    window_start: int = 0
+    """The window's first step in epoch 0 ('sliding') or always ('fixed')."""
+    window_outside: Literal["stochastic", "deterministic"] = "stochastic"
+    """How the steps outside the window are sampled in training: as every step ('stochastic') or without
+    noise, DDIM at eta 0 / the flow's Euler step ('deterministic', Flow-GRPO-Fast), so that the trained
+    steps carry all of the episode's randomness. Evaluation and the export sample every step as the run's
+    sampler (eta / noise_level) says either way."""
+    reuse_sampling_pass: bool = False
+    """Take the first minibatch's gradient of each epoch from the sampling pass itself (its graph kept for
+    the trained steps of those images: ratio exactly 1 there) instead of running the policy again: saves
+    one forward per trained step of those images, costs their activations' memory until the update. Needs
+    train_batch_size a multiple of sample_batch_size and timestep_fraction 1."""
     num_inference_steps: int = 20
     """DDIM steps per image. Reference: 50; 20 keeps CPU runs short."""
     eta: float = 1.0
@@ -280,9 +300,44 @@ class TrainConfig:
             f"step_weights must have num_inference_steps={self.num_inference_steps} entries, "
             f"got {len(self.step_weights)}",
         )
-        for name in ("backprop_steps", "eval_every", "save_every", "image_every"):
+        for name in (
+            "backprop_steps",
+            "eval_every",
+            "save_every",
+            "image_every",
+            "step_window",
+            "window_start",
+        ):
             value = getattr(self, name)
             need(isinstance(value, int) and value >= 0, f"{name} must be an int >= 0, got {name}={value!r}")
+        need(
+            self.step_window <= self.num_inference_steps,
+            f"step_window must be at most num_inference_steps={self.num_inference_steps} (0: every step), "
+            f"got step_window={self.step_window}",
+        )
+        need(
+            self.window_start < self.num_inference_steps,
+            f"window_start must be a step in [0, {self.num_inference_steps}), got window_start={self.window_start}",
+        )
+        windowed = (
+            self.window_placement != "sliding",
+            self.window_start,
+            self.window_outside != "stochastic",
+        )
+        need(
+            self.step_window or not any(windowed),
+            "window_placement, window_start and window_outside place a window: set step_window too "
+            f"(got step_window=0, window_placement={self.window_placement!r}, window_start={self.window_start}, "
+            f"window_outside={self.window_outside!r})",
+        )
+        need(
+            not self.reuse_sampling_pass
+            or (self.train_batch_size % self.sample_batch_size == 0 and self.timestep_fraction == 1),
+            "reuse_sampling_pass takes whole sampling batches' graphs into the first minibatch: it needs "
+            f"train_batch_size a multiple of sample_batch_size and timestep_fraction 1, got "
+            f"train_batch_size={self.train_batch_size}, sample_batch_size={self.sample_batch_size}, "
+            f"timestep_fraction={self.timestep_fraction}",
+        )
         need(
             not (self.resume and self.overwrite),
             "resume and overwrite exclude each other: resume continues the run, overwrite deletes it",
@@ -395,6 +450,11 @@ class TrainConfig:
         if getattr(cls, "samples_with_gradients", False) and self.kl_coef:
             raise ValueError(
                 f"kl_coef={self.kl_coef} is a policy-gradient penalty; algo={self.algo!r} does not take it"
+            )
+        if getattr(cls, "samples_with_gradients", False) and (self.step_window or self.reuse_sampling_pass):
+            raise ValueError(
+                f"step_window={self.step_window} and reuse_sampling_pass={self.reuse_sampling_pass} shape a "
+                f"policy-gradient epoch; algo={self.algo!r} backpropagates through its sampler and takes neither"
             )
         config_class = cls.config_class
         fields = {f.name for f in dataclasses.fields(config_class)}

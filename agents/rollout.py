@@ -3,7 +3,8 @@
 Each env step stores x_t, the step's transition coefficients (as the env
 publishes them) and the per-pixel log-likelihood of the step actually taken,
 computed with ``pxpo_gym.ddim.step_log_prob``: the one log-density every agent
-uses. Everything stays batched on the env's device.
+uses; a trained window of steps (``TrainConfig.step_window``) stores those steps
+only. Everything stays batched on the env's device.
 """
 
 from __future__ import annotations
@@ -23,12 +24,17 @@ class Trajectories(Episode):
     """A batch of N complete episodes of T steps: the ``Episode`` (images, image-resolution reward maps,
     rewards, contexts, component rewards) and every step training needs.
 
+    The steps kept are S = ``first_step`` ... ``first_step`` + K - 1 (every step, K = T, unless a window
+    was collected): step k of the episode is row k - ``first_step`` of the per-step tensors.
+
     Attributes:
-        samples: (N, T + 1, C, h, w) x_T ... x_0 as visited.
-        timesteps: (N, T) training-schedule timestep of each step (int64; float32 sigma x 1000 on flow models).
-        coeffs: (N, T, 3) float32 (coef_sample, coef_eps, std_dev_t) of each step.
-        logp_pixels: (N, T, h, w) per-pixel (channel-summed) log-likelihood under the sampler.
+        samples: (N, K + 1, C, h, w) x at the start of each kept step, then after the last one.
+        timesteps: (N, K) training-schedule timestep of each kept step (int64; float32 sigma x 1000 on flow
+            models).
+        coeffs: (N, K, 3) float32 (coef_sample, coef_eps, std_dev_t) of each kept step.
+        logp_pixels: (N, K, h, w) per-pixel (channel-summed) log-likelihood under the sampler.
         grid_reward_maps: (N, h, w) the reward maps pooled to the sample grid.
+        first_step: the episode's index of the first kept step.
     """
 
     samples: torch.Tensor
@@ -36,12 +42,28 @@ class Trajectories(Episode):
     coeffs: torch.Tensor
     logp_pixels: torch.Tensor
     grid_reward_maps: torch.Tensor
+    first_step: int = 0
+
+    @property
+    def kept_steps(self) -> range:
+        """The episode's step indices whose tensors are kept."""
+        return range(self.first_step, self.first_step + int(self.timesteps.shape[1]))
 
     @staticmethod
     def cat(parts: list[Trajectories]) -> Trajectories:
-        tensors = [f.name for f in dataclasses.fields(Trajectories) if f.name != "component_names"]
+        if len({p.first_step for p in parts}) != 1:
+            raise ValueError(
+                f"cannot join trajectories of different windows: {[p.kept_steps for p in parts]}"
+            )
+        tensors = [
+            f.name
+            for f in dataclasses.fields(Trajectories)
+            if f.name not in ("component_names", "first_step")
+        ]
         joined = {name: torch.cat([getattr(p, name) for p in parts]) for name in tensors}
-        return Trajectories(**joined, component_names=parts[0].component_names)
+        return Trajectories(
+            **joined, component_names=parts[0].component_names, first_step=parts[0].first_step
+        )
 
 
 def coefficients_from(coeffs: torch.Tensor) -> TransitionCoefficients:
@@ -55,6 +77,7 @@ def collect(
     eps_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     seed: int | None = None,
     options: dict | None = None,
+    keep: range | None = None,
 ) -> Trajectories:
     """Runs one lock-step batch of episodes (one per env, ``pxpo_gym.sampling.rollout``) and records
     everything training needs.
@@ -64,14 +87,24 @@ def collect(
         eps_fn: ``eps_fn(sample, timestep, context) -> eps`` on the env's tensors (the policy).
         seed: passed to ``envs.reset``; None continues the env's generators.
         options: passed to ``envs.reset`` (e.g. ``{"context": ids}``).
+        keep: the consecutive steps to record (a trained window); None: every step. The others are
+            sampled but neither stored nor given a likelihood (they may be deterministic).
 
     Returns:
         ``Trajectories`` with N = num_envs.
     """
     samples, timesteps, coeffs, logps = [], [], [], []
     core = envs.unwrapped
+    keep = range(core.num_steps) if keep is None else keep
+    if not len(keep) or keep.step != 1 or keep.start < 0 or keep.stop > core.num_steps:
+        raise ValueError(
+            f"keep must be a non-empty range of consecutive steps in [0, {core.num_steps}), got {keep}"
+        )
+    step_index = iter(range(core.num_steps))
 
     def record(obs: dict, eps: torch.Tensor, next_obs: dict, info: dict) -> None:
+        if next(step_index) not in keep:
+            return
         step = torch.stack([info["coef_sample"], info["coef_eps"], info["std_dev_t"]], dim=-1)  # (B, 3)
         logp = step_log_prob(
             next_obs["sample"], obs["sample"], eps.float(), coefficients_from(step), core.schedule.log_density
@@ -91,4 +124,5 @@ def collect(
         coeffs=torch.stack(coeffs, dim=1),
         logp_pixels=torch.stack(logps, dim=1),
         grid_reward_maps=pool_to_grid(episode.image_reward_maps, tuple(samples[0].shape[-2:])),
+        first_step=keep.start,
     )

@@ -101,3 +101,51 @@ def sample_steps(
     keys = torch.rand(num_images, active.numel(), generator=generator)
     keys = torch.where(active, keys, 2.0)  # inactive steps sort last and are never picked
     return torch.argsort(keys, dim=1)[:, :num_train]
+
+
+WINDOW_PLACEMENTS = ("sliding", "random", "fixed")
+
+
+def train_window(
+    weights: torch.Tensor, size: int, placement: str, start: int, epoch: int, seed: int
+) -> range:
+    """The consecutive steps an epoch trains (``TrainConfig.step_window``), among the steps up to the last
+    one with a weight.
+
+    Args:
+        weights: (T,) per-step loss weights (``step_weights``, then the algorithm's ``train_steps``).
+        size: K >= 1 steps (more than the weighted span: the whole span).
+        placement: 'sliding' (the span tiled by windows at steps 0, K, 2K, ..., the last one ending at the span's
+            end; epoch e takes the tile e after the one holding ``start``, wrapping round; MixGRPO), 'random' (a start drawn for this epoch from the first half of
+            the steps, as Flow-GRPO-Fast; the same for a given seed and epoch, so resume needs no state) or
+            'fixed' (``start``).
+        start: 'fixed': the window's first step, clamped to fit the span; 'sliding': a step of epoch 0's tile.
+        epoch: the epoch about to be trained (0 first).
+        seed: the run's seed ('random').
+
+    Returns:
+        ``range(first, first + K')``, K' = min(K, span), where the span is the steps up to the last weighted one.
+
+    Raises:
+        ValueError: unknown placement, K < 1, or no step with a weight.
+    """
+    if placement not in WINDOW_PLACEMENTS:
+        raise ValueError(f"window_placement must be one of {WINDOW_PLACEMENTS}, got {placement!r}")
+    if size < 1:
+        raise ValueError(f"step_window must be >= 1 to place a window, got {size}")
+    weighted = (weights > 0).nonzero().flatten()
+    if not len(weighted):
+        raise ValueError("no step has a weight > 0: there is nothing to train")
+    span = int(weighted[-1]) + 1  # steps 0 ... the last weighted one
+    size = min(size, span)
+    last = span - size  # the last first step that fits
+    if placement == "fixed":
+        first = min(start, last)
+    elif placement == "sliding":
+        tiles = -(-span // size)  # ceil: the last tile is moved back to end at the span's end
+        first = min(size * ((min(start, span - 1) // size + epoch) % tiles), last)
+    else:
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        high = max(0, min(last, weights.numel() // 2 - size))  # Flow-GRPO-Fast: within the first half
+        first = int(torch.randint(high + 1, (1,), generator=generator))
+    return range(first, first + size)

@@ -44,10 +44,34 @@ from agents.losses import kl_penalty
 from agents.passes import PassCounter
 from agents.policy import guided_eps, make_policy
 from agents.rollout import Trajectories, coefficients_from, collect
-from agents.steps import sample_steps, step_weights
+from agents.steps import sample_steps, step_weights, train_window
 from pxpo_gym.ddim import TransitionCoefficients, step_kl, step_log_prob
 from pxpo_gym.pinning import HeldPolicy, blend, pin_weights
 from pxpo_gym.sampling import Episode
+
+
+class GraphKeeper:
+    """A policy that keeps its predictions' autograd graphs at the given steps of a lock-step episode
+    (``reuse_sampling_pass``) and hands the env detached copies, so no graph runs through the chain.
+
+    Args:
+        eps_fn: the policy (``Trainer.eps``).
+        steps: the step indices whose predictions are kept, with their graph, in ``kept`` (step -> (B, C, h, w)).
+    """
+
+    def __init__(self, eps_fn: Callable[..., torch.Tensor], steps: list[int]) -> None:
+        self.eps_fn, self.steps = eps_fn, set(steps)
+        self.kept: dict[int, torch.Tensor] = {}
+        self._step = 0
+
+    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        step, self._step = self._step, self._step + 1
+        if step not in self.steps:
+            return self.eps_fn(sample, timestep, context)
+        with torch.enable_grad():
+            eps = self.eps_fn(sample, timestep, context)
+        self.kept[step] = eps
+        return eps.detach()
 
 
 class Trainer:
@@ -121,6 +145,12 @@ class Trainer:
         self.best = BestWeights()
         """The weights of the best epoch so far, for an algorithm that may restore them (PXPO's
         credit='checked', ``agents.credit_check``)."""
+        self.window: range | None = None
+        """The steps this epoch trains and stores (``TrainConfig.step_window``); None: every step."""
+        self.sampled_eps: dict[int, torch.Tensor] = {}
+        """With ``reuse_sampling_pass``: the sampling pass's predictions, with their graph, of the first
+        minibatch's images at each trained step (step -> (n, C, h, w)), until that minibatch's update."""
+        self._sampled_versions: list[int] = []
         self.footprint: Footprint | None = None
         """PXPO's kernel credits: the footprint measured at the first epoch (restored on resume)."""
         self.epoch = 0
@@ -160,12 +190,16 @@ class Trainer:
             self._held = (self.pinned, pin_weights(self.pinned, band))
         return self._held[1]
 
-    def rollout_policy(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The policy for one batch of episodes: ``eps``, or with the algorithm's pixels held ('hold',
-        'hold-unscored') a fresh ``HeldPolicy`` whose held pixels follow the pretrained model's trajectory."""
+    def rollout_policy(
+        self, eps_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The policy for one batch of episodes: ``eps`` (or ``eps_fn``, e.g. a ``GraphKeeper`` of it), or with
+        the algorithm's pixels held ('hold', 'hold-unscored') a fresh ``HeldPolicy`` of it whose held pixels
+        follow the pretrained model's trajectory."""
+        eps_fn = eps_fn or self.eps
         if self.pinned is None or self.pin != "hold":
-            return self.eps
-        return HeldPolicy(self.eps, self.reference_eps, self.held_weights())
+            return eps_fn
+        return HeldPolicy(eps_fn, self.reference_eps, self.held_weights())
 
     @torch.no_grad()
     def reference_eps(
@@ -191,18 +225,65 @@ class Trainer:
         so every context gets exactly group_size images.
         """
         parts = []
-        batch_size = self.config.sample_batch_size
+        cfg = self.config
+        batch_size = cfg.sample_batch_size
         local = batch_size // self.world.size  # this rank's slots: rank x local ... (rank + 1) x local - 1
-        for batch in range(self.config.sample_batches_per_epoch):
-            seed = self.config.seed + self.world.rank * local if self.epoch == 0 and batch == 0 else None
-            options = None
-            if self.config.group_size is not None:
+        num_steps = self.envs.unwrapped.num_steps
+        stochastic = None
+        if self.window is not None and cfg.window_outside == "deterministic":
+            stochastic = torch.zeros(num_steps, dtype=torch.bool, device=self.device)
+            stochastic[self.window.start : self.window.stop] = True
+        self.sampled_eps = {}
+        kept: list[dict[int, torch.Tensor]] = []
+        for batch in range(cfg.sample_batches_per_epoch):
+            seed = cfg.seed + self.world.rank * local if self.epoch == 0 and batch == 0 else None
+            options: dict[str, Any] = {}
+            if cfg.group_size is not None:
                 choices = self.envs.unwrapped.context_choices
                 first = batch * batch_size + self.world.rank * local
                 index = torch.arange(first, first + local, device=choices.device)
-                options = {"context": choices[index % len(choices)]}
-            parts.append(collect(self.envs, self.rollout_policy(), seed=seed, options=options))
+                options["context"] = choices[index % len(choices)]
+            if stochastic is not None:
+                options["stochastic_steps"] = stochastic
+            eps_fn: Callable[..., torch.Tensor] = self.eps
+            if (
+                cfg.reuse_sampling_pass and batch < cfg.train_batch_size // batch_size
+            ):  # the first minibatch's
+                eps_fn = GraphKeeper(self.eps, self.trained_steps(num_steps))
+                kept.append(eps_fn.kept)
+            parts.append(
+                collect(
+                    self.envs,
+                    self.rollout_policy(eps_fn),
+                    seed=seed,
+                    options=options or None,
+                    keep=self.window,
+                )
+            )
+        if kept:
+            self.sampled_eps = {k: torch.cat([part[k] for part in kept]) for k in kept[0]}
+            self._sampled_versions = self.weight_versions()
         return Trajectories.cat(parts)
+
+    def weight_versions(self) -> list[int]:
+        """The trainable weights' in-place version counters: they move when anything writes the weights."""
+        return [p._version for p in self.policy.parameters() if p.requires_grad]
+
+    def trained_steps(self, num_steps: int) -> list[int]:
+        """The steps this epoch's update trains: those with a weight (``Algorithm.train_steps``) in the window."""
+        weights = self.algo.train_steps(self.step_weights, self.epoch)
+        steps = self.window if self.window is not None else range(num_steps)
+        return [k for k in steps if float(weights[k]) > 0]
+
+    def epoch_window(self) -> range | None:
+        """The window of steps this epoch trains (``agents.steps.train_window``), or None without one."""
+        cfg = self.config
+        if not cfg.step_window:
+            return None
+        weights = self.algo.train_steps(self.step_weights, self.epoch)
+        return train_window(
+            weights, cfg.step_window, cfg.window_placement, cfg.window_start, self.epoch, cfg.seed
+        )
 
     def make_envs(self, num_envs: int) -> Any:
         """Another vector env like the training env (the config's), with ``num_envs`` slots, on this rank's
@@ -230,6 +311,8 @@ class Trainer:
             for x in (traj.rewards, traj.grid_reward_maps, traj.contexts, traj.component_rewards)
         )
         looked = self.algo.before_update(self, traj, rewards)
+        if self.sampled_eps and (looked.get("skip") or self.weight_versions() != self._sampled_versions):
+            self.sampled_eps = {}  # the weights moved since sampling (e.g. restored): the graph is not theirs
         advantages = self.algo.advantages(rewards.cpu(), reward_maps.cpu(), contexts.cpu())
         owned = local_indices(self.config.images_per_epoch, self.config.sample_batch_size, self.world)
         if not looked.get("skip"):
@@ -270,7 +353,9 @@ class Trainer:
         local_row = local_rows(num_images, cfg.sample_batch_size, self.world)
         if step_weights is None:
             step_weights = self.algo.train_steps(self.step_weights, self.epoch)
-        weights = step_weights.to(self.device)  # (T,)
+        kept = torch.zeros_like(step_weights, dtype=torch.bool)
+        kept[traj.first_step : traj.first_step + traj.timesteps.shape[1]] = True  # the window's steps, if any
+        weights = torch.where(kept, step_weights, 0.0).to(self.device)  # (T,)
         advantages = advantages.to(self.device)
         per_step = advantages.dim() == 4  # e.g. PXPO's kernel credits: one advantage map per step
         silent = self.algo.braked_pixels(traj.contexts)
@@ -281,22 +366,36 @@ class Trainer:
             for name in ("loss", "approx_kl", "clipfrac", "grad_norm", "kl", "silent_kl")
         }
         count = updates = 0
-        for _ in range(cfg.inner_epochs):
+        for inner in range(cfg.inner_epochs):
             order = torch.randperm(num_images, generator=self.generator)  # CPU: minibatches split on the host
+            if cfg.reuse_sampling_pass and inner == 0:  # the first minibatch: the images sampled first
+                first = cfg.train_batch_size
+                order = torch.cat([torch.arange(first), first + order[order < num_images - first]])
             steps = sample_steps(weights.cpu() > 0, num_images, cfg.timestep_fraction, self.generator)
             steps = steps.to(self.device)  # (N, num_train)
             for share, mine, rows in minibatches(order, cfg.train_batch_size, local_row):
                 gidx, idx = mine.to(self.device), rows.to(self.device)  # global, local rows
+                sampled, self.sampled_eps = self.sampled_eps, {}  # only the first minibatch takes them
+                reused = []
                 for j in range(steps.shape[1]):
                     count += 1
                     if not len(idx):
                         continue
                     k = steps[gidx, j]  # (b,) one step index per image
                     adv = advantages[idx, k] if per_step else advantages[idx]
-                    loss, stats = self.step_loss(traj, idx, k, adv, weights[k], silent)
-                    self.scaler.scale(share * loss / steps.shape[1]).backward()
+                    eps = None
+                    if sampled:  # the sampling pass's predictions at each image's step k, with their graph
+                        eps = torch.stack([sampled[int(kk)][int(i)] for i, kk in zip(idx, k)])
+                    loss, stats = self.step_loss(traj, idx, k, adv, weights[k], silent, eps)
+                    if sampled:  # one backward through the sampling graphs, after every step's loss
+                        reused.append(share * loss / steps.shape[1])
+                    else:
+                        self.scaler.scale(share * loss / steps.shape[1]).backward()
                     for name, value in stats.items():
                         totals[name] += share * value
+                if reused:
+                    self.scaler.scale(torch.stack(reused).sum()).backward()
+                del sampled, reused
                 totals["grad_norm"] += self.optimizer_step()
                 updates += 1
         totals = {k: v if k == "grad_norm" else all_sum(v, self.world) for k, v in totals.items()}
@@ -316,19 +415,24 @@ class Trainer:
         advantages: torch.Tensor,
         weight: torch.Tensor,
         silent: torch.Tensor | None,
+        eps: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss of images ``idx`` (local rows) at their steps ``k`` (b,): the algorithm's policy-gradient
-        term plus the KL penalties, and its detached parts for the metrics."""
+        term plus the KL penalties, and its detached parts for the metrics. ``eps``: the policy's prediction
+        there, when the sampling pass kept it (``reuse_sampling_pass``); None: computed now."""
         cfg = self.config
-        sample, prev_sample = traj.samples[idx, k], traj.samples[idx, k + 1]  # (b, C, h, w)
-        timestep, context = traj.timesteps[idx, k], traj.contexts[idx]
-        eps = self.eps(sample, timestep, context)
-        coeffs = coefficients_from(traj.coeffs[idx, k])
+        row = k - traj.first_step  # the step's row in the kept window
+        sample, prev_sample = traj.samples[idx, row], traj.samples[idx, row + 1]  # (b, C, h, w)
+        timestep, context = traj.timesteps[idx, row], traj.contexts[idx]
+        if eps is None:
+            eps = self.eps(sample, timestep, context)
+        coeffs = coefficients_from(traj.coeffs[idx, row])
         density = self.envs.unwrapped.schedule.log_density
         logp = step_log_prob(prev_sample, sample, eps, coeffs, density).sum(dim=1)  # (b, h, w)
+        old_logp = traj.logp_pixels[idx, row]
         if self.pinned is not None and self.pin == "hold":  # held pixels' steps are not the policy's
-            logp = torch.where(self.pinned[context], traj.logp_pixels[idx, k], logp)
-        loss, stats = self.algo.loss(logp, traj.logp_pixels[idx, k], advantages, self.num_channels, weight)
+            logp = torch.where(self.pinned[context], old_logp, logp)
+        loss, stats = self.algo.loss(logp, old_logp, advantages, self.num_channels, weight)
         stats = {"approx_kl": stats["approx_kl"], "clipfrac": stats["clipfrac"]}
         if cfg.kl_coef or silent is not None:
             kl_map = self.reference_kl(sample, timestep, context, eps, coeffs)  # (b, C, h, w)
@@ -371,6 +475,7 @@ class Trainer:
         start = time.perf_counter()
         pinned = self.algo.pinned_pixels()
         self.pinned = None if pinned is None else pinned.to(self.device)  # fixed for the epoch
+        self.window = self.epoch_window()
         self.policy.eval()
         traj = self.sample()
         sample_seconds = time.perf_counter() - start

@@ -184,6 +184,9 @@ class StepTable:
 
     timesteps: torch.Tensor
     coefficients: TransitionCoefficients
+    ode_coefficients: TransitionCoefficients
+    """The same steps without noise (DDIM at eta 0, the flow's Euler step: std_dev_t 0), for steps a caller
+    samples deterministically (the env's reset option ``stochastic_steps``); they have no likelihood."""
     log_density = "gaussian"
     """How agents compute the step's log-likelihood (``LOG_DENSITIES``); only a flow CPS table may differ."""
 
@@ -192,9 +195,14 @@ class StepTable:
         """T, the number of denoising steps in an episode."""
         return int(self.timesteps.shape[0])
 
-    def at(self, step_index: torch.Tensor) -> TransitionCoefficients:
-        """Coefficients for a batch of step indices, (B,) int64 in [0, T) -> (B,) each."""
-        return TransitionCoefficients(*(c[step_index] for c in self.coefficients))
+    def at(self, step_index: torch.Tensor, stochastic: torch.Tensor | None = None) -> TransitionCoefficients:
+        """Coefficients for a batch of step indices, (B,) int64 in [0, T) -> (B,) each; where the (B,) bool
+        ``stochastic`` is False, the deterministic step's (``ode_coefficients``)."""
+        coeffs = TransitionCoefficients(*(c[step_index] for c in self.coefficients))
+        if stochastic is None:
+            return coeffs
+        ode = (c[step_index] for c in self.ode_coefficients)
+        return TransitionCoefficients(*(torch.where(stochastic, c, d) for c, d in zip(coeffs, ode)))
 
 
 @dataclass(frozen=True)
@@ -211,6 +219,7 @@ class DDIMSchedule(StepTable):
     alpha_prod_t: torch.Tensor
     alpha_prod_t_prev: torch.Tensor
     coefficients: TransitionCoefficients
+    ode_coefficients: TransitionCoefficients
     eta: float
 
     @classmethod
@@ -304,11 +313,13 @@ class DDIMSchedule(StepTable):
                 "use timestep_spacing='trailing' or steps_offset=1 in the scheduler config"
             )
         prev_timesteps = prev_timesteps.clamp(min=-1)
+        ode = transition_coefficients(alpha_prod_t, alpha_prod_t_prev, 0.0)
         return cls(
             timesteps=timesteps.to(device),
             prev_timesteps=prev_timesteps.to(device),
             alpha_prod_t=alpha_prod_t.float().to(device),
             alpha_prod_t_prev=alpha_prod_t_prev.float().to(device),
             coefficients=TransitionCoefficients(*(c.float().to(device) for c in coeffs)),
+            ode_coefficients=TransitionCoefficients(*(c.float().to(device) for c in ode)),
             eta=float(eta),
         )

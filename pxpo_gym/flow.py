@@ -104,6 +104,7 @@ class FlowSchedule(StepTable):
     sigmas: torch.Tensor
     sigmas_prev: torch.Tensor
     coefficients: TransitionCoefficients
+    ode_coefficients: TransitionCoefficients
     noise_level: float
     transition: str
     log_density: str = "gaussian"
@@ -194,12 +195,14 @@ class FlowSchedule(StepTable):
             cps = cps_coefficients(current, following, float(noise_level))
             keep = following > 0  # a CPS step to sigma' = 0 has no noise: the SDE step there (docstring)
             coeffs = TransitionCoefficients(*(torch.where(keep, c, d) for c, d in zip(cps, coeffs)))
+        ode = sde_coefficients(current, following, 0.0, sigma_max)  # the Euler step
         num_train = float(flow.config.num_train_timesteps)
         return cls(
             timesteps=(current * num_train).float().to(device),
             sigmas=current.float().to(device),
             sigmas_prev=following.float().to(device),
             coefficients=TransitionCoefficients(*(c.float().to(device) for c in coeffs)),
+            ode_coefficients=TransitionCoefficients(*(c.float().to(device) for c in ode)),
             noise_level=float(noise_level),
             transition=transition,
             log_density=log_density,

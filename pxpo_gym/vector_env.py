@@ -279,6 +279,8 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         self._step_index = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
         self._context = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
         self._autoreset = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
+        self._stochastic = torch.ones((num_envs, self.num_steps), dtype=torch.bool, device=self.device)
+        """(num_envs, T): which of each env's steps add noise (reset option ``stochastic_steps``)."""
         self._has_reset = False
         self.reward_seconds = 0.0
         """Wall-clock seconds spent in the reward function so far (callers may reset it)."""
@@ -352,10 +354,15 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         }
 
     def _reset_envs(
-        self, mask: torch.Tensor, contexts: torch.Tensor | None, noise: torch.Tensor | None = None
+        self,
+        mask: torch.Tensor,
+        contexts: torch.Tensor | None,
+        noise: torch.Tensor | None = None,
+        stochastic: torch.Tensor | None = None,
     ) -> None:
         """Draws context, x_T and all step noise for the envs in ``mask`` from their generators
-        (or takes the given (num_envs, T + 1, C, h, w) ``noise``, leaving the generators untouched)."""
+        (or takes the given (num_envs, T + 1, C, h, w) ``noise``, leaving the generators untouched); their
+        steps are stochastic where the (T,) bool ``stochastic`` says (None: every step)."""
         shape = self._noise.shape[1:]  # (T + 1, C, h, w)
         for i in mask.nonzero().flatten().tolist():  # one generator per env, at reset only
             gen = self._generators[i]
@@ -375,6 +382,12 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
             self._sample = torch.where(mask[:, None, None, None], self._noise[:, 0], self._sample)
         self._step_index = torch.where(mask, 0, self._step_index)
         self._autoreset = self._autoreset & ~mask
+        steps = (
+            torch.ones(self.num_steps, dtype=torch.bool, device=self.device)
+            if stochastic is None
+            else stochastic
+        )
+        self._stochastic = torch.where(mask[:, None], steps, self._stochastic)
 
     def reset(
         self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
@@ -384,27 +397,33 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         Args:
             seed: int (env i gets seed + i) or one seed per env; None keeps the generators' state.
             options: ``{"context": id, name or one per env, "reset_mask": (num_envs,) bool,
-                "noise": (num_envs, T + 1, C, h, w) float}``. ``noise`` gives each env's
-                episode noise itself (x_T first, then each step's), e.g. to share a
+                "noise": (num_envs, T + 1, C, h, w) float, "stochastic_steps": (T,) bool}``. ``noise``
+                gives each env's episode noise itself (x_T first, then each step's), e.g. to share a
                 prefix between envs or replay an episode; the generators are then not drawn.
+                ``stochastic_steps`` says which steps of the new episodes add noise; the others take the
+                sampler's deterministic step (DDIM at eta 0, the flow's Euler step; their ``std_dev_t`` is
+                0 and they have no likelihood), as Flow-GRPO-Fast samples outside its trained steps. Left
+                out: every step is stochastic. The noise is drawn alike either way.
 
         Returns:
             (observation, info) with ``info["step_index"]``.
         """
         options = dict(options or {})
-        unknown = set(options) - {"context", "reset_mask", "noise"}
+        allowed = ("context", "reset_mask", "noise", "stochastic_steps")
+        unknown = set(options) - set(allowed)
         if unknown:
             raise ValueError(
-                f"options has unknown keys {sorted(unknown)}; allowed: 'context', 'reset_mask', 'noise'"
+                f"options has unknown keys {sorted(unknown)}; allowed: {', '.join(map(repr, allowed))}"
             )
         mask = self._parse_reset_mask(options.get("reset_mask"))
         contexts = self._parse_reset_contexts(options.get("context"))
         noise = self._parse_reset_noise(options.get("noise"))
+        stochastic = self._parse_stochastic_steps(options.get("stochastic_steps"))
         seeds = self._parse_seed(seed)
         if seeds is not None:
             for gen, s in zip(self._generators, seeds):
                 gen.manual_seed(s)
-        self._reset_envs(mask, contexts, noise)
+        self._reset_envs(mask, contexts, noise, stochastic)
         self._has_reset = True
         return self._observation(), {"step_index": self._step_index.clone()}
 
@@ -425,6 +444,23 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
             )
         if not self._has_reset and not bool(mask.all()):
             raise ValueError("the first reset must reset every env: drop options['reset_mask']")
+        return mask
+
+    def _parse_stochastic_steps(self, steps: Any) -> torch.Tensor | None:
+        """``options['stochastic_steps']`` -> (T,) bool tensor on the device, or None (every step)."""
+        if steps is None:
+            return None
+        try:
+            mask = torch.as_tensor(steps, device=self.device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(
+                f"options['stochastic_steps'] must be a bool array of shape ({self.num_steps},), got {steps!r}"
+            ) from err
+        if mask.shape != (self.num_steps,) or mask.dtype != torch.bool:
+            raise ValueError(
+                f"options['stochastic_steps'] must be a bool array of shape ({self.num_steps},) (one per step), "
+                f"got dtype {mask.dtype} shape {tuple(mask.shape)}"
+            )
         return mask
 
     def _parse_reset_noise(self, noise: Any) -> torch.Tensor | None:
@@ -504,7 +540,8 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         eps = self.check_action(actions)
         active = ~self._autoreset  # envs that take a step; the rest autoreset
         index = self._step_index.clamp(max=self.num_steps - 1)
-        coeffs = self.schedule.at(index)
+        stochastic = self._stochastic[torch.arange(self.num_envs, device=self.device), index]
+        coeffs = self.schedule.at(index, None if bool(stochastic.all()) else stochastic)
         noise = self._noise[torch.arange(self.num_envs, device=self.device), index + 1]  # (B, C, h, w)
         new_sample = ddim_step(self._sample, eps, coeffs, noise)
         new_sample = torch.where(active[:, None, None, None], new_sample, self._sample)
