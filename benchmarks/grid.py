@@ -157,12 +157,33 @@ OPTION_VARIANTS: dict[str, dict[str, object]] = {
     "kl10": {"kl_coef": 10.0},
     "kl100": {"kl_coef": 100.0},
     "group": {"group_size": 8},
+    # issue 35: fewer passes per image (agents.steps.train_window)
+    "window4": {"step_window": 4},
+    "window4-det": {"step_window": 4, "window_outside": "deterministic"},
+    "window2-random-det": {"step_window": 2, "window_placement": "random", "window_outside": "deterministic"},
+    "window4-det-split": {
+        "step_window": 4,
+        "window_outside": "deterministic",
+        "sample_batch_size": 16,
+        "sample_batches_per_epoch": 2,
+    },
+    "window4-det-reuse": {
+        "step_window": 4,
+        "window_outside": "deterministic",
+        "sample_batch_size": 16,
+        "sample_batches_per_epoch": 2,
+        "reuse_sampling_pass": True,
+    },
 }
 """Named training options (issue 12) a suite can compare for DDPO and PXPO alike: a KL penalty to the
 pretrained model (coefficients from a calibration, 6 epochs of PXPO on colour at lr 1e-4: the gradient norm
 before clipping is 0.055-0.085 at coefficient 1, 0.24-0.61 at 10 and 2.3-5.2 at 100, where the penalty dominates the
 clipped step), or GRPO-style group advantages (8 images of each of the default model's 4 classes per
-32-image epoch) in place of the running per-context buffer ('default')."""
+32-image epoch) in place of the running per-context buffer ('default'); and (issue 35) a window of trained
+steps: 4 sliding ('window4'), with the steps outside it sampled without noise ('-det'), or Flow-GRPO-Fast's
+2 steps drawn in the first half ('window2-random-det'); '-reuse' takes the first minibatch's gradient from
+the sampling pass, which needs the epoch's 32 images sampled as 2 batches of 16 ('-split': the same without
+it, its control)."""
 
 
 @dataclass(frozen=True)
@@ -496,6 +517,19 @@ def breadth_candidates() -> SuiteConfig:
     )
 
 
+def passes_train() -> SuiteConfig:
+    """Issue 35's choice of a window of trained steps, on the breadth suite's pixel-local and partial train
+    tasks (colour, target map, region): PXPO at today's default (every step, 'soft' weights) beside the
+    windows of OPTION_VARIANTS, 3 seeds x 480 images, passes and seconds to target in the tables."""
+    return dataclasses.replace(
+        breadth_train(),
+        tasks=tuple(t for t in split_tasks("train") if TASKS[t].family in ("pixel-local", "partial")),
+        algos=("pxpo",),
+        option_variants=("default", "window4", "window4-det", "window2-random-det"),
+        out=scratch("passes_train"),
+    )
+
+
 def breadth_test() -> SuiteConfig:
     """The breadth suite's test split only (run once, at the end), into the same folder as breadth."""
     return dataclasses.replace(breadth(), tasks=split_tasks("test"))
@@ -571,6 +605,7 @@ PRESETS = {
     "seam": seam,
     "peers": peers,
     "peers-flow": peers_flow,
+    "passes-train": passes_train,
 }
 
 
@@ -584,7 +619,7 @@ def train_config(cfg: SuiteConfig, task: str, arm: Arm, seed: int, out: Path):
 
     spec = TASKS[task]
     epochs = cfg.epochs(task)
-    return TrainConfig(
+    settings = dict(
         algo=arm.algo,
         model=cfg.model,
         estimator=cfg.estimator,
@@ -608,5 +643,6 @@ def train_config(cfg: SuiteConfig, task: str, arm: Arm, seed: int, out: Path):
         tensorboard=False,
         export=False,
         progress=False,
-        **dict(arm.overrides),
     )
+    settings.update(arm.overrides)  # an arm may also set the shared fields (e.g. its sampling batches)
+    return TrainConfig(**settings)
