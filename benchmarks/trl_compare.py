@@ -96,7 +96,10 @@ def one_thread() -> dict[str, int]:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set, or parallel work already ran
         pass
-    return {"torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads()}
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+    }
 
 
 def summarize(epochs: list[dict], images_per_epoch: int) -> dict:
@@ -160,7 +163,9 @@ def run_trl(args: argparse.Namespace) -> dict:
     scratch.mkdir(parents=True, exist_ok=True)
     lora = args.lora_rank > 0
     if lora and args.lora_rank != 4:
-        raise SystemExit("trl's DefaultDDPOStableDiffusionPipeline has LoRA rank 4 built in: --lora-rank 4 or 0")
+        raise SystemExit(
+            "trl's DefaultDDPOStableDiffusionPipeline has LoRA rank 4 built in: --lora-rank 4 or 0"
+        )
     guided = args.guidance_scale > 1
     config = DDPOConfig(
         num_epochs=args.epochs,
@@ -251,7 +256,9 @@ def run_trl(args: argparse.Namespace) -> dict:
                 "optimizer_steps": global_step,
             }
         )
-        print(f"trl epoch {epoch + 1}: {seconds:.2f} s, reward {epochs[-1]['reward_mean']:.4f}", file=sys.stderr)
+        print(
+            f"trl epoch {epoch + 1}: {seconds:.2f} s, reward {epochs[-1]['reward_mean']:.4f}", file=sys.stderr
+        )
     return {
         "side": "trl",
         "trainer": "trl.DDPOTrainer",
@@ -322,7 +329,15 @@ def run_ours(args: argparse.Namespace) -> dict:
         progress=False,
     )
     history = train(config)
-    keep = ("seconds", "sample_seconds", "train_seconds", "reward_seconds", "reward_mean", "reward_std", "passes")
+    keep = (
+        "seconds",
+        "sample_seconds",
+        "train_seconds",
+        "reward_seconds",
+        "reward_mean",
+        "reward_std",
+        "passes",
+    )
     epochs = [{"epoch": int(m["epoch"]), **{k: float(m[k]) for k in keep}, "images": args.images_per_epoch}
               for m in history]  # fmt: skip
     for e in epochs:
@@ -356,7 +371,17 @@ SIDE_ARGS = (
 def run_side(side: str, python: str, args: argparse.Namespace, model: Path, scratch: Path) -> dict:
     """Runs one side in a fresh process (1 thread, offline); returns its JSON plus the process's wall time."""
     run_dir = scratch / f"run-{side}"
-    cmd = [python, "-m", "benchmarks.trl_compare", "--side", side, "--model", str(model), "--run-dir", str(run_dir)]
+    cmd = [
+        python,
+        "-m",
+        "benchmarks.trl_compare",
+        "--side",
+        side,
+        "--model",
+        str(model),
+        "--run-dir",
+        str(run_dir),
+    ]
     for name in SIDE_ARGS:
         cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     env = {**os.environ, **THREAD_ENV, "PYTHONPATH": str(REPO)}
@@ -392,7 +417,9 @@ def settings(args: argparse.Namespace) -> dict:
         "reward": "redness: per-pixel 1 - ||rgb - red|| / sqrt(3), image reward = its mean (benchmarks.trl_compare.redness)",
         "images_per_epoch": args.images_per_epoch,
         **{name: getattr(args, name) for name in SIDE_ARGS},
-        "lora": f"rank {args.lora_rank} on to_q/to_k/to_v/to_out.0 (alpha = rank)" if args.lora_rank else "full UNet",
+        "lora": f"rank {args.lora_rank} on to_q/to_k/to_v/to_out.0 (alpha = rank)"
+        if args.lora_rank
+        else "full UNet",
         "train_cfg": args.guidance_scale > 1,
         "inner_epochs": 1,
         "timestep_fraction": 1.0,
@@ -413,7 +440,7 @@ def write_markdown(result: dict, path: Path) -> None:
     lines = [
         f"# Our DDPO vs trl {result['trl']['versions'].get('trl')} DDPOTrainer (tiny SD, CPU, 1 thread)",
         "",
-        f"{'SMOKE RUN: ' + result['note'] if result.get('note') else ''}".strip(),
+        f"Note: {result['note']}" if result.get("note") else None,
         f"{s['epochs']} epochs x {s['images_per_epoch']} images ({s['sample_batch_size']} x {s['sample_batches']}), "
         f"minibatch {s['train_batch_size']}, {s['steps']} DDIM steps, eta {s['eta']}, guidance {s['guidance_scale']} "
         f"(CFG in training: {s['train_cfg']}), {s['lora']}, lr {s['learning_rate']}, clip {s['clip_range']}. "
@@ -426,7 +453,7 @@ def write_markdown(result: dict, path: Path) -> None:
         f"{fmt(r['images_per_second'], '.2f')} |",
         f"| images/s, epochs after the first | {fmt(ours['warm_images_per_second'])} | "
         f"{fmt(trl['warm_images_per_second'])} | {fmt(r['warm_images_per_second'], '.2f')} |",
-        f"| seconds per epoch | {fmt(ours['seconds_per_epoch'], '.2f')} | {fmt(trl['seconds_per_epoch'], '.2f')} | "
+        f"| seconds per epoch (lower: faster) | {fmt(ours['seconds_per_epoch'], '.2f')} | {fmt(trl['seconds_per_epoch'], '.2f')} | "
         f"{fmt(r['seconds_per_epoch'], '.2f')} |",
         f"| network passes per image | {fmt(ours['passes_per_image'], '.1f')} | {fmt(trl['passes_per_image'], '.1f')} | "
         f"{fmt(r['passes_per_image'], '.2f')} |",
@@ -448,7 +475,7 @@ def write_markdown(result: dict, path: Path) -> None:
     lines += ["", "Differences the comparison cannot remove:", ""]
     lines += [f"- {d}" for d in result["differences"]]
     lines += ["", f"Command: `{result['command']}`", ""]
-    path.write_text("\n".join(line for line in lines if line is not None) + "\n")
+    path.write_text("\n".join(line for line in lines if line is not None) + "\n")  # None: no note
 
 
 DIFFERENCES = [
@@ -476,9 +503,8 @@ DIFFERENCES = [
 def drive(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for side, python in (("trl", args.trl_python),):
-        if not Path(python).exists():
-            raise SystemExit(f"--trl-python {python} not found: run bash benchmarks/trl_venv.sh first")
+    if not Path(args.trl_python).exists():
+        raise SystemExit(f"--trl-python {args.trl_python} not found: run bash benchmarks/trl_venv.sh first")
     from pxpo_gym.tiny_models import save_tiny_text_to_image_pipeline
 
     results: dict[str, dict] = {}
@@ -505,8 +531,11 @@ def drive(args: argparse.Namespace) -> dict:
         "command": shlex.join([Path(sys.executable).name, "-m", "benchmarks.trl_compare", *sys.argv[1:]]),
         "note": args.note,
         "git": git_state(),
-        "machine": {"cpu": platform.processor() or platform.machine(), "platform": platform.platform(),
-                    "cores": os.cpu_count()},  # fmt: skip
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "platform": platform.platform(),
+            "cores": os.cpu_count(),
+        },  # fmt: skip
         "settings": settings(args),
         "ours": results["ours"],
         "trl": results["trl"],
@@ -540,7 +569,9 @@ def _cpu_name() -> str:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.trl_compare", description=__doc__.split("\n\n")[0])
     p.add_argument("--trl-python", default="/tmp/venv-trl/bin/python", help="python of the trl venv")
-    p.add_argument("--out", default="outputs/benchmarks/trl_compare", help="folder for result.json / result.md")
+    p.add_argument(
+        "--out", default="outputs/benchmarks/trl_compare", help="folder for result.json / result.md"
+    )
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=20, help="DDIM steps")
@@ -553,7 +584,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--learning-rate", type=float, default=3e-4)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--max-grad-norm", type=float, default=1.0)
-    p.add_argument("--clip-range", type=float, default=1e-4, help="PPO clip range (trl's default, both sides)")
+    p.add_argument(
+        "--clip-range", type=float, default=1e-4, help="PPO clip range (trl's default, both sides)"
+    )
     p.add_argument("--adv-clip-max", type=float, default=5.0)
     p.add_argument("--stat-buffer-size", type=int, default=32)
     p.add_argument("--stat-min-count", type=int, default=16)
