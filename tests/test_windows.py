@@ -74,7 +74,9 @@ def test_steps_outside_the_stochastic_ones_take_the_noiseless_step(tiny_model_di
         abar, abar_prev = core.schedule.alpha_prod_t[0], core.schedule.alpha_prod_t_prev[0]
         a, b, s = (float(c[0]) for c in core.schedule.ode_coefficients)
         assert s == 0 and a == pytest.approx(float((abar_prev / abar).sqrt()), rel=1e-6)
-        assert b == pytest.approx(float((1 - abar_prev).sqrt() - (abar_prev * (1 - abar) / abar).sqrt()), abs=1e-6)
+        assert b == pytest.approx(
+            float((1 - abar_prev).sqrt() - (abar_prev * (1 - abar) / abar).sqrt()), abs=1e-6
+        )
     envs.reset(seed=5)  # left out: every step stochastic again
     assert bool(core._stochastic.all())
     with pytest.raises(ValueError, match=r"stochastic_steps'\] must be a bool array of shape \(4,\)"):
@@ -138,7 +140,11 @@ def first_gradient(trainer: Trainer) -> torch.Tensor:
 
     def capture():
         if not grads:
-            grads.append(torch.cat([p.grad.reshape(-1).clone() for p in trainer.policy.parameters() if p.grad is not None]))
+            grads.append(
+                torch.cat(
+                    [p.grad.reshape(-1).clone() for p in trainer.policy.parameters() if p.grad is not None]
+                )
+            )
         return step()
 
     trainer.optimizer_step = capture
@@ -175,7 +181,13 @@ def test_the_sampling_pass_gradient_equals_the_recomputed_one(tiny_model_dir, tm
     "options",
     [
         dict(step_window=2, window_placement="random", window_outside="deterministic"),
-        dict(step_window=2, reuse_sampling_pass=True, sample_batch_size=4, sample_batches_per_epoch=2, train_batch_size=4),
+        dict(
+            step_window=2,
+            reuse_sampling_pass=True,
+            sample_batch_size=4,
+            sample_batches_per_epoch=2,
+            train_batch_size=4,
+        ),
     ],
 )
 def test_windowed_and_reusing_runs_resume_exactly(tiny_model_dir, tmp_path, options):

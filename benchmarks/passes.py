@@ -1,0 +1,173 @@
+"""Passes to target on held-out images: what a window of trained steps (issue 35) saves, arm against arm.
+
+    python -m benchmarks.passes passes-train --out benchmarks/results/passes_train
+    python -m benchmarks.passes passes-test --out benchmarks/results/passes_test
+
+Reads a suite folder whose runs were evaluated every epoch (``eval_every=1``) and writes ``passes.csv``
+(one row per run) and ``passes.md`` (one row per task and arm) beside its report. Progress is read on the
+held-out images (fixed noise, every step sampled as the run's sampler says), not on the training images:
+an arm that samples the steps outside its window without noise ('-det') draws its training images from
+another sampler, so its training reward is not comparable with the others'. Per run:
+
+- start: the pretrained model's held-out reward (``eval_reference.json``), final: the mean of the last
+  ``SMOOTH_EPOCHS`` evaluations;
+- passes to 90% of its own gain: network passes (``agents.passes``) spent when the held-out curve,
+  smoothed over ``SMOOTH_EPOCHS`` evaluations, first reaches start + 0.9 (final - start);
+- passes to 90% of the task's best gain: the same with the best arm's seed-mean gain (the suite's target);
+- seconds: sampling and training (one torch thread), to the same point.
+
+Per arm against the baseline arm (``--baseline``, the first arm by default): the ratio of the median passes
+to 90% of its own gain (baseline / arm: above 1 is fewer passes), and whether its final held-out reward is
+within one standard deviation (over seeds) of the baseline's.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from agents.metrics import read_metrics
+from benchmarks.analysis import smooth
+from benchmarks.grid import PRESETS, SuiteConfig, provenance, read_runs_commits, run_dir
+from benchmarks.report import SMOOTH_EPOCHS
+
+FRACTION = 0.9
+
+
+@dataclasses.dataclass
+class Run:
+    """One run's held-out curve (start first) and its cumulative cost at each point."""
+
+    rewards: np.ndarray
+    passes: np.ndarray
+    seconds: np.ndarray
+
+    @property
+    def start(self) -> float:
+        return float(self.rewards[0])
+
+    @property
+    def final(self) -> float:
+        return float(self.rewards[-SMOOTH_EPOCHS:].mean())
+
+
+def load_run(folder: Path, epochs: int) -> Run:
+    """A run's held-out curve and costs; refuses a run not evaluated at every epoch."""
+    rows = read_metrics(folder / "metrics.csv")[:epochs]
+    if len(rows) < epochs:
+        raise ValueError(f"{folder}: {len(rows)} of {epochs} epochs done")
+    held = [row.get("eval_reward", math.nan) for row in rows]
+    if any(math.isnan(value) for value in held):
+        raise ValueError(f"{folder}: not evaluated at every epoch (the suite's eval_every must be 1)")
+    reference = json.loads((folder / "eval_reference.json").read_text())["eval_reward"]
+    passes = [row.get("passes", math.nan) for row in rows]
+    seconds = np.cumsum([row["seconds"] for row in rows])
+    return Run(np.array([reference, *held]), np.array([0.0, *passes]), np.array([0.0, *seconds]))
+
+
+def cost_to(run: Run, target: float) -> tuple[float, float]:
+    """(passes, seconds) spent when the smoothed held-out curve first reaches ``target``; NaN if never."""
+    hits = np.nonzero(smooth(run.rewards, SMOOTH_EPOCHS) >= target)[0]
+    if not hits.size:
+        return math.nan, math.nan
+    return float(run.passes[hits[0]]), float(run.seconds[hits[0]])
+
+
+def median(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.median(finite)) if len(finite) == len(values) else math.nan
+
+
+def write_passes(cfg: SuiteConfig, baseline: str | None = None) -> str:
+    """Writes OUT/passes.csv and OUT/passes.md; returns the markdown."""
+    out = Path(cfg.out)
+    rows, lines = [], []
+    lines.append(f"# Passes to target on held-out images: {out.name}\n")
+    lines.append(
+        f"{len(cfg.seeds)} seeds; held-out reward every epoch ({cfg.eval_images} images, fixed noise, every step "
+        f"sampled as the run's sampler says); curves smoothed over {SMOOTH_EPOCHS} evaluations; final = mean of "
+        f"the last {SMOOTH_EPOCHS}. Passes: network passes of sampling and training (backward = 2, evaluation "
+        "not counted), thousands, median over seeds (NaN: a seed never got there). Seconds: sampling and "
+        "training on one torch thread per run, two runs at a time on 2 cores. Ratio: the baseline's median "
+        "passes to 90% of its own gain over the arm's (above 1: fewer passes). Within 1 std: the arm's mean final "
+        "held-out reward is no more than one standard deviation (over the baseline's seeds) below the baseline's.\n"
+    )
+    lines.append(
+        "| task | arm | start | final (mean +- std) | within 1 std | kpasses/image | kpasses to 90% own | ratio | "
+        "seconds to 90% own | kpasses to 90% best | seconds to 90% best |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for task in cfg.tasks:
+        arms = cfg.arms(task)
+        runs = {
+            arm.label: [load_run(run_dir(cfg, task, arm.label, seed), cfg.epochs(task)) for seed in cfg.seeds]
+            for arm in arms
+        }
+        base = baseline or arms[0].label
+        means = {label: np.mean([r.rewards for r in rs], axis=0) for label, rs in runs.items()}
+        best = max(float(smooth(m, SMOOTH_EPOCHS).max() - m[0]) for m in means.values())
+        summary = {}
+        for label, rs in runs.items():
+            own = [cost_to(r, r.start + FRACTION * (r.final - r.start)) for r in rs]
+            task_best = [cost_to(r, r.start + FRACTION * best) for r in rs]
+            finals = [r.final for r in rs]
+            per_image = rs[0].passes[-1] / (cfg.epochs(task) * cfg.sample_batch_size)
+            summary[label] = (own, task_best, finals, per_image)
+            for seed, r, o, b in zip(cfg.seeds, rs, own, task_best):
+                rows.append(
+                    dict(task=task, arm=label, seed=seed, start=r.start, final=r.final, passes=r.passes[-1],
+                         passes_to_90pct_own=o[0], seconds_to_90pct_own=o[1],
+                         passes_to_90pct_best=b[0], seconds_to_90pct_best=b[1])
+                )  # fmt: skip
+        base_own, _, base_finals, _ = summary[base]
+        base_passes = median([p for p, _ in base_own])
+        for label, (own, task_best, finals, per_image) in summary.items():
+            passes = median([p for p, _ in own])
+            ratio = base_passes / passes if passes and not math.isnan(passes) else math.nan
+            within = np.mean(finals) >= np.mean(base_finals) - np.std(base_finals, ddof=1)
+            lines.append(
+                f"| {task} | {label} | {rs[0].start:.4f} | {np.mean(finals):.4f} +- {np.std(finals, ddof=1):.4f} | "
+                f"{'yes' if within else 'no'} | {per_image / 1000:.3f} | {passes / 1000:.1f} | {ratio:.2f}x | "
+                f"{median([s for _, s in own]):.0f} | {median([p for p, _ in task_best]) / 1000:.1f} | "
+                f"{median([s for _, s in task_best]):.0f} |"
+            )
+    with open(out / "passes.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    made = provenance("benchmarks.passes")
+    runs_made = sorted(set(read_runs_commits(out, cfg.tasks).values()))
+    lines.append("")
+    lines.append(
+        f"Runs made at commit {' + '.join(runs_made) or '?'}; table written by `{made['command']}` at {made['commit']}."
+    )
+    text = "\n".join(lines) + "\n"
+    (out / "passes.md").write_text(text)
+    return text
+
+
+def main(preset: str, out: str, baseline: str = "") -> None:
+    """Writes the passes tables of a finished suite folder.
+
+    Args:
+        preset: the suite preset whose grid the folder holds (benchmarks.grid.PRESETS).
+        out: the suite folder.
+        baseline: the arm the others are compared with (empty: the first arm).
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    cfg = dataclasses.replace(PRESETS[preset](), out=out)
+    print(write_passes(cfg, baseline or None))
+
+
+if __name__ == "__main__":
+    import tyro
+
+    from pxpo_gym.cli import run
+
+    run(lambda: tyro.cli(main), "benchmarks.passes")
