@@ -33,6 +33,7 @@ This module's top level imports only the standard library: the trl side runs it 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -100,6 +101,36 @@ def one_thread() -> dict[str, int]:
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
     }
+
+
+def ours_options(items: list[str]) -> dict:
+    """``--ours-option key=value`` items as TrainConfig overrides (values read as JSON where they parse)."""
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--ours-option must be key=value, got {item!r}")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
+
+
+def smoothed(curve: list[float], window: int = 3) -> list[float]:
+    """Trailing mean over ``window`` epochs (fewer at the start)."""
+    return [
+        sum(curve[max(0, i - window + 1) : i + 1]) / (i + 1 - max(0, i - window + 1))
+        for i in range(len(curve))
+    ]
+
+
+def passes_to(epochs: list[dict], target: float) -> int | None:
+    """Cumulative passes at the first epoch whose 3-epoch smoothed reward reaches ``target``; None if never."""
+    for e, value in zip(epochs, smoothed([e["reward_mean"] for e in epochs])):
+        if value >= target:
+            return e["passes"]
+    return None
 
 
 def summarize(epochs: list[dict], images_per_epoch: int) -> dict:
@@ -328,6 +359,8 @@ def run_ours(args: argparse.Namespace) -> dict:
         tensorboard=False,
         progress=False,
     )
+    if args.ours_option:  # e.g. step_window=4: the issue-35 options on our side only
+        config = dataclasses.replace(config, **ours_options(args.ours_option))
     history = train(config)
     keep = (
         "seconds",
@@ -370,13 +403,13 @@ SIDE_ARGS = (
 
 def run_side(side: str, python: str, args: argparse.Namespace, model: Path, scratch: Path) -> dict:
     """Runs one side in a fresh process (1 thread, offline); returns its JSON plus the process's wall time."""
-    run_dir = scratch / f"run-{side}"
+    run_dir = scratch / f"run-{side.replace('+', '-')}"
     cmd = [
         python,
         "-m",
         "benchmarks.trl_compare",
         "--side",
-        side,
+        "ours" if side == "ours+options" else side,
         "--model",
         str(model),
         "--run-dir",
@@ -384,6 +417,9 @@ def run_side(side: str, python: str, args: argparse.Namespace, model: Path, scra
     ]
     for name in SIDE_ARGS:
         cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    if side == "ours+options":
+        for item in args.ours_option:
+            cmd += ["--ours-option", item]
     env = {**os.environ, **THREAD_ENV, "PYTHONPATH": str(REPO)}
     print(f"[{side}] {shlex.join(cmd)}", flush=True)
     t0 = time.perf_counter()
@@ -421,6 +457,7 @@ def settings(args: argparse.Namespace) -> dict:
         if args.lora_rank
         else "full UNet",
         "train_cfg": args.guidance_scale > 1,
+        "ours_options": list(args.ours_option),
         "inner_epochs": 1,
         "timestep_fraction": 1.0,
         "mixed_precision": "no (float32)",
@@ -430,13 +467,19 @@ def settings(args: argparse.Namespace) -> dict:
 
 
 def write_markdown(result: dict, path: Path) -> None:
-    ours, trl = result["ours"]["summary"], result["trl"]["summary"]
-    r = result["ratio_ours_over_trl"]
     s = result["settings"]
+    sides = [("ours", result["ours"])]
+    if result.get("ours_options"):
+        sides.append((f"ours + {' '.join(s['ours_options'])}", result["ours_options"]))
+    trl = result["trl"]["summary"]
 
     def fmt(x, spec=".3f"):
         return "-" if x is None else format(x, spec)
 
+    def ratio(a, b):
+        return None if a is None or not b else a / b
+
+    head = " | ".join(name for name, _ in sides)
     lines = [
         f"# Our DDPO vs trl {result['trl']['versions'].get('trl')} DDPOTrainer (tiny SD, CPU, 1 thread)",
         "",
@@ -445,33 +488,47 @@ def write_markdown(result: dict, path: Path) -> None:
         f"minibatch {s['train_batch_size']}, {s['steps']} DDIM steps, eta {s['eta']}, guidance {s['guidance_scale']} "
         f"(CFG in training: {s['train_cfg']}), {s['lora']}, lr {s['learning_rate']}, clip {s['clip_range']}. "
         f"Machine: {result['machine']['cpu']}; commit {result['git']['commit'][:10]}"
-        f"{' (+' + str(result['git']['dirty_files']) + ' uncommitted files)' if result['git']['dirty_files'] else ''}.",
+        f"{' (+' + str(result['git']['dirty_files']) + ' uncommitted files)' if result['git']['dirty_files'] else ''}. "
+        "Sides run one after the other, never at once. Ratios: each of ours over trl.",
         "",
-        "| | ours | trl | ours / trl |",
-        "|---|---|---|---|",
-        f"| images/s, end to end (all epochs) | {fmt(ours['images_per_second'])} | {fmt(trl['images_per_second'])} | "
-        f"{fmt(r['images_per_second'], '.2f')} |",
-        f"| images/s, epochs after the first | {fmt(ours['warm_images_per_second'])} | "
-        f"{fmt(trl['warm_images_per_second'])} | {fmt(r['warm_images_per_second'], '.2f')} |",
-        f"| seconds per epoch (lower: faster) | {fmt(ours['seconds_per_epoch'], '.2f')} | {fmt(trl['seconds_per_epoch'], '.2f')} | "
-        f"{fmt(r['seconds_per_epoch'], '.2f')} |",
-        f"| network passes per image | {fmt(ours['passes_per_image'], '.1f')} | {fmt(trl['passes_per_image'], '.1f')} | "
-        f"{fmt(r['passes_per_image'], '.2f')} |",
-        f"| reward first -> last epoch | {fmt(ours['reward_first'], '.4f')} -> {fmt(ours['reward_last'], '.4f')} | "
-        f"{fmt(trl['reward_first'], '.4f')} -> {fmt(trl['reward_last'], '.4f')} | |",
-        f"| reward gain per 1M passes | {fmt(ours['reward_gain_per_million_passes'], '.4f')} | "
-        f"{fmt(trl['reward_gain_per_million_passes'], '.4f')} | (noise over few epochs) |",
+        f"| | {head} | trl | {' | '.join(f'{name} / trl' for name, _ in sides)} |",
+        "|---|" + "---|" * (2 * len(sides) + 1),
+    ]
+    rows = [
+        ("images/s, end to end (all epochs)", "images_per_second", ".3f"),
+        ("images/s, epochs after the first", "warm_images_per_second", ".3f"),
+        ("seconds per epoch (lower: faster)", "seconds_per_epoch", ".2f"),
+        ("network passes per image", "passes_per_image", ".1f"),
+        ("passes to trl's gain (3-epoch smoothed)", "passes_to_trl_gain", ".0f"),
+    ]
+    for title, key, spec in rows:
+        mine = [side["summary"].get(key) for _, side in sides]
+        cells = " | ".join(fmt(v, spec) for v in mine)
+        ratios = " | ".join(fmt(ratio(v, trl.get(key)), ".2f") for v in mine)
+        lines.append(f"| {title} | {cells} | {fmt(trl.get(key), spec)} | {ratios} |")
+    firsts = " | ".join(
+        f"{fmt(side['summary']['reward_first'], '.4f')} -> {fmt(side['summary']['reward_last'], '.4f')}"
+        for _, side in sides
+    )
+    lines.append(
+        f"| reward first -> last epoch | {firsts} | {fmt(trl['reward_first'], '.4f')} -> "
+        f"{fmt(trl['reward_last'], '.4f')} |" + " |" * len(sides)
+    )
+    lines += [
+        "",
+        f"trl's gain: its 3-epoch smoothed reward from the first epoch to the last, to {result['trl_gain_target']:.4f}.",
         "",
         "Per epoch (seconds: sampling + training; reward mean; cumulative passes):",
         "",
-        "| epoch | ours s | ours sample s | ours reward | ours passes | trl s | trl sample s | trl reward | trl passes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| epoch | "
+        + " | ".join(f"{n} s | {n} reward | {n} passes" for n in [*(n for n, _ in sides), "trl"])
+        + " |",
+        "|---|" + "---|" * (3 * (len(sides) + 1)),
     ]
-    for a, b in zip(result["ours"]["epochs"], result["trl"]["epochs"]):
-        lines.append(
-            f"| {a['epoch']} | {a['seconds']:.2f} | {a['sample_seconds']:.2f} | {a['reward_mean']:.4f} | {a['passes']} | "
-            f"{b['seconds']:.2f} | {b['sample_seconds']:.2f} | {b['reward_mean']:.4f} | {b['passes']} |"
-        )
+    every = [side["epochs"] for _, side in sides] + [result["trl"]["epochs"]]
+    for row in zip(*every):
+        cells = " | ".join(f"{e['seconds']:.2f} | {e['reward_mean']:.4f} | {e['passes']}" for e in row)
+        lines.append(f"| {row[0]['epoch']} | {cells} |")
     lines += ["", "Differences the comparison cannot remove:", ""]
     lines += [f"- {d}" for d in result["differences"]]
     lines += ["", f"Command: `{result['command']}`", ""]
@@ -512,6 +569,8 @@ def drive(args: argparse.Namespace) -> dict:
         scratch = Path(tmp)
         model = save_tiny_text_to_image_pipeline(scratch / "tiny-sd", seed=args.seed)
         order = ("trl", "ours") if args.trl_first else ("ours", "trl")
+        if args.ours_option:
+            order = (*order, "ours+options")
         for side in order:  # one after the other, never at once
             python = args.trl_python if side == "trl" else sys.executable
             results[side] = run_side(side, python, args, model, scratch)
@@ -521,9 +580,14 @@ def drive(args: argparse.Namespace) -> dict:
             text = (scratch / f"{side}.stderr.txt").read_text()
             (out / f"{side}.stderr.txt").write_text(text[-20000:])
     ours, trl = results["ours"]["summary"], results["trl"]["summary"]
+    # trl's gain over its run (3-epoch smoothed last minus first epoch): the passes each side took to it
+    trl_curve = smoothed(trl["reward_curve"])
+    trl_target = trl_curve[0] + (trl_curve[-1] - trl_curve[0])
+    for side in results:
+        results[side]["summary"]["passes_to_trl_gain"] = passes_to(results[side]["epochs"], trl_target)
 
-    def ratio(key):
-        a, b = ours.get(key), trl.get(key)
+    def ratio(key, mine=None):
+        a, b = (mine or ours).get(key), trl.get(key)
         return a / b if a is not None and b else None
 
     result = {
@@ -538,6 +602,7 @@ def drive(args: argparse.Namespace) -> dict:
         },  # fmt: skip
         "settings": settings(args),
         "ours": results["ours"],
+        "ours_options": results.get("ours+options"),
         "trl": results["trl"],
         "ratio_ours_over_trl": {
             "images_per_second": ratio("images_per_second"),
@@ -545,6 +610,18 @@ def drive(args: argparse.Namespace) -> dict:
             "seconds_per_epoch": ratio("seconds_per_epoch"),
             "passes_per_image": ratio("passes_per_image"),
         },
+        "ratio_ours_options_over_trl": {
+            key: ratio(key, results["ours+options"]["summary"])
+            for key in (
+                "images_per_second",
+                "warm_images_per_second",
+                "seconds_per_epoch",
+                "passes_per_image",
+            )
+        }
+        if "ours+options" in results
+        else None,
+        "trl_gain_target": trl_target,
         "differences": DIFFERENCES,
     }
     cpu = _cpu_name()
@@ -591,6 +668,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stat-buffer-size", type=int, default=32)
     p.add_argument("--stat-min-count", type=int, default=16)
     p.add_argument("--trl-first", action="store_true", help="run trl before ours (default: ours first)")
+    p.add_argument(
+        "--ours-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a TrainConfig field for a third run, ours with it (e.g. step_window=4); repeat for several",
+    )
     p.add_argument("--note", default="", help="a line written at the top of result.md (e.g. 'smoke run')")
     p.add_argument("--side", choices=("ours", "trl"), help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
