@@ -46,6 +46,15 @@ RESUME_OVERRIDABLE = (
 """TrainConfig fields a resumed run may take from the command line; every other comes from the checkpoint."""
 LEGACY_SENTINELS = {"clip_range": 0.0, "lora_rank": -1, "resolution": 0, "decode_chunk_size": 0, "threads": 0}
 """Values that meant "default" in checkpoints written before these fields took None."""
+ADDED_FIELDS = {
+    "step_window": 0,
+    "window_placement": "sliding",
+    "window_start": 0,
+    "window_outside": "stochastic",
+    "reuse_sampling_pass": False,
+}
+"""Fields a checkpoint written before they existed does not hold, at the value that trained it (whatever the
+default is now)."""
 RUN_FILES = (
     "metrics.csv",
     "config.json",
@@ -88,6 +97,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     for key, legacy in LEGACY_SENTINELS.items():  # runs saved before these fields became optional
         if key in saved and saved[key] == legacy:
             saved[key] = None
+    for key, before in ADDED_FIELDS.items():  # runs saved before these fields existed
+        saved.setdefault(key, before)
     defaults = TrainConfig()
     fields = [f.name for f in dataclasses.fields(TrainConfig)]
     conflicts = [

@@ -533,6 +533,33 @@ def passes_train() -> SuiteConfig:
     )
 
 
+def passes_ddpo() -> SuiteConfig:
+    """The same windows for DDPO on the same train tasks, so that it is compared at its best."""
+    return dataclasses.replace(passes_train(), algos=("ddpo",), out=scratch("passes_ddpo"))
+
+
+def passes_reuse() -> SuiteConfig:
+    """The sampling pass's gradient for the first minibatch ('-reuse') against its control ('-split': the same
+    32 images sampled as 2 batches of 16, recomputed), PXPO with the window chosen on passes-train, on the
+    same train tasks."""
+    return dataclasses.replace(
+        passes_train(), option_variants=("window4-det-split", "window4-det-reuse"), out=scratch("passes_reuse")
+    )
+
+
+def passes_test() -> SuiteConfig:
+    """Issue 35's test split, run once: the pixel-local and partial test tasks (ramp, frame), PXPO and DDPO
+    at the defaults before (every step) and with the window chosen on the train split, 3 seeds x 480 images,
+    held out every epoch."""
+    return dataclasses.replace(
+        passes_train(),
+        tasks=tuple(t for t in split_tasks("test") if TASKS[t].family in ("pixel-local", "partial")),
+        algos=("ddpo", "pxpo"),
+        option_variants=("default", "window4-det"),
+        out=scratch("passes_test"),
+    )
+
+
 def breadth_test() -> SuiteConfig:
     """The breadth suite's test split only (run once, at the end), into the same folder as breadth."""
     return dataclasses.replace(breadth(), tasks=split_tasks("test"))
@@ -609,6 +636,9 @@ PRESETS = {
     "peers": peers,
     "peers-flow": peers_flow,
     "passes-train": passes_train,
+    "passes-ddpo": passes_ddpo,
+    "passes-reuse": passes_reuse,
+    "passes-test": passes_test,
 }
 
 

@@ -30,6 +30,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import tyro
 
 from agents.metrics import read_metrics
 from benchmarks.analysis import smooth
@@ -151,7 +152,7 @@ def write_passes(cfg: SuiteConfig, baseline: str | None = None) -> str:
     return text
 
 
-def main(preset: str, out: str, baseline: str = "") -> None:
+def main(preset: tyro.conf.Positional[str], out: str, baseline: str = "") -> None:
     """Writes the passes tables of a finished suite folder.
 
     Args:
@@ -166,8 +167,6 @@ def main(preset: str, out: str, baseline: str = "") -> None:
 
 
 if __name__ == "__main__":
-    import tyro
-
     from pxpo_gym.cli import run
 
     run(lambda: tyro.cli(main), "benchmarks.passes")
