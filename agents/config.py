@@ -28,6 +28,13 @@ DEFAULT_LATENT_LORA_RANK = 4
 """LoRA rank used on latent text-to-image models unless ``lora_rank`` says otherwise (DDPO's default)."""
 
 
+WINDOW_NONE: dict[str, Any] = {
+    "step_window": 0,
+    "window_placement": "sliding",
+    "window_outside": "stochastic",
+}
+"""No window: every step trained and sampled stochastically (the values before issue 35)."""
+
 ALGO_DEFAULTS = PXPOConfig()
 """The one source of the algorithm options' defaults (the shared ones are DDPO's too: PolicyGradientConfig)."""
 
@@ -165,21 +172,23 @@ class TrainConfig:
     """sigma_t / median sigma_t under which 'drop' leaves a step out (and 'soft''s half-weight point)."""
     step_weights: tuple[float, ...] = ()
     """Explicit loss weight of each of the num_inference_steps steps (first step first); overrides step_weighting."""
-    step_window: int = 0
+    step_window: int | None = None
     """Train K consecutive steps per epoch, a window (MixGRPO's sliding window, Flow-GRPO-Fast's few SDE
     steps; agents.steps.train_window): the steps outside it are neither stored nor re-run, so an image costs
-    T sampling passes plus 3 K training ones instead of 3 T. 0: every step with a weight (the default)."""
-    window_placement: Literal["sliding", "random", "fixed"] = "sliding"
-    """Where the window sits: 'sliding' (from window_start, one window further every epoch, back to the start
-    after the last weighted step), 'random' (a start drawn anew every epoch from the first half of the steps,
-    as Flow-GRPO-Fast) or 'fixed' (at window_start)."""
+    T sampling passes plus 3 K training ones instead of T + 3 T. 0: every step with a weight; more than T:
+    every step. None: the algorithm's default (PXPO: 2, placed at random in the first half, the other steps
+    deterministic, chosen on the breadth suite's train split; DDPO, the oracle and plug-ins: every step)."""
+    window_placement: Literal["sliding", "random", "fixed"] | None = None
+    """Where the window sits: 'sliding' (the steps tiled by windows, one further every epoch, round again after
+    the last weighted step; MixGRPO), 'random' (a start drawn anew every epoch from the first half of the
+    steps, as Flow-GRPO-Fast) or 'fixed' (at window_start). None: the algorithm's default ('sliding')."""
     window_start: int = 0
-    """The window's first step in epoch 0 ('sliding') or always ('fixed')."""
-    window_outside: Literal["stochastic", "deterministic"] = "stochastic"
+    """The window's first step ('fixed'), or a step of epoch 0's window ('sliding')."""
+    window_outside: Literal["stochastic", "deterministic"] | None = None
     """How the steps outside the window are sampled in training: as every step ('stochastic') or without
     noise, DDIM at eta 0 / the flow's Euler step ('deterministic', Flow-GRPO-Fast), so that the trained
     steps carry all of the episode's randomness. Evaluation and the export sample every step as the run's
-    sampler (eta / noise_level) says either way."""
+    sampler (eta / noise_level) says either way. None: the algorithm's default ('stochastic')."""
     reuse_sampling_pass: bool = False
     """Take the first minibatch's gradient of each epoch from the sampling pass itself (its graph kept for
     the trained steps of those images: ratio exactly 1 there) instead of running the policy again: saves
@@ -300,35 +309,21 @@ class TrainConfig:
             f"step_weights must have num_inference_steps={self.num_inference_steps} entries, "
             f"got {len(self.step_weights)}",
         )
-        for name in (
-            "backprop_steps",
-            "eval_every",
-            "save_every",
-            "image_every",
-            "step_window",
-            "window_start",
-        ):
+        for name in ("backprop_steps", "eval_every", "save_every", "image_every", "window_start"):
             value = getattr(self, name)
             need(isinstance(value, int) and value >= 0, f"{name} must be an int >= 0, got {name}={value!r}")
         need(
-            self.step_window <= self.num_inference_steps,
-            f"step_window must be at most num_inference_steps={self.num_inference_steps} (0: every step), "
-            f"got step_window={self.step_window}",
+            self.step_window is None
+            or (
+                isinstance(self.step_window, int)
+                and not isinstance(self.step_window, bool)
+                and self.step_window >= 0
+            ),
+            f"step_window must be None (the algorithm's default) or an int >= 0, got step_window={self.step_window!r}",
         )
         need(
             self.window_start < self.num_inference_steps,
             f"window_start must be a step in [0, {self.num_inference_steps}), got window_start={self.window_start}",
-        )
-        windowed = (
-            self.window_placement != "sliding",
-            self.window_start,
-            self.window_outside != "stochastic",
-        )
-        need(
-            self.step_window or not any(windowed),
-            "window_placement, window_start and window_outside place a window: set step_window too "
-            f"(got step_window=0, window_placement={self.window_placement!r}, window_start={self.window_start}, "
-            f"window_outside={self.window_outside!r})",
         )
         need(
             not self.reuse_sampling_pass
@@ -377,6 +372,14 @@ class TrainConfig:
         self.algo_options()  # well-formed; their values are the algorithm's to check
         if is_builtin(self.algo):  # an import path is imported only when the trainer is built
             self.algo_config()  # validates the algorithm's own fields
+
+    def with_window_defaults(self, cls: type | None = None) -> TrainConfig:
+        """This config with ``step_window``, ``window_placement`` and ``window_outside`` that are None set to the
+        algorithm's ``default_window`` (``cls``; None resolves ``algo``), else to no window."""
+        cls = cls or self.algorithm()
+        defaults = {**WINDOW_NONE, **getattr(cls, "default_window", {})}
+        given = {name: getattr(self, name) for name in WINDOW_NONE}
+        return dataclasses.replace(self, **{k: defaults[k] if v is None else v for k, v in given.items()})
 
     @property
     def images_per_epoch(self) -> int:
@@ -452,6 +455,7 @@ class TrainConfig:
                 f"kl_coef={self.kl_coef} is a policy-gradient penalty; algo={self.algo!r} does not take it"
             )
         if getattr(cls, "samples_with_gradients", False) and (self.step_window or self.reuse_sampling_pass):
+            # the window's default (None) is the algorithm's own: none for these
             raise ValueError(
                 f"step_window={self.step_window} and reuse_sampling_pass={self.reuse_sampling_pass} shape a "
                 f"policy-gradient epoch; algo={self.algo!r} backpropagates through its sampler and takes neither"

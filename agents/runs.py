@@ -17,7 +17,7 @@ from tqdm import tqdm
 from agents.algorithms import refuse_algorithm_from_file
 from agents.algorithms.pxpo import CREDIT_FILE, FOOTPRINT_FILE
 from agents.checkpoint import load_checkpoint, restore_trainer
-from agents.config import TrainConfig, make_envs, reward_tuple
+from agents.config import WINDOW_NONE, TrainConfig, make_envs, reward_tuple
 from agents.distributed import barrier
 from agents.evaluation import Evaluator
 from agents.export import EXPORT_DIR
@@ -46,13 +46,7 @@ RESUME_OVERRIDABLE = (
 """TrainConfig fields a resumed run may take from the command line; every other comes from the checkpoint."""
 LEGACY_SENTINELS = {"clip_range": 0.0, "lora_rank": -1, "resolution": 0, "decode_chunk_size": 0, "threads": 0}
 """Values that meant "default" in checkpoints written before these fields took None."""
-ADDED_FIELDS = {
-    "step_window": 0,
-    "window_placement": "sliding",
-    "window_start": 0,
-    "window_outside": "stochastic",
-    "reuse_sampling_pass": False,
-}
+ADDED_FIELDS = {**WINDOW_NONE, "window_start": 0, "reuse_sampling_pass": False}
 """Fields a checkpoint written before they existed does not hold, at the value that trained it (whatever the
 default is now)."""
 RUN_FILES = (
@@ -316,7 +310,7 @@ def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
     Raises:
         RuntimeError: under torchrun, a collective failed or timed out (another rank died).
     """
-    config = resolve_config(config)
+    config = resolve_config(config).with_window_defaults()  # the saved config holds what the run does
     trainer = Trainer(config, envs)
     world = trainer.world
     try:

@@ -83,6 +83,8 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, envs: Any = None, world: World | None = None) -> None:
+        algo_cls = resolve_algorithm(config.algo)
+        config = config.with_window_defaults(algo_cls)
         self.config = config
         if config.threads is not None:
             torch.set_num_threads(config.threads)
@@ -111,7 +113,6 @@ class Trainer:
         the trainer calls it (``reference_eps``)."""
         if config.gradient_checkpointing:
             self.policy.unet.enable_gradient_checkpointing()
-        algo_cls = resolve_algorithm(config.algo)
         algo_config = config.algo_config(self.num_channels * math.prod(grid), algo_cls)
         self.algo: Algorithm = algo_cls(algo_config, core.loaded.num_contexts, tuple(grid))
         """The algorithm (``agents.algorithms``): its advantages, loss and hooks."""

@@ -543,7 +543,9 @@ def passes_reuse() -> SuiteConfig:
     32 images sampled as 2 batches of 16, recomputed), PXPO with the window chosen on passes-train, on the
     same train tasks."""
     return dataclasses.replace(
-        passes_train(), option_variants=("window4-det-split", "window4-det-reuse"), out=scratch("passes_reuse")
+        passes_train(),
+        option_variants=("window4-det-split", "window4-det-reuse"),
+        out=scratch("passes_reuse"),
     )
 
 

@@ -3,13 +3,15 @@ own gradient for the first minibatch."""
 
 from __future__ import annotations
 
+import json
+
 import gymnasium as gym
 import pytest
 import torch
 
 from agents.config import TrainConfig
 from agents.rollout import collect
-from agents.runs import train
+from agents.runs import ADDED_FIELDS, resolve_config, train
 from agents.steps import train_window
 from agents.trainer import Trainer
 from tests.test_agents import tiny_config
@@ -40,10 +42,8 @@ def test_the_window_placements_by_hand():
 
 
 def test_bad_window_settings_are_refused(tiny_model_dir, tmp_path):
-    with pytest.raises(ValueError, match="step_window must be at most num_inference_steps=4"):
-        tiny_config(tiny_model_dir, tmp_path, step_window=5)
-    with pytest.raises(ValueError, match="set step_window too"):
-        tiny_config(tiny_model_dir, tmp_path, window_outside="deterministic")
+    with pytest.raises(ValueError, match="step_window must be None .* or an int >= 0, got step_window=-1"):
+        tiny_config(tiny_model_dir, tmp_path, step_window=-1)
     with pytest.raises(ValueError, match="reuse_sampling_pass .* train_batch_size a multiple"):
         tiny_config(tiny_model_dir, tmp_path, reuse_sampling_pass=True, train_batch_size=4)
     with pytest.raises(ValueError, match="backpropagates through its sampler"):
@@ -199,6 +199,29 @@ def test_windowed_and_reusing_runs_resume_exactly(tiny_model_dir, tmp_path, opti
         assert [row[key] for row in straight[1:]] == [row[key] for row in resumed], key
 
 
-def test_window_settings_survive_the_config(tiny_model_dir, tmp_path):
-    config = tiny_config(tiny_model_dir, tmp_path, step_window=3, window_placement="fixed", window_start=1)
-    assert TrainConfig(**{**config.__dict__}).step_window == 3
+def test_the_algorithms_default_window(tiny_model_dir, tmp_path):
+    pxpo = tiny_config(tiny_model_dir, tmp_path).with_window_defaults()
+    assert (pxpo.step_window, pxpo.window_placement, pxpo.window_outside) == (2, "random", "deterministic")
+    ddpo = tiny_config(tiny_model_dir, tmp_path, algo="ddpo").with_window_defaults()
+    assert (ddpo.step_window, ddpo.window_placement, ddpo.window_outside) == (0, "sliding", "stochastic")
+    mine = tiny_config(
+        tiny_model_dir, tmp_path, step_window=3, window_outside="stochastic"
+    ).with_window_defaults()
+    assert (mine.step_window, mine.window_placement, mine.window_outside) == (3, "random", "stochastic")
+    oracle = tiny_config(tiny_model_dir, tmp_path, algo="oracle").with_window_defaults()
+    assert oracle.step_window == 0
+    # the run's own config says what it did; a checkpoint written before the window existed resumes without one
+    train(tiny_config(tiny_model_dir, tmp_path, num_epochs=1, out=str(tmp_path / "run"), export=False))
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (saved["step_window"], saved["window_outside"]) == (2, "deterministic")
+    resumed = resolve_config(TrainConfig(resume=str(tmp_path / "run"), num_epochs=2))
+    assert resumed.step_window == 2
+    old = dict(saved)
+    for key in ("step_window", "window_placement", "window_start", "window_outside", "reuse_sampling_pass"):
+        old.pop(key)
+    assert (
+        TrainConfig(**{**old, **ADDED_FIELDS, "reward": tuple(old["reward"])})
+        .with_window_defaults()
+        .step_window
+        == 0
+    )

@@ -66,6 +66,10 @@ class Algorithm:
     default_clip_range: ClassVar[str] = "fixed"
     """'fixed': the config's clip_range as given; 'elements': scaled for the sample's element count as DDPO's
     (``agents.config.ddpo_clip_range``: a ratio of per-element means)."""
+    default_window: ClassVar[dict[str, Any]] = {}
+    """The trained window of steps a run of this algorithm gets when its config leaves ``step_window``,
+    ``window_placement`` and ``window_outside`` at None (``TrainConfig.with_window_defaults``); the fields it
+    does not name: every step is trained, stochastically."""
 
     def __init__(self, config: Any, num_contexts: int, map_shape: tuple[int, int]) -> None:
         self.config = config
