@@ -74,6 +74,7 @@ def measure_one(cfg: ThroughputConfig, algo: str, batch: int) -> dict:
             progress=False,
             tensorboard=False,
             stat_min_count=1,
+            step_window=0,  # every step: the cost per pass, against floors that run every step
         )
     )
     if device.type == "cuda":
