@@ -158,17 +158,20 @@ OPTION_VARIANTS: dict[str, dict[str, object]] = {
     "kl100": {"kl_coef": 100.0},
     "group": {"group_size": 8},
     # issue 35: fewer passes per image (agents.steps.train_window)
+    "every-step": {"step_window": 0},
     "window4": {"step_window": 4},
     "window4-det": {"step_window": 4, "window_outside": "deterministic"},
     "window2-random-det": {"step_window": 2, "window_placement": "random", "window_outside": "deterministic"},
-    "window4-det-split": {
-        "step_window": 4,
+    "window2-random-det-split": {
+        "step_window": 2,
+        "window_placement": "random",
         "window_outside": "deterministic",
         "sample_batch_size": 16,
         "sample_batches_per_epoch": 2,
     },
-    "window4-det-reuse": {
-        "step_window": 4,
+    "window2-random-det-reuse": {
+        "step_window": 2,
+        "window_placement": "random",
         "window_outside": "deterministic",
         "sample_batch_size": 16,
         "sample_batches_per_epoch": 2,
@@ -180,10 +183,10 @@ pretrained model (coefficients from a calibration, 6 epochs of PXPO on colour at
 before clipping is 0.055-0.085 at coefficient 1, 0.24-0.61 at 10 and 2.3-5.2 at 100, where the penalty dominates the
 clipped step), or GRPO-style group advantages (8 images of each of the default model's 4 classes per
 32-image epoch) in place of the running per-context buffer ('default'); and (issue 35) a window of trained
-steps: 4 sliding ('window4'), with the steps outside it sampled without noise ('-det'), or Flow-GRPO-Fast's
-2 steps drawn in the first half ('window2-random-det'); '-reuse' takes the first minibatch's gradient from
-the sampling pass, which needs the epoch's 32 images sampled as 2 batches of 16 ('-split': the same without
-it, its control)."""
+steps: none ('every-step': the default before; PXPO's default is now 'window2-random-det'), 4 sliding
+('window4'), with the steps outside it sampled without noise ('-det'), or Flow-GRPO-Fast's 2 steps drawn in
+the first half ('window2-random-det'); '-reuse' takes the first minibatch's gradient from the sampling pass,
+which needs the epoch's 32 images sampled as 2 batches of 16 ('-split': the same without it, its control)."""
 
 
 @dataclass(frozen=True)
@@ -519,7 +522,7 @@ def breadth_candidates() -> SuiteConfig:
 
 def passes_train() -> SuiteConfig:
     """Issue 35's choice of a window of trained steps, on the breadth suite's pixel-local and partial train
-    tasks (colour, target map, region): PXPO at today's default (every step, 'soft' weights) beside the
+    tasks (colour, target map, region): PXPO at the default before (every step, 'soft' weights) beside the
     windows of OPTION_VARIANTS, 3 seeds x 480 images, passes and seconds to target in the tables. Held out
     every epoch: a '-det' arm's training images come from another sampler (no noise outside its window), so
     its progress is read on the held-out images, which every arm samples alike (benchmarks.passes)."""
@@ -528,14 +531,24 @@ def passes_train() -> SuiteConfig:
         eval_every=1,
         tasks=tuple(t for t in split_tasks("train") if TASKS[t].family in ("pixel-local", "partial")),
         algos=("pxpo",),
-        option_variants=("default", "window4", "window4-det", "window2-random-det"),
+        option_variants=("every-step", "window4", "window4-det", "window2-random-det"),
         out=scratch("passes_train"),
     )
 
 
+DDPO_BEST_WINDOW = "window2-random-det"
+"""DDPO's best window on passes-ddpo (the train split), by the same rule as PXPO's: """
+
+
 def passes_ddpo() -> SuiteConfig:
-    """The same windows for DDPO on the same train tasks, so that it is compared at its best."""
-    return dataclasses.replace(passes_train(), algos=("ddpo",), out=scratch("passes_ddpo"))
+    """The same windows for DDPO on the same train tasks, so that it is compared at its best (its default is
+    every step)."""
+    return dataclasses.replace(
+        passes_train(),
+        algos=("ddpo",),
+        option_variants=("default", "window4", "window4-det", "window2-random-det"),
+        out=scratch("passes_ddpo"),
+    )
 
 
 def passes_reuse() -> SuiteConfig:
@@ -544,20 +557,22 @@ def passes_reuse() -> SuiteConfig:
     same train tasks."""
     return dataclasses.replace(
         passes_train(),
-        option_variants=("window4-det-split", "window4-det-reuse"),
+        option_variants=("window2-random-det-split", "window2-random-det-reuse"),
         out=scratch("passes_reuse"),
     )
 
 
 def passes_test() -> SuiteConfig:
-    """Issue 35's test split, run once: the pixel-local and partial test tasks (ramp, frame), PXPO and DDPO
-    at the defaults before (every step) and with the window chosen on the train split, 3 seeds x 480 images,
-    held out every epoch."""
+    """Issue 35's test split, run once: the pixel-local and partial test tasks (ramp, frame), PXPO at the
+    default before (every step) and today's (the window chosen on the train split), DDPO at its default
+    (every step) and at the window that was best for it on the train split, 3 seeds x 480 images, held out
+    every epoch."""
     return dataclasses.replace(
         passes_train(),
         tasks=tuple(t for t in split_tasks("test") if TASKS[t].family in ("pixel-local", "partial")),
         algos=("ddpo", "pxpo"),
-        option_variants=("default", "window4-det"),
+        option_variants=("every-step", "default"),
+        ddpo_option_variants=("default", DDPO_BEST_WINDOW),
         out=scratch("passes_test"),
     )
 
