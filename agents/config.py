@@ -420,18 +420,7 @@ class TrainConfig:
         Raises:
             ValueError: an option without '=' or named twice.
         """
-        options: dict[str, Any] = {}
-        for item in self.algo_option:
-            key, sep, text = item.partition("=")
-            if not sep or not key.isidentifier():
-                raise ValueError(f"algo_option must be key=value with a field name as key, got {item!r}")
-            if key in options:
-                raise ValueError(f"algo_option names {key!r} twice")
-            try:
-                options[key] = json.loads(text)
-            except json.JSONDecodeError:
-                options[key] = text
-        return options
+        return key_values(self.algo_option, "algo_option")
 
     def algorithm(self) -> type:
         """The algorithm class (``agents.algorithms.resolve_algorithm``: an import path is imported here)."""
@@ -499,6 +488,26 @@ class TrainConfig:
             raise ValueError(
                 f"algo={self.algo!r}: its options do not fit {config_class.__name__}: {err}"
             ) from err
+
+
+def key_values(items: tuple[str, ...] | list[str], name: str) -> dict[str, Any]:
+    """``key=value`` items as a dict, each value read as JSON where it parses, else kept as text.
+
+    Raises:
+        ValueError: an item without '=' or whose key is not a field name, or a key given twice (naming ``name``).
+    """
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"{name} must be key=value with a field name as key, got {item!r}")
+        if key in options:
+            raise ValueError(f"{name} names {key!r} twice")
+        try:
+            options[key] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key] = text
+    return options
 
 
 def reward_tuple(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:

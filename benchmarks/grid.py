@@ -574,7 +574,9 @@ def passes_test() -> SuiteConfig:
         tasks=tuple(t for t in split_tasks("test") if TASKS[t].family in ("pixel-local", "partial")),
         algos=("ddpo", "pxpo"),
         option_variants=("every-step", "default"),
-        ddpo_option_variants=tuple(dict.fromkeys((DDPO_BEST_WINDOW, "window2-random-det"))),  # + PXPO's window
+        ddpo_option_variants=tuple(
+            dict.fromkeys((DDPO_BEST_WINDOW, "window2-random-det"))
+        ),  # + PXPO's window
         out=scratch("passes_test"),
     )
 

@@ -103,20 +103,6 @@ def one_thread() -> dict[str, int]:
     }
 
 
-def ours_options(items: list[str]) -> dict:
-    """``--ours-option key=value`` items as TrainConfig overrides (values read as JSON where they parse)."""
-    out = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--ours-option must be key=value, got {item!r}")
-        try:
-            out[key] = json.loads(text)
-        except json.JSONDecodeError:
-            out[key] = text
-    return out
-
-
 def smoothed(curve: list[float], window: int = 3) -> list[float]:
     """Trailing mean over ``window`` epochs (fewer at the start)."""
     return [
@@ -360,7 +346,9 @@ def run_ours(args: argparse.Namespace) -> dict:
         progress=False,
     )
     if args.ours_option:  # e.g. step_window=4: the issue-35 options on our side only
-        config = dataclasses.replace(config, **ours_options(args.ours_option))
+        from agents.config import key_values
+
+        config = dataclasses.replace(config, **key_values(args.ours_option, "--ours-option"))
     history = train(config)
     keep = (
         "seconds",

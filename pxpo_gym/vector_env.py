@@ -427,41 +427,34 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         self._has_reset = True
         return self._observation(), {"step_index": self._step_index.clone()}
 
+    def _bool_option(self, value: Any, name: str, length: int) -> torch.Tensor:
+        """``options[name]`` -> a (length,) bool tensor on the device, or a ValueError naming the option."""
+        try:
+            mask = torch.as_tensor(value, device=self.device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(
+                f"options[{name!r}] must be a bool array of shape ({length},), got {value!r}"
+            ) from err
+        if mask.shape != (length,) or mask.dtype != torch.bool:
+            raise ValueError(
+                f"options[{name!r}] must be a bool array of shape ({length},), "
+                f"got dtype {mask.dtype} shape {tuple(mask.shape)}"
+            )
+        return mask
+
     def _parse_reset_mask(self, reset_mask: Any) -> torch.Tensor:
         """``options['reset_mask']`` -> (num_envs,) bool tensor; all True if None."""
         if reset_mask is None:
             return torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
-        try:
-            mask = torch.as_tensor(reset_mask, device=self.device)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise ValueError(
-                f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), got {reset_mask!r}"
-            ) from err
-        if mask.shape != (self.num_envs,) or mask.dtype != torch.bool:
-            raise ValueError(
-                f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), "
-                f"got dtype {mask.dtype} shape {tuple(mask.shape)}"
-            )
+        mask = self._bool_option(reset_mask, "reset_mask", self.num_envs)
         if not self._has_reset and not bool(mask.all()):
             raise ValueError("the first reset must reset every env: drop options['reset_mask']")
         return mask
 
     def _parse_stochastic_steps(self, steps: Any) -> torch.Tensor | None:
-        """``options['stochastic_steps']`` -> (T,) bool tensor on the device, or None (every step)."""
-        if steps is None:
-            return None
-        try:
-            mask = torch.as_tensor(steps, device=self.device)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise ValueError(
-                f"options['stochastic_steps'] must be a bool array of shape ({self.num_steps},), got {steps!r}"
-            ) from err
-        if mask.shape != (self.num_steps,) or mask.dtype != torch.bool:
-            raise ValueError(
-                f"options['stochastic_steps'] must be a bool array of shape ({self.num_steps},) (one per step), "
-                f"got dtype {mask.dtype} shape {tuple(mask.shape)}"
-            )
-        return mask
+        """``options['stochastic_steps']`` -> (T,) bool tensor on the device (one per step), or None (every
+        step)."""
+        return None if steps is None else self._bool_option(steps, "stochastic_steps", self.num_steps)
 
     def _parse_reset_noise(self, noise: Any) -> torch.Tensor | None:
         """``options['noise']`` -> (num_envs, T + 1, C, h, w) float32 on the device, or None."""

@@ -49,7 +49,10 @@ def test_the_table_by_hand(tmp_path):
     assert float(rows[("pxpo-default", "0")]["passes_to_90pct_own"]) == 4 * 2560
     assert float(rows[("pxpo-window4", "0")]["passes_to_90pct_own"]) == 3 * 1024
     ratio = f"{4 * 2560 / (3 * 1024):.2f}x"
-    assert f"| color | pxpo-window4 | 0.0000 | 0.6000 +- 0.0000 | yes | nan | nan | 0.032 | 3.1 | {ratio} |" in text
+    assert (
+        f"| color | pxpo-window4 | 0.0000 | 0.6000 +- 0.0000 | yes | nan | nan | 0.032 | 3.1 | {ratio} |"
+        in text
+    )
     with pytest.raises(ValueError, match="eval_every must be 1"):
         write_run(tmp_path / "bad", 0.0, [0.1, math.nan], 10)
         load_run(tmp_path / "bad", 2)
