@@ -181,6 +181,7 @@ def test_the_sampling_pass_gradient_equals_the_recomputed_one(tiny_model_dir, tm
     "options",
     [
         dict(step_window=2, window_placement="random", window_outside="deterministic"),
+        dict(algo="ddpo", step_window=3, kl_coef=0.1),  # sliding, stochastic outside
         dict(
             step_window=2,
             reuse_sampling_pass=True,
