@@ -16,7 +16,7 @@ another sampler, so its training reward is not comparable with the others'. Per 
 - passes to 90% of the task's best gain: the same with the best arm's seed-mean gain (the suite's target);
 - seconds: sampling and training (one torch thread), to the same point.
 
-Per arm against the baseline arm (``--baseline``, the first arm by default): the ratio of the median passes
+Per arm against its baseline arm (``--baseline``; by default the first arm of the same algorithm): the ratio of the median passes
 to 90% of its own gain (baseline / arm: above 1 is fewer passes), and whether its final held-out reward is
 within one standard deviation (over seeds) of the baseline's.
 """
@@ -108,7 +108,8 @@ def write_passes(cfg: SuiteConfig, baseline: str | None = None) -> str:
         f"sampled as the run's sampler says); curves smoothed over {SMOOTH_EPOCHS} evaluations; final = mean of "
         f"the last {SMOOTH_EPOCHS}. Passes: network passes of sampling and training (backward = 2, evaluation "
         "not counted), thousands, median over seeds (NaN: a seed never got there). Seconds: sampling and "
-        "training on one torch thread per run, two runs at a time on 2 cores. Ratio: the baseline's median "
+        "training on one torch thread per run, two runs at a time on 2 cores. Ratio: the baseline's (the first arm of "
+        "the same algorithm unless the command names one) median "
         "passes to 90% of its own gain over the arm's (above 1: fewer passes). Within 1 std: the arm's mean final "
         "held-out reward is no more than one standard deviation (over the baseline's seeds; at least 1e-4) below the "
         "baseline's. A run whose final held-out reward is not above its start has no own target (nan). Shape match "
@@ -126,7 +127,10 @@ def write_passes(cfg: SuiteConfig, baseline: str | None = None) -> str:
             arm.label: [load_run(run_dir(cfg, task, arm.label, seed), cfg.epochs(task)) for seed in cfg.seeds]
             for arm in arms
         }
-        base = baseline or arms[0].label
+        first_of = {}  # each algorithm's first arm: its baseline unless one is given
+        for arm in arms:
+            first_of.setdefault(arm.algo, arm.label)
+        base_of = {arm.label: baseline or first_of[arm.algo] for arm in arms}
         means = {label: np.mean([r.rewards for r in rs], axis=0) for label, rs in runs.items()}
         best = max(float(smooth(m, SMOOTH_EPOCHS).max() - m[0]) for m in means.values())
         summary = {}
@@ -148,9 +152,9 @@ def write_passes(cfg: SuiteConfig, baseline: str | None = None) -> str:
                          passes_to_90pct_own=o[0], seconds_to_90pct_own=o[1],
                          passes_to_90pct_best=b[0], seconds_to_90pct_best=b[1])
                 )  # fmt: skip
-        base_own, _, base_finals, _, _ = summary[base]
-        base_passes = median([p for p, _ in base_own])
         for label, (own, task_best, finals, per_image, rs) in summary.items():
+            base_own, _, base_finals, _, _ = summary[base_of[label]]
+            base_passes = median([p for p, _ in base_own])
             passes = median([p for p, _ in own])
             ratio = base_passes / passes if passes and not math.isnan(passes) else math.nan
             within = np.mean(finals) >= np.mean(base_finals) - max(np.std(base_finals, ddof=1), PRECISION)
@@ -182,7 +186,7 @@ def main(preset: tyro.conf.Positional[str], out: str, baseline: str = "") -> Non
     Args:
         preset: the suite preset whose grid the folder holds (benchmarks.grid.PRESETS).
         out: the suite folder.
-        baseline: the arm the others are compared with (empty: the first arm).
+        baseline: the arm every other is compared with (empty: each algorithm's first arm).
     """
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
