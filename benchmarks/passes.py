@@ -180,21 +180,26 @@ def write_passes(cfg: SuiteConfig, baseline: str | None = None) -> str:
     return text
 
 
-def main(preset: tyro.conf.Positional[str], out: str, baseline: str = "") -> None:
-    """Writes the passes tables of a finished suite folder.
+@dataclasses.dataclass(frozen=True)
+class PassesConfig:
+    """Writes the passes tables of a finished suite folder."""
 
-    Args:
-        preset: the suite preset whose grid the folder holds (benchmarks.grid.PRESETS).
-        out: the suite folder.
-        baseline: the arm every other is compared with (empty: each algorithm's first arm).
-    """
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    cfg = dataclasses.replace(PRESETS[preset](), out=out)
-    print(write_passes(cfg, baseline or None))
+    preset: tyro.conf.Positional[str]
+    """The suite preset whose grid the folder holds (benchmarks.grid.PRESETS)."""
+    out: str
+    """The suite folder."""
+    baseline: str = ""
+    """The arm every other is compared with (empty: each algorithm's first arm)."""
+
+
+def main(cfg: PassesConfig) -> None:
+    if cfg.preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {cfg.preset!r}")
+    suite = dataclasses.replace(PRESETS[cfg.preset](), out=cfg.out)
+    print(write_passes(suite, cfg.baseline or None))
 
 
 if __name__ == "__main__":
     from pxpo_gym.cli import run
 
-    run(lambda: tyro.cli(main), "benchmarks.passes")
+    run(lambda: main(tyro.cli(PassesConfig)), "benchmarks.passes")

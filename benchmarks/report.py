@@ -410,6 +410,24 @@ def write_seed_table(cfg, curves, images, noise, evals, path: Path) -> None:
         writer.writerows(rows)
 
 
+def sampler_note(cfg) -> str:
+    """A sentence naming the arms whose training images come from another sampler than the others' (steps
+    outside their trained window sampled without noise), or ''."""
+    labels = set()
+    for task in cfg.tasks:
+        for arm in cfg.arms(task):
+            path = run_dir(cfg, task, arm.label, cfg.seeds[0]) / "config.json"
+            if path.is_file() and json.loads(path.read_text()).get("window_outside") == "deterministic":
+                labels.add(arm.label)
+    if not labels:
+        return ""
+    return (
+        f" The training rewards of {', '.join(sorted(labels))} are of images sampled without noise outside "
+        "their trained steps (window_outside 'deterministic'), another sampler than the other arms': compare "
+        "those arms on the held-out columns (python -m benchmarks.passes reads a held-out curve)."
+    )
+
+
 def write_report(cfg) -> str:
     """Writes OUT/plot.png, OUT/table.csv, OUT/seeds.csv and OUT/summary.md; returns the summary."""
     out = Path(cfg.out)
@@ -486,7 +504,7 @@ def write_report(cfg) -> str:
         f"{len(cfg.seeds)} seed(s), {cfg.sample_batch_size} images per epoch (images per run: {budgets}), "
         f"{cfg.num_inference_steps} DDIM steps, estimator '{cfg.estimator}', train batch {cfg.train_batch_size}, "
         f"step weighting '{cfg.step_weighting}'; runs made at commit {runs_commit}, report written at "
-        f"commit {commit or 'unknown'}.",
+        f"commit {commit or 'unknown'}.{sampler_note(cfg)}",
         "Images-to-threshold: images a run needed to reach its own start + 50% / 90% of the best "
         "improvement any arm's seed-mean curve showed on the task (usually the oracle's); median "
         "[min-max] over seeds; passes (agents.passes: one image through the network once, a backward "

@@ -1,6 +1,6 @@
 """Sample-efficiency suite: task x algorithm x seed on the embedded default model.
 
-    python -m benchmarks.suite quick          # ~6 min on 2 CPU cores (the README's main job)
+    python -m benchmarks.suite quick          # ~4 min on 2 CPU cores (the README's main job)
     python -m benchmarks.suite full           # 5 seeds, budgets to the plateau; results committed
     python -m benchmarks.suite sweep          # the learning-rate / clip-range sweep every algorithm gets
     python -m benchmarks.suite advantages     # PXPO's advantage normalisation options on all tasks

@@ -580,7 +580,8 @@ def drive(args: argparse.Namespace) -> dict:
 
     result = {
         "benchmark": "benchmarks.trl_compare",
-        "command": shlex.join([Path(sys.executable).name, "-m", "benchmarks.trl_compare", *sys.argv[1:]]),
+        "commit": git_state()["commit"][:7],
+        "command": shlex.join(["python", "-m", "benchmarks.trl_compare", *sys.argv[1:]]),
         "note": args.note,
         "git": git_state(),
         "machine": {

@@ -95,4 +95,16 @@ for b in band0 band4; do
     $PY -m benchmarks.reproduce --runs $R/seam --preset seam --tasks region frame --label pxpo-$b --epochs 6 \
         --out $R/reproduce_algorithms/pxpo-$b.json > logs/reproduce_$b.log 2>&1
 done
+# issue 35: fewer passes (held out every epoch); the test split last, run once
+for p in passes-train passes-ddpo passes-reuse passes-test; do
+    d=${p//-/_}
+    $PY -m benchmarks.suite $p --out $R/$d > logs/$d.log 2>&1
+    $PY -m benchmarks.passes $p --out $R/$d >> logs/$d.log 2>&1
+done
+# the cost per pass before and after (a worktree at 79caf47 for 'before'), and trl 0.23.1 in its own venv
+$PY -m benchmarks.throughput --out $R/throughput_passes/after.json > logs/throughput_passes.log 2>&1
+bash benchmarks/trl_venv.sh /tmp/venv-trl > logs/trl_venv.log 2>&1
+$PY -m benchmarks.trl_compare --trl-python /tmp/venv-trl/bin/python --out $R/trl_compare --epochs 15 \
+    --ours-option step_window=2 --ours-option window_placement=random --ours-option window_outside=deterministic \
+    > logs/trl_compare.log 2>&1
 echo done

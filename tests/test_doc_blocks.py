@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import runpy
 import shlex
@@ -119,6 +120,7 @@ def test_shell_commands_parse(where, module, args, monkeypatch):
     monkeypatch.setattr(tyro, "cli", stop(tyro.cli))
     monkeypatch.setattr(tyro.extras, "overridable_config_cli", stop(tyro.extras.overridable_config_cli))
     monkeypatch.setattr(tyro.extras, "subcommand_cli_from_dict", stop(tyro.extras.subcommand_cli_from_dict))
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", stop(argparse.ArgumentParser.parse_args))
     monkeypatch.setattr(sys, "argv", [module, *args])
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
