@@ -19,7 +19,7 @@ import tyro
 import pxpo_gym  # noqa: F401  (registers the env)
 from agents.algorithms import check_name, is_builtin, label, resolve_algorithm
 from agents.algorithms.pxpo import PXPOConfig
-from agents.steps import DEFAULT_STEP_THRESHOLD, DEFAULT_STEP_WEIGHTING, STEP_WEIGHTINGS
+from agents.steps import DEFAULT_STEP_THRESHOLD, DEFAULT_STEP_WEIGHTING, STEP_WEIGHTINGS, WINDOW_PLACEMENTS
 from pxpo_gym.flow import DEFAULT_NOISE_LEVEL
 from pxpo_gym.rewards import split_weight
 from pxpo_gym.wrappers import generic_wrappers
@@ -28,6 +28,7 @@ DEFAULT_LATENT_LORA_RANK = 4
 """LoRA rank used on latent text-to-image models unless ``lora_rank`` says otherwise (DDPO's default)."""
 
 
+WINDOW_OUTSIDE = ("stochastic", "deterministic")
 WINDOW_NONE: dict[str, Any] = {
     "step_window": 0,
     "window_placement": "sliding",
@@ -188,7 +189,8 @@ class TrainConfig:
     """How the steps outside the window are sampled in training: as every step ('stochastic') or without
     noise, DDIM at eta 0 / the flow's Euler step ('deterministic', Flow-GRPO-Fast), so that the trained
     steps carry all of the episode's randomness. Evaluation and the export sample every step as the run's
-    sampler (eta / noise_level) says either way. None: the algorithm's default ('stochastic')."""
+    sampler (eta / noise_level) says either way. None: the algorithm's default with its default window (PXPO:
+    'deterministic'), else 'stochastic'."""
     reuse_sampling_pass: bool = False
     """Take the first minibatch's gradient of each epoch from the sampling pass itself (its graph kept for
     the trained steps of those images: ratio exactly 1 there) instead of running the policy again: saves
@@ -321,6 +323,12 @@ class TrainConfig:
             ),
             f"step_window must be None (the algorithm's default) or an int >= 0, got step_window={self.step_window!r}",
         )
+        for name, allowed in (("window_placement", WINDOW_PLACEMENTS), ("window_outside", WINDOW_OUTSIDE)):
+            value = getattr(self, name)
+            need(
+                value is None or value in allowed,
+                f"{name} must be None (the algorithm's default) or one of {allowed}, got {name}={value!r}",
+            )
         need(
             self.window_start < self.num_inference_steps,
             f"window_start must be a step in [0, {self.num_inference_steps}), got window_start={self.window_start}",
@@ -374,12 +382,19 @@ class TrainConfig:
             self.algo_config()  # validates the algorithm's own fields
 
     def with_window_defaults(self, cls: type | None = None) -> TrainConfig:
-        """This config with ``step_window``, ``window_placement`` and ``window_outside`` that are None set to the
-        algorithm's ``default_window`` (``cls``; None resolves ``algo``), else to no window."""
+        """This config with ``step_window``, ``window_placement`` and ``window_outside`` resolved: with
+        ``step_window`` None, the None ones from the algorithm's ``default_window`` (``cls``; None resolves
+        ``algo``); with ``step_window`` given, the None ones from ``WINDOW_NONE`` (a window you size yourself
+        slides and stays stochastic unless you say otherwise); with no window (0), all from ``WINDOW_NONE``."""
         cls = cls or self.algorithm()
-        defaults = {**WINDOW_NONE, **getattr(cls, "default_window", {})}
+        defaults = dict(WINDOW_NONE)
+        if self.step_window is None:
+            defaults.update(getattr(cls, "default_window", {}))
         given = {name: getattr(self, name) for name in WINDOW_NONE}
-        return dataclasses.replace(self, **{k: defaults[k] if v is None else v for k, v in given.items()})
+        resolved = {k: defaults[k] if v is None else v for k, v in given.items()}
+        if not resolved["step_window"]:
+            resolved = dict(WINDOW_NONE)  # nothing is outside no window
+        return dataclasses.replace(self, **resolved)
 
     @property
     def images_per_epoch(self) -> int:

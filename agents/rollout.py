@@ -106,6 +106,11 @@ def collect(
         if next(step_index) not in keep:
             return
         step = torch.stack([info["coef_sample"], info["coef_eps"], info["std_dev_t"]], dim=-1)  # (B, 3)
+        if bool((info["std_dev_t"] == 0).any()):
+            raise ValueError(
+                "a kept step was sampled without noise (the env's reset option stochastic_steps): it has no "
+                "likelihood; keep only the stochastic steps (collect's keep)"
+            )
         logp = step_log_prob(
             next_obs["sample"], obs["sample"], eps.float(), coefficients_from(step), core.schedule.log_density
         )

@@ -124,28 +124,45 @@ def train_window(
         seed: the run's seed ('random').
 
     Returns:
-        ``range(first, first + K')``, K' = min(K, span), where the span is the steps up to the last weighted one.
+        ``range(first, first + K')``, K' = min(K, span), where the span is the steps up to the last weighted one;
+        a window always holds a weighted step ('sliding' skips tiles without one, 'random' draws among starts
+        whose window has one, in the first half where there are any).
 
     Raises:
-        ValueError: unknown placement, K < 1, or no step with a weight.
+        ValueError: unknown placement, K < 1, no step with a weight, or a 'fixed' window without one.
     """
     if placement not in WINDOW_PLACEMENTS:
         raise ValueError(f"window_placement must be one of {WINDOW_PLACEMENTS}, got {placement!r}")
     if size < 1:
         raise ValueError(f"step_window must be >= 1 to place a window, got {size}")
-    weighted = (weights > 0).nonzero().flatten()
-    if not len(weighted):
+    weighted = weights > 0
+    if not bool(weighted.any()):
         raise ValueError("no step has a weight > 0: there is nothing to train")
-    span = int(weighted[-1]) + 1  # steps 0 ... the last weighted one
+    span = int(weighted.nonzero()[-1]) + 1  # steps 0 ... the last weighted one
     size = min(size, span)
     last = span - size  # the last first step that fits
+
+    def has_weight(first: int) -> bool:
+        return bool(weighted[first : first + size].any())
+
     if placement == "fixed":
         first = min(start, last)
+        if not has_weight(first):
+            raise ValueError(
+                f"window_start={start} places the {size}-step window on steps {first}-{first + size - 1}, none of "
+                "which has a loss weight: move it onto weighted steps (agents.steps.step_weights)"
+            )
     elif placement == "sliding":
         tiles = -(-span // size)  # ceil: the last tile is moved back to end at the span's end
-        first = min(size * ((min(start, span - 1) // size + epoch) % tiles), last)
+        first_tile = min(start, span - 1) // size
+        order = [min(size * ((first_tile + i) % tiles), last) for i in range(tiles)]
+        usable = [f for f in order if has_weight(f)]  # tiles without a weighted step are skipped
+        first = usable[epoch % len(usable)]
     else:
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         high = max(0, min(last, weights.numel() // 2 - size))  # Flow-GRPO-Fast: within the first half
-        first = int(torch.randint(high + 1, (1,), generator=generator))
+        usable = [f for f in range(high + 1) if has_weight(f)] or [
+            f for f in range(last + 1) if has_weight(f)
+        ]
+        first = usable[int(torch.randint(len(usable), (1,), generator=generator))]
     return range(first, first + size)

@@ -41,7 +41,7 @@ from agents.distributed import (
 from agents.ema import EMA
 from agents.export import EXPORT_DIR, export_policy
 from agents.losses import kl_penalty
-from agents.passes import PassCounter
+from agents.passes import BACKWARD_PASSES, PassCounter
 from agents.policy import guided_eps, make_policy
 from agents.rollout import Trajectories, coefficients_from, collect
 from agents.steps import sample_steps, step_weights, train_window
@@ -313,7 +313,12 @@ class Trainer:
         )
         looked = self.algo.before_update(self, traj, rewards)
         if self.sampled_eps and (looked.get("skip") or self.weight_versions() != self._sampled_versions):
-            self.sampled_eps = {}  # the weights moved since sampling (e.g. restored): the graph is not theirs
+            # the weights moved since sampling (e.g. restored): the graph is not theirs, and its backward (counted
+            # with its forward) never runs
+            self.passes.total -= BACKWARD_PASSES * sum(
+                self.forwards(eps) for eps in self.sampled_eps.values()
+            )
+            self.sampled_eps = {}
         advantages = self.algo.advantages(rewards.cpu(), reward_maps.cpu(), contexts.cpu())
         owned = local_indices(self.config.images_per_epoch, self.config.sample_batch_size, self.world)
         if not looked.get("skip"):
@@ -423,6 +428,8 @@ class Trainer:
         there, when the sampling pass kept it (``reuse_sampling_pass``); None: computed now."""
         cfg = self.config
         row = k - traj.first_step  # the step's row in the kept window
+        if bool((row < 0).any()) or bool((row >= traj.timesteps.shape[1]).any()):
+            raise RuntimeError(f"steps {k.tolist()} are outside the stored window {traj.kept_steps}")
         sample, prev_sample = traj.samples[idx, row], traj.samples[idx, row + 1]  # (b, C, h, w)
         timestep, context = traj.timesteps[idx, row], traj.contexts[idx]
         if eps is None:

@@ -55,6 +55,7 @@ def worker(rank: int, world: int, store: str, cfg: DistributedBenchConfig, run_d
         sample_batches_per_epoch=1,
         train_batch_size=cfg.sample_batch_size // 2,
         num_epochs=cfg.epochs,
+        step_window=0,  # every step, as its committed results were measured (PXPO's default trains a window)
         threads=1,
         out=run_dir,
         progress=False,

@@ -159,8 +159,8 @@ OPTION_VARIANTS: dict[str, dict[str, object]] = {
     "group": {"group_size": 8},
     # issue 35: fewer passes per image (agents.steps.train_window)
     "every-step": {"step_window": 0},
-    "window4": {"step_window": 4},
-    "window4-det": {"step_window": 4, "window_outside": "deterministic"},
+    "window4": {"step_window": 4, "window_placement": "sliding", "window_outside": "stochastic"},
+    "window4-det": {"step_window": 4, "window_placement": "sliding", "window_outside": "deterministic"},
     "window2-random-det": {"step_window": 2, "window_placement": "random", "window_outside": "deterministic"},
     "window2-random-det-split": {
         "step_window": 2,

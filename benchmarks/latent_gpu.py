@@ -110,6 +110,7 @@ def run_agent(cfg: LatentBenchConfig, model_dir: Path | str, algo: str, run_dir:
         train_batch_size=cfg.train_batch_size,
         num_inference_steps=cfg.num_inference_steps,
         guidance_scale=preset.guidance_scale if cfg.guidance_scale is None else cfg.guidance_scale,
+        step_window=0,  # every step, as its committed results were measured (PXPO's default trains a window)
         mixed_precision=cfg.mixed_precision,
         model_dtype=cfg.model_dtype,
         gradient_checkpointing=cfg.gradient_checkpointing,

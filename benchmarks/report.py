@@ -417,7 +417,8 @@ def sampler_note(cfg) -> str:
     for task in cfg.tasks:
         for arm in cfg.arms(task):
             path = run_dir(cfg, task, arm.label, cfg.seeds[0]) / "config.json"
-            if path.is_file() and json.loads(path.read_text()).get("window_outside") == "deterministic":
+            saved = json.loads(path.read_text()) if path.is_file() else {}
+            if saved.get("step_window") and saved.get("window_outside") == "deterministic":
                 labels.add(arm.label)
     if not labels:
         return ""

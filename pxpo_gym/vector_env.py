@@ -403,7 +403,8 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
                 ``stochastic_steps`` says which steps of the new episodes add noise; the others take the
                 sampler's deterministic step (DDIM at eta 0, the flow's Euler step; their ``std_dev_t`` is
                 0 and they have no likelihood), as Flow-GRPO-Fast samples outside its trained steps. Left
-                out: every step is stochastic. The noise is drawn alike either way.
+                out, and for episodes an autoreset starts: every step is stochastic. The noise is drawn alike
+                either way.
 
         Returns:
             (observation, info) with ``info["step_index"]``.

@@ -56,3 +56,32 @@ def test_the_table_by_hand(tmp_path):
     with pytest.raises(ValueError, match="eval_every must be 1"):
         write_run(tmp_path / "bad", 0.0, [0.1, math.nan], 10)
         load_run(tmp_path / "bad", 2)
+
+
+def test_each_algorithm_is_compared_with_its_own_first_arm_and_the_std_check(tmp_path):
+    cfg = dataclasses.replace(
+        SuiteConfig(), tasks=("color",), algos=("ddpo", "pxpo"), option_variants=("default", "window4"),
+        seeds=(0, 1), num_epochs=4, eval_every=1, out=str(tmp_path),
+    )  # fmt: skip
+    flat = [0.6, 0.6, 0.6, 0.6]  # smoothed: 0, 0.2, 0.4, 0.6, 0.6 -> 90% of 0.6 at the 4th point (epoch 3)
+    for seed, end in ((0, 0.5), (1, 0.7)):  # finals 0.5 and 0.7: mean 0.6, std 0.1414
+        write_run(run_dir(cfg, "color", "ddpo-default", seed), 0.0, flat, 1000)
+        write_run(run_dir(cfg, "color", "ddpo-window4", seed), 0.0, flat, 500)
+        write_run(run_dir(cfg, "color", "pxpo-default", seed), 0.0, [end] * 4, 2000)
+        write_run(run_dir(cfg, "color", "pxpo-window4", seed), 0.0, [0.47] * 4, 2000)
+    text = write_passes(cfg)
+    assert (
+        "| color | ddpo-window4 | 0.0000 | 0.6000 +- 0.0000 | yes | nan | nan | 0.016 | 1.5 | 2.00x |" in text
+    )
+    # pxpo-window4 ends at 0.47: within one std (0.141) of pxpo-default's 0.6? 0.6 - 0.141 = 0.459 -> yes;
+    # its ratio is against pxpo-default (3 x 2000 each: 1.00x), not against DDPO's first arm
+    assert (
+        "| color | pxpo-window4 | 0.0000 | 0.4700 +- 0.0000 | yes | nan | nan | 0.062 | 6.0 | 1.00x |" in text
+    )
+    for seed in (0, 1):  # 0.45 < 0.459: more than one std below
+        folder = run_dir(cfg, "color", "pxpo-window4", seed)
+        (folder / "metrics.csv").unlink()
+        (folder / "eval_reference.json").unlink()
+        folder.rmdir()
+        write_run(folder, 0.0, [0.45] * 4, 2000)
+    assert "| color | pxpo-window4 | 0.0000 | 0.4500 +- 0.0000 | no |" in write_passes(cfg)

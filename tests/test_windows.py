@@ -9,6 +9,7 @@ import gymnasium as gym
 import pytest
 import torch
 
+import agents.runs
 from agents.config import TrainConfig
 from agents.rollout import collect
 from agents.runs import ADDED_FIELDS, resolve_config, train
@@ -39,6 +40,15 @@ def test_the_window_placements_by_hand():
         train_window(weights, 2, "middle", 0, 0, 0)
     with pytest.raises(ValueError, match="no step has a weight"):
         train_window(torch.zeros(4), 2, "fixed", 0, 0, 0)
+    ends = torch.tensor([1.0, 0, 0, 0, 0, 0, 0, 1.0])  # weighted steps far apart: no window may miss both
+    assert [train_window(ends, 2, "sliding", 0, e, 0) for e in range(3)] == [
+        range(0, 2),
+        range(6, 8),
+        range(0, 2),
+    ]
+    assert all(train_window(ends, 2, "random", 0, e, 1) == range(0, 2) for e in range(10))
+    with pytest.raises(ValueError, match="window_start=3 places the 2-step window on steps 3-4"):
+        train_window(ends, 2, "fixed", 3, 0, 0)
 
 
 def test_bad_window_settings_are_refused(tiny_model_dir, tmp_path):
@@ -46,6 +56,10 @@ def test_bad_window_settings_are_refused(tiny_model_dir, tmp_path):
         tiny_config(tiny_model_dir, tmp_path, step_window=-1)
     with pytest.raises(ValueError, match="reuse_sampling_pass .* train_batch_size a multiple"):
         tiny_config(tiny_model_dir, tmp_path, reuse_sampling_pass=True, train_batch_size=4)
+    with pytest.raises(ValueError, match="window_outside must be None .* got window_outside='determinstic'"):
+        tiny_config(tiny_model_dir, tmp_path, step_window=2, window_outside="determinstic")
+    with pytest.raises(ValueError, match="window_placement must be None"):
+        tiny_config(tiny_model_dir, tmp_path, window_placement="middle")
     with pytest.raises(ValueError, match="backpropagates through its sampler"):
         tiny_config(tiny_model_dir, tmp_path, algo="oracle", step_window=2)
 
@@ -200,15 +214,22 @@ def test_windowed_and_reusing_runs_resume_exactly(tiny_model_dir, tmp_path, opti
         assert [row[key] for row in straight[1:]] == [row[key] for row in resumed], key
 
 
-def test_the_algorithms_default_window(tiny_model_dir, tmp_path):
+def test_the_algorithms_default_window(tiny_model_dir, tmp_path, monkeypatch):
     pxpo = tiny_config(tiny_model_dir, tmp_path).with_window_defaults()
     assert (pxpo.step_window, pxpo.window_placement, pxpo.window_outside) == (2, "random", "deterministic")
     ddpo = tiny_config(tiny_model_dir, tmp_path, algo="ddpo").with_window_defaults()
     assert (ddpo.step_window, ddpo.window_placement, ddpo.window_outside) == (0, "sliding", "stochastic")
     mine = tiny_config(
-        tiny_model_dir, tmp_path, step_window=3, window_outside="stochastic"
-    ).with_window_defaults()
-    assert (mine.step_window, mine.window_placement, mine.window_outside) == (3, "random", "stochastic")
+        tiny_model_dir, tmp_path, step_window=3
+    ).with_window_defaults()  # sized by hand: slides
+    assert (mine.step_window, mine.window_placement, mine.window_outside) == (3, "sliding", "stochastic")
+    half = tiny_config(tiny_model_dir, tmp_path, window_placement="fixed").with_window_defaults()
+    assert (half.step_window, half.window_placement, half.window_outside) == (2, "fixed", "deterministic")
+    none = tiny_config(tiny_model_dir, tmp_path, step_window=0, window_outside="deterministic")
+    assert (none.with_window_defaults().window_placement, none.with_window_defaults().window_outside) == (
+        "sliding",
+        "stochastic",
+    )  # nothing is outside no window
     oracle = tiny_config(tiny_model_dir, tmp_path, algo="oracle").with_window_defaults()
     assert oracle.step_window == 0
     # the run's own config says what it did; a checkpoint written before the window existed resumes without one
@@ -217,12 +238,14 @@ def test_the_algorithms_default_window(tiny_model_dir, tmp_path):
     assert (saved["step_window"], saved["window_outside"]) == (2, "deterministic")
     resumed = resolve_config(TrainConfig(resume=str(tmp_path / "run"), num_epochs=2))
     assert resumed.step_window == 2
-    old = dict(saved)
-    for key in ("step_window", "window_placement", "window_start", "window_outside", "reuse_sampling_pass"):
-        old.pop(key)
-    assert (
-        TrainConfig(**{**old, **ADDED_FIELDS, "reward": tuple(old["reward"])})
-        .with_window_defaults()
-        .step_window
-        == 0
-    )
+    load = agents.runs.load_checkpoint
+
+    def before_the_window(folder):  # a checkpoint written before the window fields existed
+        tensors, meta = load(folder)
+        for key in ADDED_FIELDS:
+            meta["config"].pop(key)
+        return tensors, meta
+
+    monkeypatch.setattr(agents.runs, "load_checkpoint", before_the_window)
+    old = resolve_config(TrainConfig(resume=str(tmp_path / "run"), num_epochs=2)).with_window_defaults()
+    assert (old.step_window, old.window_outside, old.reuse_sampling_pass) == (0, "stochastic", False)
