@@ -230,6 +230,10 @@ def _noise_table(scheduler: Any) -> torch.Tensor:
 
 def main() -> None:
     cfg = parse(EvaluateConfig)
+    print(
+        f"agents.evaluate: loading {cfg.model!r} and sampling {cfg.images} held-out images ...",
+        flush=True,
+    )
     result = evaluate(cfg)
     _, _, _, out = resolve(cfg)
     line = f"{cfg.model}: reward {result['reward_mean']:.4f} +- {result['reward_std']:.4f} over {cfg.images} held-out images"

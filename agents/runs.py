@@ -276,7 +276,7 @@ def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
             logger.log(metrics)
         history.append(metrics)
         bar.update(1)
-        bar.set_postfix(reward=f"{metrics['reward_mean']:.4f}", kl=f"{metrics['approx_kl']:.2g}")
+        bar.set_postfix(reward=f"{metrics['reward_mean']:.4f}", approx_kl=f"{metrics['approx_kl']:.2g}")
         if main and config.image_every and (trainer.epoch % config.image_every == 0 or last):
             names = trainer.envs.unwrapped.loaded.context_names
             save_reward_grid(

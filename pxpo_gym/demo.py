@@ -48,6 +48,10 @@ class DemoConfig:
 
 def main(cfg: DemoConfig) -> Path:
     torch.set_num_threads(cfg.threads)
+    print(
+        f"pxpo_gym.demo: loading model {cfg.model!r} and denoising {cfg.num_images} images ...",
+        flush=True,
+    )
     envs = gym.make_vec(
         "DiffusionDenoise-v0",
         num_envs=cfg.num_images,
