@@ -106,11 +106,6 @@ def collect(
         if next(step_index) not in keep:
             return
         step = torch.stack([info["coef_sample"], info["coef_eps"], info["std_dev_t"]], dim=-1)  # (B, 3)
-        if bool((info["std_dev_t"] == 0).any()):
-            raise ValueError(
-                "a kept step was sampled without noise (the env's reset option stochastic_steps): it has no "
-                "likelihood; keep only the stochastic steps (collect's keep)"
-            )
         logp = step_log_prob(
             next_obs["sample"], obs["sample"], eps.float(), coefficients_from(step), core.schedule.log_density
         )
@@ -122,6 +117,12 @@ def collect(
         logps.append(logp.sum(dim=1))  # (B, h, w): a pixel's channels summed
 
     episode = rollout(envs, eps_fn, seed, options, on_step=record)
+    sigmas = torch.stack(coeffs, dim=1)[..., 2]  # (N, K): one check per batch, not a host sync per step
+    if bool((sigmas == 0).any()):
+        raise ValueError(
+            "a kept step was sampled without noise (the env's reset option stochastic_steps): it has no "
+            "likelihood; keep only the stochastic steps (collect's keep)"
+        )
     return Trajectories(
         **{f.name: getattr(episode, f.name) for f in dataclasses.fields(Episode)},
         samples=torch.stack(samples, dim=1),

@@ -378,10 +378,22 @@ class Trainer:
                 first = cfg.train_batch_size
                 order = torch.cat([torch.arange(first), first + order[order < num_images - first]])
             steps = sample_steps(weights.cpu() > 0, num_images, cfg.timestep_fraction, self.generator)
+            if (
+                int(steps.min()) < traj.first_step
+                or int(steps.max()) >= traj.first_step + traj.timesteps.shape[1]
+            ):
+                raise RuntimeError(
+                    f"steps {sorted(set(steps.flatten().tolist()))} are not all in {traj.kept_steps}"
+                )
             steps = steps.to(self.device)  # (N, num_train)
             for share, mine, rows in minibatches(order, cfg.train_batch_size, local_row):
                 gidx, idx = mine.to(self.device), rows.to(self.device)  # global, local rows
                 sampled, self.sampled_eps = self.sampled_eps, {}  # only the first minibatch takes them
+                if sampled:  # (A, n, C, h, w) the kept steps' predictions, and each step's position in it
+                    kept_steps = sorted(sampled)
+                    stacked = torch.stack([sampled[kk] for kk in kept_steps])
+                    position = torch.full((len(weights),), -1, dtype=torch.long, device=self.device)
+                    position[kept_steps] = torch.arange(len(kept_steps), device=self.device)
                 reused = []
                 for j in range(steps.shape[1]):
                     count += 1
@@ -391,7 +403,7 @@ class Trainer:
                     adv = advantages[idx, k] if per_step else advantages[idx]
                     eps = None
                     if sampled:  # the sampling pass's predictions at each image's step k, with their graph
-                        eps = torch.stack([sampled[int(kk)][int(i)] for i, kk in zip(idx, k)])
+                        eps = stacked[position[k], idx]
                     loss, stats = self.step_loss(traj, idx, k, adv, weights[k], silent, eps)
                     if sampled:  # one backward through the sampling graphs, after every step's loss
                         reused.append(share * loss / steps.shape[1])
@@ -402,6 +414,7 @@ class Trainer:
                 if reused:
                     self.scaler.scale(torch.stack(reused).sum()).backward()
                 del sampled, reused
+                stacked = None
                 totals["grad_norm"] += self.optimizer_step()
                 updates += 1
         totals = {k: v if k == "grad_norm" else all_sum(v, self.world) for k, v in totals.items()}
@@ -428,8 +441,6 @@ class Trainer:
         there, when the sampling pass kept it (``reuse_sampling_pass``); None: computed now."""
         cfg = self.config
         row = k - traj.first_step  # the step's row in the kept window
-        if bool((row < 0).any()) or bool((row >= traj.timesteps.shape[1]).any()):
-            raise RuntimeError(f"steps {k.tolist()} are outside the stored window {traj.kept_steps}")
         sample, prev_sample = traj.samples[idx, row], traj.samples[idx, row + 1]  # (b, C, h, w)
         timestep, context = traj.timesteps[idx, row], traj.contexts[idx]
         if eps is None:

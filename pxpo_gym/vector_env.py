@@ -281,6 +281,8 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         self._autoreset = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
         self._stochastic = torch.ones((num_envs, self.num_steps), dtype=torch.bool, device=self.device)
         """(num_envs, T): which of each env's steps add noise (reset option ``stochastic_steps``)."""
+        self._all_stochastic = True
+        """Whether every step of every env adds noise (decided at reset: no host sync in ``step``)."""
         self._has_reset = False
         self.reward_seconds = 0.0
         """Wall-clock seconds spent in the reward function so far (callers may reset it)."""
@@ -388,6 +390,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
             else stochastic
         )
         self._stochastic = torch.where(mask[:, None], steps, self._stochastic)
+        self._all_stochastic = (stochastic is None and self._all_stochastic) or bool(self._stochastic.all())
 
     def reset(
         self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
@@ -534,8 +537,12 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         eps = self.check_action(actions)
         active = ~self._autoreset  # envs that take a step; the rest autoreset
         index = self._step_index.clamp(max=self.num_steps - 1)
-        stochastic = self._stochastic[torch.arange(self.num_envs, device=self.device), index]
-        coeffs = self.schedule.at(index, None if bool(stochastic.all()) else stochastic)
+        if self._all_stochastic:
+            coeffs = self.schedule.at(index)
+        else:
+            coeffs = self.schedule.at(
+                index, self._stochastic[torch.arange(self.num_envs, device=self.device), index]
+            )
         noise = self._noise[torch.arange(self.num_envs, device=self.device), index + 1]  # (B, C, h, w)
         new_sample = ddim_step(self._sample, eps, coeffs, noise)
         new_sample = torch.where(active[:, None, None, None], new_sample, self._sample)

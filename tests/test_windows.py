@@ -249,3 +249,18 @@ def test_the_algorithms_default_window(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(agents.runs, "load_checkpoint", before_the_window)
     old = resolve_config(TrainConfig(resume=str(tmp_path / "run"), num_epochs=2)).with_window_defaults()
     assert (old.step_window, old.window_outside, old.reuse_sampling_pass) == (0, "stochastic", False)
+
+
+def test_the_trainer_samples_outside_its_window_without_noise(tiny_model_dir, tmp_path):
+    # PXPO's default: the epoch's 2 trained steps add noise, the others do not (and with a window sized by hand
+    # left stochastic, every step does)
+    trainer = Trainer(tiny_config(tiny_model_dir, tmp_path, num_inference_steps=5))
+    _, traj = trainer.train_epoch()
+    noisy = trainer.envs.unwrapped._stochastic
+    expected = torch.zeros(5, dtype=torch.bool)
+    expected[traj.first_step : traj.first_step + 2] = True
+    assert traj.kept_steps == trainer.window and len(trainer.window) == 2
+    assert torch.equal(noisy, expected.expand_as(noisy))
+    plain = Trainer(tiny_config(tiny_model_dir, tmp_path, num_inference_steps=5, step_window=2))
+    plain.train_epoch()
+    assert bool(plain.envs.unwrapped._stochastic.all())
