@@ -174,7 +174,6 @@ def trainer_state(trainer: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     trainable weights, the optimizer, the EMA and the algorithm's statistics (if any) under policy/, optim/,
     ema/ and stats/, PXPO's pin of the last epoch (``pinned``), every rank's RNG states, and the epoch,
     image count, config and world size."""
-    import dataclasses
 
     from agents.policy import trainable_state
 
@@ -196,7 +195,7 @@ def trainer_state(trainer: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         "epoch": trainer.epoch,
         "images": trainer.images,
         "passes": trainer.passes.total,
-        "config": dataclasses.asdict(trainer.config),
+        "config": trainer.config.to_dict(),
         "optimizer": optim_meta,
         "torch": torch.__version__,
         "world_size": trainer.world.size,

@@ -1,5 +1,20 @@
-"""``TrainConfig``: the one config a user sets for DDPO or PXPO (from Python, or the
-shell through ``agents.train``), and the env it describes."""
+"""``TrainConfig``: the one config a user sets for a training run (from Python, or the shell through
+``agents.train``), in sections that each check themselves:
+
+- ``env`` (``EnvConfig``): the model, the reward and the sampler the env runs; ``env_kwargs`` is the one
+  builder of the env's keywords.
+- ``algorithm``: the algorithm's own config dataclass (``DDPOConfig``, ``PXPOConfig``, ``OracleConfig``), or
+  ``PluginAlgorithm`` for a class given by import path. On the command line it is a subcommand:
+  ``python -m agents.train ddpo --estimator sf``.
+- ``sampling`` (``SamplingConfig``): images per epoch and which steps are trained and how they are sampled.
+- ``optimiser`` (``OptimiserConfig``): the update: batches, AdamW, the steps' loss weights, LoRA, EMA.
+- ``run`` (``RunConfig``): epochs, seed, device, the run folder, checkpoints, evaluation, export.
+
+Every option has one name across the sections (the command line's flags are those names), so a flat
+``key=value`` set of options maps to one config: ``TrainConfig.of(algo="ddpo", reward="color",
+num_epochs=2)``, ``config.replace(learning_rate=1e-3)``. A config saved before the sections existed (a flat
+dict) is read by the same map (``TrainConfig.from_dict``).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +25,16 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import gymnasium as gym
 import torch
 import tyro
 
 import pxpo_gym  # noqa: F401  (registers the env)
-from agents.algorithms import check_name, is_builtin, label, resolve_algorithm
+from agents.algorithms import BUILTIN, check_name, label, resolve_algorithm
+from agents.algorithms.ddpo import DDPOConfig
+from agents.algorithms.oracle import OracleConfig
 from agents.algorithms.pxpo import PXPOConfig
 from agents.steps import DEFAULT_STEP_THRESHOLD, DEFAULT_STEP_WEIGHTING, STEP_WEIGHTINGS, WINDOW_PLACEMENTS
 from pxpo_gym.flow import DEFAULT_NOISE_LEVEL
@@ -27,32 +44,45 @@ from pxpo_gym.wrappers import generic_wrappers
 DEFAULT_LATENT_LORA_RANK = 4
 """LoRA rank used on latent text-to-image models unless ``lora_rank`` says otherwise (DDPO's default)."""
 
-
 WINDOW_OUTSIDE = ("stochastic", "deterministic")
 WINDOW_NONE: dict[str, Any] = {
     "step_window": 0,
     "window_placement": "sliding",
     "window_outside": "stochastic",
 }
-"""No window: every step trained and sampled stochastically (the values before issue 35)."""
+"""No window: every step trained and sampled stochastically."""
 
-ALGO_DEFAULTS = PXPOConfig()
-"""The one source of the algorithm options' defaults (the shared ones are DDPO's too: PolicyGradientConfig)."""
+
+def _need(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _check_finite(section: Any) -> None:
+    """A NaN or infinite number is never a setting."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        numbers = value if isinstance(value, tuple) else (value,)
+        bad = [v for v in numbers if isinstance(v, float) and not math.isfinite(v)]
+        _need(not bad, f"{f.name} must be a finite number, got {f.name}={value!r}")
+
+
+def _check_ints(section: Any, names: tuple[str, ...], low: int, optional: bool = False) -> None:
+    for name in names:
+        value = getattr(section, name)
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+        _need(
+            ok or (optional and value is None),
+            f"{name} must be {'None or ' if optional else ''}an int >= {low}, got {name}={value!r}",
+        )
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Fine-tune the env's diffusion model with DDPO or PXPO."""
+class EnvConfig:
+    """The env a run trains on: its model, reward and sampler."""
 
-    algo: str = "pxpo"
-    """Algorithm: 'ddpo' (one reward per image), 'pxpo' (per-pixel rewards), 'oracle' (the exact-gradient
-    baseline that backpropagates a differentiable reward through the sampler), or your own by import path,
-    'package.module:Class' (agents.algorithms.base; docs/custom-algorithms.md)."""
-    algo_option: tuple[str, ...] = ()
-    """The algorithm's own options as key=value (its config_class's fields; the value read as JSON where it
-    parses, else as text), e.g. --algo-option window=2 clip_range=0.001."""
-    estimator: Literal["sf", "is"] = ALGO_DEFAULTS.estimator  # type: ignore[assignment]
-    """'sf': score function; 'is': importance sampling with PPO clipping."""
+    model: str = "default"
+    """Embedded model name, local diffusers folder, or hub id."""
     reward: tyro.conf.UseAppendAction[tuple[str, ...]] = ()
     """Built-in reward name (pxpo_gym.rewards.REWARDS) or 'package.module:function'; several with weights make
     their weighted sum (each component's mean is logged): --reward color:0.5 --reward segmentation:0.5.
@@ -60,125 +90,106 @@ class TrainConfig:
     reward_kwargs: str = "{}"
     """JSON object of reward options, e.g. '{"target": [0, 0, 1]}'; for several rewards keyed by name,
     e.g. '{"color": {"target": "blue"}}'."""
-    model: str = "default"
-    """Embedded model name, local diffusers folder, or hub id."""
     prompts: tuple[str, ...] = ()
     """Latent text-to-image models: the prompts (context k is prompt k). Required for them, refused otherwise."""
+    contexts: tuple[str, ...] = ()
+    """Context ids or names to train on (empty: all of the model's contexts)."""
     resolution: int | None = None
     """Latent text-to-image models: image size (None: the model's own, e.g. 512 for SD 1.5)."""
     decode_chunk_size: int | None = None
     """Latent models: samples per VAE decode call at the terminal step (None: the whole batch at once)."""
     model_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     """Precision of the env's frozen model and VAE (half precision halves their memory on CUDA)."""
-    contexts: tuple[str, ...] = ()
-    """Context ids or names to train on (empty: all of the model's contexts)."""
-    num_epochs: int = 20
-    """Epochs; each samples images, then updates the policy on them."""
+    num_inference_steps: int = 20
+    """Denoising steps per image. Reference: 50; 20 keeps CPU runs short."""
+    eta: float = 1.0
+    """DDIM stochasticity in (0, 1] (reference: 1.0); DDIM-family models only."""
+    noise_level: float | None = None
+    """Flow-matching models only: the sampler's noise level (None: Flow-GRPO's 0.7; pxpo_gym.flow)."""
+    transition: Literal["sde", "cps"] = "sde"
+    """Flow-matching models only: Flow-GRPO's SDE step or coefficient-preserving sampling (pxpo_gym.flow)."""
+    log_density: Literal["gaussian", "public"] = "gaussian"
+    """How a step's log-likelihood is computed: the exact Gaussian, or with transition 'cps' the public CPS
+    code's unnormalised -(x - mean)^2, for parity with runs made with it (pxpo_gym.ddim.LOG_DENSITIES)."""
+
+    def __post_init__(self) -> None:
+        reward = (self.reward,) if isinstance(self.reward, str) else tuple(self.reward)
+        object.__setattr__(self, "reward", reward)  # empty: 'color', filled in by TrainConfig
+        for name in ("prompts", "contexts"):
+            object.__setattr__(self, name, tuple(str(v) for v in getattr(self, name)))
+        _check_finite(self)
+        for spec in self.reward:
+            _need(
+                isinstance(spec, str) and bool(spec), f"each reward must be a non-empty string, got {spec!r}"
+            )
+            split_weight(spec)  # a NaN or infinite weight is refused here
+        _check_ints(self, ("num_inference_steps",), 1)
+        _check_ints(self, ("resolution", "decode_chunk_size"), 1, optional=True)
+        _need(
+            self.noise_level is None or self.noise_level > 0,
+            f"noise_level must be None or a finite number > 0 (flow-matching models), got {self.noise_level}",
+        )
+        self.reward_options()
+
+    def reward_options(self) -> dict[str, Any]:
+        """``reward_kwargs`` parsed.
+
+        Raises:
+            ValueError: not a JSON object.
+        """
+        try:
+            kwargs = json.loads(self.reward_kwargs)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"reward_kwargs must be a JSON object, got {self.reward_kwargs!r}: {err}"
+            ) from err
+        _need(isinstance(kwargs, dict), f"reward_kwargs must be a JSON object, got {self.reward_kwargs!r}")
+        return kwargs
+
+    @property
+    def reward_spec(self) -> str | list[str]:
+        """The env's ``reward`` argument: the one reward's spec, or the list of weighted ones."""
+        specs = reward_tuple(self.reward)
+        return specs[0] if len(specs) == 1 else list(specs)
+
+    def env_kwargs(self, num_envs: int, device: str) -> dict[str, Any]:
+        """The keywords of ``gym.make_vec("DiffusionDenoise-v0", **...)`` for this env (the one builder)."""
+        contexts = [int(c) if c.lstrip("-").isdigit() else c for c in self.contexts] or None
+        return dict(
+            num_envs=num_envs,
+            model=self.model,
+            reward=self.reward_spec,
+            reward_kwargs=self.reward_options(),
+            num_inference_steps=self.num_inference_steps,
+            eta=self.eta,
+            noise_level=self.noise_level,
+            transition=self.transition,
+            log_density=self.log_density,
+            device=device,
+            dtype=self.model_dtype,
+            context=contexts,
+            prompts=list(self.prompts) or None,
+            resolution=self.resolution,
+            decode_chunk_size=self.decode_chunk_size,
+        )
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """What an epoch samples: its images, and which denoising steps are trained and how they are sampled."""
+
     sample_batch_size: int = 32
     """Images denoised in parallel (the vector env's num_envs)."""
     sample_batches_per_epoch: int = 2
     """Sampling batches per epoch (images per epoch = this x sample_batch_size)."""
-    train_batch_size: int = 32
-    """Images per optimizer step (gradients are accumulated over their trained timesteps)."""
-    inner_epochs: int = 1
-    """Passes over each epoch's images (reference: 1)."""
-    timestep_fraction: float = 1.0
-    """Fraction of each trajectory's steps trained on, in a random order per image (reference: 1)."""
-    learning_rate: float = 3e-4
-    """AdamW learning rate. Reference: 3e-4 (LoRA) / 1e-5 (full SD); 3e-4 learns fast on the tiny default model."""
-    adam_beta1: float = 0.9
-    """AdamW beta1."""
-    adam_beta2: float = 0.999
-    """AdamW beta2."""
-    weight_decay: float = 1e-4
-    """AdamW weight decay (reference: 1e-4)."""
-    max_grad_norm: float = 1.0
-    """Gradient-norm clip (reference: 1.0)."""
-    clip_range: float | None = None
-    """PPO clip range; None takes the algorithm's default (DDPO: 1e-4 x sqrt(16384 / (C h w)), its reference
-    scaled for the sample's element count, 4.6e-4 on the default model; PXPO: 0.2 per pixel)."""
-    adv_clip_max: float = ALGO_DEFAULTS.adv_clip_max
-    """Advantage clip (reference: 5)."""
-    pixel_std: Literal["pixel", "pooled", "floored"] = ALGO_DEFAULTS.pixel_std  # type: ignore[assignment]
-    """PXPO: std of the per-pixel advantage normalisation (agents.advantages); 'pooled' by measurement
-    (docs/results.md, "PXPO's advantages")."""
-    image_advantage_weight: float = ALGO_DEFAULTS.image_advantage_weight
-    """PXPO: hybrid advantages A + lambda * A_image with this lambda (0: the credit's advantages only)."""
-    credit: Literal["checked", "auto", "pixel", "image", "footprint", "support", "receptive"] = (  # type: ignore[assignment]
-        ALGO_DEFAULTS.credit
-    )
-    """PXPO: which reward pixels credit each pixel's log-likelihood at each step (agents.credit): 'checked'
-    (the default: 'pixel' while per-pixel credit agrees with the reward on each epoch's own images, 'image'
-    without the silent-pixel penalty from the first epoch it does not, agents.credit_check), 'auto' (the
-    default before: the same choice made once, on noise images, by the reward's locality), 'pixel' (its
-    own: the paper's PXPO), 'image' (DDPO's advantage everywhere),
-    'footprint' (the pixels its noise reaches, weighted by the influence measured once per run),
-    'support' (unweighted over the measured footprint), 'receptive' (the last step's footprint kernel, the
-    reward's own receptive field, at every step)."""
-    credit_check_scales: tuple[float, ...] = ALGO_DEFAULTS.check_scales
-    """PXPO credit='checked': the probe scales of the per-epoch check (0: one grid cell; a fraction: that share
-    of the cells inverted at once); the agreement is the lowest over them (agents.credit_check)."""
-    credit_check_restore: bool = ALGO_DEFAULTS.check_restore
-    """PXPO credit='checked': when the check fails, restore the weights that drew the best epoch so far
-    before going on with image credit."""
-    credit_check_drop: bool = ALGO_DEFAULTS.check_drop
-    """PXPO credit='checked': the check also fails when an epoch's mean reward falls below the best epoch's by
-    more than half the gain up to it and 2 standard errors, once that gain exceeds 2 standard errors
-    (agents.credit_check.reward_dropped)."""
-    credit_threshold: float = ALGO_DEFAULTS.credit_threshold
-    """PXPO 'footprint': influence below this fraction of a step's largest is dropped; 'support': the
-    kernel holds 1 - this of the influence."""
-    credit_images: int = 64
-    """PXPO kernel credits: episodes of the pretrained model measured for the footprint (once per run)."""
-    silent_mode: Literal["kl", "freeze", "hold", "hold-unscored"] = ALGO_DEFAULTS.silent_mode  # type: ignore[assignment]
-    """PXPO: how silent pixels are kept: 'hold-unscored' (default: silent pixels whose reward is also exactly
-    the same on noise images, which the reward never looks at, keep the pretrained model's trajectory from
-    the same noise, as in inpainting; the other silent pixels get the silent_kl_coef penalty), 'kl' (the penalty on every silent
-    pixel), 'hold' (every silent pixel held, and penalised) or 'freeze' (the policy's action there is the
-    pretrained model's on the current state). A pin ('hold', 'hold-unscored', 'freeze') is part of the
-    sampler: the export writes it beside the weights and agents.evaluate applies it (docs/training.md)."""
-    silent_kl_coef: float = ALGO_DEFAULTS.silent_kl_coef
-    """PXPO: per-pixel KL penalty to the pretrained model on silent pixels (whose reward never varies over
-    the context's recent maps), so that what the reward does not score stays as it was; 0: none."""
-    pinned_kl_coef: float = ALGO_DEFAULTS.pinned_kl_coef
-    """PXPO, 'hold-unscored': the same per-pixel KL penalty on the pinned (unscored) pixels, on the states the
-    pin visits: it distils the pretrained model's prediction there into the weights, so that the weights
-    alone (an export sampled without its pin) keep what the reward never scored; 0: the pin alone keeps it."""
-    pin_band: int = ALGO_DEFAULTS.pin_band
-    """PXPO, with a pin: the pinned pixels within this many pixels of the pin's edge ramp from the policy's
-    prediction to the pretrained model's when sampling (training, evaluation and the export alike), so the
-    held part meets the repainted one without a hard seam; 0: the hard pin."""
-    silent_test: Literal["recent", "first"] = ALGO_DEFAULTS.silent_test  # type: ignore[assignment]
-    """PXPO: which maps decide that a pixel is silent: 'first' (a context's first stat_min_count maps, the
-    pretrained model's, decided once and kept) or 'recent' (its recent maps, re-decided every epoch)."""
-    kl_coef: float = 0.0
-    """Weight of the KL penalty to the frozen pretrained model, per step: the mean over elements of
-    KL(p_theta || p_ref) = (b_t (eps_theta - eps_ref))^2 / (2 sigma_t^2), added to DDPO's and PXPO's loss
-    with the step's weight. 0: none (and no reference forward pass)."""
-    backprop_steps: int = 0
-    """oracle: backpropagate through the last K steps only (DRaFT-K); 0: through every step."""
-    group_size: int | None = None
-    """GRPO-style group advantages: each epoch draws group_size images of every training context, and each
-    reward (PXPO: each pixel's) is normalised by its own group's mean and std instead of the running buffer
-    (images per epoch must be group_size x the number of contexts). None: the running buffer."""
-    stat_buffer_size: int = ALGO_DEFAULTS.stat_buffer_size
-    """Recent rewards kept per context for advantage normalisation."""
-    stat_min_count: int = ALGO_DEFAULTS.stat_min_count
-    """Rewards a context needs before its own statistics replace the batch's."""
-    step_weighting: Literal["all", "drop", "soft"] = DEFAULT_STEP_WEIGHTING
-    """Which denoising steps enter the loss (agents.steps): 'drop' leaves out steps whose sigma_t is
-    below step_threshold x the schedule's median sigma_t (their gradient is almost pure noise),
-    'soft' down-weights them smoothly, 'all' trains every step (DDPO's reference)."""
-    step_threshold: float = DEFAULT_STEP_THRESHOLD
-    """sigma_t / median sigma_t under which 'drop' leaves a step out (and 'soft''s half-weight point)."""
-    step_weights: tuple[float, ...] = ()
-    """Explicit loss weight of each of the num_inference_steps steps (first step first); overrides step_weighting."""
+    guidance_scale: float = 1.0
+    """Classifier-free guidance inside the policy; 1 disables it (reference: 5.0 for SD)."""
     step_window: int | None = None
     """Train K consecutive steps per epoch, a window (MixGRPO's sliding window, Flow-GRPO-Fast's few SDE
     steps; agents.steps.train_window): the steps outside it are neither stored nor re-run, so an image costs
     T sampling passes plus 3 K training ones instead of T + 3 T. 0: every step with a weight; more than T:
-    every step. None: the algorithm's default (PXPO: 2, placed at random in the first half, the other steps
-    deterministic, chosen on the breadth suite's train split; DDPO, the oracle and plug-ins: every step)."""
+    every step. None: the algorithm's default (``default_window``; PXPO: 2, placed at random in the first
+    half, the other steps deterministic; DDPO, the oracle and plug-ins: every step)."""
     window_placement: Literal["sliding", "random", "fixed"] | None = None
     """Where the window sits: 'sliding' (the steps tiled by windows, one further every epoch, round again after
     the last weighted step; MixGRPO), 'random' (a start drawn anew every epoch from the first half of the
@@ -196,38 +207,111 @@ class TrainConfig:
     the trained steps of those images: ratio exactly 1 there) instead of running the policy again: saves
     one forward per trained step of those images, costs their activations' memory until the update. Needs
     train_batch_size a multiple of sample_batch_size and timestep_fraction 1."""
-    num_inference_steps: int = 20
-    """DDIM steps per image. Reference: 50; 20 keeps CPU runs short."""
-    eta: float = 1.0
-    """DDIM stochasticity in (0, 1] (reference: 1.0); DDIM-family models only."""
-    noise_level: float | None = None
-    """Flow-matching models only: the sampler's noise level (None: Flow-GRPO's 0.7; pxpo_gym.flow)."""
-    transition: Literal["sde", "cps"] = "sde"
-    """Flow-matching models only: Flow-GRPO's SDE step or coefficient-preserving sampling (pxpo_gym.flow)."""
-    log_density: Literal["gaussian", "public"] = "gaussian"
-    """How a step's log-likelihood is computed: the exact Gaussian, or with transition 'cps' the public CPS
-    code's unnormalised -(x - mean)^2, for parity with runs made with it (pxpo_gym.ddim.LOG_DENSITIES)."""
-    guidance_scale: float = 1.0
-    """Classifier-free guidance inside the policy; 1 disables it (reference: 5.0 for SD)."""
+
+    def __post_init__(self) -> None:
+        _check_finite(self)
+        _check_ints(self, ("sample_batch_size", "sample_batches_per_epoch"), 1)
+        _check_ints(self, ("window_start",), 0)
+        _check_ints(self, ("step_window",), 0, optional=True)
+        _need(self.guidance_scale >= 1, f"guidance_scale must be >= 1, got {self.guidance_scale}")
+        for name, allowed in (("window_placement", WINDOW_PLACEMENTS), ("window_outside", WINDOW_OUTSIDE)):
+            value = getattr(self, name)
+            _need(
+                value is None or value in allowed,
+                f"{name} must be None (the algorithm's default) or one of {allowed}, got {name}={value!r}",
+            )
+
+    @property
+    def images_per_epoch(self) -> int:
+        return self.sample_batch_size * self.sample_batches_per_epoch
+
+
+@dataclass(frozen=True)
+class OptimiserConfig:
+    """The update: minibatches, AdamW, each step's loss weight, what is trained (LoRA) and its average (EMA)."""
+
+    train_batch_size: int = 32
+    """Images per optimizer step (gradients are accumulated over their trained timesteps)."""
+    inner_epochs: int = 1
+    """Passes over each epoch's images (reference: 1)."""
+    timestep_fraction: float = 1.0
+    """Fraction of each trajectory's steps trained on, in a random order per image (reference: 1)."""
+    learning_rate: float = 3e-4
+    """AdamW learning rate. Reference: 3e-4 (LoRA) / 1e-5 (full SD); 3e-4 learns fast on the tiny default model."""
+    adam_beta1: float = 0.9
+    """AdamW beta1."""
+    adam_beta2: float = 0.999
+    """AdamW beta2."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay (reference: 1e-4)."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clip (reference: 1.0)."""
+    step_weighting: Literal["all", "drop", "soft"] = DEFAULT_STEP_WEIGHTING
+    """Which denoising steps enter the loss (agents.steps): 'drop' leaves out steps whose sigma_t is
+    below step_threshold x the schedule's median sigma_t (their gradient is almost pure noise),
+    'soft' down-weights them smoothly, 'all' trains every step (DDPO's reference)."""
+    step_threshold: float = DEFAULT_STEP_THRESHOLD
+    """sigma_t / median sigma_t under which 'drop' leaves a step out (and 'soft''s half-weight point)."""
+    step_weights: tuple[float, ...] = ()
+    """Explicit loss weight of each of the num_inference_steps steps (first step first); overrides step_weighting."""
     lora_rank: int | None = None
     """None: LoRA rank 4 on latent text-to-image models (as DDPO), full fine-tuning on pixel models;
     0: full fine-tuning; > 0: LoRA of this rank on the attention projections (needs peft)."""
     gradient_checkpointing: bool = False
-    """Recompute the policy UNet's activations in the backward pass (less memory, more compute)."""
+    """Recompute the policy network's activations in the backward pass (less memory, more compute)."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """Autocast for the policy's forward passes (CUDA)."""
-    device: str = "cpu"
-    """torch device of the env, the policy and the rewards."""
+    ema_decay: float | None = None
+    """Keep an exponential moving average of the trainable weights with this decay (e.g. 0.99) and evaluate
+    with it (agents.ema); None: no EMA."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "step_weights", tuple(self.step_weights))
+        _check_finite(self)
+        _check_ints(self, ("train_batch_size", "inner_epochs"), 1)
+        _check_ints(self, ("lora_rank",), 0, optional=True)
+        _need(self.learning_rate > 0, f"learning_rate must be > 0, got learning_rate={self.learning_rate}")
+        _need(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+        _need(
+            0 < self.timestep_fraction <= 1,
+            f"timestep_fraction must be in (0, 1], got {self.timestep_fraction}",
+        )
+        _need(
+            self.step_weighting in STEP_WEIGHTINGS,
+            f"step_weighting must be one of {STEP_WEIGHTINGS}, got step_weighting={self.step_weighting!r}",
+        )
+        _need(0 < self.step_threshold <= 1, f"step_threshold must be in (0, 1], got {self.step_threshold}")
+        _need(
+            self.ema_decay is None or 0 <= self.ema_decay < 1,
+            f"ema_decay must be None or in [0, 1), got ema_decay={self.ema_decay}",
+        )
+
+    def resolved_lora_rank(self, latent: bool) -> int:
+        """The LoRA rank actually used (0 = full fine-tuning) for a latent or pixel model."""
+        if self.lora_rank is not None:
+            return self.lora_rank
+        return DEFAULT_LATENT_LORA_RANK if latent else 0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The run around the training: its length, seed, device, folder, checkpoints, evaluation and export."""
+
+    num_epochs: int = 20
+    """Epochs; each samples images, then updates the policy on them."""
     seed: int = 0
     """Seeds the env's noise and contexts, and the training shuffles."""
+    device: str = "cpu"
+    """torch device of the env, the policy and the rewards."""
     threads: int | None = None
     """torch CPU threads; None leaves torch's default."""
     out: str = ""
     """Run folder; runs/{algo}-{estimator}-{reward}-seed{seed} if empty."""
     resume: str = ""
-    """Run folder to resume from its latest checkpoint. Its saved settings are used; only num_epochs,
-    save_every, image_every, eval_every, threads, progress, tensorboard and export may be given anew (a flag set to
-    another value than the run's, other than these, is refused)."""
+    """Run folder to resume from its latest checkpoint. Its saved settings are used; only the options in
+    ``agents.runs.RESUME_OVERRIDABLE`` (num_epochs, save_every, image_every, eval_every, threads, progress,
+    tensorboard, export, ...) may be given anew (a flag set to another value than the run's, other than
+    these, is refused)."""
     overwrite: bool = False
     """Start over in a run folder that already holds a run: its metrics, images, evaluations and
     checkpoints are deleted first. Without it (or resume) a non-empty run folder is refused."""
@@ -238,9 +322,6 @@ class TrainConfig:
     eval_every: int = 0
     """Every N epochs (and at the end), score the policy on held-out noise: reward and fidelity to the
     pretrained model's images (agents.evaluation); 0: never."""
-    ema_decay: float | None = None
-    """Keep an exponential moving average of the trainable weights with this decay (e.g. 0.99) and evaluate
-    with it (agents.ema); None: no EMA."""
     eval_images: int = 32
     """Held-out images per evaluation."""
     export: bool = True
@@ -254,255 +335,339 @@ class TrainConfig:
     progress: bool = True
     """Show a progress bar."""
     trust_code: bool = False
-    """On resume: run a reward the checkpoint names by import path ('package.module:function'); without it
-    a checkpoint may name only built-in rewards, or the same --reward must be given again."""
+    """On resume: run a reward or algorithm the checkpoint names by import path; without it a checkpoint may
+    name only built-in ones, or the same --reward / algorithm must be given again."""
 
     def __post_init__(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ValueError(message)
-
-        object.__setattr__(self, "reward", reward_tuple(self.reward))
-        for spec in self.reward:
-            need(
-                isinstance(spec, str) and bool(spec), f"each reward must be a non-empty string, got {spec!r}"
-            )
-            split_weight(spec)  # a NaN or infinite weight is refused here
-
-        for field in dataclasses.fields(self):  # a NaN or infinite number is never a setting
-            value = getattr(self, field.name)
-            numbers = value if isinstance(value, tuple) else (value,)
-            bad = [v for v in numbers if isinstance(v, float) and not math.isfinite(v)]
-            need(not bad, f"{field.name} must be a finite number, got {field.name}={value!r}")
-        need(
-            isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
-            f"seed must be an int >= 0, got seed={self.seed!r}",
+        _check_finite(self)
+        _check_ints(self, ("seed", "save_every", "image_every", "eval_every"), 0)
+        _check_ints(self, ("num_epochs", "eval_images"), 1)
+        _check_ints(self, ("threads",), 1, optional=True)
+        _need(
+            self.dist_timeout > 0,
+            f"dist_timeout must be a finite number of seconds > 0, got dist_timeout={self.dist_timeout}",
         )
-        check_name(self.algo)
-        need(self.learning_rate > 0, f"learning_rate must be > 0, got learning_rate={self.learning_rate}")
-        for name in (
-            "num_epochs",
-            "sample_batch_size",
-            "sample_batches_per_epoch",
-            "train_batch_size",
-            "inner_epochs",
-            "num_inference_steps",
-            "eval_images",
-            "credit_images",
-        ):
-            value = getattr(self, name)
-            need(isinstance(value, int) and value >= 1, f"{name} must be an int >= 1, got {name}={value!r}")
-        need(
-            self.images_per_epoch % self.train_batch_size == 0,
-            f"train_batch_size={self.train_batch_size} must divide the images per epoch "
-            f"(sample_batch_size x sample_batches_per_epoch = {self.images_per_epoch})",
-        )
-        need(
-            0 < self.timestep_fraction <= 1,
-            f"timestep_fraction must be in (0, 1], got {self.timestep_fraction}",
-        )
-        need(
-            self.step_weighting in STEP_WEIGHTINGS,
-            f"step_weighting must be one of {STEP_WEIGHTINGS}, got step_weighting={self.step_weighting!r}",
-        )
-        need(0 < self.step_threshold <= 1, f"step_threshold must be in (0, 1], got {self.step_threshold}")
-        need(
-            not self.step_weights or len(self.step_weights) == self.num_inference_steps,
-            f"step_weights must have num_inference_steps={self.num_inference_steps} entries, "
-            f"got {len(self.step_weights)}",
-        )
-        for name in ("backprop_steps", "eval_every", "save_every", "image_every", "window_start"):
-            value = getattr(self, name)
-            need(isinstance(value, int) and value >= 0, f"{name} must be an int >= 0, got {name}={value!r}")
-        need(
-            self.step_window is None
-            or (
-                isinstance(self.step_window, int)
-                and not isinstance(self.step_window, bool)
-                and self.step_window >= 0
-            ),
-            f"step_window must be None (the algorithm's default) or an int >= 0, got step_window={self.step_window!r}",
-        )
-        for name, allowed in (("window_placement", WINDOW_PLACEMENTS), ("window_outside", WINDOW_OUTSIDE)):
-            value = getattr(self, name)
-            need(
-                value is None or value in allowed,
-                f"{name} must be None (the algorithm's default) or one of {allowed}, got {name}={value!r}",
-            )
-        need(
-            self.window_start < self.num_inference_steps,
-            f"window_start must be a step in [0, {self.num_inference_steps}), got window_start={self.window_start}",
-        )
-        need(
-            not self.reuse_sampling_pass
-            or (self.train_batch_size % self.sample_batch_size == 0 and self.timestep_fraction == 1),
-            "reuse_sampling_pass takes whole sampling batches' graphs into the first minibatch: it needs "
-            f"train_batch_size a multiple of sample_batch_size and timestep_fraction 1, got "
-            f"train_batch_size={self.train_batch_size}, sample_batch_size={self.sample_batch_size}, "
-            f"timestep_fraction={self.timestep_fraction}",
-        )
-        need(
+        _need(
             not (self.resume and self.overwrite),
             "resume and overwrite exclude each other: resume continues the run, overwrite deletes it",
         )
-        need(
-            self.ema_decay is None or 0 <= self.ema_decay < 1,
-            f"ema_decay must be None or in [0, 1), got ema_decay={self.ema_decay}",
+
+
+@dataclass(frozen=True)
+class PluginAlgorithm:
+    """An algorithm class of your own, by import path (agents.algorithms.base; docs/custom-algorithms.md)."""
+
+    path: str
+    """'package.module:Class': imported when the trainer is built (never from a file's say-so)."""
+    option: tuple[str, ...] = ()
+    """Its config_class's fields as key=value (the value read as JSON where it parses, else as text), e.g.
+    --option window=2 clip_range=0.001."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "option", tuple(self.option))
+        check_name(self.path)
+        _need(
+            self.path not in BUILTIN,
+            f"path={self.path!r} is a built-in algorithm: use its own config (e.g. the '{self.path}' subcommand)",
         )
-        need(
-            self.group_size is None or (isinstance(self.group_size, int) and self.group_size >= 2),
-            f"group_size must be None or an int >= 2 (a group of one has no spread), got group_size={self.group_size!r}",
-        )
-        need(self.kl_coef >= 0, f"kl_coef must be >= 0, got kl_coef={self.kl_coef}")
-        need(
-            math.isfinite(self.dist_timeout) and self.dist_timeout > 0,
-            f"dist_timeout must be a finite number of seconds > 0, got dist_timeout={self.dist_timeout}",
-        )
-        need(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
-        need(
-            self.noise_level is None or (math.isfinite(self.noise_level) and self.noise_level > 0),
-            f"noise_level must be None or a finite number > 0 (flow-matching models), got {self.noise_level}",
-        )
-        for name, low in (("lora_rank", 0), ("threads", 1)):
-            value = getattr(self, name)
-            need(
-                value is None or (isinstance(value, int) and value >= low),
-                f"{name} must be None or an int >= {low}, got {name}={value!r}",
+        key_values(self.option, "option")
+
+    def options(self) -> dict[str, Any]:
+        return key_values(self.option, "option")
+
+
+BUILTIN_CONFIGS: dict[type, str] = {DDPOConfig: "ddpo", PXPOConfig: "pxpo", OracleConfig: "oracle"}
+"""The built-in algorithms' config classes and their names (a config's type names its algorithm)."""
+CONFIG_OF = {name: cls for cls, name in BUILTIN_CONFIGS.items()}
+
+AlgorithmChoice = Union[  # noqa: UP007  (tyro reads the Union's members as the subcommands)
+    Annotated[
+        PXPOConfig,
+        tyro.conf.subcommand("pxpo", description="PXPO: per-pixel rewards weight per-pixel likelihoods."),
+    ],
+    Annotated[DDPOConfig, tyro.conf.subcommand("ddpo", description="DDPO: one reward per image.")],
+    Annotated[
+        OracleConfig,
+        tyro.conf.subcommand(
+            "oracle", description="The exact gradient of a differentiable reward through the sampler."
+        ),
+    ],
+    Annotated[
+        PluginAlgorithm,
+        tyro.conf.subcommand("plugin", description="Your own algorithm class by import path."),
+    ],
+]
+
+SECTIONS: dict[str, type] = {
+    "env": EnvConfig,
+    "sampling": SamplingConfig,
+    "optimiser": OptimiserConfig,
+    "run": RunConfig,
+}
+"""The sections other than the algorithm's, by attribute name."""
+SECTION_OF: dict[str, str] = {f.name: name for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+"""Each option's section (option names are unique across the sections)."""
+RENAMED = {
+    "credit_check_scales": "check_scales",
+    "credit_check_restore": "check_restore",
+    "credit_check_drop": "check_drop",
+}
+"""Options saved before the sections under another name (configs written before them, e.g. checkpoints)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fine-tune the env's diffusion model with PXPO (the default), DDPO, the exact-gradient oracle or your own
+    algorithm (the subcommand; its options follow it)."""
+
+    algorithm: AlgorithmChoice = PXPOConfig()
+    """The algorithm and its own options."""
+    env: EnvConfig = EnvConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    optimiser: OptimiserConfig = OptimiserConfig()
+    run: RunConfig = RunConfig()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.algorithm, str):  # a name: that algorithm's defaults
+            object.__setattr__(self, "algorithm", algorithm_config(self.algorithm, {}))
+        if isinstance(self.env, EnvConfig) and not self.env.reward:  # (not in EnvConfig: tyro appends to it)
+            object.__setattr__(self, "env", dataclasses.replace(self.env, reward=reward_tuple(())))
+        for name, cls in SECTIONS.items():
+            _need(
+                isinstance(getattr(self, name), cls),
+                f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}",
             )
-        need(self.guidance_scale >= 1, f"guidance_scale must be >= 1, got {self.guidance_scale}")
+        _need(
+            type(self.algorithm) in BUILTIN_CONFIGS or isinstance(self.algorithm, PluginAlgorithm),
+            f"algorithm must be one of {[c.__name__ for c in BUILTIN_CONFIGS]} or a PluginAlgorithm, got "
+            f"{type(self.algorithm).__name__} (a plug-in's own config goes in PluginAlgorithm(path, option))",
+        )
+        sampling, optimiser, steps = self.sampling, self.optimiser, self.env.num_inference_steps
+        _need(
+            sampling.images_per_epoch % optimiser.train_batch_size == 0,
+            f"train_batch_size={optimiser.train_batch_size} must divide the images per epoch "
+            f"(sample_batch_size x sample_batches_per_epoch = {sampling.images_per_epoch})",
+        )
+        _need(
+            not optimiser.step_weights or len(optimiser.step_weights) == steps,
+            f"step_weights must have num_inference_steps={steps} entries, got {len(optimiser.step_weights)}",
+        )
+        _need(
+            sampling.window_start < steps,
+            f"window_start must be a step in [0, {steps}), got window_start={sampling.window_start}",
+        )
+        _need(
+            not sampling.reuse_sampling_pass
+            or (
+                optimiser.train_batch_size % sampling.sample_batch_size == 0
+                and optimiser.timestep_fraction == 1
+            ),
+            "reuse_sampling_pass takes whole sampling batches' graphs into the first minibatch: it needs "
+            f"train_batch_size a multiple of sample_batch_size and timestep_fraction 1, got "
+            f"train_batch_size={optimiser.train_batch_size}, sample_batch_size={sampling.sample_batch_size}, "
+            f"timestep_fraction={optimiser.timestep_fraction}",
+        )
+        if isinstance(self.algorithm, OracleConfig):
+            _need(
+                not (sampling.step_window or sampling.reuse_sampling_pass),
+                f"step_window={sampling.step_window} and reuse_sampling_pass={sampling.reuse_sampling_pass} "
+                "shape a policy-gradient epoch; the oracle backpropagates through its sampler and takes neither",
+            )
+
+    # -- building ---------------------------------------------------------
+
+    @classmethod
+    def of(cls, strict: bool = True, **options: Any) -> TrainConfig:
+        """The config of flat options: each section's fields by name, ``algo`` (a built-in name or an import
+        path; default 'pxpo'), the algorithm's own fields by name, and ``algo_option`` (key=value items, the
+        same as naming them).
+
+        Args:
+            strict: refuse an option the algorithm does not have; False leaves it out (a config saved before
+                the sections held every algorithm's options, each algorithm reading its own).
+
+        Raises:
+            ValueError: an unknown option, or a value a section refuses.
+        """
+        options = {RENAMED.get(k, k): v for k, v in options.items()}
+        algo = options.pop("algo", "pxpo")
+        algo_items = options.pop("algo_option", ())
+        sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+        algo_options: dict[str, Any] = {}
+        for key, value in options.items():
+            if key in SECTION_OF:
+                sections[SECTION_OF[key]][key] = value
+            else:
+                algo_options[key] = value
+        algo_options.update(key_values(tuple(algo_items), "algo_option"))
         try:
-            kwargs = json.loads(self.reward_kwargs)
-        except json.JSONDecodeError as err:
-            raise ValueError(
-                f"reward_kwargs must be a JSON object, got {self.reward_kwargs!r}: {err}"
-            ) from err
-        need(isinstance(kwargs, dict), f"reward_kwargs must be a JSON object, got {self.reward_kwargs!r}")
-        self.algo_options()  # well-formed; their values are the algorithm's to check
-        if is_builtin(self.algo):  # an import path is imported only when the trainer is built
-            self.algo_config()  # validates the algorithm's own fields
+            built = {name: SECTIONS[name](**values) for name, values in sections.items()}
+        except TypeError as err:  # pragma: no cover - every key was routed to a section by name
+            raise ValueError(str(err)) from err
+        return cls(algorithm=algorithm_config(algo, algo_options, strict), **built)
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any], strict: bool = False) -> TrainConfig:
+        """A config saved by ``to_dict`` (sections), or before the sections (one flat dict).
+
+        Raises:
+            ValueError: not a config.
+        """
+        if not isinstance(saved, dict):
+            raise ValueError(f"a saved config must be a JSON object, got {type(saved).__name__}")
+        return cls.of(strict=strict, **flat_view(saved))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as JSON-ready sections, with the algorithm's name (``from_dict`` reads it back)."""
+        out: dict[str, Any] = {"algo": self.algo}
+        if isinstance(self.algorithm, PluginAlgorithm):
+            out["algorithm"] = {"option": list(self.algorithm.option)}
+        else:
+            out["algorithm"] = dataclasses.asdict(self.algorithm)
+        out.update({name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS})
+        return out
+
+    def flat(self) -> dict[str, Any]:
+        """Every option by its flat name (``of`` builds the same config from it)."""
+        return flat_view(self.to_dict())
+
+    def replace(self, **options: Any) -> TrainConfig:
+        """This config with the flat options changed (``algo`` starts that algorithm from its defaults)."""
+        flat = self.flat()
+        if "algo" in options and options["algo"] != flat["algo"]:
+            flat = {k: v for k, v in flat.items() if k in SECTION_OF}
+        flat.update(options)
+        return TrainConfig.of(**flat)
+
+    # -- derived ------------------------------------------------------------
+
+    @property
+    def algo(self) -> str:
+        """The algorithm's name: a built-in's, or the plug-in's import path."""
+        if isinstance(self.algorithm, PluginAlgorithm):
+            return self.algorithm.path
+        return BUILTIN_CONFIGS[type(self.algorithm)]
+
+    @property
+    def estimator(self) -> str:
+        """The policy-gradient estimator ('is' for the oracle, which has none: the run folders' name)."""
+        return getattr(self.algorithm, "estimator", "is")
+
+    def algorithm_class(self) -> type:
+        """The algorithm class (``agents.algorithms.resolve_algorithm``: an import path is imported here)."""
+        return resolve_algorithm(self.algo)
 
     def with_window_defaults(self, cls: type | None = None) -> TrainConfig:
         """This config with ``step_window``, ``window_placement`` and ``window_outside`` resolved: with
         ``step_window`` None, the None ones from the algorithm's ``default_window`` (``cls``; None resolves
         ``algo``); with ``step_window`` given, the None ones from ``WINDOW_NONE`` (a window you size yourself
         slides and stays stochastic unless you say otherwise); with no window (0), all from ``WINDOW_NONE``."""
-        cls = cls or self.algorithm()
+        cls = cls or self.algorithm_class()
         defaults = dict(WINDOW_NONE)
-        if self.step_window is None:
+        if self.sampling.step_window is None:
             defaults.update(getattr(cls, "default_window", {}))
-        given = {name: getattr(self, name) for name in WINDOW_NONE}
+        given = {name: getattr(self.sampling, name) for name in WINDOW_NONE}
         resolved = {k: defaults[k] if v is None else v for k, v in given.items()}
         if not resolved["step_window"]:
             resolved = dict(WINDOW_NONE)  # nothing is outside no window
-        return dataclasses.replace(self, **resolved)
-
-    @property
-    def images_per_epoch(self) -> int:
-        return self.sample_batch_size * self.sample_batches_per_epoch
-
-    def resolved_lora_rank(self, latent: bool) -> int:
-        """The LoRA rank actually used (0 = full fine-tuning) for a latent or pixel model."""
-        if self.lora_rank is not None:
-            return self.lora_rank
-        return DEFAULT_LATENT_LORA_RANK if latent else 0
-
-    @property
-    def reward_spec(self) -> str | list[str]:
-        """The env's ``reward`` argument: the one reward's spec, or the list of weighted ones."""
-        return self.reward[0] if len(self.reward) == 1 else list(self.reward)
+        return dataclasses.replace(self, sampling=dataclasses.replace(self.sampling, **resolved))
 
     @property
     def run_dir(self) -> Path:
         """``out``, else runs/ALGO-ESTIMATOR-REWARD[-MODEL]-seedSEED (MODEL: left out for the default model,
         else its name or folder name (an export's run name), so that runs on different models never share a
         folder)."""
-        name = "+".join(self.reward).replace(":", "_")
-        parts = Path(self.model).parts or ("model",)
+        env = self.env
+        name = "+".join(reward_tuple(env.reward)).replace(":", "_")
+        parts = Path(env.model).parts or ("model",)
         tag = parts[-2] if parts[-1] == "model" and len(parts) > 1 else parts[-1]  # an export: its run's name
-        model = "" if self.model == "default" else "-" + re.sub(r"[^A-Za-z0-9_.+-]", "_", tag)
-        algo = label(self.algo)
-        return Path(self.out or f"runs/{algo}-{self.estimator}-{name}{model}-seed{self.seed}")
+        model = "" if env.model == "default" else "-" + re.sub(r"[^A-Za-z0-9_.+-]", "_", tag)
+        return Path(
+            self.run.out or f"runs/{label(self.algo)}-{self.estimator}-{name}{model}-seed{self.run.seed}"
+        )
 
     @property
     def env_batch_size(self) -> int:
         """The vector env's num_envs: the oracle denoises (and backpropagates) one train batch at a time."""
-        with_gradients = getattr(self.algorithm(), "samples_with_gradients", False)
-        return self.train_batch_size if with_gradients else self.sample_batch_size
-
-    def algo_options(self) -> dict[str, Any]:
-        """``algo_option`` as a dict (values parsed as JSON where they parse, else kept as text).
-
-        Raises:
-            ValueError: an option without '=' or named twice.
-        """
-        return key_values(self.algo_option, "algo_option")
-
-    def algorithm(self) -> type:
-        """The algorithm class (``agents.algorithms.resolve_algorithm``: an import path is imported here)."""
-        return resolve_algorithm(self.algo)
+        with_gradients = getattr(self.algorithm_class(), "samples_with_gradients", False)
+        return self.optimiser.train_batch_size if with_gradients else self.sampling.sample_batch_size
 
     def algo_config(self, sample_elements: int | None = None, cls: type | None = None) -> Any:
-        """The algorithm's own config (``cls.config_class``): the shared options this config sets for the
-        fields it has (PXPO's too, by name), then ``algo_option``.
-
-        Args:
-            sample_elements: C h w of the model's sample; with it, an algorithm whose ``default_clip_range``
-                is 'elements' (DDPO) gets its clip range scaled for the element count (``ddpo_clip_range``).
-            cls: the algorithm class; None resolves ``algo``.
+        """The options the algorithm runs with: its section (a plug-in's config built from its options), with
+        a DDPO-style clip range left at None scaled for ``sample_elements`` = C h w (``ddpo_clip_range``) and
+        a group's buffer sized to hold exactly the epoch's group.
 
         Raises:
-            ValueError: an option the algorithm's config does not have, or a value it refuses.
+            ValueError: a plug-in option its config does not have, or a value it refuses.
         """
-        cls = cls or self.algorithm()
-        if getattr(cls, "samples_with_gradients", False) and self.kl_coef:
-            raise ValueError(
-                f"kl_coef={self.kl_coef} is a policy-gradient penalty; algo={self.algo!r} does not take it"
-            )
-        if getattr(cls, "samples_with_gradients", False) and (self.step_window or self.reuse_sampling_pass):
-            # the window's default (None) is the algorithm's own: none for these
-            raise ValueError(
-                f"step_window={self.step_window} and reuse_sampling_pass={self.reuse_sampling_pass} shape a "
-                f"policy-gradient epoch; algo={self.algo!r} backpropagates through its sampler and takes neither"
-            )
-        config_class = cls.config_class
-        fields = {f.name for f in dataclasses.fields(config_class)}
-        # A group is a buffer that holds exactly this epoch's group_size rewards of a context.
-        values: dict[str, Any] = dict(
-            estimator=self.estimator,
-            adv_clip_max=self.adv_clip_max,
-            stat_buffer_size=self.group_size or self.stat_buffer_size,
-            stat_min_count=self.group_size or self.stat_min_count,
-            pixel_std=self.pixel_std,
-            image_advantage_weight=self.image_advantage_weight,
-            credit=self.credit,
-            credit_threshold=self.credit_threshold,
-            check_scales=tuple(self.credit_check_scales),
-            check_restore=self.credit_check_restore,
-            check_drop=self.credit_check_drop,
-            silent_kl_coef=self.silent_kl_coef,
-            pinned_kl_coef=self.pinned_kl_coef,
-            pin_band=self.pin_band,
-            silent_mode=self.silent_mode,
-            silent_test=self.silent_test,
-        )
-        if self.clip_range is not None:
-            values["clip_range"] = self.clip_range
-        elif getattr(cls, "default_clip_range", "fixed") == "elements" and sample_elements:
-            values["clip_range"] = ddpo_clip_range(sample_elements)
-        values = {k: v for k, v in values.items() if k in fields}
-        options = self.algo_options()
-        unknown = sorted(set(options) - fields)
-        if unknown:
-            raise ValueError(
-                f"algo_option {unknown} are not options of algo={self.algo!r}; it has {sorted(fields)}"
-            )
-        values.update(options)
-        try:
-            return config_class(**values)
-        except TypeError as err:
-            raise ValueError(
-                f"algo={self.algo!r}: its options do not fit {config_class.__name__}: {err}"
-            ) from err
+        cls = cls or self.algorithm_class()
+        config = self.algorithm
+        if isinstance(config, PluginAlgorithm):
+            config = build_options(cls.config_class, config.options(), self.algo)
+        changes: dict[str, Any] = {}
+        if getattr(config, "clip_range", 0) is None:
+            if not sample_elements:
+                raise ValueError(
+                    f"algo={self.algo!r}: clip_range None is scaled for the sample, which is not known"
+                )
+            changes["clip_range"] = ddpo_clip_range(sample_elements)
+        if getattr(config, "group_size", None):  # a group is a buffer that holds exactly its rewards
+            changes.update(stat_buffer_size=config.group_size, stat_min_count=config.group_size)
+        return dataclasses.replace(config, **changes) if changes else config
+
+
+def flat_view(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config (``TrainConfig.to_dict``'s sections, or the flat dict of runs saved before them) as
+    flat options."""
+    if not isinstance(saved.get("env"), dict):  # saved before the sections
+        return dict(saved)
+    flat: dict[str, Any] = {"algo": saved.get("algo", "pxpo")}
+    for name in SECTIONS:
+        section = saved.get(name, {})
+        if not isinstance(section, dict):
+            raise ValueError(f"a saved config's {name!r} must be an object, got {section!r}")
+        flat.update(section)
+    algorithm = saved.get("algorithm", {})
+    if not isinstance(algorithm, dict):
+        raise ValueError(f"a saved config's 'algorithm' must be an object, got {algorithm!r}")
+    if flat["algo"] in BUILTIN:
+        flat.update(algorithm)
+    else:
+        flat["algo_option"] = tuple(algorithm.get("option", ()))
+    return flat
+
+
+def build_options(config_class: type, options: dict[str, Any], algo: str) -> Any:
+    """``config_class(**options)``, refusing an option it does not have with the ones it has."""
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ValueError(f"{unknown} are not options of algo={algo!r}; it has {sorted(fields)}")
+    try:
+        return config_class(**options)
+    except TypeError as err:
+        raise ValueError(f"algo={algo!r}: its options do not fit {config_class.__name__}: {err}") from err
+
+
+def algorithm_config(algo: str, options: dict[str, Any], strict: bool = True) -> Any:
+    """The algorithm section of ``algo`` (a built-in name or an import path) with these options.
+
+    Args:
+        strict: refuse an option the built-in algorithm does not have; False leaves it out.
+    """
+    check_name(algo)
+    if algo not in BUILTIN:
+        items = tuple(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in options.items())
+        return PluginAlgorithm(algo, items)
+    config_class = CONFIG_OF[algo]
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    if not strict:
+        options = {k: v for k, v in options.items() if k in fields}
+    if "check_scales" in options:
+        options["check_scales"] = tuple(options["check_scales"])
+    if options.get("clip_range", 0) is None and fields["clip_range"].default is not None:
+        del options["clip_range"]  # None: the algorithm's own default
+    return build_options(config_class, options, algo)
 
 
 def key_values(items: tuple[str, ...] | list[str], name: str) -> dict[str, Any]:
@@ -526,7 +691,7 @@ def key_values(items: tuple[str, ...] | list[str], name: str) -> dict[str, Any]:
 
 
 def reward_tuple(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """``TrainConfig.reward`` in its one form: a tuple of specs, ('color',) when empty."""
+    """``EnvConfig.reward`` in its one form: a tuple of specs, ('color',) when empty."""
     specs = (value,) if isinstance(value, str) else tuple(value)
     return specs or ("color",)
 
@@ -551,26 +716,9 @@ def ddpo_clip_range(sample_elements: int) -> float:
 def make_envs(config: TrainConfig, num_envs: int | None = None, device: str | None = None):
     """The vector env a config trains on (``num_envs`` overrides its batch size, e.g. for evaluation or a
     rank's share of it; ``device`` the config's, e.g. a rank's own GPU)."""
-    contexts = [int(c) if c.lstrip("-").isdigit() else c for c in config.contexts] or None
-    return gym.make_vec(
-        "DiffusionDenoise-v0",
-        num_envs=num_envs or config.env_batch_size,
-        model=config.model,
-        reward=config.reward_spec,
-        reward_kwargs=json.loads(config.reward_kwargs),
-        num_inference_steps=config.num_inference_steps,
-        eta=config.eta,
-        noise_level=config.noise_level,
-        transition=config.transition,
-        log_density=config.log_density,
-        device=device or config.device,
-        dtype=config.model_dtype,
-        context=contexts,
-        prompts=list(config.prompts) or None,
-        resolution=config.resolution,
-        decode_chunk_size=config.decode_chunk_size,
-        held_pixels="off",  # a run starts from the weights: an export's pin is not part of them
-    )
+    kwargs = config.env.env_kwargs(num_envs or config.env_batch_size, device or config.run.device)
+    # a run starts from the weights: an export's pin is not part of them
+    return gym.make_vec("DiffusionDenoise-v0", held_pixels="off", **kwargs)
 
 
 def check_envs(config: TrainConfig, envs: Any, ranks: int = 1) -> None:
@@ -584,19 +732,20 @@ def check_envs(config: TrainConfig, envs: Any, ranks: int = 1) -> None:
             f"the agents act with noise predictions on the default observation: build the env without "
             f"generic-learner wrappers (action_mode='eps', no obs_* options), got {wrappers}"
         )
+    env = config.env
     flow = getattr(core.schedule, "transition", None)
     stochasticity = (
-        [("noise_level", config.noise_level or DEFAULT_NOISE_LEVEL, core.schedule.noise_level)]
-        + [("transition", config.transition, flow)]
-        + [("log_density", config.log_density, core.schedule.log_density)]
+        [("noise_level", env.noise_level or DEFAULT_NOISE_LEVEL, core.schedule.noise_level)]
+        + [("transition", env.transition, flow)]
+        + [("log_density", env.log_density, core.schedule.log_density)]
         if flow is not None
-        else [("eta", config.eta, core.schedule.eta)]
+        else [("eta", env.eta, core.schedule.eta)]
     )
     pairs = [
         *stochasticity,
-        ("num_inference_steps", config.num_inference_steps, core.num_steps),
+        ("num_inference_steps", env.num_inference_steps, core.num_steps),
         (
-            "train_batch_size" if config.algorithm().samples_with_gradients else "sample_batch_size",
+            "train_batch_size" if config.algorithm_class().samples_with_gradients else "sample_batch_size",
             config.env_batch_size // ranks,
             core.num_envs,
         ),
@@ -604,17 +753,18 @@ def check_envs(config: TrainConfig, envs: Any, ranks: int = 1) -> None:
     for name, want, got in pairs:
         if want != got:
             raise ValueError(f"config {name}={want} but the env has {got}: build the env from the config")
-    if config.guidance_scale != 1 and core.loaded.null_context is None:
+    if config.sampling.guidance_scale != 1 and core.loaded.null_context is None:
         raise ValueError(
-            f"guidance_scale={config.guidance_scale} needs a model with a null context "
+            f"guidance_scale={config.sampling.guidance_scale} needs a model with a null context "
             "(pxpo_gym.json 'null_context'); use guidance_scale=1"
         )
-    if config.group_size is not None:
+    group_size = getattr(config.algorithm, "group_size", None)
+    if group_size is not None:
         contexts = len(core.context_choices)
-        if config.images_per_epoch != config.group_size * contexts:
+        if config.sampling.images_per_epoch != group_size * contexts:
             raise ValueError(
-                f"group_size={config.group_size} needs {config.group_size} x {contexts} contexts = "
-                f"{config.group_size * contexts} images per epoch, got {config.images_per_epoch} "
+                f"group_size={group_size} needs {group_size} x {contexts} contexts = "
+                f"{group_size * contexts} images per epoch, got {config.sampling.images_per_epoch} "
                 "(sample_batch_size x sample_batches_per_epoch)"
             )
 

@@ -34,7 +34,7 @@ import torch
 import tyro
 
 import pxpo_gym  # noqa: F401  (registers the env)
-from agents.config import reward_tuple
+from agents.config import flat_view, reward_tuple
 from agents.evaluation import EVAL_SEED_OFFSET, Evaluator
 from pxpo_gym.cli import parse
 from pxpo_gym.files import write_atomic
@@ -95,7 +95,8 @@ class EvaluateConfig:
 def resolve(cfg: EvaluateConfig) -> tuple[tuple[str, ...], dict[str, Any], str | None, Path]:
     """(rewards, reward options, reference model or None, output folder) with the defaults filled in."""
     meta = read_metadata(cfg.model)
-    run = meta.get("run", {}).get("config", {})
+    saved = meta.get("run", {}).get("config", {})
+    run = flat_view(saved) if isinstance(saved, dict) else {}
     if not cfg.reward and not cfg.trust_code and run.get("reward"):
         refuse_code_from_file(run["reward"], f"model folder {cfg.model!r} ({METADATA_FILE})")
     reward = reward_tuple(cfg.reward or run.get("reward") or ())
@@ -133,7 +134,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     reward, reward_kwargs, reference, out = resolve(cfg)
     meta = read_metadata(cfg.model)
-    run = meta.get("run", {}).get("config", {})
+    saved = meta.get("run", {}).get("config", {})
+    run = flat_view(saved) if isinstance(saved, dict) else {}
     prompts = list(cfg.prompts) or meta.get("prompts")
     common = dict(
         num_envs=cfg.images,

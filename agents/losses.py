@@ -27,22 +27,36 @@ class PolicyGradientConfig:
 
     estimator: Literal["sf", "is"] = "is"
     """'sf': score function (on-policy); 'is': importance sampling with PPO clipping."""
-    clip_range: float = 1e-4
-    """PPO clip range on the ratio."""
+    clip_range: float | None = 1e-4
+    """PPO clip range on the ratio (None only where the algorithm scales its own: DDPO)."""
     adv_clip_max: float = 5.0
     """Advantages are clipped to [-adv_clip_max, adv_clip_max] (DDPO reference: 5)."""
     stat_buffer_size: int = 32
     """Recent rewards kept per context for normalisation (DDPO reference: 16-32)."""
     stat_min_count: int = 16
     """Rewards a context needs before its own statistics replace the batch's (DDPO reference: 16)."""
+    group_size: int | None = None
+    """GRPO-style group advantages: each epoch draws group_size images of every training context, and each
+    reward (PXPO: each pixel's) is normalised by its own group's mean and std instead of the running buffer
+    (images per epoch must be group_size x the number of contexts). None: the running buffer."""
+    kl_coef: float = 0.0
+    """Weight of the KL penalty to the frozen pretrained model, per step: the mean over elements of
+    KL(p_theta || p_ref) = (b_t (a_theta - a_ref))^2 / (2 sigma_t^2), added to the loss with the step's
+    weight. 0: none (and no reference forward pass)."""
 
     def __post_init__(self) -> None:
         if self.estimator not in ("sf", "is"):
             raise ValueError(f"estimator must be 'sf' or 'is', got estimator={self.estimator!r}")
-        if not self.clip_range > 0:
+        if self.clip_range is not None and not self.clip_range > 0:  # None: resolved by the trainer (DDPO)
             raise ValueError(f"clip_range must be > 0, got clip_range={self.clip_range}")
         if not self.adv_clip_max > 0:
             raise ValueError(f"adv_clip_max must be > 0, got adv_clip_max={self.adv_clip_max}")
+        if not (self.group_size is None or (isinstance(self.group_size, int) and self.group_size >= 2)):
+            raise ValueError(
+                f"group_size must be None or an int >= 2 (a group of one has no spread), got group_size={self.group_size!r}"
+            )
+        if not (isinstance(self.kl_coef, (int, float)) and self.kl_coef >= 0):
+            raise ValueError(f"kl_coef must be >= 0, got kl_coef={self.kl_coef}")
         if not 1 <= self.stat_min_count <= self.stat_buffer_size:
             raise ValueError(
                 f"need 1 <= stat_min_count <= stat_buffer_size, got stat_min_count={self.stat_min_count}, "

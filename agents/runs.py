@@ -17,7 +17,7 @@ from tqdm import tqdm
 from agents.algorithms import refuse_algorithm_from_file
 from agents.algorithms.pxpo import CREDIT_FILE, FOOTPRINT_FILE
 from agents.checkpoint import load_checkpoint, restore_trainer
-from agents.config import WINDOW_NONE, TrainConfig, make_envs, reward_tuple
+from agents.config import WINDOW_NONE, TrainConfig, flat_view, make_envs, reward_tuple
 from agents.distributed import barrier
 from agents.evaluation import Evaluator
 from agents.export import EXPORT_DIR
@@ -43,7 +43,8 @@ RESUME_OVERRIDABLE = (
     "overwrite",
     "trust_code",
 )
-"""TrainConfig fields a resumed run may take from the command line; every other comes from the checkpoint."""
+"""Options (all of the ``run`` section's but seed, device and eval_images) a resumed run may take from the
+command line; every other comes from the checkpoint."""
 LEGACY_SENTINELS = {"clip_range": 0.0, "lora_rank": -1, "resolution": 0, "decode_chunk_size": 0, "threads": 0}
 """Values that meant "default" in checkpoints written before these fields took None."""
 ADDED_FIELDS = {**WINDOW_NONE, "window_start": 0, "reuse_sampling_pass": False}
@@ -64,64 +65,71 @@ RUN_FILES = (
 
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
-    """For ``resume``: the run's saved config, with the overridable fields this config sets.
+    """For ``resume``: the run's saved config, with the overridable options this config sets.
 
-    A field is "set" when it differs from TrainConfig's default; a set field outside
+    An option is "set" when it differs from TrainConfig's default; a set option outside
     ``RESUME_OVERRIDABLE`` that disagrees with the run's is refused, so that a flag is
-    never silently ignored.
+    never silently ignored. A config saved before the sections (flat) is translated here, once.
 
     Raises:
         ValueError: no readable checkpoint, or conflicting flags.
     """
-    if not config.resume:
+    run = config.run
+    if not run.resume:
         return config
-    _, meta = load_checkpoint(config.resume)
-    saved = dict(meta["config"])
+    _, meta = load_checkpoint(run.resume)
+    invalid = f"resume={run.resume!r}: the checkpoint's config is not valid"
     try:
-        saved["contexts"] = tuple(saved.get("contexts", ()))
+        saved = flat_view(dict(meta["config"]))
+        for key in (
+            "contexts",
+            "prompts",
+            "step_weights",
+            "check_scales",
+            "credit_check_scales",
+            "algo_option",
+        ):
+            if key in saved:
+                saved[key] = tuple(saved[key])
         saved["reward"] = reward_tuple(saved.get("reward", ()))
-        for key in ("prompts", "step_weights", "credit_check_scales", "algo_option"):
-            saved[key] = tuple(saved.get(key, ()))
-    except TypeError as err:
-        raise ValueError(f"resume={config.resume!r}: the checkpoint's config is not valid: {err}") from err
-    if not config.trust_code and config.reward != saved["reward"]:
-        refuse_code_from_file(saved["reward"], f"the checkpoint of resume={config.resume!r}")
-    if not config.trust_code and config.algo != saved.get("algo"):
-        refuse_algorithm_from_file(str(saved.get("algo")), f"the checkpoint of resume={config.resume!r}")
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{invalid}: {err}") from err
     for key, legacy in LEGACY_SENTINELS.items():  # runs saved before these fields became optional
         if key in saved and saved[key] == legacy:
             saved[key] = None
     for key, before in ADDED_FIELDS.items():  # runs saved before these fields existed
         saved.setdefault(key, before)
-    defaults = TrainConfig()
-    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    if not run.trust_code and config.env.reward != saved["reward"]:
+        refuse_code_from_file(saved["reward"], f"the checkpoint of resume={run.resume!r}")
+    if not run.trust_code and config.algo != saved.get("algo"):
+        refuse_algorithm_from_file(str(saved.get("algo")), f"the checkpoint of resume={run.resume!r}")
+    try:
+        restored = TrainConfig.of(strict=False, **saved)
+    except (TypeError, ValueError) as err:  # a hand-edited or damaged checkpoint
+        raise ValueError(f"{invalid}: {err}") from err
+    mine, defaults, theirs = config.flat(), TrainConfig().flat(), restored.flat()
     conflicts = [
-        f"{name}={getattr(config, name)!r} (run: {saved[name]!r})"
-        for name in fields
+        f"{name}={value!r} (run: {theirs[name]!r})"
+        for name, value in mine.items()
         if name not in RESUME_OVERRIDABLE
-        and name in saved
-        and getattr(config, name) != getattr(defaults, name)
-        and getattr(config, name) != saved[name]
+        and name in theirs
+        and (name not in defaults or value != defaults[name])
+        and value != theirs[name]
     ]
     if conflicts:
         raise ValueError(
-            f"resume={config.resume!r} continues a run with its own settings, but these differ from "
+            f"resume={run.resume!r} continues a run with its own settings, but these differ from "
             f"it: {', '.join(conflicts)}. Drop them, or start a new run in another --out"
         )
-    if config.out and Path(config.out) != Path(config.resume):
-        raise ValueError(f"resume={config.resume!r} writes into its own folder; out={config.out!r} differs")
+    if run.out and Path(run.out) != Path(run.resume):
+        raise ValueError(f"resume={run.resume!r} writes into its own folder; out={run.out!r} differs")
     given = {
-        name: getattr(config, name)
+        name: getattr(run, name)
         for name in RESUME_OVERRIDABLE
-        if getattr(config, name) != getattr(defaults, name) or name not in saved
+        if getattr(run, name) != defaults[name] or name not in saved
     }
-    given.update(out=config.resume, resume=config.resume, overwrite=False, trust_code=config.trust_code)
-    saved = {k: v for k, v in saved.items() if k in fields}
-    try:
-        restored = TrainConfig(**saved)
-    except (TypeError, ValueError) as err:  # a hand-edited or damaged checkpoint
-        raise ValueError(f"resume={config.resume!r}: the checkpoint's config is not valid: {err}") from err
-    return dataclasses.replace(restored, **given)
+    given.update(out=run.resume, resume=run.resume, overwrite=False, trust_code=run.trust_code)
+    return dataclasses.replace(restored, run=dataclasses.replace(restored.run, **given))
 
 
 MANIFEST = "pxpo_run.json"
@@ -142,7 +150,9 @@ def _legacy_run(folder: Path) -> bool:
         saved = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(saved, dict) and {"algo", "reward", "seed"} <= set(saved)
+    return (
+        isinstance(saved, dict) and "algo" in saved and ("run" in saved or {"reward", "seed"} <= set(saved))
+    )
 
 
 def _started(folder: Path) -> bool:
@@ -166,7 +176,7 @@ def claim_run_dir(config: TrainConfig) -> None:
             under a name a run writes (choose another --out).
     """
     folder = config.run_dir
-    if config.resume:
+    if config.run.resume:
         if not (folder / MANIFEST).is_file():  # a run from before manifests
             write_atomic(folder / MANIFEST, json.dumps({"files": list(RUN_FILES)}, indent=1) + "\n")
         return
@@ -191,7 +201,7 @@ def claim_run_dir(config: TrainConfig) -> None:
             "them (and --overwrite would delete them). Move them, or choose another --out"
         )
     existing = [name for name in owned if (folder / name).exists()]
-    if existing and _started(folder) and not config.overwrite:
+    if existing and _started(folder) and not config.run.overwrite:
         if not (folder / "checkpoints" / "latest").is_file():
             raise ValueError(
                 f"run folder {str(folder)!r} holds a run that stopped before its first checkpoint (nothing to "
@@ -230,39 +240,41 @@ def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
         # After every check that can fail: nothing is deleted for a run that cannot start.
         claim_run_dir(config)
     barrier(trainer.world)
-    if config.resume:
-        restore_trainer(trainer, *load_checkpoint(config.resume))
+    if config.run.resume:
+        restore_trainer(trainer, *load_checkpoint(config.run.resume))
     logger = None
     evaluator = None
     if main:
         logger = MetricsLogger(
             config.run_dir,
-            resume_epoch=trainer.epoch if config.resume else None,
-            tensorboard=config.tensorboard,
+            resume_epoch=trainer.epoch if config.run.resume else None,
+            tensorboard=config.run.tensorboard,
             extra_fields=[f"reward_{name}" for name in trainer.reward_components],
         )
-        write_atomic(config.run_dir / "config.json", json.dumps(dataclasses.asdict(config), indent=1))
+        write_atomic(config.run_dir / "config.json", json.dumps(config.to_dict(), indent=1))
         for name, text in trainer.algo.files().items():
             write_atomic(config.run_dir / name, text)
-        if config.eval_every:
+        if config.run.eval_every:
             core = trainer.envs.unwrapped
             evaluator = Evaluator(
-                make_envs(config, config.eval_images, str(trainer.device)), config.seed, core.context_choices
+                make_envs(config, config.run.eval_images, str(trainer.device)),
+                config.run.seed,
+                core.context_choices,
             )
             reference = {"images": 0, **evaluator.reference_metrics}
             write_atomic(config.run_dir / "eval_reference.json", json.dumps(reference, indent=1) + "\n")
     history = []
     bar = tqdm(
-        total=config.num_epochs,
+        total=config.run.num_epochs,
         initial=trainer.epoch,
         desc=f"{config.algo}-{config.estimator}",
         unit="epoch",
-        disable=not (config.progress and main),
+        disable=not (config.run.progress and main),
     )
-    while trainer.epoch < config.num_epochs:
+    while trainer.epoch < config.run.num_epochs:
         metrics, traj = trainer.train_epoch()
-        last = trainer.epoch == config.num_epochs
-        if evaluator is not None and (trainer.epoch % config.eval_every == 0 or last):
+        last = trainer.epoch == config.run.num_epochs
+        if evaluator is not None and (trainer.epoch % config.run.eval_every == 0 or last):
             trainer.policy.eval()
             started = time.perf_counter()
             swapped = trainer.ema.swapped_in() if trainer.ema is not None else contextlib.nullcontext()
@@ -277,7 +289,7 @@ def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
         history.append(metrics)
         bar.update(1)
         bar.set_postfix(reward=f"{metrics['reward_mean']:.4f}", approx_kl=f"{metrics['approx_kl']:.2g}")
-        if main and config.image_every and (trainer.epoch % config.image_every == 0 or last):
+        if main and config.run.image_every and (trainer.epoch % config.run.image_every == 0 or last):
             names = trainer.envs.unwrapped.loaded.context_names
             save_reward_grid(
                 traj.images[:16],
@@ -285,13 +297,13 @@ def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
                 config.run_dir / "images" / f"epoch-{trainer.epoch:04d}.png",
                 titles=[names[c] for c in traj.contexts[:16].tolist()],
             )
-        if last or (config.save_every and trainer.epoch % config.save_every == 0):
+        if last or (config.run.save_every and trainer.epoch % config.run.save_every == 0):
             trainer.save()
     bar.close()
     if (
         main
-        and config.export
-        and trainer.epoch >= config.num_epochs
+        and config.run.export
+        and trainer.epoch >= config.run.num_epochs
         and not export_done(config.run_dir, trainer.epoch)
     ):
         trainer.export()  # at the end, or on resume after a crash cut the export off
@@ -324,5 +336,5 @@ def train(config: TrainConfig, envs: Any = None) -> list[dict[str, float]]:
             raise
         raise RuntimeError(
             f"rank {world.rank} of {world.size}: training stopped: {err} (if another rank died or hung, "
-            f"the collectives fail or time out after dist_timeout={config.dist_timeout} s)"
+            f"the collectives fail or time out after dist_timeout={config.run.dist_timeout} s)"
         ) from err

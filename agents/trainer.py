@@ -86,18 +86,18 @@ class Trainer:
         algo_cls = resolve_algorithm(config.algo)
         config = config.with_window_defaults(algo_cls)
         self.config = config
-        if config.threads is not None:
-            torch.set_num_threads(config.threads)
-        torch.manual_seed(config.seed)
-        self.world = world if world is not None else init_world(config.device, config.dist_timeout)
+        if config.run.threads is not None:
+            torch.set_num_threads(config.run.threads)
+        torch.manual_seed(config.run.seed)
+        self.world = world if world is not None else init_world(config.run.device, config.run.dist_timeout)
         """This process's rank and the world size (``agents.distributed``); one process without torchrun."""
         if self.world.distributed:
-            check_splittable(config.algorithm(), config.sample_batch_size, self.world)
+            check_splittable(algo_cls, config.sampling.sample_batch_size, self.world)
         local_batch = config.env_batch_size // self.world.size
         self.envs = (
             envs
             if envs is not None
-            else make_envs(config, local_batch, rank_device(config.device, self.world))
+            else make_envs(config, local_batch, rank_device(config.run.device, self.world))
         )
         check_envs(config, self.envs, self.world.size)
         core = self.envs.unwrapped
@@ -106,33 +106,41 @@ class Trainer:
         self.num_channels, *grid = core.loaded.sample_shape
         self.reference = core.model
         """The frozen pretrained model (the env's): the KL penalty's reference."""
-        self.policy = make_policy(core.model, config.resolved_lora_rank(core.loaded.is_latent))
+        self.policy = make_policy(core.model, config.optimiser.resolved_lora_rank(core.loaded.is_latent))
         self.passes = PassCounter([self.policy])
         """Network passes of the run so far (``agents.passes``: backward counted as 2, evaluation paused): the
         policy's by a hook (it is the trainer's own), the reference's, which is the env's and shared, where
         the trainer calls it (``reference_eps``)."""
-        if config.gradient_checkpointing:
+        if config.optimiser.gradient_checkpointing:
             self.policy.unet.enable_gradient_checkpointing()
         algo_config = config.algo_config(self.num_channels * math.prod(grid), algo_cls)
         self.algo: Algorithm = algo_cls(algo_config, core.loaded.num_contexts, tuple(grid))
         """The algorithm (``agents.algorithms``): its advantages, loss and hooks."""
+        self.kl_coef = getattr(algo_config, "kl_coef", 0.0)
+        """The KL penalty's weight to the pretrained model (a policy-gradient algorithm's option)."""
+        self.group_size = getattr(algo_config, "group_size", None)
+        """Group advantages: images per training context per epoch (None: the running buffer)."""
         self.optimizer = torch.optim.AdamW(
             [p for p in self.policy.parameters() if p.requires_grad],
-            lr=config.learning_rate,
-            betas=(config.adam_beta1, config.adam_beta2),
-            weight_decay=config.weight_decay,
+            lr=config.optimiser.learning_rate,
+            betas=(config.optimiser.adam_beta1, config.optimiser.adam_beta2),
+            weight_decay=config.optimiser.weight_decay,
         )
-        self.ema = EMA(self.policy, config.ema_decay) if config.ema_decay is not None else None
+        self.ema = (
+            EMA(self.policy, config.optimiser.ema_decay) if config.optimiser.ema_decay is not None else None
+        )
         """Moving average of the trainable weights, used for evaluation (``agents.ema``)."""
-        self.autocast = autocast(config.mixed_precision, self.device)
+        self.autocast = autocast(config.optimiser.mixed_precision, self.device)
         """The policy's forward passes' autocast context, built once."""
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.mixed_precision == "fp16")
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=config.optimiser.mixed_precision == "fp16"
+        )
+        self.generator = torch.Generator().manual_seed(config.run.seed)
         self.step_weights = step_weights(
             core.schedule.coefficients.std_dev_t.cpu(),
-            config.step_weighting,
-            config.step_threshold,
-            config.step_weights,
+            config.optimiser.step_weighting,
+            config.optimiser.step_threshold,
+            config.optimiser.step_weights,
         )
         """(T,) weight of each denoising step in the loss (``agents.steps``)."""
         self.reward_components: list[str] = list(getattr(core.reward_fn, "names", []))
@@ -166,7 +174,7 @@ class Trainer:
         """The policy's own (guided) noise prediction, float32, under the configured autocast: no pin."""
         with self.autocast:
             eps = guided_eps(
-                self.policy, sample, timestep, context, self.config.guidance_scale, self.null_context
+                self.policy, sample, timestep, context, self.config.sampling.guidance_scale, self.null_context
             )
         return eps.float()
 
@@ -210,14 +218,19 @@ class Trainer:
         without gradients."""
         with self.autocast:
             eps = guided_eps(
-                self.reference, sample, timestep, context, self.config.guidance_scale, self.null_context
+                self.reference,
+                sample,
+                timestep,
+                context,
+                self.config.sampling.guidance_scale,
+                self.null_context,
             )
         self.passes.add(self.forwards(sample))
         return eps.float()
 
     def forwards(self, sample: torch.Tensor) -> int:
         """Network passes of one guided prediction for a batch: one per image, two under guidance."""
-        return int(sample.shape[0]) * (1 if self.config.guidance_scale == 1 else 2)
+        return int(sample.shape[0]) * (1 if self.config.sampling.guidance_scale == 1 else 2)
 
     def sample(self) -> Trajectories:
         """One epoch's images from the current policy (the env is seeded once, at epoch 0).
@@ -227,19 +240,19 @@ class Trainer:
         """
         parts = []
         cfg = self.config
-        batch_size = cfg.sample_batch_size
+        batch_size = cfg.sampling.sample_batch_size
         local = batch_size // self.world.size  # this rank's slots: rank x local ... (rank + 1) x local - 1
         num_steps = self.envs.unwrapped.num_steps
         stochastic = None
-        if self.window is not None and cfg.window_outside == "deterministic":
+        if self.window is not None and cfg.sampling.window_outside == "deterministic":
             stochastic = torch.zeros(num_steps, dtype=torch.bool, device=self.device)
             stochastic[self.window.start : self.window.stop] = True
         self.sampled_eps = {}
         kept: list[dict[int, torch.Tensor]] = []
-        for batch in range(cfg.sample_batches_per_epoch):
-            seed = cfg.seed + self.world.rank * local if self.epoch == 0 and batch == 0 else None
+        for batch in range(cfg.sampling.sample_batches_per_epoch):
+            seed = cfg.run.seed + self.world.rank * local if self.epoch == 0 and batch == 0 else None
             options: dict[str, Any] = {}
-            if cfg.group_size is not None:
+            if self.group_size is not None:
                 choices = self.envs.unwrapped.context_choices
                 first = batch * batch_size + self.world.rank * local
                 index = torch.arange(first, first + local, device=choices.device)
@@ -248,7 +261,7 @@ class Trainer:
                 options["stochastic_steps"] = stochastic
             eps_fn: Callable[..., torch.Tensor] = self.eps
             if (
-                cfg.reuse_sampling_pass and batch < cfg.train_batch_size // batch_size
+                cfg.sampling.reuse_sampling_pass and batch < cfg.optimiser.train_batch_size // batch_size
             ):  # the first minibatch's
                 eps_fn = GraphKeeper(self.eps, self.trained_steps(num_steps))
                 kept.append(eps_fn.kept)
@@ -279,11 +292,16 @@ class Trainer:
     def epoch_window(self) -> range | None:
         """The window of steps this epoch trains (``agents.steps.train_window``), or None without one."""
         cfg = self.config
-        if not cfg.step_window:
+        if not cfg.sampling.step_window:
             return None
         weights = self.algo.train_steps(self.step_weights, self.epoch)
         return train_window(
-            weights, cfg.step_window, cfg.window_placement, cfg.window_start, self.epoch, cfg.seed
+            weights,
+            cfg.sampling.step_window,
+            cfg.sampling.window_placement,
+            cfg.sampling.window_start,
+            self.epoch,
+            cfg.run.seed,
         )
 
     def make_envs(self, num_envs: int) -> Any:
@@ -308,7 +326,7 @@ class Trainer:
         """
         self.policy.train()
         rewards, reward_maps, contexts, components = (
-            gather_epoch(x, self.world, self.config.sample_batches_per_epoch)
+            gather_epoch(x, self.world, self.config.sampling.sample_batches_per_epoch)
             for x in (traj.rewards, traj.grid_reward_maps, traj.contexts, traj.component_rewards)
         )
         looked = self.algo.before_update(self, traj, rewards)
@@ -320,7 +338,9 @@ class Trainer:
             )
             self.sampled_eps = {}
         advantages = self.algo.advantages(rewards.cpu(), reward_maps.cpu(), contexts.cpu())
-        owned = local_indices(self.config.images_per_epoch, self.config.sample_batch_size, self.world)
+        owned = local_indices(
+            self.config.sampling.images_per_epoch, self.config.sampling.sample_batch_size, self.world
+        )
         if not looked.get("skip"):
             metrics = self.update(traj, advantages[owned], step_weights)
         else:  # e.g. this epoch's images came from weights the algorithm just put aside: no update from them
@@ -355,8 +375,8 @@ class Trainer:
         ``brake_coef``.
         """
         cfg = self.config
-        num_images = cfg.images_per_epoch  # the whole epoch's, over every rank
-        local_row = local_rows(num_images, cfg.sample_batch_size, self.world)
+        num_images = cfg.sampling.images_per_epoch  # the whole epoch's, over every rank
+        local_row = local_rows(num_images, cfg.sampling.sample_batch_size, self.world)
         if step_weights is None:
             step_weights = self.algo.train_steps(self.step_weights, self.epoch)
         kept = torch.zeros_like(step_weights, dtype=torch.bool)
@@ -372,12 +392,16 @@ class Trainer:
             for name in ("loss", "approx_kl", "clipfrac", "grad_norm", "kl", "silent_kl")
         }
         count = updates = 0
-        for inner in range(cfg.inner_epochs):
+        for inner in range(cfg.optimiser.inner_epochs):
             order = torch.randperm(num_images, generator=self.generator)  # CPU: minibatches split on the host
-            if cfg.reuse_sampling_pass and inner == 0:  # the first minibatch: the images sampled first
-                first = cfg.train_batch_size
+            if (
+                cfg.sampling.reuse_sampling_pass and inner == 0
+            ):  # the first minibatch: the images sampled first
+                first = cfg.optimiser.train_batch_size
                 order = torch.cat([torch.arange(first), first + order[order < num_images - first]])
-            steps = sample_steps(weights.cpu() > 0, num_images, cfg.timestep_fraction, self.generator)
+            steps = sample_steps(
+                weights.cpu() > 0, num_images, cfg.optimiser.timestep_fraction, self.generator
+            )
             if (
                 int(steps.min()) < traj.first_step
                 or int(steps.max()) >= traj.first_step + traj.timesteps.shape[1]
@@ -386,7 +410,7 @@ class Trainer:
                     f"steps {sorted(set(steps.flatten().tolist()))} are not all in {traj.kept_steps}"
                 )
             steps = steps.to(self.device)  # (N, num_train)
-            for share, mine, rows in minibatches(order, cfg.train_batch_size, local_row):
+            for share, mine, rows in minibatches(order, cfg.optimiser.train_batch_size, local_row):
                 gidx, idx = mine.to(self.device), rows.to(self.device)  # global, local rows
                 sampled, self.sampled_eps = self.sampled_eps, {}  # only the first minibatch takes them
                 if sampled:  # (A, n, C, h, w) the kept steps' predictions, and each step's position in it
@@ -420,7 +444,7 @@ class Trainer:
         totals = {k: v if k == "grad_norm" else all_sum(v, self.world) for k, v in totals.items()}
         out = {k: (v / count).item() for k, v in totals.items() if k != "grad_norm"}
         out["grad_norm"] = (totals["grad_norm"] / updates).item()
-        if not cfg.kl_coef:
+        if not self.kl_coef:
             out["kl"] = math.nan  # not computed without a penalty
         if silent is None:
             out["silent_kl"] = math.nan
@@ -439,7 +463,6 @@ class Trainer:
         """The loss of images ``idx`` (local rows) at their steps ``k`` (b,): the algorithm's policy-gradient
         term plus the KL penalties, and its detached parts for the metrics. ``eps``: the policy's prediction
         there, when the sampling pass kept it (``reuse_sampling_pass``); None: computed now."""
-        cfg = self.config
         row = k - traj.first_step  # the step's row in the kept window
         sample, prev_sample = traj.samples[idx, row], traj.samples[idx, row + 1]  # (b, C, h, w)
         timestep, context = traj.timesteps[idx, row], traj.contexts[idx]
@@ -453,11 +476,11 @@ class Trainer:
             logp = torch.where(self.pinned[context], old_logp, logp)
         loss, stats = self.algo.loss(logp, old_logp, advantages, self.num_channels, weight)
         stats = {"approx_kl": stats["approx_kl"], "clipfrac": stats["clipfrac"]}
-        if cfg.kl_coef or silent is not None:
+        if self.kl_coef or silent is not None:
             kl_map = self.reference_kl(sample, timestep, context, eps, coeffs)  # (b, C, h, w)
             silent_coef = self.algo.brake_coef if silent is not None else 0.0
             penalty, kl_stats = kl_penalty(
-                kl_map, weight, cfg.kl_coef, None if silent is None else silent[idx], silent_coef
+                kl_map, weight, self.kl_coef, None if silent is None else silent[idx], silent_coef
             )
             loss = loss + penalty
             stats.update(kl_stats)
@@ -480,7 +503,7 @@ class Trainer:
         params = [p for p in self.policy.parameters() if p.requires_grad]
         sum_gradients(params, self.world)  # every rank now holds the whole minibatch's gradient
         self.scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm).detach()
+        norm = torch.nn.utils.clip_grad_norm_(params, self.config.optimiser.max_grad_norm).detach()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -541,12 +564,13 @@ class Trainer:
     def export(self) -> Path:
         """Writes the policy (its EMA weights, with ``ema_decay``) as a diffusers model to RUN/model, with the
         pinned silent pixels ('hold' or 'freeze') beside it."""
-        # the run's own settings: how it was started or resumed is not part of what it trained
-        settings = dataclasses.replace(self.config, resume="", overwrite=False, trust_code=False)
-        run = {"config": dataclasses.asdict(settings), "epoch": self.epoch, "images": self.images}
+        # the run's own settings, flat (pxpo_gym reads the sampler's from them without knowing the sections):
+        # how it was started or resumed is not part of what it trained
+        settings = self.config.replace(resume="", overwrite=False, trust_code=False)
+        run = {"config": settings.flat(), "epoch": self.epoch, "images": self.images}
         run["weights"] = "ema" if self.ema is not None else "trained"
         with self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext():
-            held = None if self.pinned is None else (self.pin, self.pinned, self.config.pin_band)
+            held = None if self.pinned is None else (self.pin, self.pinned, self.algo.pin_band)
             return export_policy(
                 self.policy, self.envs.unwrapped.loaded, self.config.run_dir / EXPORT_DIR, run, held
             )

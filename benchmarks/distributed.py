@@ -48,7 +48,7 @@ def worker(rank: int, world: int, store: str, cfg: DistributedBenchConfig, run_d
     torch.set_num_threads(1)
     if world > 1:
         join_local_group(rank, world, store, timeout_seconds=600)
-    config = TrainConfig(
+    config = TrainConfig.of(
         algo="pxpo",
         reward="color",
         sample_batch_size=cfg.sample_batch_size,

@@ -699,4 +699,4 @@ def train_config(cfg: SuiteConfig, task: str, arm: Arm, seed: int, out: Path):
         progress=False,
     )
     settings.update(arm.overrides)  # an arm may also set the shared fields (e.g. its sampling batches)
-    return TrainConfig(**settings)
+    return TrainConfig.of(strict=False, **settings)

@@ -51,7 +51,7 @@ def measure(cfg: HoldCostConfig) -> dict:
     device = torch.device(cfg.device)
     task = TASKS["region"]
     trainer = Trainer(
-        TrainConfig(
+        TrainConfig.of(
             algo="pxpo",
             reward=(task.reward,),
             reward_kwargs=task.reward_kwargs_json,

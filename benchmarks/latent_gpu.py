@@ -98,7 +98,7 @@ def run_agent(cfg: LatentBenchConfig, model_dir: Path | str, algo: str, run_dir:
     from agents.trainer import Trainer
 
     preset = PRESETS[cfg.model]
-    config = TrainConfig(
+    config = TrainConfig.of(
         algo=algo,
         model=str(model_dir),
         prompts=PROMPTS,

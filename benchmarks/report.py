@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.config import flat_view
 from agents.metrics import read_metrics
 from benchmarks.analysis import confidence_band, mean_curve, samples_to_threshold, smooth, summarise
 from benchmarks.breadth import main_label, write_breadth_report
@@ -417,7 +418,7 @@ def sampler_note(cfg) -> str:
     for task in cfg.tasks:
         for arm in cfg.arms(task):
             path = run_dir(cfg, task, arm.label, cfg.seeds[0]) / "config.json"
-            saved = json.loads(path.read_text()) if path.is_file() else {}
+            saved = flat_view(json.loads(path.read_text())) if path.is_file() else {}
             if saved.get("step_window") and saved.get("window_outside") == "deterministic":
                 labels.add(arm.label)
     if not labels:

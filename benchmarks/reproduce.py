@@ -83,10 +83,16 @@ def measure(cfg: ReproduceConfig) -> dict:
             )
             with tempfile.TemporaryDirectory() as tmp:
                 config = train_config(suite, task, arms[cfg.label], seed, Path(tmp) / "run")
-                rerun = train(replace(config, num_epochs=cfg.epochs, overwrite=True))
+                rerun = train(config.replace(num_epochs=cfg.epochs, overwrite=True))
                 chosen = Path(tmp) / "run" / "credit.json"
-                credit = json.loads(chosen.read_text())["chosen"] if chosen.is_file() else config.credit
-            if config.credit == "checked" and rerun:  # the credit its last epoch trained with
+                credit = (
+                    json.loads(chosen.read_text())["chosen"]
+                    if chosen.is_file()
+                    else getattr(config.algorithm, "credit", None)
+                )
+            if (
+                getattr(config.algorithm, "credit", None) == "checked" and rerun
+            ):  # the credit its last epoch trained with
                 credit = "pixel" if rerun[-1].get("credit_pixel") == 1 else "image"
             equal = [all(same(new[c], old[c]) for c in cfg.columns) for new, old in zip(rerun, committed)]
             result["cells"].append(

@@ -20,7 +20,6 @@ panel per task), a samples-to-threshold table, and a markdown summary.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import multiprocessing
 import os
@@ -72,9 +71,9 @@ def run_one(cfg: SuiteConfig, task: str, arm: Arm, seed: int, out: Path) -> Path
     torch.set_num_threads(1)
     config = train_config(cfg, task, arm, seed, out)
     if (out / "checkpoints" / "latest").is_file():
-        config = dataclasses.replace(config, resume=str(out))
+        config = config.replace(resume=str(out))
     else:  # nothing to resume: whatever an interrupted start left is replaced
-        config = dataclasses.replace(config, overwrite=True)
+        config = config.replace(overwrite=True)
     train(config)
     return out
 

@@ -63,7 +63,7 @@ def measure_one(cfg: ThroughputConfig, algo: str, batch: int) -> dict:
     device = torch.device(cfg.device)
     mb = min(cfg.train_batch_size, batch)
     trainer = Trainer(
-        TrainConfig(
+        TrainConfig.of(
             algo=algo,
             num_epochs=1,
             sample_batch_size=batch,

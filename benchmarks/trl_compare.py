@@ -33,7 +33,6 @@ This module's top level imports only the standard library: the trl side runs it 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -307,7 +306,7 @@ def run_ours(args: argparse.Namespace) -> dict:
     agents.runs.run_epochs = keep_trainer
 
     started = time.perf_counter()
-    config = TrainConfig(
+    config = TrainConfig.of(
         algo="ddpo",
         estimator="is",
         model=args.model,
@@ -348,7 +347,7 @@ def run_ours(args: argparse.Namespace) -> dict:
     if args.ours_option:  # e.g. step_window=4: the issue-35 options on our side only
         from agents.config import key_values
 
-        config = dataclasses.replace(config, **key_values(args.ours_option, "--ours-option"))
+        config = config.replace(**key_values(args.ours_option, "--ours-option"))
     history = train(config)
     keep = (
         "seconds",

@@ -44,11 +44,22 @@ def run(main: Callable[[], Any], prog: str) -> Any:
         raise SystemExit(2) from None
 
 
-def parse(config_class: type) -> Any:
+def parse(config_class: type, args: list[str] | None = None, sections: bool = False) -> Any:
     """``tyro.cli`` for a config dataclass whose ``__post_init__`` checks itself: its ValueError reaches
-    ``run`` and prints one line (given the class itself, tyro draws a multi-line box for it)."""
+    ``run`` and prints one line (given the class itself, tyro draws a multi-line box for it).
+
+    Args:
+        args: the command line (None: ``sys.argv``).
+        sections: the config is made of sections and a subcommand (``agents.config.TrainConfig``): flags
+            without the sections' prefixes, and the root's flags accepted after the subcommand too.
+    """
     import functools
 
     import tyro
 
-    return tyro.cli(functools.partial(config_class))
+    config = (
+        (tyro.conf.OmitArgPrefixes, tyro.conf.OmitSubcommandPrefixes, tyro.conf.CascadeSubcommandArgs)
+        if sections
+        else ()
+    )
+    return tyro.cli(functools.partial(config_class), args=args, config=config)

@@ -20,7 +20,13 @@ from agents.losses import PolicyGradientConfig, ddpo_loss
 
 @dataclass(frozen=True)
 class DDPOConfig(PolicyGradientConfig):
-    """DDPO's knobs. Defaults follow the DDPO reference code (clip range 1e-4 on the mean log-ratio)."""
+    """DDPO's knobs. Defaults follow the DDPO reference code (clip range 1e-4 on the mean log-ratio, scaled
+    for the sample's element count)."""
+
+    clip_range: float | None = None  # type: ignore[assignment]
+    """PPO clip range on the ratio of per-element means; None: the reference's 1e-4 scaled for the sample's
+    element count, 1e-4 x sqrt(16384 / (C h w)) (``agents.config.ddpo_clip_range``; 4.6e-4 on the default
+    model), resolved when the trainer knows the model."""
 
 
 class DDPO(Algorithm):

@@ -19,12 +19,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from agents.algorithms.base import Algorithm
-from agents.losses import PolicyGradientConfig
 from pxpo_gym.sampling import Episode, rollout
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -126,10 +126,24 @@ def trainer_epoch(trainer: Any) -> tuple[dict[str, float], Episode]:
         trainer.envs,
         trainer.eps,
         step,
-        cfg.images_per_epoch // cfg.train_batch_size,
-        cfg.seed if trainer.epoch == 0 else None,
-        cfg.backprop_steps,
+        cfg.sampling.images_per_epoch // cfg.optimiser.train_batch_size,
+        cfg.run.seed if trainer.epoch == 0 else None,
+        trainer.algo.config.backprop_steps,
     )
+
+
+@dataclass(frozen=True)
+class OracleConfig:
+    """The oracle's one knob."""
+
+    backprop_steps: int = 0
+    """Backpropagate through the last K steps only (DRaFT-K); 0: through every step."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.backprop_steps, int) and self.backprop_steps >= 0):
+            raise ValueError(
+                f"backprop_steps must be an int >= 0, got backprop_steps={self.backprop_steps!r}"
+            )
 
 
 class Oracle(Algorithm):
@@ -137,7 +151,7 @@ class Oracle(Algorithm):
     no advantages or loss of its own; the reward must be differentiable (checked in ``attach``)."""
 
     name = "oracle"
-    config_class = PolicyGradientConfig
+    config_class = OracleConfig
     samples_with_gradients = True
 
     def attach(self, trainer: Any) -> None:

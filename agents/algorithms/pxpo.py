@@ -134,6 +134,9 @@ class PXPOConfig(PolicyGradientConfig):
     check_drop: bool = True
     """credit='checked': the check also fails when the epoch's mean reward falls far below the best epoch's
     (``agents.credit_check.reward_dropped``)."""
+    credit_images: int = 64
+    """Kernel credits ('footprint', 'support', 'receptive'): episodes of the pretrained model measured for
+    the footprint (once per run)."""
     credit_threshold: float = DEFAULT_CREDIT_THRESHOLD
     """'footprint': kernel entries below this fraction of the step's largest are dropped; 'support': the
     kernel holds 1 - this of the measured influence."""
@@ -164,6 +167,8 @@ class PXPOConfig(PolicyGradientConfig):
         super().__post_init__()
         if self.credit not in CREDITS:
             raise ValueError(f"credit must be one of {CREDITS}, got credit={self.credit!r}")
+        if not (isinstance(self.credit_images, int) and self.credit_images >= 1):
+            raise ValueError(f"credit_images must be an int >= 1, got credit_images={self.credit_images!r}")
         if not 0 <= self.credit_threshold < 1:
             raise ValueError(
                 f"credit_threshold must be in [0, 1), got credit_threshold={self.credit_threshold}"
@@ -476,9 +481,9 @@ class PXPO(Algorithm):
         locality (credit='auto')."""
         core = trainer.envs.unwrapped
         if self.config.silent_mode == "hold-unscored":
-            self.set_insensitive(reward_insensitive(core, seed=trainer.config.seed))
+            self.set_insensitive(reward_insensitive(core, seed=trainer.config.run.seed))
         if self.needs_locality:
-            self.set_locality(reward_locality(core, seed=trainer.config.seed))
+            self.set_locality(reward_locality(core, seed=trainer.config.run.seed))
 
     def files(self) -> dict[str, str]:
         if self.locality is None:
@@ -502,7 +507,7 @@ class PXPO(Algorithm):
         reward_se = float(rewards.std()) / math.sqrt(len(rewards)) if len(rewards) > 1 else 0.0
         # One generator per (run seed, epoch, rank): the same cells on resume, other cells on each rank.
         generator = torch.Generator().manual_seed(
-            (trainer.config.seed * 1_000_003 + trainer.epoch) * 1_009 + trainer.world.rank
+            (trainer.config.run.seed * 1_000_003 + trainer.epoch) * 1_009 + trainer.world.rank
         )
         core = trainer.envs.unwrapped
         sums = scaled_agreement_sums(
@@ -528,19 +533,19 @@ class PXPO(Algorithm):
         """Kernel credits: measures the reward's footprint on the frozen pretrained model (once per run;
         ``agents.credit``) and writes RUN/footprint.json (rank 0)."""
         cfg = trainer.config
-        envs = trainer.make_envs(min(32, cfg.credit_images))
+        envs = trainer.make_envs(min(32, self.config.credit_images))
 
         def reference(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-            eps = guided_eps(trainer.reference, x, t, c, cfg.guidance_scale, trainer.null_context)
+            eps = guided_eps(trainer.reference, x, t, c, cfg.sampling.guidance_scale, trainer.null_context)
             trainer.passes.add(trainer.forwards(x), backward=eps.requires_grad)  # the run's cost too
             return eps
 
         footprint = measure_footprint(  # autograd probes differentiate through the frozen model: no no_grad
             envs,
             reference,
-            cfg.credit_images,
-            seed=cfg.seed,
-            progress=cfg.progress and trainer.world.main,
+            self.config.credit_images,
+            seed=cfg.run.seed,
+            progress=cfg.run.progress and trainer.world.main,
         )
         envs.close()
         self.set_footprint(footprint)

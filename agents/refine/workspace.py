@@ -116,15 +116,15 @@ class Workspace:
         common = dict(
             model=loaded,
             reward=self.reward,
-            num_inference_steps=train.num_inference_steps,
-            eta=train.eta,
-            noise_level=train.noise_level,
-            transition=train.transition,
-            device=train.device,
+            num_inference_steps=train.env.num_inference_steps,
+            eta=train.env.eta,
+            noise_level=train.env.noise_level,
+            transition=train.env.transition,
+            device=train.run.device,
             context=context,
             held_pixels="off",  # fine-tuning starts from the weights
         )
-        self.envs = DiffusionDenoiseVectorEnv(num_envs=train.sample_batch_size, **common)
+        self.envs = DiffusionDenoiseVectorEnv(num_envs=train.sampling.sample_batch_size, **common)
         self.render_env = DiffusionDenoiseVectorEnv(num_envs=1, **common)
         self.trainer = Trainer(train, self.envs)
         schedule = self.envs.schedule
@@ -215,13 +215,13 @@ class Workspace:
         cfg = self.trainer.config
         common = {
             "update": "gradient" if self.trainer.algo.samples_with_gradients else self.trainer.algo.name,
-            "group_size": cfg.sample_batch_size,
-            "learning_rate": cfg.learning_rate,
+            "group_size": cfg.sampling.sample_batch_size,
+            "learning_rate": cfg.optimiser.learning_rate,
             "hold": self.reward.hold,
         }
         if self.trainer.algo.samples_with_gradients:
             return common
-        return {**common, "inner_epochs": cfg.inner_epochs, "kl_coef": cfg.kl_coef}
+        return {**common, "inner_epochs": cfg.optimiser.inner_epochs, "kl_coef": self.trainer.kl_coef}
 
     def apply(
         self,
@@ -362,14 +362,23 @@ def region_change(before: torch.Tensor, after: torch.Tensor, mask: torch.Tensor)
 def refine_train_config(options: RefineConfig) -> TrainConfig:
     """The TrainConfig of a workspace's updates from the server's options (``RefineConfig``)."""
     pxpo = options.update == "pxpo"
-    return TrainConfig(
+    algorithm = (
+        dict(
+            kl_coef=options.kl_coef,
+            group_size=options.group_size,
+            # per-pixel credit with the image term, no penalty on silent pixels and no pin (the hold term
+            # keeps them; the page samples with the workspace's own policy, not the trainer's epoch loop)
+            credit="pixel",
+            image_advantage_weight=1.0,
+            silent_kl_coef=0.0,
+            silent_mode="kl",
+        )
+        if pxpo
+        else {}  # the gradient update is held by the reward's hold term
+    )
+    return TrainConfig.of(
         algo="pxpo" if pxpo else "oracle",
-        # PXPO: per-pixel credit with the image term, no penalty on silent pixels and no pin (the hold term
-        # keeps them; the page samples with the workspace's own policy, not the trainer's epoch loop).
-        credit="pixel",
-        image_advantage_weight=1.0,
-        silent_kl_coef=0.0,
-        silent_mode="kl",
+        **algorithm,
         model=options.model,
         prompts=tuple(options.prompts),
         sample_batch_size=options.group_size,
@@ -377,8 +386,6 @@ def refine_train_config(options: RefineConfig) -> TrainConfig:
         train_batch_size=options.group_size,
         inner_epochs=options.inner_epochs,
         learning_rate=options.learning_rate,
-        kl_coef=options.kl_coef if pxpo else 0.0,  # the gradient update is held by the reward's hold term
-        group_size=options.group_size if pxpo else None,
         lora_rank=options.lora_rank,
         num_inference_steps=options.num_inference_steps,
         noise_level=options.noise_level,
