@@ -37,6 +37,7 @@ from agents.algorithms.ddpo import DDPOConfig
 from agents.algorithms.oracle import OracleConfig
 from agents.algorithms.pxpo import PXPOConfig
 from agents.steps import DEFAULT_STEP_THRESHOLD, DEFAULT_STEP_WEIGHTING, STEP_WEIGHTINGS, WINDOW_PLACEMENTS
+from pxpo_gym.cli import Checked
 from pxpo_gym.flow import DEFAULT_NOISE_LEVEL
 from pxpo_gym.rewards import split_weight
 from pxpo_gym.wrappers import generic_wrappers
@@ -58,15 +59,6 @@ def _need(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
-def _check_finite(section: Any) -> None:
-    """A NaN or infinite number is never a setting."""
-    for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
-        numbers = value if isinstance(value, tuple) else (value,)
-        bad = [v for v in numbers if isinstance(v, float) and not math.isfinite(v)]
-        _need(not bad, f"{f.name} must be a finite number, got {f.name}={value!r}")
-
-
 def _check_ints(section: Any, names: tuple[str, ...], low: int, optional: bool = False) -> None:
     for name in names:
         value = getattr(section, name)
@@ -78,7 +70,7 @@ def _check_ints(section: Any, names: tuple[str, ...], low: int, optional: bool =
 
 
 @dataclass(frozen=True)
-class EnvConfig:
+class EnvConfig(Checked):
     """The env a run trains on: its model, reward and sampler."""
 
     model: str = "default"
@@ -112,12 +104,11 @@ class EnvConfig:
     """How a step's log-likelihood is computed: the exact Gaussian, or with transition 'cps' the public CPS
     code's unnormalised -(x - mean)^2, for parity with runs made with it (pxpo_gym.ddim.LOG_DENSITIES)."""
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         reward = (self.reward,) if isinstance(self.reward, str) else tuple(self.reward)
         object.__setattr__(self, "reward", reward)  # empty: 'color', filled in by TrainConfig
         for name in ("prompts", "contexts"):
             object.__setattr__(self, name, tuple(str(v) for v in getattr(self, name)))
-        _check_finite(self)
         for spec in self.reward:
             _need(
                 isinstance(spec, str) and bool(spec), f"each reward must be a non-empty string, got {spec!r}"
@@ -175,7 +166,7 @@ class EnvConfig:
 
 
 @dataclass(frozen=True)
-class SamplingConfig:
+class SamplingConfig(Checked):
     """What an epoch samples: its images, and which denoising steps are trained and how they are sampled."""
 
     sample_batch_size: int = 32
@@ -208,11 +199,18 @@ class SamplingConfig:
     one forward per trained step of those images, costs their activations' memory until the update. Needs
     train_batch_size a multiple of sample_batch_size and timestep_fraction 1."""
 
-    def __post_init__(self) -> None:
-        _check_finite(self)
+    def check(self) -> None:
         _check_ints(self, ("sample_batch_size", "sample_batches_per_epoch"), 1)
         _check_ints(self, ("window_start",), 0)
-        _check_ints(self, ("step_window",), 0, optional=True)
+        _need(
+            self.step_window is None
+            or (
+                isinstance(self.step_window, int)
+                and not isinstance(self.step_window, bool)
+                and self.step_window >= 0
+            ),
+            f"step_window must be None (the algorithm's default) or an int >= 0, got step_window={self.step_window!r}",
+        )
         _need(self.guidance_scale >= 1, f"guidance_scale must be >= 1, got {self.guidance_scale}")
         for name, allowed in (("window_placement", WINDOW_PLACEMENTS), ("window_outside", WINDOW_OUTSIDE)):
             value = getattr(self, name)
@@ -227,7 +225,7 @@ class SamplingConfig:
 
 
 @dataclass(frozen=True)
-class OptimiserConfig:
+class OptimiserConfig(Checked):
     """The update: minibatches, AdamW, each step's loss weight, what is trained (LoRA) and its average (EMA)."""
 
     train_batch_size: int = 32
@@ -265,9 +263,8 @@ class OptimiserConfig:
     """Keep an exponential moving average of the trainable weights with this decay (e.g. 0.99) and evaluate
     with it (agents.ema); None: no EMA."""
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         object.__setattr__(self, "step_weights", tuple(self.step_weights))
-        _check_finite(self)
         _check_ints(self, ("train_batch_size", "inner_epochs"), 1)
         _check_ints(self, ("lora_rank",), 0, optional=True)
         _need(self.learning_rate > 0, f"learning_rate must be > 0, got learning_rate={self.learning_rate}")
@@ -294,7 +291,7 @@ class OptimiserConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(Checked):
     """The run around the training: its length, seed, device, folder, checkpoints, evaluation and export."""
 
     num_epochs: int = 20
@@ -338,8 +335,7 @@ class RunConfig:
     """On resume: run a reward or algorithm the checkpoint names by import path; without it a checkpoint may
     name only built-in ones, or the same --reward / algorithm must be given again."""
 
-    def __post_init__(self) -> None:
-        _check_finite(self)
+    def check(self) -> None:
         _check_ints(self, ("seed", "save_every", "image_every", "eval_every"), 0)
         _check_ints(self, ("num_epochs", "eval_images"), 1)
         _check_ints(self, ("threads",), 1, optional=True)
@@ -354,7 +350,7 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
-class PluginAlgorithm:
+class PluginAlgorithm(Checked):
     """An algorithm class of your own, by import path (agents.algorithms.base; docs/custom-algorithms.md)."""
 
     path: str
@@ -363,7 +359,7 @@ class PluginAlgorithm:
     """Its config_class's fields as key=value (the value read as JSON where it parses, else as text), e.g.
     --option window=2 clip_range=0.001."""
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         object.__setattr__(self, "option", tuple(self.option))
         check_name(self.path)
         _need(
@@ -437,11 +433,13 @@ class TrainConfig:
                 isinstance(getattr(self, name), cls),
                 f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}",
             )
+            getattr(self, name).validate()  # (built from a command line, a section is checked here)
         _need(
             type(self.algorithm) in BUILTIN_CONFIGS or isinstance(self.algorithm, PluginAlgorithm),
             f"algorithm must be one of {[c.__name__ for c in BUILTIN_CONFIGS]} or a PluginAlgorithm, got "
             f"{type(self.algorithm).__name__} (a plug-in's own config goes in PluginAlgorithm(path, option))",
         )
+        self.algorithm.validate()
         sampling, optimiser, steps = self.sampling, self.optimiser, self.env.num_inference_steps
         _need(
             sampling.images_per_epoch % optimiser.train_batch_size == 0,
@@ -602,10 +600,13 @@ class TrainConfig:
         """
         cls = cls or self.algorithm_class()
         config = self.algorithm
-        if isinstance(config, PluginAlgorithm):
-            config = build_options(cls.config_class, config.options(), self.algo)
         changes: dict[str, Any] = {}
-        if getattr(config, "clip_range", 0) is None:
+        if isinstance(config, PluginAlgorithm):
+            options = config.options()
+            config = build_options(cls.config_class, options, self.algo)
+            if getattr(cls, "default_clip_range", "fixed") == "elements" and "clip_range" not in options:
+                changes["clip_range"] = None  # scaled below, as DDPO's
+        if changes.get("clip_range", getattr(config, "clip_range", 0)) is None:
             if not sample_elements:
                 raise ValueError(
                     f"algo={self.algo!r}: clip_range None is scaled for the sample, which is not known"
@@ -621,6 +622,12 @@ def flat_view(saved: dict[str, Any]) -> dict[str, Any]:
     flat options."""
     if not isinstance(saved.get("env"), dict):  # saved before the sections
         return dict(saved)
+    unknown = sorted(set(saved) - {"algo", "algorithm", *SECTIONS})
+    if unknown:
+        raise ValueError(
+            f"a saved config holds algo, algorithm and the sections {sorted(SECTIONS)} at its top level, "
+            f"got {unknown}"
+        )
     flat: dict[str, Any] = {"algo": saved.get("algo", "pxpo")}
     for name in SECTIONS:
         section = saved.get(name, {})
@@ -665,7 +672,9 @@ def algorithm_config(algo: str, options: dict[str, Any], strict: bool = True) ->
         options = {k: v for k, v in options.items() if k in fields}
     if "check_scales" in options:
         options["check_scales"] = tuple(options["check_scales"])
-    if options.get("clip_range", 0) is None and fields["clip_range"].default is not None:
+    if options.get("clip_range", 0) is None and (
+        "clip_range" not in fields or fields["clip_range"].default is not None
+    ):
         del options["clip_range"]  # None: the algorithm's own default
     return build_options(config_class, options, algo)
 

@@ -20,9 +20,11 @@ from typing import Literal
 
 import torch
 
+from pxpo_gym.cli import Checked
+
 
 @dataclass(frozen=True)
-class PolicyGradientConfig:
+class PolicyGradientConfig(Checked):
     """What DDPO and PXPO share: the estimator, PPO clipping, advantage clipping and buffers."""
 
     estimator: Literal["sf", "is"] = "is"
@@ -44,7 +46,7 @@ class PolicyGradientConfig:
     KL(p_theta || p_ref) = (b_t (a_theta - a_ref))^2 / (2 sigma_t^2), added to the loss with the step's
     weight. 0: none (and no reference forward pass)."""
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.estimator not in ("sf", "is"):
             raise ValueError(f"estimator must be 'sf' or 'is', got estimator={self.estimator!r}")
         if self.clip_range is not None and not self.clip_range > 0:  # None: resolved by the trainer (DDPO)

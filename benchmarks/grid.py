@@ -669,14 +669,19 @@ def run_dir(cfg: SuiteConfig, task: str, label: str, seed: int) -> Path:
 
 def train_config(cfg: SuiteConfig, task: str, arm: Arm, seed: int, out: Path):
     """The one TrainConfig of a grid cell: everything but the arm's own fields is shared."""
+    from agents.algorithms import resolve_algorithm
     from agents.config import TrainConfig
 
     spec = TASKS[task]
     epochs = cfg.epochs(task)
+    shared_algo = dict(  # the algorithm's own options the grid shares, where the algorithm has them
+        estimator=cfg.estimator, stat_buffer_size=cfg.stat_buffer_size, stat_min_count=cfg.stat_min_count
+    )
+    fields = {f.name for f in dataclasses.fields(resolve_algorithm(arm.algo).config_class)}
     settings = dict(
         algo=arm.algo,
         model=cfg.model,
-        estimator=cfg.estimator,
+        **{k: v for k, v in shared_algo.items() if k in fields},
         reward=spec.reward,
         reward_kwargs=spec.reward_kwargs_json,
         num_epochs=epochs,
@@ -684,8 +689,6 @@ def train_config(cfg: SuiteConfig, task: str, arm: Arm, seed: int, out: Path):
         sample_batches_per_epoch=1,
         train_batch_size=cfg.train_batch_size,
         num_inference_steps=cfg.num_inference_steps,
-        stat_buffer_size=cfg.stat_buffer_size,
-        stat_min_count=cfg.stat_min_count,
         step_weighting=cfg.step_weighting,
         seed=seed,
         threads=1,
@@ -699,4 +702,4 @@ def train_config(cfg: SuiteConfig, task: str, arm: Arm, seed: int, out: Path):
         progress=False,
     )
     settings.update(arm.overrides)  # an arm may also set the shared fields (e.g. its sampling batches)
-    return TrainConfig.of(strict=False, **settings)
+    return TrainConfig.of(**settings)

@@ -10,6 +10,7 @@ traceback.
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import sys
 from collections.abc import Callable
@@ -44,6 +45,35 @@ def run(main: Callable[[], Any], prog: str) -> Any:
         raise SystemExit(2) from None
 
 
+_PARSING = contextvars.ContextVar("pxpo_gym_parsing", default=False)
+
+
+class Checked:
+    """Mixin of a config dataclass that checks itself (``validate``: no NaN or infinite number, then its own
+    ``check``) when built, except while a command line is parsed into a config of sections (``parse(...,
+    sections=True)``): there the config that holds it validates it, so that a bad value is one line rather
+    than the box tyro draws for a nested error."""
+
+    def __post_init__(self) -> None:
+        if not _PARSING.get():
+            self.validate()
+
+    def validate(self) -> None:
+        """Raises ValueError naming a NaN or infinite number, or what ``check`` refuses."""
+        import dataclasses
+        import math
+
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            numbers = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+                raise ValueError(f"{field.name} must be a finite number, got {field.name}={value!r}")
+        self.check()
+
+    def check(self) -> None:
+        """Raises ValueError naming a bad value."""
+
+
 def parse(config_class: type, args: list[str] | None = None, sections: bool = False) -> Any:
     """``tyro.cli`` for a config dataclass whose ``__post_init__`` checks itself: its ValueError reaches
     ``run`` and prints one line (given the class itself, tyro draws a multi-line box for it).
@@ -62,4 +92,8 @@ def parse(config_class: type, args: list[str] | None = None, sections: bool = Fa
         if sections
         else ()
     )
-    return tyro.cli(functools.partial(config_class), args=args, config=config)
+    token = _PARSING.set(sections)
+    try:
+        return tyro.cli(functools.partial(config_class), args=args, config=config)
+    finally:
+        _PARSING.reset(token)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ import torch
 from agents.advantages import ContextStats
 from agents.algorithms.ddpo import DDPO, DDPOConfig
 from agents.algorithms.pxpo import PXPO, PXPOConfig
-from agents.config import TrainConfig
+from agents.config import SECTIONS, TrainConfig
 from agents.metrics import read_metrics
 from agents.rollout import coefficients_from
 from agents.runs import train
@@ -37,8 +38,10 @@ def tiny_config(tiny_model_dir, tmp_path, **overrides) -> TrainConfig:
         tensorboard=False,
         image_every=0,
     )
+    if overrides.get("algo") == "oracle":  # it has no advantage buffer
+        del base["stat_buffer_size"], base["stat_min_count"]
     base.update(overrides)
-    return TrainConfig(**base)
+    return TrainConfig.of(**base)
 
 
 def policy_grad(trainer: Trainer, traj, advantages, steps=None, weights=None) -> torch.Tensor:
@@ -180,7 +183,7 @@ def test_resumed_run_matches_uninterrupted_run_bit_for_bit(tiny_model_dir, tmp_p
     first = tiny_config(tiny_model_dir, tmp_path, num_epochs=1, out=str(tmp_path / "part"), save_every=1)
     train(full)
     train(first)
-    resumed = dataclasses.replace(first, resume=str(tmp_path / "part"), num_epochs=3)
+    resumed = first.replace(resume=str(tmp_path / "part"), num_epochs=3)
     train(resumed)
     a, b = read_metrics(tmp_path / "full" / "metrics.csv"), read_metrics(tmp_path / "part" / "metrics.csv")
     assert len(a) == len(b) == 3
@@ -213,7 +216,7 @@ def test_crash_mid_save_keeps_the_previous_checkpoint(tiny_model_dir, tmp_path, 
 
     monkeypatch.setattr("safetensors.torch.save_file", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        train(dataclasses.replace(config, resume=str(tmp_path / "run"), num_epochs=2))
+        train(config.replace(resume=str(tmp_path / "run"), num_epochs=2))
     monkeypatch.undo()
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == before
     tensors, meta = checkpoint.load_checkpoint(tmp_path / "run")
@@ -319,16 +322,28 @@ def test_cli_help_documents_every_field():
         [sys.executable, "-m", "agents.train", "--help"], capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0
-    for field in dataclasses.fields(TrainConfig):
-        assert field.name.replace("_", "-") in out.stdout, field.name
-    assert "Gradient-norm clip" in out.stdout
+    for section in SECTIONS.values():  # every section's options, without the section's prefix
+        for field in dataclasses.fields(section):
+            assert re.search(f"--{field.name.replace('_', '-')}(?![\\w-])", out.stdout), field.name
+    for field in dataclasses.fields(PXPOConfig):  # the default subcommand's
+        assert re.search(f"--{field.name.replace('_', '-')}(?![\\w-])", out.stdout), field.name
+    assert "Gradient-norm clip" in out.stdout and "ddpo" in out.stdout and "plugin" in out.stdout
+    oracle = subprocess.run(
+        [sys.executable, "-m", "agents.train", "oracle", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "--backprop-steps" in oracle.stdout and not re.search("--credit(?![\\w-])", oracle.stdout)
 
 
 def test_algorithm_configs_validate():
-    assert PXPOConfig().clip_range == 0.2 and DDPOConfig().clip_range == 1e-4
+    assert PXPOConfig().clip_range == 0.2 and DDPOConfig().clip_range is None  # None: scaled by the trainer
     with pytest.raises(ValueError, match="clip_range"):
         PXPOConfig(clip_range=0.0)
-    assert isinstance(DDPO(DDPOConfig(), 2, (4, 4)).stats, ContextStats)
+    with pytest.raises(ValueError, match="clip_range=None"):
+        DDPO(DDPOConfig(), 2, (4, 4))
+    assert isinstance(DDPO(DDPOConfig(clip_range=1e-4), 2, (4, 4)).stats, ContextStats)
     assert PXPO(PXPOConfig(), 2, (4, 4)).stats.buffer.shape == (2, 32, 4, 4)
 
 

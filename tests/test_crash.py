@@ -4,7 +4,6 @@ never interrupted; ``overwrite`` deletes only what a run wrote; a damaged checkp
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 from pathlib import Path
@@ -59,15 +58,15 @@ def crash_config(tiny_model_dir, out: Path):
 def recover(config) -> None:
     """What a user does after a crash: resume if there is a checkpoint, else run again (with --overwrite
     only if the refusal says that is the one way on)."""
-    run = Path(config.out)
+    run = Path(config.run.out)
     if (run / "checkpoints" / "latest").is_file():
-        train(dataclasses.replace(config, resume=str(run)))
+        train(config.replace(resume=str(run)))
         return
     try:
         train(config)
     except ValueError as err:
         assert "--overwrite" in str(err) and "nothing to resume" in str(err), err
-        train(dataclasses.replace(config, overwrite=True))
+        train(config.replace(overwrite=True))
 
 
 def final_files(run: Path) -> dict[str, object]:
@@ -81,7 +80,7 @@ def final_files(run: Path) -> dict[str, object]:
     latest = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
     meta = json.loads((latest / "meta.json").read_text())
     for key in ("resume", "overwrite", "out"):  # how it was started, and where (each case has its folder)
-        meta["config"].pop(key)
+        meta["config"]["run"].pop(key)
     files = {
         "metrics": rows,
         "checkpoint": load_file(str(latest / "state.safetensors")),
@@ -197,7 +196,7 @@ def test_a_start_that_failed_leaves_nothing_that_blocks_the_retry(tiny_model_dir
         p.name for p in (tmp_path / "run").iterdir()
     }
     with pytest.raises(ValueError, match="no checkpoint"):  # nothing to resume ...
-        train(dataclasses.replace(config, resume=str(tmp_path / "run")))
+        train(config.replace(resume=str(tmp_path / "run")))
     history = train(config)  # ... and nothing blocks a new start without any flag
     assert [int(row["epoch"]) for row in history] == [1, 2]
 
@@ -210,17 +209,17 @@ def test_overwrite_deletes_only_what_a_run_wrote(tiny_model_dir, tmp_path):
     config = tiny_config(tiny_model_dir, tmp_path)
     for overwrite in (False, True):
         with pytest.raises(ValueError, match="which no run wrote"):
-            train(dataclasses.replace(config, overwrite=overwrite))
+            train(config.replace(overwrite=overwrite))
     assert all((run / name / "mine.txt").read_text() == "keep" for name in ("images", "model", "tb"))
 
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("keep")
-    config = dataclasses.replace(config, out=str(other))
+    config = config.replace(out=str(other))
     train(config)
     with pytest.raises(ValueError, match="--overwrite"):
         train(config)
-    train(dataclasses.replace(config, overwrite=True))
+    train(config.replace(overwrite=True))
     assert (other / "notes.txt").read_text() == "keep" and (other / "model").is_dir()
     assert json.loads((other / MANIFEST).read_text())["files"][0] == "metrics.csv"
 
@@ -241,7 +240,7 @@ def test_a_damaged_checkpoint_is_refused_with_what_is_wrong(tiny_model_dir, tmp_
     train(config)
     damage(tmp_path / "run" / "checkpoints")
     with pytest.raises(ValueError, match="resume=") as err:
-        train(dataclasses.replace(config, resume=str(tmp_path / "run"), num_epochs=3))
+        train(config.replace(resume=str(tmp_path / "run"), num_epochs=3))
     assert message in str(err.value)
 
 
@@ -250,7 +249,9 @@ def _edit_meta(root: Path, **changes) -> None:
     meta = json.loads(path.read_text())
     for key, value in changes.items():
         if key.startswith("config_"):
-            meta["config"][key.removeprefix("config_")] = value
+            name = key.removeprefix("config_")
+            section = next(s for s in meta["config"].values() if isinstance(s, dict) and name in s)
+            section[name] = value
         else:
             meta[key] = value
     path.write_text(json.dumps(meta))
@@ -293,7 +294,7 @@ def test_an_overwrite_of_a_run_from_before_manifests_claims_it_first(tiny_model_
     real_rmtree = shutil.rmtree
     monkeypatch.setattr(runs.shutil, "rmtree", killed_after_the_first)
     with pytest.raises(Killed):
-        train(dataclasses.replace(config, overwrite=True))
+        train(config.replace(overwrite=True))
     monkeypatch.undo()
     assert (tmp_path / "run" / MANIFEST).is_file()  # claimed before anything was deleted ...
-    train(dataclasses.replace(config, overwrite=True))  # ... so the retry finishes the overwrite
+    train(config.replace(overwrite=True))  # ... so the retry finishes the overwrite

@@ -3,8 +3,6 @@ estimator on rewards with a known footprint, silent pixels, checkpoints."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import gymnasium as gym
 import pytest
 import torch
@@ -410,7 +408,7 @@ def test_silent_kl_pulls_silent_pixels_back_to_the_pretrained_model(tiny_model_d
     # every pixel silent moves it toward the pretrained model, with no pixel silent it does not move.
     def run(silent_value: float) -> tuple[float, float]:
         config = tiny_config(tiny_model_dir, tmp_path, credit="pixel", silent_kl_coef=100.0)
-        trainer = Trainer(dataclasses.replace(config, learning_rate=3e-3, weight_decay=0.0))
+        trainer = Trainer(config.replace(learning_rate=3e-3, weight_decay=0.0))
         torch.manual_seed(1)
         with torch.no_grad():
             for p in trainer.policy.parameters():
@@ -448,8 +446,8 @@ def kl_to_reference(trainer: Trainer, traj) -> float:
 
 def test_footprint_is_checkpointed_and_not_measured_again_on_resume(tiny_model_dir, tmp_path, monkeypatch):
     config = tiny_config(tiny_model_dir, tmp_path, credit="footprint", credit_images=8, save_every=1)
-    whole = train(dataclasses.replace(config, out=str(tmp_path / "whole")))
-    first = dataclasses.replace(config, out=str(tmp_path / "part"), num_epochs=1)
+    whole = train(config.replace(out=str(tmp_path / "whole")))
+    first = config.replace(out=str(tmp_path / "part"), num_epochs=1)
     train(first)
     tensors, _ = load_checkpoint(tmp_path / "part")
     assert tensors["stats/credit_influence"].shape == (4, 15, 15)
@@ -459,7 +457,7 @@ def test_footprint_is_checkpointed_and_not_measured_again_on_resume(tiny_model_d
         raise AssertionError("the footprint must come from the checkpoint")
 
     monkeypatch.setattr("agents.algorithms.pxpo.measure_footprint", fail)
-    resumed = train(dataclasses.replace(config, out="", resume=str(tmp_path / "part")))
+    resumed = train(config.replace(out="", resume=str(tmp_path / "part")))
     rows = read_metrics(tmp_path / "part" / "metrics.csv")
     assert [r["reward_mean"] for r in rows] == [m["reward_mean"] for m in whole]
     assert resumed[-1]["loss"] == whole[-1]["loss"]
@@ -513,7 +511,7 @@ def freeze_config(tiny_model_dir, tmp_path, **overrides):
 def test_freeze_mode_acts_as_the_pretrained_model_on_silent_pixels(tiny_model_dir, tmp_path):
     # every context decided after the first 8 images: re-decided on its maps so far
     config = freeze_config(tiny_model_dir, tmp_path, silent_test="recent")
-    trainer = Trainer(dataclasses.replace(config, learning_rate=3e-3))
+    trainer = Trainer(config.replace(learning_rate=3e-3))
     assert trainer.algo.pinned_pixels() is None  # no statistics yet: nothing is silent
     with torch.no_grad():
         for p in trainer.policy.parameters():
@@ -531,7 +529,7 @@ def test_freeze_mode_acts_as_the_pretrained_model_on_silent_pixels(tiny_model_di
     assert torch.equal(eps[mask], ref[mask])  # silent pixels: the pretrained model's action, exactly
     assert torch.equal(eps[~mask], free[~mask]) and not torch.equal(free[mask], ref[mask])
     # A whole run: the mask is taken at each epoch's start, no KL is computed, and it resumes exactly.
-    history = train(dataclasses.replace(config, num_epochs=3, out=str(tmp_path / "freeze")))
+    history = train(config.replace(num_epochs=3, out=str(tmp_path / "freeze")))
     assert all(m["silent_kl"] != m["silent_kl"] for m in history)  # NaN: the freeze needs no penalty
     assert history[-1]["silent_fraction"] > 0.4
 
@@ -541,9 +539,9 @@ def test_freeze_and_hold_modes_resume_exactly(tiny_model_dir, tmp_path, mode, si
     config = freeze_config(
         tiny_model_dir, tmp_path, num_epochs=3, save_every=1, silent_test=silent_test, silent_mode=mode
     )
-    whole = train(dataclasses.replace(config, out=str(tmp_path / "whole")))
-    train(dataclasses.replace(config, out=str(tmp_path / "part"), num_epochs=2))
-    train(dataclasses.replace(config, out="", resume=str(tmp_path / "part")))
+    whole = train(config.replace(out=str(tmp_path / "whole")))
+    train(config.replace(out=str(tmp_path / "part"), num_epochs=2))
+    train(config.replace(out="", resume=str(tmp_path / "part")))
     rows = read_metrics(tmp_path / "part" / "metrics.csv")
     assert [r["reward_mean"] for r in rows] == [m["reward_mean"] for m in whole]
     assert rows[-1]["loss"] == whole[-1]["loss"]
@@ -612,7 +610,7 @@ def test_default_run_holds_the_unscored_half_at_evaluation(tiny_model_dir, tmp_p
         eval_images=8,
         learning_rate=3e-3,
     )
-    assert config.silent_mode == "hold-unscored"
+    assert config.algorithm.silent_mode == "hold-unscored"
     trainer = Trainer(config)
     assert bool(trainer.algo.insensitive[..., 4:].all()) and not bool(trainer.algo.insensitive[..., :4].any())
     history = train(config)
@@ -663,7 +661,7 @@ def test_the_silent_penalty_changes_nothing_where_no_pixel_is_silent(tiny_model_
             num_epochs=3,
             out=str(tmp_path / "r"),
         )
-        return [(m["loss"], m["silent_fraction"]) for m in train(dataclasses.replace(config, overwrite=True))]
+        return [(m["loss"], m["silent_fraction"]) for m in train(config.replace(overwrite=True))]
 
     quiet_free = [losses("tests.test_credit:mean_red_reward", coef) for coef in (5.0, 10.0)]
     assert quiet_free[0] == quiet_free[1] and all(f == 0 for _, f in quiet_free[0][1:])
@@ -937,11 +935,11 @@ def test_auto_credit_trains_as_the_credit_it_chose_and_resumes_exactly(tiny_mode
     chosen = json.loads((tmp_path / "auto-global" / "credit.json").read_text())
     assert chosen["chosen"] == "image" and 1 / 9 <= chosen["locality"] <= 1 / 4
     # A resumed run takes the locality from its checkpoint and continues bit for bit.
-    part = dataclasses.replace(config, out=str(tmp_path / "part"), num_epochs=1)
+    part = config.replace(out=str(tmp_path / "part"), num_epochs=1)
     train(part)
     tensors, _ = load_checkpoint(tmp_path / "part")
     assert float(tensors["stats/locality"]) == chosen["locality"]
-    resumed = train(dataclasses.replace(config, out="", resume=str(tmp_path / "part")))
+    resumed = train(config.replace(out="", resume=str(tmp_path / "part")))
     assert resumed[-1]["loss"] == auto_global[-1]["loss"]
 
 

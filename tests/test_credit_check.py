@@ -171,16 +171,15 @@ def test_checked_equals_pixel_credit_bit_for_bit_while_the_check_passes(tiny_mod
 
 
 def test_a_run_that_switched_resumes_with_image_credit(tiny_model_dir, tmp_path):
-    import dataclasses
 
     reward = (REWARD,)
     gate()["level"] = 2.0
     try:
         config = tiny_config(tiny_model_dir, tmp_path, reward=reward, num_epochs=3, save_every=1)
         whole = train(config)
-        part = dataclasses.replace(config, out=str(tmp_path / "part"), num_epochs=1)
+        part = config.replace(out=str(tmp_path / "part"), num_epochs=1)
         train(part)
-        resumed = train(dataclasses.replace(config, out="", resume=str(tmp_path / "part")))
+        resumed = train(config.replace(out="", resume=str(tmp_path / "part")))
     finally:
         gate()["level"] = 0.0
     assert [m["credit_pixel"] for m in whole] == [0.0, 0.0, 0.0]
@@ -191,7 +190,6 @@ def test_a_run_that_switched_resumes_with_image_credit(tiny_model_dir, tmp_path)
 def test_the_kept_weights_survive_a_checkpoint_and_the_resumed_run_restores_the_same(
     tiny_model_dir, tmp_path
 ):
-    import dataclasses
 
     from agents.checkpoint import load_checkpoint, restore_trainer
 
@@ -200,7 +198,7 @@ def test_the_kept_weights_survive_a_checkpoint_and_the_resumed_run_restores_the_
     for _ in range(2):
         first.train_epoch()
     first.save()
-    second = Trainer(dataclasses.replace(config, resume=str(config.run_dir)))
+    second = Trainer(config.replace(resume=str(config.run_dir)))
     restore_trainer(second, *load_checkpoint(config.run_dir))
     assert (second.best.epoch, second.best.reward) == (first.best.epoch, first.best.reward)
     assert second.best.tensors.keys() == first.best.tensors.keys()

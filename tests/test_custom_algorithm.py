@@ -26,7 +26,7 @@ def my_algo(tmp_path, monkeypatch):
 def test_the_pages_template_improves_the_held_out_colour_reward(my_algo, tmp_path, seed):
     from agents.config import TrainConfig
 
-    config = TrainConfig(
+    config = TrainConfig.of(
         algo=my_algo,
         reward=("color",),
         seed=seed,
@@ -43,7 +43,7 @@ def test_the_pages_template_improves_the_held_out_colour_reward(my_algo, tmp_pat
     assert type(trainer.algo).__name__ == "MyAlgo" and trainer.algo.config.baseline == "prompt"
     evaluator = Evaluator(make_envs(config, 16, "cpu"), seed, trainer.envs.unwrapped.context_choices)
     before = evaluator(trainer.eps)["eval_reward"]
-    for _ in range(config.num_epochs):
+    for _ in range(config.run.num_epochs):
         trainer.train_epoch()
     after = evaluator(trainer.eps)["eval_reward"]
     assert after > before + 0.02, (before, after)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import pytest
@@ -133,7 +132,7 @@ def test_resuming_under_another_world_size_is_refused(tiny_model_dir, tmp_path):
     from agents.runs import train
 
     config = distributed_config(tiny_model_dir, tmp_path, "ddpo")
-    train(dataclasses.replace(config, num_epochs=1))
+    train(config.replace(num_epochs=1))
     meta_path = tmp_path / "run" / "checkpoints"
     latest = (meta_path / "latest").read_text().strip()
     meta_file = next((meta_path / latest).glob("*.json"))
@@ -143,7 +142,7 @@ def test_resuming_under_another_world_size_is_refused(tiny_model_dir, tmp_path):
     meta["world_size"] = 2
     meta_file.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="written by a run on 2 process"):
-        train(dataclasses.replace(config, resume=str(tmp_path / "run"), num_epochs=2))
+        train(config.replace(resume=str(tmp_path / "run"), num_epochs=2))
 
 
 def train_worker(rank: int, world: int, store: str, config, die_in_epoch: int | None, timeout: float) -> None:
@@ -193,7 +192,7 @@ def late_rank0_worker(rank: int, world: int, store: str, config, marker: str, se
 def test_no_rank_leaves_train_before_the_others_are_done(tiny_model_dir, tmp_path):
     """Without the end-of-run barrier rank 1 returns while rank 0 still works, and tears the group down
     under it (CI once saw that abort a rank in gloo's teardown)."""
-    config = dataclasses.replace(distributed_config(tiny_model_dir, tmp_path, "ddpo"), num_epochs=1)
+    config = distributed_config(tiny_model_dir, tmp_path, "ddpo").replace(num_epochs=1)
     marker, seen = tmp_path / "rank0-done", tmp_path / "rank1-saw"
     mp.spawn(
         late_rank0_worker,
@@ -220,15 +219,13 @@ def test_a_dead_rank_stops_the_other_and_resume_continues_exactly(tiny_model_dir
 
     from agents.metrics import read_metrics
 
-    base = dataclasses.replace(
-        distributed_config(tiny_model_dir, tmp_path, "pxpo"), num_epochs=4, save_every=1
-    )
-    whole = dataclasses.replace(base, out=str(tmp_path / "whole"))
+    base = distributed_config(tiny_model_dir, tmp_path, "pxpo").replace(num_epochs=4, save_every=1)
+    whole = base.replace(out=str(tmp_path / "whole"))
     for proc in start_ranks(whole, tmp_path / "store-whole"):
         proc.join(300)
         assert proc.exitcode == 0
 
-    broken = dataclasses.replace(base, out=str(tmp_path / "broken"))
+    broken = base.replace(out=str(tmp_path / "broken"))
     started = time.monotonic()
     rank0, rank1 = start_ranks(broken, tmp_path / "store-broken", die_in_epoch=3, timeout=20.0)
     rank1.join(300)
@@ -237,7 +234,7 @@ def test_a_dead_rank_stops_the_other_and_resume_continues_exactly(tiny_model_dir
     assert rank0.exitcode not in (None, 0)  # the survivor failed on its own, it did not hang
     assert time.monotonic() - started < 120
 
-    resumed = dataclasses.replace(broken, resume=str(tmp_path / "broken"))
+    resumed = broken.replace(resume=str(tmp_path / "broken"))
     for proc in start_ranks(resumed, tmp_path / "store-resume"):
         proc.join(300)
         assert proc.exitcode == 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -41,9 +39,9 @@ def test_evaluation_uses_the_average_and_training_does_not(tiny_model_dir, tmp_p
     base = tiny_config(
         tiny_model_dir, tmp_path, num_epochs=2, eval_every=1, eval_images=4, learning_rate=1e-2
     )
-    train(dataclasses.replace(base, out=str(tmp_path / "plain")))
-    train(dataclasses.replace(base, out=str(tmp_path / "same"), ema_decay=0.0))  # EMA == the weights
-    train(dataclasses.replace(base, out=str(tmp_path / "slow"), ema_decay=0.999999))  # EMA ~ pretrained
+    train(base.replace(out=str(tmp_path / "plain")))
+    train(base.replace(out=str(tmp_path / "same"), ema_decay=0.0))  # EMA == the weights
+    train(base.replace(out=str(tmp_path / "slow"), ema_decay=0.999999))  # EMA ~ pretrained
     plain, same, slow = (read_metrics(tmp_path / name / "metrics.csv") for name in ("plain", "same", "slow"))
     for a, b, c in zip(plain, same, slow):
         assert a["reward_mean"] == b["reward_mean"] == c["reward_mean"]  # training is untouched
@@ -55,9 +53,9 @@ def test_ema_resumes_exactly(tiny_model_dir, tmp_path):
     from safetensors.torch import load_file
 
     base = tiny_config(tiny_model_dir, tmp_path, ema_decay=0.9, save_every=1)
-    train(dataclasses.replace(base, num_epochs=3, out=str(tmp_path / "full")))
-    train(dataclasses.replace(base, num_epochs=1, out=str(tmp_path / "part")))
-    train(dataclasses.replace(base, num_epochs=3, out=str(tmp_path / "part"), resume=str(tmp_path / "part")))
+    train(base.replace(num_epochs=3, out=str(tmp_path / "full")))
+    train(base.replace(num_epochs=1, out=str(tmp_path / "part")))
+    train(base.replace(num_epochs=3, out=str(tmp_path / "part"), resume=str(tmp_path / "part")))
     a = load_file(str(tmp_path / "full" / "checkpoints" / "epoch-000003" / "state.safetensors"))
     b = load_file(str(tmp_path / "part" / "checkpoints" / "epoch-000003" / "state.safetensors"))
     ema_keys = [k for k in a if k.startswith("ema/")]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import gymnasium as gym
@@ -44,7 +43,7 @@ def test_evaluation_noise_is_not_training_noise(tiny_model_dir, tmp_path):
 
     trainer = Trainer(config)
     train_images = trainer.sample().images
-    evaluator = Evaluator(make_envs(config, 8), config.seed, torch.arange(3))
+    evaluator = Evaluator(make_envs(config, 8), config.run.seed, torch.arange(3))
     eval_images = evaluator.reference.images
     # no evaluation image is any training image
     distances = (eval_images[:, None] - train_images[None]).abs().amax(dim=(2, 3, 4))
@@ -53,8 +52,8 @@ def test_evaluation_noise_is_not_training_noise(tiny_model_dir, tmp_path):
 
 def test_evaluating_changes_no_training_state(tiny_model_dir, tmp_path):
     base = tiny_config(tiny_model_dir, tmp_path, num_epochs=3)
-    train(dataclasses.replace(base, out=str(tmp_path / "plain")))
-    train(dataclasses.replace(base, out=str(tmp_path / "eval"), eval_every=2, eval_images=4))
+    train(base.replace(out=str(tmp_path / "plain")))
+    train(base.replace(out=str(tmp_path / "eval"), eval_every=2, eval_images=4))
     plain, evaluated = (
         read_metrics(tmp_path / "plain" / "metrics.csv"),
         read_metrics(tmp_path / "eval" / "metrics.csv"),

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -62,7 +61,7 @@ def test_training_exports_at_the_end_with_the_ema_weights(tiny_model_dir, tmp_pa
     config = tiny_config(tiny_model_dir, tmp_path, ema_decay=0.5)
     train(config)
     unet = UNet2DModel.from_pretrained(tmp_path / "run" / "model", subfolder="unet")
-    trainer = Trainer(dataclasses.replace(config, resume=str(tmp_path / "run")))
+    trainer = Trainer(config.replace(resume=str(tmp_path / "run")))
     from agents.checkpoint import load_checkpoint, restore_trainer
 
     restore_trainer(trainer, *load_checkpoint(tmp_path / "run"))
@@ -81,7 +80,7 @@ def test_no_export_when_turned_off(tiny_model_dir, tmp_path):
 
 
 def test_pixel_lora_is_merged_into_the_exported_weights(tmp_path):
-    config = TrainConfig(
+    config = TrainConfig.of(
         lora_rank=2,
         learning_rate=1e-2,
         num_epochs=1,
@@ -109,7 +108,7 @@ def test_pixel_lora_is_merged_into_the_exported_weights(tmp_path):
 def test_latent_lora_export_loads_with_load_lora_weights(tiny_sd_dir, tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    config = TrainConfig(
+    config = TrainConfig.of(
         model=str(tiny_sd_dir),
         prompts=tuple(PROMPTS),
         learning_rate=1e-2,

@@ -172,7 +172,7 @@ def test_one_training_epoch_on_the_latent_pipeline(tiny_sd_dir, tmp_path, algo, 
     from agents.config import TrainConfig
     from agents.trainer import Trainer
 
-    config = TrainConfig(
+    config = TrainConfig.of(
         algo=algo,
         model=str(tiny_sd_dir),
         prompts=tuple(PROMPTS),
@@ -185,8 +185,7 @@ def test_one_training_epoch_on_the_latent_pipeline(tiny_sd_dir, tmp_path, algo, 
         guidance_scale=5.0,
         decode_chunk_size=2,
         gradient_checkpointing=algo == "pxpo",
-        credit=credit,
-        credit_images=4,
+        **(dict(credit=credit, credit_images=4) if algo == "pxpo" else {}),
         out=str(tmp_path / algo),
         progress=False,
         tensorboard=False,

@@ -23,7 +23,7 @@ def mean_reward(envs, model, seed: int) -> float:
 @pytest.mark.parametrize("algo", ["ddpo", "pxpo"])
 def test_agent_raises_the_colour_reward_above_the_pretrained_model(tmp_path, algo, seed):
     """Three training seeds each (one seed can pass by luck); the held-out evaluation noise stays fixed."""
-    config = TrainConfig(
+    config = TrainConfig.of(
         algo=algo,
         reward="color",
         num_epochs=EPOCHS,

@@ -37,7 +37,7 @@ def sd_config(tiny_sd_dir, tmp_path, **overrides) -> TrainConfig:
         image_every=0,
         export=False,
     )
-    return TrainConfig(**{**base, **overrides})
+    return TrainConfig.of(**{**base, **overrides})
 
 
 def test_a_lora_policy_costs_its_adapters_not_a_second_model(tiny_sd_dir, tmp_path):

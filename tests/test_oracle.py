@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import gymnasium as gym
 import pytest
 import torch
@@ -75,11 +73,11 @@ def test_truncated_backprop(tiny_model_dir):
 
 def test_oracle_training_runs_and_resumes_exactly(tiny_model_dir, tmp_path):
     base = tiny_config(tiny_model_dir, tmp_path, algo="oracle", train_batch_size=4, save_every=1)
-    history = train(dataclasses.replace(base, num_epochs=3, out=str(tmp_path / "full")))
+    history = train(base.replace(num_epochs=3, out=str(tmp_path / "full")))
     assert [m["images"] for m in history] == [8, 16, 24]
     assert history[0]["loss"] == pytest.approx(-history[0]["reward_mean"])
-    train(dataclasses.replace(base, num_epochs=1, out=str(tmp_path / "part")))
-    train(dataclasses.replace(base, num_epochs=3, out=str(tmp_path / "part"), resume=str(tmp_path / "part")))
+    train(base.replace(num_epochs=1, out=str(tmp_path / "part")))
+    train(base.replace(num_epochs=3, out=str(tmp_path / "part"), resume=str(tmp_path / "part")))
     a, b = read_metrics(tmp_path / "full" / "metrics.csv"), read_metrics(tmp_path / "part" / "metrics.csv")
     assert [r["reward_mean"] for r in a] == [r["reward_mean"] for r in b]
 

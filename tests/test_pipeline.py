@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
@@ -25,7 +24,7 @@ LABELS = [0, 1, 2, 0, 1, 2]
 
 def trained(config: TrainConfig) -> Trainer:
     trainer = Trainer(config)
-    for _ in range(config.num_epochs):
+    for _ in range(config.run.num_epochs):
         trainer.train_epoch()
     trainer.export()
     return trainer
@@ -36,10 +35,10 @@ def held_out(trainer: Trainer, seed: int) -> torch.Tensor:
     envs = gym.make_vec(
         "DiffusionDenoise-v0",
         num_envs=len(LABELS),
-        model=str(trainer.config.model),
-        num_inference_steps=trainer.config.num_inference_steps,
-        eta=trainer.config.eta,
-        **({"noise_level": trainer.config.noise_level} if trainer.envs.unwrapped.loaded.is_flow else {}),
+        model=str(trainer.config.env.model),
+        num_inference_steps=trainer.config.env.num_inference_steps,
+        eta=trainer.config.env.eta,
+        **({"noise_level": trainer.config.env.noise_level} if trainer.envs.unwrapped.loaded.is_flow else {}),
     )
     return run_policy(
         envs, trainer.rollout_policy(), seed=seed, options={"context": torch.tensor(LABELS)}
@@ -142,13 +141,13 @@ def test_flow_evaluations_record_no_eta_and_runs_on_other_models_get_their_own_f
         EvaluateConfig(model=str(tiny_flow_dir), images=2, num_inference_steps=4, out=str(tmp_path))
     )
     assert result["eta"] is None and result["sampler"] == "sde" and result["noise_level"] == 0.7
-    default = TrainConfig()
-    flow = dataclasses.replace(default, model="default-flow")
+    default = TrainConfig.of()
+    flow = default.replace(model="default-flow")
     assert (
         default.run_dir.name == "pxpo-is-color-seed0"
         and flow.run_dir.name == "pxpo-is-color-default-flow-seed0"
     )
-    export = dataclasses.replace(default, model="runs/pxpo-is-color-seed0/model")
+    export = default.replace(model="runs/pxpo-is-color-seed0/model")
     assert export.run_dir.name == "pxpo-is-color-pxpo-is-color-seed0-seed0"
 
 

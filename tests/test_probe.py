@@ -6,7 +6,6 @@ mistake gets an error naming the argument, the value and what is allowed.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -86,10 +85,10 @@ def test_a_second_run_into_the_same_folder_is_refused_and_destroys_nothing(tiny_
     assert (run / "checkpoints" / latest.strip()).is_dir()
     # --overwrite starts over and leaves a resumable run
     (run / "notes.txt").write_text("mine")
-    train(dataclasses.replace(config, overwrite=True, num_epochs=2))
+    train(config.replace(overwrite=True, num_epochs=2))
     assert len(read_metrics(run / "metrics.csv")) == 2
     assert (run / "notes.txt").read_text() == "mine"  # only the run's own files were deleted
-    train(dataclasses.replace(config, resume=str(run), num_epochs=3))
+    train(config.replace(resume=str(run), num_epochs=3))
     assert len(read_metrics(run / "metrics.csv")) == 3
 
 
@@ -100,13 +99,13 @@ def test_resume_refuses_conflicting_flags_and_keeps_the_runs_settings(tiny_model
     train(config)
     run = str(tmp_path / "run")
     with pytest.raises(ValueError, match=r"learning_rate=0.001 \(run: 0.0003\)"):
-        resolve_config(TrainConfig(resume=run, learning_rate=1e-3))
+        resolve_config(TrainConfig.of(resume=run, learning_rate=1e-3))
     with pytest.raises(ValueError, match="algo='ddpo'"):
-        resolve_config(TrainConfig(resume=run, algo="ddpo"))
-    resolved = resolve_config(TrainConfig(resume=run, num_epochs=4))
-    assert (resolved.save_every, resolved.image_every, resolved.num_epochs) == (3, 2, 4)
-    assert resolved.model == str(tiny_model_dir)
-    assert resolve_config(TrainConfig(resume=run, save_every=1)).save_every == 1
+        resolve_config(TrainConfig.of(resume=run, algo="ddpo"))
+    resolved = resolve_config(TrainConfig.of(resume=run, num_epochs=4))
+    assert (resolved.run.save_every, resolved.run.image_every, resolved.run.num_epochs) == (3, 2, 4)
+    assert resolved.env.model == str(tiny_model_dir)
+    assert resolve_config(TrainConfig.of(resume=run, save_every=1)).run.save_every == 1
 
 
 def test_resuming_a_complete_run_says_so(tiny_model_dir, tmp_path, monkeypatch, capsys):
@@ -162,7 +161,7 @@ def test_jpeg_quality_is_validated(quality):
 )
 def test_negative_counts_are_refused(name, message):
     with pytest.raises(ValueError, match=message):
-        TrainConfig(**{name: -1})
+        TrainConfig.of(**{name: -1})
 
 
 # -- messages -----------------------------------------------------------------

@@ -212,7 +212,7 @@ def test_malformed_reward_specs_are_refused_with_the_spec_named(spec, message):
         split_weight(spec)
     assert repr(spec) in str(err.value)
     with pytest.raises(ValueError, match=re.escape(message)):
-        TrainConfig(reward=(spec,))  # refused when the config is parsed, before anything loads
+        TrainConfig.of(reward=(spec,))  # refused when the config is parsed, before anything loads
 
 
 def test_env_reports_each_component_and_pxpo_trains_on_the_weighted_map(tiny_model_dir, tmp_path):
@@ -242,13 +242,14 @@ def test_env_reports_each_component_and_pxpo_trains_on_the_weighted_map(tiny_mod
 
 
 def test_cli_takes_repeated_weighted_rewards():
-    import tyro
 
     from agents.config import TrainConfig
 
-    config = tyro.cli(TrainConfig, args=["--reward", "color:0.5", "--reward", "segmentation:0.5"])
-    assert config.reward == ("color:0.5", "segmentation:0.5")
-    assert tyro.cli(TrainConfig, args=[]).reward == ("color",)
-    assert TrainConfig(reward="brightness").reward == ("brightness",)
+    from pxpo_gym.cli import parse
+
+    config = parse(TrainConfig, ["--reward", "color:0.5", "--reward", "segmentation:0.5"], sections=True)
+    assert config.env.reward == ("color:0.5", "segmentation:0.5")
+    assert parse(TrainConfig, [], sections=True).env.reward == ("color",)
+    assert TrainConfig.of(reward="brightness").env.reward == ("brightness",)
     with pytest.raises(ValueError, match="finite number"):
-        TrainConfig(reward=("color:inf",))
+        TrainConfig.of(reward=("color:inf",))

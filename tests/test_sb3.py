@@ -104,7 +104,7 @@ def test_checkers_pass_on_the_generic_single_env(tiny_model_dir):
 def test_our_agents_refuse_a_residual_env(tiny_model_dir):
     from agents.config import TrainConfig, check_envs
 
-    config = TrainConfig(
+    config = TrainConfig.of(
         model=str(tiny_model_dir),
         sample_batch_size=4,
         train_batch_size=4,

@@ -216,7 +216,10 @@ def test_a_plugin_algorithm_runs_beside_the_built_in_ones(tmp_path):
         rows = {r["algo"]: r for r in csv.DictReader(handle)}
     assert set(rows) == set(arms) and rows["BatchBaseline-lr0.0003"]["final_reward"] != ""
     config = json.loads((run_dir(cfg, "color", "BatchBaseline-lr0.0003", 0) / "config.json").read_text())
-    assert config["algo"] == "tests.plugin_algorithms:BatchBaseline" and config["learning_rate"] == 3e-4
+    assert (
+        config["algo"] == "tests.plugin_algorithms:BatchBaseline"
+        and config["optimiser"]["learning_rate"] == 3e-4
+    )
     with pytest.raises(ValueError, match="algo must be one of"):
         tiny_suite(tmp_path, algos=("ppo",))
 

@@ -8,7 +8,6 @@ pipeline's own ``load_lora_weights`` reads and our loader fuses it back exactly.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import gymnasium as gym
@@ -237,9 +236,7 @@ def test_the_env_on_a_lora_export_draws_the_runs_own_images(pipeline_dirs, tmp_p
     # takes the run's own and draws what the trained policy draws from the same noise.
     from pxpo_gym.sampling import run_policy
 
-    run = dataclasses.replace(
-        config(pipeline_dirs[layout], tmp_path, "pxpo"), transition="cps", noise_level=0.9
-    )
+    run = config(pipeline_dirs[layout], tmp_path, "pxpo").replace(transition="cps", noise_level=0.9)
     trainer = Trainer(run)
     trainer.train_epoch()
     export = trainer.export()

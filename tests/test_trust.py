@@ -3,7 +3,6 @@ refused when parsed, with one line on the command line (issue 32's probe cases, 
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import os
@@ -70,18 +69,18 @@ def test_a_checkpoint_naming_code_as_its_reward_is_refused_on_resume(exported, t
     root = run / "checkpoints"
     meta_path = root / (root / "latest").read_text().strip() / "meta.json"
     meta = json.loads(meta_path.read_text())
-    meta["config"]["reward"] = HOSTILE
+    meta["config"]["env"]["reward"] = HOSTILE
     meta_path.write_text(json.dumps(meta))
     refused = cli("-m", "agents.train", "--resume", str(run), "--num-epochs", "2")
     one_line_error(refused, "agents.train", "checkpoint", "'os:system'", "never run", "--trust-code")
     # a checkpoint's built-in reward (with options) is still read from it
-    meta["config"].update(reward=["color"], reward_kwargs=json.dumps({"target": "blue"}))
+    meta["config"]["env"].update(reward=["color"], reward_kwargs=json.dumps({"target": "blue"}))
     meta_path.write_text(json.dumps(meta))
     from agents.runs import resolve_config
 
-    resumed = resolve_config(TrainConfig(resume=str(run), num_epochs=2))
-    assert resumed.reward == ("color",) and json.loads(resumed.reward_kwargs) == {"target": "blue"}
-    assert not resumed.trust_code
+    resumed = resolve_config(TrainConfig.of(resume=str(run), num_epochs=2))
+    assert resumed.env.reward == ("color",) and json.loads(resumed.env.reward_kwargs) == {"target": "blue"}
+    assert not resumed.run.trust_code
 
 
 @pytest.mark.parametrize(
@@ -223,8 +222,8 @@ def test_trust_code_is_not_kept_in_a_run(tiny_model_dir, tmp_path):
     train(config)
     from agents.runs import resolve_config
 
-    resumed = resolve_config(dataclasses.replace(config, trust_code=False, resume=str(tmp_path / "run")))
-    assert not resumed.trust_code
+    resumed = resolve_config(config.replace(trust_code=False, resume=str(tmp_path / "run")))
+    assert not resumed.run.trust_code
     exported = json.loads((tmp_path / "run" / "model" / "pxpo_gym.json").read_text())
     assert exported["run"]["config"]["trust_code"] is False
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import agents.runs
-from agents.config import TrainConfig
+from agents.config import RENAMED, TrainConfig, flat_view
 from agents.rollout import collect
 from agents.runs import ADDED_FIELDS, resolve_config, train
 from agents.steps import train_window
@@ -216,39 +216,63 @@ def test_windowed_and_reusing_runs_resume_exactly(tiny_model_dir, tmp_path, opti
 
 def test_the_algorithms_default_window(tiny_model_dir, tmp_path, monkeypatch):
     pxpo = tiny_config(tiny_model_dir, tmp_path).with_window_defaults()
-    assert (pxpo.step_window, pxpo.window_placement, pxpo.window_outside) == (2, "random", "deterministic")
+    assert (pxpo.sampling.step_window, pxpo.sampling.window_placement, pxpo.sampling.window_outside) == (
+        2,
+        "random",
+        "deterministic",
+    )
     ddpo = tiny_config(tiny_model_dir, tmp_path, algo="ddpo").with_window_defaults()
-    assert (ddpo.step_window, ddpo.window_placement, ddpo.window_outside) == (0, "sliding", "stochastic")
+    assert (ddpo.sampling.step_window, ddpo.sampling.window_placement, ddpo.sampling.window_outside) == (
+        0,
+        "sliding",
+        "stochastic",
+    )
     mine = tiny_config(
         tiny_model_dir, tmp_path, step_window=3
     ).with_window_defaults()  # sized by hand: slides
-    assert (mine.step_window, mine.window_placement, mine.window_outside) == (3, "sliding", "stochastic")
+    assert (mine.sampling.step_window, mine.sampling.window_placement, mine.sampling.window_outside) == (
+        3,
+        "sliding",
+        "stochastic",
+    )
     half = tiny_config(tiny_model_dir, tmp_path, window_placement="fixed").with_window_defaults()
-    assert (half.step_window, half.window_placement, half.window_outside) == (2, "fixed", "deterministic")
+    assert (half.sampling.step_window, half.sampling.window_placement, half.sampling.window_outside) == (
+        2,
+        "fixed",
+        "deterministic",
+    )
     none = tiny_config(tiny_model_dir, tmp_path, step_window=0, window_outside="deterministic")
-    assert (none.with_window_defaults().window_placement, none.with_window_defaults().window_outside) == (
+    assert (none.with_window_defaults().sampling.window_placement, none.with_window_defaults().sampling.window_outside) == (
         "sliding",
         "stochastic",
     )  # nothing is outside no window
     oracle = tiny_config(tiny_model_dir, tmp_path, algo="oracle").with_window_defaults()
-    assert oracle.step_window == 0
+    assert oracle.sampling.step_window == 0
     # the run's own config says what it did; a checkpoint written before the window existed resumes without one
     train(tiny_config(tiny_model_dir, tmp_path, num_epochs=1, out=str(tmp_path / "run"), export=False))
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert (saved["step_window"], saved["window_outside"]) == (2, "deterministic")
-    resumed = resolve_config(TrainConfig(resume=str(tmp_path / "run"), num_epochs=2))
-    assert resumed.step_window == 2
+    assert (saved["sampling"]["step_window"], saved["sampling"]["window_outside"]) == (2, "deterministic")
+    resumed = resolve_config(TrainConfig.of(resume=str(tmp_path / "run"), num_epochs=2))
+    assert resumed.sampling.step_window == 2
     load = agents.runs.load_checkpoint
 
-    def before_the_window(folder):  # a checkpoint written before the window fields existed
+    def before_the_window(folder):  # a checkpoint written before the window fields (and the sections) existed
         tensors, meta = load(folder)
+        flat = flat_view(meta["config"])
         for key in ADDED_FIELDS:
-            meta["config"].pop(key)
+            flat.pop(key)
+        for old, new in RENAMED.items():
+            flat[old] = flat.pop(new)
+        meta["config"] = flat
         return tensors, meta
 
     monkeypatch.setattr(agents.runs, "load_checkpoint", before_the_window)
-    old = resolve_config(TrainConfig(resume=str(tmp_path / "run"), num_epochs=2)).with_window_defaults()
-    assert (old.step_window, old.window_outside, old.reuse_sampling_pass) == (0, "stochastic", False)
+    old = resolve_config(TrainConfig.of(resume=str(tmp_path / "run"), num_epochs=2)).with_window_defaults()
+    assert (old.sampling.step_window, old.sampling.window_outside, old.sampling.reuse_sampling_pass) == (
+        0,
+        "stochastic",
+        False,
+    )
 
 
 def test_the_trainer_samples_outside_its_window_without_noise(tiny_model_dir, tmp_path):

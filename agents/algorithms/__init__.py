@@ -93,5 +93,5 @@ def refuse_algorithm_from_file(name: str, where: str) -> None:
         return
     raise ValueError(
         f"{where} names the algorithm {name!r}, an import path: code named in a file is never run. If you "
-        f"trust it, pass it yourself (--algo {name}) or add --trust-code"
+        f"trust it, pass it yourself (plugin --path {name}) or add --trust-code"
     )

@@ -27,8 +27,8 @@ never asks which algorithm it runs. Per epoch:
 checkpoints (tensors only). An algorithm that samples and trains in one pass (the
 exact-gradient oracle) overrides ``epoch`` instead.
 
-Any such class runs by import path: ``python -m agents.train --algo mypkg.mod:MyAlgo
---algo-option key=value`` and ``python -m benchmarks.suite ... --algos ddpo
+Any such class runs by import path: ``python -m agents.train plugin --path mypkg.mod:MyAlgo
+--option key=value`` and ``python -m benchmarks.suite ... --algos ddpo
 mypkg.mod:MyAlgo`` (docs/custom-algorithms.md).
 """
 
@@ -64,8 +64,9 @@ class Algorithm:
     """True for an algorithm that backpropagates through sampling (``epoch`` overridden; the env then
     holds one train batch at a time, on one process)."""
     default_clip_range: ClassVar[str] = "fixed"
-    """'fixed': the config's clip_range as given; 'elements': scaled for the sample's element count as DDPO's
-    (``agents.config.ddpo_clip_range``: a ratio of per-element means)."""
+    """'fixed': the config's clip_range as given; 'elements': unless the run's options set clip_range, it is
+    scaled for the sample's element count as DDPO's (``agents.config.ddpo_clip_range``: a ratio of
+    per-element means; DDPO's own config says so by its clip_range None)."""
     default_window: ClassVar[dict[str, Any]] = {}
     """The trained window of steps a run of this algorithm gets when its config leaves ``step_window``,
     ``window_placement`` and ``window_outside`` at None (``TrainConfig.with_window_defaults``); the fields it

@@ -43,6 +43,11 @@ class DDPO(Algorithm):
     default_clip_range = "elements"
 
     def __init__(self, config: DDPOConfig, num_contexts: int, map_shape: tuple[int, int]) -> None:
+        if config.clip_range is None:
+            raise ValueError(
+                "clip_range=None is DDPO's default scaled for the sample's element count, resolved by the "
+                "trainer (TrainConfig.algo_config); building DDPO yourself, give it a number (ddpo_clip_range)"
+            )
         super().__init__(config, num_contexts, map_shape)
         self.stats = ContextStats(num_contexts, config.stat_buffer_size, config.stat_min_count)
 

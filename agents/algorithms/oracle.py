@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from agents.algorithms.base import Algorithm
+from pxpo_gym.cli import Checked
 from pxpo_gym.sampling import Episode, rollout
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -133,13 +134,13 @@ def trainer_epoch(trainer: Any) -> tuple[dict[str, float], Episode]:
 
 
 @dataclass(frozen=True)
-class OracleConfig:
+class OracleConfig(Checked):
     """The oracle's one knob."""
 
     backprop_steps: int = 0
     """Backpropagate through the last K steps only (DRaFT-K); 0: through every step."""
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if not (isinstance(self.backprop_steps, int) and self.backprop_steps >= 0):
             raise ValueError(
                 f"backprop_steps must be an int >= 0, got backprop_steps={self.backprop_steps!r}"

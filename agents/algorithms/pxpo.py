@@ -163,8 +163,8 @@ class PXPOConfig(PolicyGradientConfig):
     """Which maps decide silence: 'recent' (the context's recent maps, every epoch) or 'first' (its first
     stat_min_count maps, decided once and kept for the run)."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
+        super().check()
         if self.credit not in CREDITS:
             raise ValueError(f"credit must be one of {CREDITS}, got credit={self.credit!r}")
         if not (isinstance(self.credit_images, int) and self.credit_images >= 1):
