@@ -244,7 +244,6 @@ def test_env_reports_each_component_and_pxpo_trains_on_the_weighted_map(tiny_mod
 def test_cli_takes_repeated_weighted_rewards():
 
     from agents.config import TrainConfig
-
     from pxpo_gym.cli import parse
 
     config = parse(TrainConfig, ["--reward", "color:0.5", "--reward", "segmentation:0.5"], sections=True)

@@ -242,7 +242,10 @@ def test_the_algorithms_default_window(tiny_model_dir, tmp_path, monkeypatch):
         "deterministic",
     )
     none = tiny_config(tiny_model_dir, tmp_path, step_window=0, window_outside="deterministic")
-    assert (none.with_window_defaults().sampling.window_placement, none.with_window_defaults().sampling.window_outside) == (
+    assert (
+        none.with_window_defaults().sampling.window_placement,
+        none.with_window_defaults().sampling.window_outside,
+    ) == (
         "sliding",
         "stochastic",
     )  # nothing is outside no window
