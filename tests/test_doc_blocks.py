@@ -22,7 +22,7 @@ import pytest
 import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 FENCE = re.compile(r"```(\w+)\n(.*?)```", flags=re.S)
 
 ELSEWHERE = {

@@ -46,6 +46,40 @@ def test_the_link_check_catches_a_missing_file(tmp_path):
     assert LINK.findall(text) == ["benchmarks/results/nope.png", "docs/x.md", "https://x.org"]
 
 
+RESULTS_PAGE_MAX_LINES = 260
+"""docs/results/ holds one page per question; a page longer than this is two questions."""
+
+
+def results_index_problems(index: str, pages: dict[str, str]) -> list[str]:
+    """What is wrong with the results pages (file name -> text) and their index, docs/results.md's text."""
+    linked = set(LINK.findall(index))
+    problems = [
+        f"{name}: {count} lines (at most {RESULTS_PAGE_MAX_LINES})"
+        for name, text in pages.items()
+        if (count := len(text.splitlines())) > RESULTS_PAGE_MAX_LINES
+    ]
+    problems += [
+        f"{name}: not linked from docs/results.md" for name in pages if f"results/{name}" not in linked
+    ]
+    return problems
+
+
+def test_every_results_page_is_short_and_listed_in_the_index():
+    pages = {page.name: page.read_text() for page in sorted((ROOT / "docs" / "results").glob("*.md"))}
+    assert pages, "no pages under docs/results/"
+    problems = results_index_problems((ROOT / "docs" / "results.md").read_text(), pages)
+    assert not problems, problems
+
+
+def test_the_results_page_check_catches_a_long_or_unlisted_page():
+    """A negative control: a page one line too long and a page the index does not link."""
+    pages = {"a.md": "line\n" * (RESULTS_PAGE_MAX_LINES + 1), "b.md": "line\n"}
+    assert results_index_problems("- [A](results/a.md#part): the answer", pages) == [
+        f"a.md: {RESULTS_PAGE_MAX_LINES + 1} lines (at most {RESULTS_PAGE_MAX_LINES})",
+        "b.md: not linked from docs/results.md",
+    ]
+
+
 def test_every_committed_result_file_names_its_commit_and_command():
     # A figure in the docs is only checkable when its result file says which code made it and how.
     results = sorted(
