@@ -25,6 +25,12 @@ from pxpo_gym.cli import parse
 
 def main() -> None:
     config = parse(TrainConfig)
+    if dist_rank() == 0:  # before the seconds of loading (stdout: an error stays one line on stderr)
+        print(
+            f"agents.train: loading model {config.model!r} and building the env ({config.algo}, reward "
+            f"{' + '.join(config.reward)}) ...",
+            flush=True,
+        )
     if launched():  # torchrun: every rank trains, rank 0 reports
         import torch.distributed as dist
 
