@@ -25,6 +25,7 @@ evaluations/NAME.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -43,7 +44,7 @@ from pxpo_gym.models import METADATA_FILE
 from pxpo_gym.pinning import pinned_policy, read_held_pixels
 from pxpo_gym.rewards import refuse_code_from_file
 from pxpo_gym.vector_env import run_sampler
-from pxpo_gym.viz import save_reward_grid
+from pxpo_gym.viz import reward_caption, save_reward_grid
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,12 @@ def resolve(cfg: EvaluateConfig) -> tuple[tuple[str, ...], dict[str, Any], str |
     return reward, reward_kwargs, reference, out
 
 
-def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+def evaluate(cfg: EvaluateConfig, say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Scores ``cfg.model`` on its held-out seeds; writes OUT/evaluation.json and OUT/grid.png.
+
+    Args:
+        cfg: what to score, and how.
+        say: called with a line before each phase that can take seconds (the CLI prints them); None: silent.
 
     Raises:
         ValueError: a bad option, a model or reward that cannot load, or a reference whose
@@ -132,6 +137,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         if isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int) or cfg.threads < 1:
             raise ValueError(f"threads must be None or an int >= 1, got threads={cfg.threads!r}")
         torch.set_num_threads(cfg.threads)
+    say = say or (lambda line: None)
     reward, reward_kwargs, reference, out = resolve(cfg)
     meta = read_metadata(cfg.model)
     saved = meta.get("run", {}).get("config", {})
@@ -148,18 +154,26 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         prompts=prompts,
         resolution=cfg.resolution,
     )
+    which = f"the reference {reference!r}" if reference is not None else repr(cfg.model)
+    say(f"loading {which} and the reward {' + '.join(reward)} ...")
     # the pin is applied below against this env's model (the reference), not by the env
     envs = gym.make_vec("DiffusionDenoise-v0", model=reference or cfg.model, held_pixels="off", **common)
     core = envs.unwrapped
     scored = None  # None: the env's own model is the one scored
     if reference is not None:
+        say(f"loading the model {cfg.model!r} ...")
         loaded = load_model(cfg.model, cfg.device, prompts=prompts, resolution=cfg.resolution)
         check_comparable(cfg.model, loaded, reference, core.loaded)
         scored = loaded.noise_model.requires_grad_(False)
     pin = read_held_pixels(cfg.model, core.loaded.num_contexts, tuple(core.loaded.sample_shape[-2:]))
     if pin is not None and (scored is None or cfg.held_pixels == "off"):
         pin = None  # the weights alone (no reference to pin to, or asked for)
+    say(
+        f"sampling the {'reference' if reference is not None else 'model'}'s {cfg.images} held-out images ..."
+    )
     evaluator = Evaluator(envs, cfg.seed, core.context_choices)
+    if reference is not None:
+        say(f"sampling the model's {cfg.images} held-out images from the same noise ...")
     if pin is not None:
         mode, held = pin
         episode = evaluator.episode(pinned_policy(mode, scored, core.model, held.to(core.device)))
@@ -194,11 +208,14 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "evaluation.json", json.dumps(result, indent=1) + "\n")
     names = core.loaded.context_names
+    say(f"drawing {out / 'grid.png'} ...")
     save_reward_grid(
         episode.images[:16].cpu(),
         episode.image_reward_maps[:16].cpu(),
         out / "grid.png",
         titles=[str(names[c])[:24] for c in episode.contexts[:16].tolist()],
+        caption=f"{cfg.model}, held-out seeds; "
+        + (reward_caption(reward[0], reward_kwargs) if len(reward) == 1 else f"reward {' + '.join(reward)}"),
     )
     return result
 
@@ -232,11 +249,7 @@ def _noise_table(scheduler: Any) -> torch.Tensor:
 
 def main() -> None:
     cfg = parse(EvaluateConfig)
-    print(
-        f"agents.evaluate: loading {cfg.model!r} and sampling {cfg.images} held-out images ...",
-        flush=True,
-    )
-    result = evaluate(cfg)
+    result = evaluate(cfg, say=lambda line: print(f"agents.evaluate: {line}", flush=True))
     _, _, _, out = resolve(cfg)
     line = f"{cfg.model}: reward {result['reward_mean']:.4f} +- {result['reward_std']:.4f} over {cfg.images} held-out images"
     for name, value in result["components"].items():

@@ -183,14 +183,14 @@ def kl_penalty(
         silent_kl_coef: >= 0.
 
     Returns:
-        (scalar penalty, detached batch means ``kl`` and/or ``silent_kl`` of the terms included).
+        (scalar penalty, detached batch means: ``kl``, the mean KL over each sample's elements, always (it is
+        measured, free once the map exists, also with ``kl_coef`` 0), and ``silent_kl`` with ``silent``).
     """
     penalty = kl_map.new_zeros(())
-    stats: dict[str, torch.Tensor] = {}
+    kl = kl_map.flatten(1).mean(dim=1)  # (B,)
+    stats: dict[str, torch.Tensor] = {"kl": kl.detach().mean()}
     if kl_coef:
-        kl = kl_map.flatten(1).mean(dim=1)  # (B,)
         penalty = penalty + kl_coef * (step_weight * kl).mean()
-        stats["kl"] = kl.detach().mean()
     if silent is not None:
         silent_kl = (kl_map.sum(dim=1) * silent).flatten(1).sum(dim=1) / kl_map[0].numel()  # (B,)
         penalty = penalty + silent_kl_coef * (step_weight * silent_kl).mean()

@@ -44,6 +44,11 @@ METRIC_FIELDS = (
 """CSV columns, in order. ``images`` (cumulative images generated) is the x axis of every curve;
 ``passes`` the cumulative network passes of sampling and training (``agents.passes``: backward counted as 2,
 evaluation not counted).
+An empty cell is a value not measured that epoch (never "nan"). ``approx_kl`` is the policy-gradient step's
+estimate of KL(old policy || new) on the epoch's own samples (CleanRL's; the progress bar shows it); ``kl`` is
+the mean per-element KL(policy || pretrained model) over the trained steps, the ``--kl-coef`` penalty's
+measure (``agents.losses.kl_penalty``): measured only where a reference pass runs anyway (``kl_coef`` > 0, or
+PXPO braking silent pixels), so empty in a run without either.
 ``seconds`` is the epoch's sampling + training; ``sample_seconds`` includes ``reward_seconds`` (the reward
 function's share; for the oracle, sampling and training are one pass: ``sample_seconds`` is empty and
 ``train_seconds`` is all of it); ``eval_seconds`` (evaluation) is not in ``seconds``.
@@ -103,8 +108,10 @@ class MetricsLogger:
             self.writer = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=purge)
 
     def log(self, metrics: dict[str, Any]) -> None:
+        """Appends the epoch's row; a NaN (not measured this epoch) is an empty cell, as a missing one is."""
+        cells = {k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in metrics.items()}
         line = io.StringIO()
-        csv.DictWriter(line, fieldnames=self.fields, extrasaction="ignore").writerow(metrics)
+        csv.DictWriter(line, fieldnames=self.fields, extrasaction="ignore").writerow(cells)
         append_line(self.path, line.getvalue())
         if self.writer is not None:
             step = int(metrics["images"])

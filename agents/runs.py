@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from agents.algorithms import refuse_algorithm_from_file
 from agents.algorithms.pxpo import CREDIT_FILE, FOOTPRINT_FILE
 from agents.checkpoint import load_checkpoint, restore_trainer
@@ -22,6 +20,7 @@ from agents.distributed import barrier
 from agents.evaluation import Evaluator
 from agents.export import EXPORT_DIR
 from agents.metrics import MetricsLogger
+from agents.progress import RunProgress, ticks_per_epoch
 from agents.trainer import Trainer
 from pxpo_gym.files import write_atomic
 from pxpo_gym.models import METADATA_FILE
@@ -244,6 +243,7 @@ def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
         restore_trainer(trainer, *load_checkpoint(config.run.resume))
     logger = None
     evaluator = None
+    progress = RunProgress(config.run.progress and main)
     if main:
         logger = MetricsLogger(
             config.run_dir,
@@ -256,6 +256,9 @@ def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
             write_atomic(config.run_dir / name, text)
         if config.run.eval_every:
             core = trainer.envs.unwrapped
+            progress.say(
+                f"sampling the pretrained model's {config.run.eval_images} held-out images (the evaluation's reference) ..."
+            )
             evaluator = Evaluator(
                 make_envs(config, config.run.eval_images, str(trainer.device)),
                 config.run.seed,
@@ -264,17 +267,19 @@ def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
             reference = {"images": 0, **evaluator.reference_metrics}
             write_atomic(config.run_dir / "eval_reference.json", json.dumps(reference, indent=1) + "\n")
     history = []
-    bar = tqdm(
-        total=config.run.num_epochs,
-        initial=trainer.epoch,
-        desc=f"{config.algo}-{config.estimator}",
-        unit="epoch",
-        disable=not (config.run.progress and main),
-    )
+    if trainer.epoch < config.run.num_epochs:
+        progress.say(
+            f"training: epochs {trainer.epoch + 1} to {config.run.num_epochs} of {config.sampling.images_per_epoch} images "
+            "(the bar moves with each sampling batch and optimiser step) ..."
+        )
+    ticks = ticks_per_epoch(config, trainer.algo.samples_with_gradients)
+    progress.open(config.run.num_epochs, trainer.epoch, f"{config.algo}-{config.estimator}", ticks)
+    trainer.progress = progress.tick
     while trainer.epoch < config.run.num_epochs:
         metrics, traj = trainer.train_epoch()
         last = trainer.epoch == config.run.num_epochs
         if evaluator is not None and (trainer.epoch % config.run.eval_every == 0 or last):
+            progress.note(f"evaluating on {config.run.eval_images} held-out images")
             trainer.policy.eval()
             started = time.perf_counter()
             swapped = trainer.ema.swapped_in() if trainer.ema is not None else contextlib.nullcontext()
@@ -287,8 +292,7 @@ def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
         if logger is not None:
             logger.log(metrics)
         history.append(metrics)
-        bar.update(1)
-        bar.set_postfix(reward=f"{metrics['reward_mean']:.4f}", approx_kl=f"{metrics['approx_kl']:.2g}")
+        progress.epoch_done(trainer.epoch, metrics)
         if main and config.run.image_every and (trainer.epoch % config.run.image_every == 0 or last):
             names = trainer.envs.unwrapped.loaded.context_names
             save_reward_grid(
@@ -299,13 +303,14 @@ def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
             )
         if last or (config.run.save_every and trainer.epoch % config.run.save_every == 0):
             trainer.save()
-    bar.close()
+    progress.close()
     if (
         main
         and config.run.export
         and trainer.epoch >= config.run.num_epochs
         and not export_done(config.run_dir, trainer.epoch)
     ):
+        progress.say(f"exporting the model to {config.run_dir / EXPORT_DIR} ...")
         trainer.export()  # at the end, or on resume after a crash cut the export off
     if logger is not None:
         logger.close()

@@ -45,6 +45,12 @@ def refuse_old_flags(args: list[str]) -> None:
 def main() -> None:
     refuse_old_flags(sys.argv[1:])
     config = parse(TrainConfig, sections=True)
+    if dist_rank() == 0:  # before the seconds of loading (stdout: an error stays one line on stderr)
+        print(
+            f"agents.train: loading model {config.env.model!r} and building the env ({config.algo}, reward "
+            f"{' + '.join(config.env.reward)}) ...",
+            flush=True,
+        )
     if launched():  # torchrun: every rank trains, rank 0 reports
         import torch.distributed as dist
 

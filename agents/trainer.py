@@ -164,6 +164,9 @@ class Trainer:
         """PXPO's kernel credits: the footprint measured at the first epoch (restored on resume)."""
         self.epoch = 0
         self.images = 0
+        self.progress: Callable[[str], None] = lambda what: None
+        """Called after each sampling batch ('sample') and each optimiser step ('update'), so a run's bar moves
+        within an epoch (``agents.progress``); does nothing by default."""
         self.algo.attach(self)
 
     # -- sampling and updates -------------------------------------------------
@@ -274,6 +277,7 @@ class Trainer:
                     keep=self.window,
                 )
             )
+            self.progress("sample")
         if kept:
             self.sampled_eps = {k: torch.cat([part[k] for part in kept]) for k in kept[0]}
             self._sampled_versions = self.weight_versions()
@@ -444,8 +448,8 @@ class Trainer:
         totals = {k: v if k == "grad_norm" else all_sum(v, self.world) for k, v in totals.items()}
         out = {k: (v / count).item() for k, v in totals.items() if k != "grad_norm"}
         out["grad_norm"] = (totals["grad_norm"] / updates).item()
-        if not self.kl_coef:
-            out["kl"] = math.nan  # not computed without a penalty
+        if not self.kl_coef and silent is None:
+            out["kl"] = math.nan  # not measured: no reference pass ran (metrics.csv leaves the cell empty)
         if silent is None:
             out["silent_kl"] = math.nan
         return out
@@ -509,6 +513,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update()
+        self.progress("update")
         return norm
 
     def sample_and_update(self) -> tuple[dict[str, float], Trajectories]:

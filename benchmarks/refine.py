@@ -267,7 +267,7 @@ def screenshot(out: Path) -> Path:
     from agents.refine.config import RefineConfig
     from benchmarks.browser import BROWSER_ARGS, CHROMIUM, paint_colour_and_apply, serve
 
-    _, app = build(RefineConfig(threads=1))
+    _, app = build(RefineConfig(threads=1, access_log=False))  # the report, not request lines, on stdout
     path = out / "refine_page.png"
     with serve(app) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)

@@ -1,10 +1,12 @@
 """Demo: denoise a batch with the pretrained model and save images beside their reward maps.
 
 python -m pxpo_gym.demo --reward color --num-images 16
+python -m pxpo_gym.demo --reward target_map --reward-kwargs '{"target": "blue"}'
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import torch
 
 import pxpo_gym  # noqa: F401  (registers the env)
 from pxpo_gym.sampling import run_policy
-from pxpo_gym.viz import save_reward_grid
+from pxpo_gym.viz import reward_caption, save_reward_grid
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,8 @@ class DemoConfig:
 
     reward: str = "color"
     """Built-in reward name or 'package.module:function'."""
+    reward_kwargs: str = ""
+    """JSON object of the reward's options, e.g. '{"target": "blue"}' (target_map needs a target)."""
     model: str = "default"
     """Embedded model name, diffusers folder or hub id."""
     num_images: int = 16
@@ -48,15 +52,20 @@ class DemoConfig:
 
 def main(cfg: DemoConfig) -> Path:
     torch.set_num_threads(cfg.threads)
-    print(
-        f"pxpo_gym.demo: loading model {cfg.model!r} and denoising {cfg.num_images} images ...",
-        flush=True,
-    )
+    try:
+        options = json.loads(cfg.reward_kwargs or "{}")
+    except json.JSONDecodeError as err:
+        raise ValueError(f"reward_kwargs must be a JSON object, got {cfg.reward_kwargs!r}: {err}") from err
+    if not isinstance(options, dict):
+        raise ValueError(f"reward_kwargs must be a JSON object, got {cfg.reward_kwargs!r}")
+    # a line on stdout before each wait of seconds (a CLI error stays one line on stderr)
+    print(f"pxpo_gym.demo: loading model {cfg.model!r} and its reward {cfg.reward!r} ...", flush=True)
     envs = gym.make_vec(
         "DiffusionDenoise-v0",
         num_envs=cfg.num_images,
         model=cfg.model,
         reward=cfg.reward,
+        reward_kwargs=options,
         num_inference_steps=cfg.num_inference_steps,
         eta=cfg.eta,
         device=cfg.device,
@@ -64,12 +73,15 @@ def main(cfg: DemoConfig) -> Path:
     names = envs.unwrapped.loaded.context_names
     # Cycle through the contexts so every class appears.
     contexts = torch.arange(cfg.num_images) % len(names)
+    print(f"denoising {cfg.num_images} images ({cfg.num_inference_steps} steps each) ...", flush=True)
     episode = run_policy(envs, seed=cfg.seed, options={"context": contexts})
+    print(f"drawing the images beside their reward maps into {cfg.out} ...", flush=True)
     path = save_reward_grid(
         episode.images,
         episode.image_reward_maps,
         cfg.out,
         titles=[names[c] for c in episode.contexts.tolist()],
+        caption=f"{reward_caption(cfg.reward, options)}; model {cfg.model!r}, {cfg.num_inference_steps} steps",
     )
     print(
         f"reward {cfg.reward!r}: mean {episode.rewards.mean():.4f} (std {episode.rewards.std():.4f}) "

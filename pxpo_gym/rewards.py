@@ -11,9 +11,9 @@ Built-ins (``make_reward(name, **kwargs)``):
 
 - ``color``: closeness of every pixel to a target colour (the PXPO paper's colour
   experiment), 1 - ||rgb - target|| / sqrt(3), in [0, 1].
-- ``target_map``: painted feedback. A target image or colour plus a signed
-  per-pixel weight map: weight * closeness to the target. Maps and targets can be
-  arrays or PNG files.
+- ``target_map``: painted feedback. A target image or colour (required) plus a
+  signed per-pixel weight map: weight * closeness to the target. Maps and targets
+  can be arrays or PNG files.
 - ``segmentation``: probability, from the shipped segmentation network, that a
   pixel belongs to a wanted shape class (the conditioned class by default).
 - ``brightness``: per-pixel mean of the RGB channels.
@@ -255,13 +255,13 @@ def load_map(source: str | Path | np.ndarray | torch.Tensor, name: str, channels
 
 
 def target_map_reward(
-    target: Sequence[float] | str | np.ndarray | torch.Tensor = (1.0, 0.0, 0.0),
+    target: Sequence[float] | str | np.ndarray | torch.Tensor | None = None,
     weights: str | Path | np.ndarray | torch.Tensor | None = None,
 ) -> RewardFn:
     """Painted feedback: signed weight times closeness to a target, per pixel.
 
     Args:
-        target: a colour (3 floats or a name) or a target image (3, H, W) in
+        target: required: a colour (3 floats or a name) or a target image (3, H, W) in
             [0, 1], or an RGB image file.
         weights: signed (H, W) map of how much each pixel matters (negative: be
             unlike the target there), an array or a grayscale image file
@@ -269,7 +269,17 @@ def target_map_reward(
 
     Returns:
         ``fn(images, contexts) -> (B, H, W)``, weight * (1 - ||rgb - target|| / sqrt(3)).
+
+    Raises:
+        ValueError: no target (without one the reward would be ``color``'s default red, silently), or a
+            target or weights that cannot be read.
     """
+    if target is None:
+        raise ValueError(
+            "reward='target_map' needs a target, got target=None: pass a colour (a name or 3 floats in "
+            "[0, 1]), a (3, H, W) image in [0, 1] or an RGB image file, e.g. reward_kwargs={'target': 'blue'} "
+            '(--reward-kwargs \'{"target": "blue"}\')'
+        )
     if isinstance(target, (str, Path)) and Path(str(target)).suffix.lower() in (".png", ".jpg", ".jpeg"):
         target_img = load_map(target, "target", channels=3)
     elif isinstance(target, (np.ndarray, torch.Tensor)) and np.ndim(target) == 3:

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -26,6 +27,11 @@ def test_readme_tour_runs():
     exec(compile(block, "README tour", "exec"), namespace)
     obs = namespace["obs"]
     assert obs["sample"].shape == (16, 3, 16, 16) and namespace["envs"].num_envs == 16
+    # the tour runs to the end of its episodes and reads a reward: the terminal map, whose mean is the reward
+    assert bool(namespace["terminated"].all())
+    reward_map, reward = namespace["reward_map"], namespace["reward"]
+    assert reward_map.shape == (16, 16, 16) and bool((reward != 0).all())
+    torch.testing.assert_close(reward_map.mean(dim=(1, 2)), reward)
 
 
 def test_custom_agent_template_runs(capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import time
 
 import numpy as np
@@ -393,6 +394,33 @@ def test_foreign_origin_and_host_are_refused_before_anything_runs(client):
     assert not client.server.workspaces
     own = client.post("/api/workspaces", json=body, headers={"Origin": "http://127.0.0.1:8765"})
     assert own.status_code == 201  # the page's own origin (and no Origin at all) is served
+
+
+def test_every_request_prints_one_short_line_without_its_query_or_body(client, capsys):
+    """Before, the server printed nothing after its URL: a user saw no sign of the page's requests."""
+    capsys.readouterr()
+    assert client.get("/api/info").status_code == 200
+    secret = {"context": 99, "seed": 0, "note": "a private word"}
+    assert client.post("/api/workspaces?token=hush", json=secret).status_code == 400
+    assert (
+        client.get("/api/info", headers={"Host": "evil.example"}).status_code == 400
+    )  # refused by the guard
+    assert client.get("/nowhere%0Aforged 200 1 ms").status_code == 404  # a newline cannot forge a line
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4, lines
+    assert re.fullmatch(r"refine: GET /api/info 200 \d+ ms", lines[0]), lines
+    assert re.fullmatch(r"refine: POST /api/workspaces 400 \d+ ms", lines[1]), lines
+    assert re.fullmatch(r"refine: GET /api/info 400 \d+ ms", lines[2]), lines
+    assert re.fullmatch(r"refine: GET /nowhere\\nforged 200 1 ms 404 \d+ ms", lines[3]), lines
+    assert "hush" not in "".join(lines) and "private" not in "".join(lines)
+
+
+def test_no_access_log_prints_nothing(tiny_model_dir, capsys):
+    _, app = build(small_config(tiny_model_dir, access_log=False))
+    with local_client(app) as quiet:
+        capsys.readouterr()
+        assert quiet.get("/api/info").status_code == 200
+    assert capsys.readouterr().out == ""
 
 
 def test_allowed_hosts_and_origins_flags(tiny_model_dir):

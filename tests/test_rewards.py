@@ -53,9 +53,20 @@ def test_target_map_signed_weights_and_target_image():
 
 
 def test_target_map_size_mismatch_is_an_error():
-    reward = make_reward("target_map", weights=torch.ones(3, 3))
+    reward = make_reward("target_map", target="blue", weights=torch.ones(3, 3))
     with pytest.raises(ValueError, match="weights has size"):
         reward(_images((0, 0, 0)), torch.zeros(1, dtype=torch.long))
+
+
+@pytest.mark.parametrize("weights", [None, torch.ones(2, 2)])
+def test_target_map_without_a_target_is_refused(weights):
+    """Before, a missing target fell back to red: the reward was ``color``'s without a word."""
+    with pytest.raises(
+        ValueError, match=r"reward='target_map' needs a target, got target=None: pass a colour"
+    ):
+        make_reward("target_map", weights=weights)
+    with pytest.raises(ValueError, match="needs a target"):
+        make_reward(["target_map:0.5", "color:0.5"])  # a component too
 
 
 def test_segmentation_reward_on_true_data_is_accurate():

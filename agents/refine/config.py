@@ -68,6 +68,9 @@ class RefineConfig:
     (e.g. this machine's name when binding 0.0.0.0 on a trusted network)."""
     allowed_origins: tuple[str, ...] = ()
     """Origins (scheme://host:port), beside the page's own, whose pages may call the API."""
+    access_log: bool = True
+    """Print one line per request on stdout: method, path (no query, no body), status and milliseconds
+    (--no-access-log: none; the page polls a running job's progress about 3 times a second)."""
 
     def __post_init__(self) -> None:
         for name in (
