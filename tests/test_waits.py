@@ -63,7 +63,7 @@ def test_the_training_bar_moves_with_each_sampling_batch_and_optimiser_step(tiny
     assert ticks_per_epoch(config, samples_with_gradients=False) == 6
     trainer = Trainer(config)
     progress = RunProgress(enabled=True)
-    progress.open(config.num_epochs, 0, "test", ticks_per_epoch(config, False))
+    progress.open(config.run.num_epochs, 0, "test", ticks_per_epoch(config, False))
     seen = []
 
     def tick(what: str) -> None:
@@ -85,11 +85,11 @@ def test_the_training_bar_moves_with_each_sampling_batch_and_optimiser_step(tiny
 
 
 def test_the_oracle_ticks_once_per_train_batch():
-    class Config:
-        images_per_epoch, train_batch_size, sample_batches_per_epoch, inner_epochs = 32, 8, 4, 2
+    from agents.config import TrainConfig
 
-    assert ticks_per_epoch(Config, samples_with_gradients=True) == 4
-    assert ticks_per_epoch(Config, samples_with_gradients=False) == 4 + 2 * 4
+    config = TrainConfig.of(sample_batch_size=8, sample_batches_per_epoch=4, train_batch_size=8, inner_epochs=2)
+    assert ticks_per_epoch(config, samples_with_gradients=True) == 4
+    assert ticks_per_epoch(config, samples_with_gradients=False) == 4 + 2 * 4
 
 
 def test_a_disabled_progress_says_and_draws_nothing(capsys):
