@@ -12,7 +12,7 @@ that training never sees:
 - ``fidelity_shape``: for the embedded shapes model (and models fine-tuned from
   it: the same classes at 16 x 16), the fraction of policy images in which the
   shipped segmentation network finds one shape of the conditioned class (as
-  ``benchmarks.sample_quality``); NaN for other models;
+  ``benchmarks.studies.sample_quality``); NaN for other models;
 - ``fidelity_silent`` / ``fidelity_scored``: for a reward that scores only part of
   the image, the same RMS distance over the silent pixels (those whose reward is the
   same in every pretrained held-out image: the reward does not look at them) and

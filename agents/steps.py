@@ -11,7 +11,7 @@ gradient of that step, with no sigma_t in it. So a step's signal-to-noise ratio
 scales with sigma_t, and steps whose sigma_t is tiny compared with the rest of
 the schedule (the last steps of a schedule whose alpha-bar reaches ~1 early,
 e.g. the default model's t = 51 -> 1 with sigma_t = 0.009 against a median of
-0.34) add almost pure noise. ``python -m benchmarks.step_signal`` measures it.
+0.34) add almost pure noise. ``python -m benchmarks.studies.step_signal`` measures it.
 
 Modes, with s = ``threshold`` x median over the schedule's steps of sigma_t:
 
@@ -33,7 +33,7 @@ import torch
 
 STEP_WEIGHTINGS = ("all", "drop", "soft")
 DEFAULT_STEP_WEIGHTING = "soft"
-"""Chosen from ``benchmarks.step_signal`` (docs/results.md, "Which steps carry signal"): of the
+"""Chosen from ``benchmarks.studies.step_signal`` (docs/results.md, "Which steps carry signal"): of the
 weightings measured it agreed best, or tied, with the exact reward gradient for both
 agents on the default model's three differentiable tasks and on the latent pipeline."""
 DEFAULT_STEP_THRESHOLD = 0.25

@@ -3,7 +3,7 @@
 The built-ins in ``pxpo_gym.rewards`` score each pixel by itself (colour, a
 painted target) or through a network. The rewards here break PXPO's premise on
 purpose, each in one way, so that a default chosen on them is safe on rewards
-nobody here wrote (``benchmarks.tasks`` tags each with its family):
+nobody here wrote (``benchmarks.suite.tasks`` tags each with its family):
 
 - near-local: ``blurred_color`` scores a pixel by its neighbourhood's mean
   closeness to a colour (a box blur of ``color``);

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.analysis import (
+from benchmarks.suite.analysis import (
     best_improvement,
     confidence_band,
     images_to_reach,
@@ -56,7 +56,7 @@ def test_summarise_and_band():
 
 
 def test_smoothing_and_noise_floor():
-    from benchmarks.analysis import smooth
+    from benchmarks.suite.analysis import smooth
 
     # trailing window 3: [1, (1+2)/2, (1+2+3)/3, (2+3+7)/3]
     np.testing.assert_allclose(smooth(np.array([1.0, 2.0, 3.0, 7.0]), 3), [1.0, 1.5, 2.0, 4.0])
@@ -70,7 +70,7 @@ def test_smoothing_and_noise_floor():
 
 
 def test_verdict_counts_seeds_before_medians():
-    from benchmarks.report import verdict
+    from benchmarks.suite.report import verdict
 
     nan = float("nan")
     finals = {"ddpo": np.array([0.7, 0.7]), "pxpo": np.array([1.0, 1.0])}
@@ -85,8 +85,8 @@ def test_verdict_counts_seeds_before_medians():
 def test_arm_scores_and_best_settings_by_hand():
     import dataclasses
 
-    from benchmarks.grid import SuiteConfig
-    from benchmarks.report import arm_scores, best_settings
+    from benchmarks.suite.grid import SuiteConfig
+    from benchmarks.suite.report import arm_scores, best_settings
 
     cfg = dataclasses.replace(
         SuiteConfig(), tasks=("color", "segmentation"), algos=("pxpo",), pxpo_variants=("pixel", "footprint")

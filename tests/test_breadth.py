@@ -1,11 +1,11 @@
-"""The breadth suite's verdicts (benchmarks.breadth) on curves worked out by hand."""
+"""The breadth suite's verdicts (benchmarks.suite.breadth) on curves worked out by hand."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from benchmarks.breadth import family_rows, main_label, task_targets
+from benchmarks.suite.breadth import family_rows, main_label, task_targets
 
 IMAGES = np.arange(7) * 32.0  # the pretrained point, then 6 epochs of 32 images
 

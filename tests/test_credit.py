@@ -823,14 +823,16 @@ def test_reward_locality_seed_and_probes(tiny_model_dir):
 
 def test_committed_segmentation_locality_reproduces():
     """The shipped segmentation net's locality at measurement seed 0 is the committed one the default's choice
-    rests on (benchmarks/results/locality.json): a reward that judges a pixel by its neighbours, so the share
+    rests on (benchmarks/results/locality/locality.json): a reward that judges a pixel by its neighbours, so the share
     depends on how far each probe moves its cell (x -> 1 - x), not only on where the cell is."""
     import json
     from pathlib import Path
 
-    from benchmarks.locality import LocalityConfig, measure
+    from benchmarks.studies.locality import LocalityConfig, measure
 
-    committed = json.loads((Path(__file__).parents[1] / "benchmarks/results/locality.json").read_text())
+    committed = json.loads(
+        (Path(__file__).parents[1] / "benchmarks/results/locality/locality.json").read_text()
+    )
     measured = measure(LocalityConfig(tasks=("segmentation",), seeds=(0,)))
     assert (
         measured["tasks"]["segmentation"]["locality"][0] == committed["tasks"]["segmentation"]["locality"][0]

@@ -1,4 +1,4 @@
-"""Window means of logged curves (benchmarks.curve_windows), on hand-written metrics files."""
+"""Window means of logged curves (benchmarks.studies.curve_windows), on hand-written metrics files."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.curve_windows import WindowsConfig, main, window_means
+from benchmarks.studies.curve_windows import WindowsConfig, main, window_means
 
 
 def write_run(folder, rewards, silent_kl=None):
@@ -41,7 +41,7 @@ def test_arms_per_seed_and_mean(tmp_path):
     )
     main(cfg)
     result = json.loads(out.read_text())
-    assert result["commit"] and result["command"].startswith("python -m benchmarks.curve_windows")
+    assert result["commit"] and result["command"].startswith("python -m benchmarks.studies.curve_windows")
     a = result["arms"]["a"]
     assert a["seeds"] == ["seed0", "seed1"] and a["window_images"] == [[32, 64], [96, 128]]
     assert a["reward_mean"]["per_seed"] == [[0.2, 0.5], [0.4, 0.6]]

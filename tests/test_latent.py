@@ -217,7 +217,7 @@ def test_latent_gpu_benchmark_runs_on_cpu(tmp_path, model):
     and FLUX layouts."""
     import json
 
-    from benchmarks.latent_gpu import LatentBenchConfig, main
+    from benchmarks.performance.latent_gpu import LatentBenchConfig, main
 
     out = tmp_path / "latent.json"
     cfg = LatentBenchConfig(

@@ -54,7 +54,7 @@ def test_agent_raises_the_colour_reward_above_the_pretrained_model(tmp_path, alg
 @pytest.mark.slow
 def test_sb3_ppo_in_residual_mode_beats_the_pretrained_sampler(tmp_path):
     """Stable-Baselines3 PPO from a random policy, through the adapter, on the default model."""
-    from benchmarks.sb3_ppo import PPOBenchConfig, evaluate, train_one
+    from benchmarks.studies.sb3_ppo import PPOBenchConfig, evaluate, train_one
     from pxpo_gym.sb3 import make_sb3_env
 
     cfg = PPOBenchConfig(total_timesteps=3200, eval_every=100, eval_episodes=32, out=str(tmp_path))

@@ -91,7 +91,7 @@ def test_make_policy_never_changes_the_model_it_copies(tiny_sd_dir, rank):
 
 
 def test_the_memory_table_counts_the_real_configs_on_the_meta_device():
-    from benchmarks.memory_table import MemoryTableConfig, model_rows
+    from benchmarks.performance.memory_table import MemoryTableConfig, model_rows
 
     rows = {r["model"]: r for r in model_rows(MemoryTableConfig(rank=32))}
     # FLUX.1-dev's transformer has 11.9 B parameters, SD3.5-Medium's 2.2 B (their published sizes)

@@ -1,4 +1,4 @@
-"""benchmarks.passes by hand: passes to 90% of a run's own held-out gain, the ratio and the 1-std check."""
+"""benchmarks.suite.passes by hand: passes to 90% of a run's own held-out gain, the ratio and the 1-std check."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import math
 
 import pytest
 
-from benchmarks.grid import SuiteConfig, run_dir
-from benchmarks.passes import Run, cost_to, load_run, write_passes
+from benchmarks.suite.grid import SuiteConfig, run_dir
+from benchmarks.suite.passes import Run, cost_to, load_run, write_passes
 
 
 def write_run(folder, start, held, passes_per_epoch):

@@ -1,4 +1,4 @@
-"""The peers' plug-ins (benchmarks/peers) against their papers' equations, by hand on 2 x 2 examples."""
+"""The peers' plug-ins (benchmarks/suite/peers) against their papers' equations, by hand on 2 x 2 examples."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from agents.algorithms import resolve_algorithm
-from benchmarks.peers.dense_flow_grpo import DenseFlowGRPO, DenseFlowGRPOConfig
-from benchmarks.peers.flow_grpo import FlowGRPO, FlowGRPOConfig, FlowGRPOFast, FlowGRPOFastConfig
-from benchmarks.peers.groups import group_normalise
+from benchmarks.suite.peers.dense_flow_grpo import DenseFlowGRPO, DenseFlowGRPOConfig
+from benchmarks.suite.peers.flow_grpo import FlowGRPO, FlowGRPOConfig, FlowGRPOFast, FlowGRPOFastConfig
+from benchmarks.suite.peers.groups import group_normalise
 from tests.test_agents import tiny_config
 
 
@@ -79,9 +79,9 @@ def test_denseflow_grpo_advantages_and_loss_by_hand():
 @pytest.mark.parametrize(
     "name",
     [
-        "benchmarks.peers.flow_grpo:FlowGRPO",
-        "benchmarks.peers.flow_grpo:FlowGRPOFast",
-        "benchmarks.peers.dense_flow_grpo:DenseFlowGRPO",
+        "benchmarks.suite.peers.flow_grpo:FlowGRPO",
+        "benchmarks.suite.peers.flow_grpo:FlowGRPOFast",
+        "benchmarks.suite.peers.dense_flow_grpo:DenseFlowGRPO",
     ],
 )
 def test_each_peer_trains_by_import_path(tiny_model_dir, tmp_path, name):

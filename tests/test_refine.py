@@ -459,7 +459,7 @@ def test_size_is_checked_before_the_body_is_read_and_creates_hold_the_limit(tiny
     import urllib.request
     from concurrent.futures import ThreadPoolExecutor
 
-    from benchmarks.browser import serve
+    from benchmarks.studies.browser import serve
 
     cfg = small_config(tiny_model_dir)
     server, app = build(cfg)

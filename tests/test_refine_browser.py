@@ -14,7 +14,7 @@ from PIL import Image
 pytest.importorskip("starlette")
 playwright = pytest.importorskip("playwright.sync_api")
 
-from benchmarks.browser import BROWSER_ARGS, CHROMIUM, paint_colour_and_apply, serve  # noqa: E402
+from benchmarks.studies.browser import BROWSER_ARGS, CHROMIUM, paint_colour_and_apply, serve  # noqa: E402
 
 if not CHROMIUM.exists():
     pytest.skip("needs Debian's chromium at /usr/bin/chromium (.ci/run installs it)", allow_module_level=True)
@@ -33,7 +33,7 @@ def test_paint_a_colour_then_apply_moves_the_painted_disc_toward_it(tmp_path):
     with serve(app) as url, playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        # context 1 ("square"), seed 1; benchmarks.refine covers 10 seeds x every context
+        # context 1 ("square"), seed 1; benchmarks.studies.refine covers 10 seeds x every context
         paint_colour_and_apply(page, url, context=1, seed=1, updates=4, colour="#3050ff")
         assert "update 4 of 4" in page.text_content("#progress-text")
         assert page.get_attribute("#after", "src").endswith("/versions/1.png?scale=1")
@@ -49,7 +49,7 @@ def test_paint_a_colour_then_apply_moves_the_painted_disc_toward_it(tmp_path):
     colour = np.array([0x30, 0x50, 0xFF]) / 255
     closer = np.linalg.norm(before - colour, axis=2) - np.linalg.norm(after - colour, axis=2)  # (16, 16)
     # visibly toward the colour (0.37 of the RGB distance measured), the rest much less (0.16: the
-    # background tints a little; benchmarks.refine measures it over 40 workspaces)
+    # background tints a little; benchmarks.studies.refine measures it over 40 workspaces)
     assert closer[disc].mean() > 0.1, closer[disc].mean()
     assert closer[disc].mean() > 1.5 * abs(closer[~disc].mean()), (closer[disc].mean(), closer[~disc].mean())
     assert (tmp_path / "refine.png").stat().st_size > 10_000

@@ -111,7 +111,7 @@ class Records(logging.Handler):
 
 
 def test_client_disconnect_mid_upload_logs_one_line(tiny_model_dir):
-    from benchmarks.browser import serve
+    from benchmarks.studies.browser import serve
 
     _, app = build(small_config(tiny_model_dir))
     records = Records()
@@ -145,7 +145,7 @@ def test_feedback_zip_is_streamed_not_built_in_memory(tiny_model_dir, tmp_path):
     holding what ``feedback_archive`` holds."""
     import zipfile
 
-    from benchmarks.browser import serve
+    from benchmarks.studies.browser import serve
 
     server, app = build(small_config(tiny_model_dir))
     generator = torch.Generator().manual_seed(0)

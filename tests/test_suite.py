@@ -103,7 +103,7 @@ def test_presets_and_validation():
 
 
 def test_throughput_measures_one_configuration():
-    from benchmarks.throughput import ThroughputConfig, measure_one
+    from benchmarks.performance.throughput import ThroughputConfig, measure_one
 
     result = measure_one(ThroughputConfig(num_inference_steps=2, repeats=1, train_batch_size=2), "pxpo", 2)
     assert result["sample_images_per_s"] > 0 and result["train_ratio_to_floor"] > 0
@@ -111,7 +111,7 @@ def test_throughput_measures_one_configuration():
 
 
 def test_runs_commits_join_when_runs_are_added_and_reset_when_remade(tmp_path, monkeypatch):
-    import benchmarks.grid as grid
+    import benchmarks.suite.grid as grid
 
     head = iter(["aaaaaaa", "bbbbbbb", "bbbbbbb", "ccccccc"])
     monkeypatch.setattr(grid, "git_commit", lambda: next(head))
@@ -126,17 +126,17 @@ def test_runs_commits_join_when_runs_are_added_and_reset_when_remade(tmp_path, m
 
 
 def test_unscored_measures_the_region_tasks_silent_half_only():
-    from benchmarks.unscored import UnscoredConfig, measure
+    from benchmarks.studies.unscored import UnscoredConfig, measure
 
     result = measure(UnscoredConfig(tasks=("region", "color"), images_per_context=2))
-    assert result["command"].startswith("python -m benchmarks.unscored") and result["commit"]
+    assert result["command"].startswith("python -m benchmarks.studies.unscored") and result["commit"]
     for row in result["tasks"]["region"].values():
         assert row == {"silent": 0.5, "insensitive": 0.5, "unscored": 0.5}
     assert all(row["unscored"] == 0.0 for row in result["tasks"]["color"].values())
 
 
 def test_hold_cost_times_held_and_free_epochs_of_the_region_task():
-    from benchmarks.hold_cost import HoldCostConfig, measure
+    from benchmarks.studies.hold_cost import HoldCostConfig, measure
 
     result = measure(HoldCostConfig(batch_size=8, train_batch_size=8, num_inference_steps=2, repeats=1))
     assert result["pinned_fraction"] == 0.5  # the right half of every context
@@ -145,7 +145,7 @@ def test_hold_cost_times_held_and_free_epochs_of_the_region_task():
 
 
 def test_reproduce_reruns_a_suites_cells_bit_for_bit_and_sees_a_change(tmp_path, monkeypatch):
-    import benchmarks.reproduce as reproduce
+    import benchmarks.suite.reproduce as reproduce
 
     cfg = tiny_suite(tmp_path / "suite", tasks=("color",), algos=("pxpo",), eval_every=0)
     main(cfg)
@@ -174,15 +174,15 @@ def test_reproduce_reruns_a_suites_cells_bit_for_bit_and_sees_a_change(tmp_path,
 
 
 def test_locality_reports_which_credit_the_default_picks_per_task(tmp_path):
-    from benchmarks.locality import LocalityConfig
-    from benchmarks.locality import main as locality
+    from benchmarks.studies.locality import LocalityConfig
+    from benchmarks.studies.locality import main as locality
 
     result = locality(LocalityConfig(tasks=("color", "jpeg"), seeds=(0,), out=str(tmp_path / "l.json")))
     assert result["tasks"]["color"] == {"locality": [1.0], "chosen": ["pixel"]}
     assert result["tasks"]["jpeg"]["chosen"] == ["image"]
     assert result["tasks"]["jpeg"]["locality"] == [round(1 / 256, 4)]  # one size per 16x16 image
     assert json.loads((tmp_path / "l.json").read_text())["command"].startswith(
-        "python -m benchmarks.locality"
+        "python -m benchmarks.studies.locality"
     )
     with pytest.raises(ValueError, match="tasks must be among"):
         locality(LocalityConfig(tasks=("aesthetics",), out=str(tmp_path / "x.json")))
@@ -193,7 +193,7 @@ def test_the_report_leaves_out_arms_whose_runs_are_incomplete_and_says_so(tmp_pa
     main(cfg)
     metrics = run_dir(cfg, "color", "pxpo", 0) / "metrics.csv"
     metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:2]))  # header + epoch 1 of 2
-    from benchmarks.report import write_report
+    from benchmarks.suite.report import write_report
 
     summary = write_report(cfg)
     assert "| color | ddpo |" in summary and "| color | pxpo |" not in summary
@@ -225,7 +225,7 @@ def test_a_plugin_algorithm_runs_beside_the_built_in_ones(tmp_path):
 
 
 def test_reproduce_counts_nan_columns_as_equal_and_nothing_else():
-    from benchmarks.reproduce import same
+    from benchmarks.suite.reproduce import same
 
     nan = float("nan")
     assert same(nan, nan) and same(0.25, 0.25)
@@ -234,7 +234,7 @@ def test_reproduce_counts_nan_columns_as_equal_and_nothing_else():
 
 def test_passes_and_seconds_to_target_are_the_runs_own_at_that_epoch(tmp_path):
     from agents.metrics import read_metrics
-    from benchmarks.report import cost_to, summarise_cost
+    from benchmarks.suite.report import cost_to, summarise_cost
 
     cfg = tiny_suite(
         tmp_path,

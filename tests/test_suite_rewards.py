@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from benchmarks.tasks import FAMILIES, TASKS, split_tasks
+from benchmarks.suite.tasks import FAMILIES, TASKS, split_tasks
 from pxpo_gym.rewards import make_reward
 
 SIG_BG = 1 / (1 + math.exp(6.0))

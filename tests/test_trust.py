@@ -190,7 +190,7 @@ def test_a_reward_with_the_wrong_signature_is_named(tiny_model_dir):
 
 
 def test_the_suite_checks_estimator_and_model_before_writing_anything(tmp_path):
-    from benchmarks.grid import SuiteConfig
+    from benchmarks.suite.grid import SuiteConfig
 
     for bad, message in ((dict(estimator="ppo"), "estimator must be"), (dict(model="nope"), "model must be")):
         with pytest.raises(ValueError, match=message):

@@ -32,7 +32,7 @@ where log p(x^ij) sums the pixel's channels. Our choices, fixed here:
   reward's locality (``agents.credit.reward_locality``): rewards whose pixels interact only
   once the images change pass it and then collapse under per-pixel credit. 'pixel' with the
   silent-pixel penalty was picked before from
-  ``benchmarks.suite credit`` and ``benchmarks.credit_signal`` (docs/results.md, "Credit
+  ``benchmarks.suite credit`` and ``benchmarks.studies.credit_signal`` (docs/results.md, "Credit
   that follows the reward"): it agreed best with the exact gradient on 3 of 4
   tasks and gained the most reward while the content held.
 - Hybrid (``image_advantage_weight`` = lambda > 0): A + lambda * A_image, where A_image

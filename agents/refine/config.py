@@ -1,5 +1,5 @@
 """The refine page's options (``python -m agents.refine --help`` lists them): what the server, its
-workspaces and ``benchmarks.refine`` are configured by."""
+workspaces and ``benchmarks.studies.refine`` are configured by."""
 
 from __future__ import annotations
 

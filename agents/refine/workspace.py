@@ -22,7 +22,7 @@ sample from env slot 0 seeded ``seed`` (fixed initial and step noise). Apply:
      (the painting is a differentiable per-pixel reward by construction);
    - ``update="pxpo"``: ``inner_epochs`` clipped PXPO steps with group advantages
      (``agents.algorithms.pxpo``) and a KL penalty ``kl_coef`` to the starting model. Measured
-     (``benchmarks.refine``), 8 samples per update carry too little score-function
+     (``benchmarks.studies.refine``), 8 samples per update carry too little score-function
      signal for a visible edit within K <= 8; it stays for comparison.
 3. The image is re-rendered from its own fixed noise and becomes a new version,
    which keeps the painting, the settings and the rewards (``feedback_archive``).

@@ -1,2 +1,0 @@
-"""The closest public methods as algorithm plug-ins (agents.algorithms.base), each written against the public
-protocol only, as an outside user would: ``--algos benchmarks.peers.flow_grpo:FlowGRPO``."""

@@ -1,0 +1,1 @@
+"""One-question studies: each script measures one thing the docs report (``python -m benchmarks.studies.NAME``)."""
