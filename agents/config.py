@@ -717,7 +717,7 @@ def ddpo_clip_range(sample_elements: int) -> float:
     fluctuation scales like 1 / sqrt(elements); the reference 1e-4 at 16,384 elements
     is kept at the same relative size: 1e-4 * sqrt(16384 / elements). For the default
     model (3 x 16 x 16 = 768) that is 4.6e-4; the sweep over 1e-4 and 5e-4 picked 5e-4
-    (docs/results.md, "Sample efficiency"). SD 1.5 at 512 px gets exactly 1e-4.
+    (docs/results/sample-efficiency.md, "The sweep"). SD 1.5 at 512 px gets exactly 1e-4.
     """
     return DDPO_REFERENCE_CLIP * math.sqrt(DDPO_REFERENCE_ELEMENTS / sample_elements)
 

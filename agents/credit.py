@@ -41,7 +41,7 @@ Credits (``CREDITS``):
   change at one pixel that falls on that pixel, at least ``LOCAL_SHARE`` for "pixel").
   Per-pixel credit wins on pixel-local rewards and, on a reward that judges a pixel by
   its surroundings (a segmentation net), falls behind DDPO's credit under the same loss
-  (docs/results.md, "Credit chosen by the reward's locality").
+  (docs/defaults-history.md, "Credit chosen by the reward's locality").
 - ``"checked"`` (PXPO's default): ``"pixel"`` while per-pixel credit agrees with the reward on the
   epoch's own images, ``"image"`` from the first epoch it does not (``agents.credit_check``): re-checked
   every epoch, because a reward whose pixels interact only once the images change passes a check made on

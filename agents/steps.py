@@ -33,7 +33,7 @@ import torch
 
 STEP_WEIGHTINGS = ("all", "drop", "soft")
 DEFAULT_STEP_WEIGHTING = "soft"
-"""Chosen from ``benchmarks.studies.step_signal`` (docs/results.md, "Which steps carry signal"): of the
+"""Chosen from ``benchmarks.studies.step_signal`` (docs/results/steps.md, "Which steps carry signal"): of the
 weightings measured it agreed best, or tied, with the exact reward gradient for both
 agents on the default model's three differentiable tasks and on the latent pipeline."""
 DEFAULT_STEP_THRESHOLD = 0.25

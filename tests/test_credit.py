@@ -907,7 +907,7 @@ def test_auto_credit_is_pixel_credit_where_local_and_image_credit_where_not():
         assert bool(silent[:, 0, 0].all())
         braked = auto.braked_pixels(contexts)
         assert (braked is None) == (same_as == "image")  # 'auto' drops the brake with the image credit
-    # An explicit image credit keeps the penalty it is given (the image5 arm of docs/results.md).
+    # An explicit image credit keeps the penalty it is given (the image5 arm of docs/results/segmentation.md).
     explicit = algo("image")
     explicit.advantages(rewards, maps, contexts)
     assert explicit.braked_pixels(contexts) is not None

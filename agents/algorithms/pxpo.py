@@ -27,13 +27,13 @@ where log p(x^ij) sums the pixel's channels. Our choices, fixed here:
   the denoiser spreads each pixel's noise over); 'image' is DDPO's advantage at
   every pixel. 'checked' (the default) is 'pixel' while per-pixel credit agrees with
   the reward on each epoch's own images and 'image' from the first epoch it does not
-  (``agents.credit_check``; chosen on the breadth suite's train split, docs/results.md,
-  "The breadth suite"). 'auto' makes that choice once per run, on noise images, from the
+  (``agents.credit_check``; chosen on the breadth suite's train split, docs/results/credit.md,
+  "The credit, chosen on the train split"). 'auto' makes that choice once per run, on noise images, from the
   reward's locality (``agents.credit.reward_locality``): rewards whose pixels interact only
   once the images change pass it and then collapse under per-pixel credit. 'pixel' with the
   silent-pixel penalty was picked before from
-  ``benchmarks.suite credit`` and ``benchmarks.studies.credit_signal`` (docs/results.md, "Credit
-  that follows the reward"): it agreed best with the exact gradient on 3 of 4
+  ``benchmarks.suite credit`` and ``benchmarks.studies.credit_signal`` (docs/results/credit.md,
+  "Credit that follows the reward"): it agreed best with the exact gradient on 3 of 4
   tasks and gained the most reward while the content held.
 - Hybrid (``image_advantage_weight`` = lambda > 0): A + lambda * A_image, where A_image
   is DDPO's image-level advantage of the same image (the default before the
@@ -50,13 +50,13 @@ where log p(x^ij) sums the pixel's channels. Our choices, fixed here:
   segmentation net's background) get a per-pixel KL penalty to the pretrained model
   (``silent_kl_coef``), which also brakes the shared weights: without it per-pixel
   credit collapses segmentation. Pinning every silent pixel ('hold') or braking
-  every one ('kl') each fail one task: docs/results.md, "Holding what the reward
+  every one ('kl') each fail one task: docs/results/unscored.md, "Holding what the reward
   never looks at". ``silent_test='recent'`` re-decides on the recent maps every epoch
   (the default before: it let converged pixels be pulled back and redrawn background
   drift; "Silence decided once").
 - IS variant: one ratio per pixel, clipped per pixel. Per-pixel log-ratios move
   far more per update than DDPO's mean over all elements, so PXPO's clip range
-  is PPO's usual 0.2, not DDPO's 1e-4 (the measurements are in docs/results.md).
+  is PPO's usual 0.2, not DDPO's 1e-4 (the sweep: docs/results/sample-efficiency.md).
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ class PXPO(Algorithm):
     name = "pxpo"
     config_class = PXPOConfig
     default_window = {"step_window": 2, "window_placement": "random", "window_outside": "deterministic"}
-    """Chosen on the breadth suite's train split (issue 35; docs/results.md, "Fewer passes"): of the windows
+    """Chosen on the breadth suite's train split (issue 35; docs/results/steps.md, "Fewer passes"): of the windows
     measured it needed the fewest passes to 90% of its own held-out gain on the pixel-local and partial train
     tasks (2.2-3.1x fewer than every step), at a final held-out reward within one std of every step's."""
 
