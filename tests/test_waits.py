@@ -87,7 +87,9 @@ def test_the_training_bar_moves_with_each_sampling_batch_and_optimiser_step(tiny
 def test_the_oracle_ticks_once_per_train_batch():
     from agents.config import TrainConfig
 
-    config = TrainConfig.of(sample_batch_size=8, sample_batches_per_epoch=4, train_batch_size=8, inner_epochs=2)
+    config = TrainConfig.of(
+        sample_batch_size=8, sample_batches_per_epoch=4, train_batch_size=8, inner_epochs=2
+    )
     assert ticks_per_epoch(config, samples_with_gradients=True) == 4
     assert ticks_per_epoch(config, samples_with_gradients=False) == 4 + 2 * 4
 

@@ -30,14 +30,12 @@ where log p(x^ij) sums the pixel's channels. Our choices, fixed here:
   (``agents.credit_check``; chosen on the breadth suite's train split, docs/results/credit.md,
   "The credit, chosen on the train split"). 'auto' makes that choice once per run, on noise images, from the
   reward's locality (``agents.credit.reward_locality``): rewards whose pixels interact only
-  once the images change pass it and then collapse under per-pixel credit. 'pixel' with the
-  silent-pixel penalty was picked before from
-  ``benchmarks.suite credit`` and ``benchmarks.studies.credit_signal`` (docs/results/credit.md,
-  "Credit that follows the reward"): it agreed best with the exact gradient on 3 of 4
-  tasks and gained the most reward while the content held.
+  once the images change pass it and then collapse under per-pixel credit. How well each
+  credit agrees with the exact gradient: ``benchmarks.studies.credit_signal``
+  (docs/results/credit.md, "Credit that follows the reward").
 - Hybrid (``image_advantage_weight`` = lambda > 0): A + lambda * A_image, where A_image
-  is DDPO's image-level advantage of the same image (the default before the
-  footprint credit: it credits every pixel, scored or not, with the image's success).
+  is DDPO's image-level advantage of the same image (it credits every pixel, scored or
+  not, with the image's success).
 - Silent pixels: a pixel whose reward never varies over its context's first
   ``stat_min_count`` maps (the pretrained model's samples; ``silent_test``) has
   advantage 0, but the shared weights still move it. ``silent_mode`` says what keeps
@@ -52,8 +50,8 @@ where log p(x^ij) sums the pixel's channels. Our choices, fixed here:
   credit collapses segmentation. Pinning every silent pixel ('hold') or braking
   every one ('kl') each fail one task: docs/results/unscored.md, "Holding what the reward
   never looks at". ``silent_test='recent'`` re-decides on the recent maps every epoch
-  (the default before: it let converged pixels be pulled back and redrawn background
-  drift; "Silence decided once").
+  (it lets converged pixels be pulled back, and redrawn background drift:
+  docs/results/quiet-pixels.md).
 - IS variant: one ratio per pixel, clipped per pixel. Per-pixel log-ratios move
   far more per update than DDPO's mean over all elements, so PXPO's clip range
   is PPO's usual 0.2, not DDPO's 1e-4 (the sweep: docs/results/sample-efficiency.md).
