@@ -19,8 +19,8 @@ from agents.algorithms.pxpo import CREDIT_FILE, FOOTPRINT_FILE
 from agents.checkpoint import load_checkpoint, restore_trainer
 from agents.config import WINDOW_NONE, TrainConfig, make_envs, reward_tuple
 from agents.distributed import barrier
-from agents.evaluation import Evaluator
 from agents.export import EXPORT_DIR
+from agents.heldout import Evaluator
 from agents.metrics import MetricsLogger
 from agents.trainer import Trainer
 from pxpo_gym.files import write_atomic
