@@ -19,10 +19,13 @@ from typing import Any
 import torch
 
 from pxpo_gym.files import fault_point, write_atomic
+from pxpo_gym.models import current_parameter_name
 
 STATE_FILE = "state.safetensors"
 META_FILE = "meta.json"
 POINTER = "latest"
+WEIGHT_PREFIXES = ("policy/", "ema/", "best/policy/", "best/ema/")
+"""The checkpoint keys that hold the policy's parameters by name (after the prefix)."""
 
 
 def _fsync_dir_files(folder: Path) -> None:
@@ -109,7 +112,17 @@ def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[
         )
     if not isinstance(meta.get("config"), dict):
         raise ValueError(f"resume={str(run_dir)!r}: {folder / META_FILE} has no 'config' object")
-    return tensors, meta
+    return current_names(tensors), meta
+
+
+def current_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors with the policy's parameters under today's names: checkpoints written before
+    ``NoiseModel.unet`` became ``net`` name them ``unet.*`` (``pxpo_gym.models.current_parameter_name``)."""
+    out = {}
+    for key, value in tensors.items():
+        prefix = next((p for p in WEIGHT_PREFIXES if key.startswith(p)), None)
+        out[key if prefix is None else prefix + current_parameter_name(key.removeprefix(prefix))] = value
+    return out
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -102,7 +102,7 @@ class EnvConfig(Checked):
     """Flow-matching models only: Flow-GRPO's SDE step or coefficient-preserving sampling (pxpo_gym.flow)."""
     log_density: Literal["gaussian", "public"] = "gaussian"
     """How a step's log-likelihood is computed: the exact Gaussian, or with transition 'cps' the public CPS
-    code's unnormalised -(x - mean)^2, for parity with runs made with it (pxpo_gym.ddim.LOG_DENSITIES)."""
+    code's unnormalised -(x - mean)^2, for parity with runs made with it (pxpo_gym.transition.LOG_DENSITIES)."""
 
     def check(self) -> None:
         reward = (self.reward,) if isinstance(self.reward, str) else tuple(self.reward)
@@ -318,7 +318,7 @@ class RunConfig(Checked):
     """Save an image grid with reward heatmaps every N epochs; 0: never."""
     eval_every: int = 0
     """Every N epochs (and at the end), score the policy on held-out noise: reward and fidelity to the
-    pretrained model's images (agents.evaluation); 0: never."""
+    pretrained model's images (agents.heldout); 0: never."""
     eval_images: int = 32
     """Held-out images per evaluation."""
     export: bool = True
@@ -739,7 +739,7 @@ def check_envs(config: TrainConfig, envs: Any, ranks: int = 1) -> None:
     if wrappers:
         raise ValueError(
             f"the agents act with noise predictions on the default observation: build the env without "
-            f"generic-learner wrappers (action_mode='eps', no obs_* options), got {wrappers}"
+            f"generic-learner wrappers (action_mode='model_output', no obs_* options), got {wrappers}"
         )
     env = config.env
     flow = getattr(core.schedule, "transition", None)

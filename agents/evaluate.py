@@ -6,7 +6,7 @@
 
 The model is anything the env loads: the embedded default, a diffusers folder, a
 hub id, or a training run's export (``RUN/model``, ``agents.export``). Its images
-come from the held-out seeds training's evaluations use (``agents.evaluation``:
+come from the held-out seeds training's evaluations use (``agents.heldout``:
 env slot i seeded 1,000,003 + seed + i, contexts cycled over the model's), so
 the numbers are deterministic on CPU and comparable with a run's ``eval_reward``.
 Against a reference model (by default the model an export was fine-tuned from)
@@ -36,7 +36,7 @@ import tyro
 
 import pxpo_gym  # noqa: F401  (registers the env)
 from agents.config import flat_view, reward_tuple
-from agents.evaluation import EVAL_SEED_OFFSET, Evaluator
+from agents.heldout import EVAL_SEED_OFFSET, Evaluator
 from pxpo_gym.cli import parse
 from pxpo_gym.files import write_atomic
 from pxpo_gym.loading import load_model, read_metadata
@@ -187,9 +187,7 @@ def evaluate(cfg: EvaluateConfig, say: Callable[[str], None] | None = None) -> d
         "images": cfg.images,
         "seeds": [EVAL_SEED_OFFSET + cfg.seed, EVAL_SEED_OFFSET + cfg.seed + cfg.images - 1],
         "num_inference_steps": core.num_steps,
-        "eta": None if core.loaded.is_flow else core.schedule.eta,
-        "sampler": core.schedule.transition if core.loaded.is_flow else "ddim",
-        "noise_level": core.schedule.noise_level if core.loaded.is_flow else None,
+        **core.sampler.settings(core.schedule),  # eta, sampler, noise_level
         "reward_mean": metrics["eval_reward"],
         "reward_std": float(episode.rewards.std()) if cfg.images > 1 else 0.0,
         "components": {name: float(value.mean()) for name, value in episode.components.items()},

@@ -14,6 +14,9 @@
   pipeline with the adapter fused in.
 - Latent pipelines fully fine-tuned: the whole pipeline folder with the new UNet (or transformer).
 
+What each kind of network writes is its backbone plug-in's (``pxpo_gym.backbones``:
+``export_pipeline``, ``save_lora``).
+
 A run that pinned PXPO's silent pixels (``silent_mode`` 'hold' or 'freeze') also
 writes ``held_pixels.safetensors``: each context's pinned pixels on the sample
 grid and the mode. The weights alone sample without the pin; ``agents.evaluate``
@@ -34,6 +37,7 @@ from typing import Any
 
 import torch
 
+from pxpo_gym.backbones import get_backbone
 from pxpo_gym.files import fault_point, write_atomic
 from pxpo_gym.models import METADATA_FILE, LoadedModel, NoiseModel
 from pxpo_gym.pinning import HELD_PIXELS
@@ -48,20 +52,20 @@ def has_lora(policy: torch.nn.Module) -> bool:
     return any("lora_" in name for name, _ in policy.named_parameters())
 
 
-def merged_unet(policy: NoiseModel, reference: NoiseModel) -> torch.nn.Module:
-    """The policy's UNet as a plain diffusers model: a copy of its weights, LoRA merged in."""
+def merged_net(policy: NoiseModel, reference: NoiseModel) -> torch.nn.Module:
+    """The policy's network as a plain diffusers model: a copy of its weights, LoRA merged in."""
     if not has_lora(policy):
-        return copy.deepcopy(policy.unet).float().requires_grad_(False)
+        return copy.deepcopy(policy.net).float().requires_grad_(False)
     from peft.tuners.lora import LoraLayer
 
-    unet = copy.deepcopy(reference.unet).float().requires_grad_(False)
+    net = copy.deepcopy(reference.net).float().requires_grad_(False)
     with torch.no_grad():
-        for name, module in policy.unet.named_modules():
+        for name, module in policy.net.named_modules():
             if isinstance(module, LoraLayer):
                 for adapter in module.active_adapters:
-                    target = unet.get_submodule(name)
+                    target = net.get_submodule(name)
                     target.weight += module.get_delta_weight(adapter).to(target.weight.dtype)
-    return unet
+    return net
 
 
 def anywhere(model: str) -> str:
@@ -104,28 +108,13 @@ def export_policy(
         "fine_tuned_from": anywhere(loaded.source),
         "run": run or {},
     }
-    if not loaded.is_latent:
-        from diffusers import DDPMPipeline
-
-        pipeline = DDPMPipeline(unet=merged_unet(policy, loaded.noise_model), scheduler=loaded.scheduler)
-        fault_point(staging)
-        pipeline.save_pretrained(staging, safe_serialization=True)
-        meta["format"] = "ddpm_pipeline"
-    elif has_lora(policy):
-        from diffusers import FluxPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline
+    backbone = get_backbone(policy.backbone)
+    if loaded.is_latent and has_lora(policy):
         from peft.utils import get_peft_model_state_dict
 
-        layers = get_peft_model_state_dict(policy.unet)
+        layers = get_peft_model_state_dict(policy.net)
         fault_point(staging)
-        if policy.backbone == "unet":
-            StableDiffusionPipeline.save_lora_weights(
-                staging, unet_lora_layers=layers, weight_name=LORA_WEIGHTS, safe_serialization=True
-            )
-        else:  # the transformer pipeline's own LoRA format (keys under "transformer.")
-            owner = StableDiffusion3Pipeline if policy.backbone == "sd3" else FluxPipeline
-            owner.save_lora_weights(
-                staging, transformer_lora_layers=layers, weight_name=LORA_WEIGHTS, safe_serialization=True
-            )
+        backbone.save_lora(staging, layers, LORA_WEIGHTS)
         meta.update(
             format="lora",
             base_model=anywhere(loaded.location or loaded.source),
@@ -133,27 +122,14 @@ def export_policy(
             prompts=list(loaded.context_names),
         )
         del meta["context_names"], meta["null_context"]  # the prompts are the contexts
-    else:
-        from diffusers import DiffusionPipeline
-
-        from pxpo_gym.loading import absent_components, pipeline_index
-
-        base = loaded.location or loaded.source
-        if policy.backbone == "unet":
-            parts = dict(
-                unet=merged_unet(policy, loaded.noise_model),
-                safety_checker=None,
-                requires_safety_checker=False,
-            )
-        else:
-            parts = dict(
-                transformer=merged_unet(policy, loaded.noise_model), **absent_components(pipeline_index(base))
-            )
-        pipeline = DiffusionPipeline.from_pretrained(base, **parts)
+    else:  # the whole pipeline (a pixel model's LoRA merged into its weights)
+        pipeline = backbone.export_pipeline(merged_net(policy, loaded.noise_model), loaded)
         fault_point(staging)
         pipeline.save_pretrained(staging, safe_serialization=True)
-        meta.update(format="pipeline", prompts=list(loaded.context_names))
-        del meta["context_names"], meta["null_context"]
+        meta["format"] = backbone.export_format
+        if loaded.is_latent:
+            meta["prompts"] = list(loaded.context_names)
+            del meta["context_names"], meta["null_context"]
     if held is not None:
         from safetensors.torch import save_file
 

@@ -52,7 +52,7 @@ PXPO braking silent pixels), so empty in a run without either.
 ``seconds`` is the epoch's sampling + training; ``sample_seconds`` includes ``reward_seconds`` (the reward
 function's share; for the oracle, sampling and training are one pass: ``sample_seconds`` is empty and
 ``train_seconds`` is all of it); ``eval_seconds`` (evaluation) is not in ``seconds``.
-The evaluation columns (``eval_reward`` onwards, ``agents.evaluation``) are empty on epochs without an
+The evaluation columns (``eval_reward`` onwards, ``agents.heldout``) are empty on epochs without an
 evaluation. ``silent_kl`` and ``silent_fraction`` are PXPO's penalty on silent pixels and the share of pixels
 it holds (``agents.algorithms.pxpo``). ``credit_agreement`` is PXPO's check of per-pixel credit on the epoch's images and
 ``credit_dropped`` 1 where the epoch's reward fell far below the best epoch's (the check's outcome guard),

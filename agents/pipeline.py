@@ -26,7 +26,8 @@ from typing import Any, Literal
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 
-from pxpo_gym.loading import pixel_model, read_metadata
+from pxpo_gym.backbones.unet import pixel_model
+from pxpo_gym.loading import read_metadata
 from pxpo_gym.sampling import rollout
 from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv
 

@@ -44,7 +44,7 @@ def make_policy(
         from peft import LoraConfig, inject_adapter_in_model
     except ImportError as err:
         raise ImportError("LoRA needs peft: pip install 'pxpo-gym[lora]'") from err
-    names = [name for name, _ in model.unet.named_modules()]
+    names = [name for name, _ in model.net.named_modules()]
     if not any(name.endswith(tuple(lora_targets)) for name in names):
         raise ValueError(f"lora_targets={list(lora_targets)} match no module of the model")
     # New modules around the same tensors: the frozen base is shared with the env's model, not copied.
@@ -54,7 +54,7 @@ def make_policy(
     config = LoraConfig(
         r=lora_rank, lora_alpha=lora_rank, target_modules=list(lora_targets), init_lora_weights=True
     )
-    policy.unet = inject_adapter_in_model(config, policy.unet)
+    policy.net = inject_adapter_in_model(config, policy.net)
     for name, param in policy.named_parameters():
         if "lora_" in name:
             param.data = param.data.float()  # the adapters train in float32 over a half-precision base

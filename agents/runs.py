@@ -17,8 +17,8 @@ from agents.algorithms.pxpo import CREDIT_FILE, FOOTPRINT_FILE
 from agents.checkpoint import load_checkpoint, restore_trainer
 from agents.config import WINDOW_NONE, TrainConfig, flat_view, make_envs, reward_tuple
 from agents.distributed import barrier
-from agents.evaluation import Evaluator
 from agents.export import EXPORT_DIR
+from agents.heldout import Evaluator
 from agents.metrics import MetricsLogger
 from agents.progress import RunProgress, ticks_per_epoch
 from agents.trainer import Trainer

@@ -43,11 +43,11 @@ from agents.export import EXPORT_DIR, export_policy
 from agents.losses import kl_penalty
 from agents.passes import BACKWARD_PASSES, PassCounter
 from agents.policy import guided_eps, make_policy
-from agents.rollout import Trajectories, coefficients_from, collect
 from agents.steps import sample_steps, step_weights, train_window
-from pxpo_gym.ddim import TransitionCoefficients, step_kl, step_log_prob
+from agents.trajectories import Trajectories, coefficients_from, collect
 from pxpo_gym.pinning import HeldPolicy, blend, pin_weights
 from pxpo_gym.sampling import Episode
+from pxpo_gym.transition import TransitionCoefficients, step_kl, step_log_prob
 
 
 class GraphKeeper:
@@ -112,7 +112,7 @@ class Trainer:
         policy's by a hook (it is the trainer's own), the reference's, which is the env's and shared, where
         the trainer calls it (``reference_eps``)."""
         if config.optimiser.gradient_checkpointing:
-            self.policy.unet.enable_gradient_checkpointing()
+            self.policy.net.enable_gradient_checkpointing()
         algo_config = config.algo_config(self.num_channels * math.prod(grid), algo_cls)
         self.algo: Algorithm = algo_cls(algo_config, core.loaded.num_contexts, tuple(grid))
         """The algorithm (``agents.algorithms``): its advantages, loss and hooks."""

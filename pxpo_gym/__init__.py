@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from pxpo_gym.ddim import (
-    DDIMSchedule,
-    TransitionCoefficients,
-    ddim_mean,
-    ddim_step,
-    gaussian_log_prob,
-    step_log_prob,
-    transition_coefficients,
-)
+from pxpo_gym.ddim import DDIMSchedule, transition_coefficients
+from pxpo_gym.deprecation import moved_names
 from pxpo_gym.loading import load_model
 from pxpo_gym.models import LoadedModel, NoiseModel
 from pxpo_gym.rewards import REWARDS, Reward, make_reward
+from pxpo_gym.transition import (
+    TransitionCoefficients,
+    gaussian_log_prob,
+    step_log_prob,
+    transition_mean,
+    transition_step,
+)
 
 __all__ = [
     "DDIMSchedule",
@@ -30,14 +30,19 @@ __all__ = [
     "REWARDS",
     "Reward",
     "TransitionCoefficients",
-    "ddim_mean",
-    "ddim_step",
     "gaussian_log_prob",
     "load_model",
     "make_reward",
     "step_log_prob",
     "transition_coefficients",
+    "transition_mean",
+    "transition_step",
 ]
+
+__getattr__ = moved_names(
+    __name__,
+    {"ddim_mean": "pxpo_gym.transition:transition_mean", "ddim_step": "pxpo_gym.transition:transition_step"},
+)
 
 ENV_ID = "DiffusionDenoise-v0"
 

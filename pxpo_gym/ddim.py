@@ -1,21 +1,22 @@
-"""DDIM transition math: the single home of the step and its log-likelihood.
+"""The DDIM sampler: its coefficients, its per-step table and its plug-in (``DDIMSampler``).
 
 Notation follows DDIM (Song et al., arXiv 2010.02502, Eq. 12) with diffusers'
 variable names: ``alpha_prod_t`` is abar_t, ``alpha_prod_t_prev`` is
 abar_{t_prev}, ``std_dev_t`` is sigma_t. Without sample clipping the DDIM
-update is linear in the noise prediction ``eps``::
+update is linear in the noise prediction eps (the model output, the env's action),
+so it is the transition every sampler keeps (``pxpo_gym.transition``)::
 
-    x_{t-1} = coef_sample * x_t + coef_eps * eps + std_dev_t * z,   z ~ N(0, I)
+    x_{t-1} = coef_sample * x_t + coef_model_output * eps + std_dev_t * z,   z ~ N(0, I)
 
-    coef_sample = sqrt(abar_prev / abar_t)
-    coef_eps    = sqrt(1 - abar_prev - sigma_t^2)
-                  - sqrt(abar_prev) * sqrt(1 - abar_t) / sqrt(abar_t)
-    sigma_t     = eta * sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev))
+    coef_sample       = sqrt(abar_prev / abar_t)
+    coef_model_output = sqrt(1 - abar_prev - sigma_t^2)
+                        - sqrt(abar_prev) * sqrt(1 - abar_t) / sqrt(abar_t)
+    sigma_t           = eta * sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev))
 
 so a noise prediction defines the isotropic Gaussian policy
-N(x_{t-1}; coef_sample x_t + coef_eps eps, sigma_t^2 I). Every function here is
-pure and batched: coefficients of shape (B,) broadcast over a sample's trailing
-dimensions, so each sample in a batch may sit at a different timestep.
+N(x_{t-1}; coef_sample x_t + coef_model_output eps, sigma_t^2 I); its step, mean and
+log-density are ``pxpo_gym.transition``'s. Coefficients of shape (B,) broadcast over a
+sample's trailing dimensions, so each sample in a batch may sit at a different timestep.
 
 The last step: we set abar_prev = abar_0 (diffusers' ``set_alpha_to_one=False``,
 as Stable Diffusion ships) so that sigma_t > 0 at every step, including the one
@@ -27,30 +28,16 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 
-_LOG_SQRT_2PI = 0.9189385332046727  # 0.5 * log(2 * pi)
+from pxpo_gym.deprecation import moved_names
+from pxpo_gym.transition import Sampler, StepTable, TransitionCoefficients
+
 START_ALPHA_PROD_MAX = 0.05
 """A grid that starts more than one step below the top, where alpha_prod_t is above this, is warned about."""
-
-
-class TransitionCoefficients(NamedTuple):
-    """The three numbers that define one DDIM step, each of shape (B,) or ()."""
-
-    coef_sample: torch.Tensor
-    """a_t: weight of x_t in the mean."""
-    coef_eps: torch.Tensor
-    """b_t: weight of the noise prediction in the mean."""
-    std_dev_t: torch.Tensor
-    """sigma_t: standard deviation of the step's Gaussian noise."""
-
-
-def _expand_like(coef: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Reshapes per-sample coefficients (B,) to (B, 1, ..., 1) to broadcast over ``like``."""
-    return coef.reshape(coef.shape + (1,) * (like.ndim - coef.ndim))
 
 
 def transition_coefficients(
@@ -73,136 +60,8 @@ def transition_coefficients(
     # DDIM Eq. 12, with x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) substituted.
     direction = (1 - alpha_prod_t_prev - std_dev_t**2).clamp(min=0).sqrt()
     coef_sample = (alpha_prod_t_prev / alpha_prod_t).sqrt()
-    coef_eps = direction - alpha_prod_t_prev.sqrt() * beta_prod_t.sqrt() / alpha_prod_t.sqrt()
-    return TransitionCoefficients(coef_sample, coef_eps, std_dev_t)
-
-
-def ddim_mean(sample: torch.Tensor, eps: torch.Tensor, coeffs: TransitionCoefficients) -> torch.Tensor:
-    """Mean of the DDIM step, a_t x_t + b_t eps.
-
-    Args:
-        sample: x_t, (B, ...) float.
-        eps: noise prediction, same shape as ``sample``.
-        coeffs: per-sample coefficients of shape (B,) (or scalars).
-
-    Returns:
-        (B, ...) tensor, the mean of x_{t-1}.
-    """
-    return _expand_like(coeffs.coef_sample, sample) * sample + _expand_like(coeffs.coef_eps, eps) * eps
-
-
-def ddim_step(
-    sample: torch.Tensor, eps: torch.Tensor, coeffs: TransitionCoefficients, noise: torch.Tensor
-) -> torch.Tensor:
-    """One DDIM step x_t -> x_{t-1} with the given standard-normal ``noise``.
-
-    Args:
-        sample: x_t, (B, ...) float.
-        eps: noise prediction, same shape.
-        coeffs: per-sample coefficients of shape (B,).
-        noise: z ~ N(0, I), same shape; passing it makes the step deterministic under test.
-
-    Returns:
-        x_{t-1}, (B, ...).
-    """
-    return ddim_mean(sample, eps, coeffs) + _expand_like(coeffs.std_dev_t, noise) * noise
-
-
-def gaussian_log_prob(value: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Per-element log N(value; mean, std^2), unreduced.
-
-    Args:
-        value: (B, ...) float.
-        mean: broadcastable to ``value``.
-        std: (B,) per-sample standard deviation (broadcast over trailing dims), > 0.
-
-    Returns:
-        (B, ...) per-element log-density, the shape of ``value``.
-    """
-    std = _expand_like(std, value)
-    return -((value - mean) ** 2) / (2 * std**2) - std.log() - _LOG_SQRT_2PI
-
-
-LOG_DENSITIES = ("gaussian", "public")
-"""How a step's log-likelihood is computed: 'gaussian', the exact log N(x_{t-1}; mean, s^2) (the default,
-every sampler); 'public', the unnormalised -(x_{t-1} - mean)^2 that the public coefficient-preserving
-sampling (CPS) code uses as its log-probability (flow models with transition 'cps' only: for parity with
-those runs; its ratios and clipping differ from the Gaussian's by the factor 1 / (2 s^2) in the exponent)."""
-
-
-def step_log_prob(
-    prev_sample: torch.Tensor,
-    sample: torch.Tensor,
-    eps: torch.Tensor,
-    coeffs: TransitionCoefficients,
-    density: str = "gaussian",
-) -> torch.Tensor:
-    """Per-element log p(x_{t-1} | x_t) of the DDIM policy defined by ``eps``, unreduced.
-
-    This is the function every agent builds its likelihoods from: reduce it with a
-    mean over elements for DDPO, or a sum over channels per pixel for PXPO.
-
-    Args:
-        prev_sample: x_{t-1} actually reached, (B, C, H, W).
-        sample: x_t, (B, C, H, W).
-        eps: noise prediction (the action), (B, C, H, W); gradients flow through it.
-        coeffs: per-sample coefficients of shape (B,).
-        density: 'gaussian' or 'public' (``LOG_DENSITIES``).
-
-    Returns:
-        (B, C, H, W) float log-density.
-    """
-    mean = ddim_mean(sample, eps, coeffs)
-    if density == "public":
-        return -((prev_sample - mean) ** 2)
-    if density != "gaussian":
-        raise ValueError(f"density must be one of {LOG_DENSITIES}, got density={density!r}")
-    return gaussian_log_prob(prev_sample, mean, coeffs.std_dev_t)
-
-
-def step_kl(eps: torch.Tensor, eps_ref: torch.Tensor, coeffs: TransitionCoefficients) -> torch.Tensor:
-    """Per-element KL(p_eps || p_ref) between the DDIM steps two noise predictions define, unreduced.
-
-    Both are Gaussians with the same std sigma_t and means a_t x_t + b_t eps, so
-    KL = (b_t (eps - eps_ref))^2 / (2 sigma_t^2), independent of x_t.
-
-    Args:
-        eps: (B, C, H, W) the policy's noise prediction; gradients flow through it.
-        eps_ref: (B, C, H, W) the reference model's.
-        coeffs: per-sample coefficients of shape (B,).
-
-    Returns:
-        (B, C, H, W) float KL per element (nats).
-    """
-    diff = _expand_like(coeffs.coef_eps, eps) * (eps - eps_ref)
-    return diff.square() / (2 * _expand_like(coeffs.std_dev_t, eps).square())
-
-
-class StepTable:
-    """What the env asks of any sampler's per-step table (``DDIMSchedule``, ``pxpo_gym.flow.FlowSchedule``):
-    its (T,) ``timesteps`` and ``coefficients``."""
-
-    timesteps: torch.Tensor
-    coefficients: TransitionCoefficients
-    ode_coefficients: TransitionCoefficients
-    """The same steps without noise (DDIM at eta 0, the flow's Euler step: std_dev_t 0), for steps a caller
-    samples deterministically (the env's reset option ``stochastic_steps``); they have no likelihood."""
-    log_density = "gaussian"
-    """How agents compute the step's log-likelihood (``LOG_DENSITIES``); only a flow CPS table may differ."""
-
-    @property
-    def num_steps(self) -> int:
-        """T, the number of denoising steps in an episode."""
-        return int(self.timesteps.shape[0])
-
-    def at(self, step_index: torch.Tensor, stochastic: torch.Tensor | None = None) -> TransitionCoefficients:
-        """Coefficients for a batch of step indices, (B,) int64 in [0, T) -> (B,) each; where the (B,) bool
-        ``stochastic`` is False, the deterministic step's (``ode_coefficients``)."""
-        coeffs = TransitionCoefficients(*(c[step_index] for c in self.coefficients))
-        if stochastic is None:
-            return coeffs
-        ode = (c[step_index] for c in self.ode_coefficients)
-        return TransitionCoefficients(*(torch.where(stochastic, c, d) for c, d in zip(coeffs, ode)))
+    coef_model_output = direction - alpha_prod_t_prev.sqrt() * beta_prod_t.sqrt() / alpha_prod_t.sqrt()
+    return TransitionCoefficients(coef_sample, coef_model_output, std_dev_t)
 
 
 @dataclass(frozen=True)
@@ -323,3 +182,64 @@ class DDIMSchedule(StepTable):
             ode_coefficients=TransitionCoefficients(*(c.float().to(device) for c in ode)),
             eta=float(eta),
         )
+
+
+class DDIMSampler(Sampler):
+    """The DDIM sampler plug-in, for DDPM-family models (noise or v-prediction; ``NoiseModel`` turns a
+    v-prediction into eps): the action is the noise prediction eps, the stochasticity ``eta``."""
+
+    name = "ddim"
+    prediction_types = ("epsilon", "v_prediction")
+    prediction = "eps"
+
+    @classmethod
+    def build(
+        cls,
+        loaded: Any,
+        num_inference_steps: int,
+        device: torch.device | str,
+        eta: float | None,
+        noise_level: float | None,
+        transition: str | None,
+        log_density: str | None,
+    ) -> DDIMSchedule:
+        """``DDIMSchedule.from_scheduler`` with ``eta`` (default 1.0).
+
+        Raises:
+            ValueError: a flow-matching setting given (noise_level, transition other than 'sde',
+                log_density other than 'gaussian'), or what ``DDIMSchedule.from_scheduler`` refuses.
+        """
+        transition = transition or "sde"
+        if noise_level is not None or transition != "sde" or log_density not in (None, "gaussian"):
+            raise ValueError(
+                f"noise_level, transition and log_density are for flow-matching models; model={loaded.source!r} "
+                f"samples with DDIM: use eta (got noise_level={noise_level!r}, transition={transition!r}, "
+                f"log_density={log_density!r})"
+            )
+        return DDIMSchedule.from_scheduler(
+            loaded.scheduler, num_inference_steps, 1.0 if eta is None else eta, device
+        )
+
+    @classmethod
+    def timestep_space(cls, num_train_timesteps: int) -> Any:
+        """Box(-1, num_train_timesteps - 1, (1,), int64): the training-schedule timestep."""
+        import gymnasium as gym
+
+        return gym.spaces.Box(-1, num_train_timesteps - 1, (1,), np.int64)
+
+    @classmethod
+    def settings(cls, table: DDIMSchedule) -> dict[str, Any]:
+        return {"eta": table.eta, "sampler": cls.name, "noise_level": None}
+
+
+__getattr__ = moved_names(
+    __name__,
+    {
+        "ddim_mean": "pxpo_gym.transition:transition_mean",
+        "ddim_step": "pxpo_gym.transition:transition_step",
+        "step_log_prob": "pxpo_gym.transition:step_log_prob",
+        "step_kl": "pxpo_gym.transition:step_kl",
+        "gaussian_log_prob": "pxpo_gym.transition:gaussian_log_prob",
+        "LOG_DENSITIES": "pxpo_gym.transition:LOG_DENSITIES",
+    },
+)

@@ -35,7 +35,7 @@ class DiffusionDenoiseEnv(gym.Env):
     float; at the last step ``info["reward_map"]`` is (H, W) float32 and
     ``info["image"]`` (3, H, W) float32 in [0, 1]. ``info`` also holds the
     transition coefficients of the step just taken (``coef_sample``,
-    ``coef_eps``, ``std_dev_t``) and ``step_index``.
+    ``coef_model_output``, ``std_dev_t``; ``coef_eps``, its old name) and ``step_index``.
 
     ``env.unwrapped.model`` is the pretrained noise model; it accepts these numpy
     observations directly: ``model(obs["sample"], obs["timestep"], obs["context"])``.
@@ -64,7 +64,8 @@ class DiffusionDenoiseEnv(gym.Env):
 
     @property
     def schedule(self):
-        """The sampler's table (``pxpo_gym.ddim.DDIMSchedule``, or ``pxpo_gym.flow.FlowSchedule`` for flow models)."""
+        """The sampler's table (``pxpo_gym.transition.StepTable``: ``pxpo_gym.ddim.DDIMSchedule``, or
+        ``pxpo_gym.flow.FlowSchedule`` for flow models)."""
         return self.core.schedule
 
     def reset(
@@ -105,18 +106,18 @@ class DiffusionDenoiseEnv(gym.Env):
 
 
 class _NumpyModel:
-    """The env's noise model, accepting one unbatched numpy observation."""
+    """The env's model, accepting one unbatched numpy observation."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.module = model
 
     def __call__(self, sample: np.ndarray, timestep: np.ndarray, context: np.ndarray) -> np.ndarray:
-        """(C, h, w), (1,), (1,) numpy -> eps (C, h, w) float32 numpy."""
+        """(C, h, w), (1,), (1,) numpy -> the model output (C, h, w) float32 numpy."""
         device = next(self.module.parameters()).device
         with torch.no_grad():
-            eps = self.module(
+            model_output = self.module(
                 torch.as_tensor(sample, device=device)[None],
                 torch.as_tensor(timestep, device=device).reshape(1),
                 torch.as_tensor(context, device=device).reshape(1),
             )
-        return eps[0].cpu().numpy()
+        return model_output[0].cpu().numpy()

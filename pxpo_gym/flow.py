@@ -1,4 +1,4 @@
-"""Flow-matching transition math: Flow-GRPO's SDE step and coefficient-preserving sampling.
+"""The flow-matching sampler: Flow-GRPO's SDE step and coefficient-preserving sampling (``FlowSampler``).
 
 Rectified-flow notation (diffusers' ``FlowMatchEulerDiscreteScheduler``, SD3, FLUX):
 x_sigma = (1 - sigma) x_0 + sigma eps, sigma from 1 (noise) to 0 (data), and the model
@@ -8,9 +8,10 @@ stochastic samplers RL fine-tuning uses are affine-Gaussian in v, like DDIM's st
 
     x_{sigma'} = a x_sigma + b v + s z,   z ~ N(0, I)
 
-so they reuse ``pxpo_gym.ddim.TransitionCoefficients`` (``coef_sample`` = a, ``coef_eps`` =
-b, the weight of the model's output, ``std_dev_t`` = s) and with it ``ddim_mean``,
-``step_log_prob`` and ``step_kl`` unchanged: every agent works on either kind of model.
+so they keep the transition every sampler keeps (``pxpo_gym.transition``: ``coef_sample`` = a,
+``coef_model_output`` = b, the weight of the model's output, ``std_dev_t`` = s) and with it
+``transition_mean``, ``step_log_prob`` and ``step_kl`` unchanged: every agent works on either kind
+of model. ``FlowSampler`` is the plug-in (``pxpo_gym.samplers``).
 
 - ``"sde"`` (Flow-GRPO, Liu et al. arXiv 2505.05470, Eq. 9), with dt = sigma' - sigma < 0
   and g = noise_level sqrt(sigma / (1 - sigma)) (at sigma = 1 the grid's second sigma
@@ -44,11 +45,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from pxpo_gym.ddim import LOG_DENSITIES, StepTable, TransitionCoefficients
+from pxpo_gym.backbones import get_backbone
+from pxpo_gym.transition import LOG_DENSITIES, Sampler, StepTable, TransitionCoefficients
 
 TRANSITIONS = ("sde", "cps")
 DEFAULT_NOISE_LEVEL = 0.7
@@ -71,8 +74,8 @@ def sde_coefficients(
     denominator = 1 - torch.where(sigma >= 1, torch.full_like(sigma, sigma_max), sigma)
     g2 = noise_level**2 * sigma / denominator
     coef_sample = 1 + g2 * dt / (2 * sigma)
-    coef_v = dt * (1 + g2 * (1 - sigma) / (2 * sigma))
-    return TransitionCoefficients(coef_sample, coef_v, (g2 * -dt).sqrt())
+    coef_model_output = dt * (1 + g2 * (1 - sigma) / (2 * sigma))
+    return TransitionCoefficients(coef_sample, coef_model_output, (g2 * -dt).sqrt())
 
 
 def cps_coefficients(
@@ -132,7 +135,7 @@ class FlowSchedule(StepTable):
             shift_mu: schedulers with ``use_dynamic_shifting`` (FLUX): the resolution's shift ``mu``
                 (``LoadedModel.schedule_shift_mu``); required there, refused elsewhere.
             log_density: 'gaussian' (the exact step likelihood) or, with transition 'cps' only, 'public'
-                (the public CPS code's -(x - mean)^2; ``pxpo_gym.ddim.LOG_DENSITIES``).
+                (the public CPS code's -(x - mean)^2; ``pxpo_gym.transition.LOG_DENSITIES``).
             grid: with dynamic shifting, whose sigma grid: 'flux' (FluxPipeline's: sigmas 1 ... 1 / T, then
                 shifted by mu) or 'sd3' (StableDiffusion3Pipeline's: the scheduler's own grid, shifted by mu).
 
@@ -207,3 +210,61 @@ class FlowSchedule(StepTable):
             transition=transition,
             log_density=log_density,
         )
+
+
+class FlowSampler(Sampler):
+    """The flow-matching sampler plug-in, for models that predict the velocity (a
+    ``FlowMatchEulerDiscreteScheduler``): the action is the velocity v; the step is Flow-GRPO's SDE or CPS
+    (``transition``) at ``noise_level``, on the sigma grid of the model's pipeline
+    (``pxpo_gym.backbones.Backbone.flow_grid``)."""
+
+    name = "flow"
+    prediction_types = ("velocity",)
+    prediction = "velocity"
+
+    @classmethod
+    def build(
+        cls,
+        loaded: Any,
+        num_inference_steps: int,
+        device: torch.device | str,
+        eta: float | None,
+        noise_level: float | None,
+        transition: str | None,
+        log_density: str | None,
+    ) -> FlowSchedule:
+        """``FlowSchedule.from_scheduler`` with ``noise_level`` (default ``DEFAULT_NOISE_LEVEL``),
+        ``transition`` (default 'sde') and ``log_density`` (default 'gaussian').
+
+        Raises:
+            ValueError: an eta other than 1.0 (DDIM's setting), or what ``FlowSchedule.from_scheduler``
+                refuses.
+        """
+        eta = 1.0 if eta is None else eta
+        if eta != 1.0:
+            raise ValueError(
+                f"eta={eta!r} is DDIM's stochasticity; model={loaded.source!r} is a flow-matching model: set "
+                f"its sampler's noise with noise_level (default {DEFAULT_NOISE_LEVEL}) instead"
+            )
+        return FlowSchedule.from_scheduler(
+            loaded.scheduler,
+            num_inference_steps,
+            DEFAULT_NOISE_LEVEL if noise_level is None else noise_level,
+            transition or "sde",
+            device,
+            loaded.schedule_shift_mu,
+            get_backbone(loaded.noise_model.backbone).flow_grid,  # each pipeline's own sigma grid
+            log_density or "gaussian",
+        )
+
+    @classmethod
+    def timestep_space(cls, num_train_timesteps: int) -> Any:
+        """Box(-1, num_train_timesteps, (1,), float32): sigma x num_train_timesteps, what the model is called
+        with (diffusers' convention)."""
+        import gymnasium as gym
+
+        return gym.spaces.Box(-1, num_train_timesteps, (1,), np.float32)
+
+    @classmethod
+    def settings(cls, table: FlowSchedule) -> dict[str, Any]:
+        return {"eta": None, "sampler": table.transition, "noise_level": table.noise_level}

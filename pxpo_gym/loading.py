@@ -1,13 +1,14 @@
 """Where models come from: the embedded default, diffusers folders, hub ids, latent pipelines.
 
-Two kinds of model load: pixel-space class-conditional ones (UNet2DModel, like
-the embedded default; DDPM or flow-matching scheduler) and latent text-to-image
-pipelines: Stable Diffusion's layout (UNet2DConditionModel + AutoencoderKL +
-CLIP text encoder and tokenizer) and the flow-matching transformer pipelines
-SD3 (``StableDiffusion3Pipeline``) and FLUX (``FluxPipeline``); transformers is
-the ``sd`` extra. All yield a ``pxpo_gym.models.LoadedModel``.
-Loading goes through diffusers' and transformers' ``from_pretrained`` with
-``use_safetensors=True``, so no weights file is ever unpickled.
+This module finds a model (``load_model``: an embedded name, a folder, a hub id, a LoRA
+export), checks that its files name no code to run, and hands it to its backbone plug-in
+(``pxpo_gym.backbones``), which loads it: pixel-space class-conditional UNets (like the
+embedded default; DDPM or flow-matching scheduler) and latent text-to-image pipelines:
+Stable Diffusion's layout (UNet2DConditionModel + AutoencoderKL + CLIP text encoder and
+tokenizer) and the flow-matching transformer pipelines SD3 (``StableDiffusion3Pipeline``)
+and FLUX (``FluxPipeline``); transformers is the ``sd`` extra. All yield a
+``pxpo_gym.models.LoadedModel``. Loading goes through diffusers' and transformers'
+``from_pretrained`` with ``use_safetensors=True``, so no weights file is ever unpickled.
 """
 
 from __future__ import annotations
@@ -21,20 +22,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from pxpo_gym.deprecation import moved_names
 from pxpo_gym.models import (
     DEFAULT_MODEL_NAME,
     METADATA_FILE,
     MODEL_NAMES,
     LoadedModel,
-    NoiseModel,
     embedded_model_path,
     parse_dtype,
 )
 
-TRANSFORMER_PIPELINES = {"StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux"}
-"""The flow-matching transformer pipelines ``load_model`` reads (diffusers class -> ``NoiseModel`` backbone)."""
-FLUX_GUIDANCE = 3.5
-"""The distilled guidance FLUX transformers with guidance embeddings are called with (FluxPipeline's default)."""
 LATENT_EXTRA_HINT = 'pip install "pxpo-gym[sd]" (transformers)'
 """How to get what latent text-to-image pipelines need beyond the core install."""
 
@@ -89,20 +86,6 @@ def read_metadata(folder: str | Path | None) -> dict[str, Any]:
         if missing:
             raise ValueError(f"{str(path)!r}: a 'lora' export needs {missing} as well")
     return meta
-
-
-def _read_metadata(folder: Path | None, num_class_embeds: int | None) -> tuple[tuple[str, ...], int | None]:
-    meta = read_metadata(folder)
-    if num_class_embeds is None:
-        return ("none",), None
-    names = meta.get("context_names") or [f"class_{k}" for k in range(num_class_embeds)]
-    null = meta.get("null_context")
-    if len(names) > num_class_embeds or (null is not None and not 0 <= null < num_class_embeds):
-        raise ValueError(
-            f"model folder {str(folder)!r}: {METADATA_FILE} names {len(names)} contexts "
-            f"(null_context={null}) but the UNet has {num_class_embeds} class embeddings"
-        )
-    return tuple(names), null
 
 
 def size_pair(value: Any) -> tuple[int, int] | None:
@@ -313,28 +296,19 @@ def load_model(
     lora = lora_export(location)
     if lora is not None:
         return _load_lora_export(source, lora, device, dtype, prompts, resolution, decode_chunk_size)
+    from pxpo_gym.backbones import backbone_for_index
+
     index = _pipeline_index(source, location)
-    if "transformer" in index:
-        kind = index.get("_class_name")
-        if kind not in TRANSFORMER_PIPELINES:
-            raise ValueError(
-                f"model={source!r} is a {kind or 'pipeline'} with a transformer backbone; the supported "
-                f"ones are {', '.join(TRANSFORMER_PIPELINES)}"
-            )
-    elif "text_encoder_2" in index:
-        raise ValueError(
-            f"model={source!r} is a {index.get('_class_name', 'pipeline')} with a UNet and a second text "
-            "encoder (SDXL-style): supported latent pipelines are Stable Diffusion 1.x/2.x "
-            f"(one CLIP text encoder, UNet2DConditionModel), {', '.join(TRANSFORMER_PIPELINES)}"
-        )
-    if "vae" in index or "text_encoder" in index:
+    backbone = backbone_for_index(index, source)
+    if backbone.takes_prompts:
         if prompts is None:
             raise ValueError(
                 f"model={source!r} is a latent text-to-image pipeline: pass prompts=[...] "
                 "(the texts the context ids stand for)"
             )
-        args = (source, location, device, dtype, parse_prompts(prompts), resolution, decode_chunk_size)
-        return _load_transformer(*args, index) if "transformer" in index else _load_latent(*args)
+        return backbone.load(
+            source, location, device, dtype, parse_prompts(prompts), resolution, decode_chunk_size, index
+        )
     if prompts is not None:
         raise ValueError(
             f"model={source!r} is a pixel model conditioned on class ids, not text: drop prompts "
@@ -342,7 +316,7 @@ def load_model(
         )
     if decode_chunk_size is not None:
         raise ValueError(f"decode_chunk_size is for latent pipelines; model={source!r} is a pixel model")
-    return _load_pixel(source, location, device, dtype, resolution)
+    return backbone.load(source, location, device, dtype, None, resolution, None, index)
 
 
 def lora_export(location: str) -> dict[str, Any] | None:
@@ -367,7 +341,7 @@ def _load_lora_export(
     resolution: Any,
     decode_chunk_size: int | None,
 ) -> LoadedModel:
-    """A LoRA export: its base pipeline with the adapter fused into the UNet's weights."""
+    """A LoRA export: its base pipeline with the adapter fused into the network's weights."""
     weights = Path(source) / meta["lora_weights"]
     if not weights.is_file():
         raise ValueError(f"model={source!r}: the LoRA file {meta['lora_weights']!r} is missing")
@@ -385,181 +359,21 @@ def _load_lora_export(
         resolution,
         decode_chunk_size,
     )
-    unet = loaded.noise_model.unet
-    prefix = "unet" if loaded.noise_model.backbone == "unet" else "transformer"
+    from pxpo_gym.backbones import get_backbone
+
+    net = loaded.noise_model.net
+    prefix = get_backbone(loaded.noise_model.backbone).component  # the LoRA file's key prefix
     try:
-        unet.load_lora_adapter(source, weight_name=meta["lora_weights"], prefix=prefix, adapter_name="export")
+        net.load_lora_adapter(source, weight_name=meta["lora_weights"], prefix=prefix, adapter_name="export")
     except Exception as err:  # diffusers/peft raise ValueError, KeyError, SafetensorError
         raise ValueError(
             f"model={source!r}: could not load its LoRA file into {meta['base_model']!r}: "
             f"{type(err).__name__}: {err}"
         ) from err
-    unet.fuse_lora(lora_scale=1.0)
-    unet.unload_lora()  # the fused weights stay; the adapter layers go
+    net.fuse_lora(lora_scale=1.0)
+    net.unload_lora()  # the fused weights stay; the adapter layers go
     loaded.source = source
     return loaded
-
-
-def _load_pixel(
-    source: str, location: str, device: torch.device | str, dtype: torch.dtype, resolution: Any
-) -> LoadedModel:
-    from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler, UNet2DModel
-
-    try:
-        unet = UNet2DModel.from_pretrained(
-            location, subfolder="unet", use_safetensors=True, torch_dtype=dtype
-        )
-        config = DDPMScheduler.load_config(location, subfolder="scheduler")
-        flow = config.get("_class_name") == FlowMatchEulerDiscreteScheduler.__name__
-        scheduler_class = FlowMatchEulerDiscreteScheduler if flow else DDPMScheduler
-        scheduler = scheduler_class.from_config(config)
-    except Exception as err:  # diffusers raises OSError, ValueError, SafetensorError, HF errors
-        raise ValueError(
-            f"model={source!r}: could not load a UNet2DModel (unet/, safetensors weights) and a "
-            f"scheduler (scheduler/) from {location!r}: {type(err).__name__}: {err}"
-        ) from err
-    return pixel_model(unet, scheduler, source, location, device, dtype, resolution)
-
-
-def pixel_model(
-    unet: Any,
-    scheduler: Any,
-    source: str,
-    location: str | None = None,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    resolution: Any = None,
-) -> LoadedModel:
-    """A pixel model (``UNet2DModel`` + its DDPM or flow-matching scheduler) as a ``LoadedModel``; its
-    context names come from ``location``'s ``pxpo_gym.json`` where there is one.
-
-    Raises:
-        ValueError: not 3 RGB channels in and out, or a resolution other than the UNet's own.
-    """
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    folder = Path(location) if location is not None and Path(location).is_dir() else None
-    names, null = _read_metadata(folder, unet.config.num_class_embeds)
-    if unet.config.in_channels != 3 or unet.config.out_channels != 3:
-        raise ValueError(
-            f"model={source!r}: a pixel model must have 3 input and output channels (RGB), got "
-            f"{unet.config.in_channels} and {unet.config.out_channels}"
-        )
-    size = size_pair(unet.config.sample_size)
-    if resolution is not None and size_pair(resolution) != size:
-        raise ValueError(
-            f"resolution={resolution!r} does not match model={source!r}: a pixel model makes "
-            f"images of its own sample size {size}"
-        )
-    unet = unet.to(device=device).eval()
-    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):  # the UNet predicts the velocity
-        noise_model = NoiseModel(unet, torch.zeros(0), "velocity", dtype=dtype).to(device)
-    else:
-        noise_model = NoiseModel(
-            unet, scheduler.alphas_cumprod, scheduler.config.prediction_type, dtype=dtype
-        ).to(device)
-    return LoadedModel(
-        noise_model=noise_model,
-        scheduler=scheduler,
-        sample_shape=(unet.config.in_channels, *size),
-        image_size=size,
-        context_names=names,
-        null_context=null,
-        source=source,
-        location=location,
-    )
-
-
-def _require_transformers(source: str) -> None:
-    """Refuses a latent pipeline without transformers, naming the extra that brings it."""
-    try:
-        import transformers  # noqa: F401
-    except ImportError as err:
-        raise ImportError(
-            f"model={source!r} is a latent text-to-image pipeline; loading it needs transformers: "
-            f"{LATENT_EXTRA_HINT}"
-        ) from err
-
-
-def _load_latent(
-    source: str,
-    location: str,
-    device: torch.device | str,
-    dtype: torch.dtype,
-    prompts: tuple[str, ...],
-    resolution: Any,
-    decode_chunk_size: int | None,
-) -> LoadedModel:
-    _require_transformers(source)
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import AutoTokenizer, CLIPTextModel
-
-    try:
-        unet = UNet2DConditionModel.from_pretrained(
-            location, subfolder="unet", use_safetensors=True, torch_dtype=dtype
-        )
-        vae = AutoencoderKL.from_pretrained(
-            location, subfolder="vae", use_safetensors=True, torch_dtype=dtype
-        )
-        text_encoder = CLIPTextModel.from_pretrained(location, subfolder="text_encoder", use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(location, subfolder="tokenizer")
-        scheduler = DDPMScheduler.from_pretrained(location, subfolder="scheduler")
-    except Exception as err:  # diffusers/transformers raise OSError, ValueError, SafetensorError, HF errors
-        raise ValueError(
-            f"model={source!r}: could not load a latent text-to-image pipeline from {location!r} "
-            "(unet/ UNet2DConditionModel, vae/ AutoencoderKL, text_encoder/ CLIPTextModel, tokenizer/, "
-            f"scheduler/; safetensors weights): {type(err).__name__}: {err}"
-        ) from err
-    latent_channels = vae.config.latent_channels
-    if unet.config.in_channels != latent_channels or unet.config.out_channels != latent_channels:
-        raise ValueError(
-            f"model={source!r}: the UNet maps {unet.config.in_channels} -> {unet.config.out_channels} "
-            f"channels but the VAE's latents have {latent_channels}"
-        )
-    if unet.config.cross_attention_dim != text_encoder.config.hidden_size:
-        raise ValueError(
-            f"model={source!r}: the UNet attends to {unet.config.cross_attention_dim}-dim text states "
-            f"but the text encoder gives {text_encoder.config.hidden_size}"
-        )
-    vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-    multiple = vae_factor * 2 ** (len(unet.config.block_out_channels) - 1)
-    image_size = _latent_size(source, resolution, unet.config.sample_size, vae_factor, multiple, "the UNet's")
-    text_encoder = text_encoder.to(device).eval()
-    embeds = _embed_prompts(tokenizer, text_encoder, [*prompts, ""], device)  # last row: the null prompt
-    del text_encoder
-    unet = unet.to(device=device).eval()
-    vae = vae.to(device=device).eval().requires_grad_(False)
-    noise_model = NoiseModel(
-        unet, scheduler.alphas_cumprod, scheduler.config.prediction_type, dtype=dtype, prompt_embeds=embeds
-    ).to(device)
-    return LoadedModel(
-        noise_model=noise_model,
-        scheduler=scheduler,
-        sample_shape=(latent_channels, image_size[0] // vae_factor, image_size[1] // vae_factor),
-        image_size=image_size,
-        context_names=prompts,
-        null_context=len(prompts),
-        source=source,
-        location=location,
-        vae=vae,
-        decode_chunk_size=decode_chunk_size,
-    )
-
-
-def _latent_size(
-    source: str, resolution: Any, latent_size: Any, vae_factor: int, multiple: int, what: str
-) -> tuple[int, int]:
-    """The image size a latent pipeline makes: ``resolution`` or its own, checked against ``multiple``."""
-    base = size_pair(latent_size)
-    image_size = (
-        size_pair(resolution) if resolution is not None else (base[0] * vae_factor, base[1] * vae_factor)
-    )
-    if image_size[0] % multiple or image_size[1] % multiple:
-        raise ValueError(
-            f"resolution={resolution!r} does not fit model={source!r}: height and width must be "
-            f"multiples of {multiple} (VAE downsampling {vae_factor}x, then {what})"
-        )
-    return image_size
 
 
 def absent_components(index: dict[str, Any]) -> dict[str, None]:
@@ -573,121 +387,10 @@ def pipeline_index(location: str) -> dict[str, Any]:
     return _pipeline_index(location, location)
 
 
-def _load_transformer(
-    source: str,
-    location: str,
-    device: torch.device | str,
-    dtype: torch.dtype,
-    prompts: tuple[str, ...],
-    resolution: Any,
-    decode_chunk_size: int | None,
-    index: dict[str, Any],
-) -> LoadedModel:
-    """An SD3- or FLUX-layout pipeline: its transformer, VAE and flow-matching scheduler, with the
-    prompts embedded once by the pipeline's own ``encode_prompt`` and the text encoders then dropped."""
-    _require_transformers(source)
-    from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
-
-    try:
-        pipeline = DiffusionPipeline.from_pretrained(
-            location, use_safetensors=True, torch_dtype=dtype, **absent_components(index)
-        )
-    except Exception as err:  # diffusers/transformers raise OSError, ValueError, SafetensorError, HF errors
-        raise ValueError(
-            f"model={source!r}: could not load the pipeline from {location!r} (transformer/, vae/, the text "
-            f"encoders and tokenizers, scheduler/; safetensors weights): {type(err).__name__}: {err}"
-        ) from err
-    backbone = TRANSFORMER_PIPELINES.get(type(pipeline).__name__)
-    if backbone is None or not isinstance(pipeline.scheduler, FlowMatchEulerDiscreteScheduler):
-        raise ValueError(
-            f"model={source!r} loaded as {type(pipeline).__name__} with a {type(pipeline.scheduler).__name__}; "
-            f"expected one of {', '.join(TRANSFORMER_PIPELINES)} with a FlowMatchEulerDiscreteScheduler"
-        )
-    transformer, vae, scheduler = pipeline.transformer, pipeline.vae, pipeline.scheduler
-    latent_channels = vae.config.latent_channels
-    patch = 2  # SD3: the transformer's patch size; FLUX: the pipeline packs 2 x 2 latents
-    packed = latent_channels * 4 if backbone == "flux" else latent_channels
-    if backbone == "sd3":
-        patch = int(transformer.config.patch_size)
-    if transformer.config.in_channels != packed:
-        raise ValueError(
-            f"model={source!r}: the transformer takes {transformer.config.in_channels} channels but the VAE's "
-            f"latents give {packed}"
-        )
-    vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-    default_latent = getattr(transformer.config, "sample_size", None) or 128  # FLUX: 1,024 px at 8x
-    image_size = _latent_size(
-        source, resolution, default_latent, vae_factor, vae_factor * patch, f"{patch} x {patch} patches"
-    )
-    latent_size = (image_size[0] // vae_factor, image_size[1] // vae_factor)
-    pipeline.to(device)
-    texts = [*prompts, ""]  # last row: the null prompt
-    with torch.no_grad():
-        if backbone == "sd3":
-            limit = pipeline.tokenizer_3.model_max_length if pipeline.tokenizer_3 is not None else 256
-            embeds, _, pooled, _ = pipeline.encode_prompt(
-                texts,
-                None,
-                None,
-                device=device,
-                do_classifier_free_guidance=False,
-                max_sequence_length=min(256, limit),
-            )
-        else:
-            embeds, pooled, _ = pipeline.encode_prompt(
-                texts,
-                None,
-                device=device,
-                max_sequence_length=min(512, pipeline.tokenizer_2.model_max_length),
-            )
-    shift_mu = None
-    if scheduler.config.get("use_dynamic_shifting", False):
-        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
-
-        shift_mu = float(
-            calculate_shift(
-                (latent_size[0] // patch)
-                * (latent_size[1] // patch),  # tokens: SD3 patches, FLUX packs 2 x 2
-                scheduler.config.get("base_image_seq_len", 256),
-                scheduler.config.get("max_image_seq_len", 4096),
-                scheduler.config.get("base_shift", 0.5),
-                scheduler.config.get(
-                    "max_shift", 1.16 if backbone == "sd3" else 1.15
-                ),  # each pipeline's default
-            )
-        )
-    guidance = FLUX_GUIDANCE if backbone == "flux" and transformer.config.guidance_embeds else None
-    del pipeline  # the text encoders go with it
-    transformer = transformer.eval()
-    vae = vae.eval().requires_grad_(False)
-    noise_model = NoiseModel(
-        transformer,
-        torch.zeros(0),
-        "velocity",
-        dtype=dtype,
-        prompt_embeds=embeds.float(),
-        backbone=backbone,
-        pooled_embeds=pooled.float(),
-        guidance=guidance,
-    ).to(device)
-    return LoadedModel(
-        noise_model=noise_model,
-        scheduler=scheduler,
-        sample_shape=(latent_channels, *latent_size),
-        image_size=image_size,
-        context_names=prompts,
-        null_context=len(prompts),
-        source=source,
-        location=location,
-        vae=vae,
-        decode_chunk_size=decode_chunk_size,
-        schedule_shift_mu=shift_mu,
-    )
-
-
-@torch.no_grad()
-def _embed_prompts(tokenizer: Any, text_encoder: Any, prompts: list[str], device: Any) -> torch.Tensor:
-    """(P, L, D) float32 last hidden states of the text encoder, as Stable Diffusion conditions on."""
-    length = min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings)
-    tokens = tokenizer(prompts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
-    return text_encoder(tokens.input_ids.to(device))[0].float()
+__getattr__ = moved_names(
+    __name__,
+    {
+        "pixel_model": "pxpo_gym.backbones.unet:pixel_model",
+        "FLUX_GUIDANCE": "pxpo_gym.backbones.flux:FLUX_GUIDANCE",
+    },
+)

@@ -1,9 +1,12 @@
-"""What a model is to the env: the eps interface (``NoiseModel``) and what loading yields (``LoadedModel``).
+"""What a model is to the env: the model-output interface (``NoiseModel``) and what loading yields
+(``LoadedModel``).
 
 Every model the env uses is wrapped in ``NoiseModel``: a ``torch.nn.Module``
-callable as ``model(sample, timestep, context) -> eps`` on the env's own
-observation tensors, where ``context`` is a class id or, for text models, the
-index of a prompt whose embedding the model holds. Where models come from
+callable as ``model(sample, timestep, context) -> model_output`` (a noise prediction
+eps, or a flow model's velocity: the env's action) on the env's own observation
+tensors, where ``context`` is a class id or, for text models, the index of a prompt
+whose embedding the model holds. How each kind of network is called, loaded and
+exported is its backbone plug-in (``pxpo_gym.backbones``); where models come from
 (the embedded default, diffusers folders, hub ids, latent pipelines) is
 ``pxpo_gym.loading``. The one dtype parser of the package is ``parse_dtype``.
 """
@@ -17,14 +20,14 @@ from typing import Any
 
 import torch
 
+from pxpo_gym.deprecation import renamed_keywords, warn_renamed
+
 DEFAULT_MODEL_NAME = "default"
 FLOW_MODEL_NAME = "default-flow"
 """The embedded rectified-flow twin of the default model (the same data and UNet; predicts velocity)."""
 MODEL_NAMES: tuple[str, ...] = (DEFAULT_MODEL_NAME, FLOW_MODEL_NAME)
 METADATA_FILE = "pxpo_gym.json"
 """Optional file in a model folder: ``{"context_names": [...], "null_context": k}``."""
-BACKBONES = ("unet", "sd3", "flux")
-"""Denoising networks ``NoiseModel`` calls: a diffusers UNet, or an SD3 / FLUX pipeline's transformer."""
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 """The model compute precisions the env supports, by name."""
 
@@ -51,30 +54,36 @@ PREDICTION_TYPES = ("epsilon", "v_prediction", "velocity")
 
 
 class NoiseModel(torch.nn.Module):
-    """A diffusers UNet (or an SD3 / FLUX transformer) seen as ``eps = model(sample, timestep, context)``.
+    """A denoising network seen as ``model_output = model(sample, timestep, context)``.
 
     Args:
-        unet: a ``diffusers.UNet2DModel`` (class-conditional if it has class
-            embeddings) or, with ``prompt_embeds``, a ``UNet2DConditionModel``.
+        net: the network: a ``diffusers.UNet2DModel`` (class-conditional if it has class
+            embeddings), with ``prompt_embeds`` a ``UNet2DConditionModel``, or an SD3 / FLUX
+            pipeline's transformer (``backbone``). ``unet=`` is its old name (deprecated).
         alphas_cumprod: (num_train_timesteps,) training schedule, used to turn a
             v-prediction into eps (empty for flow models).
         prediction_type: "epsilon" or "v_prediction" (a DDPM-family scheduler's setting), or
             "velocity" (a flow-matching model: the output is the velocity noise - x_0, returned as is).
-        dtype: compute dtype of the network; inputs are cast to it, eps is returned float32.
+        dtype: compute dtype of the network; inputs are cast to it, the output is returned float32.
         prompt_embeds: (P, L, D) text-encoder states of P prompts, computed once;
-            context k selects row k as the UNet's ``encoder_hidden_states``.
-        backbone: ``"unet"`` (a diffusers UNet), or a flow-matching transformer in its
-            pipeline's layout: ``"sd3"`` (SD3Transformer2DModel) or ``"flux"``
-            (FluxTransformer2DModel: the env's (B, C, h, w) latents are packed into 2 x 2 patches
-            for it and unpacked after, so the env and the agents see one latent grid).
+            context k selects row k as the network's ``encoder_hidden_states``.
+        backbone: the name of the backbone plug-in that calls ``net`` (``pxpo_gym.backbones.BACKBONES``):
+            "unet" (a diffusers UNet), "sd" (Stable Diffusion's), "sd3" or "flux" (a flow-matching
+            transformer in its pipeline's layout; FLUX's 2 x 2 latent packing is the backbone's, so
+            the env and the agents see one latent grid), or a registered plug-in.
         pooled_embeds: (P, D') pooled text states of the same prompts (SD3 and FLUX).
         guidance: FLUX models with guidance embeddings (FLUX.1-dev): the distilled guidance
             scale they are called with (FluxPipeline's default 3.5); None otherwise.
+
+    Raises:
+        ValueError: an unknown prediction type or backbone (naming the allowed ones), or conditioning
+            the backbone cannot be called with.
     """
 
+    @renamed_keywords(unet="net")
     def __init__(
         self,
-        unet: torch.nn.Module,
+        net: torch.nn.Module,
         alphas_cumprod: torch.Tensor,
         prediction_type: str = "epsilon",
         dtype: torch.dtype = torch.float32,
@@ -83,24 +92,40 @@ class NoiseModel(torch.nn.Module):
         pooled_embeds: torch.Tensor | None = None,
         guidance: float | None = None,
     ) -> None:
+        from pxpo_gym.backbones import get_backbone
+
         super().__init__()
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
-        if backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {BACKBONES}, got backbone={backbone!r}")
-        if backbone != "unet" and (prompt_embeds is None or pooled_embeds is None):
-            raise ValueError(f"backbone={backbone!r} needs prompt_embeds and pooled_embeds")
-        self.unet = unet
+        plugin = get_backbone(backbone)
+        plugin.check(prompt_embeds, pooled_embeds)
+        self.net = net
         """The denoising network (a UNet, or the transformer of an SD3 or FLUX pipeline)."""
         self.backbone = backbone
+        """The backbone plug-in's name (``pxpo_gym.backbones``)."""
         self.guidance = guidance
         self.prediction_type = prediction_type
         self.compute_dtype = dtype
         self.register_buffer("alphas_cumprod", alphas_cumprod.float(), persistent=False)
         self.register_buffer("prompt_embeds", prompt_embeds, persistent=False)
         self.register_buffer("pooled_embeds", pooled_embeds, persistent=False)
-        num_embeds = getattr(unet.config, "num_class_embeds", None)
+        num_embeds = getattr(net.config, "num_class_embeds", None)
         self.conditional = num_embeds is not None or prompt_embeds is not None
+
+    OLD_PARAMETER_PREFIXES = {"unet.": "net."}
+    """Parameter-name prefixes of checkpoints written before ``unet`` became ``net``, and their new ones."""
+
+    @property
+    def unet(self) -> torch.nn.Module:
+        """The old name of ``net`` (deprecated)."""
+        warn_renamed("NoiseModel.unet", "NoiseModel.net")
+        return self.net
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "unet":  # torch.nn.Module would register a second submodule under the old name
+            warn_renamed("NoiseModel.unet", "NoiseModel.net")
+            name = "net"
+        super().__setattr__(name, value)
 
     def forward(
         self,
@@ -108,7 +133,7 @@ class NoiseModel(torch.nn.Module):
         timestep: torch.Tensor | int,
         context: torch.Tensor | int | None = None,
     ) -> torch.Tensor:
-        """Predicts the noise in ``sample`` (a flow model: the velocity).
+        """Predicts the noise in ``sample`` (a flow model: the velocity): the model output.
 
         Args:
             sample: x_t, (B, C, H, W) float.
@@ -117,60 +142,27 @@ class NoiseModel(torch.nn.Module):
             context: class or prompt ids, (B,) or (B, 1) int64; ignored by unconditional models.
 
         Returns:
-            eps, (B, C, H, W) float32.
+            The model output (eps, or the velocity), (B, C, H, W) float32.
         """
+        from pxpo_gym.backbones import get_backbone
+
         batch = sample.shape[0]
         t = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(batch)
-        if self.backbone != "unet":
-            if context is None:
-                raise ValueError("this model is conditional: pass context (B,) int64")
-            ids = torch.as_tensor(context, device=sample.device).reshape(-1).expand(batch)
-            return self._transformer(sample, t, ids)
-        condition: dict[str, torch.Tensor] = {}
-        if self.conditional:
-            if context is None:
-                raise ValueError("this model is conditional: pass context (B,) int64")
-            ids = torch.as_tensor(context, device=sample.device).reshape(-1).expand(batch)
-            if self.prompt_embeds is None:
-                condition["class_labels"] = ids
-            else:
-                condition["encoder_hidden_states"] = self.prompt_embeds[ids].to(self.compute_dtype)
-        out = self.unet(sample.to(self.compute_dtype), t, **condition).sample.float()
+        out = get_backbone(self.backbone).forward(self, sample, t, context)
         if self.prediction_type == "v_prediction":
             # v = sqrt(abar) eps - sqrt(1 - abar) x0  =>  eps = sqrt(abar) v + sqrt(1 - abar) x_t
             abar = self.alphas_cumprod[t].reshape(batch, 1, 1, 1)
             out = abar.sqrt() * out + (1 - abar).sqrt() * sample.float()
         return out
 
-    def _transformer(self, sample: torch.Tensor, t: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """The velocity of an SD3 or FLUX transformer, called as its diffusers pipeline calls it."""
-        text = {
-            "encoder_hidden_states": self.prompt_embeds[ids].to(self.compute_dtype),
-            "pooled_projections": self.pooled_embeds[ids].to(self.compute_dtype),
-        }
-        if self.backbone == "sd3":  # StableDiffusion3Pipeline: timestep = sigma x 1000
-            out = self.unet(hidden_states=sample.to(self.compute_dtype), timestep=t.float(), **text).sample
-            return out.float()
-        from diffusers import FluxPipeline
 
-        batch, channels, height, width = sample.shape
-        packed = FluxPipeline._pack_latents(sample.to(self.compute_dtype), batch, channels, height, width)
-        image_ids = FluxPipeline._prepare_latent_image_ids(
-            batch, height // 2, width // 2, sample.device, self.compute_dtype
-        )
-        text_ids = torch.zeros(text["encoder_hidden_states"].shape[1], 3, device=sample.device)
-        guidance = (
-            None if self.guidance is None else torch.full((batch,), self.guidance, device=sample.device)
-        )
-        out = self.unet(
-            hidden_states=packed,
-            timestep=t.float() / 1000,  # FluxPipeline: the transformer takes sigma itself
-            guidance=guidance,
-            txt_ids=text_ids.to(self.compute_dtype),
-            img_ids=image_ids,
-            **text,
-        ).sample
-        return FluxPipeline._unpack_latents(out, height, width, 1).float()
+def current_parameter_name(name: str) -> str:
+    """A ``NoiseModel`` parameter name as today's ``NoiseModel`` has it: one from a file written before a
+    rename (``unet.*``, before ``net``) gets its new name; any other name is returned as it is."""
+    for old, new in NoiseModel.OLD_PARAMETER_PREFIXES.items():
+        if name.startswith(old):
+            return new + name[len(old) :]
+    return name
 
 
 @dataclass
@@ -195,6 +187,9 @@ class LoadedModel:
         schedule_shift_mu: flow-matching schedulers with resolution-dependent shifting
             (FLUX's ``use_dynamic_shifting``): the shift ``mu`` for this model's image size,
             as FluxPipeline computes it; None otherwise.
+        sampler: the name of the sampler plug-in the env steps this model with
+            (``pxpo_gym.samplers.SAMPLERS``); None: the first registered one for its prediction
+            type (DDIM, or flow matching for a velocity).
     """
 
     noise_model: NoiseModel
@@ -208,6 +203,7 @@ class LoadedModel:
     vae: Any = None
     decode_chunk_size: int | None = None
     schedule_shift_mu: float | None = None
+    sampler: str | None = None
 
     @property
     def num_contexts(self) -> int:
@@ -215,7 +211,7 @@ class LoadedModel:
 
     @property
     def is_flow(self) -> bool:
-        """True for flow-matching models: the action is the velocity, the sampler ``pxpo_gym.flow``."""
+        """True for flow-matching models: the action is the velocity, the sampler by default ``pxpo_gym.flow``."""
         return self.noise_model.prediction_type == "velocity"
 
     @property

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pxpo_gym.deprecation import renamed_keywords, warn_renamed
+
 HELD_PIXELS = "held_pixels.safetensors"
 """A pinned run's silent pixels in its export: tensors 'held' (num_contexts, h, w) uint8 and 'band' (the
 pin's band, ``pin_weights``; a scalar integer), metadata 'mode'."""
@@ -74,20 +76,21 @@ class HeldPolicy:
 
     Beside the episode it tracks the reference trajectory x^ref_t that the pretrained model would have
     visited from the same x_T and the same step noise. At a held pixel the action is the pretrained
-    model's noise prediction on x^ref_t, so the step lands where the reference's does; elsewhere it is
-    the policy's. The env's step is x_{t-1} = a x_t + b eps + s z, so from the step actually taken the
-    reference's next state is x^ref_{t-1} = x_{t-1} + a (x^ref_t - x_t) + b (eps^ref - eps) (no division
-    by s: exact for deterministic samplers too). At held pixels both differences are 0, so the held
+    model's output (its noise prediction, or velocity) on x^ref_t, so the step lands where the
+    reference's does; elsewhere it is the policy's. The env's step is x_{t-1} = a x_t + b u + s z
+    (u the action, ``pxpo_gym.transition``), so from the step actually taken the reference's next state
+    is x^ref_{t-1} = x_{t-1} + a (x^ref_t - x_t) + b (u^ref - u) (no division by s: exact for
+    deterministic samplers too). At held pixels both differences are 0, so the held
     pixels of every state, x_0 included, are the pretrained model's exactly. Use one instance per
     episode batch (``pxpo_gym.sampling.rollout`` calls its ``on_step``).
 
     A float ``held`` (``pin_weights``: a band at the pin's edge) blends the two predictions,
-    w eps^ref + (1 - w) eps: w = 1 is held exactly, 0 is the policy's alone, and in between the
+    w u^ref + (1 - w) u: w = 1 is held exactly, 0 is the policy's alone, and in between the
     pixel's state moves between the two trajectories, so a held part meets a repainted one through a
     ramp instead of a hard edge.
 
     Args:
-        policy: ``policy(sample, timestep, context) -> eps`` (the trained model).
+        policy: ``policy(sample, timestep, context) -> action`` (the trained model).
         reference: the same signature, the frozen pretrained model (no gradients needed).
         held: (num_contexts, h, w) bool, or float weights in [0, 1], each context's held pixels on the
             sample grid.
@@ -98,32 +101,40 @@ class HeldPolicy:
         self.reference = reference
         self.held = held
         self.reference_sample: torch.Tensor | None = None
-        self.reference_eps: torch.Tensor | None = None
+        self.reference_action: torch.Tensor | None = None
+        """The reference's action at the current step, on its own trajectory."""
+
+    @property
+    def reference_eps(self) -> torch.Tensor | None:
+        """The old name of ``reference_action`` (deprecated)."""
+        warn_renamed("HeldPolicy.reference_eps", "HeldPolicy.reference_action")
+        return self.reference_action
 
     def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         if self.reference_sample is None:  # the episode's first step: both start from x_T
             self.reference_sample = sample.clone()
-        self.reference_eps = self.reference(self.reference_sample, timestep, context).float()
-        eps = self.policy(sample, timestep, context).float()
-        return blend(eps, self.reference_eps, self.held[context.reshape(-1)])
+        self.reference_action = self.reference(self.reference_sample, timestep, context).float()
+        action = self.policy(sample, timestep, context).float()
+        return blend(action, self.reference_action, self.held[context.reshape(-1)])
 
     def on_step(self, obs: dict, action: torch.Tensor, next_obs: dict, info: dict) -> None:
         shape = (-1, *([1] * (action.dim() - 1)))
-        a, b = info["coef_sample"].reshape(shape), info["coef_eps"].reshape(shape)
+        a, b = info["coef_sample"].reshape(shape), info["coef_model_output"].reshape(shape)
         self.reference_sample = (
             next_obs["sample"]
             + a * (self.reference_sample - obs["sample"])
-            + b * (self.reference_eps - action.float())
+            + b * (self.reference_action - action.float())
         )
 
 
-def blend(eps: torch.Tensor, reference_eps: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+@renamed_keywords(eps="action", reference_eps="reference_action")
+def blend(action: torch.Tensor, reference_action: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
     """The action with the held pixels' weight on the reference's: (B, C, h, w) from held (B, h, w), bool
-    (the reference's where True) or float in [0, 1] (w reference + (1 - w) eps; exact at 0 and 1)."""
-    weight = held.to(eps.device)[:, None]  # (B, 1, h, w)
+    (the reference's where True) or float in [0, 1] (w reference + (1 - w) action; exact at 0 and 1)."""
+    weight = held.to(action.device)[:, None]  # (B, 1, h, w)
     if weight.dtype == torch.bool:
-        return torch.where(weight, reference_eps, eps)
-    return torch.lerp(eps, reference_eps, weight.to(eps.dtype))
+        return torch.where(weight, reference_action, action)
+    return torch.lerp(action, reference_action, weight.to(action.dtype))
 
 
 def pin_weights(held: torch.Tensor, band: int) -> torch.Tensor:
@@ -152,7 +163,7 @@ def pinned_policy(mode: str, policy: Callable, reference: Callable, held: torch.
     Args:
         mode: 'hold' (``HeldPolicy``: the held pixels' state follows the reference's trajectory) or
             'freeze' (the action there is the reference's on the current state).
-        policy, reference: ``(sample, timestep, context) -> eps``.
+        policy, reference: ``(sample, timestep, context) -> action``.
         held: (num_contexts, h, w) bool, or float weights (``pin_weights``).
     """
     if mode == "hold":
@@ -161,7 +172,7 @@ def pinned_policy(mode: str, policy: Callable, reference: Callable, held: torch.
         raise ValueError(f"mode must be 'hold' or 'freeze', got mode={mode!r}")
 
     def frozen(sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        eps = policy(sample, timestep, context).float()
-        return blend(eps, reference(sample, timestep, context).float(), held[context.reshape(-1)])
+        action = policy(sample, timestep, context).float()
+        return blend(action, reference(sample, timestep, context).float(), held[context.reshape(-1)])
 
     return frozen

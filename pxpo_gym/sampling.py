@@ -1,10 +1,10 @@
 """The one rollout loop: a policy run through the vector env, and what a batch of episodes leaves.
 
 ``rollout`` resets the env and steps every env to the end with a policy; an
-``on_step`` hook sees each transition (``agents.rollout.collect`` records the
+``on_step`` hook sees each transition (``agents.trajectories.collect`` records the
 trajectories training needs through it), and ``grad_steps`` lets gradients flow
 through the last steps only (the exact-gradient oracle). ``run_policy`` is the
-loop without gradients. Every rollout returns an ``Episode`` (``agents.rollout``'s
+loop without gradients. Every rollout returns an ``Episode`` (``agents.trajectories``'
 ``Trajectories`` extends it), whose field names say their resolution:
 ``image_reward_maps`` at image resolution, ``grid_reward_maps`` on the sample grid.
 """
@@ -119,7 +119,7 @@ def run_policy(
 
     Args:
         envs: a ``DiffusionDenoiseVectorEnv`` (or a wrapper of one, e.g. from ``gym.make_vec``).
-        model: ``model(sample, timestep, context) -> eps``; if None the env's own sampler (its model, with an
+        model: ``model(sample, timestep, context) -> action``; if None the env's own sampler (its model, with an
             export's pinned pixels held as training held them: ``DiffusionDenoiseVectorEnv.policy``).
         seed, options: passed to ``envs.reset``.
     """

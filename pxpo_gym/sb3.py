@@ -48,11 +48,11 @@ class SB3VecEnv(VecEnv):
 
     Actions are presented as Box(-1, 1) float32 of the env's action shape and
     mapped linearly onto the env's own bounds inside (identity under the
-    ``ResidualAction`` wrapper, ``action_mode="residual"``; eps = 10 a otherwise). Bad actions
+    ``ResidualAction`` wrapper, ``action_mode="residual"``; the model output = 10 a otherwise). Bad actions
     (wrong shape, NaN or inf) raise the env's errors at ``step_async``.
 
     Per-env infos hold ``step_index`` and the transition coefficients
-    (``coef_sample``, ``coef_eps``, ``std_dev_t``); an env whose episode ended
+    (``coef_sample``, ``coef_model_output``, ``std_dev_t``); an env whose episode ended
     also holds ``terminal_observation``, ``reward_map`` (H, W), ``image``
     (3, H, W) and ``TimeLimit.truncated`` (always False: episodes only terminate).
     """

@@ -17,54 +17,17 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from pxpo_gym.ddim import DDIMSchedule, ddim_step
-from pxpo_gym.flow import DEFAULT_NOISE_LEVEL, FlowSchedule
 from pxpo_gym.loading import load_model, read_metadata
 from pxpo_gym.models import DEFAULT_MODEL_NAME, LoadedModel, parse_dtype
 from pxpo_gym.pinning import pinned_policy, read_held_pixels
 from pxpo_gym.rewards import Reward, RewardFn, aggregator, make_reward
+from pxpo_gym.samplers import sampler_for
+from pxpo_gym.transition import StepTable, transition_step
 from pxpo_gym.validation import check_actions, parse_device, parse_num_envs
 
 ACTION_BOUND = 10.0
 """Nominal bound of the action Box. Noise predictions of a model trained on N(0, I)
-noise lie far inside it; actions are not clipped to it."""
-
-
-def _schedule(
-    loaded: LoadedModel,
-    num_inference_steps: int,
-    eta: float,
-    noise_level: float | None,
-    transition: str,
-    device: torch.device,
-    log_density: str | None = None,
-) -> DDIMSchedule | FlowSchedule:
-    """The sampler's table: DDIM for DDPM-family models, Flow-GRPO's SDE or CPS for flow-matching ones."""
-    if loaded.is_flow:
-        if eta != 1.0:
-            raise ValueError(
-                f"eta={eta!r} is DDIM's stochasticity; model={loaded.source!r} is a flow-matching model: set "
-                f"its sampler's noise with noise_level (default {DEFAULT_NOISE_LEVEL}) instead"
-            )
-        level = DEFAULT_NOISE_LEVEL if noise_level is None else noise_level
-        grid = "sd3" if loaded.noise_model.backbone == "sd3" else "flux"  # each pipeline's own sigma grid
-        return FlowSchedule.from_scheduler(
-            loaded.scheduler,
-            num_inference_steps,
-            level,
-            transition,
-            device,
-            loaded.schedule_shift_mu,
-            grid,
-            log_density or "gaussian",
-        )
-    if noise_level is not None or transition != "sde" or log_density not in (None, "gaussian"):
-        raise ValueError(
-            f"noise_level, transition and log_density are for flow-matching models; model={loaded.source!r} "
-            f"samples with DDIM: use eta (got noise_level={noise_level!r}, transition={transition!r}, "
-            f"log_density={log_density!r})"
-        )
-    return DDIMSchedule.from_scheduler(loaded.scheduler, num_inference_steps, eta, device)
+noise (and velocities, noise - x_0) lie far inside it; actions are not clipped to it."""
 
 
 def run_sampler(
@@ -92,17 +55,18 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
 
     ## Description
     Episode = the T-step DDIM reverse process of one image. At step k the
-    state is x_t (t = ``timesteps[k]``); the agent's action is a noise
-    prediction eps and the env draws x_{t-1} = a_t x_t + b_t eps + sigma_t z
-    (``pxpo_gym.ddim``). Flow-matching models (a ``FlowMatchEulerDiscreteScheduler``,
-    e.g. ``model="default-flow"``): the action is the velocity v and the step
-    x_{sigma'} = a x + b v + s z is Flow-GRPO's SDE or CPS (``pxpo_gym.flow``);
-    ``self.prediction`` says which ('eps' or 'velocity'). After T steps the clean sample x_0 is decoded to an
+    state is x_t (t = ``timesteps[k]``); the agent's action is the model output, a noise
+    prediction eps, and the env draws x_{t-1} = a_t x_t + b_t eps + sigma_t z
+    (``pxpo_gym.transition``, coefficients from ``pxpo_gym.ddim``). Flow-matching models (a
+    ``FlowMatchEulerDiscreteScheduler``, e.g. ``model="default-flow"``): the action is the velocity v
+    and the step x_{sigma'} = a x + b v + s z is Flow-GRPO's SDE or CPS (``pxpo_gym.flow``);
+    ``self.prediction`` says which ('eps' or 'velocity'), ``self.sampler`` is the sampler plug-in
+    (``pxpo_gym.samplers``). After T steps the clean sample x_0 is decoded to an
     RGB image (identity for pixel models, the VAE for latent ones), scored per
     pixel at image resolution, and the episode terminates.
 
     ## Action space
-    Box(-10, 10, (C, h, w), float32) per env: the noise prediction itself. The
+    Box(-10, 10, (C, h, w), float32) per env: the model output itself. The
     bound is nominal (actions are not clipped). Actions must be finite, dense
     torch tensors of a floating dtype on ``device``, shape (num_envs, C, h, w).
     A bounded correction to the pretrained model instead (for generic
@@ -127,10 +91,12 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     {name: (num_envs,) aggregate of that component's map}.
 
     ## Transition coefficients
-    Every step's info holds ``coef_sample``, ``coef_eps`` and ``std_dev_t``
+    Every step's info holds ``coef_sample``, ``coef_model_output`` and ``std_dev_t``
     (num_envs,) for the transition just taken (NaN for envs that were autoreset
     instead), and ``step_index`` (num_envs,) of the returned observation; with
-    ``pxpo_gym.ddim.step_log_prob`` they give log p(next sample | sample, action).
+    ``pxpo_gym.transition.step_log_prob`` they give log p(next sample | sample, action).
+    ``coef_eps`` is the same tensor as ``coef_model_output`` under its old name, kept for
+    existing code (deprecated).
     The full table is ``self.schedule``.
 
     ## Episode end
@@ -155,7 +121,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     sampler's noise (default Flow-GRPO's 0.7) and ``"sde"`` (Flow-GRPO) or
     ``"cps"`` (coefficient-preserving); log_density: ``"gaussian"`` (exact) or,
     with ``"cps"``, ``"public"`` (the public CPS code's -(x - mean)^2, for parity;
-    ``pxpo_gym.ddim.LOG_DENSITIES``). On a run's export (``RUN/model``),
+    ``pxpo_gym.transition.LOG_DENSITIES``). On a run's export (``RUN/model``),
     num_inference_steps left out is the run's own, and so are eta, noise_level,
     transition and log_density when none of them is given, so the export samples
     as it trained. device, dtype: where and in what precision the model runs
@@ -229,17 +195,20 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
                     raise ValueError(f"{folder!r} pins held pixels but names no model it was fine-tuned from")
                 self.pin = (*pin, str(metadata["fine_tuned_from"]))
         self._pin_base: Any = None
-        sampler = run_sampler(run, num_inference_steps, eta, noise_level, transition, log_density)
-        self.schedule = _schedule(
+        settings = run_sampler(run, num_inference_steps, eta, noise_level, transition, log_density)
+        self.sampler = sampler_for(self.loaded)
+        """The sampler plug-in (``pxpo_gym.samplers``): DDIM for DDPM-family models, Flow-GRPO's SDE or CPS
+        for flow-matching ones, or the one the ``LoadedModel`` names."""
+        self.schedule: StepTable = self.sampler.build(
             self.loaded,
-            sampler["num_inference_steps"],
-            1.0 if sampler["eta"] is None else sampler["eta"],
-            sampler["noise_level"],
-            sampler["transition"] or "sde",
+            settings["num_inference_steps"],
             self.device,
-            sampler["log_density"],
+            eta=settings["eta"],
+            noise_level=settings["noise_level"],
+            transition=settings["transition"],
+            log_density=settings["log_density"],
         )
-        self.prediction = "velocity" if self.loaded.is_flow else "eps"
+        self.prediction = self.sampler.prediction
         """What the action is: the model's own output, a noise prediction ('eps', DDIM) or a velocity
         ('velocity', flow matching)."""
         if reward_kwargs is not None and not isinstance(reward_kwargs, dict):
@@ -257,10 +226,8 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         self.single_observation_space = gym.spaces.Dict(
             {
                 "sample": gym.spaces.Box(-np.inf, np.inf, (channels, height, width), np.float32),
-                # Flow models are called with sigma x num_train_timesteps, a float (diffusers' convention).
-                "timestep": gym.spaces.Box(-1, num_train, (1,), np.float32)
-                if self.loaded.is_flow
-                else gym.spaces.Box(-1, num_train - 1, (1,), np.int64),
+                # What the model is called with (flow models: sigma x num_train_timesteps, a float).
+                "timestep": self.sampler.timestep_space(num_train),
                 "context": gym.spaces.Box(0, self.loaded.num_contexts - 1, (1,), np.int64),
             }
         )
@@ -513,13 +480,13 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         return seeds
 
     def check_action(self, actions: Any) -> torch.Tensor:
-        """Validates a batch of noise predictions (``check_actions``); returns it as float32."""
+        """Validates a batch of actions (model outputs; ``check_actions``); returns it as float32."""
         return check_actions(actions, (self.num_envs, *self.single_action_space.shape), self.device)
 
     def step(
         self, actions: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """Applies one DDIM step per env with the given noise predictions.
+        """Applies one sampler step per env with the given actions (model outputs).
 
         Args:
             actions: (num_envs, C, h, w) floating tensor on ``device``.
@@ -534,7 +501,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         """
         if not self._has_reset:
             raise RuntimeError("call reset() before step()")
-        eps = self.check_action(actions)
+        action = self.check_action(actions)
         active = ~self._autoreset  # envs that take a step; the rest autoreset
         index = self._step_index.clamp(max=self.num_steps - 1)
         if self._all_stochastic:
@@ -544,7 +511,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
                 index, self._stochastic[torch.arange(self.num_envs, device=self.device), index]
             )
         noise = self._noise[torch.arange(self.num_envs, device=self.device), index + 1]  # (B, C, h, w)
-        new_sample = ddim_step(self._sample, eps, coeffs, noise)
+        new_sample = transition_step(self._sample, action, coeffs, noise)
         new_sample = torch.where(active[:, None, None, None], new_sample, self._sample)
         new_index = torch.where(active, self._step_index + 1, self._step_index)
         terminated = active & (new_index == self.num_steps)
@@ -580,9 +547,10 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         info.update(
             step_index=self._step_index.clone(),
             coef_sample=torch.where(active, coeffs.coef_sample, nan),
-            coef_eps=torch.where(active, coeffs.coef_eps, nan),
+            coef_model_output=torch.where(active, coeffs.coef_model_output, nan),
             std_dev_t=torch.where(active, coeffs.std_dev_t, nan),
         )
+        info["coef_eps"] = info["coef_model_output"]  # the old name (deprecated), for existing code
         truncated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         return self._observation(), rewards, terminated, truncated, info
 

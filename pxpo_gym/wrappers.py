@@ -1,7 +1,7 @@
 """Views of the env for generic learners: residual actions and observation options, as Gymnasium wrappers.
 
-The MDP (``DiffusionDenoiseVectorEnv``) acts with full noise predictions and
-observes ``sample``, ``timestep`` and ``context``. A generic RL algorithm that
+The MDP (``DiffusionDenoiseVectorEnv``) acts with full model outputs (noise
+predictions, or a flow model's velocities) and observes ``sample``, ``timestep`` and ``context``. A generic RL algorithm that
 starts from a random policy does better with a bounded correction to the
 pretrained model and a smaller observation; these wrappers provide both,
 composed the way Gymnasium composes ``TransformAction`` and
@@ -11,7 +11,7 @@ composed the way Gymnasium composes ``TransformAction`` and
                                           action_grid=1), downscale=4, flatten=True)
 
 Vector wrappers (torch, batched) and single-env ones (numpy) share the same
-pure functions, ``residual_eps`` and ``view_observation``. ``gym.make`` and
+pure functions, ``residual_action`` and ``view_observation``. ``gym.make`` and
 ``gym.make_vec`` keep the keywords (``action_mode``, ``residual_scale``,
 ``action_grid``, ``obs_keys``, ``obs_downscale``, ``obs_flatten``,
 ``obs_one_hot_context``) as a convenience that applies them
@@ -31,18 +31,22 @@ import torch
 from gymnasium.vector import VectorActionWrapper, VectorObservationWrapper
 from gymnasium.vector.utils import batch_space
 
+from pxpo_gym.deprecation import moved_names, warn_renamed
 from pxpo_gym.loading import size_pair
 from pxpo_gym.validation import check_actions
 from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv
 
 DEFAULT_RESIDUAL_SCALE = 0.25
-"""Default ``residual_scale``: a quarter of a unit-variance noise prediction.
+"""Default ``residual_scale``: a quarter of a unit-variance model output.
 On the default model a constant full-range correction (every element +-1)
 already moves the colour reward from 0.41 to 1.0, while uniformly random
 actions leave it near the pretrained sampler's (measured: 0.41 -> 0.41)."""
 OBS_KEYS = ("sample", "timestep", "context", "step_index")
 DEFAULT_OBS_KEYS = ("sample", "timestep", "context")
-ACTION_MODES = ("eps", "residual")
+ACTION_MODES = ("model_output", "residual")
+"""``action_mode``: the action is the model output itself ('model_output': a noise prediction, or a flow
+model's velocity; 'eps' is its old name, deprecated) or a bounded correction to the pretrained model's
+('residual', ``ResidualAction``)."""
 GENERIC_OPTIONS = (
     "action_mode",
     "residual_scale",
@@ -84,8 +88,9 @@ def parse_residual_options(core: DiffusionDenoiseVectorEnv, residual_scale: Any,
     return float(residual_scale), grid
 
 
-def residual_eps(core: DiffusionDenoiseVectorEnv, actions: torch.Tensor, scale: float) -> torch.Tensor:
-    """eps = pretrained eps(x_t, t, c) + scale * up(clip(a, -1, 1)), a (B, C, gh, gw) -> eps (B, C, h, w).
+def residual_action(core: DiffusionDenoiseVectorEnv, actions: torch.Tensor, scale: float) -> torch.Tensor:
+    """The env's action from a residual one: model(x_t, t, c) + scale * up(clip(a, -1, 1)), the pretrained
+    model's output plus the correction, a (B, C, gh, gw) -> (B, C, h, w).
 
     ``up`` repeats each cell of the (gh, gw) grid over its (h/gh, w/gw) block.
     """
@@ -214,10 +219,10 @@ class View:
 
 
 class ResidualAction(VectorActionWrapper):
-    """Acts with a bounded correction to the frozen pretrained model's noise prediction.
+    """Acts with a bounded correction to the frozen pretrained model's output.
 
-    Action space: Box(-1, 1, (C, gh, gw), float32) per env;
-    eps = model(x_t, t, c) + residual_scale * up(clip(a, -1, 1)), where ``up``
+    Action space: Box(-1, 1, (C, gh, gw), float32) per env; the env's action is
+    model(x_t, t, c) + residual_scale * up(clip(a, -1, 1)), where ``up``
     repeats each cell of the (gh, gw) ``action_grid`` over its block of the
     sample (the sample's own grid by default; 1 gives one value per channel).
     A zero action is exactly the pretrained sampler.
@@ -243,7 +248,7 @@ class ResidualAction(VectorActionWrapper):
         return check_actions(actions, (self.core.num_envs, *self.single_action_space.shape), self.core.device)
 
     def actions(self, actions: Any) -> torch.Tensor:
-        return residual_eps(self.core, self.check_action(actions), self.residual_scale)
+        return residual_action(self.core, self.check_action(actions), self.residual_scale)
 
 
 class ObservationView(VectorObservationWrapper):
@@ -299,7 +304,7 @@ class SingleResidualAction(gym.ActionWrapper):
         batch = check_actions(
             torch.as_tensor(action, device=self.core.device)[None], (1, *action.shape), self.core.device
         )
-        return residual_eps(self.core, batch, self.residual_scale)[0].cpu().numpy()
+        return residual_action(self.core, batch, self.residual_scale)[0].cpu().numpy()
 
 
 class SingleObservationView(gym.ObservationWrapper):
@@ -333,13 +338,17 @@ def split_generic_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[
 
 
 def _validate_mode(options: dict[str, Any]) -> str:
-    mode = options.get("action_mode", "eps")
+    mode = options.get("action_mode", "model_output")
+    if isinstance(mode, str) and mode == "eps":
+        warn_renamed("action_mode='eps'", "action_mode='model_output'", stacklevel=4)
+        mode = "model_output"
     if not isinstance(mode, str) or mode not in ACTION_MODES:
         raise ValueError(f"action_mode must be one of {ACTION_MODES}, got action_mode={mode!r}")
-    if mode == "eps" and ("action_grid" in options or "residual_scale" in options):
+    if mode == "model_output" and ("action_grid" in options or "residual_scale" in options):
         given = "action_grid" if "action_grid" in options else "residual_scale"
         raise ValueError(
-            f"{given}={options[given]!r} needs action_mode='residual' (an 'eps' action is a full noise prediction)"
+            f"{given}={options[given]!r} needs action_mode='residual' (a 'model_output' action is the full "
+            "model output)"
         )
     return mode
 
@@ -367,7 +376,7 @@ def _view_kwargs(options: dict[str, Any]) -> dict[str, Any]:
 def make_vector_env(**kwargs: Any) -> Any:
     """``gym.make_vec("DiffusionDenoise-v0", ...)``'s entry point: the core, wrapped as the keywords ask."""
     core_kwargs, options = split_generic_options(kwargs)
-    _validate_mode(options)  # before the (slow) model load
+    options["action_mode"] = _validate_mode(options)  # before the (slow) model load; an old name warns once
     return wrap_vector(DiffusionDenoiseVectorEnv(**core_kwargs), options)
 
 
@@ -379,3 +388,6 @@ def generic_wrappers(env: Any) -> list[str]:
             found.append(type(env).__name__)
         env = env.env
     return found
+
+
+__getattr__ = moved_names(__name__, {"residual_eps": "pxpo_gym.wrappers:residual_action"})

@@ -17,10 +17,10 @@ from agents.algorithms.ddpo import DDPO, DDPOConfig
 from agents.algorithms.pxpo import PXPO, PXPOConfig
 from agents.config import SECTIONS, TrainConfig
 from agents.metrics import read_metrics
-from agents.rollout import coefficients_from
 from agents.runs import train
 from agents.trainer import Trainer
-from pxpo_gym.ddim import step_log_prob
+from agents.trajectories import coefficients_from
+from pxpo_gym.transition import step_log_prob
 
 
 def tiny_config(tiny_model_dir, tmp_path, **overrides) -> TrainConfig:

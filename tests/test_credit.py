@@ -430,7 +430,7 @@ def test_silent_kl_pulls_silent_pixels_back_to_the_pretrained_model(tiny_model_d
 
 @torch.no_grad()
 def kl_to_reference(trainer: Trainer, traj) -> float:
-    from agents.rollout import coefficients_from
+    from agents.trajectories import coefficients_from
 
     k = torch.zeros(len(traj), dtype=torch.int64)
     idx = torch.arange(len(traj))
@@ -469,7 +469,7 @@ def test_ddpo_is_unaffected_by_pxpo_credit_fields(tiny_model_dir, tmp_path):
 
 
 def test_evaluation_measures_the_silent_and_the_scored_part_by_hand(tiny_model_dir):
-    from agents.evaluation import Evaluator
+    from agents.heldout import Evaluator
 
     envs = gym.make_vec(
         "DiffusionDenoise-v0",
@@ -494,7 +494,7 @@ def test_evaluation_measures_the_silent_and_the_scored_part_by_hand(tiny_model_d
 
 
 def test_evaluation_reports_nan_without_silent_pixels(tiny_model_dir):
-    from agents.evaluation import Evaluator
+    from agents.heldout import Evaluator
 
     envs = gym.make_vec("DiffusionDenoise-v0", num_envs=4, model=str(tiny_model_dir), num_inference_steps=3)
     metrics = Evaluator(envs, seed=0, context_ids=envs.unwrapped.context_choices).reference_metrics

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from agents.config import make_envs
-from agents.evaluation import Evaluator
+from agents.heldout import Evaluator
 from agents.trainer import Trainer
 from tests.test_readme import _blocks
 

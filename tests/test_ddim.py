@@ -10,13 +10,12 @@ import torch
 from conftest import make_scheduler
 from diffusers import DDIMScheduler
 
-from pxpo_gym.ddim import (
-    DDIMSchedule,
+from pxpo_gym.ddim import DDIMSchedule, transition_coefficients
+from pxpo_gym.transition import (
     TransitionCoefficients,
-    ddim_step,
     gaussian_log_prob,
     step_log_prob,
-    transition_coefficients,
+    transition_step,
 )
 
 
@@ -40,7 +39,7 @@ def test_step_matches_diffusers_ddim(overrides, steps, eta):
         sample, eps, noise = (torch.randn(2, 3, 4, 4, generator=gen) for _ in range(3))
         expected = reference.step(eps, t, sample, eta=eta, variance_noise=noise).prev_sample
         index = torch.full((2,), k)
-        got = ddim_step(sample, eps, schedule.at(index), noise)
+        got = transition_step(sample, eps, schedule.at(index), noise)
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -49,9 +48,11 @@ def test_per_sample_timesteps_match_one_at_a_time():
     gen = torch.Generator().manual_seed(1)
     sample, eps, noise = (torch.randn(4, 3, 5, 5, generator=gen) for _ in range(3))
     index = torch.tensor([0, 3, 9, 5])
-    batched = ddim_step(sample, eps, schedule.at(index), noise)
+    batched = transition_step(sample, eps, schedule.at(index), noise)
     for i in range(4):
-        single = ddim_step(sample[i : i + 1], eps[i : i + 1], schedule.at(index[i : i + 1]), noise[i : i + 1])
+        single = transition_step(
+            sample[i : i + 1], eps[i : i + 1], schedule.at(index[i : i + 1]), noise[i : i + 1]
+        )
         torch.testing.assert_close(batched[i : i + 1], single)
 
 
@@ -88,7 +89,7 @@ def test_coefficients_hand_worked():
     c = transition_coefficients(torch.tensor(0.25), torch.tensor(0.5), 1.0)
     assert c.std_dev_t.item() == pytest.approx(math.sqrt(1 / 3))
     assert c.coef_sample.item() == pytest.approx(math.sqrt(2))
-    assert c.coef_eps.item() == pytest.approx(math.sqrt(1 / 6) - math.sqrt(1.5))
+    assert c.coef_model_output.item() == pytest.approx(math.sqrt(1 / 6) - math.sqrt(1.5))
 
 
 @pytest.mark.parametrize("eta", [0.0, -1.0, 1.5, float("nan"), True])

@@ -106,12 +106,12 @@ def test_terminal_step_and_info(vec):
 
 
 def test_transition_coefficients_in_info_give_the_likelihood(vec):
-    from pxpo_gym.ddim import TransitionCoefficients, step_log_prob
+    from pxpo_gym.transition import TransitionCoefficients, step_log_prob
 
     obs, _ = vec.reset(seed=3)
     action = torch.zeros_like(obs["sample"])
     next_obs, _, _, _, info = vec.step(action)
-    coeffs = TransitionCoefficients(info["coef_sample"], info["coef_eps"], info["std_dev_t"])
+    coeffs = TransitionCoefficients(info["coef_sample"], info["coef_model_output"], info["std_dev_t"])
     logp = step_log_prob(next_obs["sample"], obs["sample"], action, coeffs)
     # x_{t-1} - mean = sigma z with z ~ N(0, 1): the per-element log-density averages
     # -log sigma - 0.5 log(2 pi) - 0.5 E[z^2]; check it lies near that.
@@ -190,7 +190,7 @@ def test_pretrained_policy_matches_a_hand_written_diffusers_loop(tiny_model_dir)
         x = noise[:1]
         with torch.no_grad():
             for k, t in enumerate(scheduler.timesteps):
-                eps = model.unet(x, t, class_labels=context).sample
+                eps = model.net(x, t, class_labels=context).sample
                 x = scheduler.step(eps, t, x, eta=1.0, variance_noise=noise[k + 1 : k + 2]).prev_sample
         images.append(((x + 1) / 2).clamp(0, 1))
     torch.testing.assert_close(info["image"], torch.cat(images), rtol=1e-4, atol=1e-4)

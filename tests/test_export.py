@@ -13,8 +13,8 @@ import torch
 
 import pxpo_gym  # noqa: F401
 from agents.config import TrainConfig
-from agents.evaluation import EVAL_SEED_OFFSET
 from agents.export import LORA_WEIGHTS
+from agents.heldout import EVAL_SEED_OFFSET
 from agents.runs import train
 from agents.trainer import Trainer
 from pxpo_gym.sampling import run_policy
@@ -36,7 +36,7 @@ def test_pixel_export_loads_in_diffusers_and_the_env_and_samples_like_the_policy
     folder = trainer.export()
     assert folder == tmp_path / "run" / "model"
     pipeline = DDPMPipeline.from_pretrained(folder)
-    policy_weights = trainer.policy.unet.state_dict()
+    policy_weights = trainer.policy.net.state_dict()
     for name, value in pipeline.unet.state_dict().items():
         assert torch.equal(value, policy_weights[name]), name
     assert (
@@ -65,10 +65,10 @@ def test_training_exports_at_the_end_with_the_ema_weights(tiny_model_dir, tmp_pa
     from agents.checkpoint import load_checkpoint, restore_trainer
 
     restore_trainer(trainer, *load_checkpoint(tmp_path / "run"))
-    shadow = {k.removeprefix("unet."): v for k, v in trainer.ema.state_dict().items()}
+    shadow = {k.removeprefix("net."): v for k, v in trainer.ema.state_dict().items()}
     exported = unet.state_dict()
     assert all(torch.equal(exported[name], value) for name, value in shadow.items())
-    trained_weights = {k.removeprefix("unet."): p for k, p in trainer.policy.named_parameters()}
+    trained_weights = {k.removeprefix("net."): p for k, p in trainer.policy.named_parameters()}
     assert any(not torch.equal(exported[n], trained_weights[n]) for n in shadow)  # EMA, not the last step
     meta = json.loads((tmp_path / "run" / "model" / "pxpo_gym.json").read_text())
     assert meta["run"]["weights"] == "ema"

@@ -9,8 +9,8 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from pxpo_gym.ddim import ddim_mean, ddim_step, step_log_prob
 from pxpo_gym.flow import FlowSchedule, cps_coefficients, sde_coefficients
+from pxpo_gym.transition import step_log_prob, transition_mean, transition_step
 
 T = torch.tensor
 
@@ -43,7 +43,7 @@ def test_cps_preserves_the_coefficients_of_data_and_noise():
     coeffs = cps_coefficients(sigma, sigma_prev, 0.6)
     x = (1 - sigma) * x0 + sigma * eps
     c = 0.4 * math.cos(0.6 * math.pi / 2)
-    torch.testing.assert_close(ddim_mean(x, eps - x0, coeffs), (1 - sigma_prev) * x0 + c * eps)
+    torch.testing.assert_close(transition_mean(x, eps - x0, coeffs), (1 - sigma_prev) * x0 + c * eps)
     assert c**2 + coeffs.std_dev_t.item() ** 2 == pytest.approx(0.4**2)
 
 
@@ -59,7 +59,7 @@ def test_zero_noise_is_diffusers_euler_step(transition, shift):
     for k in range(8):
         v = torch.randn(2, 3, 4, 4, generator=gen)
         coeffs = schedule.at(torch.tensor([k, k]))
-        ours = ddim_mean(x, v, coeffs)
+        ours = transition_mean(x, v, coeffs)
         theirs = scheduler.step(v, scheduler.timesteps[k], x).prev_sample
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
         x = theirs
@@ -74,9 +74,9 @@ def test_step_log_prob_matches_torch_distributions(transition):
     index = torch.tensor([0, 4, 9])
     coeffs = schedule.at(index)
     x, v, z = (torch.randn(3, 2, 3, 3, generator=gen) for _ in range(3))
-    prev = ddim_step(x, v, coeffs, z)
+    prev = transition_step(x, v, coeffs, z)
     expected = torch.distributions.Normal(
-        ddim_mean(x, v, coeffs), coeffs.std_dev_t.view(3, 1, 1, 1)
+        transition_mean(x, v, coeffs), coeffs.std_dev_t.view(3, 1, 1, 1)
     ).log_prob(prev)
     torch.testing.assert_close(step_log_prob(prev, x, v, coeffs), expected)
     assert bool((coeffs.std_dev_t > 0).all()), "every step, the last included, has a likelihood"
@@ -161,7 +161,7 @@ def test_steps_match_a_float64_transcription_at_the_noise_users_train_with(trans
         mean, std = reference_flow_step(x, v, grid[k], grid[k + 1], grid[1], noise_level, transition)
         coeffs = schedule.at(torch.tensor([k, k]))
         torch.testing.assert_close(
-            ddim_mean(x.float(), v.float(), coeffs).double(), mean, rtol=1e-5, atol=1e-5
+            transition_mean(x.float(), v.float(), coeffs).double(), mean, rtol=1e-5, atol=1e-5
         )
         assert coeffs.std_dev_t[0].item() == pytest.approx(std, rel=1e-5)
         prev = mean + std * z  # the step taken, and its log-density under both
@@ -172,7 +172,7 @@ def test_steps_match_a_float64_transcription_at_the_noise_users_train_with(trans
 
 
 def test_the_public_cps_log_density_is_the_unnormalised_square():
-    from pxpo_gym.ddim import TransitionCoefficients
+    from pxpo_gym.transition import TransitionCoefficients
 
     coeffs = TransitionCoefficients(T([0.5]), T([-0.25]), T([0.2]))
     x, v, prev = T([[1.0, 2.0]]), T([[0.4, -0.4]]), T([[0.3, 1.2]])

@@ -9,9 +9,9 @@ import torch
 
 import pxpo_gym  # noqa: F401
 from agents.trainer import Trainer
-from pxpo_gym.ddim import TransitionCoefficients, ddim_mean, step_log_prob
 from pxpo_gym.env import DiffusionDenoiseEnv
 from pxpo_gym.flow import FlowSchedule
+from pxpo_gym.transition import TransitionCoefficients, step_log_prob, transition_mean
 from tests.test_agents import tiny_config
 
 STEPS = 4
@@ -41,9 +41,9 @@ def test_flow_env_acts_with_the_velocity_through_flow_grpos_sde(tiny_flow_dir):
         sample = obs["sample"]
         velocity = core.model(sample, obs["timestep"], obs["context"])
         obs, reward, terminated, _, info = envs.step(velocity)
-        coeffs = TransitionCoefficients(info["coef_sample"], info["coef_eps"], info["std_dev_t"])
+        coeffs = TransitionCoefficients(info["coef_sample"], info["coef_model_output"], info["std_dev_t"])
         # The step's noise is the env's own: recover it and check it is a standard draw's size.
-        z = (obs["sample"] - ddim_mean(sample, velocity, coeffs)) / coeffs[2].view(-1, 1, 1, 1)
+        z = (obs["sample"] - transition_mean(sample, velocity, coeffs)) / coeffs[2].view(-1, 1, 1, 1)
         assert 0.3 < float(z.std()) < 3.0
         assert bool(torch.isfinite(step_log_prob(obs["sample"], sample, velocity, coeffs)).all())
     assert bool(terminated.all()) and info["reward_map"].shape[0] == 2
@@ -94,7 +94,7 @@ def test_a_flow_runs_export_loads_back_bit_for_bit(tiny_flow_dir, tmp_path):
     folder = trainer.export()
     pipeline = DDPMPipeline.from_pretrained(folder)
     assert isinstance(pipeline.scheduler, FlowMatchEulerDiscreteScheduler)
-    policy_weights = trainer.policy.unet.state_dict()
+    policy_weights = trainer.policy.net.state_dict()
     for name, value in pipeline.unet.state_dict().items():
         assert torch.equal(value, policy_weights[name]), name
     envs = gym.make_vec("DiffusionDenoise-v0", num_envs=8, model=str(folder), num_inference_steps=STEPS)

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from agents.metrics import read_metrics
-from agents.rollout import coefficients_from
 from agents.runs import train
 from agents.trainer import Trainer
-from pxpo_gym.ddim import TransitionCoefficients, ddim_mean, step_kl
+from agents.trajectories import coefficients_from
+from pxpo_gym.transition import TransitionCoefficients, step_kl, transition_mean
 from tests.test_agents import tiny_config
 
 
@@ -24,8 +24,8 @@ def test_step_kl_equals_torch_distributions():
     )
     std = coeffs.std_dev_t[:, None, None, None]
     want = torch.distributions.kl_divergence(
-        torch.distributions.Normal(ddim_mean(sample, eps, coeffs), std),
-        torch.distributions.Normal(ddim_mean(sample, eps_ref, coeffs), std),
+        torch.distributions.Normal(transition_mean(sample, eps, coeffs), std),
+        torch.distributions.Normal(transition_mean(sample, eps_ref, coeffs), std),
     )
     torch.testing.assert_close(step_kl(eps, eps_ref, coeffs), want, rtol=1e-5, atol=1e-6)
     assert step_kl(eps, eps, coeffs).abs().max() == 0

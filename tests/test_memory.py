@@ -70,7 +70,7 @@ def test_training_the_lora_policy_leaves_the_reference_as_loaded(tiny_sd_dir, tm
 def test_adapters_stay_float32_over_a_half_precision_base(tiny_sd_dir, tmp_path):
     trainer = Trainer(sd_config(tiny_sd_dir, tmp_path, model_dtype="bfloat16"))
     trained = [p for p in trainer.policy.parameters() if p.requires_grad]
-    frozen = [p for p in trainer.policy.unet.parameters() if not p.requires_grad]
+    frozen = [p for p in trainer.policy.net.parameters() if not p.requires_grad]
     assert trained and all(p.dtype == torch.float32 for p in trained)
     assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
     metrics, _ = trainer.train_epoch()  # one epoch runs (the base in bf16, the adapters in fp32)

@@ -12,7 +12,7 @@ import torch
 
 import pxpo_gym  # noqa: F401
 from agents.config import TrainConfig
-from agents.evaluation import EVAL_SEED_OFFSET
+from agents.heldout import EVAL_SEED_OFFSET
 from agents.pipeline import TrainedPipeline
 from agents.trainer import Trainer
 from pxpo_gym.sampling import run_policy

@@ -111,7 +111,7 @@ def test_our_agents_refuse_a_residual_env(tiny_model_dir):
         num_inference_steps=STEPS,
         progress=False,
     )
-    with pytest.raises(ValueError, match="action_mode='eps'"):
+    with pytest.raises(ValueError, match="action_mode='model_output'"):
         check_envs(config, _vec(tiny_model_dir, action_mode="residual"))
     with pytest.raises(ValueError, match="default observation"):
         check_envs(config, _vec(tiny_model_dir, obs_downscale=2))

@@ -152,9 +152,9 @@ def test_a_lora_export_loads_in_the_pipeline_and_back_in_the_env(pipeline_dirs, 
         core = trainer.envs.unwrapped
         # The pipeline's own loader reads the file (keys under "transformer.") into its transformer.
         pipeline.load_lora_weights(export)
-        core.model.unet, original = pipeline.transformer, core.model.unet
+        core.model.net, original = pipeline.transformer, core.model.net
         theirs = core.model(x, t, contexts)
-        core.model.unet = original
+        core.model.net = original
     assert (ours - base).abs().max() > 1e-5  # the adapter changed the model ...
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-4)  # ... as diffusers applies it
 

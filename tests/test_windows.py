@@ -11,10 +11,10 @@ import torch
 
 import agents.runs
 from agents.config import RENAMED, TrainConfig, flat_view
-from agents.rollout import collect
 from agents.runs import ADDED_FIELDS, resolve_config, train
 from agents.steps import train_window
 from agents.trainer import Trainer
+from agents.trajectories import collect
 from tests.test_agents import tiny_config
 
 # -- where the window sits ----------------------------------------------------------------------------------

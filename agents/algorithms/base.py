@@ -6,7 +6,7 @@ never asks which algorithm it runs. Per epoch:
 
 1. ``pinned_pixels()``: pixels the sampler holds to the pretrained model this epoch
    (default none); ``pin`` says how ('hold' or 'freeze').
-2. The trainer samples the epoch's trajectories (``agents.rollout.Trajectories``:
+2. The trainer samples the epoch's trajectories (``agents.trajectories.Trajectories``:
    every state, each step's per-pixel log-likelihood, the reward maps pooled to the
    sample grid) and gathers every rank's rewards.
 3. ``before_update(trainer, traj, rewards)``: a look at the epoch before its

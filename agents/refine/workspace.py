@@ -49,8 +49,8 @@ from agents.config import TrainConfig
 from agents.policy import trainable_state
 from agents.refine.config import RefineConfig
 from agents.refine.feedback import Feedback, PaintedReward
-from agents.rollout import collect
 from agents.trainer import Trainer
+from agents.trajectories import collect
 from pxpo_gym.models import LoadedModel
 from pxpo_gym.sampling import run_policy
 from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv

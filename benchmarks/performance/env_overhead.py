@@ -20,8 +20,8 @@ import torch
 import pxpo_gym  # noqa: F401  (registers the env)
 from benchmarks.performance.timing import device_name, timed
 from benchmarks.provenance import provenance, scratch, write_result
-from pxpo_gym.ddim import ddim_step
 from pxpo_gym.sampling import run_policy
+from pxpo_gym.transition import transition_step
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,9 @@ def bare_episode(envs, noise: torch.Tensor, contexts: torch.Tensor) -> torch.Ten
     batch = x.shape[0]
     for k in range(schedule.num_steps):
         t = schedule.timesteps[k].expand(batch)
-        eps = model(x, t, contexts)
+        model_output = model(x, t, contexts)
         index = torch.full((batch,), k, device=x.device)
-        x = ddim_step(x, eps, schedule.at(index), noise[:, k + 1])
+        x = transition_step(x, model_output, schedule.at(index), noise[:, k + 1])
     return core.reward_fn(core.decode(x), contexts)
 
 

@@ -30,8 +30,8 @@ from agents.algorithms.oracle import reward_gradient
 from agents.algorithms.pxpo import PXPO, PXPOConfig
 from agents.credit import measure_footprint, reward_locality
 from agents.policy import make_policy
-from agents.rollout import collect
 from agents.steps import step_weights
+from agents.trajectories import collect
 from benchmarks.provenance import provenance, scratch
 from benchmarks.studies.step_signal import cosine, per_step_gradients, write_results
 from benchmarks.suite.tasks import TASKS

@@ -36,11 +36,11 @@ from agents.algorithms.ddpo import DDPO, DDPOConfig
 from agents.algorithms.oracle import reward_gradient
 from agents.algorithms.pxpo import PXPO, PXPOConfig
 from agents.policy import make_policy
-from agents.rollout import coefficients_from, collect
 from agents.steps import step_weights
+from agents.trajectories import coefficients_from, collect
 from benchmarks.provenance import provenance, scratch
 from benchmarks.suite.tasks import TASKS
-from pxpo_gym.ddim import step_log_prob
+from pxpo_gym.transition import step_log_prob
 
 WEIGHTINGS = (
     ("all", "all", 1.0),
@@ -151,7 +151,7 @@ def schedule_table(envs) -> dict[str, list[float]]:
     return {
         "timestep": schedule.timesteps.cpu().tolist(),
         "std_dev_t": std.tolist(),
-        "coef_eps_over_std": (coeffs.coef_eps.cpu() / std).tolist(),
+        "coef_eps_over_std": (coeffs.coef_model_output.cpu() / std).tolist(),
         "std_over_median": (std / std.median()).tolist(),
         "default_weight": step_weights(std).tolist(),
     }

@@ -11,7 +11,7 @@ Every run gets the same image budget, batch sizes and sampling settings; only
 the algorithm (and its own swept learning rate) differs. On differentiable
 rewards the exact-gradient oracle (``agents.algorithms.oracle``) runs beside DDPO and PXPO
 as the ceiling they are judged against; every run is evaluated on held-out noise
-for reward and fidelity to the pretrained model (``agents.evaluation``). Each run writes its
+for reward and fidelity to the pretrained model (``agents.heldout``). Each run writes its
 metrics CSV under OUT/runs/TASK/LABEL/seedK; a finished run is skipped, a
 partial one resumes from its checkpoint. Then the grid is summarised: a plot of
 mean reward against images generated (mean over seeds, 95% confidence band, one

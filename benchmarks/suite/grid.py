@@ -120,7 +120,7 @@ class SuiteConfig:
     stat_min_count: int = 8
     """Per-context count before its own statistics are used (32 images per epoch, 4 classes: 8 per class)."""
     eval_every: int = 4
-    """Held-out reward and fidelity every N epochs (agents.evaluation); 0: never."""
+    """Held-out reward and fidelity every N epochs (agents.heldout); 0: never."""
     eval_images: int = 32
     """Held-out images per evaluation."""
     workers: int = 2

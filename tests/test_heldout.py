@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import pxpo_gym  # noqa: F401
-from agents.evaluation import Evaluator
+from agents.heldout import Evaluator
 from agents.metrics import read_metrics
 from agents.runs import train
 from tests.test_agents import tiny_config
@@ -75,7 +75,7 @@ def test_bad_evaluation_settings_are_refused(tiny_model_dir, tmp_path):
 
 
 def test_the_seam_metric_by_hand():
-    from agents.evaluation import seam_energy, seam_ratio
+    from agents.heldout import seam_energy, seam_ratio
 
     silent = torch.zeros(2, 3, dtype=torch.bool)
     silent[:, 2] = True  # the right column is silent: the edge runs between columns 1 and 2

@@ -106,13 +106,13 @@ class Evaluator:
         }
 
     @torch.no_grad()
-    def episode(self, eps_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> Episode:
+    def episode(self, policy: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> Episode:
         """The policy's held-out images, reward maps and rewards."""
-        return run_policy(self.envs, eps_fn, seed=self.seed, options={"context": self.contexts})
+        return run_policy(self.envs, policy, seed=self.seed, options={"context": self.contexts})
 
-    def __call__(self, eps_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> dict:
+    def __call__(self, policy: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> dict:
         """The policy's held-out metrics (see the module docstring)."""
-        episode = self.episode(eps_fn)
+        episode = self.episode(policy)
         return self.score(episode.images, episode.rewards)
 
 

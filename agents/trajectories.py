@@ -1,8 +1,8 @@
-"""Collecting trajectories through the vector env with the current policy.
+"""Trajectories, and collecting them through the vector env with the current policy (``collect``).
 
 Each env step stores x_t, the step's transition coefficients (as the env
 publishes them) and the per-pixel log-likelihood of the step actually taken,
-computed with ``pxpo_gym.ddim.step_log_prob``: the one log-density every agent
+computed with ``pxpo_gym.transition.step_log_prob``: the one log-density every agent
 uses; a trained window of steps (``TrainConfig.step_window``) stores those steps
 only. Everything stays batched on the env's device.
 """
@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import torch
 
-from pxpo_gym.ddim import TransitionCoefficients, step_log_prob
 from pxpo_gym.rewards import pool_to_grid
 from pxpo_gym.sampling import Episode, rollout
+from pxpo_gym.transition import TransitionCoefficients, step_log_prob
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -31,7 +31,7 @@ class Trajectories(Episode):
         samples: (N, K + 1, C, h, w) x at the start of each kept step, then after the last one.
         timesteps: (N, K) training-schedule timestep of each kept step (int64; float32 sigma x 1000 on flow
             models).
-        coeffs: (N, K, 3) float32 (coef_sample, coef_eps, std_dev_t) of each kept step.
+        coeffs: (N, K, 3) float32 (coef_sample, coef_model_output, std_dev_t) of each kept step.
         logp_pixels: (N, K, h, w) per-pixel (channel-summed) log-likelihood under the sampler.
         grid_reward_maps: (N, h, w) the reward maps pooled to the sample grid.
         first_step: the episode's index of the first kept step.
@@ -74,7 +74,7 @@ def coefficients_from(coeffs: torch.Tensor) -> TransitionCoefficients:
 @torch.no_grad()
 def collect(
     envs,
-    eps_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    policy: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     seed: int | None = None,
     options: dict | None = None,
     keep: range | None = None,
@@ -84,7 +84,7 @@ def collect(
 
     Args:
         envs: a ``DiffusionDenoiseVectorEnv`` (or a wrapper of one).
-        eps_fn: ``eps_fn(sample, timestep, context) -> eps`` on the env's tensors (the policy).
+        policy: ``policy(sample, timestep, context) -> action`` on the env's tensors.
         seed: passed to ``envs.reset``; None continues the env's generators.
         options: passed to ``envs.reset`` (e.g. ``{"context": ids}``).
         keep: the consecutive steps to record (a trained window); None: every step. The others are
@@ -102,12 +102,18 @@ def collect(
         )
     step_index = iter(range(core.num_steps))
 
-    def record(obs: dict, eps: torch.Tensor, next_obs: dict, info: dict) -> None:
+    def record(obs: dict, action: torch.Tensor, next_obs: dict, info: dict) -> None:
         if next(step_index) not in keep:
             return
-        step = torch.stack([info["coef_sample"], info["coef_eps"], info["std_dev_t"]], dim=-1)  # (B, 3)
+        step = torch.stack(
+            [info["coef_sample"], info["coef_model_output"], info["std_dev_t"]], dim=-1
+        )  # (B, 3)
         logp = step_log_prob(
-            next_obs["sample"], obs["sample"], eps.float(), coefficients_from(step), core.schedule.log_density
+            next_obs["sample"],
+            obs["sample"],
+            action.float(),
+            coefficients_from(step),
+            core.schedule.log_density,
         )
         if not samples:
             samples.append(obs["sample"])
@@ -116,7 +122,7 @@ def collect(
         coeffs.append(step)
         logps.append(logp.sum(dim=1))  # (B, h, w): a pixel's channels summed
 
-    episode = rollout(envs, eps_fn, seed, options, on_step=record)
+    episode = rollout(envs, policy, seed, options, on_step=record)
     sigmas = torch.stack(coeffs, dim=1)[..., 2]  # (N, K): one check per batch, not a host sync per step
     if bool((sigmas == 0).any()):
         raise ValueError(

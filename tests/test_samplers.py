@@ -1,0 +1,123 @@
+"""Sampler plug-ins: the registry, how the env picks one, a plug-in registered from Python, and the old
+names of the transition's pieces (they still work, with a DeprecationWarning)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import pxpo_gym
+from pxpo_gym.ddim import DDIMSampler, DDIMSchedule
+from pxpo_gym.flow import FlowSampler
+from pxpo_gym.loading import load_model
+from pxpo_gym.samplers import SAMPLERS, get_sampler, register_sampler, sampler_for
+from pxpo_gym.transition import TransitionCoefficients, step_kl, step_log_prob, transition_mean
+from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv
+
+
+class HalfEtaDDIM(DDIMSampler):
+    """A plug-in: DDIM at half the eta it is given."""
+
+    name = "test-half-eta"
+    prediction_types = ()  # chosen by name only
+
+    @classmethod
+    def build(cls, loaded, num_inference_steps, device, eta, noise_level, transition, log_density):
+        return DDIMSchedule.from_scheduler(loaded.scheduler, num_inference_steps, (eta or 1.0) / 2, device)
+
+
+@pytest.fixture
+def half_eta():
+    register_sampler(HalfEtaDDIM)
+    yield HalfEtaDDIM
+    SAMPLERS.pop(HalfEtaDDIM.name)
+
+
+def test_the_built_ins_and_which_model_gets_which(tiny_model_dir, tiny_flow_dir):
+    assert SAMPLERS == {"ddim": DDIMSampler, "flow": FlowSampler}
+    assert sampler_for(load_model(str(tiny_model_dir))) is DDIMSampler
+    assert sampler_for(load_model(str(tiny_flow_dir))) is FlowSampler
+    with pytest.raises(ValueError, match=r"sampler must be one of \['ddim', 'flow'\], got sampler='euler'"):
+        get_sampler("euler")
+
+
+def test_a_plug_in_named_by_the_loaded_model_builds_the_envs_table(tiny_model_dir, half_eta):
+    loaded = dataclasses.replace(load_model(str(tiny_model_dir)), sampler=HalfEtaDDIM.name)
+    core = DiffusionDenoiseVectorEnv(num_envs=2, model=loaded, num_inference_steps=3)
+    assert core.sampler is HalfEtaDDIM and core.schedule.eta == 0.5 and core.prediction == "eps"
+    with pytest.raises(ValueError, match="got sampler='nope'"):
+        DiffusionDenoiseVectorEnv(num_envs=2, model=dataclasses.replace(loaded, sampler="nope"))
+
+
+def test_registering_refuses_other_classes_and_taken_names(half_eta):
+    with pytest.raises(TypeError, match="must subclass pxpo_gym.transition.Sampler"):
+        register_sampler(object)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'ddim' is already registered"):
+        register_sampler(type("Other", (DDIMSampler,), {"name": "ddim"}))
+
+
+def test_each_sampler_keeps_its_own_settings_and_refuses_the_others(tiny_model_dir, tiny_flow_dir):
+    ddim = DiffusionDenoiseVectorEnv(num_envs=1, model=str(tiny_model_dir), num_inference_steps=2, eta=0.5)
+    assert DDIMSampler.settings(ddim.schedule) == {"eta": 0.5, "sampler": "ddim", "noise_level": None}
+    flow = DiffusionDenoiseVectorEnv(
+        num_envs=1, model=str(tiny_flow_dir), num_inference_steps=2, transition="cps"
+    )
+    assert FlowSampler.settings(flow.schedule) == {"eta": None, "sampler": "cps", "noise_level": 0.7}
+    assert flow.single_observation_space["timestep"].dtype == np.float32
+    assert ddim.single_observation_space["timestep"].dtype == np.int64
+    with pytest.raises(ValueError, match="are for flow-matching models"):
+        DiffusionDenoiseVectorEnv(num_envs=1, model=str(tiny_model_dir), noise_level=0.5)
+    with pytest.raises(ValueError, match="eta=0.5 is DDIM's stochasticity"):
+        DiffusionDenoiseVectorEnv(num_envs=1, model=str(tiny_flow_dir), eta=0.5)
+
+
+def test_the_info_holds_the_coefficient_under_its_new_and_its_old_name(tiny_model_dir):
+    envs = gym.make_vec("DiffusionDenoise-v0", num_envs=2, model=str(tiny_model_dir), num_inference_steps=2)
+    obs, _ = envs.reset(seed=0)
+    _, _, _, _, info = envs.step(torch.zeros_like(obs["sample"]))
+    assert info["coef_eps"] is info["coef_model_output"]
+
+
+def test_old_names_still_work_with_a_deprecation_warning(tiny_model_dir):
+    gen = torch.Generator().manual_seed(0)
+    x, u, ref = (torch.randn(2, 3, 4, 4, generator=gen) for _ in range(3))
+    coeffs = TransitionCoefficients(
+        torch.tensor([1.5, 0.5]), torch.tensor([-0.5, 0.25]), torch.tensor([0.3, 0.2])
+    )
+    with pytest.warns(
+        DeprecationWarning, match="TransitionCoefficients.coef_eps is deprecated: use coef_model_output"
+    ):
+        assert coeffs.coef_eps is coeffs.coef_model_output
+    with pytest.warns(DeprecationWarning, match="pxpo_gym.ddim.step_log_prob is deprecated"):
+        from pxpo_gym.ddim import step_log_prob as old_step_log_prob
+    assert old_step_log_prob is step_log_prob
+    with pytest.warns(
+        DeprecationWarning, match="pxpo_gym.ddim_mean is deprecated: use pxpo_gym.transition.transition_mean"
+    ):
+        assert pxpo_gym.ddim_mean is transition_mean
+    with pytest.warns(DeprecationWarning, match=r"step_log_prob\(eps=...\) is deprecated: use model_output="):
+        old = step_log_prob(x, x, eps=u, coeffs=coeffs)
+    assert torch.equal(old, step_log_prob(x, x, u, coeffs))
+    with pytest.warns(DeprecationWarning, match="eps_ref"):
+        assert torch.equal(step_kl(eps=u, eps_ref=ref, coeffs=coeffs), step_kl(u, ref, coeffs))
+    from pxpo_gym.pinning import blend
+
+    held = torch.tensor([[[True, False, True, False]] * 4] * 2)
+    with pytest.warns(DeprecationWarning, match=r"blend\(eps=...\) is deprecated: use action="):
+        assert torch.equal(blend(eps=u, reference_eps=ref, held=held), blend(u, ref, held))
+    with pytest.warns(DeprecationWarning, match="pxpo_gym.wrappers.residual_eps is deprecated"):
+        from pxpo_gym.wrappers import residual_action, residual_eps
+    assert residual_eps is residual_action
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        pxpo_gym.ddim.nothing  # noqa: B018
+    with pytest.warns(
+        DeprecationWarning, match="action_mode='eps' is deprecated: use action_mode='model_output'"
+    ):
+        env = gym.make(
+            "DiffusionDenoise-v0", model=str(tiny_model_dir), num_inference_steps=2, action_mode="eps"
+        )
+    assert env.unwrapped.core.prediction == "eps"
