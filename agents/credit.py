@@ -229,7 +229,7 @@ def _episode_noise(core, n: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randn(shape, generator=generator).to(core.device)
 
 
-def _rollout_maps(envs, eps_fn: EpsFn, noise: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+def _rollout_maps(envs, action_fn: EpsFn, noise: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
     """(n, h, w) reward maps on the sample grid of n <= num_envs episodes with the given noise and
     contexts (the env's other slots replay episode 0); autograd follows the noise."""
     core = envs.unwrapped
@@ -240,13 +240,13 @@ def _rollout_maps(envs, eps_fn: EpsFn, noise: torch.Tensor, contexts: torch.Tens
         contexts = torch.cat([contexts, contexts[:1].expand(pad)])
     obs, _ = envs.reset(options={"noise": noise, "context": contexts.to(core.device)})
     for _ in range(core.num_steps):
-        obs, _, _, _, info = envs.step(eps_fn(obs["sample"], obs["timestep"], obs["context"]))
+        obs, _, _, _, info = envs.step(action_fn(obs["sample"], obs["timestep"], obs["context"]))
     return pool_to_grid(info["reward_map"][:n], tuple(core.loaded.sample_shape[1:]))
 
 
 def measure_footprint(
     envs,
-    eps_fn: EpsFn,
+    action_fn: EpsFn,
     images: int = 32,
     seed: int = 0,
     method: str = "auto",
@@ -258,7 +258,7 @@ def measure_footprint(
     Args:
         envs: a vector env (its ``num_envs`` is the measurement's batch size) with the model,
             reward and schedule of training.
-        eps_fn: the (pretrained) policy's noise prediction.
+        action_fn: the (pretrained) policy's noise prediction.
         images: episodes measured (autograd: one random reward pixel each; probe: one
             perturbed noise pixel each, spread evenly over the steps, plus its unperturbed twin;
             at least 4 per step, the corners first).
@@ -309,12 +309,14 @@ def measure_footprint(
             cols = torch.where(corner, (probe // 2 % 2) * (w - 1), cols)
         noise = _episode_noise(core, n, generator)
         if method == "autograd":
-            squared = _autograd_sensitivity(envs, eps_fn, noise, contexts, rows, cols)  # (n, T, h, w)
+            squared = _autograd_sensitivity(envs, action_fn, noise, contexts, rows, cols)  # (n, T, h, w)
             canvas, seen = _offset_canvas(squared, rows, cols, flip=True)
             seen = seen.expand_as(canvas)
         else:
             probe_steps = (torch.arange(done, done + n) % steps).to(noise.device)
-            squared = _probe_sensitivity(envs, eps_fn, noise, contexts, rows, cols, probe_steps, probe_size)
+            squared = _probe_sensitivity(
+                envs, action_fn, noise, contexts, rows, cols, probe_steps, probe_size
+            )
             canvas, seen = _offset_canvas(squared, rows, cols, flip=False)
             step_mask = torch.nn.functional.one_hot(probe_steps, steps).to(canvas)  # (n, T)
             seen = seen * step_mask[:, :, None, None]
@@ -417,17 +419,17 @@ def reward_has_gradient(core) -> bool:
     return bool(core.reward_fn(grey, core.context_choices[:1]).requires_grad)
 
 
-def _autograd_sensitivity(envs, eps_fn, noise, contexts, rows, cols) -> torch.Tensor:
+def _autograd_sensitivity(envs, action_fn, noise, contexts, rows, cols) -> torch.Tensor:
     """(n, T, h, w): ||d r_q / d z_t^p||^2 over channels, for image i's reward pixel q = (rows[i], cols[i])."""
     leaf = noise.detach().requires_grad_(True)
     with torch.enable_grad():
-        maps = _rollout_maps(envs, eps_fn, leaf, contexts)  # (n, h, w)
+        maps = _rollout_maps(envs, action_fn, leaf, contexts)  # (n, h, w)
         picked = maps[torch.arange(len(rows)), rows.to(maps.device), cols.to(maps.device)]
         (grad,) = torch.autograd.grad(picked.sum(), leaf)  # images are independent: one pass for all
     return grad[:, 1:].detach().square().sum(dim=2)  # drop x_T's noise: (n, T, h, w)
 
 
-def _probe_sensitivity(envs, eps_fn, noise, contexts, rows, cols, probe_steps, probe_size) -> torch.Tensor:
+def _probe_sensitivity(envs, action_fn, noise, contexts, rows, cols, probe_steps, probe_size) -> torch.Tensor:
     """(n, T, h, w): ((r_q(z + d e_p) - r_q(z)) / d)^2 for the noise pixel p = (rows[i], cols[i]) of step
     probe_steps[i] (all channels moved by d / sqrt(C), a step of length d), in row probe_steps[i]."""
     n, steps, channels = noise.shape[0], noise.shape[1] - 1, noise.shape[2]
@@ -436,7 +438,7 @@ def _probe_sensitivity(envs, eps_fn, noise, contexts, rows, cols, probe_steps, p
     step = probe_size / channels**0.5
     perturbed[idx, probe_steps + 1, :, rows.to(noise.device), cols.to(noise.device)] += step
     with torch.no_grad():
-        maps = _rollout_maps(envs, eps_fn, torch.cat([noise, perturbed]), torch.cat([contexts, contexts]))
+        maps = _rollout_maps(envs, action_fn, torch.cat([noise, perturbed]), torch.cat([contexts, contexts]))
     diff = ((maps[n:] - maps[:n]) / probe_size).square()  # (n, h, w)
     out = diff.new_zeros(n, steps, *diff.shape[1:])
     out[idx, probe_steps] = diff

@@ -67,7 +67,7 @@ def trainable_state(policy: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach() for name, p in policy.named_parameters() if p.requires_grad}
 
 
-def guided_eps(
+def guided_output(
     policy: NoiseModel,
     sample: torch.Tensor,
     timestep: torch.Tensor,
@@ -75,9 +75,9 @@ def guided_eps(
     guidance_scale: float,
     null_context: int | None,
 ) -> torch.Tensor:
-    """Noise prediction, with classifier-free guidance when ``guidance_scale != 1``.
+    """The network's output (the action: noise or velocity), with classifier-free guidance when ``guidance_scale != 1``.
 
-    eps = eps(x, null) + s * (eps(x, c) - eps(x, null)), with the conditional and
+    output = f(x, null) + s * (f(x, c) - f(x, null)), with the conditional and
     unconditional halves in one batched forward pass.
 
     Args:
@@ -86,7 +86,7 @@ def guided_eps(
         null_context: the model's "no context" id (required when s != 1).
 
     Returns:
-        (B, C, h, w) float32 eps.
+        (B, C, h, w) float32 model output.
     """
     if guidance_scale == 1.0:
         return policy(sample, timestep, context)

@@ -286,7 +286,7 @@ def run_epochs(config: TrainConfig, trainer: Trainer) -> list[dict[str, float]]:
             with swapped, trainer.passes.paused():  # evaluation measures the run, it does not train it
                 metrics.update(evaluator(trainer.rollout_policy()))
                 if trainer.pinned is not None:  # the weights alone, as a user without the pin samples them
-                    alone = evaluator(trainer.weights_eps)  # no pin, 'hold' or 'freeze'
+                    alone = evaluator(trainer.weights_action)  # no pin, 'hold' or 'freeze'
                     metrics.update(alone_reward=alone["eval_reward"], alone_silent=alone["fidelity_silent"])
             metrics["eval_seconds"] = time.perf_counter() - started
         if logger is not None:

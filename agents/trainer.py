@@ -42,9 +42,10 @@ from agents.ema import EMA
 from agents.export import EXPORT_DIR, export_policy
 from agents.losses import kl_penalty
 from agents.passes import BACKWARD_PASSES, PassCounter
-from agents.policy import guided_eps, make_policy
+from agents.policy import guided_output, make_policy
 from agents.steps import sample_steps, step_weights, train_window
 from agents.trajectories import Trajectories, coefficients_from, collect
+from pxpo_gym.deprecation import warn_renamed
 from pxpo_gym.pinning import HeldPolicy, blend, pin_weights
 from pxpo_gym.sampling import Episode
 from pxpo_gym.transition import TransitionCoefficients, step_kl, step_log_prob
@@ -55,23 +56,23 @@ class GraphKeeper:
     (``reuse_sampling_pass``) and hands the env detached copies, so no graph runs through the chain.
 
     Args:
-        eps_fn: the policy (``Trainer.eps``).
+        action_fn: the policy (``Trainer.action``).
         steps: the step indices whose predictions are kept, with their graph, in ``kept`` (step -> (B, C, h, w)).
     """
 
-    def __init__(self, eps_fn: Callable[..., torch.Tensor], steps: list[int]) -> None:
-        self.eps_fn, self.steps = eps_fn, set(steps)
+    def __init__(self, action_fn: Callable[..., torch.Tensor], steps: list[int]) -> None:
+        self.action_fn, self.steps = action_fn, set(steps)
         self.kept: dict[int, torch.Tensor] = {}
         self._step = 0
 
     def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         step, self._step = self._step, self._step + 1
         if step not in self.steps:
-            return self.eps_fn(sample, timestep, context)
+            return self.action_fn(sample, timestep, context)
         with torch.enable_grad():
-            eps = self.eps_fn(sample, timestep, context)
-        self.kept[step] = eps
-        return eps.detach()
+            action = self.action_fn(sample, timestep, context)
+        self.kept[step] = action
+        return action.detach()
 
 
 class Trainer:
@@ -110,7 +111,7 @@ class Trainer:
         self.passes = PassCounter([self.policy])
         """Network passes of the run so far (``agents.passes``: backward counted as 2, evaluation paused): the
         policy's by a hook (it is the trainer's own), the reference's, which is the env's and shared, where
-        the trainer calls it (``reference_eps``)."""
+        the trainer calls it (``reference_action``)."""
         if config.optimiser.gradient_checkpointing:
             self.policy.net.enable_gradient_checkpointing()
         algo_config = config.algo_config(self.num_channels * math.prod(grid), algo_cls)
@@ -156,7 +157,7 @@ class Trainer:
         credit='checked', ``agents.credit_check``)."""
         self.window: range | None = None
         """The steps this epoch trains and stores (``TrainConfig.step_window``); None: every step."""
-        self.sampled_eps: dict[int, torch.Tensor] = {}
+        self.sampled_actions: dict[int, torch.Tensor] = {}
         """With ``reuse_sampling_pass``: the sampling pass's predictions, with their graph, of the first
         minibatch's images at each trained step (step -> (n, C, h, w)), until that minibatch's update."""
         self._sampled_versions: list[int] = []
@@ -171,25 +172,30 @@ class Trainer:
 
     # -- sampling and updates -------------------------------------------------
 
-    def weights_eps(
+    def weights_action(
         self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor
     ) -> torch.Tensor:
         """The policy's own (guided) noise prediction, float32, under the configured autocast: no pin."""
         with self.autocast:
-            eps = guided_eps(
+            action = guided_output(
                 self.policy, sample, timestep, context, self.config.sampling.guidance_scale, self.null_context
             )
-        return eps.float()
+        return action.float()
 
-    def eps(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """``weights_eps``; with a 'freeze' pin (the algorithm's ``pin``), the pretrained model's at the
+    def action(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """``weights_action``; with a 'freeze' pin (the algorithm's ``pin``), the pretrained model's at the
         pinned pixels."""
-        eps = self.weights_eps(sample, timestep, context)
+        action = self.weights_action(sample, timestep, context)
         if self.pinned is not None and self.pin == "freeze":
             held = self.held_weights()[context.reshape(-1)]  # (B, h, w)
             if bool(held.any()):
-                eps = blend(eps, self.reference_eps(sample, timestep, context), held)
-        return eps
+                action = blend(action, self.reference_action(sample, timestep, context), held)
+        return action
+
+    def eps(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Deprecated name of ``action`` (on flow models the action is a velocity, not a noise)."""
+        warn_renamed("Trainer.eps", "Trainer.action")
+        return self.action(sample, timestep, context)
 
     def held_weights(self) -> torch.Tensor:
         """How the sampler pins: ``pinned`` itself, or with ``pin_band`` its float weights
@@ -203,24 +209,24 @@ class Trainer:
         return self._held[1]
 
     def rollout_policy(
-        self, eps_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+        self, action_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The policy for one batch of episodes: ``eps`` (or ``eps_fn``, e.g. a ``GraphKeeper`` of it), or with
+        """The policy for one batch of episodes: ``action`` (or ``action_fn``, e.g. a ``GraphKeeper`` of it), or with
         the algorithm's pixels held ('hold', 'hold-unscored') a fresh ``HeldPolicy`` of it whose held pixels
         follow the pretrained model's trajectory."""
-        eps_fn = eps_fn or self.eps
+        action_fn = action_fn or self.action
         if self.pinned is None or self.pin != "hold":
-            return eps_fn
-        return HeldPolicy(eps_fn, self.reference_eps, self.held_weights())
+            return action_fn
+        return HeldPolicy(action_fn, self.reference_action, self.held_weights())
 
     @torch.no_grad()
-    def reference_eps(
+    def reference_action(
         self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor
     ) -> torch.Tensor:
         """The frozen pretrained model's (guided) noise prediction, float32, under the configured autocast,
         without gradients."""
         with self.autocast:
-            eps = guided_eps(
+            action = guided_output(
                 self.reference,
                 sample,
                 timestep,
@@ -229,7 +235,7 @@ class Trainer:
                 self.null_context,
             )
         self.passes.add(self.forwards(sample))
-        return eps.float()
+        return action.float()
 
     def forwards(self, sample: torch.Tensor) -> int:
         """Network passes of one guided prediction for a batch: one per image, two under guidance."""
@@ -250,7 +256,7 @@ class Trainer:
         if self.window is not None and cfg.sampling.window_outside == "deterministic":
             stochastic = torch.zeros(num_steps, dtype=torch.bool, device=self.device)
             stochastic[self.window.start : self.window.stop] = True
-        self.sampled_eps = {}
+        self.sampled_actions = {}
         kept: list[dict[int, torch.Tensor]] = []
         for batch in range(cfg.sampling.sample_batches_per_epoch):
             seed = cfg.run.seed + self.world.rank * local if self.epoch == 0 and batch == 0 else None
@@ -262,16 +268,16 @@ class Trainer:
                 options["context"] = choices[index % len(choices)]
             if stochastic is not None:
                 options["stochastic_steps"] = stochastic
-            eps_fn: Callable[..., torch.Tensor] = self.eps
+            action_fn: Callable[..., torch.Tensor] = self.action
             if (
                 cfg.sampling.reuse_sampling_pass and batch < cfg.optimiser.train_batch_size // batch_size
             ):  # the first minibatch's
-                eps_fn = GraphKeeper(self.eps, self.trained_steps(num_steps))
-                kept.append(eps_fn.kept)
+                action_fn = GraphKeeper(self.action, self.trained_steps(num_steps))
+                kept.append(action_fn.kept)
             parts.append(
                 collect(
                     self.envs,
-                    self.rollout_policy(eps_fn),
+                    self.rollout_policy(action_fn),
                     seed=seed,
                     options=options or None,
                     keep=self.window,
@@ -279,7 +285,7 @@ class Trainer:
             )
             self.progress("sample")
         if kept:
-            self.sampled_eps = {k: torch.cat([part[k] for part in kept]) for k in kept[0]}
+            self.sampled_actions = {k: torch.cat([part[k] for part in kept]) for k in kept[0]}
             self._sampled_versions = self.weight_versions()
         return Trajectories.cat(parts)
 
@@ -334,13 +340,13 @@ class Trainer:
             for x in (traj.rewards, traj.grid_reward_maps, traj.contexts, traj.component_rewards)
         )
         looked = self.algo.before_update(self, traj, rewards)
-        if self.sampled_eps and (looked.get("skip") or self.weight_versions() != self._sampled_versions):
+        if self.sampled_actions and (looked.get("skip") or self.weight_versions() != self._sampled_versions):
             # the weights moved since sampling (e.g. restored): the graph is not theirs, and its backward (counted
             # with its forward) never runs
             self.passes.total -= BACKWARD_PASSES * sum(
-                self.forwards(eps) for eps in self.sampled_eps.values()
+                self.forwards(action) for action in self.sampled_actions.values()
             )
-            self.sampled_eps = {}
+            self.sampled_actions = {}
         advantages = self.algo.advantages(rewards.cpu(), reward_maps.cpu(), contexts.cpu())
         owned = local_indices(
             self.config.sampling.images_per_epoch, self.config.sampling.sample_batch_size, self.world
@@ -416,7 +422,10 @@ class Trainer:
             steps = steps.to(self.device)  # (N, num_train)
             for share, mine, rows in minibatches(order, cfg.optimiser.train_batch_size, local_row):
                 gidx, idx = mine.to(self.device), rows.to(self.device)  # global, local rows
-                sampled, self.sampled_eps = self.sampled_eps, {}  # only the first minibatch takes them
+                sampled, self.sampled_actions = (
+                    self.sampled_actions,
+                    {},
+                )  # only the first minibatch takes them
                 if sampled:  # (A, n, C, h, w) the kept steps' predictions, and each step's position in it
                     kept_steps = sorted(sampled)
                     stacked = torch.stack([sampled[kk] for kk in kept_steps])
@@ -429,10 +438,10 @@ class Trainer:
                         continue
                     k = steps[gidx, j]  # (b,) one step index per image
                     adv = advantages[idx, k] if per_step else advantages[idx]
-                    eps = None
+                    action = None
                     if sampled:  # the sampling pass's predictions at each image's step k, with their graph
-                        eps = stacked[position[k], idx]
-                    loss, stats = self.step_loss(traj, idx, k, adv, weights[k], silent, eps)
+                        action = stacked[position[k], idx]
+                    loss, stats = self.step_loss(traj, idx, k, adv, weights[k], silent, action)
                     if sampled:  # one backward through the sampling graphs, after every step's loss
                         reused.append(share * loss / steps.shape[1])
                     else:
@@ -462,26 +471,26 @@ class Trainer:
         advantages: torch.Tensor,
         weight: torch.Tensor,
         silent: torch.Tensor | None,
-        eps: torch.Tensor | None = None,
+        action: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss of images ``idx`` (local rows) at their steps ``k`` (b,): the algorithm's policy-gradient
-        term plus the KL penalties, and its detached parts for the metrics. ``eps``: the policy's prediction
+        term plus the KL penalties, and its detached parts for the metrics. ``action``: the policy's prediction
         there, when the sampling pass kept it (``reuse_sampling_pass``); None: computed now."""
         row = k - traj.first_step  # the step's row in the kept window
         sample, prev_sample = traj.samples[idx, row], traj.samples[idx, row + 1]  # (b, C, h, w)
         timestep, context = traj.timesteps[idx, row], traj.contexts[idx]
-        if eps is None:
-            eps = self.eps(sample, timestep, context)
+        if action is None:
+            action = self.action(sample, timestep, context)
         coeffs = coefficients_from(traj.coeffs[idx, row])
         density = self.envs.unwrapped.schedule.log_density
-        logp = step_log_prob(prev_sample, sample, eps, coeffs, density).sum(dim=1)  # (b, h, w)
+        logp = step_log_prob(prev_sample, sample, action, coeffs, density).sum(dim=1)  # (b, h, w)
         old_logp = traj.logp_pixels[idx, row]
         if self.pinned is not None and self.pin == "hold":  # held pixels' steps are not the policy's
             logp = torch.where(self.pinned[context], old_logp, logp)
         loss, stats = self.algo.loss(logp, old_logp, advantages, self.num_channels, weight)
         stats = {"approx_kl": stats["approx_kl"], "clipfrac": stats["clipfrac"]}
         if self.kl_coef or silent is not None:
-            kl_map = self.reference_kl(sample, timestep, context, eps, coeffs)  # (b, C, h, w)
+            kl_map = self.reference_kl(sample, timestep, context, action, coeffs)  # (b, C, h, w)
             silent_coef = self.algo.brake_coef if silent is not None else 0.0
             penalty, kl_stats = kl_penalty(
                 kl_map, weight, self.kl_coef, None if silent is None else silent[idx], silent_coef
@@ -496,11 +505,11 @@ class Trainer:
         sample: torch.Tensor,
         timestep: torch.Tensor,
         context: torch.Tensor,
-        eps: torch.Tensor,
+        action: torch.Tensor,
         coeffs: TransitionCoefficients,
     ) -> torch.Tensor:
         """(b, C, h, w) elementwise KL(policy step || frozen pretrained model's step)."""
-        return step_kl(eps, self.reference_eps(sample, timestep, context), coeffs)
+        return step_kl(action, self.reference_action(sample, timestep, context), coeffs)
 
     def optimizer_step(self) -> torch.Tensor:
         """Unscales, clips the gradient norm, steps AdamW and zeroes the gradients; returns the norm."""

@@ -52,7 +52,7 @@ def policy_grad(trainer: Trainer, traj, advantages, steps=None, weights=None) ->
     idx = torch.arange(num_images)
     for k in steps if steps is not None else range(num_steps):
         kk = torch.full((num_images,), k)
-        eps = trainer.eps(traj.samples[idx, kk], traj.timesteps[idx, kk], traj.contexts)
+        eps = trainer.action(traj.samples[idx, kk], traj.timesteps[idx, kk], traj.contexts)
         logp = step_log_prob(
             traj.samples[idx, kk + 1], traj.samples[idx, kk], eps, coefficients_from(traj.coeffs[idx, kk])
         )
@@ -163,7 +163,7 @@ def test_pxpo_gradient_matches_a_hand_written_per_pixel_sum(tiny_model_dir, tmp_
     total = torch.zeros(())
     for b in range(2):
         x, x_prev = traj.samples[b : b + 1, k], traj.samples[b, k + 1]
-        eps = trainer.eps(x, traj.timesteps[b : b + 1, k], traj.contexts[b : b + 1])[0]
+        eps = trainer.action(x, traj.timesteps[b : b + 1, k], traj.contexts[b : b + 1])[0]
         a, bb, sigma = traj.coeffs[b, k]
         normal = torch.distributions.Normal(a * x[0] + bb * eps, sigma)
         logp = normal.log_prob(x_prev)  # (C, h, w)
@@ -364,12 +364,12 @@ def test_autocast_is_active_in_the_policy_forward(tiny_model_dir, tmp_path, prec
     seen = []
     conv.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
     x = torch.randn(2, 3, 8, 8)
-    eps = trainer.eps(x, torch.tensor([500, 500]), torch.tensor([0, 1]))
+    eps = trainer.action(x, torch.tensor([500, 500]), torch.tensor([0, 1]))
     assert seen and set(seen) == {dtype} and eps.dtype == torch.float32
 
 
 def test_classifier_free_guidance_formula():
-    from agents.policy import guided_eps
+    from agents.policy import guided_output
     from pxpo_gym.loading import load_model
 
     loaded = load_model("default")
@@ -378,9 +378,9 @@ def test_classifier_free_guidance_formula():
     with torch.no_grad():
         cond = model(x, t, c)
         uncond = model(x, t, torch.full_like(c, loaded.null_context))
-        guided = guided_eps(model, x, t, c, 3.0, loaded.null_context)
+        guided = guided_output(model, x, t, c, 3.0, loaded.null_context)
         torch.testing.assert_close(guided, uncond + 3.0 * (cond - uncond), rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(guided_eps(model, x, t, c, 1.0, None), cond)
+        torch.testing.assert_close(guided_output(model, x, t, c, 1.0, None), cond)
 
 
 def test_guidance_needs_a_null_context(tiny_model_dir, tmp_path):

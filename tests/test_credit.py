@@ -191,7 +191,7 @@ def test_probe_sensitivity_by_hand(monkeypatch):
     ((s + d sqrt(C))^2 - s^2) / d squared lands at (image, step, p); other steps read nothing."""
     import agents.credit as credit
 
-    def maps_of(envs, eps_fn, noise, contexts):
+    def maps_of(envs, action_fn, noise, contexts):
         return noise[:, -1].sum(dim=1).square()  # (n, h, w)
 
     monkeypatch.setattr(credit, "_rollout_maps", maps_of)
@@ -434,7 +434,7 @@ def kl_to_reference(trainer: Trainer, traj) -> float:
 
     k = torch.zeros(len(traj), dtype=torch.int64)
     idx = torch.arange(len(traj))
-    eps = trainer.eps(traj.samples[idx, k], traj.timesteps[idx, k], traj.contexts)
+    eps = trainer.action(traj.samples[idx, k], traj.timesteps[idx, k], traj.contexts)
     coeffs = coefficients_from(traj.coeffs[idx, k])
     return float(
         trainer.reference_kl(traj.samples[idx, k], traj.timesteps[idx, k], traj.contexts, eps, coeffs).mean()
@@ -522,7 +522,7 @@ def test_freeze_mode_acts_as_the_pretrained_model_on_silent_pixels(tiny_model_di
     assert trainer.pinned is not None and bool(trainer.pinned[..., 4:].all())
     sample, t, c = traj.samples[:, 3], traj.timesteps[:, 3], traj.contexts
     with torch.no_grad():
-        eps = trainer.eps(sample, t, c)
+        eps = trainer.action(sample, t, c)
         ref = trainer.reference(sample, t, c)
         free = trainer.policy(sample, t, c)
     mask = trainer.pinned[c][:, None].expand_as(eps)
@@ -552,7 +552,7 @@ def held_trainer(tiny_model_dir, tmp_path, **overrides) -> tuple[Trainer, object
     the right half decided silent after one epoch; returns it and that epoch's trajectories."""
     config = freeze_config(tiny_model_dir, tmp_path, silent_mode="hold", silent_test="recent", **overrides)
     trainer = Trainer(config)
-    assert trainer.rollout_policy() == trainer.eps  # nothing silent yet: the plain policy
+    assert trainer.rollout_policy() == trainer.action  # nothing silent yet: the plain policy
     with torch.no_grad():
         for p in trainer.policy.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
@@ -573,7 +573,7 @@ def test_hold_mode_keeps_silent_pixels_on_the_pretrained_trajectory(
     choices = trainer.envs.unwrapped.context_choices
     options = {"context": choices[torch.arange(8) % len(choices)]}
     ref = run_policy(trainer.envs, None, seed=123, options=options)  # the pretrained model
-    free = run_policy(trainer.envs, trainer.eps, seed=123, options=options)
+    free = run_policy(trainer.envs, trainer.action, seed=123, options=options)
     held = run_policy(trainer.envs, trainer.rollout_policy(), seed=123, options=options)
     silent = trainer.pinned[ref.contexts][:, None].expand_as(ref.images)
     # Held pixels end exactly where the pretrained model's do from the same noise (rounding aside) ...

@@ -42,8 +42,8 @@ def test_the_pages_template_improves_the_held_out_colour_reward(my_algo, tmp_pat
     trainer = Trainer(config)
     assert type(trainer.algo).__name__ == "MyAlgo" and trainer.algo.config.baseline == "prompt"
     evaluator = Evaluator(make_envs(config, 16, "cpu"), seed, trainer.envs.unwrapped.context_choices)
-    before = evaluator(trainer.eps)["eval_reward"]
+    before = evaluator(trainer.action)["eval_reward"]
     for _ in range(config.run.num_epochs):
         trainer.train_epoch()
-    after = evaluator(trainer.eps)["eval_reward"]
+    after = evaluator(trainer.action)["eval_reward"]
     assert after > before + 0.02, (before, after)

@@ -48,7 +48,7 @@ def test_pixel_export_loads_in_diffusers_and_the_env_and_samples_like_the_policy
     # The env loads it; its own pretrained sampler now draws exactly the policy's images.
     envs = gym.make_vec("DiffusionDenoise-v0", num_envs=8, model=str(folder), num_inference_steps=4)
     exported = run_policy(envs, seed=11)
-    policy = run_policy(trainer.envs, trainer.eps, seed=11)
+    policy = run_policy(trainer.envs, trainer.action, seed=11)
     assert torch.equal(exported.images, policy.images)
     # ... and they differ from the base model's (the export is not the base model)
     base = gym.make_vec("DiffusionDenoise-v0", num_envs=8, model=str(tiny_model_dir), num_inference_steps=4)

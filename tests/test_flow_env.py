@@ -100,7 +100,7 @@ def test_a_flow_runs_export_loads_back_bit_for_bit(tiny_flow_dir, tmp_path):
     envs = gym.make_vec("DiffusionDenoise-v0", num_envs=8, model=str(folder), num_inference_steps=STEPS)
     assert envs.unwrapped.loaded.is_flow
     assert torch.equal(
-        run_policy(envs, seed=11).images, run_policy(trainer.envs, trainer.eps, seed=11).images
+        run_policy(envs, seed=11).images, run_policy(trainer.envs, trainer.action, seed=11).images
     )
 
 

@@ -96,7 +96,7 @@ def mean_kl_to_reference(trainer: Trainer) -> float:
     with torch.no_grad():
         for k in range(traj.timesteps.shape[1]):
             sample, t, c = traj.samples[:, k], traj.timesteps[:, k], traj.contexts
-            eps = trainer.eps(sample, t, c)
+            eps = trainer.action(sample, t, c)
             total += float(
                 trainer.reference_kl(sample, t, c, eps, coefficients_from(traj.coeffs[:, k])).mean()
             )

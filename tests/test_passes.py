@@ -59,5 +59,5 @@ def test_the_shared_reference_is_counted_without_a_hook(tiny_model_dir, tmp_path
     assert not first.reference._forward_hooks and second.reference is first.reference
     sample = torch.zeros(5, 3, 8, 8)
     before = (first.passes.total, second.passes.total)
-    second.reference_eps(sample, torch.full((5,), 10), torch.zeros(5, dtype=torch.long))
+    second.reference_action(sample, torch.full((5,), 10), torch.zeros(5, dtype=torch.long))
     assert (first.passes.total, second.passes.total) == (before[0], before[1] + 5)

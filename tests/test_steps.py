@@ -118,7 +118,7 @@ def test_constant_map_pxpo_equals_ddpo_under_the_same_step_weights(tiny_model_di
 def test_dropped_steps_are_never_trained(tiny_model_dir, tmp_path, monkeypatch):
     trainer = Trainer(tiny_config(tiny_model_dir, tmp_path, step_weights=(1.0, 0.0, 1.0, 0.0)))
     seen = []
-    original = trainer.eps
+    original = trainer.action
 
     def spy(sample, timestep, context):
         seen.extend(timestep.reshape(-1).tolist())

@@ -181,7 +181,7 @@ def test_the_sampling_pass_gradient_equals_the_recomputed_one(tiny_model_dir, tm
     )  # fmt: skip
     reused = Trainer(tiny_config(tiny_model_dir, tmp_path, **common))
     recomputed = Trainer(tiny_config(tiny_model_dir, tmp_path, **common))
-    recomputed.sample = lambda sample=recomputed.sample: (sample(), recomputed.sampled_eps.clear())[0]
+    recomputed.sample = lambda sample=recomputed.sample: (sample(), recomputed.sampled_actions.clear())[0]
     a, b = first_gradient(reused), first_gradient(recomputed)
     assert reused.passes.total < recomputed.passes.total  # the first minibatch was not run again
     assert a.abs().max() > 0

@@ -32,14 +32,14 @@ EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def differentiable_rollout(
-    envs: Any, eps_fn: EpsFn, seed: int | None = None, backprop_steps: int = 0, options: dict | None = None
+    envs: Any, action_fn: EpsFn, seed: int | None = None, backprop_steps: int = 0, options: dict | None = None
 ) -> Episode:
-    """Denoises one lock-step batch through ``envs`` with gradients flowing from the reward to eps
+    """Denoises one lock-step batch through ``envs`` with gradients flowing from the reward to the actions
     (``pxpo_gym.sampling.rollout`` with gradients on).
 
     Args:
         envs: a ``DiffusionDenoiseVectorEnv`` (or a wrapper of one) whose reward is differentiable.
-        eps_fn: the policy, ``eps_fn(sample, timestep, context) -> eps``.
+        action_fn: the policy, ``action_fn(sample, timestep, context) -> action``.
         seed: passed to ``envs.reset``; None continues the env's generators.
         backprop_steps: K > 0 keeps gradients through the last K steps only; 0: all steps.
         options: passed to ``envs.reset`` (e.g. ``{"context": ids, "noise": noise}``).
@@ -47,14 +47,14 @@ def differentiable_rollout(
     Returns:
         The ``Episode``: ``rewards`` (N,) with the autograd graph, the images and maps detached.
     """
-    episode = rollout(envs, eps_fn, seed, options, grad_steps=backprop_steps)  # gradients where enabled
+    episode = rollout(envs, action_fn, seed, options, grad_steps=backprop_steps)  # gradients where enabled
     return dataclasses.replace(
         episode, images=episode.images.detach(), image_reward_maps=episode.image_reward_maps.detach()
     )
 
 
 def reward_gradient(
-    policy: torch.nn.Module, envs: Any, eps_fn: EpsFn, seed: int | None = None, backprop_steps: int = 0
+    policy: torch.nn.Module, envs: Any, action_fn: EpsFn, seed: int | None = None, backprop_steps: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The flattened gradient of the batch's mean reward w.r.t. the policy's trainable weights.
 
@@ -62,7 +62,7 @@ def reward_gradient(
         (gradient (P,), rewards (N,) detached). Leaves the policy's ``.grad`` cleared.
     """
     params = [p for p in policy.parameters() if p.requires_grad]
-    rewards = differentiable_rollout(envs, eps_fn, seed, backprop_steps).rewards
+    rewards = differentiable_rollout(envs, action_fn, seed, backprop_steps).rewards
     grads = torch.autograd.grad(rewards.mean(), params, allow_unused=True)
     flat = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
     return flat, rewards.detach()
@@ -80,7 +80,7 @@ def check_differentiable(has_gradient: bool, reward_name: str) -> None:
 
 def oracle_epoch(
     envs: Any,
-    eps_fn: EpsFn,
+    action_fn: EpsFn,
     step: Callable[[torch.Tensor], torch.Tensor],
     num_batches: int,
     first_seed: int | None,
@@ -97,7 +97,7 @@ def oracle_epoch(
     """
     batches, grad_norm = [], None
     for batch in range(num_batches):
-        episode = differentiable_rollout(envs, eps_fn, first_seed if batch == 0 else None, backprop_steps)
+        episode = differentiable_rollout(envs, action_fn, first_seed if batch == 0 else None, backprop_steps)
         norm = step(-episode.rewards.mean())
         grad_norm = norm if grad_norm is None else grad_norm + norm
         batches.append(dataclasses.replace(episode, rewards=episode.rewards.detach()))
@@ -125,7 +125,7 @@ def trainer_epoch(trainer: Any) -> tuple[dict[str, float], Episode]:
 
     return oracle_epoch(
         trainer.envs,
-        trainer.eps,
+        trainer.action,
         step,
         cfg.sampling.images_per_epoch // cfg.optimiser.train_batch_size,
         cfg.run.seed if trainer.epoch == 0 else None,

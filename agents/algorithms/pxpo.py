@@ -89,7 +89,7 @@ from agents.credit_check import (
 )
 from agents.distributed import all_sum
 from agents.losses import PolicyGradientConfig, pxpo_loss
-from agents.policy import guided_eps
+from agents.policy import guided_output
 from pxpo_gym.files import write_atomic
 from pxpo_gym.pinning import MAX_PIN_BAND
 
@@ -534,9 +534,11 @@ class PXPO(Algorithm):
         envs = trainer.make_envs(min(32, self.config.credit_images))
 
         def reference(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-            eps = guided_eps(trainer.reference, x, t, c, cfg.sampling.guidance_scale, trainer.null_context)
-            trainer.passes.add(trainer.forwards(x), backward=eps.requires_grad)  # the run's cost too
-            return eps
+            output = guided_output(
+                trainer.reference, x, t, c, cfg.sampling.guidance_scale, trainer.null_context
+            )
+            trainer.passes.add(trainer.forwards(x), backward=output.requires_grad)  # the run's cost too
+            return output
 
         footprint = measure_footprint(  # autograd probes differentiate through the frozen model: no no_grad
             envs,

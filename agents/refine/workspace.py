@@ -164,11 +164,11 @@ class Workspace:
                 params[name].copy_(value)
         self.trainer.optimizer.load_state_dict(copy.deepcopy(self.fresh_optimizer))
 
-    def eps(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def action(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """The frozen model before ``first_policy_step``, the policy from there on (lock-step batches)."""
         if float(timestep.reshape(-1)[0]) > self.policy_timestep:
-            return self.trainer.reference_eps(sample, timestep, context)
-        return self.trainer.eps(sample, timestep, context)
+            return self.trainer.reference_action(sample, timestep, context)
+        return self.trainer.action(sample, timestep, context)
 
     def group_noise(self) -> torch.Tensor:
         """(G, T + 1, C, h, w): slot 0 the workspace's noise; the others share it up to the policy's
@@ -184,7 +184,7 @@ class Workspace:
         self.trainer.policy.eval()
         context = torch.tensor([self.context], device=self.render_env.device)
         options = {"context": context, "noise": self.noise[None]}
-        return run_policy(self.render_env, self.eps, options=options).images[0].cpu()
+        return run_policy(self.render_env, self.action, options=options).images[0].cpu()
 
     def feedback_reward(self, image: torch.Tensor) -> float:
         """The painted reward of one (3, H, W) image (the workspace's), a float."""
@@ -200,13 +200,13 @@ class Workspace:
         ):  # the exact gradient of the painted reward through the acted steps
             trainer.policy.train()
             rewards = differentiable_rollout(
-                self.envs, self.eps, backprop_steps=self.steps, options=options
+                self.envs, self.action, backprop_steps=self.steps, options=options
             ).rewards
             (-rewards.mean()).backward()
             trainer.optimizer_step()
             return float(rewards[0].detach())
         trainer.policy.eval()
-        traj = collect(self.envs, self.eps, options=options)
+        traj = collect(self.envs, self.action, options=options)
         trainer.policy_gradient_epoch(traj, self.step_weights)
         return float(traj.rewards[0])
 
