@@ -161,7 +161,7 @@ def rng_tensors(generator: torch.Generator, env: Any, world: Any) -> dict[str, t
         generator: the trainer's shuffling generator; env: the env core (``get_rng_state``);
         world: ``agents.distributed.World``.
     """
-    from agents.distributed import gather_objects
+    from .distributed import gather_objects
 
     tensors = {"rng/trainer": generator.get_state()}
     ranks = gather_objects((torch.get_rng_state(), env.get_rng_state()), world)
@@ -188,7 +188,7 @@ def trainer_state(trainer: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     ema/ and stats/, PXPO's pin of the last epoch (``pinned``), every rank's RNG states, and the epoch,
     image count, config and world size."""
 
-    from agents.policy import trainable_state
+    from .policy import trainable_state
 
     tensors = {f"policy/{k}": v for k, v in trainable_state(trainer.policy).items()}
     optim_tensors, optim_meta = optimizer_to_tensors(trainer.optimizer)
@@ -225,7 +225,7 @@ def restore_trainer(trainer: Any, tensors: dict[str, torch.Tensor], meta: dict[s
         ValueError: the checkpoint was written on another number of processes, or its weights are not
             this policy's.
     """
-    from agents.policy import trainable_state
+    from .policy import trainable_state
 
     saved_world = int(meta.get("world_size", 1))
     if saved_world != trainer.world.size:

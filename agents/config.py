@@ -32,15 +32,16 @@ import torch
 import tyro
 
 import pxpo_gym  # noqa: F401  (registers the env)
-from agents.algorithms import BUILTIN, check_name, label, resolve_algorithm
-from agents.algorithms.ddpo import DDPOConfig
-from agents.algorithms.oracle import OracleConfig
-from agents.algorithms.pxpo import PXPOConfig
-from agents.steps import DEFAULT_STEP_THRESHOLD, DEFAULT_STEP_WEIGHTING, STEP_WEIGHTINGS, WINDOW_PLACEMENTS
 from pxpo_gym.cli import Checked
 from pxpo_gym.flow import DEFAULT_NOISE_LEVEL
 from pxpo_gym.rewards import split_weight
 from pxpo_gym.wrappers import generic_wrappers
+
+from .algorithms import BUILTIN, check_name, label, resolve_algorithm
+from .algorithms.ddpo import DDPOConfig
+from .algorithms.oracle import OracleConfig
+from .algorithms.pxpo import PXPOConfig
+from .steps import DEFAULT_STEP_THRESHOLD, DEFAULT_STEP_WEIGHTING, STEP_WEIGHTINGS, WINDOW_PLACEMENTS
 
 DEFAULT_LATENT_LORA_RANK = 4
 """LoRA rank used on latent text-to-image models unless ``lora_rank`` says otherwise (DDPO's default)."""

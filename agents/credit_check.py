@@ -39,7 +39,7 @@ import math
 
 import torch
 
-from agents.credit import _grid_maps, invert_cells
+from .credit import _grid_maps, invert_cells
 
 CHECK_PROBES = 4
 """Probes per image of the epoch and per scale (``credit_agreement``)."""
@@ -184,8 +184,8 @@ class BestWeights:
         if not keep_weights:
             self.reward, self.epoch = float(reward), int(epoch)
             return
-        from agents.checkpoint import optimizer_to_tensors
-        from agents.policy import trainable_state
+        from .checkpoint import optimizer_to_tensors
+        from .policy import trainable_state
 
         tensors = {
             f"policy/{k}": v.detach().cpu().clone() for k, v in trainable_state(trainer.policy).items()
@@ -202,7 +202,7 @@ class BestWeights:
         """Puts the kept weights back into the trainer and forgets them; returns their epoch (None if none)."""
         if self.epoch is None or not self.tensors:
             return None
-        from agents.checkpoint import optimizer_from_tensors
+        from .checkpoint import optimizer_from_tensors
 
         def part(prefix: str) -> dict[str, torch.Tensor]:
             return {k.removeprefix(prefix): v for k, v in self.tensors.items() if k.startswith(prefix)}

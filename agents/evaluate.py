@@ -35,8 +35,6 @@ import torch
 import tyro
 
 import pxpo_gym  # noqa: F401  (registers the env)
-from agents.config import flat_view, reward_tuple
-from agents.heldout import EVAL_SEED_OFFSET, Evaluator
 from pxpo_gym.cli import parse
 from pxpo_gym.files import write_atomic
 from pxpo_gym.loading import load_model, read_metadata
@@ -45,6 +43,9 @@ from pxpo_gym.pinning import pinned_policy, read_held_pixels
 from pxpo_gym.rewards import refuse_code_from_file
 from pxpo_gym.vector_env import run_sampler
 from pxpo_gym.viz import reward_caption, save_reward_grid
+
+from .config import flat_view, reward_tuple
+from .heldout import EVAL_SEED_OFFSET, Evaluator
 
 
 @dataclass(frozen=True)

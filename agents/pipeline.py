@@ -1,7 +1,7 @@
 """``TrainedPipeline``: a pixel model's export (``RUN/model``) as a diffusers pipeline that samples exactly as
 training did.
 
-    from agents.pipeline import TrainedPipeline
+    from .pipeline import TrainedPipeline
 
     pipeline = TrainedPipeline.from_pretrained("runs/pxpo-is-color-seed0/model")
     images = pipeline(class_labels=[0, 1, 2, 3], seed=1_000_003).images   # (4, 3, H, W) in [0, 1]

@@ -12,20 +12,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agents.algorithms import refuse_algorithm_from_file
-from agents.algorithms.pxpo import CREDIT_FILE, FOOTPRINT_FILE
-from agents.checkpoint import load_checkpoint, restore_trainer
-from agents.config import WINDOW_NONE, TrainConfig, flat_view, make_envs, reward_tuple
-from agents.distributed import barrier
-from agents.export import EXPORT_DIR
-from agents.heldout import Evaluator
-from agents.metrics import MetricsLogger
-from agents.progress import RunProgress, ticks_per_epoch
-from agents.trainer import Trainer
 from pxpo_gym.files import write_atomic
 from pxpo_gym.models import METADATA_FILE
 from pxpo_gym.rewards import refuse_code_from_file
 from pxpo_gym.viz import save_reward_grid
+
+from .algorithms import refuse_algorithm_from_file
+from .algorithms.pxpo import CREDIT_FILE, FOOTPRINT_FILE
+from .checkpoint import load_checkpoint, restore_trainer
+from .config import WINDOW_NONE, TrainConfig, flat_view, make_envs, reward_tuple
+from .distributed import barrier
+from .export import EXPORT_DIR
+from .heldout import Evaluator
+from .metrics import MetricsLogger
+from .progress import RunProgress, ticks_per_epoch
+from .trainer import Trainer
 
 RESUME_OVERRIDABLE = (
     "num_epochs",

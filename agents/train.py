@@ -18,13 +18,14 @@ import os
 import sys
 from pathlib import Path
 
-from agents.algorithms import BUILTIN
-from agents.config import TrainConfig
-from agents.distributed import launched
-from agents.export import EXPORT_DIR
-from agents.metrics import read_metrics
-from agents.runs import RESUME_OVERRIDABLE, resolve_config, train
 from pxpo_gym.cli import parse
+
+from .algorithms import BUILTIN
+from .config import TrainConfig
+from .distributed import launched
+from .export import EXPORT_DIR
+from .metrics import read_metrics
+from .runs import RESUME_OVERRIDABLE, resolve_config, train
 
 
 def refuse_old_flags(args: list[str]) -> None:

@@ -20,13 +20,18 @@ from typing import Any
 
 import torch
 
-from agents.algorithms import resolve_algorithm
-from agents.algorithms.base import EPOCH_METRICS, Algorithm, nan_metrics
-from agents.checkpoint import save_checkpoint, trainer_state
-from agents.config import TrainConfig, autocast, check_envs, make_envs
-from agents.credit import Footprint
-from agents.credit_check import BestWeights
-from agents.distributed import (
+from pxpo_gym.deprecation import warn_renamed
+from pxpo_gym.pinning import HeldPolicy, blend, pin_weights
+from pxpo_gym.sampling import Episode
+from pxpo_gym.transition import TransitionCoefficients, step_kl, step_log_prob
+
+from .algorithms import resolve_algorithm
+from .algorithms.base import EPOCH_METRICS, Algorithm, nan_metrics
+from .checkpoint import save_checkpoint, trainer_state
+from .config import TrainConfig, autocast, check_envs, make_envs
+from .credit import Footprint
+from .credit_check import BestWeights
+from .distributed import (
     World,
     all_sum,
     check_splittable,
@@ -38,17 +43,13 @@ from agents.distributed import (
     rank_device,
     sum_gradients,
 )
-from agents.ema import EMA
-from agents.export import EXPORT_DIR, export_policy
-from agents.losses import kl_penalty
-from agents.passes import BACKWARD_PASSES, PassCounter
-from agents.policy import guided_output, make_policy
-from agents.steps import sample_steps, step_weights, train_window
-from agents.trajectories import Trajectories, coefficients_from, collect
-from pxpo_gym.deprecation import warn_renamed
-from pxpo_gym.pinning import HeldPolicy, blend, pin_weights
-from pxpo_gym.sampling import Episode
-from pxpo_gym.transition import TransitionCoefficients, step_kl, step_log_prob
+from .ema import EMA
+from .export import EXPORT_DIR, export_policy
+from .losses import kl_penalty
+from .passes import BACKWARD_PASSES, PassCounter
+from .policy import guided_output, make_policy
+from .steps import sample_steps, step_weights, train_window
+from .trajectories import Trajectories, coefficients_from, collect
 
 
 class GraphKeeper:

@@ -16,7 +16,7 @@ an older preset's, in benchmarks/results/archive/), and every folder holds an ``
 
 INDEX.md lists every folder with its summary, commit, command and the doc pages that link it (found by
 scanning README.md, DEVELOPERS.md and docs/**/*.md for ``benchmarks/results/FOLDER``). The tests
-(tests/test_results_index.py) fail when a folder lacks its about.json, when INDEX.md differs from what
+(tests/benchmarks/test_results_index.py) fail when a folder lacks its about.json, when INDEX.md differs from what
 this writes, or when scripts/run_benchmarks.sh lacks a folder's command.
 
     python -m benchmarks.index            # rewrite INDEX.md
@@ -184,7 +184,7 @@ def render(root: Path = ROOT) -> str:
         "# Benchmark results",
         "",
         f"Written by `python -m benchmarks.index` from each folder's `{ABOUT}` and the links in README.md,",
-        "DEVELOPERS.md and docs/; do not edit by hand (`tests/test_results_index.py` fails when this file is",
+        "DEVELOPERS.md and docs/; do not edit by hand (`tests/benchmarks/test_results_index.py` fails when this file is",
         "stale). Commit: the code that made the committed files, as recorded. Command: what remakes them;",
         "`scripts/run_benchmarks.sh` runs every one (those marked 'at COMMIT' in a worktree at that commit; the",
         "ones whose code is outside the repository it lists). Cited in: the pages that name a path in the folder.",

@@ -9,7 +9,7 @@ that make every crash recoverable:
   keeps only the rows the last checkpoint covers (``agents.metrics.MetricsLogger``);
 - before each write (and between the halves of one) the code calls ``fault_point(path)``.
   ``FAULTS.hook``, None in normal use, lets a test fail exactly the N-th write with ENOSPC or a
-  simulated kill and check that ``--resume`` finishes what was cut off (``tests/test_crash.py``).
+  simulated kill and check that ``--resume`` finishes what was cut off (``tests/agents/test_crash.py``).
 """
 
 from __future__ import annotations

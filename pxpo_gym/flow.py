@@ -31,7 +31,7 @@ of model. ``FlowSampler`` is the plug-in (``pxpo_gym.samplers``).
   sample at sigma' has: (1 - sigma') and sigma' (c^2 + s^2 = sigma'^2). It re-noises a
   fixed share of sigma' at every step, however small the steps, so with a model's
   posterior-mean x_0 it under-disperses at high noise levels (measured on Gaussian data
-  with the exact velocity, tests/test_flow.py: variance 0.165 for 0.25 at level 0.7 and
+  with the exact velocity, tests/pxpo_gym/test_flow.py: variance 0.165 for 0.25 at level 0.7 and
   40 steps, 0.177 at 200 steps; 0.230 at level 0.1), where the SDE draws the marginal
   (0.247 at 0.7).
 

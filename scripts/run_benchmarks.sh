@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the committed benchmark results: every folder of benchmarks/results/ (INDEX.md lists them; each
-# folder's about.json holds its command and commit, and tests/test_results_index.py checks that every
+# folder's about.json holds its command and commit, and tests/benchmarks/test_results_index.py checks that every
 # command is here). In order: throughput, the per-step signal diagnostic, the sweep (learning rate and clip
 # range, the same effort for every algorithm), PXPO's advantage options, the quick and full suites at the
 # swept settings, the training options, the flow-matching default; PXPO's credits and the region task

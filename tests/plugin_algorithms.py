@@ -1,4 +1,4 @@
-"""Algorithms as an outside user writes them (public modules only), and broken ones, for tests/test_algorithms.py."""
+"""Algorithms as an outside user writes them (public modules only), and broken ones, for tests/agents/test_algorithms.py."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ ELSEWHERE = {
     "ObservationView(": "tests/test_readme.py::test_wrapper_example_builds_the_keyword_env",
     'model="default-flow"': "tests/test_readme.py::test_flow_matching_examples_run",
     "save_tiny_flux_pipeline": "tests/test_readme.py::test_flow_matching_examples_run",
-    "class_labels=labels": "tests/test_export.py::test_the_sampling_snippet_of_the_training_docs_runs_on_an_export",
+    "class_labels=labels": "tests/agents/test_export.py::test_the_sampling_snippet_of_the_training_docs_runs_on_an_export",
 }
 """A marker in a block -> the test that runs that block (and checks its result)."""
 

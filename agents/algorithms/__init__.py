@@ -12,12 +12,12 @@ import dataclasses
 import importlib
 import re
 
-from agents.algorithms.base import Algorithm
+from .base import Algorithm
 
 BUILTIN = {
-    "ddpo": "agents.algorithms.ddpo:DDPO",
-    "pxpo": "agents.algorithms.pxpo:PXPO",
-    "oracle": "agents.algorithms.oracle:Oracle",
+    "ddpo": f"{__name__}.ddpo:DDPO",
+    "pxpo": f"{__name__}.pxpo:PXPO",
+    "oracle": f"{__name__}.oracle:Oracle",
 }
 """The built-in algorithms by name."""
 

@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from agents.losses import PolicyGradientConfig
+from ..losses import PolicyGradientConfig
 
 EPOCH_METRICS = ("silent_fraction", "credit_agreement", "credit_dropped", "credit_pixel", "credit_restored")
 """Per-epoch columns an algorithm may fill (``epoch_metrics``); NaN where it does not."""

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from agents.advantages import ContextStats
-from agents.algorithms.base import Algorithm
-from agents.losses import PolicyGradientConfig, ddpo_loss
+from ..advantages import ContextStats
+from ..losses import PolicyGradientConfig, ddpo_loss
+from .base import Algorithm
 
 
 @dataclass(frozen=True)

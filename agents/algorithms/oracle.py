@@ -24,9 +24,10 @@ from typing import Any
 
 import torch
 
-from agents.algorithms.base import Algorithm
 from pxpo_gym.cli import Checked
 from pxpo_gym.sampling import Episode, rollout
+
+from .base import Algorithm
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -156,7 +157,7 @@ class Oracle(Algorithm):
     samples_with_gradients = True
 
     def attach(self, trainer: Any) -> None:
-        from agents.credit import reward_has_gradient
+        from ..credit import reward_has_gradient
 
         check_differentiable(
             reward_has_gradient(trainer.envs.unwrapped), trainer.envs.unwrapped.reward_fn.name

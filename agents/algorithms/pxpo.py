@@ -66,9 +66,11 @@ from typing import Any
 
 import torch
 
-from agents.advantages import STD_MODES, ContextStats
-from agents.algorithms.base import Algorithm
-from agents.credit import (
+from pxpo_gym.files import write_atomic
+from pxpo_gym.pinning import MAX_PIN_BAND
+
+from ..advantages import STD_MODES, ContextStats
+from ..credit import (
     CREDITS,
     KERNEL_CREDITS,
     LOCAL_SHARE,
@@ -79,7 +81,7 @@ from agents.credit import (
     reward_insensitive,
     reward_locality,
 )
-from agents.credit_check import (
+from ..credit_check import (
     CHECK_PROBES,
     CHECK_SCALES,
     CHECK_THRESHOLD,
@@ -87,11 +89,10 @@ from agents.credit_check import (
     reward_dropped,
     scaled_agreement_sums,
 )
-from agents.distributed import all_sum
-from agents.losses import PolicyGradientConfig, pxpo_loss
-from agents.policy import guided_output
-from pxpo_gym.files import write_atomic
-from pxpo_gym.pinning import MAX_PIN_BAND
+from ..distributed import all_sum
+from ..losses import PolicyGradientConfig, pxpo_loss
+from ..policy import guided_output
+from .base import Algorithm
 
 DEFAULT_CREDIT = "checked"
 DEFAULT_CREDIT_THRESHOLD = 0.3

@@ -15,7 +15,7 @@ import errno
 import socket
 import sys
 
-from agents.refine.config import RefineConfig, check_device_here
+from .config import RefineConfig, check_device_here
 
 
 def build(cfg: RefineConfig):
@@ -23,8 +23,8 @@ def build(cfg: RefineConfig):
     import torch
 
     try:
-        from agents.refine.app import make_app
-        from agents.refine.server import RefineServer
+        from .app import make_app
+        from .server import RefineServer
     except ImportError as err:  # starlette is the refine extra
         raise ImportError(
             f"the refine page needs starlette and uvicorn: pip install 'pxpo-gym[refine]' ({err})"

@@ -49,8 +49,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from agents.refine.server import ApiError, RefineServer, parse_count
-from agents.refine.workspace import write_feedback_archive
+from .server import ApiError, RefineServer, parse_count
+from .workspace import write_feedback_archive
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ def make_app(server: RefineServer) -> Starlette:
         return JSONResponse(await run_in_threadpool(server.checkout, request.path_params["id"], {}, True))
 
     async def page(request: Request) -> Response:
-        html = resources.files("agents.refine").joinpath("static/index.html").read_text()
+        html = resources.files(__package__).joinpath("static/index.html").read_text()
         return Response(html, media_type="text/html")
 
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -316,7 +316,7 @@ def make_app(server: RefineServer) -> Starlette:
         Route(workspace + "/cancel", cancel, methods=["POST"]),
         Route(workspace + "/checkout", checkout, methods=["POST"]),
         Route(workspace + "/reset", reset, methods=["POST"]),
-        Mount("/static", StaticFiles(packages=[("agents.refine", "static")]), name="static"),
+        Mount("/static", StaticFiles(packages=[(__package__, "static")]), name="static"),
     ]
     handlers = {
         ApiError: api_error,

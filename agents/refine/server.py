@@ -23,10 +23,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.refine.config import RefineConfig
-from agents.refine.feedback import parse_feedback
-from agents.refine.workspace import Cancelled, Workspace, refine_train_config
 from pxpo_gym.models import LoadedModel
+
+from .config import RefineConfig
+from .feedback import parse_feedback
+from .workspace import Cancelled, Workspace, refine_train_config
 
 
 def parse_count(text: str, name: str, low: int, high: int, status: int = 400, why: str = "") -> int:

@@ -44,16 +44,17 @@ from typing import IO, Any
 
 import torch
 
-from agents.algorithms.oracle import differentiable_rollout
-from agents.config import TrainConfig
-from agents.policy import trainable_state
-from agents.refine.config import RefineConfig
-from agents.refine.feedback import Feedback, PaintedReward
-from agents.trainer import Trainer
-from agents.trajectories import collect
 from pxpo_gym.models import LoadedModel
 from pxpo_gym.sampling import run_policy
 from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv
+
+from ..algorithms.oracle import differentiable_rollout
+from ..config import TrainConfig
+from ..policy import trainable_state
+from ..trainer import Trainer
+from ..trajectories import collect
+from .config import RefineConfig
+from .feedback import Feedback, PaintedReward
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Driving the refine page in headless chromium (Playwright): a server in a thread and mouse strokes.
 
-Shared by the browser test (tests/test_refine_browser.py) and the screenshot in docs/refine.md
+Shared by the browser test (tests/agents/test_refine_browser.py) and the screenshot in docs/refine.md
 (``python -m benchmarks.studies.refine --screenshot``). Debian's chromium is the browser:
 ``playwright install`` cannot download one on machines without the internet.
 """

@@ -16,8 +16,8 @@ from agents.heldout import EVAL_SEED_OFFSET
 from agents.pipeline import TrainedPipeline
 from agents.trainer import Trainer
 from pxpo_gym.sampling import run_policy
-from tests.test_agents import tiny_config
-from tests.test_export import held_run_config
+from tests.agents.test_agents import tiny_config
+from tests.agents.test_export import held_run_config
 
 LABELS = [0, 1, 2, 0, 1, 2]
 

@@ -15,7 +15,7 @@ from agents.runs import ADDED_FIELDS, resolve_config, train
 from agents.steps import train_window
 from agents.trainer import Trainer
 from agents.trajectories import collect
-from tests.test_agents import tiny_config
+from tests.agents.test_agents import tiny_config
 
 # -- where the window sits ----------------------------------------------------------------------------------
 

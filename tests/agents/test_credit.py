@@ -15,7 +15,7 @@ from agents.credit import Footprint, apply_kernels, credit_kernels, measure_foot
 from agents.metrics import read_metrics
 from agents.runs import train
 from agents.trainer import Trainer
-from tests.test_agents import policy_grad, tiny_config
+from tests.agents.test_agents import policy_grad, tiny_config
 
 
 def delta(steps: int, h: int, w: int) -> torch.Tensor:
@@ -386,7 +386,7 @@ def region_reward(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("silent_test, decided_at", [("recent", 2), ("first", 4)])
 def test_silent_mask_marks_the_unscored_half(tiny_model_dir, tmp_path, silent_test, decided_at):
-    region = ("tests.test_credit:region_reward",)
+    region = ("tests.agents.test_credit:region_reward",)
     trainer = Trainer(
         tiny_config(tiny_model_dir, tmp_path, credit="pixel", reward=region, silent_test=silent_test)
     )
@@ -475,7 +475,7 @@ def test_evaluation_measures_the_silent_and_the_scored_part_by_hand(tiny_model_d
         "DiffusionDenoise-v0",
         num_envs=4,
         model=str(tiny_model_dir),
-        reward="tests.test_credit:region_reward",
+        reward="tests.agents.test_credit:region_reward",
         num_inference_steps=3,
     )
     evaluator = Evaluator(envs, seed=0, context_ids=envs.unwrapped.context_choices)
@@ -503,7 +503,7 @@ def test_evaluation_reports_nan_without_silent_pixels(tiny_model_dir):
 
 def freeze_config(tiny_model_dir, tmp_path, **overrides):
     """Pixel credit, silent pixels frozen (unless overridden), the half-silent region reward."""
-    region = ("tests.test_credit:region_reward",)
+    region = ("tests.agents.test_credit:region_reward",)
     settings = {"credit": "pixel", "silent_mode": "freeze", "reward": region, **overrides}
     return tiny_config(tiny_model_dir, tmp_path, **settings)
 
@@ -604,7 +604,7 @@ def test_default_run_holds_the_unscored_half_at_evaluation(tiny_model_dir, tmp_p
     config = tiny_config(
         tiny_model_dir,
         tmp_path,
-        reward=("tests.test_credit:region_reward",),
+        reward=("tests.agents.test_credit:region_reward",),
         num_epochs=3,
         eval_every=1,
         eval_images=8,
@@ -663,7 +663,7 @@ def test_the_silent_penalty_changes_nothing_where_no_pixel_is_silent(tiny_model_
         )
         return [(m["loss"], m["silent_fraction"]) for m in train(config.replace(overwrite=True))]
 
-    quiet_free = [losses("tests.test_credit:mean_red_reward", coef) for coef in (5.0, 10.0)]
+    quiet_free = [losses("tests.agents.test_credit:mean_red_reward", coef) for coef in (5.0, 10.0)]
     assert quiet_free[0] == quiet_free[1] and all(f == 0 for _, f in quiet_free[0][1:])
     saturated = [losses("color", coef) for coef in (5.0, 10.0)]
     assert saturated[0][-1][1] > 0 and saturated[0] != saturated[1]
@@ -733,19 +733,19 @@ def test_reward_insensitive_finds_the_pixels_a_reward_never_looks_at(tiny_model_
     def core_with(reward):
         return tiny_core(tiny_model_dir, reward)
 
-    region = reward_insensitive(core_with("tests.test_credit:region_reward"))
+    region = reward_insensitive(core_with("tests.agents.test_credit:region_reward"))
     assert region.shape == (3, 8, 8) and bool(region[..., 4:].all()) and not bool(region[..., :4].any())
-    raised = reward_insensitive(core_with("tests.test_credit:raised_region_reward"))
+    raised = reward_insensitive(core_with("tests.agents.test_credit:raised_region_reward"))
     assert torch.equal(raised, region)  # each pixel compared with itself over the images, per context
     # A reward that is 1 only where a channel exceeds 0.97: about half the pixels stay 0 on 8 noise images,
     # which ones depends on the images drawn: the default seed (0) draws the same ones every time.
-    rare = core_with("tests.test_credit:rare_bright_reward")
+    rare = core_with("tests.agents.test_credit:rare_bright_reward")
     first = reward_insensitive(rare)
     assert 0.2 < float(first.float().mean()) < 0.8
     assert torch.equal(first, reward_insensitive(rare, seed=0))
     assert not torch.equal(first, reward_insensitive(rare, seed=1))
     assert not bool(reward_insensitive(core_with("color")).any())  # noise moves every pixel's redness
-    gated = reward_insensitive(core_with("tests.test_credit:gated_reward"))
+    gated = reward_insensitive(core_with("tests.agents.test_credit:gated_reward"))
     assert bool(gated.all())  # 0 on every noise image: why 'hold-unscored' also asks for silence
     algo = PXPO(PXPOConfig(stat_min_count=2, credit="pixel"), num_contexts=3, map_shape=(8, 8))
     algo.set_insensitive(gated)
@@ -802,17 +802,23 @@ def test_reward_locality_by_hand(tiny_model_dir):
     assert locality("color") == 1.0  # a pixel's redness is its own
     # The 3x3 box mean moves the k in-image cells around the changed pixel by the same amount: a share of
     # 1/k per probe, k = 9 inside, 6 on an edge, 4 in a corner (rows and columns swapped would miss it).
-    box = locality("tests.test_credit:box_brightness")
+    box = locality("tests.agents.test_credit:box_brightness")
     assert 1 / 9 <= box <= 1 / 4
-    assert abs(locality("tests.test_credit:mean_red_reward") - 1 / 64) < 1e-6  # one score for the 8x8 image
-    assert locality("tests.test_credit:right_neighbour_brightness") == 0.0  # only its left neighbour moves
-    assert locality("tests.test_credit:gated_reward") == 1.0  # never responds: the paper's rule is kept
+    assert (
+        abs(locality("tests.agents.test_credit:mean_red_reward") - 1 / 64) < 1e-6
+    )  # one score for the 8x8 image
+    assert (
+        locality("tests.agents.test_credit:right_neighbour_brightness") == 0.0
+    )  # only its left neighbour moves
+    assert (
+        locality("tests.agents.test_credit:gated_reward") == 1.0
+    )  # never responds: the paper's rule is kept
 
 
 def test_reward_locality_seed_and_probes(tiny_model_dir):
     from agents.credit import reward_locality
 
-    core = tiny_core(tiny_model_dir, "tests.test_credit:box_brightness")
+    core = tiny_core(tiny_model_dir, "tests.agents.test_credit:box_brightness")
     # The default is seed 0 (what every run's RUN/credit.json records); another seed draws other cells.
     assert reward_locality(core) == reward_locality(core, seed=0) != reward_locality(core, seed=1)
     assert 1 / 9 <= reward_locality(core, probes=1) <= 1 / 4  # one probe per context is allowed
@@ -831,7 +837,7 @@ def test_committed_segmentation_locality_reproduces():
     from benchmarks.studies.locality import LocalityConfig, measure
 
     committed = json.loads(
-        (Path(__file__).parents[1] / "benchmarks/results/locality/locality.json").read_text()
+        (Path(__file__).parents[2] / "benchmarks/results/locality/locality.json").read_text()
     )
     measured = measure(LocalityConfig(tasks=("segmentation",), seeds=(0,)))
     assert (
@@ -879,7 +885,7 @@ def test_reward_locality_on_a_latent_grid(tiny_sd_dir):
 
     share, (h, w) = locality("color")
     assert abs(share - 1.0) < 1e-6  # the cell's whole block of image pixels changes, and only its own reward
-    share, (h, w) = locality("tests.test_credit:mean_red_reward")
+    share, (h, w) = locality("tests.agents.test_credit:mean_red_reward")
     assert abs(share - 1 / (h * w)) < 1e-6
 
 
@@ -928,7 +934,7 @@ def test_auto_credit_trains_as_the_credit_it_chose_and_resumes_exactly(tiny_mode
     assert [m["loss"] for m in auto_local] == [m["loss"] for m in pixel]
     chosen = json.loads((tmp_path / "auto-local" / "credit.json").read_text())
     assert chosen == {"credit": "auto", "locality": 1.0, "chosen": "pixel"}
-    reward = "tests.test_credit:box_brightness"  # a 3x3 receptive field: not pixel-local
+    reward = "tests.agents.test_credit:box_brightness"  # a 3x3 receptive field: not pixel-local
     auto_global, config = run("auto-global", reward, credit="auto", save_every=1, num_epochs=3)
     image, _ = run("image", reward, credit="image", silent_kl_coef=0.0, num_epochs=3)
     box_pixel, _ = run("box-pixel", reward, credit="pixel", num_epochs=3)
@@ -993,7 +999,7 @@ def test_distilling_the_pinned_pixels_keeps_them_in_the_weights_alone(tiny_model
         config = tiny_config(
             tiny_model_dir,
             tmp_path,
-            reward=("tests.test_credit:region_reward",),
+            reward=("tests.agents.test_credit:region_reward",),
             num_epochs=4,
             eval_every=1,
             eval_images=8,
@@ -1016,7 +1022,7 @@ def test_the_weights_alone_are_scored_without_the_pin_in_freeze_mode_too(tiny_mo
         tiny_config(
             tiny_model_dir,
             tmp_path,
-            reward=("tests.test_credit:region_reward",),
+            reward=("tests.agents.test_credit:region_reward",),
             silent_mode="freeze",
             num_epochs=4,
             eval_every=1,

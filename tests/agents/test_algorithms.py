@@ -16,11 +16,11 @@ from agents.algorithms import resolve_algorithm
 from agents.metrics import read_metrics
 from agents.runs import train
 from agents.trainer import Trainer
+from tests.agents.test_agents import tiny_config
 from tests.plugin_algorithms import BatchBaseline
-from tests.test_agents import tiny_config
 
 PLUGIN = "tests.plugin_algorithms:BatchBaseline"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def numbers(rows: list[dict]) -> list[dict]:

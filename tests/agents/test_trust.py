@@ -14,7 +14,7 @@ import pytest
 
 from agents.config import TrainConfig
 from agents.runs import train
-from tests.test_agents import tiny_config
+from tests.agents.test_agents import tiny_config
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 

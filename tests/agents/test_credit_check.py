@@ -21,7 +21,7 @@ from agents.metrics import read_metrics
 from agents.policy import trainable_state
 from agents.runs import train
 from agents.trainer import Trainer
-from tests.test_agents import tiny_config
+from tests.agents.test_agents import tiny_config
 
 
 def core_with(tiny_model_dir, reward, num_envs=4):
@@ -32,13 +32,13 @@ def core_with(tiny_model_dir, reward, num_envs=4):
 
 GATE = {"level": 0.0, "scale": 1.0}
 """``blue_gated_red``'s gate: 0 never binds; the trainer test raises it mid-run."""
-REWARD = "tests.test_credit_check:blue_gated_red"
+REWARD = "tests.agents.test_credit_check:blue_gated_red"
 
 
 def gate() -> dict:
     """GATE as the reward sees it: the env imports REWARD's module by name, which pytest's own import of
     this file (without a tests/__init__.py) is not."""
-    return importlib.import_module("tests.test_credit_check").GATE
+    return importlib.import_module("tests.agents.test_credit_check").GATE
 
 
 def blue_gated_red(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:

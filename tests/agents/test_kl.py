@@ -13,7 +13,7 @@ from agents.runs import train
 from agents.trainer import Trainer
 from agents.trajectories import coefficients_from
 from pxpo_gym.transition import TransitionCoefficients, step_kl, transition_mean
-from tests.test_agents import tiny_config
+from tests.agents.test_agents import tiny_config
 
 
 def test_step_kl_equals_torch_distributions():

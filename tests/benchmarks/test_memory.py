@@ -9,7 +9,7 @@ import torch
 from agents.config import TrainConfig
 from agents.policy import make_policy
 from agents.trainer import Trainer
-from tests.test_latent import PROMPTS, STEPS
+from tests.pxpo_gym.test_latent import PROMPTS, STEPS
 
 
 def held_bytes(*modules: torch.nn.Module) -> int:

@@ -20,7 +20,7 @@ from agents.export import LORA_WEIGHTS
 from agents.trainer import Trainer
 from pxpo_gym.flow import FlowSchedule
 from pxpo_gym.loading import load_model
-from tests.test_agents import tiny_config
+from tests.agents.test_agents import tiny_config
 
 pytest.importorskip("transformers")
 
@@ -122,7 +122,7 @@ def test_ddpo_and_pxpo_train_lora_on_the_pipeline(pipeline_dirs, tmp_path, layou
 
 
 def config(folder, tmp_path, algo: str) -> TrainConfig:
-    """The agents' tiny run (tests.test_agents.tiny_config) on a 16 x 16 text-to-image pipeline."""
+    """The agents' tiny run (tests.agents.test_agents.tiny_config) on a 16 x 16 text-to-image pipeline."""
     return tiny_config(
         folder, tmp_path, prompts=tuple(PROMPTS), resolution=16, algo=algo, reward=("color",),
         learning_rate=1e-2, num_epochs=1, sample_batch_size=4, train_batch_size=4, stat_buffer_size=4,

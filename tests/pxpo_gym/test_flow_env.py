@@ -12,7 +12,7 @@ from agents.trainer import Trainer
 from pxpo_gym.env import DiffusionDenoiseEnv
 from pxpo_gym.flow import FlowSchedule
 from pxpo_gym.transition import TransitionCoefficients, step_log_prob, transition_mean
-from tests.test_agents import tiny_config
+from tests.agents.test_agents import tiny_config
 
 STEPS = 4
 
@@ -63,7 +63,7 @@ def test_cps_and_the_noise_level_are_settable_and_checked(tiny_flow_dir, tiny_mo
 
 
 def test_sb3_checker_passes_on_the_flow_env(tiny_flow_dir):
-    # Gymnasium's checker runs on both kinds of model in tests/test_env.py.
+    # Gymnasium's checker runs on both kinds of model in tests/pxpo_gym/test_env.py.
     from stable_baselines3.common.env_checker import check_env
 
     single = DiffusionDenoiseEnv(model=str(tiny_flow_dir), num_inference_steps=STEPS)

@@ -8,7 +8,7 @@ import torch
 from agents.ema import EMA
 from agents.metrics import read_metrics
 from agents.runs import train
-from tests.test_agents import tiny_config
+from tests.agents.test_agents import tiny_config
 
 
 def test_ema_by_hand():

@@ -192,7 +192,7 @@ def test_the_public_cps_log_density_is_the_unnormalised_square():
 
 def test_training_with_the_public_cps_density_records_it(tiny_flow_dir, tmp_path):
     from agents.trainer import Trainer
-    from tests.test_agents import tiny_config
+    from tests.agents.test_agents import tiny_config
 
     trainer = Trainer(tiny_config(tiny_flow_dir, tmp_path, transition="cps", log_density="public"))
     metrics, traj = trainer.train_epoch()

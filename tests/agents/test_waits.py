@@ -10,7 +10,7 @@ import pytest
 
 from agents.progress import RunProgress, ticks_per_epoch
 from agents.trainer import Trainer
-from tests.test_agents import tiny_config
+from tests.agents.test_agents import tiny_config
 
 
 def assert_in_order(printed: str, *phrases: str) -> None:

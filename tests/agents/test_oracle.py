@@ -12,7 +12,7 @@ from agents.metrics import read_metrics
 from agents.policy import make_policy
 from agents.runs import train
 from agents.trainer import Trainer
-from tests.test_agents import tiny_config
+from tests.agents.test_agents import tiny_config
 
 
 def tiny_envs(tiny_model_dir, reward="color", num_envs=4, steps=3):

@@ -15,8 +15,8 @@ from agents.checkpoint import load_checkpoint
 from agents.metrics import read_metrics
 from agents.runs import MANIFEST, train
 from pxpo_gym.files import FAULTS, write_atomic
-from tests.test_agents import tiny_config
-from tests.test_export import held_run_config
+from tests.agents.test_agents import tiny_config
+from tests.agents.test_export import held_run_config
 
 
 class Killed(BaseException):

@@ -17,7 +17,7 @@ import tyro
 
 from benchmarks import index
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_results_folder_names_its_command_commit_and_summary():

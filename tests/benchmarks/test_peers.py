@@ -11,7 +11,7 @@ from agents.algorithms import resolve_algorithm
 from benchmarks.suite.peers.dense_flow_grpo import DenseFlowGRPO, DenseFlowGRPOConfig
 from benchmarks.suite.peers.flow_grpo import FlowGRPO, FlowGRPOConfig, FlowGRPOFast, FlowGRPOFastConfig
 from benchmarks.suite.peers.groups import group_normalise
-from tests.test_agents import tiny_config
+from tests.agents.test_agents import tiny_config
 
 
 def test_group_normalise_by_hand():

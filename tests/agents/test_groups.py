@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from agents.trainer import Trainer
-from tests.test_agents import tiny_config
+from tests.agents.test_agents import tiny_config
 
 
 def _group_config(tiny_model_dir, tmp_path, **overrides):

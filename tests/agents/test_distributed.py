@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from agents.distributed import join_local_group
 from agents.policy import trainable_state
 from agents.trainer import Trainer
-from tests.test_agents import tiny_config
+from tests.agents.test_agents import tiny_config
 
 EPOCHS = 2
 UPDATE_TOLERANCE = 1e-2

@@ -7,7 +7,7 @@ import torch
 from agents.passes import PassCounter
 from agents.runs import train
 from agents.trainer import Trainer
-from tests.test_agents import tiny_config
+from tests.agents.test_agents import tiny_config
 
 
 def test_the_counter_by_hand_on_a_module():

@@ -18,7 +18,7 @@ from agents.runs import train
 from pxpo_gym.env import DiffusionDenoiseEnv
 from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv
 from pxpo_gym.wrappers import make_vector_env
-from tests.test_agents import tiny_config
+from tests.agents.test_agents import tiny_config
 
 
 @pytest.fixture

@@ -230,7 +230,7 @@ def test_env_reports_each_component_and_pxpo_trains_on_the_weighted_map(tiny_mod
     from agents.metrics import read_metrics
     from agents.runs import train
     from agents.trainer import Trainer
-    from tests.test_agents import tiny_config
+    from tests.agents.test_agents import tiny_config
 
     config = tiny_config(tiny_model_dir, tmp_path, reward=("color:0.3", "brightness:0.7"), num_epochs=2)
     trainer = Trainer(config)

@@ -7,7 +7,7 @@ import torch
 
 from agents.steps import sample_steps, step_weights
 from agents.trainer import Trainer
-from tests.test_agents import policy_grad, tiny_config
+from tests.agents.test_agents import policy_grad, tiny_config
 
 # A hand-made schedule: median sigma = 0.3, so with threshold 0.25 the reference is 0.075.
 STD = torch.tensor([0.8, 0.4, 0.3, 0.2, 0.02])

@@ -18,8 +18,8 @@ from agents.heldout import EVAL_SEED_OFFSET
 from agents.runs import train
 from agents.trainer import Trainer
 from pxpo_gym.sampling import run_policy
-from tests.test_agents import tiny_config
-from tests.test_latent import PROMPTS, STEPS
+from tests.agents.test_agents import tiny_config
+from tests.pxpo_gym.test_latent import PROMPTS, STEPS
 
 
 def trained(config: TrainConfig, epochs: int = 1) -> Trainer:
@@ -226,7 +226,7 @@ def test_the_sampling_snippet_of_the_training_docs_runs_on_an_export(tiny_model_
     from pathlib import Path
 
     trained(tiny_config(tiny_model_dir, tmp_path), epochs=1).export()
-    text = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
     (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "class_labels" in b]
     folder = str(tmp_path / "run" / "model")
     block = block.replace('MODEL = "runs/pxpo-is-color-seed0/model"', f"MODEL = {folder!r}")
@@ -241,7 +241,10 @@ def held_run_config(tiny_model_dir, tmp_path, **overrides) -> TrainConfig:
     """A tiny run whose reward scores the left half only, with the silent pixels held ('hold'): from its
     third epoch on it pins the right half."""
     settings = dict(
-        reward=("tests.test_credit:region_reward",), silent_mode="hold", num_epochs=3, learning_rate=3e-3
+        reward=("tests.agents.test_credit:region_reward",),
+        silent_mode="hold",
+        num_epochs=3,
+        learning_rate=3e-3,
     )
     return tiny_config(tiny_model_dir, tmp_path, **{**settings, **overrides})
 

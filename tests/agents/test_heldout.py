@@ -12,7 +12,7 @@ import pxpo_gym  # noqa: F401
 from agents.heldout import Evaluator
 from agents.metrics import read_metrics
 from agents.runs import train
-from tests.test_agents import tiny_config
+from tests.agents.test_agents import tiny_config
 
 
 def test_the_pretrained_model_has_distance_zero_and_the_default_model_a_shape_rate():

@@ -30,7 +30,7 @@ from agents.refine.app import MAX_IMAGE_SIDE  # noqa: E402
 from agents.refine.config import RefineConfig  # noqa: E402
 from agents.refine.feedback import DISLIKE, Feedback  # noqa: E402
 from agents.refine.workspace import Version, feedback_archive  # noqa: E402
-from tests.test_refine import b64, halves, local_client, png, small_config, wait  # noqa: E402
+from tests.agents.test_refine import b64, halves, local_client, png, small_config, wait  # noqa: E402
 
 
 @pytest.fixture

@@ -281,7 +281,7 @@ def test_feedback_errors_say_exactly_what_is_wrong():
 
 
 def test_latent_pipeline_end_to_end_with_prompts_from_the_page(tiny_sd_dir):
-    from tests.test_latent import PROMPTS
+    from tests.pxpo_gym.test_latent import PROMPTS
 
     cfg = RefineConfig(
         model=str(tiny_sd_dir),
