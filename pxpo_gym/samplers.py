@@ -12,39 +12,21 @@ from typing import Any
 
 from pxpo_gym.ddim import DDIMSampler
 from pxpo_gym.flow import FlowSampler
+from pxpo_gym.registry import Registry
 from pxpo_gym.transition import Sampler
 
-SAMPLERS: dict[str, type[Sampler]] = {DDIMSampler.name: DDIMSampler, FlowSampler.name: FlowSampler}
+SAMPLERS: Registry[type[Sampler]] = Registry("sampler", Sampler, (DDIMSampler, FlowSampler))
 """The registered samplers by name, built-ins first."""
 
 
 def register_sampler(sampler: type[Sampler], replace: bool = False) -> type[Sampler]:
-    """Adds a sampler plug-in to ``SAMPLERS`` under its ``name`` (returns it, so it works as a decorator).
-
-    Raises:
-        TypeError: not a ``Sampler`` subclass.
-        ValueError: a name that is not a non-empty string, or one already registered (unless ``replace``).
-    """
-    if not (isinstance(sampler, type) and issubclass(sampler, Sampler)):
-        raise TypeError(f"a sampler must subclass pxpo_gym.transition.Sampler, got {sampler!r}")
-    name = getattr(sampler, "name", None)
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{sampler.__name__}.name must be a non-empty string, got {name!r}")
-    if name in SAMPLERS and not replace and SAMPLERS[name] is not sampler:
-        raise ValueError(f"a sampler named {name!r} is already registered; pass replace=True to replace it")
-    SAMPLERS[name] = sampler
-    return sampler
+    """Adds a sampler plug-in to ``SAMPLERS`` under its ``name`` (``Registry.register``; a decorator)."""
+    return SAMPLERS.register(sampler, replace)
 
 
 def get_sampler(name: Any) -> type[Sampler]:
-    """The registered sampler ``name`` stands for.
-
-    Raises:
-        ValueError: not a registered name (the message lists them).
-    """
-    if not isinstance(name, str) or name not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got sampler={name!r}")
-    return SAMPLERS[name]
+    """The registered sampler ``name`` stands for (``Registry.named``: a ValueError listing them if none)."""
+    return SAMPLERS.named(name)
 
 
 def sampler_for(loaded: Any) -> type[Sampler]:

@@ -19,42 +19,24 @@ from pxpo_gym.backbones.flux import FluxTransformer
 from pxpo_gym.backbones.sd import StableDiffusionUNet
 from pxpo_gym.backbones.sd3 import SD3Transformer
 from pxpo_gym.backbones.unet import PixelUNet
+from pxpo_gym.registry import Registry
 
 __all__ = ["BACKBONES", "Backbone", "backbone_for_index", "get_backbone", "register_backbone"]
 
-BACKBONES: dict[str, type[Backbone]] = {
-    cls.name: cls for cls in (PixelUNet, StableDiffusionUNet, SD3Transformer, FluxTransformer)
-}
+BACKBONES: Registry[type[Backbone]] = Registry(
+    "backbone", Backbone, (PixelUNet, StableDiffusionUNet, SD3Transformer, FluxTransformer)
+)
 """The registered backbones by name, built-ins first."""
 
 
 def register_backbone(backbone: type[Backbone], replace: bool = False) -> type[Backbone]:
-    """Adds a backbone plug-in to ``BACKBONES`` under its ``name`` (returns it, so it works as a decorator).
-
-    Raises:
-        TypeError: not a ``Backbone`` subclass.
-        ValueError: a name that is not a non-empty string, or one already registered (unless ``replace``).
-    """
-    if not (isinstance(backbone, type) and issubclass(backbone, Backbone)):
-        raise TypeError(f"a backbone must subclass pxpo_gym.backbones.base.Backbone, got {backbone!r}")
-    name = getattr(backbone, "name", None)
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{backbone.__name__}.name must be a non-empty string, got {name!r}")
-    if name in BACKBONES and not replace and BACKBONES[name] is not backbone:
-        raise ValueError(f"a backbone named {name!r} is already registered; pass replace=True to replace it")
-    BACKBONES[name] = backbone
-    return backbone
+    """Adds a backbone plug-in to ``BACKBONES`` under its ``name`` (``Registry.register``; a decorator)."""
+    return BACKBONES.register(backbone, replace)
 
 
 def get_backbone(name: Any) -> type[Backbone]:
-    """The registered backbone ``name`` stands for.
-
-    Raises:
-        ValueError: not a registered name (the message lists them).
-    """
-    if not isinstance(name, str) or name not in BACKBONES:
-        raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got backbone={name!r}")
-    return BACKBONES[name]
+    """The registered backbone ``name`` stands for (``Registry.named``: a ValueError listing them if none)."""
+    return BACKBONES.named(name)
 
 
 def backbone_for_index(index: dict[str, Any], source: str) -> type[Backbone]:
