@@ -182,6 +182,13 @@ $PY -m benchmarks.suite.reproduce --runs $R/seam --preset seam --tasks region fr
     --out $R/reproduce_algorithms/pxpo-band0.json > logs/reproduce_band0.log 2>&1
 $PY -m benchmarks.suite.reproduce --runs $R/seam --preset seam --tasks region frame --label pxpo-band4 --epochs 6 \
     --out $R/reproduce_algorithms/pxpo-band4.json > logs/reproduce_band4.log 2>&1
+# issue 36: the sections, plug-ins and renames changed no number (committed cells re-run bit for bit)
+$PY -m benchmarks.suite.reproduce --runs $R/breadth --preset breadth --tasks frame color --label ddpo --epochs 3 \
+    --out $R/reproduce_sections/ddpo.json > logs/reproduce_sections_ddpo.log 2>&1
+$PY -m benchmarks.suite.reproduce --runs $R/breadth --preset breadth --tasks color target_map --label oracle \
+    --epochs 3 --out $R/reproduce_sections/oracle.json > logs/reproduce_sections_oracle.log 2>&1
+$PY -m benchmarks.suite.reproduce --runs $R/passes_train --preset passes-train --tasks color region \
+    --label pxpo-window2-random-det --epochs 3 --out $R/reproduce_sections/pxpo.json > logs/reproduce_sections_pxpo.log 2>&1
 # issue 35: fewer passes (held out every epoch), each suite followed by its passes report; the test split last, run once
 $PY -m benchmarks.suite passes-train --out $R/passes_train > logs/passes_train.log 2>&1
 $PY -m benchmarks.suite.passes passes-train --out $R/passes_train >> logs/passes_train.log 2>&1
