@@ -116,9 +116,14 @@ def test_agents_has_no_import_circle():
     mods = agents_modules()
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for name, path in mods.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         for node in ast.walk(ast.parse(path.read_text())):  # every import, in functions too
-            if isinstance(node, ast.ImportFrom) and node.module:
-                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            if isinstance(node, ast.ImportFrom) and (node.module or node.level):
+                base = node.module or ""
+                if node.level:  # relative (inside agents/ every import of agents is): resolved from the package
+                    parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    base = f"{parent}.{base}" if base else parent
+                targets = [base, *(f"{base}.{a.name}" for a in node.names)]
             elif isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             else:

@@ -126,7 +126,7 @@ def test_dropped_steps_are_never_trained(tiny_model_dir, tmp_path, monkeypatch):
 
     traj = trainer.sample()
     adv = trainer.algo.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
-    monkeypatch.setattr(trainer, "eps", spy)
+    monkeypatch.setattr(trainer, "action", spy)
     trainer.update(traj, adv)
     timesteps = trainer.envs.unwrapped.schedule.timesteps.tolist()
     assert set(seen) == {timesteps[0], timesteps[2]}
