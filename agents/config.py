@@ -728,7 +728,7 @@ def make_envs(config: TrainConfig, num_envs: int | None = None, device: str | No
     rank's share of it; ``device`` the config's, e.g. a rank's own GPU)."""
     kwargs = config.env.env_kwargs(num_envs or config.env_batch_size, device or config.run.device)
     # a run starts from the weights: an export's pin is not part of them
-    return gym.make_vec("DiffusionDenoise-v0", held_pixels="off", **kwargs)
+    return gym.make_vec("DiffusionDenoise-v0", pinned_pixels="off", **kwargs)
 
 
 def check_envs(config: TrainConfig, envs: Any, ranks: int = 1) -> None:

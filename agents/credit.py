@@ -56,7 +56,7 @@ Kernel credits are rescaled per step to the per-pixel advantages' root mean squa
 so every step's advantages keep one scale (the loss's step weights stay in charge
 of how much each step counts). Where the reward is silent (a pixel whose reward
 never varies) the advantage is 0 under every credit but ``"image"``;
-``silent_kl_coef`` (``agents.algorithms.pxpo``) holds those pixels to the pretrained model.
+``silent_kl_coef`` (``agents.algorithms.pxpo``) keeps those pixels near the pretrained model.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from pxpo_gym.deprecation import moved_names
 from pxpo_gym.rewards import pool_to_grid
 
 CREDITS = ("pixel", "image", "footprint", "support", "receptive", "auto", "checked")
@@ -388,19 +389,19 @@ def reward_locality(core, probes: int = LOCALITY_PROBES, seed: int = 0) -> float
     return min(1.0, float(change[torch.arange(n), rows, cols].sum()) / total)  # <= 1 but for rounding
 
 
-INSENSITIVE_PROBES = 8
-"""Random images per context that ``reward_insensitive`` scores."""
+UNSCORED_PROBES = 8
+"""Random images per context that ``reward_unscored`` scores."""
 
 
-def reward_insensitive(core, probes: int = INSENSITIVE_PROBES, seed: int = 0) -> torch.Tensor:
+def reward_unscored(core, probes: int = UNSCORED_PROBES, seed: int = 0) -> torch.Tensor:
     """(num_contexts, h, w) bool on the sample grid: the pixels whose reward map is exactly the same for
     ``probes`` images of uniform noise per context, i.e. pixels the reward does not look at (a reward that
     scores only part of the image). One reward pass over probes x contexts images; contexts the env never
     samples stay False.
 
-    A pixel that is only dark in every real image (its colour reward constant) is not insensitive: noise
-    moves it. A gated reward that is 0 on every noise image looks insensitive everywhere, which is why
-    PXPO's 'hold-unscored' also needs the pixel to be silent on the pretrained model's own images.
+    A pixel that is only dark in every real image (its colour reward constant) is scored: noise moves
+    it. A gated reward that is 0 on every noise image looks unscored everywhere, which is why PXPO's
+    'hold-unscored' also needs the pixel to be silent on the pretrained model's own images.
     """
     choices = core.context_choices.cpu()
     generator = torch.Generator().manual_seed(seed)
@@ -443,3 +444,12 @@ def _probe_sensitivity(envs, action_fn, noise, contexts, rows, cols, probe_steps
     out = diff.new_zeros(n, steps, *diff.shape[1:])
     out[idx, probe_steps] = diff
     return out
+
+
+__getattr__ = moved_names(
+    __name__,
+    {
+        "reward_insensitive": f"{__name__}:reward_unscored",
+        "INSENSITIVE_PROBES": f"{__name__}:UNSCORED_PROBES",
+    },
+)

@@ -13,9 +13,9 @@ Against a reference model (by default the model an export was fine-tuned from)
 the same noise also gives the fidelity columns: RMS distance to the reference's
 images and, for the shapes model, the segmentation network's shape match.
 
-An export of a run that pinned PXPO's silent pixels (``held_pixels.safetensors``,
+An export of a run that pinned pixels (PXPO's ``pinned_pixels.safetensors``,
 ``agents.export``) is sampled with the pin applied against its reference, as the
-run's own evaluations were (``--held-pixels off``: the weights alone).
+run's own evaluations were (``--pinned-pixels off``: the weights alone).
 
 Writes OUT/evaluation.json and OUT/grid.png (images beside their reward
 heatmaps); OUT defaults to RUN/evaluation for an export in RUN/model, else
@@ -25,6 +25,8 @@ evaluations/NAME.
 from __future__ import annotations
 
 import json
+import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +38,11 @@ import tyro
 
 import pxpo_gym  # noqa: F401  (registers the env)
 from pxpo_gym.cli import parse
+from pxpo_gym.deprecation import warn_renamed
 from pxpo_gym.files import write_atomic
 from pxpo_gym.loading import load_model, read_metadata
 from pxpo_gym.models import METADATA_FILE
-from pxpo_gym.pinning import pinned_policy, read_held_pixels
+from pxpo_gym.pinning import pinned_policy, read_pinned_pixels
 from pxpo_gym.rewards import refuse_code_from_file
 from pxpo_gym.vector_env import run_sampler
 from pxpo_gym.viz import reward_caption, save_reward_grid
@@ -89,9 +92,9 @@ class EvaluateConfig:
     trust_code: bool = False
     """Run a reward the export names by import path ('package.module:function'); without it only built-in
     rewards are read from a model folder (a folder is something people download)."""
-    held_pixels: Literal["auto", "off"] = "auto"
-    """'auto': an export's pinned silent pixels (held_pixels.safetensors) are applied against the reference,
-    as in training; 'off': the exported weights alone."""
+    pinned_pixels: Literal["auto", "off"] = "auto"
+    """'auto': an export's pinned pixels (pinned_pixels.safetensors) are applied against the reference, as in
+    training; 'off': the exported weights alone."""
 
 
 def resolve(cfg: EvaluateConfig) -> tuple[tuple[str, ...], dict[str, Any], str | None, Path]:
@@ -158,7 +161,7 @@ def evaluate(cfg: EvaluateConfig, say: Callable[[str], None] | None = None) -> d
     which = f"the reference {reference!r}" if reference is not None else repr(cfg.model)
     say(f"loading {which} and the reward {' + '.join(reward)} ...")
     # the pin is applied below against this env's model (the reference), not by the env
-    envs = gym.make_vec("DiffusionDenoise-v0", model=reference or cfg.model, held_pixels="off", **common)
+    envs = gym.make_vec("DiffusionDenoise-v0", model=reference or cfg.model, pinned_pixels="off", **common)
     core = envs.unwrapped
     scored = None  # None: the env's own model is the one scored
     if reference is not None:
@@ -166,8 +169,8 @@ def evaluate(cfg: EvaluateConfig, say: Callable[[str], None] | None = None) -> d
         loaded = load_model(cfg.model, cfg.device, prompts=prompts, resolution=cfg.resolution)
         check_comparable(cfg.model, loaded, reference, core.loaded)
         scored = loaded.noise_model.requires_grad_(False)
-    pin = read_held_pixels(cfg.model, core.loaded.num_contexts, tuple(core.loaded.sample_shape[-2:]))
-    if pin is not None and (scored is None or cfg.held_pixels == "off"):
+    pin = read_pinned_pixels(cfg.model, core.loaded.num_contexts, tuple(core.loaded.sample_shape[-2:]))
+    if pin is not None and (scored is None or cfg.pinned_pixels == "off"):
         pin = None  # the weights alone (no reference to pin to, or asked for)
     say(
         f"sampling the {'reference' if reference is not None else 'model'}'s {cfg.images} held-out images ..."
@@ -176,8 +179,8 @@ def evaluate(cfg: EvaluateConfig, say: Callable[[str], None] | None = None) -> d
     if reference is not None:
         say(f"sampling the model's {cfg.images} held-out images from the same noise ...")
     if pin is not None:
-        mode, held = pin
-        episode = evaluator.episode(pinned_policy(mode, scored, core.model, held.to(core.device)))
+        mode, pinned = pin
+        episode = evaluator.episode(pinned_policy(mode, scored, core.model, pinned.to(core.device)))
     else:
         episode = evaluator.episode(scored if scored is not None else core.model)
     metrics = evaluator.score(episode.images, episode.rewards)
@@ -192,7 +195,7 @@ def evaluate(cfg: EvaluateConfig, say: Callable[[str], None] | None = None) -> d
         "reward_mean": metrics["eval_reward"],
         "reward_std": float(episode.rewards.std()) if cfg.images > 1 else 0.0,
         "components": {name: float(value.mean()) for name, value in episode.components.items()},
-        "held_pixels": pin[0] if pin is not None else "none",
+        "pinned_pixels": pin[0] if pin is not None else "none",
     }
     if reference is not None:
         result.update(
@@ -246,15 +249,35 @@ def _noise_table(scheduler: Any) -> torch.Tensor:
     return scheduler.alphas_cumprod if hasattr(scheduler, "alphas_cumprod") else scheduler.sigmas
 
 
+OLD_FLAGS = {"--held-pixels": "--pinned-pixels"}
+"""Flags renamed (old -> new): the old one still works, with a DeprecationWarning."""
+
+
+def renamed_flags(args: list[str]) -> list[str]:
+    """The command line with every old flag (``OLD_FLAGS``, also as ``--flag=value``) under its new name,
+    each with a DeprecationWarning."""
+    out = []
+    for arg in args:
+        flag, sep, value = arg.partition("=")
+        if flag in OLD_FLAGS:
+            warn_renamed(flag, OLD_FLAGS[flag])
+            arg = OLD_FLAGS[flag] + sep + value
+        out.append(arg)
+    return out
+
+
 def main() -> None:
-    cfg = parse(EvaluateConfig)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", DeprecationWarning)  # shown, also when not run as __main__
+        args = renamed_flags(sys.argv[1:])
+    cfg = parse(EvaluateConfig, args)
     result = evaluate(cfg, say=lambda line: print(f"agents.evaluate: {line}", flush=True))
     _, _, _, out = resolve(cfg)
     line = f"{cfg.model}: reward {result['reward_mean']:.4f} +- {result['reward_std']:.4f} over {cfg.images} held-out images"
     for name, value in result["components"].items():
         line += f"; {name} {value:.4f}"
-    if result["held_pixels"] != "none":
-        line += f"; the run's silent pixels pinned ({result['held_pixels']})"
+    if result["pinned_pixels"] != "none":
+        line += f"; the run's pin applied ({result['pinned_pixels']})"
     if "reference" in result:
         line += (
             f"\nreference {result['reference']}: reward {result['reference_reward_mean']:.4f}; "

@@ -17,8 +17,8 @@
 What each kind of network writes is its backbone plug-in's (``pxpo_gym.backbones``:
 ``export_pipeline``, ``save_lora``).
 
-A run that pinned PXPO's silent pixels (``silent_mode`` 'hold' or 'freeze') also
-writes ``held_pixels.safetensors``: each context's pinned pixels on the sample
+A run that pinned pixels (PXPO's ``silent_mode`` 'hold-unscored', 'hold' or 'freeze') also
+writes ``pinned_pixels.safetensors``: each context's pinned pixels on the sample
 grid and the mode. The weights alone sample without the pin; ``agents.evaluate``
 (``pxpo_gym.pinning``) applies it with the
 base model, as training's evaluations did.
@@ -40,7 +40,7 @@ import torch
 from pxpo_gym.backbones import get_backbone
 from pxpo_gym.files import fault_point, write_atomic
 from pxpo_gym.models import METADATA_FILE, LoadedModel, NoiseModel
-from pxpo_gym.pinning import HELD_PIXELS
+from pxpo_gym.pinning import PINNED_PIXELS
 
 EXPORT_DIR = "model"
 """The export's folder inside a run folder."""
@@ -83,7 +83,7 @@ def export_policy(
     loaded: LoadedModel,
     folder: str | Path,
     run: dict[str, Any] | None = None,
-    held: tuple[str, torch.Tensor, int] | None = None,
+    pin: tuple[str, torch.Tensor, int] | None = None,
 ) -> Path:
     """Writes ``policy`` (trained from ``loaded``) as a diffusers model into ``folder`` (replaced).
 
@@ -92,8 +92,8 @@ def export_policy(
         loaded: the env's ``LoadedModel`` the policy was trained from (scheduler, contexts, base).
         folder: where the export goes (typically ``RUN/model``).
         run: the run's settings, recorded in ``pxpo_gym.json``.
-        held: (mode, (num_contexts, h, w) bool, band) the run's pinned silent pixels and the pin's band,
-            written as ``HELD_PIXELS``.
+        pin: (mode, (num_contexts, h, w) bool, band) the run's pinned pixels and the pin's band, written as
+            ``PINNED_PIXELS``.
 
     Returns:
         The folder.
@@ -130,15 +130,15 @@ def export_policy(
         if loaded.is_latent:
             meta["prompts"] = list(loaded.context_names)
             del meta["context_names"], meta["null_context"]
-    if held is not None:
+    if pin is not None:
         from safetensors.torch import save_file
 
-        mode, mask, band = held
-        fault_point(staging / HELD_PIXELS)
+        mode, mask, band = pin
+        fault_point(staging / PINNED_PIXELS)
         # one metadata key: safetensors writes several in no fixed order (an export must be the same bytes)
-        tensors = {"held": mask.to(torch.uint8).cpu().contiguous(), "band": torch.tensor(int(band))}
-        save_file(tensors, str(staging / HELD_PIXELS), {"mode": mode})
-        meta["held_pixels"] = {"file": HELD_PIXELS, "mode": mode, "band": band}
+        tensors = {"pinned": mask.to(torch.uint8).cpu().contiguous(), "band": torch.tensor(int(band))}
+        save_file(tensors, str(staging / PINNED_PIXELS), {"mode": mode})
+        meta["pinned_pixels"] = {"file": PINNED_PIXELS, "mode": mode, "band": band}
     write_atomic(staging / METADATA_FILE, json.dumps(meta, indent=1) + "\n")
     fault_point(folder)
     shutil.rmtree(folder, ignore_errors=True)

@@ -22,7 +22,7 @@ that training never sees:
   neighbouring pixels across the edge between silent and scored pixels, over the same
   in the pretrained images from the same noise, and the same for each of the next
   rings of pairs inside the silent part (``SEAM_RINGS`` in all), the largest ratio: 1
-  when the edge looks as the pretrained model draws it, above 1 for a seam (a held part
+  when the edge looks as the pretrained model draws it, above 1 for a seam (a pinned part
   meeting a repainted one with a hard edge, or a pin's band too narrow to bridge
   them); NaN without such an edge.
 

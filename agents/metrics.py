@@ -48,13 +48,13 @@ An empty cell is a value not measured that epoch (never "nan"). ``approx_kl`` is
 estimate of KL(old policy || new) on the epoch's own samples (CleanRL's; the progress bar shows it); ``kl`` is
 the mean per-element KL(policy || pretrained model) over the trained steps, the ``--kl-coef`` penalty's
 measure (``agents.losses.kl_penalty``): measured only where a reference pass runs anyway (``kl_coef`` > 0, or
-PXPO braking silent pixels), so empty in a run without either.
+PXPO's penalty on silent pixels), so empty in a run without either.
 ``seconds`` is the epoch's sampling + training; ``sample_seconds`` includes ``reward_seconds`` (the reward
 function's share; for the oracle, sampling and training are one pass: ``sample_seconds`` is empty and
 ``train_seconds`` is all of it); ``eval_seconds`` (evaluation) is not in ``seconds``.
 The evaluation columns (``eval_reward`` onwards, ``agents.heldout``) are empty on epochs without an
-evaluation. ``silent_kl`` and ``silent_fraction`` are PXPO's penalty on silent pixels and the share of pixels
-it holds (``agents.algorithms.pxpo``). ``credit_agreement`` is PXPO's check of per-pixel credit on the epoch's images and
+evaluation. ``silent_kl`` and ``silent_fraction`` are PXPO's penalty on silent pixels and the share of the
+epoch's pixels that were silent (``agents.algorithms.pxpo``). ``credit_agreement`` is PXPO's check of per-pixel credit on the epoch's images and
 ``credit_dropped`` 1 where the epoch's reward fell far below the best epoch's (the check's outcome guard),
 ``credit_pixel`` 1 where the epoch trained with per-pixel credit, 0 with image credit, and ``credit_restored``,
 on the epoch the check failed, the epoch whose weights were restored (that epoch makes no update)

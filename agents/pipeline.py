@@ -10,10 +10,10 @@ diffusers' own ``DDPMPipeline`` loads the same folder, but samples with its DDPM
 labels); a hand-written DDIM loop with diffusers' scheduler defaults to eta 0. Training sampled with the
 run's sampler (DDIM at the run's eta, or the flow model's SDE/CPS step at its noise level), image i of a
 batch seeded ``seed + i`` (x_T and every step's noise from that one generator, as the env draws them),
-and, for a run that pinned PXPO's silent pixels, those pixels held to the pretrained model's trajectory.
+and, for a run that pinned pixels (PXPO's), those pixels pinned to the pretrained model's trajectory.
 This pipeline is that sampler: it runs the env's own rollout (``pxpo_gym.sampling.rollout``) on its
 modules, with the run's settings read from the export's ``pxpo_gym.json`` unless given, and the pin
-applied against the model the run was fine-tuned from (``held_pixels='off'``: the weights alone). So
+applied against the model the run was fine-tuned from (``pinned_pixels='off'``: the weights alone). So
 ``pipeline(class_labels, seed=1_000_003 + s)`` reproduces the held-out images of a run with ``seed=s``
 and ``agents.evaluate``'s (tested to 1e-5).
 """
@@ -27,6 +27,7 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 
 from pxpo_gym.backbones.unet import pixel_model
+from pxpo_gym.deprecation import renamed_keywords
 from pxpo_gym.loading import read_metadata
 from pxpo_gym.sampling import rollout
 from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv
@@ -52,6 +53,7 @@ class TrainedPipeline(DiffusionPipeline):
         return read_metadata(self.folder).get("run", {}).get("config", {}) if self.folder else {}
 
     @torch.no_grad()
+    @renamed_keywords(held_pixels="pinned_pixels")
     def __call__(
         self,
         class_labels: list[int] | torch.Tensor | None = None,
@@ -61,7 +63,7 @@ class TrainedPipeline(DiffusionPipeline):
         eta: float | None = None,
         noise_level: float | None = None,
         transition: str | None = None,
-        held_pixels: Literal["auto", "off"] = "auto",
+        pinned_pixels: Literal["auto", "off"] = "auto",
         output_type: Literal["pt", "pil"] = "pt",
     ) -> ImagePipelineOutput:
         """Draws one image per class label (or ``num_images`` for an unconditional model).
@@ -72,15 +74,15 @@ class TrainedPipeline(DiffusionPipeline):
             seed: image i's generator is seeded ``seed + i`` (or one seed per image), as the env's slot i.
             num_inference_steps, eta, noise_level, transition: the sampler; left out, the run's own
                 (``pxpo_gym.vector_env.run_sampler``: eta / noise level / transition whole or not at all).
-            held_pixels: 'auto' pins the export's held pixels (if it has any) to the model it was
+            pinned_pixels: 'auto' pins the export's pinned pixels (if it has any) to the model it was
                 fine-tuned from, as training did; 'off' samples the weights alone.
             output_type: 'pt' (a (N, 3, H, W) float tensor in [0, 1]) or 'pil'.
 
         Raises:
             ValueError: neither or both of class_labels and num_images, bad labels or settings.
         """
-        if held_pixels not in ("auto", "off"):
-            raise ValueError(f"held_pixels must be 'auto' or 'off', got held_pixels={held_pixels!r}")
+        if pinned_pixels not in ("auto", "off"):
+            raise ValueError(f"pinned_pixels must be 'auto' or 'off', got pinned_pixels={pinned_pixels!r}")
         if output_type not in ("pt", "pil"):
             raise ValueError(f"output_type must be 'pt' or 'pil', got output_type={output_type!r}")
         if (class_labels is None) == (num_images is None):
@@ -93,7 +95,7 @@ class TrainedPipeline(DiffusionPipeline):
         # applied against its base, as training did
         sampler = dict(num_inference_steps=num_inference_steps, eta=eta, noise_level=noise_level)
         envs = DiffusionDenoiseVectorEnv(
-            count, loaded, device=self.device, held_pixels=held_pixels, transition=transition, **sampler
+            count, loaded, device=self.device, pinned_pixels=pinned_pixels, transition=transition, **sampler
         )
         options = None if labels is None else {"context": labels.to(self.device)}
         episode = rollout(envs, envs.policy(), seed=seed, options=options)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from pxpo_gym.deprecation import warn_renamed
-from pxpo_gym.pinning import HeldPolicy, blend, pin_weights
+from pxpo_gym.pinning import PinnedPolicy, blend, pin_weights
 from pxpo_gym.sampling import Episode
 from pxpo_gym.transition import TransitionCoefficients, step_kl, step_log_prob
 
@@ -151,8 +151,8 @@ class Trainer:
         """The algorithm's pinned pixels (``Algorithm.pinned_pixels``): (num_contexts, h, w), fixed for the epoch."""
         self.pin = self.algo.pin
         """How the sampler pins them: 'freeze', 'hold' or None."""
-        self._held: tuple[torch.Tensor, torch.Tensor] | None = None
-        """(pinned, its band's weights), computed once per pin (``held_weights``)."""
+        self._pinned_weights: tuple[torch.Tensor, torch.Tensor] | None = None
+        """(pinned, its band's weights), computed once per pin (``pinned_weights``)."""
         self.best = BestWeights()
         """The weights of the best epoch so far, for an algorithm that may restore them (PXPO's
         credit='checked', ``agents.credit_check``)."""
@@ -188,9 +188,9 @@ class Trainer:
         pinned pixels."""
         action = self.weights_action(sample, timestep, context)
         if self.pinned is not None and self.pin == "freeze":
-            held = self.held_weights()[context.reshape(-1)]  # (B, h, w)
-            if bool(held.any()):
-                action = blend(action, self.reference_action(sample, timestep, context), held)
+            pinned = self.pinned_weights()[context.reshape(-1)]  # (B, h, w)
+            if bool(pinned.any()):
+                action = blend(action, self.reference_action(sample, timestep, context), pinned)
         return action
 
     def eps(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -198,27 +198,27 @@ class Trainer:
         warn_renamed("Trainer.eps", "Trainer.action")
         return self.action(sample, timestep, context)
 
-    def held_weights(self) -> torch.Tensor:
+    def pinned_weights(self) -> torch.Tensor:
         """How the sampler pins: ``pinned`` itself, or with ``pin_band`` its float weights
         (``pxpo_gym.pinning.pin_weights``: a ramp over the band of pinned pixels nearest the edge)."""
         assert self.pinned is not None
         band = self.algo.pin_band
         if not band:
             return self.pinned
-        if self._held is None or self._held[0] is not self.pinned:  # once per pin, not once per step
-            self._held = (self.pinned, pin_weights(self.pinned, band))
-        return self._held[1]
+        if self._pinned_weights is None or self._pinned_weights[0] is not self.pinned:  # once per pin
+            self._pinned_weights = (self.pinned, pin_weights(self.pinned, band))
+        return self._pinned_weights[1]
 
     def rollout_policy(
         self, action_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
         """The policy for one batch of episodes: ``action`` (or ``action_fn``, e.g. a ``GraphKeeper`` of it), or with
-        the algorithm's pixels held ('hold', 'hold-unscored') a fresh ``HeldPolicy`` of it whose held pixels
-        follow the pretrained model's trajectory."""
+        the algorithm's pixels pinned ('hold', 'hold-unscored') a fresh ``PinnedPolicy`` of it whose pinned
+        pixels follow the pretrained model's trajectory."""
         action_fn = action_fn or self.action
         if self.pinned is None or self.pin != "hold":
             return action_fn
-        return HeldPolicy(action_fn, self.reference_action, self.held_weights())
+        return PinnedPolicy(action_fn, self.reference_action, self.pinned_weights())
 
     @torch.no_grad()
     def reference_action(
@@ -382,8 +382,8 @@ class Trainer:
             step_weights: (T,) per-step loss weights; None: the algorithm's (``Algorithm.train_steps``) of
                 ``self.step_weights``.
 
-        The algorithm's ``braked_pixels`` of these images are braked towards the pretrained model by its
-        ``brake_coef``.
+        The algorithm's ``silent_weights`` of these images weigh a KL penalty towards the pretrained model,
+        scaled by its ``silent_kl_coef``.
         """
         cfg = self.config
         num_images = cfg.sampling.images_per_epoch  # the whole epoch's, over every rank
@@ -395,7 +395,7 @@ class Trainer:
         weights = torch.where(kept, step_weights, 0.0).to(self.device)  # (T,)
         advantages = advantages.to(self.device)
         per_step = advantages.dim() == 4  # e.g. PXPO's kernel credits: one advantage map per step
-        silent = self.algo.braked_pixels(traj.contexts)
+        silent = self.algo.silent_weights(traj.contexts)
         silent = None if silent is None else silent.to(self.device)
         # Metrics stay on the device until the end: no host sync inside the loop.
         totals = {
@@ -486,13 +486,13 @@ class Trainer:
         density = self.envs.unwrapped.schedule.log_density
         logp = step_log_prob(prev_sample, sample, action, coeffs, density).sum(dim=1)  # (b, h, w)
         old_logp = traj.logp_pixels[idx, row]
-        if self.pinned is not None and self.pin == "hold":  # held pixels' steps are not the policy's
+        if self.pinned is not None and self.pin == "hold":  # pinned pixels' steps are not the policy's
             logp = torch.where(self.pinned[context], old_logp, logp)
         loss, stats = self.algo.loss(logp, old_logp, advantages, self.num_channels, weight)
         stats = {"approx_kl": stats["approx_kl"], "clipfrac": stats["clipfrac"]}
         if self.kl_coef or silent is not None:
             kl_map = self.reference_kl(sample, timestep, context, action, coeffs)  # (b, C, h, w)
-            silent_coef = self.algo.brake_coef if silent is not None else 0.0
+            silent_coef = self.algo.silent_kl_coef if silent is not None else 0.0
             penalty, kl_stats = kl_penalty(
                 kl_map, weight, self.kl_coef, None if silent is None else silent[idx], silent_coef
             )
@@ -578,14 +578,14 @@ class Trainer:
 
     def export(self) -> Path:
         """Writes the policy (its EMA weights, with ``ema_decay``) as a diffusers model to RUN/model, with the
-        pinned silent pixels ('hold' or 'freeze') beside it."""
+        pinned pixels ('hold' or 'freeze') beside it."""
         # the run's own settings, flat (pxpo_gym reads the sampler's from them without knowing the sections):
         # how it was started or resumed is not part of what it trained
         settings = self.config.replace(resume="", overwrite=False, trust_code=False)
         run = {"config": settings.flat(), "epoch": self.epoch, "images": self.images}
         run["weights"] = "ema" if self.ema is not None else "trained"
         with self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext():
-            held = None if self.pinned is None else (self.pin, self.pinned, self.algo.pin_band)
+            pin = None if self.pinned is None else (self.pin, self.pinned, self.algo.pin_band)
             return export_policy(
-                self.policy, self.envs.unwrapped.loaded, self.config.run_dir / EXPORT_DIR, run, held
+                self.policy, self.envs.unwrapped.loaded, self.config.run_dir / EXPORT_DIR, run, pin
             )

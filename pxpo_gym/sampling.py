@@ -19,7 +19,7 @@ import torch
 
 Policy = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``policy(sample, timestep, context) -> action`` on the env's observation tensors. A policy that keeps
-state along its episode (PXPO's held silent pixels, ``pxpo_gym.pinning.HeldPolicy``) also defines
+state along its episode (PXPO's pinned pixels, ``pxpo_gym.pinning.PinnedPolicy``) also defines
 ``on_step(obs, action, next_obs, info)``, which ``rollout`` calls after every step."""
 StepHook = Callable[[dict, torch.Tensor, dict, dict], None]
 """``on_step(obs, action, next_obs, info)``: called after every env step."""
@@ -120,7 +120,7 @@ def run_policy(
     Args:
         envs: a ``DiffusionDenoiseVectorEnv`` (or a wrapper of one, e.g. from ``gym.make_vec``).
         model: ``model(sample, timestep, context) -> action``; if None the env's own sampler (its model, with an
-            export's pinned pixels held as training held them: ``DiffusionDenoiseVectorEnv.policy``).
+            export's pinned pixels pinned as training pinned them: ``DiffusionDenoiseVectorEnv.policy``).
         seed, options: passed to ``envs.reset``.
     """
     return rollout(envs, envs.unwrapped.policy() if model is None else model, seed, options)

@@ -17,9 +17,10 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from pxpo_gym.deprecation import renamed_keywords
 from pxpo_gym.loading import load_model, read_metadata
 from pxpo_gym.models import DEFAULT_MODEL_NAME, LoadedModel, parse_dtype
-from pxpo_gym.pinning import pinned_policy, read_held_pixels
+from pxpo_gym.pinning import pinned_policy, read_pinned_pixels
 from pxpo_gym.rewards import Reward, RewardFn, aggregator, make_reward
 from pxpo_gym.samplers import sampler_for
 from pxpo_gym.transition import StepTable, transition_step
@@ -135,6 +136,9 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     resolution: image size of a latent pipeline (default: the model's own).
     decode_chunk_size: latent pipelines decode at most this many samples per VAE
     call at the terminal step (None: all at once).
+    pinned_pixels: an export of a run that pinned pixels (``pxpo_gym.pinning``):
+    ``"auto"`` applies its pin in ``policy()``, ``"off"`` samples the weights alone
+    (the old keyword ``held_pixels`` still works, with a DeprecationWarning).
     The generic-learner keywords of ``gym.make_vec`` (``action_mode``,
     ``residual_scale``, ``action_grid``, ``obs_*``) are applied as wrappers by
     ``pxpo_gym.wrappers.make_vector_env``; this class does not take them.
@@ -145,6 +149,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
+    @renamed_keywords(held_pixels="pinned_pixels")
     def __init__(
         self,
         num_envs: int = 1,
@@ -163,11 +168,11 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         noise_level: float | None = None,
         transition: str | None = None,
         log_density: str | None = None,
-        held_pixels: str = "auto",
+        pinned_pixels: str = "auto",
     ) -> None:
         num_envs = parse_num_envs(num_envs)
-        if held_pixels not in ("auto", "off"):
-            raise ValueError(f"held_pixels must be 'auto' or 'off', got held_pixels={held_pixels!r}")
+        if pinned_pixels not in ("auto", "off"):
+            raise ValueError(f"pinned_pixels must be 'auto' or 'off', got pinned_pixels={pinned_pixels!r}")
         self.device = parse_device(device)
         self.dtype = parse_dtype(dtype)
         if isinstance(model, LoadedModel):
@@ -186,13 +191,13 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         metadata = read_metadata(folder) if folder else {}
         run = metadata.get("run", {}).get("config", {})
         self.pin = None
-        """An export's pin (``pxpo_gym.pinning``): (mode, held, the model it was fine-tuned from), applied by
-        ``policy()`` unless held_pixels='off'; None without one."""
-        if folder and held_pixels == "auto":
-            pin = read_held_pixels(folder, self.loaded.num_contexts, tuple(self.loaded.sample_shape[-2:]))
+        """An export's pin (``pxpo_gym.pinning``): (mode, pinned, the model it was fine-tuned from), applied by
+        ``policy()`` unless pinned_pixels='off'; None without one."""
+        if folder and pinned_pixels == "auto":
+            pin = read_pinned_pixels(folder, self.loaded.num_contexts, tuple(self.loaded.sample_shape[-2:]))
             if pin is not None:
                 if not metadata.get("fine_tuned_from"):
-                    raise ValueError(f"{folder!r} pins held pixels but names no model it was fine-tuned from")
+                    raise ValueError(f"{folder!r} pins pixels but names no model it was fine-tuned from")
                 self.pin = (*pin, str(metadata["fine_tuned_from"]))
         self._pin_base: Any = None
         settings = run_sampler(run, num_inference_steps, eta, noise_level, transition, log_density)
@@ -259,11 +264,11 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
 
     def policy(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
         """The env's own sampler as a policy for one batch of episodes: the model, or for an export that
-        pins held pixels (``self.pin``) the model with them held to the model it was fine-tuned from (loaded
+        pins pixels (``self.pin``) the model with them pinned to the model it was fine-tuned from (loaded
         on first use), as training sampled: what ``run_policy(envs)`` draws."""
         if self.pin is None:
             return self.model
-        mode, held, base = self.pin
+        mode, pinned, base = self.pin
         if self._pin_base is None:
             latent = self.loaded.is_latent
             self._pin_base = load_model(
@@ -279,7 +284,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
                     f"the export {tuple(self.loaded.sample_shape)}"
                 )
         return pinned_policy(
-            mode, self.model, self._pin_base.noise_model.requires_grad_(False), held.to(self.device)
+            mode, self.model, self._pin_base.noise_model.requires_grad_(False), pinned.to(self.device)
         )
 
     def _parse_contexts(self, context: Any, name: str) -> torch.Tensor:

@@ -4,7 +4,7 @@ An algorithm is a class with two required methods and a few optional hooks; the
 trainer (``agents.trainer.Trainer``) samples, gathers and steps the optimizer, and
 never asks which algorithm it runs. Per epoch:
 
-1. ``pinned_pixels()``: pixels the sampler holds to the pretrained model this epoch
+1. ``pinned_pixels()``: pixels the sampler pins to the pretrained model this epoch
    (default none); ``pin`` says how ('hold' or 'freeze').
 2. The trainer samples the epoch's trajectories (``agents.trajectories.Trajectories``:
    every state, each step's per-pixel log-likelihood, the reward maps pooled to the
@@ -19,9 +19,10 @@ never asks which algorithm it runs. Per epoch:
    (channel-summed) log-likelihoods under the current weights (B, h, w) and at
    sampling time, the rows' advantages and each row's step weight (B,). Returns (loss,
    {"approx_kl", "clipfrac"} detached). Required.
-6. ``braked_pixels(contexts)``: per-pixel weights of an extra KL brake to the
-   pretrained model (default none); ``train_steps(weights, epoch)``: which steps enter
-   the loss this epoch (default the config's step weights).
+6. ``silent_weights(contexts)``: per-pixel weights of an extra KL penalty to the
+   pretrained model on silent pixels (default none; scaled by ``silent_kl_coef``);
+   ``train_steps(weights, epoch)``: which steps enter the loss this epoch (default the
+   config's step weights).
 
 ``state_dict`` / ``load_state_dict`` carry the algorithm's statistics through
 checkpoints (tensors only). An algorithm that samples and trains in one pass (the
@@ -39,10 +40,14 @@ from typing import Any, ClassVar
 
 import torch
 
+from pxpo_gym.deprecation import warn_renamed
+
 from ..losses import PolicyGradientConfig
 
 EPOCH_METRICS = ("silent_fraction", "credit_agreement", "credit_dropped", "credit_pixel", "credit_restored")
 """Per-epoch columns an algorithm may fill (``epoch_metrics``); NaN where it does not."""
+OLD_HOOKS = {"braked_pixels": "silent_weights", "brake_coef": "silent_kl_coef"}
+"""Hooks renamed (old -> new): a subclass that defines an old one gets it under the new name, with a warning."""
 
 
 class Algorithm:
@@ -100,8 +105,8 @@ class Algorithm:
     # -- optional hooks ---------------------------------------------------
 
     pin: str | None = None
-    """How the sampler holds ``pinned_pixels``: 'hold' (their state follows the pretrained model's
-    trajectory, ``pxpo_gym.pinning.HeldPolicy``), 'freeze' (their action is the pretrained model's) or None."""
+    """How the sampler pins ``pinned_pixels``: 'hold' (their state follows the pretrained model's
+    trajectory, ``pxpo_gym.pinning.PinnedPolicy``), 'freeze' (their action is the pretrained model's) or None."""
     pin_band: int = 0
     """The pin's band (``pxpo_gym.pinning.pin_weights``)."""
 
@@ -110,7 +115,7 @@ class Algorithm:
         the algorithm needs from the env."""
 
     def pinned_pixels(self) -> torch.Tensor | None:
-        """(num_contexts, h, w) bool: pixels the sampler holds to the pretrained model this epoch; None."""
+        """(num_contexts, h, w) bool: pixels the sampler pins to the pretrained model this epoch; None."""
         return None
 
     def before_update(self, trainer: Any, traj: Any, rewards: torch.Tensor) -> dict[str, float]:
@@ -118,13 +123,22 @@ class Algorithm:
         returns ``EPOCH_METRICS`` values, and ``skip`` = 1.0 to skip this epoch's update."""
         return {}
 
-    def braked_pixels(self, contexts: torch.Tensor) -> torch.Tensor | None:
-        """(N, h, w) per-pixel weights of a KL brake to the pretrained model for images of these contexts
-        (scaled by ``brake_coef``), computed after ``advantages``; None: no brake."""
+    def silent_weights(self, contexts: torch.Tensor) -> torch.Tensor | None:
+        """(N, h, w) per-pixel weights of the KL penalty to the pretrained model on silent pixels, for images
+        of these contexts (scaled by ``silent_kl_coef``), computed after ``advantages``; None: no penalty."""
         return None
 
-    brake_coef: float = 0.0
-    """The brake's coefficient (``braked_pixels``)."""
+    silent_kl_coef: float = 0.0
+    """The coefficient of the penalty on silent pixels (``silent_weights``)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass written against the hooks' old names (``braked_pixels``, ``brake_coef``) still gets its
+        penalty, with a DeprecationWarning."""
+        super().__init_subclass__(**kwargs)
+        for old, new in OLD_HOOKS.items():
+            if old in cls.__dict__ and new not in cls.__dict__:
+                warn_renamed(f"{cls.__qualname__}.{old}", f"{new} (agents.algorithms.base)")
+                setattr(cls, new, cls.__dict__[old])
 
     def train_steps(self, weights: torch.Tensor, epoch: int) -> torch.Tensor:
         """(T,) the loss weight of each denoising step this epoch (0: not trained, not recomputed), from

@@ -39,19 +39,19 @@ where log p(x^ij) sums the pixel's channels. Our choices, fixed here:
 - Silent pixels: a pixel whose reward never varies over its context's first
   ``stat_min_count`` maps (the pretrained model's samples; ``silent_test``) has
   advantage 0, but the shared weights still move it. ``silent_mode`` says what keeps
-  it. The default, 'hold-unscored', splits silent pixels in two. Those the reward
-  never looks at (also exactly constant on noise images: ``agents.credit.
-  reward_insensitive``; a reward that scores part of the image) keep the pretrained
-  model's trajectory from the same noise, as inpainting keeps the known region
-  (``pxpo_gym.pinning.HeldPolicy``): exact, at the cost of a reference forward pass per
-  step. The others (quiet: the reward looks but did not vary, such as a
-  segmentation net's background) get a per-pixel KL penalty to the pretrained model
-  (``silent_kl_coef``), which also brakes the shared weights: without it per-pixel
-  credit collapses segmentation. Pinning every silent pixel ('hold') or braking
-  every one ('kl') each fail one task: docs/results/unscored.md, "Holding what the reward
-  never looks at". ``silent_test='recent'`` re-decides on the recent maps every epoch
-  (it lets converged pixels be pulled back, and redrawn background drift:
-  docs/results/quiet-pixels.md).
+  it. The default, 'hold-unscored', splits silent pixels in two. The unscored ones,
+  which the reward never looks at (also exactly constant on noise images:
+  ``agents.credit.reward_unscored``; a reward that scores part of the image), are
+  pinned: they keep the pretrained model's trajectory from the same noise, as
+  inpainting keeps the known region (``pxpo_gym.pinning.PinnedPolicy``): exact, at the
+  cost of a reference forward pass per step. The other silent pixels (the reward looks
+  but did not vary, such as a segmentation net's background) get a per-pixel KL
+  penalty to the pretrained model (``silent_kl_coef``), which also restrains the shared
+  weights: without it per-pixel credit collapses segmentation. Pinning every silent
+  pixel ('hold') or penalising every one ('kl') each fail one task:
+  docs/results/unscored.md, "Holding what the reward never looks at".
+  ``silent_test='recent'`` re-decides on the recent maps every epoch (it lets converged
+  pixels be pulled back, and redrawn background drift: docs/results/silent-pixels.md).
 - IS variant: one ratio per pixel, clipped per pixel. Per-pixel log-ratios move
   far more per update than DDPO's mean over all elements, so PXPO's clip range
   is PPO's usual 0.2, not DDPO's 1e-4 (the sweep: docs/results/sample-efficiency.md).
@@ -78,8 +78,8 @@ from ..credit import (
     apply_kernels,
     credit_kernels,
     measure_footprint,
-    reward_insensitive,
     reward_locality,
+    reward_unscored,
 )
 from ..credit_check import (
     CHECK_PROBES,
@@ -141,7 +141,7 @@ class PXPOConfig(PolicyGradientConfig):
     kernel holds 1 - this of the measured influence."""
     silent_kl_coef: float = DEFAULT_SILENT_KL_COEF
     """Per-pixel KL penalty to the pretrained model on silent pixels (whose reward never varies); 0: none.
-    With credit='auto' it brakes only where 'auto' chose 'pixel' (under 'image' no pixel lacks credit)."""
+    With credit='auto' it applies only where 'auto' chose 'pixel' (under 'image' no pixel lacks credit)."""
     pinned_kl_coef: float = 0.0
     """'hold-unscored': the silent_kl_coef-style per-pixel KL penalty on the pinned (unscored) pixels too, on
     the states the pin visits, so that the weights themselves keep what the reward never scored (the pin
@@ -149,15 +149,16 @@ class PXPOConfig(PolicyGradientConfig):
     pin_band: int = 0
     """A pin's band: the pinned pixels within this many pixels (chessboard) of the edge ramp from the
     policy's prediction to the pretrained model's in sampling (``pxpo_gym.pinning.pin_weights``), so that the
-    held part meets the repainted one without a hard seam; 0: the hard pin. Training treats the band as
+    pinned part meets the repainted one without a hard seam; 0: the hard pin. Training treats the band as
     pinned (no gradient through it)."""
     silent_mode: str = DEFAULT_SILENT_MODE
-    """How silent pixels are held: 'kl' (the penalty above), 'freeze' (the policy's action there is the
-    pretrained model's own on the current state: a hard per-pixel trust region), 'hold' (their state
-    follows the pretrained model's trajectory from the same noise, ``pxpo_gym.pinning.HeldPolicy``, and the
-    penalty still brakes the shared weights) or 'hold-unscored' (the pixels whose reward was exactly
-    constant, which the reward never looks at, are held; the other silent pixels get the penalty). The
-    trainer's sampler applies the pin ('freeze', 'hold', 'hold-unscored')."""
+    """What keeps silent pixels: 'kl' (the penalty above), 'freeze' (every silent pixel pinned: the policy's
+    action there is the pretrained model's own on the current state, a hard per-pixel trust region), 'hold'
+    (every silent pixel pinned: its state follows the pretrained model's trajectory from the same noise,
+    ``pxpo_gym.pinning.PinnedPolicy``, and the penalty still restrains the shared weights) or
+    'hold-unscored' (the unscored pixels, whose reward was exactly constant because the reward never looks
+    at them, are pinned as in 'hold'; the other silent pixels get the penalty). The trainer's sampler
+    applies the pin ('freeze', 'hold', 'hold-unscored')."""
     silent_test: str = DEFAULT_SILENT_TEST
     """Which maps decide silence: 'recent' (the context's recent maps, every epoch) or 'first' (its first
     stat_min_count maps, decided once and kept for the run)."""
@@ -249,9 +250,10 @@ class PXPO(Algorithm):
         """silent_test='first': each context's silent pixels, decided from its first stat_min_count maps."""
         self.silence_decided = torch.zeros(num_contexts, dtype=torch.bool)
         """silent_test='first': which contexts have had their silent pixels decided."""
-        self.insensitive: torch.Tensor | None = None
+        self.unscored: torch.Tensor | None = None
         """(num_contexts, h, w) bool: pixels whose reward was the same for random images of the context
-        (``agents.credit.reward_insensitive``), set by the trainer in 'hold-unscored' mode."""
+        (``agents.credit.reward_unscored``), set by the trainer in 'hold-unscored' mode; the silent ones among
+        them are the unscored pixels (``unscored_contexts``)."""
         self.locality: float | None = None
         """credit='auto': the reward's measured locality (``agents.credit.reward_locality``)."""
         self.switch_epoch: int | None = None
@@ -322,8 +324,8 @@ class PXPO(Algorithm):
             state["credit_influence"] = self.influence.clone()
         if self.config.silent_test == "first":
             state.update(first_silent=self.first_silent.clone(), silence_decided=self.silence_decided.clone())
-        if self.insensitive is not None:
-            state["insensitive"] = self.insensitive.clone()
+        if self.unscored is not None:
+            state["unscored"] = self.unscored.clone()
         if self.locality is not None:
             state["locality"] = torch.tensor(self.locality, dtype=torch.float64)
         if self.switch_epoch is not None:
@@ -338,8 +340,10 @@ class PXPO(Algorithm):
         if self.config.silent_test == "first":
             self.first_silent = state["first_silent"].clone()
             self.silence_decided = state["silence_decided"].clone()
-        if "insensitive" in state:
-            self.insensitive = state["insensitive"].clone()
+        for key in ("unscored", "insensitive"):  # a checkpoint from before the rename has 'insensitive'
+            if key in state:
+                self.unscored = state[key].clone()
+                break
         if "locality" in state:
             self.set_locality(float(state["locality"]))
         if "credit_switch_epoch" in state:
@@ -352,21 +356,21 @@ class PXPO(Algorithm):
             return self.stats.silent(SILENT_TOLERANCE)
         return self.first_silent & self.silence_decided[:, None, None]
 
-    def set_insensitive(self, insensitive: torch.Tensor) -> None:
-        """Sets the pixels whose reward does not change with the image (``agents.credit.reward_insensitive``)."""
-        if insensitive.shape != self.first_silent.shape:
+    def set_unscored(self, unscored: torch.Tensor) -> None:
+        """Sets the pixels whose reward does not change with the image (``agents.credit.reward_unscored``)."""
+        if unscored.shape != self.first_silent.shape:
             raise ValueError(
-                f"insensitive must have shape {tuple(self.first_silent.shape)}, got {tuple(insensitive.shape)}"
+                f"unscored must have shape {tuple(self.first_silent.shape)}, got {tuple(unscored.shape)}"
             )
-        self.insensitive = insensitive.bool().cpu().clone()
+        self.unscored = unscored.bool().cpu().clone()
 
     def unscored_contexts(self) -> torch.Tensor:
         """(num_contexts, h, w) bool: the silent pixels (``silent_contexts``) whose reward was also the same
-        for random images (``set_insensitive``): the reward never looks at them. None are unscored before
-        ``set_insensitive``."""
-        if self.insensitive is None:
+        for random images (``set_unscored``): the reward never looks at them. None are unscored before
+        ``set_unscored``."""
+        if self.unscored is None:
             return torch.zeros_like(self.first_silent)
-        return self.silent_contexts() & self.insensitive
+        return self.silent_contexts() & self.unscored
 
     def pinned_pixels(self) -> torch.Tensor | None:
         """(num_contexts, h, w) bool: the pixels the sampler pins to the pretrained model this epoch (from
@@ -378,13 +382,14 @@ class PXPO(Algorithm):
         pinned = self.unscored_contexts() if mode == "hold-unscored" else self.silent_contexts()
         return pinned if bool(pinned.any()) else None
 
-    def braked_pixels(self, contexts: torch.Tensor) -> torch.Tensor | None:
-        """(N, h, w) the pixels of images with these contexts that the KL penalty brakes: the silent ones
-        (``silent_mask``) in the 'kl' and 'hold' modes, less the unscored ones in 'hold-unscored'; None
-        without a coefficient, in 'freeze' mode, or when none qualifies. (Where the state is held, the
-        penalty only keeps the shared weights from drifting. Pixels found unscored in this epoch's
-        statistics are neither braked in its update nor pinned in its sampling: the pin starts with the
-        next epoch's sampling.)"""
+    def silent_weights(self, contexts: torch.Tensor) -> torch.Tensor | None:
+        """(N, h, w) per-pixel weights of the KL penalty on silent pixels, for images with these contexts: 1
+        at the silent ones (``silent_mask``) in the 'kl' and 'hold' modes, less the unscored ones in
+        'hold-unscored' (there ``pinned_kl_coef / silent_kl_coef`` with ``pinned_kl_coef``); None without a
+        coefficient, in 'freeze' mode, or when none qualifies. (Where the state is pinned, the penalty only
+        keeps the shared weights from drifting. Pixels found unscored in this epoch's statistics are neither
+        under the penalty in its update nor pinned in its sampling: the pin starts with the next epoch's
+        sampling.)"""
         config = self.config
         if config.silent_mode == "freeze" or not config.silent_kl_coef:
             return None
@@ -472,7 +477,7 @@ class PXPO(Algorithm):
     # -- the trainer's hooks (agents.algorithms.base) ---------------------------
 
     @property
-    def brake_coef(self) -> float:  # type: ignore[override]
+    def silent_kl_coef(self) -> float:  # type: ignore[override]
         return self.config.silent_kl_coef
 
     def attach(self, trainer: Any) -> None:
@@ -480,7 +485,7 @@ class PXPO(Algorithm):
         locality (credit='auto')."""
         core = trainer.envs.unwrapped
         if self.config.silent_mode == "hold-unscored":
-            self.set_insensitive(reward_insensitive(core, seed=trainer.config.run.seed))
+            self.set_unscored(reward_unscored(core, seed=trainer.config.run.seed))
         if self.needs_locality:
             self.set_locality(reward_locality(core, seed=trainer.config.run.seed))
 

@@ -123,7 +123,7 @@ class Workspace:
             transition=train.env.transition,
             device=train.run.device,
             context=context,
-            held_pixels="off",  # fine-tuning starts from the weights
+            pinned_pixels="off",  # fine-tuning starts from the weights
         )
         self.envs = DiffusionDenoiseVectorEnv(num_envs=train.sampling.sample_batch_size, **common)
         self.render_env = DiffusionDenoiseVectorEnv(num_envs=1, **common)

@@ -1,10 +1,10 @@
 """What holding the unscored pixels costs: one epoch's sampling and update with and without the pin.
 
 PXPO's default ``silent_mode='hold-unscored'`` runs the pretrained model beside the
-policy while any pixel is held (``pxpo_gym.pinning.HeldPolicy``). On the region task
+policy while any pixel is pinned (``pxpo_gym.pinning.PinnedPolicy``). On the region task
 (the right half never scored), one trainer samples an epoch with the pin and without
 it, alternating, in one process, and times the update on each one's trajectories;
-the ratios (held / free) are what to read.
+the ratios (``*_held_to_free``: pinned / free) are what to read.
 
     python -m benchmarks.studies.hold_cost --out benchmarks/results/hold_cost/hold_cost.json
 """
@@ -24,7 +24,7 @@ from benchmarks.suite.tasks import TASKS
 
 @dataclass(frozen=True)
 class HoldCostConfig:
-    """Seconds per epoch of sampling and of the update, with the unscored half held and without."""
+    """Seconds per epoch of sampling and of the update, with the unscored half pinned and without."""
 
     batch_size: int = 32
     """Images per epoch."""
@@ -33,7 +33,7 @@ class HoldCostConfig:
     num_inference_steps: int = 20
     """DDIM steps."""
     repeats: int = 5
-    """Timed repetitions of each, alternating held and free (after one untimed epoch each); medians are
+    """Timed repetitions of each, alternating pinned and free (after one untimed epoch each); medians are
     reported."""
     threads: int = 1
     """torch CPU threads."""
@@ -64,7 +64,7 @@ def measure(cfg: HoldCostConfig) -> dict:
             tensorboard=False,
         )
     )
-    pinned = trainer.algo.insensitive  # the right half of every context: what training pins once decided
+    pinned = trainer.algo.unscored  # the right half of every context: what training pins once decided
     if pinned is None or not bool(pinned.any()):
         raise RuntimeError("the region task pinned no pixel: nothing to measure")
     pinned = pinned.to(device)
@@ -74,7 +74,7 @@ def measure(cfg: HoldCostConfig) -> dict:
         with torch.no_grad():
             epoch = trainer.sample()
         adv = trainer.algo.advantages(epoch.rewards.cpu(), epoch.grid_reward_maps.cpu(), epoch.contexts.cpu())
-        epochs[name] = (epoch, adv)  # the update brakes the algorithm's own braked_pixels
+        epochs[name] = (epoch, adv)  # the update penalises the algorithm's own silent_weights
     times: dict[str, list[float]] = {}
     for _ in range(cfg.repeats):  # alternating, so that drift in the machine's speed hits both alike
         for name, mask in (("free", None), ("held", pinned)):

@@ -3,7 +3,7 @@
 PXPO's default ``silent_mode='hold-unscored'`` pins a pixel to the pretrained
 model's trajectory when (a) its reward is silent on the context's first maps
 (the pretrained model's own images, ``agents.algorithms.pxpo``) and (b) the reward at it is
-exactly the same for noise images (``agents.credit.reward_insensitive``). This
+exactly the same for noise images (``agents.credit.reward_unscored``). This
 measures both per task and context, with the same sample sizes training uses
 (stat_min_count = 8 pretrained images per context, 8 noise images), so a reader
 can see where the default pins anything: tasks with no unscored pixel train
@@ -22,7 +22,7 @@ import torch
 import pxpo_gym  # noqa: F401  (registers the env)
 from agents.advantages import ContextStats
 from agents.algorithms.pxpo import SILENT_TOLERANCE
-from agents.credit import reward_insensitive
+from agents.credit import reward_unscored
 from benchmarks.provenance import provenance, write_result
 from benchmarks.suite.tasks import TASKS
 from pxpo_gym.rewards import pool_to_grid
@@ -65,7 +65,7 @@ def measure(cfg: UnscoredConfig) -> dict:
         stats = ContextStats(core.loaded.num_contexts, n, n, grid, "pooled")
         stats.update(episode.contexts.cpu(), pool_to_grid(episode.image_reward_maps, grid).cpu())
         silent = stats.silent(SILENT_TOLERANCE)
-        insensitive = reward_insensitive(core, seed=cfg.seed)
+        insensitive = reward_unscored(core, seed=cfg.seed)  # the committed results' key: 'insensitive'
         rows = {}
         for ctx in choices.tolist():
             rows[str(core.loaded.context_names[ctx])] = {

@@ -318,7 +318,7 @@ def credit() -> SuiteConfig:
     """PXPO's credits side by side (agents.credit) at the sweep's PXPO settings: the default (today 'checked';
     the committed runs were made at 'auto', the default then: per-pixel credit where the reward is pixel-local,
     DDPO's image credit where it is not), per-pixel credit with the
-    penalty on quiet pixels everywhere (the default before), DDPO's image credit everywhere, and the measured
+    penalty on silent pixels everywhere (the default before), DDPO's image credit everywhere, and the measured
     footprint with the penalty; segmentation, target map and region, 2 seeds x 10 epochs."""
     return dataclasses.replace(
         quick(),

@@ -53,7 +53,7 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
     "pixel-silent1": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_kl_coef": 1.0},
     "pixel-freeze": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "freeze"},
     # Silent modes (agents.algorithms.pxpo): 'kl' (the default before 'hold-unscored'), and 'hold' (every silent
-    # pixel held) with the penalty at 0 / 1 / 3 / 10; the penalty on silent pixels the reward looks at:
+    # pixel pinned) with the penalty at 0 / 1 / 3 / 10; the penalty on silent pixels the reward looks at:
     "pixel-kl": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "kl"},
     "hold0": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "hold", "silent_kl_coef": 0.0},
     "hold1": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_mode": "hold", "silent_kl_coef": 1.0},
@@ -69,14 +69,14 @@ PXPO_VARIANTS: dict[str, dict[str, object]] = {
     "pixel-first": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_test": "first"},
     "pixel-recent": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_test": "recent"},
     "footprint-first": {"credit": "footprint", "image_advantage_weight": 0.0, "silent_test": "first"},
-    # Segmentation's cross terms at the lighter brake (pixel + penalty 3 peaked at 0.23, then fell):
+    # Segmentation's cross terms at the lighter penalty (pixel + penalty 3 peaked at 0.23, then fell):
     "receptive3": {"credit": "receptive", "image_advantage_weight": 0.0, "silent_kl_coef": 3.0},
     "hybrid3": {"credit": "pixel", "image_advantage_weight": 1.0, "silent_kl_coef": 3.0},
     "silent5": {"credit": "pixel", "image_advantage_weight": 0.0, "silent_kl_coef": 5.0},
     # The arms run at the penalty's earlier default of 10, pinned so that they reproduce at any default:
     "hybrid10": {"credit": "pixel", "image_advantage_weight": 1.0, "silent_kl_coef": 10.0},
     "receptive10": {"credit": "receptive", "image_advantage_weight": 0.0, "silent_kl_coef": 10.0},
-    # DDPO's credit, or more of it, under PXPO's loss and the quiet-pixel brake of 5:
+    # DDPO's credit, or more of it, under PXPO's loss and the penalty of 5 on silent pixels:
     "image5": {"credit": "image", "image_advantage_weight": 0.0, "silent_kl_coef": 5.0},
     "hybrid-w3": {"credit": "pixel", "image_advantage_weight": 3.0, "silent_kl_coef": 5.0},
 }

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from agents.algorithms import resolve_algorithm
 from agents.metrics import read_metrics
@@ -46,6 +47,27 @@ def test_a_plugin_by_import_path_trains_and_resumes_exactly(tiny_model_dir, tmp_
     assert numbers(read_metrics(tmp_path / "b" / "metrics.csv")) == numbers(
         read_metrics(tmp_path / "a" / "metrics.csv")
     )
+
+
+def test_an_algorithm_with_the_old_penalty_hook_names_still_gets_its_penalty(tiny_model_dir, tmp_path):
+    # braked_pixels / brake_coef are now silent_weights / silent_kl_coef: a subclass written against the old
+    # names is served under the new ones, with a DeprecationWarning when the class is made.
+    with pytest.warns(DeprecationWarning, match=r"OldHooks.braked_pixels is deprecated: use silent_weights"):
+
+        class OldHooks(BatchBaseline):
+            brake_coef = 2.0
+
+            def braked_pixels(self, contexts):
+                return torch.ones(len(contexts), *self.map_shape)
+
+    assert OldHooks.silent_kl_coef == 2.0 and OldHooks.silent_weights is OldHooks.braked_pixels
+    trainer = Trainer(tiny_config(tiny_model_dir, tmp_path, algo=PLUGIN, kl_coef=0.0))
+    plain = trainer.algo
+    traj = trainer.sample()
+    adv = plain.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
+    trainer.algo = OldHooks(plain.config, plain.num_contexts, plain.map_shape)
+    metrics = trainer.update(traj, adv)
+    assert metrics["silent_kl"] == 0.0  # the penalty ran (measured; the policy is still the reference)
 
 
 def test_a_plugin_takes_its_own_options(tiny_model_dir, tmp_path):

@@ -16,7 +16,7 @@ from agents.metrics import read_metrics
 from agents.runs import MANIFEST, train
 from pxpo_gym.files import FAULTS, write_atomic
 from tests.agents.test_agents import tiny_config
-from tests.agents.test_export import held_run_config
+from tests.agents.test_export import pinned_run_config
 
 
 class Killed(BaseException):
@@ -166,18 +166,18 @@ def test_resume_writes_an_export_a_crash_cut_off(tiny_model_dir, tmp_path, capsy
     from agents import train as train_cli
 
     # a reward that leaves the right half unscored: the run pins it, and the export carries the pin
-    config = held_run_config(tiny_model_dir, tmp_path, silent_mode="hold-unscored", trust_code=True)
+    config = pinned_run_config(tiny_model_dir, tmp_path, silent_mode="hold-unscored", trust_code=True)
     train(config)
     model = tmp_path / "run" / "model"
     written = {p.name: p.read_bytes() for p in (model / "unet").iterdir()}
-    held = (model / "held_pixels.safetensors").read_bytes()
+    pin = (model / "pinned_pixels.safetensors").read_bytes()
     shutil.rmtree(model)  # what a kill between removing the old export and renaming the new one leaves
     monkeypatch.setattr(
         sys, "argv", ["train", "--resume", str(tmp_path / "run"), "--no-progress", "--trust-code"]
     )
     train_cli.main()
     assert {p.name: p.read_bytes() for p in (model / "unet").iterdir()} == written
-    assert (model / "held_pixels.safetensors").read_bytes() == held  # the pin, restored from the checkpoint
+    assert (model / "pinned_pixels.safetensors").read_bytes() == pin  # the pin, restored from the checkpoint
     assert f"its export: {model}" in capsys.readouterr().out
 
 

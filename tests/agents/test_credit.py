@@ -416,8 +416,8 @@ def test_silent_kl_pulls_silent_pixels_back_to_the_pretrained_model(tiny_model_d
         traj = trainer.sample()
         zeros = torch.zeros(8, 8, 8)
         silent = torch.full((8, 8, 8), silent_value)
-        # the algorithm's hook names the braked pixels (PXPO: those none qualifies for give None)
-        trainer.algo.braked_pixels = lambda contexts: silent if bool(silent.any()) else None
+        # the algorithm's hook weighs the penalty on silent pixels (PXPO: where none qualifies it gives None)
+        trainer.algo.silent_weights = lambda contexts: silent if bool(silent.any()) else None
         before = kl_to_reference(trainer, traj)
         metrics = trainer.update(traj, zeros)
         return before, kl_to_reference(trainer, traj), metrics["silent_kl"]
@@ -547,7 +547,7 @@ def test_freeze_and_hold_modes_resume_exactly(tiny_model_dir, tmp_path, mode, si
     assert rows[-1]["loss"] == whole[-1]["loss"]
 
 
-def held_trainer(tiny_model_dir, tmp_path, **overrides) -> tuple[Trainer, object]:
+def pinned_trainer(tiny_model_dir, tmp_path, **overrides) -> tuple[Trainer, object]:
     """A hold-mode trainer on the half-silent reward, its policy perturbed away from the pretrained model,
     the right half decided silent after one epoch; returns it and that epoch's trajectories."""
     config = freeze_config(tiny_model_dir, tmp_path, silent_mode="hold", silent_test="recent", **overrides)
@@ -569,27 +569,27 @@ def test_hold_mode_keeps_silent_pixels_on_the_pretrained_trajectory(
 ):
     from pxpo_gym.sampling import run_policy
 
-    trainer, _ = held_trainer(tiny_flow_dir if model == "flow" else tiny_model_dir, tmp_path)
+    trainer, _ = pinned_trainer(tiny_flow_dir if model == "flow" else tiny_model_dir, tmp_path)
     choices = trainer.envs.unwrapped.context_choices
     options = {"context": choices[torch.arange(8) % len(choices)]}
     ref = run_policy(trainer.envs, None, seed=123, options=options)  # the pretrained model
     free = run_policy(trainer.envs, trainer.action, seed=123, options=options)
-    held = run_policy(trainer.envs, trainer.rollout_policy(), seed=123, options=options)
+    pinned = run_policy(trainer.envs, trainer.rollout_policy(), seed=123, options=options)
     silent = trainer.pinned[ref.contexts][:, None].expand_as(ref.images)
-    # Held pixels end exactly where the pretrained model's do from the same noise (rounding aside) ...
-    assert (held.images[silent] - ref.images[silent]).abs().max() < 1e-5
+    # Pinned pixels end exactly where the pretrained model's do from the same noise (rounding aside) ...
+    assert (pinned.images[silent] - ref.images[silent]).abs().max() < 1e-5
     # ... where the free policy's do not, and the scored half is the policy's, not the pretrained model's.
     assert (free.images[silent] - ref.images[silent]).abs().max() > 1e-2
-    assert (held.images[~silent] - ref.images[~silent]).abs().max() > 1e-2
+    assert (pinned.images[~silent] - ref.images[~silent]).abs().max() > 1e-2
 
 
-def test_hold_mode_gives_held_pixels_no_gradient(tiny_model_dir, tmp_path):
-    trainer, traj = held_trainer(tiny_model_dir, tmp_path)
-    traj = trainer.sample()  # sampled with the right half held
+def test_hold_mode_gives_pinned_pixels_no_gradient(tiny_model_dir, tmp_path):
+    trainer, traj = pinned_trainer(tiny_model_dir, tmp_path)
+    traj = trainer.sample()  # sampled with the right half pinned
     idx, k = torch.arange(8), torch.full((8,), 2)
     adv = torch.randn(8, 8, 8, generator=torch.Generator().manual_seed(0))
     moved = adv.clone()
-    moved[..., 4:] += 3.0  # advantages that differ on the held pixels only
+    moved[..., 4:] += 3.0  # advantages that differ on the pinned pixels only
     grads = []
     for advantages in (adv, moved):
         trainer.policy.zero_grad(set_to_none=True)
@@ -612,7 +612,7 @@ def test_default_run_holds_the_unscored_half_at_evaluation(tiny_model_dir, tmp_p
     )
     assert config.algorithm.silent_mode == "hold-unscored"
     trainer = Trainer(config)
-    assert bool(trainer.algo.insensitive[..., 4:].all()) and not bool(trainer.algo.insensitive[..., :4].any())
+    assert bool(trainer.algo.unscored[..., 4:].all()) and not bool(trainer.algo.unscored[..., :4].any())
     history = train(config)
     # Silence is decided once a context has 4 maps (during epoch 2 here); the next epoch samples with the
     # unscored half pinned: from then on it is the pretrained model's, exactly.
@@ -625,7 +625,7 @@ def test_hold_unscored_equals_kl_mode_bit_for_bit_on_a_reward_that_scores_every_
     tiny_model_dir, tmp_path, reward
 ):
     # The tiny model draws a few pixels saturated in every image: silent, but noise moves their reward,
-    # so 'hold-unscored' brakes them as 'kl' does and pins nothing: the two modes are one run.
+    # so 'hold-unscored' penalises them as 'kl' does and pins nothing: the two modes are one run.
     runs = [
         train(
             tiny_config(
@@ -663,50 +663,50 @@ def test_the_silent_penalty_changes_nothing_where_no_pixel_is_silent(tiny_model_
         )
         return [(m["loss"], m["silent_fraction"]) for m in train(config.replace(overwrite=True))]
 
-    quiet_free = [losses("tests.agents.test_credit:mean_red_reward", coef) for coef in (5.0, 10.0)]
-    assert quiet_free[0] == quiet_free[1] and all(f == 0 for _, f in quiet_free[0][1:])
+    silence_free = [losses("tests.agents.test_credit:mean_red_reward", coef) for coef in (5.0, 10.0)]
+    assert silence_free[0] == silence_free[1] and all(f == 0 for _, f in silence_free[0][1:])
     saturated = [losses("color", coef) for coef in (5.0, 10.0)]
     assert saturated[0][-1][1] > 0 and saturated[0] != saturated[1]
 
 
-def unscored_half_and_a_quiet_pixel(config: PXPOConfig) -> tuple[PXPO, torch.Tensor, torch.Tensor]:
-    """(PXPO after one batch, (2, 4, 4) insensitive pixels, the batch's contexts): 2 contexts' maps with the
-    right half exactly 0 (unscored: also insensitive to noise images) and one quiet pixel (0, 0), constant
-    on these maps though the reward looks at it."""
+def unscored_half_and_a_scored_silent_pixel(config: PXPOConfig) -> tuple[PXPO, torch.Tensor, torch.Tensor]:
+    """(PXPO after one batch, (2, 4, 4) unscored pixels, the batch's contexts): 2 contexts' maps with the
+    right half exactly 0 (unscored: also constant on noise images) and one silent pixel (0, 0) the reward
+    scores, constant on these maps though the reward looks at it."""
     algo = PXPO(config, num_contexts=2, map_shape=(4, 4))
-    insensitive = torch.zeros(2, 4, 4, dtype=torch.bool)
-    insensitive[..., 2:] = True
-    algo.set_insensitive(insensitive)
+    unscored = torch.zeros(2, 4, 4, dtype=torch.bool)
+    unscored[..., 2:] = True
+    algo.set_unscored(unscored)
     maps = torch.rand(4, 4, 4, generator=torch.Generator().manual_seed(0)) + 0.1
     maps[..., 2:] = 0.0
     maps[:, 0, 0] = 0.5
     contexts = torch.tensor([0, 0, 1, 1])
     algo.advantages(maps.mean(dim=(1, 2)), maps, contexts)
-    return algo, insensitive, contexts
+    return algo, unscored, contexts
 
 
 @pytest.mark.parametrize("mode", ["hold-unscored", "hold", "kl", "freeze"])
-def test_which_silent_pixels_each_mode_pins_and_brakes(mode):
-    algo, insensitive, contexts = unscored_half_and_a_quiet_pixel(
+def test_which_silent_pixels_each_mode_pins_and_penalises(mode):
+    algo, unscored, contexts = unscored_half_and_a_scored_silent_pixel(
         PXPOConfig(stat_min_count=2, silent_mode=mode, credit="pixel")
     )
     silent = algo.silent_mask(contexts)
-    quiet = torch.zeros(4, 4, 4)
-    quiet[:, 0, 0] = 1.0
-    assert torch.equal(silent, quiet + insensitive[contexts].float())
-    pinned, braked = algo.pinned_pixels(), algo.braked_pixels(contexts)
-    if mode == "hold-unscored":  # the unscored half pinned, only the quiet pixel braked
-        assert torch.equal(pinned, insensitive) and torch.equal(braked, quiet)
-    elif mode == "hold":  # every silent pixel pinned and braked
-        assert torch.equal(pinned, silent[[0, 2]].bool()) and torch.equal(braked, silent)
+    scored_silent = torch.zeros(4, 4, 4)
+    scored_silent[:, 0, 0] = 1.0
+    assert torch.equal(silent, scored_silent + unscored[contexts].float())
+    pinned, penalised = algo.pinned_pixels(), algo.silent_weights(contexts)
+    if mode == "hold-unscored":  # the unscored half pinned, only the scored silent pixel under the penalty
+        assert torch.equal(pinned, unscored) and torch.equal(penalised, scored_silent)
+    elif mode == "hold":  # every silent pixel pinned and under the penalty
+        assert torch.equal(pinned, silent[[0, 2]].bool()) and torch.equal(penalised, silent)
     elif mode == "kl":
-        assert pinned is None and torch.equal(braked, silent)
-    else:  # freeze: pinned, never braked
-        assert torch.equal(pinned, silent[[0, 2]].bool()) and braked is None
+        assert pinned is None and torch.equal(penalised, silent)
+    else:  # freeze: pinned, never under the penalty
+        assert torch.equal(pinned, silent[[0, 2]].bool()) and penalised is None
     no_coef = PXPO(
         PXPOConfig(stat_min_count=2, silent_mode=mode, silent_kl_coef=0.0, credit="pixel"), 2, (4, 4)
     )
-    assert no_coef.braked_pixels(contexts) is None
+    assert no_coef.silent_weights(contexts) is None
 
 
 def gated_reward(images: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
@@ -727,54 +727,68 @@ def rare_bright_reward(images: torch.Tensor, contexts: torch.Tensor) -> torch.Te
     return (images.amax(dim=1) > 0.97).float()
 
 
-def test_reward_insensitive_finds_the_pixels_a_reward_never_looks_at(tiny_model_dir):
-    from agents.credit import reward_insensitive
+def test_reward_unscored_finds_the_pixels_a_reward_never_looks_at(tiny_model_dir):
+    from agents.credit import reward_unscored
 
     def core_with(reward):
         return tiny_core(tiny_model_dir, reward)
 
-    region = reward_insensitive(core_with("tests.agents.test_credit:region_reward"))
+    region = reward_unscored(core_with("tests.agents.test_credit:region_reward"))
     assert region.shape == (3, 8, 8) and bool(region[..., 4:].all()) and not bool(region[..., :4].any())
-    raised = reward_insensitive(core_with("tests.agents.test_credit:raised_region_reward"))
+    raised = reward_unscored(core_with("tests.agents.test_credit:raised_region_reward"))
     assert torch.equal(raised, region)  # each pixel compared with itself over the images, per context
     # A reward that is 1 only where a channel exceeds 0.97: about half the pixels stay 0 on 8 noise images,
     # which ones depends on the images drawn: the default seed (0) draws the same ones every time.
     rare = core_with("tests.agents.test_credit:rare_bright_reward")
-    first = reward_insensitive(rare)
+    first = reward_unscored(rare)
     assert 0.2 < float(first.float().mean()) < 0.8
-    assert torch.equal(first, reward_insensitive(rare, seed=0))
-    assert not torch.equal(first, reward_insensitive(rare, seed=1))
-    assert not bool(reward_insensitive(core_with("color")).any())  # noise moves every pixel's redness
-    gated = reward_insensitive(core_with("tests.agents.test_credit:gated_reward"))
+    assert torch.equal(first, reward_unscored(rare, seed=0))
+    assert not torch.equal(first, reward_unscored(rare, seed=1))
+    assert not bool(reward_unscored(core_with("color")).any())  # noise moves every pixel's redness
+    gated = reward_unscored(core_with("tests.agents.test_credit:gated_reward"))
     assert bool(gated.all())  # 0 on every noise image: why 'hold-unscored' also asks for silence
     algo = PXPO(PXPOConfig(stat_min_count=2, credit="pixel"), num_contexts=3, map_shape=(8, 8))
-    algo.set_insensitive(gated)
+    algo.set_unscored(gated)
     maps = torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(0))  # every pixel varies
     algo.advantages(maps.mean(dim=(1, 2)), maps, torch.tensor([0, 0, 1, 1]))
     assert algo.silence_decided[:2].all() and not bool(algo.unscored_contexts().any())
-    with pytest.raises(ValueError, match="insensitive must have shape"):
-        algo.set_insensitive(gated[:2])
+    with pytest.raises(ValueError, match="unscored must have shape"):
+        algo.set_unscored(gated[:2])
+
+
+def test_a_checkpoint_from_before_the_rename_restores_the_unscored_pixels():
+    # PXPO's state named reward_unscored's pixels 'insensitive' before: such a checkpoint still resumes.
+    config = PXPOConfig(stat_min_count=2, credit="pixel")
+    algo, unscored, contexts = unscored_half_and_a_scored_silent_pixel(config)
+    state = algo.state_dict()
+    assert torch.equal(state["unscored"], unscored) and "insensitive" not in state
+    state["insensitive"] = state.pop("unscored")
+    restored = PXPO(config, num_contexts=2, map_shape=(4, 4))
+    restored.load_state_dict(state)
+    assert torch.equal(restored.unscored, unscored)
+    assert torch.equal(restored.pinned_pixels(), algo.pinned_pixels())
+    assert torch.equal(restored.silent_weights(contexts), algo.silent_weights(contexts))
 
 
 @pytest.mark.parametrize("mode", ["kl", "hold", "hold-unscored", "freeze"])
-def test_pinned_and_braked_pixels_by_mode(mode):
+def test_pinned_pixels_and_silent_weights_by_mode(mode):
     algo = PXPO(
         PXPOConfig(stat_min_count=2, silent_mode=mode, credit="pixel"), num_contexts=1, map_shape=(2, 4)
     )
     unscored = torch.zeros(1, 2, 4, dtype=torch.bool)
     unscored[..., 3] = True  # column 3: the reward never looks at it
-    algo.set_insensitive(unscored)
+    algo.set_unscored(unscored)
     maps = torch.rand(4, 2, 4, generator=torch.Generator().manual_seed(0))
     maps[..., 3] = 0.0  # silent and unscored
-    maps[..., 2] = 0.5  # silent but scored (quiet)
+    maps[..., 2] = 0.5  # silent but scored
     contexts = torch.zeros(4, dtype=torch.long)
     algo.advantages(maps.mean(dim=(1, 2)), maps, contexts)
     silent = algo.silent_mask(contexts)
     assert silent[0].tolist() == [[0.0, 0.0, 1.0, 1.0]] * 2
-    pinned, braked = algo.pinned_pixels(), algo.braked_pixels(contexts)
+    pinned, penalised = algo.pinned_pixels(), algo.silent_weights(contexts)
     pinned_columns = {"kl": None, "hold": [2, 3], "hold-unscored": [3], "freeze": [2, 3]}[mode]
-    braked_columns = {"kl": [2, 3], "hold": [2, 3], "hold-unscored": [2], "freeze": None}[mode]
-    for got, columns in ((pinned, pinned_columns), (braked, braked_columns)):
+    penalised_columns = {"kl": [2, 3], "hold": [2, 3], "hold-unscored": [2], "freeze": None}[mode]
+    for got, columns in ((pinned, pinned_columns), (penalised, penalised_columns)):
         if columns is None:
             assert got is None
         else:
@@ -892,7 +906,7 @@ def test_reward_locality_on_a_latent_grid(tiny_sd_dir):
 def test_auto_credit_is_pixel_credit_where_local_and_image_credit_where_not():
     torch.manual_seed(0)
     rewards, maps, contexts = torch.rand(8), torch.rand(8, 4, 4), torch.tensor([0, 1] * 4)
-    maps[:, 0, 0] = 0.25  # a silent pixel, braked by per-pixel credit only
+    maps[:, 0, 0] = 0.25  # a silent pixel, under the penalty with per-pixel credit only
 
     def algo(credit, locality=None, **kw):
         out = PXPO(PXPOConfig(credit=credit, stat_min_count=2, **kw), 2, (4, 4))
@@ -911,12 +925,12 @@ def test_auto_credit_is_pixel_credit_where_local_and_image_credit_where_not():
         )
         silent = auto.silent_mask(contexts)
         assert bool(silent[:, 0, 0].all())
-        braked = auto.braked_pixels(contexts)
-        assert (braked is None) == (same_as == "image")  # 'auto' drops the brake with the image credit
+        penalised = auto.silent_weights(contexts)
+        assert (penalised is None) == (same_as == "image")  # 'auto' drops the penalty with the image credit
     # An explicit image credit keeps the penalty it is given (the image5 arm of docs/results/segmentation.md).
     explicit = algo("image")
     explicit.advantages(rewards, maps, contexts)
-    assert explicit.braked_pixels(contexts) is not None
+    assert explicit.silent_weights(contexts) is not None
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match="locality must be in"):
             algo("auto").set_locality(bad)
@@ -953,7 +967,7 @@ def test_auto_credit_trains_as_the_credit_it_chose_and_resumes_exactly(tiny_mode
 
 def test_reward_probes_score_in_batches_of_the_envs_size(tiny_model_dir):
     # A latent pipeline's reward sees full-size images: the probes must not score 32 x contexts at once.
-    from agents.credit import reward_insensitive, reward_locality
+    from agents.credit import reward_locality, reward_unscored
 
     envs = gym.make_vec("DiffusionDenoise-v0", num_envs=3, model=str(tiny_model_dir), reward="color")
     core = envs.unwrapped
@@ -967,19 +981,19 @@ def test_reward_probes_score_in_batches_of_the_envs_size(tiny_model_dir):
     assert reward_locality(core, probes=4) == 1.0
     assert max(sizes) == 3 and sum(sizes) == 2 * 4 * 3  # two passes over 4 probes x 3 contexts
     sizes.clear()
-    assert not bool(reward_insensitive(core, probes=4).any())
+    assert not bool(reward_unscored(core, probes=4).any())
     assert max(sizes) == 3 and sum(sizes) == 4 * 3
 
 
-def test_pinned_kl_coef_brakes_the_pinned_pixels_with_its_own_weight():
-    # With pinned_kl_coef the unscored half joins the brake at pinned / silent weight.
+def test_pinned_kl_coef_puts_the_pinned_pixels_under_the_penalty_at_its_own_weight():
+    # With pinned_kl_coef the unscored half joins the penalty at pinned / silent weight.
     config = PXPOConfig(stat_min_count=2, credit="pixel", silent_kl_coef=5.0, pinned_kl_coef=10.0)
-    algo, _, contexts = unscored_half_and_a_quiet_pixel(config)
-    braked = algo.braked_pixels(contexts)
+    algo, _, contexts = unscored_half_and_a_scored_silent_pixel(config)
+    penalised = algo.silent_weights(contexts)
     expected = torch.zeros(4, 4, 4)
     expected[:, 0, 0] = 1.0
     expected[..., 2:] = 2.0
-    assert torch.equal(braked, expected)
+    assert torch.equal(penalised, expected)
     for bad, message in (
         (dict(pinned_kl_coef=-1.0), "pinned_kl_coef must be >= 0"),
         (dict(pinned_kl_coef=1.0, silent_mode="kl"), "distils the pixels 'hold-unscored' pins"),

@@ -122,8 +122,8 @@ def test_record_agreement_switches_once_and_for_good():
     fresh = PXPO(PXPOConfig(), num_contexts=2, map_shape=(4, 4))
     for each in (algo, fresh):  # every pixel of context 0 silent (decided from its first maps)
         each.first_silent[0], each.silence_decided[0] = True, True
-    assert fresh.braked_pixels(contexts) is not None  # per-pixel credit: the silent pixels are braked ...
-    assert algo.braked_pixels(contexts) is None  # ... image credit: no brake
+    assert fresh.silent_weights(contexts) is not None  # per-pixel credit: the silent pixels' penalty ...
+    assert algo.silent_weights(contexts) is None  # ... image credit: none
     for bad in (1.5, -2.0, float("nan")):
         with pytest.raises(ValueError, match="agreement must be in"):
             algo.record_agreement(bad, epoch=5)

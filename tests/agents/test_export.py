@@ -237,8 +237,8 @@ def test_the_sampling_snippet_of_the_training_docs_runs_on_an_export(tiny_model_
     torch.testing.assert_close(namespace["diffusers_images"], namespace["images"], atol=1e-5, rtol=0)
 
 
-def held_run_config(tiny_model_dir, tmp_path, **overrides) -> TrainConfig:
-    """A tiny run whose reward scores the left half only, with the silent pixels held ('hold'): from its
+def pinned_run_config(tiny_model_dir, tmp_path, **overrides) -> TrainConfig:
+    """A tiny run whose reward scores the left half only, with the silent pixels pinned ('hold'): from its
     third epoch on it pins the right half."""
     settings = dict(
         reward=("tests.agents.test_credit:region_reward",),
@@ -249,39 +249,67 @@ def held_run_config(tiny_model_dir, tmp_path, **overrides) -> TrainConfig:
     return tiny_config(tiny_model_dir, tmp_path, **{**settings, **overrides})
 
 
-def test_a_held_run_exports_its_pinned_pixels_and_evaluate_applies_them(tiny_model_dir, tmp_path):
-    from agents.evaluate import EvaluateConfig, evaluate
-    from pxpo_gym.pinning import HELD_PIXELS, read_held_pixels
+def test_a_pinning_run_exports_its_pinned_pixels_and_evaluate_applies_them(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    from agents.evaluate import EvaluateConfig, evaluate, main
+    from pxpo_gym.pinning import OLD_PIN_FILE, PINNED_PIXELS, read_pinned_pixels
 
-    config = held_run_config(tiny_model_dir, tmp_path, eval_every=3, eval_images=8)
+    config = pinned_run_config(tiny_model_dir, tmp_path, eval_every=3, eval_images=8)
     history = train(config)
     model = tmp_path / "run" / "model"
-    mode, held = read_held_pixels(model, 3, (8, 8))
-    assert mode == "hold" and bool(held[..., 4:].all()) and float(held[..., :4].float().mean()) < 0.5
-    assert json.loads((model / "pxpo_gym.json").read_text())["held_pixels"]["mode"] == "hold"
+    mode, mask = read_pinned_pixels(model, 3, (8, 8))
+    assert mode == "hold" and bool(mask[..., 4:].all()) and float(mask[..., :4].float().mean()) < 0.5
+    assert json.loads((model / "pxpo_gym.json").read_text())["pinned_pixels"]["mode"] == "hold"
     common = dict(model=str(model), images=8, num_inference_steps=4, trust_code=True)  # our own reward
     pinned = evaluate(EvaluateConfig(**common, out=str(tmp_path / "pinned")))
-    alone = evaluate(EvaluateConfig(**common, held_pixels="off", out=str(tmp_path / "alone")))
+    alone = evaluate(EvaluateConfig(**common, pinned_pixels="off", out=str(tmp_path / "alone")))
     # With the pin, the export's held-out images are the run's own last evaluation's.
-    assert pinned["held_pixels"] == "hold" and alone["held_pixels"] == "none"
+    assert pinned["pinned_pixels"] == "hold" and alone["pinned_pixels"] == "none"
     assert pinned["reward_mean"] == pytest.approx(history[-1]["eval_reward"], abs=1e-6)
     assert pinned["fidelity_distance"] == pytest.approx(history[-1]["fidelity_distance"], abs=1e-6)
     assert alone["fidelity_distance"] > pinned["fidelity_distance"]
-    # A corrupt or mismatched file is refused, naming it.
-    with pytest.raises(ValueError, match="held has shape"):
-        read_held_pixels(model, 4, (8, 8))
-    from safetensors.torch import save_file
+    # The command line's old flag, --held-pixels, still works, with a DeprecationWarning naming the new one.
+    flag = ["--model", str(model), "--images", "8", "--num-inference-steps", "4", "--trust-code"]
+    for old, out in ((["--held-pixels", "off"], "flag"), (["--held-pixels=off"], "flag-equals")):
+        monkeypatch.setattr(sys, "argv", ["agents.evaluate", *flag, *old, "--out", str(tmp_path / out)])
+        with pytest.warns(DeprecationWarning, match="--held-pixels is deprecated: use --pinned-pixels"):
+            main()
+        result = json.loads((tmp_path / out / "evaluation.json").read_text())
+        assert result["pinned_pixels"] == "none" and result["reward_mean"] == alone["reward_mean"]
+    # An export written before the rename (held_pixels.safetensors, tensor 'held') still loads, and samples
+    # with its pin exactly as the new file does.
+    from safetensors.torch import load_file, save_file
 
+    tensors = load_file(str(model / PINNED_PIXELS))
+    (model / PINNED_PIXELS).unlink()
     save_file(
-        {"held": held.to(torch.uint8), "band": torch.tensor(2)}, str(model / HELD_PIXELS), {"mode": "hold"}
+        {"held": tensors["pinned"], "band": tensors["band"]}, str(model / OLD_PIN_FILE), {"mode": "hold"}
     )
-    _, weights = read_held_pixels(model, 3, (8, 8))  # a band: the ramp's weights
+    old_mode, old_mask = read_pinned_pixels(model, 3, (8, 8))
+    assert old_mode == "hold" and torch.equal(old_mask, mask)
+    old = evaluate(EvaluateConfig(**common, out=str(tmp_path / "old")))
+    assert old["pinned_pixels"] == "hold" and old["reward_mean"] == pinned["reward_mean"]
+    assert old["fidelity_distance"] == pinned["fidelity_distance"]
+    (model / OLD_PIN_FILE).unlink()
+    save_file(tensors, str(model / PINNED_PIXELS), {"mode": "hold"})
+    # A corrupt or mismatched file is refused, naming it.
+    with pytest.raises(ValueError, match="pinned has shape"):
+        read_pinned_pixels(model, 4, (8, 8))
+    save_file(
+        {"pinned": mask.to(torch.uint8), "band": torch.tensor(2)},
+        str(model / PINNED_PIXELS),
+        {"mode": "hold"},
+    )
+    _, weights = read_pinned_pixels(model, 3, (8, 8))  # a band: the ramp's weights
     assert weights.dtype == torch.float32 and bool((weights[..., 7] == 1).all())
     assert weights[..., 4].max() == pytest.approx(1 / 3)
     for band, shown in ((torch.tensor(-1), "-1"), (torch.tensor(0.5), "0.5"), (torch.tensor(65), "65")):
-        save_file({"held": held.to(torch.uint8), "band": band}, str(model / HELD_PIXELS), {"mode": "hold"})
+        save_file(
+            {"pinned": mask.to(torch.uint8), "band": band}, str(model / PINNED_PIXELS), {"mode": "hold"}
+        )
         with pytest.raises(ValueError, match=f"band must be an integer in \\[0, 64\\], got band={shown}"):
-            read_held_pixels(model, 3, (8, 8))
-    (model / HELD_PIXELS).write_bytes(b"not a safetensors file")
-    with pytest.raises(ValueError, match="not a valid held-pixels file"):
-        read_held_pixels(model, 3, (8, 8))
+            read_pinned_pixels(model, 3, (8, 8))
+    (model / PINNED_PIXELS).write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="not a valid pinned-pixels file"):
+        read_pinned_pixels(model, 3, (8, 8))

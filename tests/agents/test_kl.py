@@ -54,16 +54,16 @@ def test_kl_is_logged_and_grows_after_updates(tiny_model_dir, tmp_path):
 
 
 def test_kl_is_measured_wherever_a_reference_pass_runs(tiny_model_dir, tmp_path):
-    """With kl_coef 0, PXPO's brake on silent pixels still runs the reference at every trained step: its KL
-    is measured and logged (it read NaN, while the brake had computed it)."""
+    """With kl_coef 0, PXPO's penalty on silent pixels still runs the reference at every trained step: its KL
+    is measured and logged (it read NaN, while the penalty had computed it)."""
     trainer = Trainer(tiny_config(tiny_model_dir, tmp_path, algo="pxpo", kl_coef=0.0))
     traj = trainer.sample()
     adv = trainer.algo.advantages(traj.rewards, traj.grid_reward_maps, traj.contexts)
     grid = tuple(traj.grid_reward_maps.shape[1:])
-    trainer.algo.braked_pixels = lambda contexts: torch.ones(len(contexts), *grid)  # every pixel silent
+    trainer.algo.silent_weights = lambda contexts: torch.ones(len(contexts), *grid)  # every pixel silent
     metrics = trainer.update(traj, adv)
     assert metrics["kl"] == 0.0 and metrics["silent_kl"] == 0.0  # measured; the policy is still the reference
-    trainer.algo.braked_pixels = lambda contexts: None
+    trainer.algo.silent_weights = lambda contexts: None
     assert math.isnan(trainer.update(traj, adv)["kl"])  # no reference pass: not measured
 
 

@@ -17,7 +17,7 @@ from agents.pipeline import TrainedPipeline
 from agents.trainer import Trainer
 from pxpo_gym.sampling import run_policy
 from tests.agents.test_agents import tiny_config
-from tests.agents.test_export import held_run_config
+from tests.agents.test_export import pinned_run_config
 
 LABELS = [0, 1, 2, 0, 1, 2]
 
@@ -71,31 +71,43 @@ def test_the_pipeline_and_the_env_draw_the_runs_own_images(
 
 
 @pytest.mark.parametrize("band", [0, 2])
-def test_the_pipeline_pins_held_pixels_as_evaluate_does(tiny_model_dir, tmp_path, band):
+def test_the_pipeline_pins_pinned_pixels_as_evaluate_does(tiny_model_dir, tmp_path, band):
     from agents.evaluate import EvaluateConfig, evaluate
 
-    config = held_run_config(tiny_model_dir, tmp_path, pin_band=band)
+    config = pinned_run_config(tiny_model_dir, tmp_path, pin_band=band)
     trainer = trained(config)
     export = tmp_path / "run" / "model"
-    assert (export / "held_pixels.safetensors").is_file()
+    assert (export / "pinned_pixels.safetensors").is_file()
     pipeline = TrainedPipeline.from_pretrained(export)
     seed = EVAL_SEED_OFFSET
     pinned = pipeline(class_labels=LABELS, seed=seed).images
     torch.testing.assert_close(pinned, held_out(trainer, seed), atol=1e-5, rtol=0)
-    alone = pipeline(class_labels=LABELS, seed=seed, held_pixels="off").images
-    # gym.make on the export samples as the run did, pin included; held_pixels='off': the weights alone
+    alone = pipeline(class_labels=LABELS, seed=seed, pinned_pixels="off").images
+    # gym.make on the export samples as the run did, pin included; pinned_pixels='off': the weights alone
     common = dict(num_envs=len(LABELS), model=str(export), num_inference_steps=4)
-    for held_pixels, expected in (("auto", pinned), ("off", alone)):
-        envs = gym.make_vec("DiffusionDenoise-v0", held_pixels=held_pixels, **common)
+    for pinned_pixels, expected in (("auto", pinned), ("off", alone)):
+        envs = gym.make_vec("DiffusionDenoise-v0", pinned_pixels=pinned_pixels, **common)
         drawn = run_policy(envs, seed=seed, options={"context": torch.tensor(LABELS)}).images
         torch.testing.assert_close(drawn, expected, atol=1e-5, rtol=0)
+    # the old keyword, held_pixels, still works (env and pipeline), with a DeprecationWarning naming the new one
+    renamed = r"held_pixels=\.\.\.\) is deprecated: use pinned_pixels="
+    for value, expected in (("auto", pinned), ("off", alone)):
+        with pytest.warns(DeprecationWarning, match=renamed):
+            envs = gym.make_vec("DiffusionDenoise-v0", held_pixels=value, **common)
+        drawn = run_policy(envs, seed=seed, options={"context": torch.tensor(LABELS)}).images
+        torch.testing.assert_close(drawn, expected, atol=1e-5, rtol=0)
+        with pytest.warns(DeprecationWarning, match=renamed):
+            old = pipeline(class_labels=LABELS, seed=seed, held_pixels=value).images
+        assert torch.equal(old, expected)
+    with pytest.raises(TypeError, match="got both held_pixels= and its new name pinned_pixels="):
+        gym.make_vec("DiffusionDenoise-v0", held_pixels="off", pinned_pixels="off", **common)
     base = gym.make_vec(
         "DiffusionDenoise-v0", num_envs=len(LABELS), model=str(tiny_model_dir), num_inference_steps=4
     )
     reference = run_policy(base, seed=seed, options={"context": torch.tensor(LABELS)}).images
     # the region reward's silent half, columns 4-7: with a band of 2, columns 4 and 5 ramp
     right = (slice(None), slice(None), slice(None), slice(4 + band, None))
-    torch.testing.assert_close(pinned[right], reference[right], atol=1e-5, rtol=0)  # held ...
+    torch.testing.assert_close(pinned[right], reference[right], atol=1e-5, rtol=0)  # pinned ...
     ramp = pinned[..., 4 : 4 + band] - reference[..., 4 : 4 + band]
     assert band == 0 or ramp.abs().amax() > 1e-3  # (the band is part the policy's)
 
@@ -105,7 +117,7 @@ def test_the_pipeline_pins_held_pixels_as_evaluate_does(tiny_model_dir, tmp_path
             model=str(export), images=6, num_inference_steps=4, trust_code=True, out=str(tmp_path / "e")
         )
     )
-    assert result["held_pixels"] == "hold" and result["eta"] == 1.0
+    assert result["pinned_pixels"] == "hold" and result["eta"] == 1.0
 
 
 def test_bad_pipeline_arguments_are_named(tiny_model_dir, tmp_path):
@@ -113,8 +125,8 @@ def test_bad_pipeline_arguments_are_named(tiny_model_dir, tmp_path):
     pipeline = TrainedPipeline.from_pretrained(tmp_path / "run" / "model")
     with pytest.raises(ValueError, match="class_labels"):
         pipeline()
-    with pytest.raises(ValueError, match="held_pixels"):
-        pipeline(class_labels=[0], held_pixels="on")
+    with pytest.raises(ValueError, match="pinned_pixels"):
+        pipeline(class_labels=[0], pinned_pixels="on")
 
 
 def test_an_export_loads_from_another_working_directory(tiny_model_dir, tmp_path, monkeypatch):

@@ -106,9 +106,30 @@ def test_old_names_still_work_with_a_deprecation_warning(tiny_model_dir):
         assert torch.equal(step_kl(eps=u, eps_ref=ref, coeffs=coeffs), step_kl(u, ref, coeffs))
     from pxpo_gym.pinning import blend
 
-    held = torch.tensor([[[True, False, True, False]] * 4] * 2)
+    pinned = torch.tensor([[[True, False, True, False]] * 4] * 2)
     with pytest.warns(DeprecationWarning, match=r"blend\(eps=...\) is deprecated: use action="):
-        assert torch.equal(blend(eps=u, reference_eps=ref, held=held), blend(u, ref, held))
+        assert torch.equal(blend(eps=u, reference_eps=ref, pinned=pinned), blend(u, ref, pinned))
+    with pytest.warns(DeprecationWarning, match=r"blend\(held=...\) is deprecated: use pinned="):
+        assert torch.equal(blend(u, ref, held=pinned), blend(u, ref, pinned))
+    from pxpo_gym import pinning
+
+    for old, new in (
+        ("HeldPolicy", "PinnedPolicy"),
+        ("read_held_pixels", "read_pinned_pixels"),
+        ("HELD_PIXELS", "PINNED_PIXELS"),
+    ):
+        with pytest.warns(
+            DeprecationWarning, match=f"pxpo_gym.pinning.{old} is deprecated: use pxpo_gym.pinning.{new}"
+        ):
+            assert getattr(pinning, old) is getattr(pinning, new)
+    with pytest.warns(
+        DeprecationWarning, match=r"PinnedPolicy.__init__\(held=...\) is deprecated: use pinned="
+    ):
+        policy = pinning.PinnedPolicy(None, None, held=pinned)
+    with pytest.warns(DeprecationWarning, match="PinnedPolicy.held is deprecated: use PinnedPolicy.pinned"):
+        assert policy.held is pinned is policy.pinned
+    with pytest.warns(DeprecationWarning, match=r"pin_weights\(held=...\) is deprecated: use pinned="):
+        assert torch.equal(pinning.pin_weights(held=pinned, band=1), pinning.pin_weights(pinned, 1))
     with pytest.warns(DeprecationWarning, match="pxpo_gym.wrappers.residual_eps is deprecated"):
         from pxpo_gym.wrappers import residual_action, residual_eps
     assert residual_eps is residual_action
@@ -121,3 +142,5 @@ def test_old_names_still_work_with_a_deprecation_warning(tiny_model_dir):
             "DiffusionDenoise-v0", model=str(tiny_model_dir), num_inference_steps=2, action_mode="eps"
         )
     assert env.unwrapped.core.prediction == "eps"
+    with pytest.warns(DeprecationWarning, match=r"held_pixels=...\) is deprecated: use pinned_pixels="):
+        gym.make("DiffusionDenoise-v0", model=str(tiny_model_dir), num_inference_steps=2, held_pixels="off")
