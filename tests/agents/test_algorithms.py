@@ -142,7 +142,9 @@ def test_agents_has_no_import_circle():
         for node in ast.walk(ast.parse(path.read_text())):  # every import, in functions too
             if isinstance(node, ast.ImportFrom) and (node.module or node.level):
                 base = node.module or ""
-                if node.level:  # relative (inside agents/ every import of agents is): resolved from the package
+                if (
+                    node.level
+                ):  # relative (inside agents/ every import of agents is): resolved from the package
                     parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                     base = f"{parent}.{base}" if base else parent
                 targets = [base, *(f"{base}.{a.name}" for a in node.names)]
