@@ -241,7 +241,7 @@ def pinned_run_config(tiny_model_dir, tmp_path, **overrides) -> TrainConfig:
     """A tiny run whose reward scores the left half only, with the silent pixels pinned ('hold'): from its
     third epoch on it pins the right half."""
     settings = dict(
-        reward=("tests.agents.test_credit:region_reward",),
+        reward=("tests.agents.toy_rewards:region_reward",),
         silent_mode="hold",
         num_epochs=3,
         learning_rate=3e-3,
