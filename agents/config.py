@@ -32,7 +32,7 @@ import torch
 import tyro
 
 import pxpo_gym  # noqa: F401  (registers the env)
-from pxpo_gym.cli import Checked
+from pxpo_gym.cli import Checked, parsing
 from pxpo_gym.flow import DEFAULT_NOISE_LEVEL
 from pxpo_gym.rewards import split_weight
 from pxpo_gym.wrappers import generic_wrappers
@@ -410,6 +410,11 @@ RENAMED = {
     "credit_check_drop": "check_drop",
 }
 """Options saved before the sections under another name (configs written before them, e.g. checkpoints)."""
+LEGACY_SENTINELS = {"clip_range": 0.0, "lora_rank": -1, "resolution": 0, "decode_chunk_size": 0, "threads": 0}
+"""Values that meant "default" in flat configs written before these fields took None."""
+ADDED_FIELDS = {**WINDOW_NONE, "window_start": 0, "reuse_sampling_pass": False}
+"""Fields a flat config written before they existed does not hold, at the value that trained it (whatever
+the default is now)."""
 
 
 @dataclass(frozen=True)
@@ -434,13 +439,15 @@ class TrainConfig:
                 isinstance(getattr(self, name), cls),
                 f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}",
             )
-            getattr(self, name).validate()  # (built from a command line, a section is checked here)
+            if parsing():  # built from a command line, a section was not checked when it was made
+                getattr(self, name).validate()
         _need(
             type(self.algorithm) in BUILTIN_CONFIGS or isinstance(self.algorithm, PluginAlgorithm),
             f"algorithm must be one of {[c.__name__ for c in BUILTIN_CONFIGS]} or a PluginAlgorithm, got "
             f"{type(self.algorithm).__name__} (a plug-in's own config goes in PluginAlgorithm(path, option))",
         )
-        self.algorithm.validate()
+        if parsing():
+            self.algorithm.validate()
         sampling, optimiser, steps = self.sampling, self.optimiser, self.env.num_inference_steps
         _need(
             sampling.images_per_epoch % optimiser.train_batch_size == 0,
@@ -466,12 +473,25 @@ class TrainConfig:
             f"train_batch_size={optimiser.train_batch_size}, sample_batch_size={sampling.sample_batch_size}, "
             f"timestep_fraction={optimiser.timestep_fraction}",
         )
-        if isinstance(self.algorithm, OracleConfig):
-            _need(
-                not (sampling.step_window or sampling.reuse_sampling_pass),
-                f"step_window={sampling.step_window} and reuse_sampling_pass={sampling.reuse_sampling_pass} "
-                "shape a policy-gradient epoch; the oracle backpropagates through its sampler and takes neither",
-            )
+        if self.algo in BUILTIN:  # a plug-in's class is imported only when the trainer is built
+            self.check_for(resolve_algorithm(self.algo), self.algorithm)
+
+    def check_for(self, cls: type, algo_config: Any) -> None:
+        """Refuses what the algorithm class cannot take: an algorithm that backpropagates through its sampler
+        (``samples_with_gradients``) has no window, no reused sampling pass and no KL penalty.
+
+        Raises:
+            ValueError: naming the option and the algorithm.
+        """
+        if not getattr(cls, "samples_with_gradients", False):
+            return
+        sampling, kl_coef = self.sampling, getattr(algo_config, "kl_coef", 0.0)
+        _need(
+            not (sampling.step_window or sampling.reuse_sampling_pass or kl_coef),
+            f"step_window={sampling.step_window}, reuse_sampling_pass={sampling.reuse_sampling_pass} and "
+            f"kl_coef={kl_coef} shape a policy-gradient epoch; algo={self.algo!r} backpropagates through its "
+            "sampler and takes none of them",
+        )
 
     # -- building ---------------------------------------------------------
 
@@ -490,7 +510,7 @@ class TrainConfig:
         """
         options = {RENAMED.get(k, k): v for k, v in options.items()}
         algo = options.pop("algo", "pxpo")
-        algo_items = options.pop("algo_option", ())
+        algo_items = tuple(options.pop("algo_option", ()))
         sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
         algo_options: dict[str, Any] = {}
         for key, value in options.items():
@@ -498,23 +518,31 @@ class TrainConfig:
                 sections[SECTION_OF[key]][key] = value
             else:
                 algo_options[key] = value
-        algo_options.update(key_values(tuple(algo_items), "algo_option"))
-        try:
-            built = {name: SECTIONS[name](**values) for name, values in sections.items()}
-        except TypeError as err:  # pragma: no cover - every key was routed to a section by name
-            raise ValueError(str(err)) from err
-        return cls(algorithm=algorithm_config(algo, algo_options, strict), **built)
+        built = {name: SECTIONS[name](**values) for name, values in sections.items()}
+        return cls(algorithm=algorithm_config(algo, algo_options, strict, algo_items), **built)
 
     @classmethod
-    def from_dict(cls, saved: dict[str, Any], strict: bool = False) -> TrainConfig:
-        """A config saved by ``to_dict`` (sections), or before the sections (one flat dict).
+    def from_dict(cls, saved: dict[str, Any], plugin_fields: set[str] | None = None) -> TrainConfig:
+        """A config saved by ``to_dict`` (sections; every option must be known), or before the sections (one
+        flat dict holding every algorithm's options: translated by ``flat_view``, each algorithm keeping its
+        own, a plug-in those in ``plugin_fields``, its config class's fields, which the caller knows only once
+        it may import the class).
 
         Raises:
-            ValueError: not a config.
+            ValueError: not a config, or an option it does not know.
         """
         if not isinstance(saved, dict):
             raise ValueError(f"a saved config must be a JSON object, got {type(saved).__name__}")
-        return cls.of(strict=strict, **flat_view(saved))
+        flat = flat_view(saved)
+        legacy = not is_sectioned(saved)
+        if legacy and flat.get("algo", "pxpo") not in BUILTIN:
+            keep = plugin_fields or set()
+            flat = {
+                k: v
+                for k, v in flat.items()
+                if k in SECTION_OF or k in ("algo", "algo_option") or (k in keep and v is not None)
+            }
+        return cls.of(strict=not legacy, **flat)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as JSON-ready sections, with the algorithm's name (``from_dict`` reads it back)."""
@@ -533,8 +561,9 @@ class TrainConfig:
     def replace(self, **options: Any) -> TrainConfig:
         """This config with the flat options changed (``algo`` starts that algorithm from its defaults)."""
         flat = self.flat()
-        if "algo" in options and options["algo"] != flat["algo"]:
+        if "algo" in options and options["algo"] != flat["algo"]:  # the new algorithm's options and window
             flat = {k: v for k, v in flat.items() if k in SECTION_OF}
+            flat.update(step_window=None, window_placement=None, window_outside=None)
         flat.update(options)
         return TrainConfig.of(**flat)
 
@@ -568,7 +597,17 @@ class TrainConfig:
         given = {name: getattr(self.sampling, name) for name in WINDOW_NONE}
         resolved = {k: defaults[k] if v is None else v for k, v in given.items()}
         if not resolved["step_window"]:
-            resolved = dict(WINDOW_NONE)  # nothing is outside no window
+            placed = {
+                k: v for k, v in given.items() if k != "step_window" and v not in (None, WINDOW_NONE[k])
+            }
+            if self.sampling.window_start:
+                placed["window_start"] = self.sampling.window_start
+            _need(
+                not placed,
+                f"{', '.join(f'{k}={v!r}' for k, v in placed.items())} place a window, but algo={self.algo!r} "
+                f"with step_window={self.sampling.step_window} trains every step: set step_window too",
+            )
+            resolved = dict(WINDOW_NONE)
         return dataclasses.replace(self, sampling=dataclasses.replace(self.sampling, **resolved))
 
     @property
@@ -618,11 +657,24 @@ class TrainConfig:
         return dataclasses.replace(config, **changes) if changes else config
 
 
+def is_sectioned(saved: dict[str, Any]) -> bool:
+    """Whether a saved config is ``TrainConfig.to_dict``'s (else the flat dict of a run saved before the
+    sections)."""
+    return isinstance(saved.get("env"), dict)
+
+
 def flat_view(saved: dict[str, Any]) -> dict[str, Any]:
-    """A saved config (``TrainConfig.to_dict``'s sections, or the flat dict of runs saved before them) as
-    flat options."""
-    if not isinstance(saved.get("env"), dict):  # saved before the sections
-        return dict(saved)
+    """A saved config (``TrainConfig.to_dict``'s sections, or the flat dict of runs saved before them, whose
+    renamed options, "default" sentinels and missing fields are translated here, the one place) as flat
+    options."""
+    if not is_sectioned(saved):
+        flat = {RENAMED.get(k, k): v for k, v in saved.items()}
+        for key, legacy in LEGACY_SENTINELS.items():  # saved before these fields became optional
+            if key in flat and flat[key] == legacy:
+                flat[key] = None
+        for key, before in ADDED_FIELDS.items():  # saved before these fields existed
+            flat.setdefault(key, before)
+        return flat
     unknown = sorted(set(saved) - {"algo", "algorithm", *SECTIONS})
     if unknown:
         raise ValueError(
@@ -641,6 +693,10 @@ def flat_view(saved: dict[str, Any]) -> dict[str, Any]:
     if flat["algo"] in BUILTIN:
         flat.update(algorithm)
     else:
+        if set(algorithm) - {"option"}:
+            raise ValueError(
+                f"a plug-in's saved 'algorithm' holds only its 'option' items, got {sorted(algorithm)}"
+            )
         flat["algo_option"] = tuple(algorithm.get("option", ()))
     return flat
 
@@ -657,16 +713,20 @@ def build_options(config_class: type, options: dict[str, Any], algo: str) -> Any
         raise ValueError(f"algo={algo!r}: its options do not fit {config_class.__name__}: {err}") from err
 
 
-def algorithm_config(algo: str, options: dict[str, Any], strict: bool = True) -> Any:
-    """The algorithm section of ``algo`` (a built-in name or an import path) with these options.
+def algorithm_config(
+    algo: str, options: dict[str, Any], strict: bool = True, items: tuple[str, ...] = ()
+) -> Any:
+    """The algorithm section of ``algo`` (a built-in name or an import path) with these options and
+    ``key=value`` items (a plug-in keeps its items as written).
 
     Args:
         strict: refuse an option the built-in algorithm does not have; False leaves it out.
     """
     check_name(algo)
-    if algo not in BUILTIN:
-        items = tuple(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in options.items())
-        return PluginAlgorithm(algo, items)
+    if algo not in BUILTIN:  # None: the plug-in's own default (as for a built-in)
+        named = tuple(f"{k}={json.dumps(v)}" for k, v in options.items() if v is not None)
+        return PluginAlgorithm(algo, tuple(items) + named)
+    options = {**options, **key_values(tuple(items), "algo_option")}
     config_class = CONFIG_OF[algo]
     fields = {f.name: f for f in dataclasses.fields(config_class)}
     if not strict:

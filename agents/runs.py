@@ -17,10 +17,10 @@ from pxpo_gym.models import METADATA_FILE
 from pxpo_gym.rewards import refuse_code_from_file
 from pxpo_gym.viz import save_reward_grid
 
-from .algorithms import refuse_algorithm_from_file
+from .algorithms import BUILTIN, refuse_algorithm_from_file, resolve_algorithm
 from .algorithms.pxpo import CREDIT_FILE, FOOTPRINT_FILE
 from .checkpoint import load_checkpoint, restore_trainer
-from .config import WINDOW_NONE, TrainConfig, flat_view, make_envs, reward_tuple
+from .config import TrainConfig, flat_view, is_sectioned, make_envs, reward_tuple
 from .distributed import barrier
 from .export import EXPORT_DIR
 from .heldout import Evaluator
@@ -45,11 +45,6 @@ RESUME_OVERRIDABLE = (
 )
 """Options (all of the ``run`` section's but seed, device and eval_images) a resumed run may take from the
 command line; every other comes from the checkpoint."""
-LEGACY_SENTINELS = {"clip_range": 0.0, "lora_rank": -1, "resolution": 0, "decode_chunk_size": 0, "threads": 0}
-"""Values that meant "default" in checkpoints written before these fields took None."""
-ADDED_FIELDS = {**WINDOW_NONE, "window_start": 0, "reuse_sampling_pass": False}
-"""Fields a checkpoint written before they existed does not hold, at the value that trained it (whatever the
-default is now)."""
 RUN_FILES = (
     "metrics.csv",
     "config.json",
@@ -79,42 +74,34 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         return config
     _, meta = load_checkpoint(run.resume)
     invalid = f"resume={run.resume!r}: the checkpoint's config is not valid"
+    stored = meta["config"]
     try:
-        saved = flat_view(dict(meta["config"]))
-        for key in (
-            "contexts",
-            "prompts",
-            "step_weights",
-            "check_scales",
-            "credit_check_scales",
-            "algo_option",
-        ):
-            if key in saved:
-                saved[key] = tuple(saved[key])
-        saved["reward"] = reward_tuple(saved.get("reward", ()))
+        saved = flat_view(stored)
+        saved_reward = reward_tuple(saved.get("reward", ()))
     except (TypeError, ValueError) as err:
         raise ValueError(f"{invalid}: {err}") from err
-    for key, legacy in LEGACY_SENTINELS.items():  # runs saved before these fields became optional
-        if key in saved and saved[key] == legacy:
-            saved[key] = None
-    for key, before in ADDED_FIELDS.items():  # runs saved before these fields existed
-        saved.setdefault(key, before)
-    if not run.trust_code and config.env.reward != saved["reward"]:
-        refuse_code_from_file(saved["reward"], f"the checkpoint of resume={run.resume!r}")
-    if not run.trust_code and config.algo != saved.get("algo"):
-        refuse_algorithm_from_file(str(saved.get("algo")), f"the checkpoint of resume={run.resume!r}")
+    algo = saved.get("algo", "pxpo")
+    if not run.trust_code and config.env.reward != saved_reward:
+        refuse_code_from_file(saved_reward, f"the checkpoint of resume={run.resume!r}")
+    if not run.trust_code and config.algo != algo:
+        refuse_algorithm_from_file(str(algo), f"the checkpoint of resume={run.resume!r}")
     try:
-        restored = TrainConfig.of(strict=False, **saved)
+        plugin_fields = None  # a flat plug-in config held every algorithm's options: keep its class's
+        if not is_sectioned(stored) and algo not in BUILTIN:  # (imported: named again, or trusted, above)
+            plugin_fields = {f.name for f in dataclasses.fields(resolve_algorithm(algo).config_class)}
+        restored = TrainConfig.from_dict(stored, plugin_fields)
     except (TypeError, ValueError) as err:  # a hand-edited or damaged checkpoint
         raise ValueError(f"{invalid}: {err}") from err
-    mine, defaults, theirs = config.flat(), TrainConfig().flat(), restored.flat()
+    # An option is set when it differs from the default of the algorithm the command line names (PXPO's
+    # when none); a set option the run does not have, or holds at another value, is a conflict.
+    mine, defaults, theirs = config.flat(), TrainConfig.of(algo=config.algo).flat(), restored.flat()
+    defaults["algo"] = TrainConfig().algo  # the algorithm itself is set when a subcommand names another
     conflicts = [
-        f"{name}={value!r} (run: {theirs[name]!r})"
+        f"{name}={value!r} (run: {theirs.get(name, 'not an option of ' + repr(theirs['algo']))!r})"
         for name, value in mine.items()
         if name not in RESUME_OVERRIDABLE
-        and name in theirs
         and (name not in defaults or value != defaults[name])
-        and value != theirs[name]
+        and (name not in theirs or value != theirs[name])
     ]
     if conflicts:
         raise ValueError(

@@ -116,6 +116,7 @@ class Trainer:
         if config.optimiser.gradient_checkpointing:
             self.policy.net.enable_gradient_checkpointing()
         algo_config = config.algo_config(self.num_channels * math.prod(grid), algo_cls)
+        config.check_for(algo_cls, algo_config)  # a plug-in's class is known only here
         self.algo: Algorithm = algo_cls(algo_config, core.loaded.num_contexts, tuple(grid))
         """The algorithm (``agents.algorithms``): its advantages, loss and hooks."""
         self.kl_coef = getattr(algo_config, "kl_coef", 0.0)

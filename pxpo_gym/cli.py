@@ -48,6 +48,11 @@ def run(main: Callable[[], Any], prog: str) -> Any:
 _PARSING = contextvars.ContextVar("pxpo_gym_parsing", default=False)
 
 
+def parsing() -> bool:
+    """Whether a command line is being parsed into a config of sections (``parse(..., sections=True)``)."""
+    return _PARSING.get()
+
+
 class Checked:
     """Mixin of a config dataclass that checks itself (``validate``: no NaN or infinite number, then its own
     ``check``) when built, except while a command line is parsed into a config of sections (``parse(...,

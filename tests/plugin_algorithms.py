@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from agents.algorithms.base import Algorithm
+from agents.algorithms.oracle import Oracle
 from agents.losses import PolicyGradientConfig, ratio_stats
 
 
@@ -59,3 +60,9 @@ class NotAnAlgorithm:
 
 
 not_a_class = 3
+
+
+class OracleCopy(Oracle):
+    """An algorithm of one's own that backpropagates through its sampler, as the oracle does."""
+
+    name = "oracle-copy"

@@ -85,3 +85,27 @@ def test_the_installed_layout_imports_and_runs_without_the_repository(tmp_path):
         env=env,
     )
     assert cli.returncode == 0 and "--estimator" in cli.stdout, cli.stderr
+
+
+def absolute_self_imports(folder: Path) -> list[str]:
+    """Imports of ``agents`` by its top-level name inside agents/ (installed, there is no such package)."""
+    import ast
+
+    found = []
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            found += [f"{path.name}:{node.lineno}" for name in names if name.split(".")[0] == "agents"]
+    return found
+
+
+def test_agents_imports_itself_relatively(tmp_path):
+    assert absolute_self_imports(ROOT / "agents") == []
+    (tmp_path / "bad.py").write_text("def f():\n    from agents.config import TrainConfig\n")
+    assert absolute_self_imports(tmp_path) == ["bad.py:2"]  # the check sees one, in a function too

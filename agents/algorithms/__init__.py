@@ -67,9 +67,18 @@ def check_protocol(cls: object, name: str) -> None:
         or (issubclass(cls, Algorithm) and getattr(cls, method) is getattr(Algorithm, method))
     ]
     if not issubclass(cls, Algorithm):
+        other = [
+            base.__module__ for base in cls.__mro__ if base.__name__ == "Algorithm" and base is not Algorithm
+        ]
+        hint = (
+            f"; it subclasses {other[0]}.Algorithm, the same file under another package name: import it as "
+            f"{Algorithm.__module__} (agents.* in a clone, pxpo_gym.agents.* when installed)"
+            if other
+            else ""
+        )
         raise ValueError(
-            f"algo={name!r}: {cls.__name__} must subclass agents.algorithms.base.Algorithm (the protocol's "
-            "defaults for every optional hook)"
+            f"algo={name!r}: {cls.__name__} must subclass {Algorithm.__module__}.Algorithm (the protocol's "
+            f"defaults for every optional hook){hint}"
         )
     if missing:
         raise ValueError(f"algo={name!r}: {cls.__name__} does not define {', '.join(missing)}()")

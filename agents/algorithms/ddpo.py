@@ -40,7 +40,6 @@ class DDPO(Algorithm):
 
     name = "ddpo"
     config_class = DDPOConfig
-    default_clip_range = "elements"
 
     def __init__(self, config: DDPOConfig, num_contexts: int, map_shape: tuple[int, int]) -> None:
         if config.clip_range is None:

@@ -171,7 +171,7 @@ def test_agents_has_no_import_circle():
 
 def test_no_branch_on_the_algorithm_outside_its_own_files():
     pattern = re.compile(
-        r"isinstance\([^)]*\b(DDPO|PXPO|Oracle)\b|\balgo\s*[!=]=\s*['\"]|\balgo is None\b|\balgo in \("
+        r"isinstance\([^)]*\b(DDPO|PXPO|Oracle)\w*\b|\balgo\s*[!=]=\s*['\"]|\balgo is None\b|\balgo in \("
     )
     offenders = [
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"

@@ -63,6 +63,10 @@ def test_kl_is_measured_wherever_a_reference_pass_runs(tiny_model_dir, tmp_path)
     trainer.algo.silent_weights = lambda contexts: torch.ones(len(contexts), *grid)  # every pixel silent
     metrics = trainer.update(traj, adv)
     assert metrics["kl"] == 0.0 and metrics["silent_kl"] == 0.0  # measured; the policy is still the reference
+    moved = trainer.update(traj, adv)  # the policy has moved away from the reference since
+    assert moved["kl"] > 0 and moved["kl"] == pytest.approx(
+        moved["silent_kl"], rel=1e-5
+    )  # (a 0 would be unread)
     trainer.algo.silent_weights = lambda contexts: None
     assert math.isnan(trainer.update(traj, adv)["kl"])  # no reference pass: not measured
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import agents.runs
-from agents.config import RENAMED, TrainConfig, flat_view
-from agents.runs import ADDED_FIELDS, resolve_config, train
+from agents.config import ADDED_FIELDS, RENAMED, TrainConfig, flat_view
+from agents.runs import resolve_config, train
 from agents.steps import train_window
 from agents.trainer import Trainer
 from agents.trajectories import collect
@@ -241,14 +241,16 @@ def test_the_algorithms_default_window(tiny_model_dir, tmp_path, monkeypatch):
         "fixed",
         "deterministic",
     )
-    none = tiny_config(tiny_model_dir, tmp_path, step_window=0, window_outside="deterministic")
-    assert (
-        none.with_window_defaults().sampling.window_placement,
-        none.with_window_defaults().sampling.window_outside,
-    ) == (
-        "sliding",
-        "stochastic",
-    )  # nothing is outside no window
+    none = tiny_config(tiny_model_dir, tmp_path, step_window=0).with_window_defaults()
+    assert (none.sampling.window_placement, none.sampling.window_outside) == ("sliding", "stochastic")
+    # placing a window that is not there is refused, not dropped (DDPO trains every step by default)
+    for placed in (
+        dict(step_window=0, window_outside="deterministic"),
+        dict(algo="ddpo", window_placement="fixed"),
+        dict(algo="ddpo", window_start=3),
+    ):
+        with pytest.raises(ValueError, match="place a window.*set step_window too"):
+            tiny_config(tiny_model_dir, tmp_path, **placed).with_window_defaults()
     oracle = tiny_config(tiny_model_dir, tmp_path, algo="oracle").with_window_defaults()
     assert oracle.sampling.step_window == 0
     # the run's own config says what it did; a checkpoint written before the window existed resumes without one
