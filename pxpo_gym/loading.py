@@ -279,7 +279,9 @@ def load_model(
     Raises:
         ValueError: unknown name, not a diffusers pipeline, missing or corrupt
             files, prompts given to a pixel model or missing for a latent one, a
-            resolution the model cannot produce, unsupported dtype.
+            resolution the model cannot produce, unsupported dtype, a ``pxpo_gym.json`` naming a
+            sampler that is not registered (``pxpo_gym.samplers.SAMPLERS``; its plug-in is registered
+            before loading).
         ImportError: a latent pipeline without transformers installed.
     """
     dtype = parse_dtype(dtype)

@@ -155,6 +155,9 @@ class PinnedPolicy:
         return blend(action, self.reference_action, self.pinned[context.reshape(-1)])
 
     def on_step(self, obs: dict, action: torch.Tensor, next_obs: dict, info: dict) -> None:
+        # Written out rather than as next + transition_mean(dx, du): (next + a dx) + b du rounds differently
+        # from next + (a dx + b du), and the reference trajectory (so every pinned export's samples) would
+        # move by an ulp. The step itself lives in pxpo_gym.transition.
         shape = (-1, *([1] * (action.dim() - 1)))
         a, b = info["coef_sample"].reshape(shape), info["coef_model_output"].reshape(shape)
         self.reference_sample = (
