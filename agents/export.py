@@ -108,6 +108,8 @@ def export_policy(
         "fine_tuned_from": anywhere(loaded.source),
         "run": run or {},
     }
+    if loaded.sampler is not None:  # a sampler plug-in named by the model (pxpo_gym.samplers)
+        meta["sampler"] = loaded.sampler
     backbone = get_backbone(policy.backbone)
     if loaded.is_latent and has_lora(policy):
         from peft.utils import get_peft_model_state_dict

@@ -30,10 +30,10 @@ class DemoConfig:
     """Embedded model name, diffusers folder or hub id."""
     num_images: int = 16
     """Images (vector envs) to denoise in one batch."""
-    num_inference_steps: int = 20
-    """DDIM steps per episode."""
-    eta: float = 1.0
-    """DDIM stochasticity in (0, 1]."""
+    num_inference_steps: int | None = None
+    """Sampler steps per episode (None: the export's run's, else 20)."""
+    eta: float | None = None
+    """DDIM stochasticity in (0, 1] (None: the export's run's sampler settings, else the env's default)."""
     seed: int = 0
     """Seed of the env's noise and contexts."""
     device: str = "cpu"
@@ -46,6 +46,8 @@ class DemoConfig:
     def __post_init__(self) -> None:
         for name in ("num_images", "num_inference_steps", "threads"):
             value = getattr(self, name)
+            if value is None and name == "num_inference_steps":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
 
@@ -71,9 +73,10 @@ def main(cfg: DemoConfig) -> Path:
         device=cfg.device,
     )
     names = envs.unwrapped.loaded.context_names
+    steps = envs.unwrapped.num_steps  # the export's own when not given
     # Cycle through the contexts so every class appears.
     contexts = torch.arange(cfg.num_images) % len(names)
-    print(f"denoising {cfg.num_images} images ({cfg.num_inference_steps} steps each) ...", flush=True)
+    print(f"denoising {cfg.num_images} images ({steps} steps each) ...", flush=True)
     episode = run_policy(envs, seed=cfg.seed, options={"context": contexts})
     print(f"drawing the images beside their reward maps into {cfg.out} ...", flush=True)
     path = save_reward_grid(
@@ -81,7 +84,7 @@ def main(cfg: DemoConfig) -> Path:
         episode.image_reward_maps,
         cfg.out,
         titles=[names[c] for c in episode.contexts.tolist()],
-        caption=f"{reward_caption(cfg.reward, options)}; model {cfg.model!r}, {cfg.num_inference_steps} steps",
+        caption=f"{reward_caption(cfg.reward, options)}; model {cfg.model!r}, {steps} steps",
     )
     print(
         f"reward {cfg.reward!r}: mean {episode.rewards.mean():.4f} (std {episode.rewards.std():.4f}) "

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -16,9 +18,36 @@ from typing import Any, TypeVar
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def warn_renamed(old: str, new: str, stacklevel: int = 3) -> None:
-    """Warns that ``old`` is now ``new`` (a DeprecationWarning, pointing at the caller's line)."""
-    warnings.warn(f"{old} is deprecated: use {new}", DeprecationWarning, stacklevel=stacklevel)
+def _package_dir(name: str) -> str | None:
+    module = sys.modules.get(name)
+    file = getattr(module, "__file__", None)
+    return os.path.dirname(os.path.abspath(file)) + os.sep if file else None
+
+
+def _internal(filename: str, prefixes: tuple[str, ...]) -> bool:
+    """A frame of pxpo_gym, gymnasium or the import machinery (not the user's code)."""
+    if filename.startswith("<frozen importlib"):
+        return True
+    return os.path.abspath(filename).startswith(prefixes) if prefixes else False
+
+
+def warn_renamed(old: str, new: str) -> None:
+    """Warns that ``old`` is now ``new``: a DeprecationWarning attributed to the first caller outside
+    pxpo_gym and gymnasium (so Python's default filters show it when that caller is the user's
+    ``__main__``, also through ``gym.make``); the outermost frame when every caller is inside them."""
+    prefixes = tuple(p for p in (_package_dir("pxpo_gym"), _package_dir("gymnasium")) if p)
+    frame = sys._getframe(1)
+    while frame.f_back is not None and _internal(frame.f_code.co_filename, prefixes):
+        frame = frame.f_back
+    module_globals = frame.f_globals
+    warnings.warn_explicit(
+        f"{old} is deprecated: use {new}",
+        DeprecationWarning,
+        frame.f_code.co_filename,
+        frame.f_lineno,
+        module=module_globals.get("__name__", "<unknown>"),
+        registry=module_globals.setdefault("__warningregistry__", {}),
+    )
 
 
 def renamed_keywords(**old_to_new: str) -> Callable[[F], F]:

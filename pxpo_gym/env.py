@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv
+from pxpo_gym.vector_env import OLD_INFO_KEYS, DiffusionDenoiseVectorEnv
 
 
 def _to_numpy(value: Any) -> Any:
@@ -35,7 +35,8 @@ class DiffusionDenoiseEnv(gym.Env):
     float; at the last step ``info["reward_map"]`` is (H, W) float32 and
     ``info["image"]`` (3, H, W) float32 in [0, 1]. ``info`` also holds the
     transition coefficients of the step just taken (``coef_sample``,
-    ``coef_model_output``, ``std_dev_t``; ``coef_eps``, its old name) and ``step_index``.
+    ``coef_model_output``, ``std_dev_t``; not the old name ``coef_eps``, which only the vector
+    env's info keeps) and ``step_index``.
 
     ``env.unwrapped.model`` is the pretrained noise model; it accepts these numpy
     observations directly: ``model(obs["sample"], obs["timestep"], obs["context"])``.
@@ -95,7 +96,7 @@ class DiffusionDenoiseEnv(gym.Env):
         batch = torch.as_tensor(action, device=self.core.device)[None]  # (1, C, h, w)
         obs, reward, terminated, truncated, info = self.envs.step(batch)
         self._done = bool(terminated[0])
-        info = {k: _to_numpy(v) for k, v in info.items() if not k.startswith("_")}
+        info = {k: _to_numpy(v) for k, v in info.items() if not k.startswith("_") and k not in OLD_INFO_KEYS}
         return _to_numpy(obs), float(reward[0]), self._done, bool(truncated[0]), info
 
     def render(self) -> np.ndarray | None:

@@ -54,6 +54,7 @@ METADATA_FIELDS: dict[str, tuple[str, Any]] = {
         lambda v: isinstance(v, str) and bool(v) and Path(v).name == v and v not in (".", ".."),
     ),
     "run": ("a JSON object", lambda v: isinstance(v, dict)),
+    "sampler": ("a sampler's registered name (a string)", lambda v: isinstance(v, str) and bool(v)),
 }
 """Each known ``pxpo_gym.json`` field: what it must be, and the check (unknown fields are kept as they are)."""
 
@@ -278,7 +279,9 @@ def load_model(
     Raises:
         ValueError: unknown name, not a diffusers pipeline, missing or corrupt
             files, prompts given to a pixel model or missing for a latent one, a
-            resolution the model cannot produce, unsupported dtype.
+            resolution the model cannot produce, unsupported dtype, a ``pxpo_gym.json`` naming a
+            sampler that is not registered (``pxpo_gym.samplers.SAMPLERS``; its plug-in is registered
+            before loading).
         ImportError: a latent pipeline without transformers installed.
     """
     dtype = parse_dtype(dtype)
@@ -295,7 +298,45 @@ def load_model(
     source, location = _locate(model)
     lora = lora_export(location)
     if lora is not None:
-        return _load_lora_export(source, lora, device, dtype, prompts, resolution, decode_chunk_size)
+        loaded = _load_lora_export(source, lora, device, dtype, prompts, resolution, decode_chunk_size)
+        return _with_named_sampler(loaded, location)
+    return _with_named_sampler(
+        _load_pipeline(source, location, device, dtype, prompts, resolution, decode_chunk_size), location
+    )
+
+
+def _with_named_sampler(loaded: LoadedModel, location: str) -> LoadedModel:
+    """The model with the sampler plug-in its folder's ``pxpo_gym.json`` names (an export of a model that
+    named one), looked up in ``pxpo_gym.samplers.SAMPLERS`` only.
+
+    Raises:
+        ValueError: the name is not registered (listing the registered ones).
+    """
+    name = read_metadata(location).get("sampler") if Path(location).is_dir() else None
+    if name is None:
+        return loaded
+    from pxpo_gym.samplers import SAMPLERS
+
+    if name not in SAMPLERS:
+        raise ValueError(
+            f"model={loaded.source!r}: its {METADATA_FILE} names sampler {name!r}, which is not registered "
+            f"(registered: {sorted(SAMPLERS)}); register the plug-in with pxpo_gym.samplers.register_sampler "
+            "before loading"
+        )
+    loaded.sampler = name
+    return loaded
+
+
+def _load_pipeline(
+    source: str,
+    location: str,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    prompts: Any,
+    resolution: Any,
+    decode_chunk_size: int | None,
+) -> LoadedModel:
+    """A pipeline (not a LoRA export) through its backbone plug-in."""
     from pxpo_gym.backbones import backbone_for_index
 
     index = _pipeline_index(source, location)

@@ -103,6 +103,8 @@ class NoiseModel(torch.nn.Module):
         """The denoising network (a UNet, or the transformer of an SD3 or FLUX pipeline)."""
         self.backbone = backbone
         """The backbone plug-in's name (``pxpo_gym.backbones``)."""
+        self._backbone_plugin = plugin
+        """The backbone plug-in class, resolved once here (``forward`` calls it every step)."""
         self.guidance = guidance
         self.prediction_type = prediction_type
         self.compute_dtype = dtype
@@ -144,11 +146,9 @@ class NoiseModel(torch.nn.Module):
         Returns:
             The model output (eps, or the velocity), (B, C, H, W) float32.
         """
-        from pxpo_gym.backbones import get_backbone
-
         batch = sample.shape[0]
         t = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(batch)
-        out = get_backbone(self.backbone).forward(self, sample, t, context)
+        out = self._backbone_plugin.forward(self, sample, t, context)
         if self.prediction_type == "v_prediction":
             # v = sqrt(abar) eps - sqrt(1 - abar) x0  =>  eps = sqrt(abar) v + sqrt(1 - abar) x_t
             abar = self.alphas_cumprod[t].reshape(batch, 1, 1, 1)

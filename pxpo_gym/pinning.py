@@ -11,6 +11,7 @@ model the run was fine-tuned from, so an export samples as training did.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,14 +38,39 @@ def read_pinned_pixels(
     with a band, ``pin_weights``), or None when it has none. Reads ``PINNED_PIXELS``, or an older export's
     ``OLD_PIN_FILE``.
 
+    A folder holding both files is read from ``PINNED_PIXELS``, with a warning when the old one holds the
+    same pin.
+
     Raises:
-        ValueError: the file is not a valid safetensors file, or its mode or shape do not fit the model.
+        ValueError: the file is not a valid safetensors file, or its mode or shape do not fit the model;
+            the folder holds both files and they disagree.
     """
-    path = Path(folder) / PINNED_PIXELS
-    if not path.is_file():
-        path = Path(folder) / OLD_PIN_FILE
-        if not path.is_file():
-            return None
+    new, old = Path(folder) / PINNED_PIXELS, Path(folder) / OLD_PIN_FILE
+    found = [path for path in (new, old) if path.is_file()]
+    if not found:
+        return None
+    mode, pinned, band = _read_pin_file(found[0], num_contexts, grid)
+    if len(found) == 2:
+        old_mode, old_pinned, old_band = _read_pin_file(old, num_contexts, grid)
+        if (old_mode, old_band) != (mode, band) or not torch.equal(old_pinned, pinned):
+            raise ValueError(
+                f"{str(folder)!r} holds both {PINNED_PIXELS} and the old {OLD_PIN_FILE}, and they disagree "
+                f"(mode {mode!r} band {band} vs mode {old_mode!r} band {old_band}, or the pinned pixels): "
+                f"delete the one that is not the run's"
+            )
+        warnings.warn(
+            f"{str(folder)!r} holds both {PINNED_PIXELS} and the old {OLD_PIN_FILE} (the same pin): "
+            f"reading {PINNED_PIXELS}; delete {OLD_PIN_FILE}",
+            UserWarning,
+            stacklevel=2,
+        )
+    if band:
+        return mode, pin_weights(pinned, band)
+    return mode, pinned
+
+
+def _read_pin_file(path: Path, num_contexts: int, grid: tuple[int, int]) -> tuple[str, torch.Tensor, int]:
+    """One pin file, checked: (mode, (num_contexts, h, w) bool, band)."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -71,9 +97,7 @@ def read_pinned_pixels(
         raise ValueError(
             f"{str(path)!r}: pinned has shape {tuple(pinned.shape)}, the model needs ({num_contexts}, {grid[0]}, {grid[1]})"
         )
-    if band:
-        return mode, pin_weights(pinned.bool(), band)
-    return mode, pinned.bool()
+    return mode, pinned.bool(), band
 
 
 class PinnedPolicy:
@@ -131,6 +155,9 @@ class PinnedPolicy:
         return blend(action, self.reference_action, self.pinned[context.reshape(-1)])
 
     def on_step(self, obs: dict, action: torch.Tensor, next_obs: dict, info: dict) -> None:
+        # Written out rather than as next + transition_mean(dx, du): (next + a dx) + b du rounds differently
+        # from next + (a dx + b du), and the reference trajectory (so every pinned export's samples) would
+        # move by an ulp. The step itself lives in pxpo_gym.transition.
         shape = (-1, *([1] * (action.dim() - 1)))
         a, b = info["coef_sample"].reshape(shape), info["coef_model_output"].reshape(shape)
         self.reference_sample = (

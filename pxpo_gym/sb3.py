@@ -32,7 +32,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
         'pxpo_gym.sb3 needs Stable-Baselines3: pip install "pxpo-gym[sb3]" (or stable-baselines3>=2.3)'
     ) from err
 
-from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv
+from pxpo_gym.vector_env import OLD_INFO_KEYS, DiffusionDenoiseVectorEnv
 from pxpo_gym.wrappers import ResidualAction
 
 
@@ -150,7 +150,7 @@ class SB3VecEnv(VecEnv):
         per_key = {
             key: value.detach().cpu().numpy()
             for key, value in info.items()
-            if not key.startswith("_") and isinstance(value, torch.Tensor)
+            if not key.startswith("_") and key not in OLD_INFO_KEYS and isinstance(value, torch.Tensor)
         }
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         for key, values in per_key.items():

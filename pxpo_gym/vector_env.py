@@ -19,7 +19,7 @@ from gymnasium.vector.utils import batch_space
 
 from pxpo_gym.deprecation import renamed_keywords
 from pxpo_gym.loading import load_model, read_metadata
-from pxpo_gym.models import DEFAULT_MODEL_NAME, LoadedModel, parse_dtype
+from pxpo_gym.models import DEFAULT_MODEL_NAME, METADATA_FILE, LoadedModel, parse_dtype
 from pxpo_gym.pinning import pinned_policy, read_pinned_pixels
 from pxpo_gym.rewards import Reward, RewardFn, aggregator, make_reward
 from pxpo_gym.samplers import sampler_for
@@ -27,6 +27,9 @@ from pxpo_gym.transition import StepTable, transition_step
 from pxpo_gym.validation import check_actions, parse_device, parse_num_envs
 
 ACTION_BOUND = 10.0
+OLD_INFO_KEYS = {"coef_eps": "coef_model_output"}
+"""The vector env's info keys kept under an old name ({old: new}, the same tensor); the single env and the
+SB3 adapter leave them out (a copy per step)."""
 """Nominal bound of the action Box. Noise predictions of a model trained on N(0, I)
 noise (and velocities, noise - x_0) lie far inside it; actions are not clipped to it."""
 
@@ -49,6 +52,22 @@ def run_sampler(
     if all(value is None for value in settings.values()):
         settings = {name: run.get(name) for name in settings}
     return {"num_inference_steps": steps, **settings}
+
+
+def run_config(metadata: dict[str, Any], folder: str | None) -> dict[str, Any]:
+    """An export's run settings (``pxpo_gym.json``'s ``run.config``; {} without them).
+
+    Raises:
+        ValueError: ``run`` or its ``config`` is not a JSON object (naming the file).
+    """
+    run = metadata.get("run", {})
+    where = f"{str(Path(folder or '') / METADATA_FILE)!r}"
+    if not isinstance(run, dict):
+        raise ValueError(f"{where}: 'run' must be a JSON object, got {type(run).__name__}")
+    config = run.get("config", {})
+    if not isinstance(config, dict):
+        raise ValueError(f"{where}: 'run'['config'] must be a JSON object, got {type(config).__name__}")
+    return config
 
 
 class DiffusionDenoiseVectorEnv(VectorEnv):
@@ -189,7 +208,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         # an export's run settings: in the folder the user named (a LoRA export's weights live in its base)
         folder = self.loaded.source if Path(self.loaded.source).is_dir() else self.loaded.location
         metadata = read_metadata(folder) if folder else {}
-        run = metadata.get("run", {}).get("config", {})
+        run = run_config(metadata, folder)
         self.pin = None
         """An export's pin (``pxpo_gym.pinning``): (mode, pinned, the model it was fine-tuned from), applied by
         ``policy()`` unless pinned_pixels='off'; None without one."""
@@ -555,7 +574,8 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
             coef_model_output=torch.where(active, coeffs.coef_model_output, nan),
             std_dev_t=torch.where(active, coeffs.std_dev_t, nan),
         )
-        info["coef_eps"] = info["coef_model_output"]  # the old name (deprecated), for existing code
+        for old, new in OLD_INFO_KEYS.items():  # the old names (deprecated), for existing code
+            info[old] = info[new]
         truncated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         return self._observation(), rewards, terminated, truncated, info
 

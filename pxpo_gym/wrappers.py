@@ -340,7 +340,7 @@ def split_generic_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[
 def _validate_mode(options: dict[str, Any]) -> str:
     mode = options.get("action_mode", "model_output")
     if isinstance(mode, str) and mode == "eps":
-        warn_renamed("action_mode='eps'", "action_mode='model_output'", stacklevel=4)
+        warn_renamed("action_mode='eps'", "action_mode='model_output'")
         mode = "model_output"
     if not isinstance(mode, str) or mode not in ACTION_MODES:
         raise ValueError(f"action_mode must be one of {ACTION_MODES}, got action_mode={mode!r}")

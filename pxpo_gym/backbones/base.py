@@ -93,6 +93,51 @@ class Backbone:
         )
 
 
+class PipelineExport:
+    """The export hooks of a latent text-to-image backbone (a mixin, listed before the ``Backbone`` it
+    extends): the base pipeline reloaded with the trained network as its ``component``, and the
+    pipeline's own LoRA file format (adapters keyed under ``component``)."""
+
+    component: ClassVar[str]
+
+    @classmethod
+    def pipeline_class(cls) -> Any:
+        """The diffusers pipeline class (its ``save_lora_weights`` writes the LoRA file)."""
+        raise NotImplementedError
+
+    @classmethod
+    def export_components(cls, base: str) -> dict[str, Any]:
+        """Further keyword arguments of the base pipeline's ``from_pretrained`` in ``export_pipeline``."""
+        return {}
+
+    @classmethod
+    def export_pipeline(cls, net: torch.nn.Module, loaded: LoadedModel) -> Any:
+        from diffusers import DiffusionPipeline
+
+        base = loaded.location or loaded.source
+        return DiffusionPipeline.from_pretrained(base, **{cls.component: net}, **cls.export_components(base))
+
+    @classmethod
+    def save_lora(cls, folder: Path, layers: dict[str, torch.Tensor], weight_name: str) -> None:
+        cls.pipeline_class().save_lora_weights(
+            folder,
+            **{f"{cls.component}_lora_layers": layers},
+            weight_name=weight_name,
+            safe_serialization=True,
+        )
+
+
+def context_ids(context: Any, sample: torch.Tensor) -> torch.Tensor:
+    """A conditional model's context ids, (B,) on ``sample``'s device (one id broadcast to the batch).
+
+    Raises:
+        ValueError: no context.
+    """
+    if context is None:
+        raise ValueError("this model is conditional: pass context (B,) int64")
+    return torch.as_tensor(context, device=sample.device).reshape(-1).expand(sample.shape[0])
+
+
 def latent_size(
     source: str, resolution: Any, latent_size: Any, vae_factor: int, multiple: int, what: str
 ) -> tuple[int, int]:

@@ -4,17 +4,16 @@ embedded once and the text encoder dropped; context k is prompt k, and the last 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from pxpo_gym.backbones.base import latent_size, require_transformers
+from pxpo_gym.backbones.base import PipelineExport, latent_size, require_transformers
 from pxpo_gym.backbones.unet import PixelUNet
 from pxpo_gym.models import LoadedModel, NoiseModel
 
 
-class StableDiffusionUNet(PixelUNet):
+class StableDiffusionUNet(PipelineExport, PixelUNet):
     """Called as the pixel UNet is, with the prompt's embedding as ``encoder_hidden_states``."""
 
     name = "sd"
@@ -102,21 +101,14 @@ class StableDiffusionUNet(PixelUNet):
         )
 
     @classmethod
-    def export_pipeline(cls, net: torch.nn.Module, loaded: LoadedModel) -> Any:
-        from diffusers import DiffusionPipeline
-
-        base = loaded.location or loaded.source
-        return DiffusionPipeline.from_pretrained(
-            base, unet=net, safety_checker=None, requires_safety_checker=False
-        )
-
-    @classmethod
-    def save_lora(cls, folder: Path, layers: dict[str, torch.Tensor], weight_name: str) -> None:
+    def pipeline_class(cls) -> Any:
         from diffusers import StableDiffusionPipeline
 
-        StableDiffusionPipeline.save_lora_weights(
-            folder, unet_lora_layers=layers, weight_name=weight_name, safe_serialization=True
-        )
+        return StableDiffusionPipeline
+
+    @classmethod
+    def export_components(cls, base: str) -> dict[str, Any]:
+        return {"safety_checker": None, "requires_safety_checker": False}
 
 
 @torch.no_grad()

@@ -5,17 +5,16 @@ pipeline packs latents, encodes prompts and calls the transformer."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
-from pxpo_gym.backbones.base import Backbone, latent_size, require_transformers
+from pxpo_gym.backbones.base import Backbone, PipelineExport, context_ids, latent_size, require_transformers
 from pxpo_gym.loading import absent_components, pipeline_index
 from pxpo_gym.models import LoadedModel, NoiseModel
 
 
-class TransformerBackbone(Backbone):
+class TransformerBackbone(PipelineExport, Backbone):
     """A transformer of a flow-matching text-to-image pipeline (velocity prediction, a
     ``FlowMatchEulerDiscreteScheduler``), called as its diffusers pipeline calls it."""
 
@@ -23,11 +22,6 @@ class TransformerBackbone(Backbone):
     takes_prompts = True
     default_max_shift: ClassVar[float]
     """The pipeline's default ``max_shift`` for a scheduler config without one (dynamic shifting)."""
-
-    @classmethod
-    def pipeline_class(cls) -> Any:
-        """The diffusers pipeline class (its ``save_lora_weights`` writes the LoRA file)."""
-        raise NotImplementedError
 
     @classmethod
     def packed_channels(cls, latent_channels: int) -> int:
@@ -68,9 +62,7 @@ class TransformerBackbone(Backbone):
     def forward(
         cls, model: NoiseModel, sample: torch.Tensor, timestep: torch.Tensor, context: Any
     ) -> torch.Tensor:
-        if context is None:
-            raise ValueError("this model is conditional: pass context (B,) int64")
-        ids = torch.as_tensor(context, device=sample.device).reshape(-1).expand(sample.shape[0])
+        ids = context_ids(context, sample)
         text = {
             "encoder_hidden_states": model.prompt_embeds[ids].to(model.compute_dtype),
             "pooled_projections": model.pooled_embeds[ids].to(model.compute_dtype),
@@ -172,17 +164,5 @@ class TransformerBackbone(Backbone):
         )
 
     @classmethod
-    def export_pipeline(cls, net: torch.nn.Module, loaded: LoadedModel) -> Any:
-        from diffusers import DiffusionPipeline
-
-        base = loaded.location or loaded.source
-        return DiffusionPipeline.from_pretrained(
-            base, transformer=net, **absent_components(pipeline_index(base))
-        )
-
-    @classmethod
-    def save_lora(cls, folder: Path, layers: dict[str, torch.Tensor], weight_name: str) -> None:
-        # the transformer pipeline's own LoRA format (keys under "transformer.")
-        cls.pipeline_class().save_lora_weights(
-            folder, transformer_lora_layers=layers, weight_name=weight_name, safe_serialization=True
-        )
+    def export_components(cls, base: str) -> dict[str, Any]:
+        return absent_components(pipeline_index(base))  # e.g. SD3 without its T5 encoder

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from pxpo_gym.backbones.base import Backbone
+from pxpo_gym.backbones.base import Backbone, context_ids
 from pxpo_gym.loading import read_metadata, size_pair
 from pxpo_gym.models import METADATA_FILE, LoadedModel, NoiseModel
 
@@ -28,9 +28,7 @@ class PixelUNet(Backbone):
     ) -> torch.Tensor:
         condition: dict[str, torch.Tensor] = {}
         if model.conditional:
-            if context is None:
-                raise ValueError("this model is conditional: pass context (B,) int64")
-            ids = torch.as_tensor(context, device=sample.device).reshape(-1).expand(sample.shape[0])
+            ids = context_ids(context, sample)
             if model.prompt_embeds is None:
                 condition["class_labels"] = ids
             else:

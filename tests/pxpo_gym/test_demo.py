@@ -49,3 +49,30 @@ def test_the_caption_names_a_default_target():
     assert reward_caption("color", {}) == "reward 'color': target=RGB (1.0, 0.0, 0.0)"
     assert reward_caption("color", {"target": "blue"}) == "reward 'color': target='blue'"
     assert reward_caption("mypkg.rewards:redness", {}) == "reward 'mypkg.rewards:redness'"
+
+
+def test_the_demo_samples_an_export_with_its_own_sampler_settings(tiny_model_dir, tmp_path, capsys):
+    """Before, the demo always passed num_inference_steps=20 and eta=1.0, so an export's run settings
+    were ignored (and a flow model's eta refused)."""
+    import json
+    import shutil
+
+    import pytest
+
+    assert DemoConfig().num_inference_steps is None and DemoConfig().eta is None
+    export = tmp_path / "export"
+    shutil.copytree(tiny_model_dir, export)
+    (export / "pxpo_gym.json").write_text(json.dumps({"run": {"config": {"num_inference_steps": 3}}}))
+    main(DemoConfig(model=str(export), num_images=2, threads=1, out=str(tmp_path / "demo.png")))
+    assert "(3 steps each)" in capsys.readouterr().out
+    main(
+        DemoConfig(
+            model="default-flow", num_images=2, num_inference_steps=2, threads=1, out=str(tmp_path / "f.png")
+        )
+    )
+    with pytest.raises(
+        ValueError, match="num_inference_steps must be an int >= 1, got num_inference_steps=0"
+    ):
+        DemoConfig(num_inference_steps=0)
+    with pytest.raises(ValueError, match="eta must be in"):
+        main(DemoConfig(num_images=1, num_inference_steps=2, eta=1.5, threads=1, out=str(tmp_path / "e.png")))

@@ -119,6 +119,13 @@ def test_transition_coefficients_in_info_give_the_likelihood(vec):
     torch.testing.assert_close(logp.mean(dim=(1, 2, 3)), expected, atol=0.25, rtol=0)
 
 
+def test_the_single_env_info_leaves_out_the_old_coefficient_name(tiny_model_dir):
+    env = gym.make("DiffusionDenoise-v0", model=str(tiny_model_dir), num_inference_steps=2)
+    obs, _ = env.reset(seed=0)
+    _, _, _, _, info = env.step(np.zeros_like(obs["sample"]))
+    assert {"coef_sample", "coef_model_output", "std_dev_t"} <= info.keys() and "coef_eps" not in info
+
+
 def test_autoreset_next_step(vec):
     _rollout(vec, seed=0)
     obs, reward, terminated, truncated, info = vec.step(torch.zeros(4, 3, 8, 8))

@@ -180,3 +180,30 @@ def test_cli_run_keeps_the_traceback_of_a_bug(monkeypatch, capsys):
     )
     with pytest.raises(ZeroDivisionError):  # not a user's error: a bug keeps its traceback
         run(lambda: 1 / 0, "prog")
+
+
+@pytest.mark.parametrize(
+    "run, what", [({"config": [20]}, r"'run'\['config'\] must be a JSON object, got list")]
+)
+def test_an_exports_run_settings_that_are_no_json_object_are_refused_naming_the_file(
+    tiny_model_dir, tmp_path, run, what
+):
+    import json
+    import shutil
+
+    folder = tmp_path / "export"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "pxpo_gym.json").write_text(json.dumps({"run": run}))
+    with pytest.raises(ValueError, match=f"pxpo_gym.json'?: {what}"):
+        DiffusionDenoiseVectorEnv(num_envs=1, model=str(folder))
+    (folder / "pxpo_gym.json").write_text(json.dumps({"run": "fast"}))  # 'run' itself: read_metadata's check
+    with pytest.raises(ValueError, match="pxpo_gym.json'?: 'run' must be a JSON object"):
+        DiffusionDenoiseVectorEnv(num_envs=1, model=str(folder))
+
+
+def test_run_config_refuses_a_run_that_is_no_json_object():
+    from pxpo_gym.vector_env import run_config
+
+    assert run_config({}, None) == {} and run_config({"run": {"config": {"eta": 0.5}}}, "x") == {"eta": 0.5}
+    with pytest.raises(ValueError, match=r"'x/pxpo_gym.json': 'run' must be a JSON object, got str"):
+        run_config({"run": "fast"}, "x")

@@ -86,3 +86,17 @@ def test_v_prediction_is_converted_to_eps(tiny_model_dir, tmp_path):
         abar = sched.alphas_cumprod[500]
         expected = abar.sqrt() * v + (1 - abar).sqrt() * x
         torch.testing.assert_close(v_model(x, t, c), expected)
+
+
+def test_the_backbone_plug_in_is_resolved_once_not_on_every_call(tiny_model_dir, monkeypatch):
+    import pxpo_gym.backbones
+
+    model = load_model(str(tiny_model_dir)).noise_model
+    x, t, c = torch.zeros(2, 3, 8, 8), torch.tensor([10, 20]), torch.tensor([0, 2])
+    before = model(x, t, c)
+
+    def no_lookup(name):
+        raise AssertionError(f"get_backbone({name!r}) called by forward")
+
+    monkeypatch.setattr(pxpo_gym.backbones, "get_backbone", no_lookup)
+    assert torch.equal(model(x, t, c), before)

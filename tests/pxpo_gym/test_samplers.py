@@ -4,6 +4,12 @@ names of the transition's pieces (they still work, with a DeprecationWarning).""
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -17,6 +23,7 @@ from pxpo_gym.loading import load_model
 from pxpo_gym.samplers import SAMPLERS, get_sampler, register_sampler, sampler_for
 from pxpo_gym.transition import TransitionCoefficients, step_kl, step_log_prob, transition_mean
 from pxpo_gym.vector_env import DiffusionDenoiseVectorEnv
+from pxpo_gym.wrappers import generic_wrappers
 
 
 class HalfEtaDDIM(DDIMSampler):
@@ -24,6 +31,7 @@ class HalfEtaDDIM(DDIMSampler):
 
     name = "test-half-eta"
     prediction_types = ()  # chosen by name only
+    prediction = "eps-at-half-eta"  # what the env reports its action is
 
     @classmethod
     def build(cls, loaded, num_inference_steps, device, eta, noise_level, transition, log_density):
@@ -48,7 +56,8 @@ def test_the_built_ins_and_which_model_gets_which(tiny_model_dir, tiny_flow_dir)
 def test_a_plug_in_named_by_the_loaded_model_builds_the_envs_table(tiny_model_dir, half_eta):
     loaded = dataclasses.replace(load_model(str(tiny_model_dir)), sampler=HalfEtaDDIM.name)
     core = DiffusionDenoiseVectorEnv(num_envs=2, model=loaded, num_inference_steps=3)
-    assert core.sampler is HalfEtaDDIM and core.schedule.eta == 0.5 and core.prediction == "eps"
+    assert core.sampler is HalfEtaDDIM and core.schedule.eta == 0.5
+    assert core.prediction == "eps-at-half-eta"  # the plug-in's, not DDIM's 'eps'
     with pytest.raises(ValueError, match="got sampler='nope'"):
         DiffusionDenoiseVectorEnv(num_envs=2, model=dataclasses.replace(loaded, sampler="nope"))
 
@@ -141,6 +150,81 @@ def test_old_names_still_work_with_a_deprecation_warning(tiny_model_dir):
         env = gym.make(
             "DiffusionDenoise-v0", model=str(tiny_model_dir), num_inference_steps=2, action_mode="eps"
         )
-    assert env.unwrapped.core.prediction == "eps"
+    # the old 'eps' mode is today's 'model_output': the model-output env itself, no residual wrapper
+    assert generic_wrappers(env) == [] and float(env.action_space.high.max()) == 10.0
+
+
+def pinned_export(model_dir, folder):
+    """A copy of ``model_dir`` with a pin (as agents.export writes one): the right half of every context."""
+    from safetensors.torch import save_file
+
+    from pxpo_gym.pinning import PINNED_PIXELS
+
+    shutil.copytree(model_dir, folder)
+    (folder / "pxpo_gym.json").write_text(json.dumps({"fine_tuned_from": str(model_dir)}))
+    mask = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    mask[..., 4:] = 1
+    save_file({"pinned": mask, "band": torch.tensor(0)}, str(folder / PINNED_PIXELS), {"mode": "hold"})
+    return folder, mask.bool()
+
+
+def test_the_old_held_pixels_keyword_switches_an_exports_pin_off(tiny_model_dir, tmp_path):
+    export, mask = pinned_export(tiny_model_dir, tmp_path / "export")
+    common = dict(model=str(export), num_inference_steps=2)
+    mode, pinned, base = gym.make("DiffusionDenoise-v0", **common).unwrapped.core.pin
+    assert mode == "hold" and torch.equal(pinned, mask) and base == str(tiny_model_dir)
     with pytest.warns(DeprecationWarning, match=r"held_pixels=...\) is deprecated: use pinned_pixels="):
-        gym.make("DiffusionDenoise-v0", model=str(tiny_model_dir), num_inference_steps=2, held_pixels="off")
+        env = gym.make("DiffusionDenoise-v0", **common, held_pixels="off")
+    assert env.unwrapped.core.pin is None
+    with pytest.warns(DeprecationWarning, match=r"held_pixels=...\) is deprecated: use pinned_pixels="):
+        env = gym.make("DiffusionDenoise-v0", **common, held_pixels="auto")
+    assert env.unwrapped.core.pin[0] == "hold"
+
+
+def test_a_deprecation_through_gym_make_vec_is_shown_to_a_script(tiny_model_dir):
+    """Python shows a DeprecationWarning by default only when it is attributed to ``__main__``: the warning
+    must point past pxpo_gym's and gymnasium's frames to the user's line."""
+    script = (
+        "import gymnasium as gym, pxpo_gym\n"
+        f"gym.make_vec('DiffusionDenoise-v0', num_envs=1, model={str(tiny_model_dir)!r}, "
+        "num_inference_steps=2, held_pixels='off')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],  # this checkout's pxpo_gym
+    )
+    assert result.returncode == 0, result.stderr
+    assert "DeprecationWarning: DiffusionDenoiseVectorEnv.__init__(held_pixels=...) is deprecated" in (
+        result.stderr
+    )
+    assert "<string>:2: DeprecationWarning" in result.stderr  # the script's own line
+
+
+def test_an_export_names_its_plug_in_sampler_and_loading_picks_it_again(tiny_model_dir, tmp_path, half_eta):
+    from agents.export import export_policy
+
+    loaded = dataclasses.replace(load_model(str(tiny_model_dir)), sampler=HalfEtaDDIM.name)
+    folder = export_policy(loaded.noise_model, loaded, tmp_path / "export")
+    assert json.loads((folder / "pxpo_gym.json").read_text())["sampler"] == "test-half-eta"
+    again = load_model(str(folder))
+    assert again.sampler == "test-half-eta"
+    core = DiffusionDenoiseVectorEnv(num_envs=1, model=str(folder), num_inference_steps=2)
+    assert core.sampler is HalfEtaDDIM and core.prediction == "eps-at-half-eta"
+    # a model without a named sampler exports none (and loads with the default for its prediction type)
+    plain = export_policy(loaded.noise_model, load_model(str(tiny_model_dir)), tmp_path / "plain")
+    assert "sampler" not in json.loads((plain / "pxpo_gym.json").read_text())
+    assert load_model(str(plain)).sampler is None
+    SAMPLERS.pop(HalfEtaDDIM.name)
+    try:
+        with pytest.raises(
+            ValueError,
+            match=r"names sampler 'test-half-eta', which is not registered \(registered: \['ddim', 'flow'\]\)",
+        ):
+            load_model(str(folder))
+    finally:
+        register_sampler(HalfEtaDDIM)

@@ -146,6 +146,9 @@ def test_adapter_resets_in_the_same_step_and_matches_the_vector_env(tiny_model_d
             assert final["timestep"].tolist() == [-1]
             np.testing.assert_array_equal(info["reward_map"], ref_info["reward_map"][i].numpy())
             assert info["TimeLimit.truncated"] is False
+            # the coefficients under their names, not also under the old alias (a copy per step)
+            assert info["coef_model_output"] == ref_info["coef_model_output"][i].item()
+            assert "coef_eps" not in info and "coef_eps" in ref_info
         assert obs["timestep"][:, 0].tolist() == [reference.unwrapped.schedule.timesteps[0].item()] * 3
         ref_obs, *_ = reference.step(torch.zeros(3, 3, 8, 8))  # NEXT_STEP autoreset step
         np.testing.assert_array_equal(obs["sample"], ref_obs["sample"].numpy())  # same new episode

@@ -166,6 +166,21 @@ def test_a_lora_export_loads_in_the_pipeline_and_back_in_the_env(pipeline_dirs, 
     torch.testing.assert_close(fused, ours, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_whole_pipeline_export_loads_back_with_the_same_network(pipeline_dirs, tmp_path, layout):
+    """The backbone's export hook (``PipelineExport``): the base pipeline with the network swapped in."""
+    from agents.export import export_policy
+
+    loaded = load_model(pipeline_dirs[layout], prompts=PROMPTS, resolution=16)
+    export = export_policy(loaded.noise_model, loaded, tmp_path / "export")
+    meta = json.loads((export / "pxpo_gym.json").read_text())
+    assert meta["format"] == "pipeline" and meta["prompts"] == PROMPTS
+    again = load_model(export, prompts=PROMPTS, resolution=16)
+    x, t, contexts = torch.randn(2, 4, 8, 8), torch.tensor([800.0, 10.0]), torch.tensor([0, 1])
+    with torch.no_grad():
+        assert torch.equal(again.noise_model(x, t, contexts), loaded.noise_model(x, t, contexts))
+
+
 def test_unsupported_transformer_pipelines_and_shift_settings_are_refused(pipeline_dirs, tmp_path):
     from diffusers import FlowMatchEulerDiscreteScheduler
 
