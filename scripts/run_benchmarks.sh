@@ -182,7 +182,7 @@ $PY -m benchmarks.suite.reproduce --runs $R/seam --preset seam --tasks region fr
     --out $R/reproduce_algorithms/pxpo-band0.json > logs/reproduce_band0.log 2>&1
 $PY -m benchmarks.suite.reproduce --runs $R/seam --preset seam --tasks region frame --label pxpo-band4 --epochs 6 \
     --out $R/reproduce_algorithms/pxpo-band4.json > logs/reproduce_band4.log 2>&1
-# issue 36: the sections, plug-ins and renames changed no number (committed cells re-run bit for bit)
+# issue 36: the sections, plug-ins and renames changed no number (re-run at b590557) (committed cells re-run bit for bit)
 $PY -m benchmarks.suite.reproduce --runs $R/breadth --preset breadth --tasks frame color --label ddpo --epochs 3 \
     --out $R/reproduce_sections/ddpo.json > logs/reproduce_sections_ddpo.log 2>&1
 $PY -m benchmarks.suite.reproduce --runs $R/breadth --preset breadth --tasks color target_map --label oracle \
