@@ -34,6 +34,7 @@ import tyro
 import pxpo_gym  # noqa: F401  (registers the env)
 from pxpo_gym.cli import Checked, parsing
 from pxpo_gym.flow import DEFAULT_NOISE_LEVEL
+from pxpo_gym.guidance import check_guidance
 from pxpo_gym.rewards import split_weight
 from pxpo_gym.wrappers import generic_wrappers
 
@@ -787,13 +788,17 @@ def make_envs(config: TrainConfig, num_envs: int | None = None, device: str | No
     """The vector env a config trains on (``num_envs`` overrides its batch size, e.g. for evaluation or a
     rank's share of it; ``device`` the config's, e.g. a rank's own GPU)."""
     kwargs = config.env.env_kwargs(num_envs or config.env_batch_size, device or config.run.device)
-    # a run starts from the weights: an export's pin is not part of them
-    return gym.make_vec("DiffusionDenoise-v0", pinned_pixels="off", **kwargs)
+    # a run starts from the weights: an export's pin is not part of them; the env's own sampler (the held-out
+    # reference's) guides as the policy does
+    return gym.make_vec(
+        "DiffusionDenoise-v0", pinned_pixels="off", guidance_scale=config.sampling.guidance_scale, **kwargs
+    )
 
 
 def check_envs(config: TrainConfig, envs: Any, ranks: int = 1) -> None:
     """Refuses an env whose schedule or batch size disagrees with the config, that is not in the default
-    action and observation form the agents are written for, whose model cannot do the config's guidance,
+    action and observation form the agents are written for, whose model cannot do the config's guidance or
+    whose own sampler guides otherwise,
     or whose contexts do not divide the config's groups."""
     core = envs.unwrapped
     wrappers = generic_wrappers(envs)
@@ -823,10 +828,11 @@ def check_envs(config: TrainConfig, envs: Any, ranks: int = 1) -> None:
     for name, want, got in pairs:
         if want != got:
             raise ValueError(f"config {name}={want} but the env has {got}: build the env from the config")
-    if config.sampling.guidance_scale != 1 and core.loaded.null_context is None:
+    check_guidance(config.sampling.guidance_scale, core.loaded.null_context, model=repr(core.loaded.source))
+    if core.guidance_scale != config.sampling.guidance_scale:
         raise ValueError(
-            f"guidance_scale={config.sampling.guidance_scale} needs a model with a null context "
-            "(pxpo_gym.json 'null_context'); use guidance_scale=1"
+            f"config guidance_scale={config.sampling.guidance_scale} but the env's own sampler guides at "
+            f"{core.guidance_scale}: build the env from the config (make_envs)"
         )
     group_size = getattr(config.algorithm, "group_size", None)
     if group_size is not None:

@@ -40,6 +40,7 @@ import pxpo_gym  # noqa: F401  (registers the env)
 from pxpo_gym.cli import parse
 from pxpo_gym.deprecation import warn_renamed
 from pxpo_gym.files import write_atomic
+from pxpo_gym.guidance import guided
 from pxpo_gym.loading import load_model, read_metadata
 from pxpo_gym.models import METADATA_FILE
 from pxpo_gym.pinning import pinned_policy, read_pinned_pixels
@@ -83,6 +84,9 @@ class EvaluateConfig:
     """Flow-matching models: the sampler's noise level (None: the run's own, else Flow-GRPO's 0.7)."""
     transition: str = ""
     """Flow-matching models: 'sde' or 'cps' (empty: the run's own, else 'sde')."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance of the model and the reference alike (None: the run's own, as it trained; else
+    1, none)."""
     device: str = "cpu"
     """torch device."""
     threads: int | None = None
@@ -157,6 +161,8 @@ def evaluate(cfg: EvaluateConfig, say: Callable[[str], None] | None = None) -> d
         context=[int(c) if c.lstrip("-").isdigit() else c for c in cfg.contexts] or None,
         prompts=prompts,
         resolution=cfg.resolution,
+        # the env is built on the reference: the export's guidance is given here (both models are guided alike)
+        guidance_scale=run.get("guidance_scale", 1.0) if cfg.guidance_scale is None else cfg.guidance_scale,
     )
     which = f"the reference {reference!r}" if reference is not None else repr(cfg.model)
     say(f"loading {which} and the reward {' + '.join(reward)} ...")
@@ -168,6 +174,11 @@ def evaluate(cfg: EvaluateConfig, say: Callable[[str], None] | None = None) -> d
         say(f"loading the model {cfg.model!r} ...")
         loaded = load_model(cfg.model, cfg.device, prompts=prompts, resolution=cfg.resolution)
         check_comparable(cfg.model, loaded, reference, core.loaded)
+        if core.guidance_scale != 1 and loaded.null_context != core.loaded.null_context:
+            raise ValueError(
+                f"guidance_scale={core.guidance_scale} guides model={cfg.model!r} and reference={reference!r} "
+                f"alike, but their null contexts differ ({loaded.null_context} vs {core.loaded.null_context})"
+            )
         scored = loaded.noise_model.requires_grad_(False)
     pin = read_pinned_pixels(cfg.model, core.loaded.num_contexts, tuple(core.loaded.sample_shape[-2:]))
     if pin is not None and (scored is None or cfg.pinned_pixels == "off"):
@@ -178,11 +189,20 @@ def evaluate(cfg: EvaluateConfig, say: Callable[[str], None] | None = None) -> d
     evaluator = Evaluator(envs, cfg.seed, core.context_choices)
     if reference is not None:
         say(f"sampling the model's {cfg.images} held-out images from the same noise ...")
+    null = core.loaded.null_context
     if pin is not None:
         mode, pinned = pin
-        episode = evaluator.episode(pinned_policy(mode, scored, core.model, pinned.to(core.device)))
+        policy = pinned_policy(
+            mode,
+            guided(scored, core.guidance_scale, null),
+            guided(core.model, core.guidance_scale, null),
+            pinned.to(core.device),
+        )
+        episode = evaluator.episode(policy)
     else:
-        episode = evaluator.episode(scored if scored is not None else core.model)
+        episode = evaluator.episode(
+            guided(scored, core.guidance_scale, null) if scored is not None else core.policy()
+        )
     metrics = evaluator.score(episode.images, episode.rewards)
     result: dict[str, Any] = {
         "model": cfg.model,
@@ -192,6 +212,7 @@ def evaluate(cfg: EvaluateConfig, say: Callable[[str], None] | None = None) -> d
         "seeds": [EVAL_SEED_OFFSET + cfg.seed, EVAL_SEED_OFFSET + cfg.seed + cfg.images - 1],
         "num_inference_steps": core.num_steps,
         **core.sampler.settings(core.schedule),  # eta, sampler, noise_level
+        "guidance_scale": core.guidance_scale,
         "reward_mean": metrics["eval_reward"],
         "reward_std": float(episode.rewards.std()) if cfg.images > 1 else 0.0,
         "components": {name: float(value.mean()) for name, value in episode.components.items()},

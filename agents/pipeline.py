@@ -8,7 +8,8 @@ training did.
 
 diffusers' own ``DDPMPipeline`` loads the same folder, but samples with its DDPM loop (and no class
 labels); a hand-written DDIM loop with diffusers' scheduler defaults to eta 0. Training sampled with the
-run's sampler (DDIM at the run's eta, or the flow model's SDE/CPS step at its noise level), image i of a
+run's sampler (DDIM at the run's eta, or the flow model's SDE/CPS step at its noise level, guided at the
+run's guidance scale), image i of a
 batch seeded ``seed + i`` (x_T and every step's noise from that one generator, as the env draws them),
 and, for a run that pinned pixels (PXPO's), those pixels pinned to the pretrained model's trajectory.
 This pipeline is that sampler: it runs the env's own rollout (``pxpo_gym.sampling.rollout``) on its
@@ -63,6 +64,7 @@ class TrainedPipeline(DiffusionPipeline):
         eta: float | None = None,
         noise_level: float | None = None,
         transition: str | None = None,
+        guidance_scale: float | None = None,
         pinned_pixels: Literal["auto", "off"] = "auto",
         output_type: Literal["pt", "pil"] = "pt",
     ) -> ImagePipelineOutput:
@@ -74,6 +76,7 @@ class TrainedPipeline(DiffusionPipeline):
             seed: image i's generator is seeded ``seed + i`` (or one seed per image), as the env's slot i.
             num_inference_steps, eta, noise_level, transition: the sampler; left out, the run's own
                 (``pxpo_gym.vector_env.run_sampler``: eta / noise level / transition whole or not at all).
+            guidance_scale: classifier-free guidance (``pxpo_gym.guidance``); left out, the run's own.
             pinned_pixels: 'auto' pins the export's pinned pixels (if it has any) to the model it was
                 fine-tuned from, as training did; 'off' samples the weights alone.
             output_type: 'pt' (a (N, 3, H, W) float tensor in [0, 1]) or 'pil'.
@@ -95,7 +98,13 @@ class TrainedPipeline(DiffusionPipeline):
         # applied against its base, as training did
         sampler = dict(num_inference_steps=num_inference_steps, eta=eta, noise_level=noise_level)
         envs = DiffusionDenoiseVectorEnv(
-            count, loaded, device=self.device, pinned_pixels=pinned_pixels, transition=transition, **sampler
+            count,
+            loaded,
+            device=self.device,
+            pinned_pixels=pinned_pixels,
+            transition=transition,
+            guidance_scale=guidance_scale,
+            **sampler,
         )
         options = None if labels is None else {"context": labels.to(self.device)}
         episode = rollout(envs, envs.policy(), seed=seed, options=options)

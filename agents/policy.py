@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
+from pxpo_gym.deprecation import moved_names
 from pxpo_gym.models import NoiseModel
 
 LORA_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
@@ -67,35 +68,4 @@ def trainable_state(policy: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach() for name, p in policy.named_parameters() if p.requires_grad}
 
 
-def guided_output(
-    policy: NoiseModel,
-    sample: torch.Tensor,
-    timestep: torch.Tensor,
-    context: torch.Tensor,
-    guidance_scale: float,
-    null_context: int | None,
-) -> torch.Tensor:
-    """The network's output (the action: noise or velocity), with classifier-free guidance when ``guidance_scale != 1``.
-
-    output = f(x, null) + s * (f(x, c) - f(x, null)), with the conditional and
-    unconditional halves in one batched forward pass.
-
-    Args:
-        sample: (B, C, h, w); timestep, context: (B,) or (B, 1) int64.
-        guidance_scale: s; 1 disables guidance.
-        null_context: the model's "no context" id (required when s != 1).
-
-    Returns:
-        (B, C, h, w) float32 model output.
-    """
-    if guidance_scale == 1.0:
-        return policy(sample, timestep, context)
-    batch = sample.shape[0]
-    context = context.reshape(-1)
-    both = policy(
-        torch.cat([sample, sample]),
-        torch.cat([timestep.reshape(-1), timestep.reshape(-1)]),
-        torch.cat([context, torch.full_like(context, null_context)]),
-    )
-    cond, uncond = both[:batch], both[batch:]
-    return uncond + guidance_scale * (cond - uncond)
+__getattr__ = moved_names(__name__, {"guided_output": "pxpo_gym.guidance:guided_output"})

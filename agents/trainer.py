@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from pxpo_gym.deprecation import warn_renamed
+from pxpo_gym.guidance import guided_output
 from pxpo_gym.pinning import PinnedPolicy, blend, pin_weights
 from pxpo_gym.sampling import Episode
 from pxpo_gym.transition import TransitionCoefficients, step_kl, step_log_prob
@@ -47,7 +48,7 @@ from .ema import EMA
 from .export import EXPORT_DIR, export_policy
 from .losses import kl_penalty
 from .passes import BACKWARD_PASSES, PassCounter
-from .policy import guided_output, make_policy
+from .policy import make_policy
 from .steps import sample_steps, step_weights, train_window
 from .trajectories import Trajectories, coefficients_from, collect
 

@@ -34,6 +34,8 @@ class DemoConfig:
     """Sampler steps per episode (None: the export's run's, else 20)."""
     eta: float | None = None
     """DDIM stochasticity in (0, 1] (None: the export's run's sampler settings, else the env's default)."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance of the model (None: the export's run's own, else 1, none)."""
     seed: int = 0
     """Seed of the env's noise and contexts."""
     device: str = "cpu"
@@ -70,10 +72,12 @@ def main(cfg: DemoConfig) -> Path:
         reward_kwargs=options,
         num_inference_steps=cfg.num_inference_steps,
         eta=cfg.eta,
+        guidance_scale=cfg.guidance_scale,
         device=cfg.device,
     )
     names = envs.unwrapped.loaded.context_names
     steps = envs.unwrapped.num_steps  # the export's own when not given
+    guidance = envs.unwrapped.guidance_scale  # likewise
     # Cycle through the contexts so every class appears.
     contexts = torch.arange(cfg.num_images) % len(names)
     print(f"denoising {cfg.num_images} images ({steps} steps each) ...", flush=True)
@@ -84,7 +88,8 @@ def main(cfg: DemoConfig) -> Path:
         episode.image_reward_maps,
         cfg.out,
         titles=[names[c] for c in episode.contexts.tolist()],
-        caption=f"{reward_caption(cfg.reward, options)}; model {cfg.model!r}, {steps} steps",
+        caption=f"{reward_caption(cfg.reward, options)}; model {cfg.model!r}, {steps} steps"
+        + (f", guidance {guidance:g}" if guidance != 1 else ""),
     )
     print(
         f"reward {cfg.reward!r}: mean {episode.rewards.mean():.4f} (std {episode.rewards.std():.4f}) "

@@ -18,6 +18,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from pxpo_gym.deprecation import renamed_keywords
+from pxpo_gym.guidance import check_guidance, guided
 from pxpo_gym.loading import load_model, read_metadata
 from pxpo_gym.models import DEFAULT_MODEL_NAME, METADATA_FILE, LoadedModel, parse_dtype
 from pxpo_gym.pinning import pinned_policy, read_pinned_pixels
@@ -158,6 +159,9 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     pinned_pixels: an export of a run that pinned pixels (``pxpo_gym.pinning``):
     ``"auto"`` applies its pin in ``policy()``, ``"off"`` samples the weights alone
     (the old keyword ``held_pixels`` still works, with a DeprecationWarning).
+    guidance_scale: classifier-free guidance in ``policy()`` (>= 1; not 1 needs a
+    model with a null context; default: an export's run's own, else 1). The env
+    steps with whatever action it is given; this is how its own sampler acts.
     The generic-learner keywords of ``gym.make_vec`` (``action_mode``,
     ``residual_scale``, ``action_grid``, ``obs_*``) are applied as wrappers by
     ``pxpo_gym.wrappers.make_vector_env``; this class does not take them.
@@ -188,6 +192,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         transition: str | None = None,
         log_density: str | None = None,
         pinned_pixels: str = "auto",
+        guidance_scale: float | None = None,
     ) -> None:
         num_envs = parse_num_envs(num_envs)
         if pinned_pixels not in ("auto", "off"):
@@ -219,6 +224,17 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
                     raise ValueError(f"{folder!r} pins pixels but names no model it was fine-tuned from")
                 self.pin = (*pin, str(metadata["fine_tuned_from"]))
         self._pin_base: Any = None
+        given = guidance_scale is not None
+        self.guidance_scale = check_guidance(
+            guidance_scale if given else run.get("guidance_scale", 1.0),
+            self.loaded.null_context,
+            "guidance_scale"
+            if given
+            else f"guidance_scale (the run's own, in {str(Path(folder or '') / METADATA_FILE)!r})",
+            repr(self.loaded.source),
+        )
+        """Classifier-free guidance in ``policy()`` (``pxpo_gym.guidance``): the keyword, else an export's run's
+        own, else 1 (none). Actions passed to ``step`` are taken as they are."""
         settings = run_sampler(run, num_inference_steps, eta, noise_level, transition, log_density)
         self.sampler = sampler_for(self.loaded)
         """The sampler plug-in (``pxpo_gym.samplers``): DDIM for DDPM-family models, Flow-GRPO's SDE or CPS
@@ -282,11 +298,13 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     # -- construction helpers -------------------------------------------------
 
     def policy(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The env's own sampler as a policy for one batch of episodes: the model, or for an export that
-        pins pixels (``self.pin``) the model with them pinned to the model it was fine-tuned from (loaded
-        on first use), as training sampled: what ``run_policy(envs)`` draws."""
+        """The env's own sampler as a policy for one batch of episodes: the model, guided at
+        ``self.guidance_scale``, or for an export that pins pixels (``self.pin``) with them pinned to the model
+        it was fine-tuned from (loaded on first use, guided alike), as training sampled: what
+        ``run_policy(envs)`` draws."""
+        null = self.loaded.null_context
         if self.pin is None:
-            return self.model
+            return guided(self.model, self.guidance_scale, null)
         mode, pinned, base = self.pin
         if self._pin_base is None:
             latent = self.loaded.is_latent
@@ -302,8 +320,12 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
                     f"the pin's base model {base!r} draws samples of shape {tuple(self._pin_base.sample_shape)}, "
                     f"the export {tuple(self.loaded.sample_shape)}"
                 )
+        base_model = self._pin_base.noise_model.requires_grad_(False)
         return pinned_policy(
-            mode, self.model, self._pin_base.noise_model.requires_grad_(False), pinned.to(self.device)
+            mode,
+            guided(self.model, self.guidance_scale, null),
+            guided(base_model, self.guidance_scale, null),
+            pinned.to(self.device),
         )
 
     def _parse_contexts(self, context: Any, name: str) -> torch.Tensor:

@@ -67,6 +67,7 @@ from typing import Any
 import torch
 
 from pxpo_gym.files import write_atomic
+from pxpo_gym.guidance import guided_output
 from pxpo_gym.pinning import MAX_PIN_BAND
 
 from ..advantages import STD_MODES, ContextStats
@@ -91,7 +92,6 @@ from ..credit_check import (
 )
 from ..distributed import all_sum
 from ..losses import PolicyGradientConfig, pxpo_loss
-from ..policy import guided_output
 from .base import Algorithm
 
 DEFAULT_CREDIT = "checked"

@@ -124,6 +124,7 @@ class Workspace:
             device=train.run.device,
             context=context,
             pinned_pixels="off",  # fine-tuning starts from the weights
+            guidance_scale=train.sampling.guidance_scale,
         )
         self.envs = DiffusionDenoiseVectorEnv(num_envs=train.sampling.sample_batch_size, **common)
         self.render_env = DiffusionDenoiseVectorEnv(num_envs=1, **common)
