@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -69,6 +70,12 @@ def _check_ints(section: Any, names: tuple[str, ...], low: int, optional: bool =
             ok or (optional and value is None),
             f"{name} must be {'None or ' if optional else ''}an int >= {low}, got {name}={value!r}",
         )
+
+
+def context_spec(contexts: Sequence[str]) -> list[int | str] | None:
+    """Context ids or names as written on a command line -> the env's ``context`` argument (ids as ints;
+    empty: None, all of the model's)."""
+    return [int(c) if c.lstrip("-").isdigit() else c for c in contexts] or None
 
 
 @dataclass(frozen=True)
@@ -147,7 +154,7 @@ class EnvConfig(Checked):
 
     def env_kwargs(self, num_envs: int, device: str) -> dict[str, Any]:
         """The keywords of ``gym.make_vec("DiffusionDenoise-v0", **...)`` for this env (the one builder)."""
-        contexts = [int(c) if c.lstrip("-").isdigit() else c for c in self.contexts] or None
+        contexts = context_spec(self.contexts)
         return dict(
             num_envs=num_envs,
             model=self.model,

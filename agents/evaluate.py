@@ -7,7 +7,7 @@
 The model is anything the env loads: the embedded default, a diffusers folder, a
 hub id, or a training run's export (``RUN/model``, ``agents.export``). Its images
 come from the held-out seeds training's evaluations use (``agents.heldout``:
-env slot i seeded 1,000,003 + seed + i, contexts cycled over the model's), so
+env slot i seeded 1,000,003 + seed + i, contexts cycled over the run's own, else the model's), so
 the numbers are deterministic on CPU and comparable with a run's ``eval_reward``.
 Against a reference model (by default the model an export was fine-tuned from)
 the same noise also gives the fidelity columns: RMS distance to the reference's
@@ -48,7 +48,7 @@ from pxpo_gym.rewards import refuse_code_from_file
 from pxpo_gym.vector_env import run_sampler
 from pxpo_gym.viz import reward_caption, save_reward_grid
 
-from .config import flat_view, reward_tuple
+from .config import context_spec, flat_view, reward_tuple
 from .heldout import EVAL_SEED_OFFSET, Evaluator
 
 
@@ -71,11 +71,12 @@ class EvaluateConfig:
     seed: int = 0
     """The held-out seeds are 1,000,003 + seed + i (as a training run with this seed evaluates on)."""
     contexts: tuple[str, ...] = ()
-    """Context ids or names to spread the images over (empty: all of the model's)."""
+    """Context ids or names to spread the images over (empty: the run's own, as it evaluated; else all of the
+    model's)."""
     prompts: tuple[str, ...] = ()
     """Latent text-to-image models: the prompts (a LoRA export brings its own)."""
     resolution: int | None = None
-    """Latent models: image size (None: the model's own)."""
+    """Latent models: image size (None: the run's own, else the model's)."""
     num_inference_steps: int | None = None
     """Sampler steps (None: the run's own, as it trained; else 20)."""
     eta: float | None = None
@@ -151,6 +152,9 @@ def evaluate(cfg: EvaluateConfig, say: Callable[[str], None] | None = None) -> d
     saved = meta.get("run", {}).get("config", {})
     run = flat_view(saved) if isinstance(saved, dict) else {}
     prompts = list(cfg.prompts) or meta.get("prompts")
+    # the run's own contexts and resolution where none is given: the held-out images its evaluations drew
+    contexts = tuple(cfg.contexts) or tuple(str(c) for c in run.get("contexts") or ())
+    resolution = cfg.resolution if cfg.resolution is not None else run.get("resolution")
     common = dict(
         num_envs=cfg.images,
         reward=reward[0] if len(reward) == 1 else list(reward),
@@ -158,9 +162,9 @@ def evaluate(cfg: EvaluateConfig, say: Callable[[str], None] | None = None) -> d
         # the env is built on the reference: the export's own sampler is resolved here
         **run_sampler(run, cfg.num_inference_steps, cfg.eta, cfg.noise_level, cfg.transition or None),
         device=cfg.device,
-        context=[int(c) if c.lstrip("-").isdigit() else c for c in cfg.contexts] or None,
+        context=context_spec(contexts),
         prompts=prompts,
-        resolution=cfg.resolution,
+        resolution=resolution,
         # the env is built on the reference: the export's guidance is given here (both models are guided alike)
         guidance_scale=run.get("guidance_scale", 1.0) if cfg.guidance_scale is None else cfg.guidance_scale,
     )
@@ -172,7 +176,7 @@ def evaluate(cfg: EvaluateConfig, say: Callable[[str], None] | None = None) -> d
     scored = None  # None: the env's own model is the one scored
     if reference is not None:
         say(f"loading the model {cfg.model!r} ...")
-        loaded = load_model(cfg.model, cfg.device, prompts=prompts, resolution=cfg.resolution)
+        loaded = load_model(cfg.model, cfg.device, prompts=prompts, resolution=resolution)
         check_comparable(cfg.model, loaded, reference, core.loaded)
         if core.guidance_scale != 1 and loaded.null_context != core.loaded.null_context:
             raise ValueError(
@@ -213,6 +217,7 @@ def evaluate(cfg: EvaluateConfig, say: Callable[[str], None] | None = None) -> d
         "num_inference_steps": core.num_steps,
         **core.sampler.settings(core.schedule),  # eta, sampler, noise_level
         "guidance_scale": core.guidance_scale,
+        "contexts": [core.loaded.context_names[int(c)] for c in core.context_choices.tolist()],
         "reward_mean": metrics["eval_reward"],
         "reward_std": float(episode.rewards.std()) if cfg.images > 1 else 0.0,
         "components": {name: float(value.mean()) for name, value in episode.components.items()},

@@ -1,6 +1,7 @@
-"""A run trained with classifier-free guidance is evaluated, exported and sampled guided, as it trained:
-``agents.evaluate`` gives the run's own held-out numbers, ``TrainedPipeline`` and ``gym.make`` on the export
-its held-out images; an env that guides otherwise than the config is refused."""
+"""What a user deploys is sampled as the run trained: a run trained with classifier-free guidance is
+evaluated, exported and sampled guided (``agents.evaluate`` gives the run's own held-out numbers,
+``TrainedPipeline`` and ``gym.make`` on the export its held-out images); ``agents.evaluate`` draws the run's
+own contexts and resolution; an env that guides otherwise than the config is refused."""
 
 from __future__ import annotations
 
@@ -65,3 +66,48 @@ def test_an_env_that_guides_otherwise_than_the_config_is_refused(tmp_path):
         ValueError, match=r"config guidance_scale=3.0 but the env's own sampler guides at 1.0"
     ):
         Trainer(config, envs)
+
+
+def test_evaluate_draws_the_runs_own_contexts(tiny_model_dir, tmp_path):
+    """A run trained on one context evaluated on it: ``agents.evaluate`` on its export, given no contexts,
+    scores those (the run's eval_reward), not all of the model's."""
+    config = tiny_config(
+        tiny_model_dir, tmp_path, algo="ddpo", num_epochs=1, contexts=("1",), eval_every=1, eval_images=8
+    )
+    history = train(config)
+    common = dict(model=str(tmp_path / "run" / "model"), images=8, num_inference_steps=4)
+    own = evaluate(EvaluateConfig(**common, out=str(tmp_path / "own")))
+    assert own["contexts"] == [load_model(str(tiny_model_dir)).context_names[1]]
+    assert own["reward_mean"] == pytest.approx(history[-1]["eval_reward"], abs=1e-6)
+    every = evaluate(EvaluateConfig(**common, contexts=("0", "1", "2"), out=str(tmp_path / "every")))
+    assert len(every["contexts"]) == 3 and abs(every["reward_mean"] - own["reward_mean"]) > 1e-4
+
+
+def test_evaluate_draws_a_latent_runs_own_resolution(tiny_sd_dir, tmp_path):
+    """A LoRA run on the tiny SD pipeline at another resolution than the model's: evaluating its export with
+    no resolution given draws at the run's (its eval_reward), not at the model's own."""
+    from pxpo_gym.loading import load_model as load
+    from tests.pxpo_gym.test_latent import PROMPTS, STEPS
+
+    native = load(str(tiny_sd_dir), prompts=PROMPTS).image_size[-1]
+    config = tiny_config(
+        tiny_sd_dir,
+        tmp_path,
+        algo="ddpo",
+        num_epochs=1,
+        prompts=tuple(PROMPTS),
+        resolution=2 * native,
+        num_inference_steps=STEPS,
+        sample_batch_size=2,
+        train_batch_size=2,
+        eval_every=1,
+        eval_images=2,
+    )
+    history = train(config)
+    common = dict(
+        model=str(tmp_path / "run" / "model"), images=2, num_inference_steps=STEPS, reference="none"
+    )
+    own = evaluate(EvaluateConfig(**common, out=str(tmp_path / "own")))
+    assert own["reward_mean"] == pytest.approx(history[-1]["eval_reward"], abs=1e-5)
+    grid_size = evaluate(EvaluateConfig(**common, resolution=native, out=str(tmp_path / "native")))
+    assert abs(grid_size["reward_mean"] - own["reward_mean"]) > 1e-5
