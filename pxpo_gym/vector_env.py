@@ -153,7 +153,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     prompts: latent text-to-image pipelines only (required there): a list of
     prompts or a function returning one; context k is ``prompts[k]``
     (``self.prompts``), its embedding computed once and kept on ``device``.
-    resolution: image size of a latent pipeline (default: the model's own).
+    resolution: image size of a latent pipeline (default: an export's run's own, else the model's).
     decode_chunk_size: latent pipelines decode at most this many samples per VAE
     call at the terminal step (None: all at once).
     pinned_pixels: an export of a run that pinned pixels (``pxpo_gym.pinning``):
@@ -208,6 +208,9 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
                 )
             self.loaded = model
         else:
+            if resolution is None:  # a latent run's export samples at the run's resolution, as it trained
+                # (0 in files written before the sectioned config means none)
+                resolution = run_config(read_metadata(model), str(model)).get("resolution") or None
             self.loaded = load_model(model, self.device, self.dtype, prompts, resolution, decode_chunk_size)
         self.model = self.loaded.noise_model.requires_grad_(False)
         # an export's run settings: in the folder the user named (a LoRA export's weights live in its base)

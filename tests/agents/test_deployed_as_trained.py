@@ -1,7 +1,7 @@
 """What a user deploys is sampled as the run trained: a run trained with classifier-free guidance is
 evaluated, exported and sampled guided (``agents.evaluate`` gives the run's own held-out numbers,
 ``TrainedPipeline`` and ``gym.make`` on the export its held-out images); ``agents.evaluate`` draws the run's
-own contexts and resolution; an env that guides otherwise than the config is refused."""
+own contexts and resolution (and the env a latent export's resolution); an env that guides otherwise than the config is refused."""
 
 from __future__ import annotations
 
@@ -109,5 +109,8 @@ def test_evaluate_draws_a_latent_runs_own_resolution(tiny_sd_dir, tmp_path):
     )
     own = evaluate(EvaluateConfig(**common, out=str(tmp_path / "own")))
     assert own["reward_mean"] == pytest.approx(history[-1]["eval_reward"], abs=1e-5)
+    # gym.make on the export, given no resolution, draws at the run's too
+    envs = gym.make_vec("DiffusionDenoise-v0", num_envs=1, model=common["model"], reward="color")
+    assert envs.unwrapped.loaded.image_size[-1] == 2 * native
     grid_size = evaluate(EvaluateConfig(**common, resolution=native, out=str(tmp_path / "native")))
     assert abs(grid_size["reward_mean"] - own["reward_mean"]) > 1e-5
