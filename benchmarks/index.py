@@ -7,7 +7,7 @@ an older preset's, in benchmarks/results/archive/), and every folder holds an ``
 - ``command``: the command that remakes its files (today's module paths; ``python ...`` or ``bash ...``),
   as scripts/run_benchmarks.sh runs it;
 - ``commit``: the commit of the code that made the committed files, as recorded (several when runs
-  were added at different commits);
+  were added at different commits); each must be in the repository's history (``unknown_commits``);
 - optional: ``writes`` (the files that command writes, when the folder holds more), ``rerun_at`` (the
   script runs the command in a worktree at that commit, not at HEAD: archived results, a 'before'
   measurement), ``outside_repository`` (why the code is not in the repository: the script lists the
@@ -17,7 +17,8 @@ an older preset's, in benchmarks/results/archive/), and every folder holds an ``
 INDEX.md lists every folder with its summary, commit, command and the doc pages that link it (found by
 scanning README.md, DEVELOPERS.md and docs/**/*.md for ``benchmarks/results/FOLDER``). The tests
 (tests/benchmarks/test_results_index.py) fail when a folder lacks its about.json, when INDEX.md differs from what
-this writes, or when scripts/run_benchmarks.sh lacks a folder's command.
+this writes, when scripts/run_benchmarks.sh lacks a folder's command, or when a commit named is not in the
+repository's history.
 
     python -m benchmarks.index            # rewrite INDEX.md
     python -m benchmarks.index --check    # exit 1 if INDEX.md is stale or a folder is incomplete
@@ -100,6 +101,50 @@ def about_problems(root: Path = ROOT) -> list[str]:
         if missing or bad:
             problems.append(f"{RESULTS / folder}/{ABOUT}: missing {missing}, not a command: {bad}")
     return problems
+
+
+COMMIT = re.compile(r"\b[0-9a-f]{7,40}\b")
+"""An abbreviated or full commit hash, as about.json's commit fields write them (beside words such as 'working
+tree' or task names)."""
+
+
+def unknown_commits(root: Path = ROOT) -> list[str]:
+    """Commits named in about.json files (``commit`` and each ``more_commands[i].commit``) that the repository's
+    history does not hold, e.g. one made on a branch that never landed: a result must name code one can check
+    out. Needs git and ``root/.git``.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a git checkout.
+    """
+    import subprocess
+
+    if not (root / ".git").exists():
+        raise FileNotFoundError(f"{root} is not a git checkout: its results' commits cannot be checked")
+    named: dict[str, list[str]] = {}
+    for folder in results_folders(root):
+        path = root / RESULTS / folder / ABOUT
+        if not path.is_file():
+            continue
+        about = json.loads(path.read_text())
+        fields = [about.get("commit", "")] + [c.get("commit", "") for c in about.get("more_commands", [])]
+        for commit in COMMIT.findall(" ".join(str(f) for f in fields)):
+            named.setdefault(commit, []).append(folder)
+    if not named:
+        return []
+    queries = "".join(f"{commit}^{{commit}}\n" for commit in named)
+    answer = subprocess.run(
+        ["git", "-C", str(root), "cat-file", "--batch-check"],
+        input=queries,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    return [
+        f"{RESULTS / folder}/{ABOUT}: commit {commit} is not in this repository's history"
+        for commit, line in zip(named, answer)
+        if line.endswith(" missing")
+        for folder in named[commit]
+    ]
 
 
 def is_command(text: str) -> bool:
@@ -278,11 +323,14 @@ def main(cfg: IndexConfig, root: Path = ROOT) -> int:
     if cfg.check:
         stale = not path.is_file() or path.read_text() != text
         missing = uncovered(root)
+        unknown = unknown_commits(root) if (root / ".git").exists() else []
         for line in (
-            [f"{path.relative_to(root)} is stale: run python -m benchmarks.index"] if stale else []
-        ) + [f"{SCRIPT} lacks: {m}" for m in missing]:
+            ([f"{path.relative_to(root)} is stale: run python -m benchmarks.index"] if stale else [])
+            + [f"{SCRIPT} lacks: {m}" for m in missing]
+            + unknown
+        ):
             print(line)
-        return int(stale or bool(missing))
+        return int(stale or bool(missing) or bool(unknown))
     path.write_text(text)
     print(f"wrote {path.relative_to(root)} ({len(results_folders(root))} folders)")
     return 0

@@ -217,3 +217,40 @@ def test_a_command_with_an_unknown_module_option_or_variant_does_not_parse(monke
         parse_only("benchmarks.suite", ["full", "--pxpo-variants", "nope"], monkeypatch)
     with pytest.raises(SystemExit):
         parse_only("benchmarks.studies.locality", ["--no-such-option"], monkeypatch)
+
+
+def test_every_commit_a_result_names_is_in_the_history():
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    assert index.unknown_commits(ROOT) == []
+
+
+def test_a_commit_that_never_landed_fails(repo, capsys):
+    import subprocess
+
+    def git(*args: str) -> str:
+        command = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args]
+        return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+
+    with pytest.raises(FileNotFoundError, match="not a git checkout"):
+        index.unknown_commits(repo)
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "results")
+    real = git("rev-parse", "--short", "HEAD")
+    results = repo / index.RESULTS
+    write_about(
+        results / "alpha",
+        summary="a quick grid",
+        command="python -m benchmarks.suite quick --out benchmarks/results/alpha",
+        commit=f"{real} (color) + 0badc0de (jpeg)",
+        more_commands=[{"command": "python -m benchmarks.suite.passes quick", "commit": real}],
+    )
+    # the fixture's own commits (1234567, abcdef0) were never made here either; the real one passes
+    assert index.unknown_commits(repo) == [
+        f"benchmarks/results/{folder}/about.json: commit {commit} is not in this repository's history"
+        for folder, commit in (("alpha", "0badc0de"), ("outside", "abcdef0"), ("archive/old", "1234567"))
+    ]
+    assert index.main(index.IndexConfig(), root=repo) == 0
+    assert index.main(index.IndexConfig(check=True), root=repo) == 1
+    assert "commit 0badc0de is not in this repository's history" in capsys.readouterr().out
